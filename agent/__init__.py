@@ -1,0 +1,1 @@
+"""Per-tray gRPC agents (compute and switch trays). They arrive with the agents issue."""

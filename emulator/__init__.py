@@ -1,0 +1,1 @@
+"""The emulated rack core: pure model, no sockets, no clocks, no asyncio."""

@@ -1,0 +1,345 @@
+"""Link health: the state and error counters of every link, and the faults that drive them.
+
+Counters are flat numpy arrays indexed by link index (``a * L + l``), so the data plane bumps
+one slot per hop and an exporter reads whole arrays at scrape time. Byte counters are kept
+per direction: ``up_bytes`` flow accelerator -> switch (the accelerator end's tx, the switch
+port's rx), ``down_bytes`` flow switch -> accelerator.
+
+Faults are values (`Fault`); injecting, clearing or letting time pass (`tick`) recomputes which
+links are forced down and returns the events of every change. A link that is no longer forced
+down trains (INIT) for `training_time` seconds before it carries traffic again (ACTIVE).
+
+Error model of a degraded link (BER fault): raw bit errors arrive at ``BER x bits carried``.
+The PHY's ECC corrects 15 of every 16 (``ecc``); the rest corrupt a flit (``crc_flit``) that
+is replayed (``replay``); one corrupted flit in 4 carried data (``crc_data``); every 64th
+replay escalates to a link recovery (``recovery``). All deterministic, so tests can predict it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .enums import ComponentState, EventKind, FaultKind, LinkState
+from .errors import InvalidArgument, NotFound
+from .events import Event
+from .topology import Topology
+
+__all__ = ["COUNTERS", "Fault", "LinkHealth", "LinkStatus"]
+
+ECC_CORRECTED_PER_ESCAPE = 16
+FLITS_PER_DATA_FLIT = 4
+REPLAYS_PER_RECOVERY = 64
+COUNTERS = (
+    "up_bytes",
+    "down_bytes",
+    "crc_flit",
+    "crc_data",
+    "replay",
+    "recovery",
+    "ecc",
+    "link_down",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A fault to inject. `target` names a link, chiplet, switch chip or tray by its name."""
+
+    kind: FaultKind
+    target: str
+    ber: float = 0.0  # DEGRADED_BER: raw bit error rate, 0 < ber < 1
+    flap_period: float = 1.0  # LINK_FLAP: seconds the link spends down, then up, then down...
+    id: int = 0  # assigned on injection
+    since: float = 0.0  # `now` at injection
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatus:
+    """One link's state and counters at a moment."""
+
+    index: int
+    name: str
+    state: LinkState  # effective: ADMIN_DOWN when drained, else the hardware state
+    admin_down: bool
+    ber: float
+    counters: dict[str, int]
+
+
+class LinkHealth:
+    """States and counters of every link of a rack, plus the active faults."""
+
+    def __init__(self, topology: Topology, *, training_time: float = 0.05) -> None:
+        self.topology = topology
+        self.training_time = training_time
+        n = len(topology.links)
+        self.state = np.full(n, LinkState.ACTIVE, np.uint8)  # hardware state (no admin)
+        self.admin_down = np.zeros(n, bool)
+        self.usable = np.ones(n, bool)  # ACTIVE and not drained: the data plane reads this
+        self.ber = np.zeros(n, np.float64)
+        for name in COUNTERS:
+            setattr(self, name, np.zeros(n, np.uint64))
+        self._bit_error_residual = np.zeros(n, np.float64)
+        self._bit_errors = np.zeros(n, np.uint64)  # raw, before ECC
+        self._training_until = np.zeros(n, np.float64)
+        self._flapping = np.zeros(n, bool)
+        self.faults: dict[int, Fault] = {}
+        self._next_fault_id = 1
+        self.drained_trays: set[str] = set()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def effective_state(self, index: int) -> LinkState:
+        return LinkState.ADMIN_DOWN if self.admin_down[index] else LinkState(self.state[index])
+
+    def status(self, index: int) -> LinkStatus:
+        link = self.topology.links[index]
+        return LinkStatus(
+            index=index,
+            name=link.name,
+            state=self.effective_state(index),
+            admin_down=bool(self.admin_down[index]),
+            ber=float(self.ber[index]),
+            counters={name: int(getattr(self, name)[index]) for name in COUNTERS},
+        )
+
+    def usable_planes(self, accelerator: int) -> np.ndarray:
+        """Bool mask over planes: which of this accelerator's links carry traffic now."""
+        per = self.topology.links_per_accelerator
+        return self.usable[accelerator * per : (accelerator + 1) * per]
+
+    def component_state(self, name: str) -> ComponentState:
+        """State of a chiplet, switch chip or tray, by name."""
+        kind = self._component_kind(name)
+        failed = any(f.kind == kind and f.target == name for f in self.faults.values())
+        return ComponentState.FAILED if failed else ComponentState.OK
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def inject(self, fault: Fault, now: float) -> tuple[Fault, list[Event]]:
+        """Inject a fault; returns it with its id, and the events it caused."""
+        self._check_fault(fault)
+        fault = replace(fault, id=self._next_fault_id, since=now)
+        self._next_fault_id += 1
+        self.faults[fault.id] = fault
+        events = [Event(EventKind.FAULT_INJECTED, fault.target, now, _fault_body(fault))]
+        if fault.kind in _COMPONENT_FAULTS:
+            events.append(self._component_event(fault.target, ComponentState.FAILED, now))
+        if fault.kind == FaultKind.DEGRADED_BER:
+            self._refresh_ber()
+        return fault, events + self._apply(now)
+
+    def clear(self, fault_id: int, now: float) -> list[Event]:
+        """Clear an injected fault by id; the links it held down start training."""
+        fault = self.faults.pop(fault_id, None)
+        if fault is None:
+            active = ", ".join(map(str, sorted(self.faults))) or "none"
+            raise NotFound(f"no active fault {fault_id} (active faults: {active})")
+        events = [Event(EventKind.FAULT_CLEARED, fault.target, now, _fault_body(fault))]
+        if (
+            fault.kind in _COMPONENT_FAULTS
+            and self.component_state(fault.target) == ComponentState.OK
+        ):
+            events.append(self._component_event(fault.target, ComponentState.OK, now))
+        if fault.kind == FaultKind.DEGRADED_BER:
+            self._refresh_ber()
+        return events + self._apply(now)
+
+    def tick(self, now: float) -> list[Event]:
+        """Let time pass: flapping links toggle, trained links become ACTIVE."""
+        return self._apply(now)
+
+    def _check_fault(self, fault: Fault) -> None:
+        self._component_kind(fault.target, expected=fault.kind)
+        if fault.kind == FaultKind.DEGRADED_BER and not 0.0 < fault.ber < 1.0:
+            raise InvalidArgument(f"ber {fault.ber!r} for {fault.target}: must be in (0, 1)")
+        if fault.kind == FaultKind.LINK_FLAP and not fault.flap_period > 0:
+            raise InvalidArgument(
+                f"flap period {fault.flap_period!r}s for {fault.target}: must be > 0"
+            )
+
+    def _component_kind(self, name: str, expected: FaultKind | None = None) -> FaultKind:
+        """Which fault kind targets `name`; checks `expected` names that kind of target."""
+        top = self.topology
+        kinds = {
+            FaultKind.LINK_DOWN: "link",
+            FaultKind.LINK_FLAP: "link",
+            FaultKind.DEGRADED_BER: "link",
+            FaultKind.CHIPLET_FAILURE: "chiplet",
+            FaultKind.SWITCH_CHIP_FAILURE: "switch chip",
+            FaultKind.TRAY_LOSS: "tray",
+        }
+        lookups = {
+            "link": top.link_named,
+            "chiplet": top.chiplet,
+            "switch chip": top.switch_chip_named,
+            "tray": top.tray,
+        }
+        if expected is not None:
+            lookups[kinds[expected]](name)  # NotFound names the missing target
+            return expected
+        for kind in (FaultKind.CHIPLET_FAILURE, FaultKind.SWITCH_CHIP_FAILURE, FaultKind.TRAY_LOSS):
+            try:
+                lookups[kinds[kind]](name)
+                return kind
+            except NotFound:
+                pass
+        raise NotFound(f"no chiplet, switch chip or tray named {name!r} in rack {top.name}")
+
+    def _component_event(self, name: str, state: ComponentState, now: float) -> Event:
+        return Event(EventKind.COMPONENT_STATE_CHANGED, name, now, {"state": state.name})
+
+    def _refresh_ber(self) -> None:
+        self.ber[:] = 0.0
+        for fault in self.faults.values():
+            if fault.kind == FaultKind.DEGRADED_BER:
+                index = self.topology.link_named(fault.target).index
+                self.ber[index] = max(self.ber[index], fault.ber)
+
+    # -- admin state -----------------------------------------------------------------------
+
+    def set_admin(self, target: str, down: bool, now: float) -> list[Event]:
+        """Drain (down=True) or undrain a link or a whole tray, by name."""
+        top = self.topology
+        is_tray = any(t.name == target for t in top.trays)
+        indices = top.link_indices_of_tray(target) if is_tray else [top.link_named(target).index]
+        if is_tray:
+            (self.drained_trays.add if down else self.drained_trays.discard)(target)
+        state = "DOWN" if down else "UP"
+        events = [Event(EventKind.ADMIN_STATE_CHANGED, target, now, {"admin_state": state})]
+        return events + self._apply(now, admin=dict.fromkeys(indices, down))
+
+    # -- the state machine -----------------------------------------------------------------
+
+    def _forced_down(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """Links held down by faults now, and the links under a flap fault."""
+        top = self.topology
+        down = np.zeros(len(top.links), bool)
+        flapping = np.zeros(len(top.links), bool)
+        for fault in self.faults.values():
+            if fault.kind == FaultKind.LINK_DOWN:
+                down[top.link_named(fault.target).index] = True
+            elif fault.kind == FaultKind.LINK_FLAP:
+                index = top.link_named(fault.target).index
+                flapping[index] = True
+                # Down for one period, up for the next, starting down at injection.
+                if math.floor((now - fault.since) / fault.flap_period) % 2 == 0:
+                    down[index] = True
+            elif fault.kind == FaultKind.CHIPLET_FAILURE:
+                down[top.link_indices_of_accelerator(top.chiplet(fault.target).accelerator)] = True
+            elif fault.kind == FaultKind.SWITCH_CHIP_FAILURE:
+                down[top.link_indices_of_switch_chip(top.switch_chip_named(fault.target).index)] = (
+                    True
+                )
+            elif fault.kind == FaultKind.TRAY_LOSS:
+                down[top.link_indices_of_tray(fault.target)] = True
+        return down, flapping
+
+    def _apply(self, now: float, admin: dict[int, bool] | None = None) -> list[Event]:
+        before = [self.effective_state(i) for i in range(len(self.state))] if admin else None
+        forced, flapping = self._forced_down(now)
+        old = self.state.copy()
+        going_down = forced & (self.state != LinkState.DOWN)
+        self.state[going_down] = LinkState.DOWN
+        self.link_down[going_down] += np.uint64(1)
+        coming_up = ~forced & (self.state == LinkState.DOWN)
+        self.state[coming_up] = LinkState.INIT
+        self._training_until[coming_up] = now + self.training_time
+        trained = (self.state == LinkState.INIT) & (self._training_until <= now)
+        self.state[trained] = LinkState.ACTIVE
+        for index, down in (admin or {}).items():
+            self.admin_down[index] = down
+        self.usable = (self.state == LinkState.ACTIVE) & ~self.admin_down
+
+        events: list[Event] = []
+        changed = np.flatnonzero(old != self.state)
+        if admin:
+            changed = np.union1d(changed, list(admin))
+        links = self.topology.links
+        flaps: dict[int, int] = {}
+        for index in changed.tolist():
+            state = self.effective_state(index)
+            if before is not None and before[index] == state:
+                continue
+            if flapping[index] or self._flapping[index]:
+                # A flapping link is one event per tick with a count, not one per transition.
+                flaps[index] = flaps.get(index, 0) + int(going_down[index]) + int(coming_up[index])
+                continue
+            body = {"state": state.name, "previous": LinkState(old[index]).name}
+            events.append(Event(EventKind.LINK_STATE_CHANGED, links[index].name, now, body))
+        self._flapping = flapping
+        for index, transitions in flaps.items():
+            body = {
+                "state": self.effective_state(index).name,
+                "transitions": transitions,
+                "link_down_total": int(self.link_down[index]),
+            }
+            events.append(Event(EventKind.LINK_FLAPPING, links[index].name, now, body))
+        return events
+
+    # -- traffic ---------------------------------------------------------------------------
+
+    def add_traffic(self, index: int, up_bytes: int, down_bytes: int, now: float) -> list[Event]:
+        """Count bytes carried by one link; a link with a degraded BER accrues errors."""
+        self.up_bytes[index] += np.uint64(up_bytes)
+        self.down_bytes[index] += np.uint64(down_bytes)
+        if self.ber[index]:
+            return self._accrue_errors(index, (up_bytes + down_bytes) * 8, now)
+        return []
+
+    def add_traffic_many(
+        self, indices: np.ndarray, up_bytes: np.ndarray, down_bytes: np.ndarray, now: float
+    ) -> list[Event]:
+        """Vectorized `add_traffic` (indices may repeat)."""
+        np.add.at(self.up_bytes, indices, up_bytes.astype(np.uint64))
+        np.add.at(self.down_bytes, indices, down_bytes.astype(np.uint64))
+        events: list[Event] = []
+        if self.ber.any():
+            bits = np.zeros(len(self.ber), np.int64)
+            np.add.at(bits, indices, (up_bytes + down_bytes).astype(np.int64) * 8)
+            for index in np.flatnonzero((bits > 0) & (self.ber > 0)).tolist():
+                events += self._accrue_errors(index, int(bits[index]), now)
+        return events
+
+    def _accrue_errors(self, index: int, bits: int, now: float) -> list[Event]:
+        raw = bits * self.ber[index] + self._bit_error_residual[index]
+        errors = int(raw)
+        self._bit_error_residual[index] = raw - errors
+        if not errors:
+            return []
+        before = int(self._bit_errors[index])
+        self._bit_errors[index] = before + errors
+        escaped = (before + errors) // ECC_CORRECTED_PER_ESCAPE - before // ECC_CORRECTED_PER_ESCAPE
+        self.ecc[index] += np.uint64(errors - escaped)
+        if not escaped:
+            return []
+        crc_before = int(self.crc_flit[index])
+        crc_after = crc_before + escaped
+        self.crc_flit[index] = crc_after
+        self.replay[index] += np.uint64(escaped)
+        self.crc_data[index] += np.uint64(
+            crc_after // FLITS_PER_DATA_FLIT - crc_before // FLITS_PER_DATA_FLIT
+        )
+        self.recovery[index] += np.uint64(
+            crc_after // REPLAYS_PER_RECOVERY - crc_before // REPLAYS_PER_RECOVERY
+        )
+        # Coalesced: one event each time the CRC count reaches a new power of ten.
+        if len(str(crc_after)) > len(str(crc_before)) or crc_before == 0:
+            body = {"crc_flit": crc_after, "replay": int(self.replay[index]),
+                    "ber": float(self.ber[index])}  # fmt: skip
+            return [Event(EventKind.LINK_ERRORS, self.topology.links[index].name, now, body)]
+        return []
+
+
+_COMPONENT_FAULTS = (FaultKind.CHIPLET_FAILURE, FaultKind.SWITCH_CHIP_FAILURE, FaultKind.TRAY_LOSS)
+
+
+def _fault_body(fault: Fault) -> dict[str, object]:
+    body: dict[str, object] = {"fault_id": fault.id, "fault": fault.kind.name}
+    if fault.kind == FaultKind.DEGRADED_BER:
+        body["ber"] = fault.ber
+    if fault.kind == FaultKind.LINK_FLAP:
+        body["flap_period"] = fault.flap_period
+    return body

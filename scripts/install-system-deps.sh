@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the real services the tests run against (mosquitto, prometheus/promtool) when they
+# are missing. Needs root for apt-get; otherwise says what to install and carries on, so a
+# developer without root still gets the tests that do not need them to fail loudly, not hang.
+set -euo pipefail
+
+missing=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "warning: ${missing[*]} not installed and not root; install them with:" >&2
+    echo "    sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "warning: ${missing[*]} not installed and there is no apt-get; install them by hand" >&2
+    exit 0
+fi
+echo "installing ${missing[*]} with apt-get ..."
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# policy-rc.d keeps the packages from starting system-wide daemons: tests start their own.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
+fi
+trap '[ "$created_policy" = 1 ] && rm -f "$policy"' EXIT
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "installed ${missing[*]}"
