@@ -204,7 +204,13 @@ class LinkHealth:
         """Drain (down=True) or undrain a link or a whole tray, by name."""
         top = self.topology
         is_tray = any(t.name == target for t in top.trays)
-        indices = top.link_indices_of_tray(target) if is_tray else [top.link_named(target).index]
+        if is_tray:
+            indices = top.link_indices_of_tray(target)
+        else:
+            try:
+                indices = [top.link_named(target).index]
+            except NotFound:
+                raise NotFound(f"no link or tray named {target!r} in rack {top.name}") from None
         if is_tray:
             (self.drained_trays.add if down else self.drained_trays.discard)(target)
         state = "DOWN" if down else "UP"
@@ -288,6 +294,13 @@ class LinkHealth:
         if self.ber[index]:
             return self._accrue_errors(index, (up_bytes + down_bytes) * 8, now)
         return []
+
+    def add_hops(self, hops: tuple[tuple[int, int, int], ...], now: float) -> list[Event]:
+        """Count a route's hops: ``(link index, up bytes, down bytes)`` each."""
+        events: list[Event] = []
+        for index, up, down in hops:
+            events += self.add_traffic(index, up, down, now)
+        return events
 
     def add_traffic_many(
         self, indices: np.ndarray, up_bytes: np.ndarray, down_bytes: np.ndarray, now: float

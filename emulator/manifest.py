@@ -72,7 +72,7 @@ _SIZE_UNITS = {
     "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
 }  # fmt: skip
-_RATE_UNITS = {"b/s": 1, "kb/s": 10**3, "mb/s": 10**6, "gb/s": 10**9, "tb/s": 10**12}
+_RATE_UNITS = {"": 1, "b/s": 1, "kb/s": 10**3, "mb/s": 10**6, "gb/s": 10**9, "tb/s": 10**12}
 _QUANTITY_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z/]*)\s*$")
 
 
@@ -138,7 +138,8 @@ def _parse_quantity(value: Any, field: str, units: Mapping[str, int], what: str)
         raise ManifestError(field, f"expected a {what} like {_example(units)}, got {value!r}")
     if unit not in units:
         raise ManifestError(
-            field, f"unknown unit {unit!r} in {value!r}; use one of {', '.join(units)}"
+            field,
+            f"unknown unit {unit!r} in {value!r}; use one of {', '.join(u for u in units if u)}",
         )
     result = number * units[unit]
     if result != int(result) or result <= 0:

@@ -1,0 +1,247 @@
+"""`fusionctl`: the command line of fusionrack.
+
+Today it reads rack manifests; commands that talk to a running controller join it with the
+controller. Exit codes: 0 ok, 1 the input is wrong (the message names the field), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from fusionrack import __version__
+from fusionrack.emulator.errors import FusionError
+from fusionrack.emulator.manifest import list_presets, load_manifest
+from fusionrack.emulator.topology import Topology
+
+__all__ = ["main"]
+
+
+def _bytes(value: float, unit: str = "B", base: int = 1024) -> str:
+    prefixes = ("", "Ki", "Mi", "Gi", "Ti", "Pi") if base == 1024 else ("", "k", "M", "G", "T", "P")
+    for prefix in prefixes:
+        if value < base or prefix == prefixes[-1]:
+            return f"{value:.4g} {prefix}{unit}"
+        value /= base
+    raise AssertionError("unreachable")
+
+
+def _rate(value: float) -> str:
+    return _bytes(value, "B/s", 1000)
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def topology_summary(top: Topology) -> dict[str, Any]:
+    """Everything `manifest show -o json` prints: a stable, documented shape."""
+    fabric = top.manifest.fabric
+    return {
+        "rack": top.name,
+        "description": top.manifest.description,
+        "source": top.manifest.source,
+        "fabric": {
+            "generation": fabric.generation,
+            "switch_trays": sum(1 for t in top.trays if t.switch_chips),
+            "switch_chips_per_tray": fabric.switch_chips_per_tray,
+            "switch_chips": len(top.switch_chips),
+            "ports_per_switch_chip": fabric.ports_per_switch_chip,
+            "links_per_accelerator": top.links_per_accelerator,
+            "link_bandwidth_bytes_per_second": top.link_bandwidth,
+            "accelerator_bandwidth_bytes_per_second": top.accelerator_bandwidth,
+            "rack_bandwidth_bytes_per_second": top.rack_bandwidth,
+            "default_partition": fabric.default_partition,
+            "max_partitions": fabric.max_partitions,
+            "multicast": {
+                "max_groups": fabric.multicast.max_groups,
+                "max_groups_per_partition": fabric.multicast.max_groups_per_partition,
+                "granularity_bytes": fabric.multicast.granularity,
+            },
+        },
+        "trays": [
+            {
+                "name": t.name,
+                "kind": t.kind.name.lower(),
+                "slot": t.slot,
+                "accelerators": list(t.accelerators),
+                "chiplets": list(t.chiplets),
+                "switch_chips": [top.switch_chips[c].name for c in t.switch_chips],
+            }
+            for t in top.trays
+        ],
+        "accelerators": [
+            {
+                "index": a.index,
+                "uid": f"{a.uid:#018x}",
+                "name": a.name,
+                "location": {
+                    "rack": a.location.rack,
+                    "tray": a.location.tray,
+                    "slot": a.location.slot,
+                    "index": a.location.index,
+                },
+                "kind": a.kind.name.lower(),
+                "model": a.model,
+                "hbm_bytes": a.hbm_bytes,
+                "chiplet": a.chiplet,
+            }
+            for a in top.accelerators
+        ],
+        "chiplets": [
+            {
+                "name": c.name,
+                "accelerator": c.accelerator,
+                "model": c.model,
+                "ucie_bandwidth_bytes_per_second": c.ucie_bandwidth,
+                "nvlink_ports": c.nvlink_ports,
+            }
+            for c in top.chiplets
+        ],
+        "switch_chips": [
+            {"index": c.index, "name": c.name, "tray": c.tray, "ports": c.ports}
+            for c in top.switch_chips
+        ],
+        "links": [
+            {
+                "index": link.index,
+                "name": link.name,
+                "accelerator": link.accelerator,
+                "switch_chip": link.switch_chip,
+                "switch_tray": link.switch_tray,
+                "port": link.port,
+                "capacity_bytes_per_second": link.capacity,
+            }
+            for link in top.links
+        ],
+    }
+
+
+def _show_table(top: Topology, with_links: bool) -> str:
+    fabric = top.manifest.fabric
+    kinds = Counter(f"{a.kind.name.lower()} {a.model}" for a in top.accelerators)
+    switch_trays = sum(1 for t in top.trays if t.switch_chips)
+    mcast = fabric.multicast
+    lines = [
+        f"rack {top.name}: {top.manifest.description}".rstrip(": "),
+        f"  source        {top.manifest.source}",
+        f"  fabric        {fabric.generation}, {switch_trays} switch trays x "
+        f"{fabric.switch_chips_per_tray} chips = {len(top.switch_chips)} switch chips, "
+        f"{fabric.ports_per_switch_chip} ports each",
+        f"  accelerators  {len(top.accelerators)} ("
+        + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        + f"), {len(top.chiplets)} Fusion chiplets",
+        f"  links         {len(top.links)} ({top.links_per_accelerator} per accelerator, "
+        f"{_rate(top.link_bandwidth)} each)",
+        f"  bandwidth     {_rate(top.accelerator_bandwidth)} per accelerator, "
+        f"{_rate(top.rack_bandwidth)} per rack",
+        f"  partitions    default partition {'on' if fabric.default_partition else 'off'}, "
+        f"up to {fabric.max_partitions}",
+        f"  multicast     {mcast.max_groups} groups ({mcast.max_groups_per_partition} per "
+        f"partition), granularity {_bytes(mcast.granularity)}",
+        "",
+    ]
+    rows = []
+    for tray in top.trays:
+        if tray.switch_chips:
+            chips = [top.switch_chips[c] for c in tray.switch_chips]
+            rows.append((tray.slot, tray.name, "switch", "-", "-",
+                         f"{len(chips)} (chips {chips[0].index}-{chips[-1].index})"))  # fmt: skip
+            continue
+        accs = [top.accelerators[i] for i in tray.accelerators]
+        rows.append((
+            tray.slot, tray.name, "compute",
+            f"{len(accs)} x {accs[0].kind.name.lower()} {accs[0].model} "
+            f"{_bytes(accs[0].hbm_bytes)} (#{accs[0].index}-{accs[-1].index})",
+            len(tray.chiplets) or "-", "-",
+        ))  # fmt: skip
+    lines.append(_table(rows, ("SLOT", "TRAY", "KIND", "ACCELERATORS", "CHIPLETS", "SWITCH CHIPS")))
+    lines.append("")
+    rows = [(a.index, a.name, f"{a.uid:#018x}", str(a.location), a.chiplet or "-")
+            for a in top.accelerators]  # fmt: skip
+    lines.append(_table(rows, ("INDEX", "ACCELERATOR", "UID", "LOCATION", "CHIPLET")))
+    if with_links:
+        lines.append("")
+        rows = [(link.index, link.name, top.switch_chips[link.switch_chip].name, link.port)
+                for link in top.links]  # fmt: skip
+        lines.append(_table(rows, ("INDEX", "LINK", "SWITCH CHIP", "PORT")))
+    return "\n".join(lines)
+
+
+def _manifest_check(args: argparse.Namespace) -> int:
+    top = Topology(load_manifest(args.manifest))
+    print(
+        f"ok: {top.name} ({top.manifest.source}): {len(top.trays)} trays, "
+        f"{len(top.accelerators)} accelerators, {len(top.switch_chips)} switch chips, "
+        f"{len(top.links)} links"
+    )
+    return 0
+
+
+def _manifest_show(args: argparse.Namespace) -> int:
+    top = Topology(load_manifest(args.manifest))
+    if args.output == "json":
+        summary = topology_summary(top)
+        if not args.links:
+            summary["links"] = len(summary["links"])
+        print(json.dumps(summary, indent=2))
+    else:
+        print(_show_table(top, args.links))
+    return 0
+
+
+def _manifest_list(args: argparse.Namespace) -> int:
+    rows = []
+    for name in list_presets():
+        top = Topology(load_manifest(name))
+        rows.append((name, len(top.accelerators), len(top.switch_chips),
+                     _rate(top.rack_bandwidth), top.manifest.description))  # fmt: skip
+    print(_table(rows, ("PRESET", "ACCELERATORS", "SWITCH CHIPS", "BANDWIDTH", "DESCRIPTION")))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fusionctl",
+        description="Drive an emulated NVLink Fusion rack.",
+        epilog="A manifest is a YAML file or a preset name (`fusionctl manifest list`).",
+    )
+    parser.add_argument("--version", action="version", version=f"fusionctl {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    manifest = commands.add_parser("manifest", help="validate and inspect rack manifests")
+    verbs = manifest.add_subparsers(dest="verb", required=True, metavar="VERB")
+    check = verbs.add_parser("check", help="validate a manifest (exit 1 naming the bad field)")
+    check.add_argument("manifest", metavar="PATH|NAME", help="manifest file or preset name")
+    check.set_defaults(run=_manifest_check)
+    show = verbs.add_parser("show", help="trays, accelerators, links and bandwidth of a rack")
+    show.add_argument("manifest", metavar="PATH|NAME", help="manifest file or preset name")
+    show.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    show.add_argument("--links", action="store_true", help="list every link too")
+    show.set_defaults(run=_manifest_show)
+    presets = verbs.add_parser("list", help="the manifests that ship with fusionrack")
+    presets.set_defaults(run=_manifest_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except FusionError as exc:
+        print(f"fusionctl: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `fusionctl manifest show x | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

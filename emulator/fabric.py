@@ -1,0 +1,108 @@
+"""Routing: the path an op takes from its initiator to its target, and the bytes it moves.
+
+A remote op leaves the initiator on one link, crosses that link's switch chip (the *plane*)
+from ingress port ``initiator`` to egress port ``target``, and arrives on the target's link of
+the same plane. The plane is chosen by hashing the address (in 256-byte granules) over the
+planes that are usable at both ends, so traffic spreads over every plane and all ops on one
+address take one path (which keeps them in order). The switch checks its partition table
+first: a cross-partition op is refused with PERMISSION_DENIED. An accelerator always reaches
+its own memory, without the fabric.
+
+Bytes counted are payload bytes: what a store writes, what a load returns, an atomic's
+operand(s) out and old value back. `Route.hops` lists ``(link index, up bytes, down bytes)``
+for both links; the switch ports see the same bytes (port *p* of chip *l* is the far end of
+link ``(p, l)``: its rx is the link's up bytes, its tx the link's down bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import PermissionDenied, Unavailable
+from .links import LinkHealth
+from .partitions import PartitionTable
+from .topology import Topology
+
+__all__ = ["Route", "choose_plane", "route"]
+
+_GRANULE_SHIFT = 8
+_GOLDEN = 0x9E3779B97F4A7C15
+_MASK64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    initiator: int
+    target: int
+    plane: int | None  # switch chip crossed; None for a local op
+    switch_tray: str | None
+    request_bytes: int  # initiator -> target
+    response_bytes: int  # target -> initiator
+    hops: tuple[tuple[int, int, int], ...]  # (link index, up bytes, down bytes)
+
+    @property
+    def local(self) -> bool:
+        return self.plane is None
+
+    @property
+    def ingress_port(self) -> int:
+        """Port of the switch chip the op enters on (the initiator's domain index)."""
+        return self.initiator
+
+    @property
+    def egress_port(self) -> int:
+        """Port of the switch chip the op leaves on (the target's domain index)."""
+        return self.target
+
+
+def choose_plane(address: int, usable: np.ndarray) -> int | None:
+    """The plane for `address` among the usable ones (a bool mask), or None if none is."""
+    planes = np.flatnonzero(usable)
+    if not len(planes):
+        return None
+    mixed = (((address >> _GRANULE_SHIFT) * _GOLDEN) & _MASK64) >> 32
+    return int(planes[mixed % len(planes)])
+
+
+def route(
+    topology: Topology,
+    links: LinkHealth,
+    partitions: PartitionTable,
+    initiator: int,
+    target: int,
+    address: int,
+    request_bytes: int,
+    response_bytes: int,
+) -> Route:
+    """Route one op; raises NotFound, PermissionDenied or Unavailable."""
+    topology.accelerator(initiator)
+    topology.accelerator(target)
+    if initiator == target:
+        return Route(initiator, target, None, None, request_bytes, response_bytes, ())
+    if not partitions.same_partition(initiator, target):
+        raise PermissionDenied(_refusal(topology, partitions, initiator, target))
+    both = links.usable_planes(initiator) & links.usable_planes(target)
+    plane = choose_plane(address, both)
+    if plane is None:
+        raise Unavailable(
+            f"no usable link between {topology.accelerators[initiator].name} and "
+            f"{topology.accelerators[target].name}: every plane is down at one end or the other"
+        )
+    per = topology.links_per_accelerator
+    hops = (
+        (initiator * per + plane, request_bytes, response_bytes),
+        (target * per + plane, response_bytes, request_bytes),
+    )
+    tray = topology.switch_chips[plane].tray
+    return Route(initiator, target, plane, tray, request_bytes, response_bytes, hops)
+
+
+def _refusal(topology: Topology, partitions: PartitionTable, initiator: int, target: int) -> str:
+    def where(index: int) -> str:
+        owner = partitions.partition_of(index)
+        name = topology.accelerators[index].name
+        return f"{name} (no partition)" if owner is None else f"{name} (partition {owner})"
+
+    return f"{where(initiator)} may not reach {where(target)}: not in the same partition"
