@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .enums import ResiliencyMode
+from .enums import PartitionMemberType, ResiliencyMode
 from .errors import FailedPrecondition, InvalidArgument
 from .events import Event
 from .multicast import MulticastTable
-from .partitions import MemberRef, MemberType, Partition, PartitionTable
+from .partitions import MemberRef, Partition, PartitionTable
 from .topology import Topology
 
 __all__ = ["FabricConfig"]
@@ -97,14 +97,14 @@ class FabricConfig:
         try:
             for p in data["partitions"]:
                 names = [topology.accelerator(i).name for i in p["members"]]
-                if MemberType[p["member_type"]] == MemberType.UID:
+                if PartitionMemberType[p["member_type"]] == PartitionMemberType.UID:
                     refs: list[MemberRef] = [topology.accelerator(i).uid for i in p["members"]]
                 else:
                     refs = list(names)
                 config.partitions.create(
                     p["name"],
                     refs,
-                    member_type=MemberType[p["member_type"]],
+                    member_type=PartitionMemberType[p["member_type"]],
                     partition_id=p["id"],
                     resiliency=ResiliencyMode[p["resiliency"]],
                     multicast_group_limit=p["multicast_group_limit"],

@@ -19,6 +19,7 @@ __all__ = [
     "LinkState",
     "Opcode",
     "PartitionHealth",
+    "PartitionMemberType",
     "ResiliencyMode",
     "TrayKind",
 ]
@@ -85,6 +86,13 @@ class Opcode(enum.IntEnum):
     LOAD = 1
     STORE = 2
     ATOMIC = 3
+
+
+class PartitionMemberType(enum.IntEnum):
+    """How a partition's members are named; fixed when the partition is created."""
+
+    LOCATION = 1
+    UID = 2
 
 
 class ResiliencyMode(enum.IntEnum):

@@ -52,6 +52,7 @@ class Fault:
     target: str
     ber: float = 0.0  # DEGRADED_BER: raw bit error rate, 0 < ber < 1
     flap_period: float = 1.0  # LINK_FLAP: seconds the link spends down, then up, then down...
+    flap_count: int = 0  # LINK_FLAP: down phases before the link stays up; 0 = until cleared
     id: int = 0  # assigned on injection
     since: float = 0.0  # `now` at injection
 
@@ -159,6 +160,8 @@ class LinkHealth:
             raise InvalidArgument(
                 f"flap period {fault.flap_period!r}s for {fault.target}: must be > 0"
             )
+        if fault.flap_count < 0:
+            raise InvalidArgument(f"flap count {fault.flap_count} for {fault.target}: must be >= 0")
 
     def _component_kind(self, name: str, expected: FaultKind | None = None) -> FaultKind:
         """Which fault kind targets `name`; checks `expected` names that kind of target."""
@@ -231,7 +234,8 @@ class LinkHealth:
                 index = top.link_named(fault.target).index
                 flapping[index] = True
                 # Down for one period, up for the next, starting down at injection.
-                if math.floor((now - fault.since) / fault.flap_period) % 2 == 0:
+                phase = math.floor((now - fault.since) / fault.flap_period)
+                if phase % 2 == 0 and not (fault.flap_count and phase >= 2 * fault.flap_count):
                     down[index] = True
             elif fault.kind == FaultKind.CHIPLET_FAILURE:
                 down[top.link_indices_of_accelerator(top.chiplet(fault.target).accelerator)] = True
@@ -355,4 +359,5 @@ def _fault_body(fault: Fault) -> dict[str, object]:
         body["ber"] = fault.ber
     if fault.kind == FaultKind.LINK_FLAP:
         body["flap_period"] = fault.flap_period
+        body["flap_count"] = fault.flap_count
     return body

@@ -35,6 +35,7 @@ Schema, version 1 (``deploy/racks/*.yaml`` are complete examples)::
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -125,6 +126,7 @@ class Manifest:
     fabric: FabricSpec
     trays: tuple[TraySpec, ...]
     source: str  # where it was read from, for messages
+    digest: str  # SHA-256 of the manifest text: agents and controller compare it
 
 
 def _parse_quantity(value: Any, field: str, units: Mapping[str, int], what: str) -> int:
@@ -241,7 +243,8 @@ def parse_manifest(text: str, source: str = "<manifest>") -> Manifest:
     description = root.get("description", str, "")
     trays = _parse_trays(root.get("trays", list), root.field("trays"))
     fabric = _parse_fabric(_Section(root.get("fabric", dict), "fabric", _FABRIC_KEYS), trays)
-    return Manifest(name, description, fabric, trays, source)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return Manifest(name, description, fabric, trays, source, digest)
 
 
 _FABRIC_KEYS = (

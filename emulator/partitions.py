@@ -23,13 +23,12 @@ USER_ACTION_REQUIRED        like ADAPTIVE_BANDWIDTH, but nothing adapts on its o
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .enums import EventKind, PartitionHealth, ResiliencyMode
+from .enums import EventKind, PartitionHealth, PartitionMemberType, ResiliencyMode
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from .events import Event
 from .links import LinkHealth
@@ -42,7 +41,6 @@ __all__ = [
     "MAX_PARTITION_ID",
     "HealthReport",
     "MemberRef",
-    "MemberType",
     "Partition",
     "PartitionTable",
 ]
@@ -57,19 +55,12 @@ MIN_ACCELERATORS = 1
 MemberRef = Location | tuple[str, int] | str | int
 
 
-class MemberType(enum.IntEnum):
-    """How a partition's members are named; fixed when the partition is created."""
-
-    LOCATION = 1
-    UID = 2
-
-
 @dataclass(frozen=True, slots=True)
 class Partition:
     id: int
     name: str
     members: tuple[int, ...]  # accelerator domain indices, sorted
-    member_type: MemberType
+    member_type: PartitionMemberType
     resiliency: ResiliencyMode
     multicast_group_limit: int
 
@@ -125,7 +116,7 @@ class PartitionTable:
             DEFAULT_PARTITION_ID,
             DEFAULT_PARTITION_NAME,
             members,
-            MemberType.LOCATION,
+            PartitionMemberType.LOCATION,
             ResiliencyMode.ADAPTIVE_BANDWIDTH,
             self.default_group_limit,
         )
@@ -155,7 +146,7 @@ class PartitionTable:
         name: str,
         members: Sequence[MemberRef],
         *,
-        member_type: MemberType = MemberType.LOCATION,
+        member_type: PartitionMemberType = PartitionMemberType.LOCATION,
         partition_id: int | None = None,
         resiliency: ResiliencyMode = ResiliencyMode.FULL_BANDWIDTH,
         multicast_group_limit: int | None = None,
@@ -179,7 +170,12 @@ class PartitionTable:
                 f"multicast group limit {limit} is not in 0..{self.max_group_limit} (domain limit)"
             )
         partition = Partition(
-            partition_id, name, tuple(sorted(indices)), MemberType(member_type), resiliency, limit
+            partition_id,
+            name,
+            tuple(sorted(indices)),
+            PartitionMemberType(member_type),
+            resiliency,
+            limit,
         )
         self._store(partition)
         return partition, [self._event(EventKind.PARTITION_CREATED, partition, now)]
@@ -284,12 +280,14 @@ class PartitionTable:
                     f"({self._partitions[owner].name!r})"
                 )
 
-    def resolve_members(self, members: Sequence[MemberRef], member_type: MemberType) -> list[int]:
+    def resolve_members(
+        self, members: Sequence[MemberRef], member_type: PartitionMemberType
+    ) -> list[int]:
         """Domain indices of `members`, named as `member_type` requires; no duplicates."""
         top = self.topology
         indices: list[int] = []
         for member in members:
-            if member_type == MemberType.UID:
+            if member_type == PartitionMemberType.UID:
                 if not isinstance(member, int) or isinstance(member, bool):
                     raise InvalidArgument(
                         f"member {member!r}: this partition names members by UID (an integer)"

@@ -110,6 +110,19 @@ def test_a_flapping_link_toggles_and_reports_one_coalesced_event(mini: Topology)
     assert health.usable[index]
 
 
+def test_a_counted_flap_stops_after_its_down_phases(mini: Topology) -> None:
+    health = LinkHealth(mini, training_time=0)
+    index = mini.link_named(LINK).index
+    health.inject(Fault(FaultKind.LINK_FLAP, LINK, flap_period=1.0, flap_count=2), now=0.0)
+    seen = []
+    for step in range(10):
+        health.tick(step * 0.5)
+        seen.append(bool(health.usable[index]))
+    # down [0, 1), up [1, 2), down [2, 3), then up for good
+    assert seen == [False, False, True, True, False, False, True, True, True, True]
+    assert int(health.link_down[index]) == 2
+
+
 def test_degraded_ber_errors_grow_with_traffic_by_the_documented_model(mini: Topology) -> None:
     health = LinkHealth(mini)
     index = mini.link_named(LINK).index
@@ -173,6 +186,7 @@ def test_drain_and_undrain_a_link_and_a_tray(mini: Topology) -> None:
         (Fault(FaultKind.DEGRADED_BER, LINK, ber=0.0), InvalidArgument, r"ber 0.0 .* \(0, 1\)"),
         (Fault(FaultKind.DEGRADED_BER, LINK, ber=2.0), InvalidArgument, "must be in"),
         (Fault(FaultKind.LINK_FLAP, LINK, flap_period=0), InvalidArgument, "must be > 0"),
+        (Fault(FaultKind.LINK_FLAP, LINK, flap_count=-1), InvalidArgument, "must be >= 0"),
     ],
 )
 def test_bad_faults_are_refused_and_change_nothing(mini: Topology, fault, error, says) -> None:  # type: ignore[no-untyped-def]

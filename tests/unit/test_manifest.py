@@ -183,6 +183,8 @@ def test_a_user_manifest_file_loads(tmp_path: Path) -> None:
     assert [t.name for t in manifest.trays] == ["compute-01", "compute-02", "switch-1", "switch-2"]
     assert manifest.fabric.default_partition is True
     assert manifest.fabric.max_partitions == 4  # one per accelerator by default
+    assert manifest.digest == load_manifest(str(path)).digest != load_manifest("mini").digest
+    assert len(manifest.digest) == 64
 
 
 @pytest.mark.parametrize(

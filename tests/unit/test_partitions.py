@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from fusionrack.emulator.enums import EventKind, FaultKind, PartitionHealth, ResiliencyMode
+from fusionrack.emulator.enums import (
+    EventKind,
+    FaultKind,
+    PartitionHealth,
+    PartitionMemberType,
+    ResiliencyMode,
+)
 from fusionrack.emulator.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -15,7 +21,6 @@ from fusionrack.emulator.errors import (
 from fusionrack.emulator.links import Fault, LinkHealth
 from fusionrack.emulator.partitions import (
     DEFAULT_PARTITION_ID,
-    MemberType,
     PartitionTable,
 )
 from fusionrack.emulator.topology import Location, Topology
@@ -31,7 +36,7 @@ def test_create_by_location_in_every_accepted_form(gb200: Topology) -> None:
     ]
     partition, events = table.create("train", members, now=5.0)
     assert (partition.id, partition.members) == (1, (0, 1, 2, 3))
-    assert partition.member_type == MemberType.LOCATION
+    assert partition.member_type == PartitionMemberType.LOCATION
     assert partition.resiliency == ResiliencyMode.FULL_BANDWIDTH
     assert partition.multicast_group_limit == 64
     assert [e.kind for e in events] == [EventKind.PARTITION_CREATED]
@@ -43,7 +48,7 @@ def test_create_by_location_in_every_accepted_form(gb200: Topology) -> None:
 def test_create_by_uid_and_the_member_type_sticks(gb200: Topology) -> None:
     table = PartitionTable(gb200)
     uids = [gb200.accelerators[i].uid for i in (10, 11)]
-    partition, _ = table.create("infer", uids, member_type=MemberType.UID)
+    partition, _ = table.create("infer", uids, member_type=PartitionMemberType.UID)
     assert partition.members == (10, 11)
     with pytest.raises(InvalidArgument, match="names members by UID"):
         table.add(partition.id, ["compute-04/0"])

@@ -1,0 +1,45 @@
+# fusionrack developer commands. `make test` is the one CI runs (.ci/run) and the README shows.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install system-deps lint test bench protos clean
+
+help:
+	@echo "make test          install what is missing (venv, package, mosquitto, prometheus), lint, run every test"
+	@echo "make bench         run the benchmarks with full figures"
+	@echo "make protos        regenerate the gRPC stubs from proto/fusionrack/v1/*.proto"
+	@echo "make install       create $(VENV) and install fusionrack with its test tools"
+	@echo "make clean         remove $(VENV) and caches"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall whenever pyproject.toml changes (new dependency, new entry point).
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(STAMP)
+
+system-deps:
+	@scripts/install-system-deps.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(STAMP) system-deps lint
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/core.py
+
+protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
