@@ -25,7 +25,7 @@ from .links import LinkHealth
 from .partitions import PartitionTable
 from .topology import Topology
 
-__all__ = ["Route", "choose_plane", "route"]
+__all__ = ["MulticastRoute", "Route", "choose_plane", "route", "route_multicast"]
 
 _GRANULE_SHIFT = 8
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -55,6 +55,18 @@ class Route:
     def egress_port(self) -> int:
         """Port of the switch chip the op leaves on (the target's domain index)."""
         return self.target
+
+
+@dataclass(frozen=True, slots=True)
+class MulticastRoute:
+    """A multicast op: up the initiator's link to one switch chip, which replicates it to (or
+    gathers it from) every member on the same plane."""
+
+    initiator: int
+    group: int
+    plane: int
+    switch_tray: str
+    hops: tuple[tuple[int, int, int], ...]  # (link index, up bytes, down bytes)
 
 
 def choose_plane(address: int, usable: np.ndarray) -> int | None:
@@ -97,6 +109,42 @@ def route(
     )
     tray = topology.switch_chips[plane].tray
     return Route(initiator, target, plane, tray, request_bytes, response_bytes, hops)
+
+
+def route_multicast(
+    topology: Topology,
+    links: LinkHealth,
+    initiator: int,
+    group: int,
+    members: tuple[int, ...],
+    address: int,
+    request_bytes: int,
+    response_bytes: int,
+    member_up_bytes: int,
+    member_down_bytes: int,
+) -> MulticastRoute:
+    """Route a multicast op over one plane usable by the initiator and every member.
+
+    `request_bytes` / `response_bytes` cross the initiator's link; each member's link carries
+    `member_down_bytes` to the member and `member_up_bytes` back (a store sends its data down
+    to every member; ld_reduce brings every member's values up and one result back).
+    Membership and partition are checked by the multicast table before routing.
+    """
+    usable = links.usable_planes(initiator).copy()
+    for member in members:
+        usable &= links.usable_planes(member)
+    plane = choose_plane(address, usable)
+    if plane is None:
+        raise Unavailable(
+            f"no plane reaches {topology.accelerators[initiator].name} and every member of "
+            f"multicast group {group}: each plane is down for one of them"
+        )
+    per = topology.links_per_accelerator
+    hops = (
+        (initiator * per + plane, request_bytes, response_bytes),
+        *((member * per + plane, member_up_bytes, member_down_bytes) for member in members),
+    )
+    return MulticastRoute(initiator, group, plane, topology.switch_chips[plane].tray, hops)
 
 
 def _refusal(topology: Topology, partitions: PartitionTable, initiator: int, target: int) -> str:

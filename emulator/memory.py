@@ -79,6 +79,7 @@ __all__ = [
     "OpResult",
     "Store",
     "atomic_supported",
+    "check_reduction",
     "combine",
     "reduce_values",
 ]
@@ -974,13 +975,9 @@ def combine(
     return np.where((old == 0) | (old > x), x, old - one)
 
 
-def reduce_values(op: AtomicOp, dtype: DataType, values: np.ndarray) -> np.ndarray:
-    """Reduce `values` over axis 0 (the members of a multicast group) with `op`.
-
-    Integer ADD (wrapping), MIN, MAX, AND, OR, XOR; float ADD, MIN, MAX. The fold runs in
-    member order (values[0] op values[1] op ...), each step rounded to the type, so float sums
-    are reproducible.
-    """
+def check_reduction(op: AtomicOp, dtype: DataType) -> int:
+    """Width in bytes of `dtype`, after checking that a switch can reduce it with `op`
+    (multicast ld_reduce / red): integer ADD, MIN, MAX, AND, OR, XOR; float ADD, MIN, MAX."""
     try:
         dtype = DataType(dtype)
         op = AtomicOp(op)
@@ -992,6 +989,18 @@ def reduce_values(op: AtomicOp, dtype: DataType, values: np.ndarray) -> np.ndarr
             f"reduction {op.name} is not defined on {dtype.name} (allowed: "
             f"{', '.join(o.name for o in sorted(allowed))})"
         )
+    return DTYPE_WIDTH[dtype]
+
+
+def reduce_values(op: AtomicOp, dtype: DataType, values: np.ndarray) -> np.ndarray:
+    """Reduce `values` over axis 0 (the members of a multicast group) with `op`.
+
+    Integer ADD (wrapping), MIN, MAX, AND, OR, XOR; float ADD, MIN, MAX. The fold runs in
+    member order (values[0] op values[1] op ...), each step rounded to the type, so float sums
+    are reproducible.
+    """
+    check_reduction(op, dtype)
+    dtype, op = DataType(dtype), AtomicOp(op)
     values = _as_typed("values", dtype, values)
     if values.ndim == 0 or values.shape[0] == 0:
         raise InvalidArgument("reduce_values needs at least one member value (axis 0)")

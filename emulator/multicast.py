@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from .addressing import MAX_TARGET, multicast_address
 from .enums import AtomicOp, DataType, EventKind
 from .errors import (
@@ -28,20 +30,20 @@ from .errors import (
     ResourceExhausted,
 )
 from .events import Event
+from .memory import (
+    MAX_ACCESS_BYTES,
+    NUMPY_DTYPE,
+    AcceleratorMemory,
+    MemorySpace,
+    check_reduction,
+    combine,
+    reduce_values,
+)
 from .partitions import PartitionTable
 
-__all__ = ["MAX_GROUP_ID", "REDUCTIONS", "MulticastGroup", "MulticastTable"]
+__all__ = ["MAX_GROUP_ID", "MulticastGroup", "MulticastTable", "apply_reduction"]
 
 MAX_GROUP_ID = MAX_TARGET
-INTEGER_TYPES = (DataType.U32, DataType.U64, DataType.I32, DataType.I64)
-REDUCTIONS = {
-    **{t: (AtomicOp.ADD, AtomicOp.MIN, AtomicOp.MAX, AtomicOp.AND, AtomicOp.OR, AtomicOp.XOR)
-       for t in INTEGER_TYPES},
-    DataType.F32: (AtomicOp.ADD, AtomicOp.MIN, AtomicOp.MAX),
-    DataType.F64: (AtomicOp.ADD, AtomicOp.MIN, AtomicOp.MAX),
-}  # fmt: skip
-WIDTH = {DataType.U32: 4, DataType.I32: 4, DataType.F32: 4,
-         DataType.U64: 8, DataType.I64: 8, DataType.F64: 8}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,15 +205,85 @@ class MulticastTable:
             )
         return [(member, base + offset) for member, base in group.bindings]
 
-    @staticmethod
-    def check_reduction(op: AtomicOp, dtype: DataType) -> int:
-        """Width in bytes of `dtype`, after checking the switch can reduce it with `op`."""
-        if dtype not in REDUCTIONS or op not in AtomicOp.__members__.values():
-            raise InvalidArgument(f"unknown data type {dtype!r} or reduction {op!r}")
-        dtype, op = DataType(dtype), AtomicOp(op)
-        if op not in REDUCTIONS[dtype]:
-            allowed = ", ".join(o.name for o in REDUCTIONS[dtype])
+    def store(
+        self, memory: MemorySpace, initiator: int, group_id: int, offset: int, data: bytes
+    ) -> list[tuple[int, int]]:
+        """Multicast store: `data` lands at `offset` of every member's bound region.
+        Returns where it landed, ``(member, offset in its HBM)``."""
+        targets = self._local_targets(memory, initiator, group_id, offset, len(data))
+        for member, at in targets:
+            memory[member].store(at, data)
+        return targets
+
+    def load_reduce(
+        self,
+        memory: MemorySpace,
+        initiator: int,
+        group_id: int,
+        offset: int,
+        dtype: DataType,
+        op: AtomicOp,
+        count: int = 1,
+    ) -> np.ndarray:
+        """``ld_reduce``: `count` values of `dtype` at `offset`, loaded from every member and
+        reduced with `op` element-wise, in member order."""
+        width = check_reduction(op, dtype)
+        self._check_elements(offset, width, count)
+        targets = self._local_targets(memory, initiator, group_id, offset, count * width)
+        values = np.stack([memory[m].array(dtype, at, count) for m, at in targets])
+        return reduce_values(op, dtype, values)
+
+    def reduce(
+        self,
+        memory: MemorySpace,
+        initiator: int,
+        group_id: int,
+        offset: int,
+        dtype: DataType,
+        op: AtomicOp,
+        operands: np.ndarray | list,
+    ) -> list[tuple[int, int]]:
+        """``red``: apply `op` with `operands` element-wise at `offset` of every member."""
+        width = check_reduction(op, dtype)
+        operands = np.asarray(operands, dtype=NUMPY_DTYPE[dtype])
+        self._check_elements(offset, width, len(operands))
+        targets = self._local_targets(memory, initiator, group_id, offset, len(operands) * width)
+        for member, at in targets:
+            apply_reduction(memory[member], at, dtype, op, operands)
+        return targets
+
+    def _check_elements(self, offset: int, width: int, count: int) -> None:
+        if not isinstance(count, int) or not 1 <= count <= MAX_ACCESS_BYTES // width:
             raise InvalidArgument(
-                f"the switch cannot reduce {dtype.name} with {op.name} ({allowed})"
+                f"count {count!r}: a multicast reduction takes 1..{MAX_ACCESS_BYTES // width} "
+                f"values of {width} bytes"
             )
-        return WIDTH[dtype]
+        if offset % width:
+            raise InvalidArgument(
+                f"offset {offset:#x} is misaligned for {width}-byte values (needs a multiple "
+                f"of {width})"
+            )
+
+    def _local_targets(
+        self, memory: MemorySpace, initiator: int, group_id: int, offset: int, length: int
+    ) -> list[tuple[int, int]]:
+        """`targets`, after checking every member's memory is here: all or nothing."""
+        if not 1 <= length <= MAX_ACCESS_BYTES:
+            raise InvalidArgument(
+                f"length {length} is outside 1..{MAX_ACCESS_BYTES} bytes for one multicast op"
+            )
+        targets = self.targets(initiator, group_id, offset, length)
+        missing = [m for m, _ in targets if m not in memory]
+        if missing:
+            raise NotFound(f"memory of accelerator(s) {missing} is not served by this space")
+        return targets
+
+
+def apply_reduction(
+    memory: AcceleratorMemory, offset: int, dtype: DataType, op: AtomicOp, operands: np.ndarray
+) -> None:
+    """``red`` at one member: each value at `offset` becomes ``value op operand``. This is the
+    member's side of a multicast reduce, what a compute tray does when a switch forwards one."""
+    check_reduction(op, dtype)
+    view = memory.array(dtype, offset, len(operands))
+    view[:] = combine(op, dtype, view, operands)
