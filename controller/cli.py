@@ -118,6 +118,7 @@ def topology_summary(top: Topology) -> dict[str, Any]:
                 "switch_chip": link.switch_chip,
                 "switch_tray": link.switch_tray,
                 "port": link.port,
+                "switch_port": link.switch_port,
                 "capacity_bytes_per_second": link.capacity,
             }
             for link in top.links

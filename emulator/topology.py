@@ -84,6 +84,7 @@ class Link:
     switch_tray: str
     switch_chip: int
     port: int  # port on the switch chip == accelerator domain index
+    switch_port: str  # the far end's name, "switch-1/chip1/port5"
     capacity: int  # bytes/s, bidirectional
 
 
@@ -195,6 +196,7 @@ class Topology:
                 switch_tray=chip.tray,
                 switch_chip=chip.index,
                 port=a.index,
+                switch_port=f"{chip.name}/port{a.index}",
                 capacity=self.link_bandwidth,
             )
             for a in self.accelerators
@@ -279,6 +281,15 @@ class Topology:
                 f"(links 0..{self.links_per_accelerator - 1})"
             )
         return self.links[accelerator * self.links_per_accelerator + plane]
+
+    def link_at_port(self, chip: int, port: int) -> Link:
+        """The link plugged into `port` of switch chip `chip`; NotFound for an unused port."""
+        found = self.switch_chip(chip)
+        if not 0 <= port < found.ports:
+            raise NotFound(f"switch chip {found.name} has no port {port} (0..{found.ports - 1})")
+        if port >= len(self.accelerators):
+            raise NotFound(f"port {port} of switch chip {found.name} is not cabled")
+        return self.links[port * self.links_per_accelerator + chip]
 
     def link_named(self, name: str) -> Link:
         try:

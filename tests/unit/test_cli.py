@@ -53,7 +53,8 @@ def test_show_json_has_the_figures_of_the_rack() -> None:
     with_links = json.loads(run("manifest", "show", "mini", "-o", "json", "--links").stdout)
     assert with_links["links"][5] == {
         "index": 5, "name": "compute-01/gpu1/nvlink1", "accelerator": 1, "switch_chip": 1,
-        "switch_tray": "switch-1", "port": 1, "capacity_bytes_per_second": 100_000_000_000,
+        "switch_tray": "switch-1", "port": 1, "switch_port": "switch-1/chip1/port1",
+        "capacity_bytes_per_second": 100_000_000_000,
     }  # fmt: skip
 
 

@@ -24,6 +24,9 @@ def test_link_l_of_accelerator_a_goes_to_chip_l_port_a(preset: str) -> None:
         assert link.switch_tray == switch_trays[link.plane // chips_per_tray]
         assert top.link(link.accelerator, link.plane) is link
         assert top.link_named(link.name) is link
+        assert top.link_at_port(link.switch_chip, link.port) is link
+        chip = top.switch_chips[link.switch_chip]
+        assert link.switch_port == f"{chip.name}/port{link.accelerator}"
     # Every chip sees every accelerator exactly once, on distinct ports.
     ports = Counter((link.switch_chip, link.port) for link in top.links)
     assert len(ports) == len(top.links) and set(ports.values()) == {1}
@@ -74,8 +77,15 @@ def test_locations_name_rack_tray_slot_and_index(gb200: Topology) -> None:
         (lambda t: t.switch_chip(18), NotFound, "0..17"),
         (lambda t: t.switch_chip_named("switch-1/chip9"), NotFound, "switch-1/chip9"),
         (lambda t: t.chiplet("compute-01/chiplet0"), NotFound, "no chiplet"),
+        (lambda t: t.link_at_port(0, 72), NotFound, "no port 72"),
     ],
 )
 def test_lookups_name_what_is_missing(gb200: Topology, lookup, error, says) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(error, match=says):
         lookup(gb200)
+
+
+def test_a_port_without_an_accelerator_is_not_cabled(mini: Topology) -> None:
+    assert mini.link_at_port(2, 3).name == "compute-02/gpu1/nvlink2"
+    with pytest.raises(NotFound, match="port 5 of switch chip switch-2/chip0 is not cabled"):
+        mini.link_at_port(2, 5)
