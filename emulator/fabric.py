@@ -16,7 +16,7 @@ link ``(p, l)``: its rx is the link's up bytes, its tx the link's down bytes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,8 +32,7 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):  # a NamedTuple: built once per op, ~3x cheaper than a frozen dataclass
     initiator: int
     target: int
     plane: int | None  # switch chip crossed; None for a local op
@@ -57,8 +56,7 @@ class Route:
         return self.target
 
 
-@dataclass(frozen=True, slots=True)
-class MulticastRoute:
+class MulticastRoute(NamedTuple):
     """A multicast op: up the initiator's link to one switch chip, which replicates it to (or
     gathers it from) every member on the same plane."""
 
@@ -74,8 +72,12 @@ def choose_plane(address: int, usable: np.ndarray) -> int | None:
     planes = np.flatnonzero(usable)
     if not len(planes):
         return None
-    mixed = (((address >> _GRANULE_SHIFT) * _GOLDEN) & _MASK64) >> 32
-    return int(planes[mixed % len(planes)])
+    return int(planes[_mix(address) % len(planes)])
+
+
+def _mix(address: int) -> int:
+    """A well-spread hash of the address's 256-byte granule."""
+    return (((address >> _GRANULE_SHIFT) * _GOLDEN) & _MASK64) >> 32
 
 
 def route(
@@ -89,20 +91,24 @@ def route(
     response_bytes: int,
 ) -> Route:
     """Route one op; raises NotFound, PermissionDenied or Unavailable."""
-    topology.accelerator(initiator)
-    topology.accelerator(target)
+    count = len(topology.accelerators)
+    if not (0 <= initiator < count and 0 <= target < count):
+        topology.accelerator(initiator)  # raises NotFound naming the bad one
+        topology.accelerator(target)
     if initiator == target:
         return Route(initiator, target, None, None, request_bytes, response_bytes, ())
     if not partitions.same_partition(initiator, target):
         raise PermissionDenied(_refusal(topology, partitions, initiator, target))
-    both = links.usable_planes(initiator) & links.usable_planes(target)
-    plane = choose_plane(address, both)
+    per = topology.links_per_accelerator
+    if links.all_usable:  # the common case: choose_plane over every plane, without numpy
+        plane: int | None = _mix(address) % per
+    else:
+        plane = choose_plane(address, links.usable_planes(initiator) & links.usable_planes(target))
     if plane is None:
         raise Unavailable(
             f"no usable link between {topology.accelerators[initiator].name} and "
             f"{topology.accelerators[target].name}: every plane is down at one end or the other"
         )
-    per = topology.links_per_accelerator
     hops = (
         (initiator * per + plane, request_bytes, response_bytes),
         (target * per + plane, response_bytes, request_bytes),

@@ -79,6 +79,7 @@ class LinkHealth:
         self.state = np.full(n, LinkState.ACTIVE, np.uint8)  # hardware state (no admin)
         self.admin_down = np.zeros(n, bool)
         self.usable = np.ones(n, bool)  # ACTIVE and not drained: the data plane reads this
+        self.all_usable = True  # every link usable: routing may skip the per-plane masks
         self.ber = np.zeros(n, np.float64)
         for name in COUNTERS:
             setattr(self, name, np.zeros(n, np.uint64))
@@ -262,6 +263,7 @@ class LinkHealth:
         for index, down in (admin or {}).items():
             self.admin_down[index] = down
         self.usable = (self.state == LinkState.ACTIVE) & ~self.admin_down
+        self.all_usable = bool(self.usable.all())
 
         events: list[Event] = []
         changed = np.flatnonzero(old != self.state)

@@ -89,7 +89,9 @@ class PartitionTable:
         self.default_group_limit = fabric.multicast.max_groups_per_partition
         self.max_group_limit = fabric.multicast.max_groups
         self._partitions: dict[int, Partition] = {}
-        self._owner = np.zeros(len(topology.accelerators), np.int32)  # 0: in no user partition
+        # accelerator -> id of its user partition, 0 for none. A list: the data plane reads one
+        # slot per op, and a list slot is ~10x faster to read than a numpy element.
+        self._owner = [0] * len(topology.accelerators)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -98,7 +100,7 @@ class PartitionTable:
 
     def partition_of(self, accelerator: int) -> int | None:
         """Id of the partition holding `accelerator` (the default one if enabled), or None."""
-        owner = int(self._owner[accelerator])
+        owner = self._owner[accelerator]
         if owner:
             return owner
         return DEFAULT_PARTITION_ID if self.default_enabled else None
@@ -111,7 +113,7 @@ class PartitionTable:
         return owner is not None and owner == self.partition_of(b)
 
     def default_partition(self) -> Partition:
-        members = tuple(np.flatnonzero(self._owner == 0).tolist())
+        members = tuple(i for i, owner in enumerate(self._owner) if not owner)
         return Partition(
             DEFAULT_PARTITION_ID,
             DEFAULT_PARTITION_NAME,
@@ -184,7 +186,8 @@ class PartitionTable:
         """Delete a user partition; its accelerators return to the default partition."""
         partition = self._user_partition(partition_id, "deleted")
         del self._partitions[partition_id]
-        self._owner[list(partition.members)] = 0
+        for index in partition.members:
+            self._owner[index] = 0
         return partition, [self._event(EventKind.PARTITION_DELETED, partition, now)]
 
     def add(
@@ -218,14 +221,16 @@ class PartitionTable:
                 f"removing {len(indices)} accelerators would leave partition {partition_id} "
                 "empty; delete the partition instead"
             )
-        self._owner[indices] = 0
+        for index in indices:
+            self._owner[index] = 0
         updated = replace(partition, members=left)
         self._store(updated)
         return updated, [self._event(EventKind.PARTITION_UPDATED, updated, now)]
 
     def _store(self, partition: Partition) -> None:
         self._partitions[partition.id] = partition
-        self._owner[list(partition.members)] = partition.id
+        for index in partition.members:
+            self._owner[index] = partition.id
 
     def _event(self, kind: EventKind, partition: Partition, now: float) -> Event:
         body = {
@@ -272,7 +277,7 @@ class PartitionTable:
 
     def _check_free(self, indices: Iterable[int], partition_id: int) -> None:
         for index in indices:
-            owner = int(self._owner[index])
+            owner = self._owner[index]
             if owner and owner != partition_id:
                 name = self.topology.accelerators[index].name
                 raise FailedPrecondition(
