@@ -9,7 +9,8 @@ Workload: one compute tray's memory (4 accelerators x 192 GiB, sparse), random n
 allocated during timing).
 
 * single ops: `MemorySpace.atomic` fetch-add (U64 ADD), `load` and `store` of 8 bytes, one
-  Python call per op, vs indexing a ``memoryview.cast('Q')`` of the same mapping;
+  Python call per op, vs indexing a ``memoryview.cast('Q')`` of the same mapping; and
+  `fabric.route` of one op between random accelerators of a 72-GPU rack (no target);
 * batches: `MemorySpace.execute_packed` on packed batches (validation, conflict detection,
   results included; the batch is prebuilt bytes, as it arrives from the wire), vs the bare
   numpy gather / scatter / gather-add-scatter on precomputed word indices (no validation, and
@@ -36,6 +37,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from fusionrack.emulator.enums import AtomicOp, DataType
+from fusionrack.emulator.fabric import route
+from fusionrack.emulator.links import LinkHealth
+from fusionrack.emulator.manifest import load_manifest
 from fusionrack.emulator.memory import MemorySpace
 from fusionrack.emulator.packed import (
     PACKED_OP_DTYPE,
@@ -44,6 +48,8 @@ from fusionrack.emulator.packed import (
     pack_stores,
     unpack_results,
 )
+from fusionrack.emulator.partitions import PartitionTable
+from fusionrack.emulator.topology import Topology
 
 GiB = 1 << 30
 ACCELERATORS = 4
@@ -158,14 +164,28 @@ def bench_single(w: Workload, n: int, repeats: int) -> list[Row]:
             flat[i] = 1
         return n
 
+    # Routing is per-op data-plane work too (no target: shown against a raw load for scale).
+    top = Topology(load_manifest("gb200-nvl72"))
+    links, partitions = LinkHealth(top), PartitionTable(top)
+    pairs = [
+        (int(a) % 72, int(b) % 72, int(c))
+        for a, b, c in zip(*w.rng.integers(0, 1 << 40, (3, n)), strict=True)
+    ]
+
+    def route_op() -> int:
+        for initiator, target, address in pairs:
+            route(top, links, partitions, initiator, target, address, 8, 8)
+        return n
+
     rows = []
-    for name, ours, base in (
-        ("atomic fetch-add U64", fetch_add, raw_fetch_add),
-        ("load 8 B", load, raw_load),
-        ("store 8 B", store, raw_store),
+    for name, ours, base, target in (
+        ("atomic fetch-add U64", fetch_add, raw_fetch_add, SINGLE_TARGET),
+        ("load 8 B", load, raw_load, SINGLE_TARGET),
+        ("store 8 B", store, raw_store, SINGLE_TARGET),
+        ("route one op (gb200-nvl72)", route_op, raw_load, None),
     ):
         ours_rate, base_rate = interleaved(ours, base, repeats)
-        rows.append(Row(name, ours_rate, base_rate, SINGLE_TARGET))
+        rows.append(Row(name, ours_rate, base_rate, target))
     return rows
 
 
