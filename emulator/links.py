@@ -80,6 +80,10 @@ class LinkHealth:
         self.admin_down = np.zeros(n, bool)
         self.usable = np.ones(n, bool)  # ACTIVE and not drained: the data plane reads this
         self.all_usable = True  # every link usable: routing may skip the per-plane masks
+        # Each agent owns one end of a link and learns the other end's state from its peer:
+        # `far_end_down` is what the peer reported, `own_end_down` what this side reports.
+        self.far_end_down = np.zeros(n, bool)
+        self.own_end_down = np.zeros(n, bool)
         self.ber = np.zeros(n, np.float64)
         for name in COUNTERS:
             setattr(self, name, np.zeros(n, np.uint64))
@@ -148,6 +152,21 @@ class LinkHealth:
         if fault.kind == FaultKind.DEGRADED_BER:
             self._refresh_ber()
         return events + self._apply(now)
+
+    def start_down(self, indices: list[int]) -> None:
+        """Mark links DOWN because their far end has not been heard from yet (an agent that
+        just started): no event and no link-down count, as nothing went down."""
+        self.far_end_down[indices] = True
+        self.state[indices] = LinkState.DOWN
+        self.usable[indices] = False
+        self.all_usable = bool(self.usable.all())
+
+    def set_far_end(self, down: dict[int, bool], now: float) -> list[Event]:
+        """Record the far end's state of some links (link index -> down), as a peer reports
+        it, or as a lost peer implies; a link carries traffic only while both ends are up."""
+        for index, is_down in down.items():
+            self.far_end_down[index] = is_down
+        return self._apply(now)
 
     def tick(self, now: float) -> list[Event]:
         """Let time pass: flapping links toggle, trained links become ACTIVE."""
@@ -251,6 +270,10 @@ class LinkHealth:
     def _apply(self, now: float, admin: dict[int, bool] | None = None) -> list[Event]:
         before = [self.effective_state(i) for i in range(len(self.state))] if admin else None
         forced, flapping = self._forced_down(now)
+        for index, down in (admin or {}).items():
+            self.admin_down[index] = down
+        self.own_end_down = forced | self.admin_down
+        forced |= self.far_end_down
         old = self.state.copy()
         going_down = forced & (self.state != LinkState.DOWN)
         self.state[going_down] = LinkState.DOWN
@@ -260,8 +283,6 @@ class LinkHealth:
         self._training_until[coming_up] = now + self.training_time
         trained = (self.state == LinkState.INIT) & (self._training_until <= now)
         self.state[trained] = LinkState.ACTIVE
-        for index, down in (admin or {}).items():
-            self.admin_down[index] = down
         self.usable = (self.state == LinkState.ACTIVE) & ~self.admin_down
         self.all_usable = bool(self.usable.all())
 

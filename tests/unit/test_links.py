@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fusionrack.emulator.enums import ComponentState, FaultKind, LinkState
@@ -203,3 +204,21 @@ def test_clearing_an_unknown_fault_lists_the_active_ones(mini: Topology) -> None
         health.clear(9, now=1)
     with pytest.raises(NotFound, match="no link or tray named 'x'"):
         health.set_admin("x", True, now=1)
+
+
+def test_a_link_is_down_while_its_far_end_says_so(mini: Topology) -> None:
+    near = LinkHealth(mini, training_time=0)
+    index = mini.link_named(LINK).index
+    events = near.set_far_end({index: True}, now=1)
+    assert not near.usable[index] and not near.own_end_down[index]  # our end is fine
+    assert kinds(events) == ["LINK_STATE_CHANGED"]
+    near.set_far_end({index: False}, now=2)
+    near.tick(2)
+    assert near.usable[index]
+    # What this side reports to its peer: its own faults and drains, not the peer's.
+    near.set_admin(LINK, True, now=3)
+    near.inject(Fault(FaultKind.LINK_DOWN, "compute-02/gpu0/nvlink0"), now=3)
+    assert set(np.flatnonzero(near.own_end_down)) == {
+        index,
+        mini.link_named("compute-02/gpu0/nvlink0").index,
+    }

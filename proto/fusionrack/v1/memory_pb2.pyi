@@ -106,14 +106,16 @@ class MemoryOp(_message.Message):
     def __init__(self, load: _Optional[_Union[LoadOp, _Mapping]] = ..., store: _Optional[_Union[StoreOp, _Mapping]] = ..., atomic: _Optional[_Union[AtomicRmwOp, _Mapping]] = ..., copy: _Optional[_Union[CopyOp, _Mapping]] = ..., load_reduce: _Optional[_Union[LoadReduceOp, _Mapping]] = ..., reduce: _Optional[_Union[ReduceOp, _Mapping]] = ...) -> None: ...
 
 class OpResult(_message.Message):
-    __slots__ = ("status", "data", "old_value")
+    __slots__ = ("status", "data", "old_value", "member_count")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     OLD_VALUE_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_COUNT_FIELD_NUMBER: _ClassVar[int]
     status: OpStatus
     data: bytes
     old_value: Scalar
-    def __init__(self, status: _Optional[_Union[OpStatus, _Mapping]] = ..., data: _Optional[bytes] = ..., old_value: _Optional[_Union[Scalar, _Mapping]] = ...) -> None: ...
+    member_count: int
+    def __init__(self, status: _Optional[_Union[OpStatus, _Mapping]] = ..., data: _Optional[bytes] = ..., old_value: _Optional[_Union[Scalar, _Mapping]] = ..., member_count: _Optional[int] = ...) -> None: ...
 
 class LoadRequest(_message.Message):
     __slots__ = ("initiator", "address", "size")

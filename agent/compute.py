@@ -1,0 +1,605 @@
+"""A compute tray agent: its accelerators' memory, the initiator side of the data plane, and
+the target side for ops the switches bring in.
+
+An op from initiator *I* to a remote target leaves on one of *I*'s usable links (the plane
+hashed from the address, as `emulator.fabric`), travels on the Forward stream to that plane's
+switch tray, and comes back with the answer. If the switch reports the target's end of that
+plane unusable, the op retries on another plane; with none left it fails UNAVAILABLE. Batches
+are split by target and plane and the pieces travel concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+
+import grpc
+import numpy as np
+
+from fusionrack.emulator import (
+    ComponentState,
+    ErrorCode,
+    FailedPrecondition,
+    FusionError,
+    InvalidArgument,
+    LinkState,
+    MemorySpace,
+    Topology,
+    TrayKind,
+    Unavailable,
+    choose_plane,
+    packed,
+)
+from fusionrack.rpc import TlsFiles, grpc_errors, open_channel
+from fusionrack.v1 import common_pb2, memory_pb2, memory_pb2_grpc, switch_pb2, switch_pb2_grpc
+
+from .dataplane import (
+    OK,
+    apply_op,
+    failed,
+    op_kind,
+    op_target,
+    packed_payload_bytes,
+    payload_bytes,
+    request_bytes,
+)
+from .forward import ForwardPeer
+from .tray import TrayAgent
+
+__all__ = ["ComputeAgent", "MemoryServicer"]
+
+log = logging.getLogger(__name__)
+
+GRANULE_SHIFT = 8  # addresses spread over planes in 256-byte granules (emulator.fabric)
+PACKED_FORMAT = 1
+
+
+class ComputeAgent(TrayAgent):
+    """The agent of one compute tray."""
+
+    kind = TrayKind.COMPUTE
+
+    def __init__(
+        self,
+        topology: Topology,
+        tray: str,
+        switch_addresses: Mapping[str, str],
+        *,
+        tls: TlsFiles | None = None,
+        forward_timeout: float = 5.0,
+        training_time: float = 0.05,
+    ) -> None:
+        super().__init__(topology, tray, training_time=training_time)
+        if self.tray.kind != TrayKind.COMPUTE:
+            raise InvalidArgument(f"tray {tray} is a switch tray, not a compute tray")
+        self.accelerators = frozenset(self.tray.accelerators)
+        self.memory = MemorySpace(
+            {i: topology.accelerators[i].hbm_bytes for i in self.accelerators}
+        )
+        switch_trays = [t.name for t in topology.trays if t.kind == TrayKind.SWITCH]
+        missing = [name for name in switch_trays if name not in switch_addresses]
+        if missing:
+            raise InvalidArgument(f"no address for switch tray(s) {', '.join(missing)}")
+        self.switch_addresses = dict(switch_addresses)
+        self.tls = tls
+        self.forward_timeout = forward_timeout
+        self.shared = {
+            name: [i for i in self.link_indices if topology.links[i].switch_tray == name]
+            for name in switch_trays
+        }
+        self.peers: dict[str, ForwardPeer] = {}
+        self._sent: dict[str, tuple[bool, ...]] = {}
+        self._connectors: list[asyncio.Task[None]] = []
+        self.links.start_down(self.link_indices)  # until each switch tray is heard from
+        self.per = topology.links_per_accelerator
+        self.op_counts: dict[tuple[str, str], int] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for name in self.shared:
+            self._connectors.append(
+                asyncio.get_running_loop().create_task(
+                    self._connect_loop(name), name=f"{self.name}->{name}"
+                )
+            )
+
+    async def stop(self) -> None:
+        for task in self._connectors:
+            task.cancel()
+        for task in self._connectors:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.stop_ticker()
+        self.memory.close()
+
+    async def _connect_loop(self, switch: str) -> None:
+        """Keep a Forward stream open to `switch`, reconnecting with backoff."""
+        backoff = 0.02
+        while True:
+            peer = ForwardPeer(switch, self._on_request, self._on_link_state)
+            channel = open_channel(self.switch_addresses[switch], self.tls)
+            try:
+                peer.send(switch_pb2.ForwardFrame(hello=self._hello()))
+                call = switch_pb2_grpc.SwitchStub(channel).Forward(peer.frames())
+                async for frame in call:
+                    if frame.WhichOneof("frame") == "hello":
+                        self.peers[switch] = peer
+                        self._sent.pop(switch, None)
+                        self._send_link_state(switch)
+                        backoff = 0.02
+                        log.info("%s: connected to switch tray %s", self.name, switch)
+                        continue
+                    peer.receive(frame)
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    log.error(
+                        "%s: switch tray %s refused us: %s", self.name, switch, error.details()
+                    )
+            finally:
+                if self.peers.get(switch) is peer:
+                    del self.peers[switch]
+                    log.info("%s: lost switch tray %s", self.name, switch)
+                peer.close()
+                await peer.drain_tasks()
+                await channel.close()
+                self.record(
+                    self.links.set_far_end(dict.fromkeys(self.shared[switch], True), time.time())
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    def _hello(self) -> switch_pb2.ForwardHello:
+        return switch_pb2.ForwardHello(
+            tray=self.name, boot_id=self.boot_id, manifest_digest=self.topology.manifest.digest
+        )
+
+    # -- link state with the switch trays --------------------------------------------------
+
+    def links_changed(self) -> None:
+        for switch in self.peers:
+            self._send_link_state(switch)
+
+    def _send_link_state(self, switch: str) -> None:
+        indices = self.shared[switch]
+        own = tuple(bool(self.links.own_end_down[i]) for i in indices)
+        if self._sent.get(switch) == own:
+            return
+        self._sent[switch] = own
+        update = switch_pb2.LinkStateUpdate(
+            links=[
+                common_pb2.LinkStatus(
+                    link=common_pb2.LinkRef(
+                        accelerator=self.topology.links[i].accelerator,
+                        link=self.topology.links[i].plane,
+                    ),
+                    state=int(LinkState.DOWN if down else LinkState.ACTIVE),
+                )
+                for i, down in zip(indices, own, strict=True)
+            ]
+        )
+        self.peers[switch].send(switch_pb2.ForwardFrame(link_state=update))
+
+    def _on_link_state(self, peer: ForwardPeer, update: switch_pb2.LinkStateUpdate) -> None:
+        shared = set(self.shared[peer.name])
+        far = {}
+        for status in update.links:
+            index = status.link.accelerator * self.per + status.link.link
+            if index in shared:
+                far[index] = status.state != LinkState.ACTIVE
+        self.record(self.links.set_far_end(far, time.time()))
+
+    # -- target side: ops a switch brings in -----------------------------------------------
+
+    def _on_request(self, peer: ForwardPeer, request: switch_pb2.ForwardRequest) -> None:
+        """Apply an op addressed to one of our accelerators, in arrival order."""
+        response = switch_pb2.ForwardResponse(request_id=request.request_id, status=OK)
+        index = request.target * self.per + request.plane
+        if request.target not in self.accelerators or request.plane >= self.per:
+            response.status.code = ErrorCode.NOT_FOUND
+            response.status.message = f"accelerator {request.target} is not on tray {self.name}"
+            peer.respond(response)
+            return
+        if not self.links.usable[index]:
+            response.status.code = ErrorCode.UNAVAILABLE
+            response.status.message = f"link {self.topology.links[index].name} is down"
+            peer.respond(response)
+            return
+        payload = request.WhichOneof("payload")
+        if payload == "op":
+            response.result.CopyFrom(apply_op(self.memory, request.op))
+            sent, returned = payload_bytes(request.op)
+        elif payload == "batch":
+            response.batch.results.extend(apply_op(self.memory, op) for op in request.batch.ops)
+            sent = returned = 0
+            for op in request.batch.ops:
+                a, b = payload_bytes(op)
+                sent, returned = sent + a, returned + b
+        elif payload == "packed_ops":
+            try:
+                response.packed_results = self.memory.execute_packed(request.packed_ops).tobytes()
+                records = np.frombuffer(request.packed_ops, packed.PACKED_OP_DTYPE)
+                sent, returned = packed_payload_bytes(records)
+            except FusionError as error:
+                response.status.code, response.status.message = int(error.code), error.message
+                sent = returned = 0
+        else:
+            response.status.code = ErrorCode.INVALID_ARGUMENT
+            response.status.message = "forwarded request carries no ops"
+            sent = returned = 0
+        self.links.add_traffic(index, returned, sent, time.time())
+        peer.respond(response)
+
+    # -- initiator side --------------------------------------------------------------------
+
+    def check_initiator(self, initiator: int) -> None:
+        accelerator = self.topology.accelerator(initiator)
+        if initiator not in self.accelerators:
+            raise FailedPrecondition(
+                f"initiator {initiator} ({accelerator.name}) is on tray "
+                f"{accelerator.location.tray}, not {self.name}: send its ops to that tray's agent"
+            )
+        if self.tray_state() == ComponentState.FAILED:
+            raise Unavailable(f"tray {self.name} is lost (TRAY_LOSS fault)")
+
+    def count(self, kind: str, code: int, ops: int = 1) -> None:
+        key = (kind, "ok" if code == 0 else ErrorCode(code).name.lower())
+        self.op_counts[key] = self.op_counts.get(key, 0) + ops
+
+    async def execute(self, initiator: int, op: memory_pb2.MemoryOp) -> memory_pb2.OpResult:
+        """Run one op as `initiator`; errors are the result's status."""
+        kind = op_kind(op)
+        try:
+            if kind == "copy":
+                result = await self._copy(initiator, op.copy)
+            else:
+                multicast, target, address = op_target(op)
+                if not multicast and target == initiator:
+                    result = apply_op(self.memory, op)
+                else:
+                    if not multicast:
+                        self.topology.accelerator(target)
+                    response = await self._travel(initiator, target, address, op=op)
+                    result = (
+                        response.result
+                        if response.status.code == 0
+                        else memory_pb2.OpResult(status=response.status)
+                    )
+        except FusionError as error:
+            result = failed(error)
+        self.count(kind or "empty", result.status.code)
+        return result
+
+    async def _travel(
+        self, initiator: int, target: int, address: int, **payload: object
+    ) -> switch_pb2.ForwardResponse:
+        """Carry a request to `target` through a switch, retrying other planes while the
+        target's end of a plane is unusable. Counts bytes on the initiator's link."""
+        usable = self.links.usable_planes(initiator).copy()
+        while True:
+            plane = choose_plane(address, usable)
+            if plane is None:
+                raise Unavailable(
+                    f"no usable link from {self.topology.accelerators[initiator].name} toward "
+                    f"{'multicast group ' if address >> 63 else 'accelerator '}{target}"
+                )
+            switch = self.topology.switch_chips[plane].tray
+            peer = self.peers.get(switch)
+            if peer is None:
+                usable[plane] = False
+                continue
+            request = switch_pb2.ForwardRequest(
+                initiator=initiator, target=target, plane=plane, **payload
+            )
+            try:
+                response = await peer.request(request, self.forward_timeout)
+            except Unavailable:
+                usable[plane] = False
+                continue
+            if response.status.code == ErrorCode.UNAVAILABLE:
+                usable[plane] = False
+                continue
+            sent, returned = request_bytes(request)
+            self.links.add_traffic(initiator * self.per + plane, sent, returned, time.time())
+            return response
+
+    async def _copy(self, initiator: int, copy: memory_pb2.CopyOp) -> memory_pb2.OpResult:
+        """A copy never travels as one: a load from the source, then a store to the target."""
+        if copy.source >> 63 or copy.destination >> 63:
+            raise InvalidArgument("copy takes unicast addresses, not multicast ones")
+        loaded = await self.execute(
+            initiator,
+            memory_pb2.MemoryOp(load=memory_pb2.LoadOp(address=copy.source, size=copy.size)),
+        )
+        if loaded.status.code:
+            return loaded
+        return await self.execute(
+            initiator,
+            memory_pb2.MemoryOp(
+                store=memory_pb2.StoreOp(address=copy.destination, data=loaded.data)
+            ),
+        )
+
+    async def execute_batch(
+        self, initiator: int, ops: list[memory_pb2.MemoryOp]
+    ) -> list[memory_pb2.OpResult]:
+        """Ops as if one at a time in order: those on different targets (and, within a target,
+        on different planes) are independent and travel concurrently."""
+        results: list[memory_pb2.OpResult | None] = [None] * len(ops)
+        groups: dict[tuple[int, int], list[int]] = {}  # (target, plane) -> op positions
+        usable = self.links.usable_planes(initiator)
+        planes = np.flatnonzero(usable)
+        crossing: set[int] = set()  # targets with an op spanning granules: one plane for all
+        for position, op in enumerate(ops):
+            kind = op_kind(op)
+            try:
+                multicast, target, address = op_target(op)
+            except FusionError as error:
+                results[position] = failed(error)
+                continue
+            if kind in ("copy", "load_reduce") or multicast:
+                # They touch several accelerators: keep the whole batch strictly in order.
+                return [await self.execute(initiator, one) for one in ops]
+            if target == initiator:
+                groups.setdefault((target, -1), []).append(position)
+                continue
+            if _spans_granules(op):
+                crossing.add(target)
+            plane = choose_plane(address, usable) if len(planes) else -2
+            groups.setdefault((target, plane), []).append(position)
+        for target in crossing:  # merge that target's groups onto its first plane, in order
+            keys = [k for k in groups if k[0] == target]
+            merged = sorted(p for k in keys for p in groups.pop(k))
+            groups[(target, keys[0][1])] = merged
+
+        async def run(target: int, plane: int, positions: list[int]) -> None:
+            if plane == -1:
+                for p in positions:
+                    results[p] = apply_op(self.memory, ops[p])
+                return
+            batch = switch_pb2.OpBatch(ops=[ops[p] for p in positions])
+            try:
+                self.topology.accelerator(target)
+                address = op_target(ops[positions[0]])[2]
+                response = await self._travel(initiator, target, address, batch=batch)
+            except FusionError as error:
+                for p in positions:
+                    results[p] = failed(error)
+                return
+            if response.status.code:
+                for p in positions:
+                    results[p] = memory_pb2.OpResult(status=response.status)
+                return
+            for p, result in zip(positions, response.batch.results, strict=True):
+                results[p] = result
+
+        await asyncio.gather(*(run(t, pl, pos) for (t, pl), pos in groups.items()))
+        done = [r if r is not None else failed(InvalidArgument("op was not run")) for r in results]
+        for op, result in zip(ops, done, strict=True):
+            self.count(op_kind(op) or "empty", result.status.code)
+        return done
+
+    async def execute_packed(self, initiator: int, data: bytes) -> bytes:
+        """A packed batch: split by target and plane (vectorized), pieces travel concurrently."""
+        if len(data) % packed.OP_RECORD_BYTES:
+            raise InvalidArgument(
+                f"malformed packed batch: {len(data)} bytes is not a multiple of "
+                f"{packed.OP_RECORD_BYTES}"
+            )
+        records = np.frombuffer(data, packed.PACKED_OP_DTYPE)
+        n = len(records)
+        results = np.zeros(n, packed.PACKED_RESULT_DTYPE)
+        address = records["address"]
+        flags = (address >> np.uint64(62)) != 0
+        target = ((address >> np.uint64(48)) & np.uint64(0x3FFF)).astype(np.int64)
+        unknown = ~flags & (target >= len(self.topology.accelerators))
+        results["status"][flags] = ErrorCode.INVALID_ARGUMENT
+        results["status"][unknown] = ErrorCode.NOT_FOUND
+        valid = ~flags & ~unknown
+        local = valid & (target == initiator)
+        if local.any():
+            rows = np.flatnonzero(local)
+            results[rows] = self.memory.execute_packed(records[rows])
+        remote = np.flatnonzero(valid & ~local)
+        if len(remote):
+            planes = np.flatnonzero(self.links.usable_planes(initiator))
+            if not len(planes):
+                results["status"][remote] = ErrorCode.UNAVAILABLE
+            else:
+                mixed = (
+                    (address[remote] >> np.uint64(GRANULE_SHIFT)) * np.uint64(0x9E3779B97F4A7C15)
+                ) >> np.uint64(32)
+                plane = planes[(mixed % np.uint64(len(planes))).astype(np.int64)]
+                key = target[remote] * self.per + plane
+                order = np.argsort(key, kind="stable")
+                keys, starts = np.unique(key[order], return_index=True)
+                pieces = np.split(remote[order], starts[1:])
+
+                async def run(key: int, rows: np.ndarray) -> None:
+                    piece = records[rows].tobytes()
+                    t = int(key) // self.per
+                    try:
+                        response = await self._travel(
+                            initiator, t, int(address[rows[0]]), packed_ops=piece
+                        )
+                    except FusionError as error:
+                        results["status"][rows] = int(error.code)
+                        return
+                    if response.status.code:
+                        results["status"][rows] = response.status.code
+                        return
+                    results[rows] = np.frombuffer(
+                        response.packed_results, packed.PACKED_RESULT_DTYPE
+                    )
+
+                await asyncio.gather(*(run(k, rows) for k, rows in zip(keys, pieces, strict=True)))
+        ok = int(np.count_nonzero(results["status"] == 0))
+        self.count("packed", 0, ok)
+        if n - ok:
+            for code, count in zip(
+                *np.unique(results["status"][results["status"] != 0], return_counts=True),
+                strict=True,
+            ):
+                self.count("packed", int(code), int(count))
+        return results.tobytes()
+
+
+def _spans_granules(op: memory_pb2.MemoryOp) -> bool:
+    kind = op_kind(op)
+    body = getattr(op, kind)
+    size = {"load": lambda: body.size, "store": lambda: len(body.data)}.get(kind, lambda: 8)()
+    return (body.address >> GRANULE_SHIFT) != ((body.address + max(size, 1) - 1) >> GRANULE_SHIFT)
+
+
+class MemoryServicer(memory_pb2_grpc.MemoryServicer):
+    """The `Memory` service of a compute tray: the client acts as one of its accelerators."""
+
+    def __init__(self, agent: ComputeAgent) -> None:
+        self.agent = agent
+
+    async def _one(
+        self, initiator: int, op: memory_pb2.MemoryOp, context: grpc.aio.ServicerContext
+    ) -> memory_pb2.OpResult:
+        self.agent.check_initiator(initiator)
+        result = await self.agent.execute(initiator, op)
+        if result.status.code:
+            await context.abort(grpc.StatusCode(_STATUS[result.status.code]), result.status.message)
+        return result
+
+    @grpc_errors
+    async def Load(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        op = memory_pb2.MemoryOp(load=memory_pb2.LoadOp(address=request.address, size=request.size))
+        return memory_pb2.LoadResponse(data=(await self._one(request.initiator, op, context)).data)
+
+    @grpc_errors
+    async def Store(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        op = memory_pb2.MemoryOp(
+            store=memory_pb2.StoreOp(address=request.address, data=request.data)
+        )
+        await self._one(request.initiator, op, context)
+        return memory_pb2.StoreResponse()
+
+    @grpc_errors
+    async def Atomic(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        op = memory_pb2.MemoryOp(
+            atomic=memory_pb2.AtomicRmwOp(
+                address=request.address,
+                op=request.op,
+                data_type=request.data_type,
+                operand=request.operand,
+                compare=request.compare,
+            )
+        )
+        result = await self._one(request.initiator, op, context)
+        return memory_pb2.AtomicResponse(old_value=result.old_value)
+
+    @grpc_errors
+    async def Copy(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        op = memory_pb2.MemoryOp(
+            copy=memory_pb2.CopyOp(
+                source=request.source, destination=request.destination, size=request.size
+            )
+        )
+        await self._one(request.initiator, op, context)
+        return memory_pb2.CopyResponse()
+
+    @grpc_errors
+    async def Execute(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        self.agent.check_initiator(request.initiator)
+        results = await self.agent.execute_batch(request.initiator, list(request.ops))
+        return memory_pb2.ExecuteResponse(results=results)
+
+    @grpc_errors
+    async def ExecutePacked(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        self.agent.check_initiator(request.initiator)
+        if request.format_version not in (0, PACKED_FORMAT):
+            raise InvalidArgument(
+                f"packed format version {request.format_version} is not supported (use 1)"
+            )
+        results = await self.agent.execute_packed(request.initiator, request.ops)
+        return memory_pb2.ExecutePackedResponse(format_version=PACKED_FORMAT, results=results)
+
+    async def Stream(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        """Ops run concurrently in arrival order; answers go out as each completes."""
+        answers: asyncio.Queue[memory_pb2.StreamResponse | None] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+
+        async def run(request: memory_pb2.StreamRequest) -> None:
+            try:
+                self.agent.check_initiator(request.initiator)
+                result = await self.agent.execute(request.initiator, request.op)
+            except FusionError as error:
+                result = failed(error)
+            answers.put_nowait(
+                memory_pb2.StreamResponse(request_id=request.request_id, result=result)
+            )
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    task = asyncio.ensure_future(run(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                if running:
+                    await asyncio.gather(*running)
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (answer := await answers.get()) is not None:
+                yield answer
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+
+    async def _multicast(
+        self, initiator: int, op: memory_pb2.MemoryOp, context: grpc.aio.ServicerContext
+    ) -> memory_pb2.OpResult:
+        _, _, address = op_target(op)
+        if not address >> 63:
+            raise InvalidArgument(f"address {address:#x} is not a multicast address (bit 63 clear)")
+        return await self._one(initiator, op, context)
+
+    @grpc_errors
+    async def MulticastStore(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        op = memory_pb2.MemoryOp(
+            store=memory_pb2.StoreOp(address=request.address, data=request.data)
+        )
+        result = await self._multicast(request.initiator, op, context)
+        return memory_pb2.MulticastStoreResponse(member_count=result.member_count)
+
+    @grpc_errors
+    async def MulticastLoadReduce(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        op = memory_pb2.MemoryOp(
+            load_reduce=memory_pb2.LoadReduceOp(
+                address=request.address,
+                op=request.op,
+                data_type=request.data_type,
+                size=request.size,
+            )
+        )
+        result = await self._multicast(request.initiator, op, context)
+        return memory_pb2.MulticastLoadReduceResponse(
+            data=result.data, member_count=result.member_count
+        )
+
+    @grpc_errors
+    async def MulticastReduce(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        op = memory_pb2.MemoryOp(
+            reduce=memory_pb2.ReduceOp(
+                address=request.address,
+                op=request.op,
+                data_type=request.data_type,
+                data=request.data,
+            )
+        )
+        result = await self._multicast(request.initiator, op, context)
+        return memory_pb2.MulticastReduceResponse(member_count=result.member_count)
+
+
+_STATUS = {code.value[0]: code.value for code in grpc.StatusCode}

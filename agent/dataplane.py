@@ -1,0 +1,178 @@
+"""Memory ops as they travel: proto `MemoryOp`s applied to local memory, their results, and the
+payload bytes they move. Shared by compute trays (initiator and target) and switch trays.
+
+Bytes counted are payload bytes (see `emulator.fabric`): what a store writes, what a load
+returns, an atomic's operand(s) out and its old value back, a reduction's operands out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fusionrack.emulator import (
+    DTYPE_WIDTH,
+    NUMPY_DTYPE,
+    AtomicOp,
+    DataType,
+    FusionError,
+    InvalidArgument,
+    MemorySpace,
+    Opcode,
+    apply_reduction,
+    check_reduction,
+    decode,
+)
+from fusionrack.emulator.packed import PACKED_OP_DTYPE
+from fusionrack.v1 import memory_pb2, switch_pb2
+
+__all__ = [
+    "OK",
+    "apply_op",
+    "failed",
+    "op_kind",
+    "op_target",
+    "packed_payload_bytes",
+    "payload_bytes",
+    "python_value",
+    "request_bytes",
+    "scalar",
+]
+
+OK = memory_pb2.OpStatus(code=0)
+_INTEGER_CASE = {
+    DataType.U32: "uint_value",
+    DataType.U64: "uint_value",
+    DataType.I32: "int_value",
+    DataType.I64: "int_value",
+    DataType.F32: "float_value",
+    DataType.F64: "float_value",
+}
+
+
+def failed(error: FusionError) -> memory_pb2.OpResult:
+    """The result of an op that failed with `error`."""
+    return memory_pb2.OpResult(
+        status=memory_pb2.OpStatus(code=int(error.code), message=error.message)
+    )
+
+
+def python_value(value: memory_pb2.Scalar, dtype: int, what: str) -> int | float:
+    """A Scalar as the Python value an atomic of `dtype` takes (unset: zero)."""
+    case = value.WhichOneof("value")
+    if case is None:
+        return 0.0 if _INTEGER_CASE.get(dtype) == "float_value" else 0
+    wanted = _INTEGER_CASE.get(dtype)
+    if wanted is None:
+        raise InvalidArgument(f"unknown data type {dtype}")
+    if case != wanted:
+        raise InvalidArgument(
+            f"{what} is a {case} but a {DataType(dtype).name} atomic takes a {wanted}"
+        )
+    return getattr(value, case)
+
+
+def scalar(value: int | float, dtype: int) -> memory_pb2.Scalar:
+    """A Python value as the Scalar case of `dtype`."""
+    return memory_pb2.Scalar(**{_INTEGER_CASE[DataType(dtype)]: value})
+
+
+def op_kind(op: memory_pb2.MemoryOp) -> str:
+    """ "load", "store", "atomic", "copy", "load_reduce" or "reduce" ("" when unset)."""
+    return op.WhichOneof("op") or ""
+
+
+def op_target(op: memory_pb2.MemoryOp) -> tuple[bool, int, int]:
+    """``(is_multicast, target, address)`` of an op (a copy: of its destination)."""
+    kind = op_kind(op)
+    if not kind:
+        raise InvalidArgument("empty MemoryOp: set one of load, store, atomic, copy, ...")
+    body = getattr(op, kind)
+    address = body.destination if kind == "copy" else body.address
+    multicast, target, _ = decode(address)
+    return multicast, target, address
+
+
+def payload_bytes(op: memory_pb2.MemoryOp) -> tuple[int, int]:
+    """``(request bytes, response bytes)`` of one op."""
+    kind = op_kind(op)
+    if kind == "load":
+        return 0, op.load.size
+    if kind == "store":
+        return len(op.store.data), 0
+    if kind == "atomic":
+        width = DTYPE_WIDTH.get(op.atomic.data_type, 0)
+        cas = op.atomic.op == AtomicOp.COMPARE_SWAP
+        return width * (2 if cas else 1), width
+    if kind == "load_reduce":
+        return 0, op.load_reduce.size
+    if kind == "reduce":
+        return len(op.reduce.data), 0
+    return 0, 0
+
+
+def packed_payload_bytes(records: np.ndarray) -> tuple[int, int]:
+    """``(request bytes, response bytes)`` of packed op records (PACKED_OP_DTYPE)."""
+    size = records["size"].astype(np.int64)
+    opcode = records["opcode"]
+    cas = (opcode == Opcode.ATOMIC) & (records["atomic_op"] == AtomicOp.COMPARE_SWAP)
+    request = np.where(opcode == Opcode.STORE, size, 0) + np.where(opcode == Opcode.ATOMIC, size, 0)
+    request += np.where(cas, size, 0)
+    response = np.where((opcode == Opcode.LOAD) | (opcode == Opcode.ATOMIC), size, 0)
+    return int(request.sum()), int(response.sum())
+
+
+def request_bytes(request: switch_pb2.ForwardRequest) -> tuple[int, int]:
+    """``(request bytes, response bytes)`` of everything a forwarded request carries."""
+    payload = request.WhichOneof("payload")
+    if payload == "op":
+        return payload_bytes(request.op)
+    if payload == "batch":
+        pairs = [payload_bytes(op) for op in request.batch.ops]
+        return sum(a for a, _ in pairs), sum(b for _, b in pairs)
+    if payload == "packed_ops":
+        return packed_payload_bytes(np.frombuffer(request.packed_ops, PACKED_OP_DTYPE))
+    return 0, 0
+
+
+def apply_op(memory: MemorySpace, op: memory_pb2.MemoryOp) -> memory_pb2.OpResult:
+    """Apply a unicast op to local memory; a domain error becomes the op's status."""
+    try:
+        kind = op_kind(op)
+        if kind == "load":
+            return memory_pb2.OpResult(status=OK, data=memory.load(op.load.address, op.load.size))
+        if kind == "store":
+            memory.store(op.store.address, op.store.data)
+            return memory_pb2.OpResult(status=OK)
+        if kind == "atomic":
+            a = op.atomic
+            old = memory.atomic(
+                a.address,
+                a.op,
+                a.data_type,
+                python_value(a.operand, a.data_type, "operand"),
+                python_value(a.compare, a.data_type, "compare value"),
+            )
+            return memory_pb2.OpResult(status=OK, old_value=scalar(old, a.data_type))
+        if kind == "reduce":  # a member's side of a multicast red, sent on by the switch
+            r = op.reduce
+            width = check_reduction(r.op, r.data_type)
+            operands = _operands(r.data, r.data_type, width)
+            accelerator, offset = memory.accelerator_of(r.address)
+            apply_reduction(accelerator, offset, r.data_type, r.op, operands)
+            return memory_pb2.OpResult(status=OK)
+        if kind == "load_reduce":
+            raise InvalidArgument(
+                f"load_reduce needs a multicast address, not {op.load_reduce.address:#x}"
+            )
+        raise InvalidArgument(f"{kind or 'an empty op'} cannot be applied at the target")
+    except FusionError as error:
+        return failed(error)
+
+
+def _operands(data: bytes, dtype: int, width: int) -> np.ndarray:
+    if not data or len(data) % width:
+        raise InvalidArgument(
+            f"{len(data)} bytes of operands: need a positive multiple of {width} "
+            f"({DataType(dtype).name})"
+        )
+    return np.frombuffer(data, dtype=NUMPY_DTYPE[DataType(dtype)])

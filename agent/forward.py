@@ -1,0 +1,127 @@
+"""One end of a `Switch.Forward` stream: requests multiplexed both ways on one bidi stream.
+
+Each compute tray keeps one stream open to every switch tray; both sides send requests and
+answer the other's requests on it, matched by `request_id` (each direction has its own ids).
+A single writer task owns the stream's writes (grpc streams take one write at a time); frames
+are queued in call order, so ops sent in order travel in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fusionrack.emulator import Unavailable
+from fusionrack.v1 import switch_pb2
+
+__all__ = ["ForwardPeer"]
+
+log = logging.getLogger(__name__)
+
+RequestHandler = Callable[["ForwardPeer", switch_pb2.ForwardRequest], Awaitable[None] | None]
+LinkStateHandler = Callable[["ForwardPeer", switch_pb2.LinkStateUpdate], None]
+
+
+class ForwardPeer:
+    """The local end of a Forward stream to the tray `name`.
+
+    `on_request(peer, request)` is called for every request the other side sends, in order; it
+    answers with `peer.respond(...)`, directly or from a task of its own. `on_link_state` gets
+    the other side's link-state frames.
+    """
+
+    def __init__(
+        self, name: str, on_request: RequestHandler, on_link_state: LinkStateHandler
+    ) -> None:
+        self.name = name
+        self._on_request = on_request
+        self._on_link_state = on_link_state
+        self._outbox: asyncio.Queue[switch_pb2.ForwardFrame | None] = asyncio.Queue()
+        self._pending: dict[int, asyncio.Future[switch_pb2.ForwardResponse]] = {}
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(self, frame: switch_pb2.ForwardFrame) -> None:
+        if self.closed:
+            raise Unavailable(f"the stream to tray {self.name} is closed")
+        self._outbox.put_nowait(frame)
+
+    async def request(
+        self,
+        request: switch_pb2.ForwardRequest,
+        timeout: float,  # noqa: ASYNC109 - per request, and it names the tray that was slow
+    ) -> switch_pb2.ForwardResponse:
+        """Send `request` (its id is assigned here) and wait for the answer."""
+        request_id = next(self._ids)
+        request.request_id = request_id
+        future: asyncio.Future[switch_pb2.ForwardResponse] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending[request_id] = future
+        try:
+            self.send(switch_pb2.ForwardFrame(request=request))
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise Unavailable(f"tray {self.name} did not answer within {timeout:g} s") from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    def respond(self, response: switch_pb2.ForwardResponse) -> None:
+        if not self.closed:
+            self._outbox.put_nowait(switch_pb2.ForwardFrame(response=response))
+
+    def spawn(self, work: Awaitable[None]) -> None:
+        """Run a request handler concurrently; the task is owned and cancelled on close."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("request handler on the stream to %s failed", self.name,
+                      exc_info=task.exception())  # fmt: skip
+
+    # -- the stream ------------------------------------------------------------------------
+
+    async def frames(self) -> AsyncIterator[switch_pb2.ForwardFrame]:
+        """What to write, in order, until `close`."""
+        while (frame := await self._outbox.get()) is not None:
+            yield frame
+
+    def receive(self, frame: switch_pb2.ForwardFrame) -> None:
+        """Dispatch one frame read from the stream."""
+        kind = frame.WhichOneof("frame")
+        if kind == "response":
+            future = self._pending.get(frame.response.request_id)
+            if future is not None and not future.done():
+                future.set_result(frame.response)
+        elif kind == "request":
+            result = self._on_request(self, frame.request)
+            if result is not None:
+                self.spawn(result)
+        elif kind == "link_state":
+            self._on_link_state(self, frame.link_state)
+
+    def close(self) -> None:
+        """Fail every outstanding request with UNAVAILABLE and stop the writer."""
+        if self.closed:
+            return
+        self.closed = True
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(Unavailable(f"the stream to tray {self.name} ended"))
+        self._outbox.put_nowait(None)
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def drain_tasks(self) -> None:
+        """Wait for cancelled handler tasks to finish (after `close`)."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,150 @@
+"""Starting agents: one tray (`serve_tray`) or a whole rack in this process (`LocalRack`)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from fusionrack.emulator import Topology, TrayKind, Unavailable
+from fusionrack.rpc import Server, TlsFiles, start_server
+from fusionrack.v1 import (
+    memory_pb2,
+    memory_pb2_grpc,
+    switch_pb2,
+    switch_pb2_grpc,
+    tray_pb2,
+    tray_pb2_grpc,
+)
+
+from .compute import ComputeAgent, MemoryServicer
+from .switch import SwitchAgent, SwitchServicer
+from .tray import TrayAgent, TrayServicer
+
+__all__ = ["LocalRack", "RunningTray", "serve_tray"]
+
+_TRAY = tray_pb2.DESCRIPTOR.services_by_name["Tray"].full_name
+_MEMORY = memory_pb2.DESCRIPTOR.services_by_name["Memory"].full_name
+_SWITCH = switch_pb2.DESCRIPTOR.services_by_name["Switch"].full_name
+
+
+@dataclass
+class RunningTray:
+    """An agent and the gRPC server in front of it."""
+
+    agent: TrayAgent
+    server: Server
+
+    async def stop(self, grace: float = 1.0) -> None:
+        await self.server.stop(grace)
+        await self.agent.stop()  # type: ignore[attr-defined]
+
+
+async def serve_tray(
+    topology: Topology,
+    tray: str,
+    *,
+    listen: str = "127.0.0.1:0",
+    switch_addresses: Mapping[str, str] | None = None,
+    tls: TlsFiles | None = None,
+    training_time: float = 0.05,
+    forward_timeout: float = 5.0,
+) -> RunningTray:
+    """Build the agent of `tray` and serve it; compute trays need every switch tray's address."""
+    kind = topology.tray(tray).kind
+    agent: TrayAgent
+    if kind == TrayKind.SWITCH:
+        agent = SwitchAgent(
+            topology, tray, forward_timeout=forward_timeout, training_time=training_time
+        )
+        extra = (switch_pb2_grpc.add_SwitchServicer_to_server, SwitchServicer(agent), _SWITCH)
+    else:
+        agent = ComputeAgent(
+            topology,
+            tray,
+            switch_addresses or {},
+            tls=tls,
+            forward_timeout=forward_timeout,
+            training_time=training_time,
+        )
+        extra = (memory_pb2_grpc.add_MemoryServicer_to_server, MemoryServicer(agent), _MEMORY)
+    services = [(tray_pb2_grpc.add_TrayServicer_to_server, TrayServicer(agent), _TRAY), extra]
+    server = await start_server(services, listen, tls)
+    agent.address = server.address
+    if isinstance(agent, ComputeAgent):
+        await agent.start()
+    return RunningTray(agent, server)
+
+
+@dataclass
+class LocalRack:
+    """Every tray agent of a rack, served from this process (each on its own port)."""
+
+    topology: Topology
+    trays: dict[str, RunningTray] = field(default_factory=dict)
+
+    @classmethod
+    async def start(
+        cls,
+        topology: Topology,
+        *,
+        host: str = "127.0.0.1",
+        tls: TlsFiles | None = None,
+        training_time: float = 0.05,
+        forward_timeout: float = 5.0,
+    ) -> LocalRack:
+        rack = cls(topology)
+        try:
+            for tray in topology.trays_of_kind(TrayKind.SWITCH):  # compute trays dial them
+                rack.trays[tray.name] = await serve_tray(
+                    topology,
+                    tray.name,
+                    listen=f"{host}:0",
+                    tls=tls,
+                    training_time=training_time,
+                    forward_timeout=forward_timeout,
+                )
+            switches = {name: t.server.address for name, t in rack.trays.items()}
+            for tray in topology.trays_of_kind(TrayKind.COMPUTE):
+                rack.trays[tray.name] = await serve_tray(
+                    topology,
+                    tray.name,
+                    listen=f"{host}:0",
+                    switch_addresses=switches,
+                    tls=tls,
+                    training_time=training_time,
+                    forward_timeout=forward_timeout,
+                )
+        except BaseException:
+            await rack.stop()
+            raise
+        return rack
+
+    def agent(self, tray: str) -> TrayAgent:
+        return self.trays[tray].agent
+
+    def address(self, tray: str) -> str:
+        return self.trays[tray].server.address
+
+    def ready(self) -> bool:
+        """Every link of every agent usable (all streams up, all links trained)."""
+        return all(t.agent.links.usable[t.agent.link_indices].all() for t in self.trays.values())
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - names who lags
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if time.monotonic() > deadline:
+                down = [
+                    name
+                    for name, t in self.trays.items()
+                    if not t.agent.links.usable[t.agent.link_indices].all()
+                ]
+                raise Unavailable(f"rack {self.topology.name} not ready after {timeout} s: {down}")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        # Compute trays first: their streams end cleanly before the switches go.
+        for kind in (TrayKind.COMPUTE, TrayKind.SWITCH):
+            for running in [t for t in self.trays.values() if t.agent.tray.kind == kind]:
+                await running.stop(grace=0.5)

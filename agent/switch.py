@@ -1,0 +1,462 @@
+"""A switch tray agent: the partition table, the ports of its chips, multicast, and the
+Forward streams every compute tray opens to it.
+
+A request arriving from the initiator's tray is checked against the committed partition table
+(PERMISSION_DENIED across partitions, counted), needs both ports of its plane usable
+(UNAVAILABLE otherwise), is counted on the ingress and egress ports and sent on to the
+target's tray; the answer comes back the same way. Multicast ops are executed here: member ops
+go to every member's tray, and ld_reduce answers are reduced here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+
+import grpc
+import numpy as np
+
+from fusionrack.emulator import (
+    NUMPY_DTYPE,
+    FabricConfig,
+    FailedPrecondition,
+    FusionError,
+    InvalidArgument,
+    LinkState,
+    PartitionMemberType,
+    PermissionDenied,
+    Topology,
+    TrayKind,
+    Unavailable,
+    check_reduction,
+    decode,
+    fabric_address,
+    reduce_values,
+)
+from fusionrack.rpc import grpc_errors
+from fusionrack.v1 import common_pb2, memory_pb2, switch_pb2, switch_pb2_grpc
+
+from .dataplane import OK, op_kind, payload_bytes, request_bytes
+from .forward import ForwardPeer
+from .tray import TrayAgent
+
+__all__ = ["SwitchAgent", "SwitchServicer"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREPARE_TIMEOUT = 30.0
+
+
+class SwitchAgent(TrayAgent):
+    """The agent of one switch tray."""
+
+    kind = TrayKind.SWITCH
+
+    def __init__(
+        self,
+        topology: Topology,
+        tray: str,
+        *,
+        forward_timeout: float = 5.0,
+        training_time: float = 0.05,
+    ) -> None:
+        super().__init__(topology, tray, training_time=training_time)
+        if self.tray.kind != TrayKind.SWITCH:
+            raise InvalidArgument(f"tray {tray} is a compute tray, not a switch tray")
+        self.planes = frozenset(self.tray.switch_chips)
+        self.per = topology.links_per_accelerator
+        self.forward_timeout = forward_timeout
+        # Until a controller programs it: the manifest's factory default (default partition).
+        self.config = FabricConfig(topology)
+        self.prepared: tuple[FabricConfig, float] | None = None
+        self.peers: dict[str, ForwardPeer] = {}
+        self._sent: dict[str, tuple[bool, ...]] = {}
+        self.shared = {
+            t.name: [
+                i for i in self.link_indices if topology.links[i].accelerator in t.accelerators
+            ]
+            for t in topology.trays
+            if t.kind == TrayKind.COMPUTE
+        }
+        self.violations: Counter[tuple[int, int]] = Counter()
+        self.multicast_counts: Counter[tuple[str, str]] = Counter()
+        self.links.start_down(self.link_indices)  # until each compute tray is heard from
+
+    def config_generation(self) -> int:
+        return self.config.generation
+
+    async def stop(self) -> None:
+        for peer in list(self.peers.values()):
+            peer.close()
+        await self.stop_ticker()
+
+    # -- link state with the compute trays -------------------------------------------------
+
+    def links_changed(self) -> None:
+        for tray in self.peers:
+            self._send_link_state(tray)
+
+    def _send_link_state(self, tray: str) -> None:
+        indices = self.shared[tray]
+        own = tuple(bool(self.links.own_end_down[i]) for i in indices)
+        if self._sent.get(tray) == own:
+            return
+        self._sent[tray] = own
+        top = self.topology
+        update = switch_pb2.LinkStateUpdate(
+            links=[
+                common_pb2.LinkStatus(
+                    link=common_pb2.LinkRef(
+                        accelerator=top.links[i].accelerator, link=top.links[i].plane
+                    ),
+                    state=int(LinkState.DOWN if down else LinkState.ACTIVE),
+                )
+                for i, down in zip(indices, own, strict=True)
+            ]
+        )
+        self.peers[tray].send(switch_pb2.ForwardFrame(link_state=update))
+
+    def _on_link_state(self, peer: ForwardPeer, update: switch_pb2.LinkStateUpdate) -> None:
+        shared = set(self.shared[peer.name])
+        far = {}
+        for status in update.links:
+            index = status.link.accelerator * self.per + status.link.link
+            if index in shared:
+                far[index] = status.state != LinkState.ACTIVE
+        self.record(self.links.set_far_end(far, time.time()))
+
+    async def serve_stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:  # type: ignore[no-untyped-def]
+        """One compute tray's Forward stream, from its hello to its end."""
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("frame") != "hello":
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "a Forward stream starts with a hello"
+            )
+        hello = first.hello
+        if hello.manifest_digest != self.topology.manifest.digest:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"tray {hello.tray} runs another manifest than switch tray {self.name} "
+                f"(digest {hello.manifest_digest[:12]} vs {self.topology.manifest.digest[:12]})",
+            )
+        if hello.tray not in self.shared:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{hello.tray!r} is not a compute tray of rack {self.topology.name}",
+            )
+        tray = hello.tray
+        peer = ForwardPeer(tray, self._on_request, self._on_link_state)
+        old = self.peers.pop(tray, None)
+        if old is not None:
+            old.close()
+        self.peers[tray] = peer
+        self._sent.pop(tray, None)
+        peer.send(
+            switch_pb2.ForwardFrame(
+                hello=switch_pb2.ForwardHello(
+                    tray=self.name,
+                    boot_id=self.boot_id,
+                    manifest_digest=self.topology.manifest.digest,
+                )
+            )
+        )
+        self._send_link_state(tray)
+
+        async def write() -> None:
+            async for frame in peer.frames():
+                await context.write(frame)
+
+        writer = asyncio.get_running_loop().create_task(write(), name=f"{self.name}->{tray}")
+        log.info("%s: compute tray %s connected", self.name, tray)
+        try:
+            async for frame in request_iterator:
+                peer.receive(frame)
+        finally:
+            peer.close()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await writer
+            await peer.drain_tasks()
+            if self.peers.get(tray) is peer:
+                del self.peers[tray]
+                log.info("%s: compute tray %s gone", self.name, tray)
+                self.record(
+                    self.links.set_far_end(dict.fromkeys(self.shared[tray], True), time.time())
+                )
+
+    # -- forwarding ------------------------------------------------------------------------
+
+    def _on_request(self, peer: ForwardPeer, request: switch_pb2.ForwardRequest):  # type: ignore[no-untyped-def]
+        return self._answer(peer, request)
+
+    async def _answer(self, source: ForwardPeer, request: switch_pb2.ForwardRequest) -> None:
+        try:
+            response = await self._route(request)
+        except FusionError as error:
+            response = switch_pb2.ForwardResponse(
+                status=memory_pb2.OpStatus(code=int(error.code), message=error.message)
+            )
+        response.request_id = request.request_id
+        source.respond(response)
+
+    def _port(self, accelerator: int, plane: int) -> int:
+        return accelerator * self.per + plane
+
+    def _usable_or_raise(self, accelerator: int, plane: int) -> int:
+        index = self._port(accelerator, plane)
+        if not self.links.usable[index]:
+            raise Unavailable(f"port of {self.topology.links[index].name} on {self.name} is down")
+        return index
+
+    def _peer_of(self, accelerator: int) -> ForwardPeer:
+        tray = self.topology.tray_of_accelerator(accelerator).name
+        peer = self.peers.get(tray)
+        if peer is None:
+            raise Unavailable(f"compute tray {tray} is not connected to switch tray {self.name}")
+        return peer
+
+    async def _route(self, request: switch_pb2.ForwardRequest) -> switch_pb2.ForwardResponse:
+        plane, initiator, target = request.plane, request.initiator, request.target
+        if plane not in self.planes:
+            raise FailedPrecondition(f"plane {plane} is not a chip of switch tray {self.name}")
+        self.topology.accelerator(initiator)
+        payload = request.WhichOneof("payload")
+        if payload == "op" and decode_multicast(request.op):
+            return await self._multicast(request)
+        self.topology.accelerator(target)
+        if not self.config.partitions.same_partition(initiator, target):
+            self.violations[(initiator, target)] += 1
+            top, parts = self.topology, self.config.partitions
+
+            def where(index: int) -> str:
+                partition = parts.partition_of(index) or "none"
+                return f"{top.accelerators[index].name} (partition {partition})"
+
+            raise PermissionDenied(
+                f"{where(initiator)} may not reach {where(target)}: not in the same partition"
+            )
+        ingress = self._usable_or_raise(initiator, plane)
+        egress = self._usable_or_raise(target, plane)
+        peer = self._peer_of(target)
+        sent, returned = request_bytes(request)
+        forwarded = switch_pb2.ForwardRequest()
+        forwarded.CopyFrom(request)
+        response = await peer.request(forwarded, self.forward_timeout)
+        now = time.time()
+        if response.status.code:
+            returned = 0
+        self.links.add_traffic(ingress, sent, returned, now)  # port rx = link up
+        self.links.add_traffic(egress, returned, sent, now)
+        return response
+
+    # -- multicast -------------------------------------------------------------------------
+
+    async def _multicast(self, request: switch_pb2.ForwardRequest) -> switch_pb2.ForwardResponse:
+        op, plane, initiator = request.op, request.plane, request.initiator
+        kind = op_kind(op)
+        body = getattr(op, kind)
+        _, group_id, offset = decode(body.address)
+        try:
+            result, member_count = await self._multicast_op(
+                kind, body, group_id, offset, initiator, plane
+            )
+            self.multicast_counts[(kind, "ok")] += 1
+        except FusionError as error:
+            self.multicast_counts[(kind, error.code.name.lower())] += 1
+            raise
+        result.member_count = member_count
+        return switch_pb2.ForwardResponse(status=OK, result=result)
+
+    async def _multicast_op(self, kind, body, group_id, offset, initiator, plane):  # type: ignore[no-untyped-def]
+        table = self.config.multicast
+        if kind == "store":
+            length = len(body.data)
+        elif kind == "load_reduce":
+            width = check_reduction(body.op, body.data_type)
+            if body.size % width or not body.size:
+                raise InvalidArgument(
+                    f"load_reduce size {body.size}: a positive multiple of {width}"
+                )
+            length = body.size
+        elif kind == "reduce":
+            width = check_reduction(body.op, body.data_type)
+            if len(body.data) % width or not body.data:
+                raise InvalidArgument(
+                    f"reduce data of {len(body.data)} bytes: a positive multiple of {width}"
+                )
+            length = len(body.data)
+        else:
+            raise InvalidArgument(f"{kind} cannot target a multicast address")
+        if kind != "store" and offset % width:
+            raise InvalidArgument(f"offset {offset:#x} is misaligned for {width}-byte values")
+        targets = table.targets(initiator, group_id, offset, length)
+        ingress = self._usable_or_raise(initiator, plane)
+        ports = [self._usable_or_raise(member, plane) for member, _ in targets]
+        peers = [self._peer_of(member) for member, _ in targets]
+        member_ops = []
+        for member, at in targets:
+            address = fabric_address(member, at)
+            if kind == "store":
+                member_ops.append(
+                    memory_pb2.MemoryOp(store=memory_pb2.StoreOp(address=address, data=body.data))
+                )
+            elif kind == "load_reduce":
+                member_ops.append(
+                    memory_pb2.MemoryOp(load=memory_pb2.LoadOp(address=address, size=length))
+                )
+            else:
+                member_ops.append(
+                    memory_pb2.MemoryOp(
+                        reduce=memory_pb2.ReduceOp(
+                            address=address, op=body.op, data_type=body.data_type, data=body.data
+                        )
+                    )
+                )
+        responses = await asyncio.gather(
+            *(
+                peer.request(
+                    switch_pb2.ForwardRequest(
+                        initiator=initiator, target=member, plane=plane, op=member_op
+                    ),
+                    self.forward_timeout,
+                )
+                for peer, (member, _), member_op in zip(peers, targets, member_ops, strict=True)
+            )
+        )
+        now = time.time()
+        for port, member_op, response in zip(ports, member_ops, responses, strict=True):
+            sent, returned = payload_bytes(member_op)
+            self.links.add_traffic(port, returned if not response.status.code else 0, sent, now)
+        for response in responses:
+            status = response.status if response.status.code else response.result.status
+            if status.code:
+                return memory_pb2.OpResult(status=status), len(targets)
+        result = memory_pb2.OpResult(status=OK)
+        if kind == "load_reduce":
+            values = np.stack(
+                [np.frombuffer(r.result.data, NUMPY_DTYPE[body.data_type]) for r in responses]
+            )
+            result.data = reduce_values(body.op, body.data_type, values).tobytes()
+        sent, returned = payload_bytes(memory_pb2.MemoryOp(**{kind: body}))
+        self.links.add_traffic(ingress, sent, returned, now)
+        return result, len(targets)
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def apply(self, request: switch_pb2.ApplyConfigRequest) -> switch_pb2.ApplyConfigResponse:
+        phase, generation = request.phase, request.generation
+        now = time.time()
+        if self.prepared is not None and self.prepared[1] < now:
+            log.warning(
+                "%s: prepared generation %d expired", self.name, self.prepared[0].generation
+            )
+            self.prepared = None
+        if phase == switch_pb2.CONFIG_PHASE_PREPARE:
+            if generation <= self.config.generation:
+                raise FailedPrecondition(
+                    f"generation {generation} is not newer than the committed "
+                    f"{self.config.generation}"
+                )
+            config = config_from_proto(self.topology, request.config, generation)
+            timeout = (
+                request.prepare_timeout.ToNanoseconds() / 1e9
+                if request.HasField("prepare_timeout")
+                else DEFAULT_PREPARE_TIMEOUT
+            )
+            self.prepared = (config, now + timeout)
+        elif phase == switch_pb2.CONFIG_PHASE_COMMIT:
+            if self.prepared is None or self.prepared[0].generation != generation:
+                staged = self.prepared[0].generation if self.prepared else "none"
+                raise FailedPrecondition(
+                    f"generation {generation} is not prepared (prepared: {staged})"
+                )
+            self.config = self.prepared[0]
+            self.prepared = None
+            self.sequence += 1
+            log.info("%s: committed config generation %d", self.name, generation)
+        elif phase == switch_pb2.CONFIG_PHASE_ABORT:
+            if self.prepared is not None and generation in (0, self.prepared[0].generation):
+                self.prepared = None
+        else:
+            raise InvalidArgument(f"config phase {phase}: give PREPARE, COMMIT or ABORT")
+        return switch_pb2.ApplyConfigResponse(
+            committed_generation=self.config.generation,
+            prepared_generation=self.prepared[0].generation if self.prepared else 0,
+        )
+
+    def config_proto(self) -> switch_pb2.SwitchConfig:
+        parts = [
+            switch_pb2.PartitionTableEntry(id=p.id, accelerators=p.members)
+            for p in self.config.partitions.list()
+            if not p.is_default
+        ]
+        groups = [
+            common_pb2.MulticastGroup(
+                id=g.id,
+                partition_id=g.partition,
+                size_bytes=g.size,
+                address=g.address,
+                members=[
+                    common_pb2.MulticastMember(accelerator=m, offset=o) for m, o in g.bindings
+                ],
+            )
+            for g in self.config.multicast.list()
+        ]
+        return switch_pb2.SwitchConfig(partitions=parts, multicast_groups=groups)
+
+
+def decode_multicast(op: memory_pb2.MemoryOp) -> bool:
+    kind = op_kind(op)
+    return bool(kind) and kind != "copy" and bool(getattr(op, kind).address >> 63)
+
+
+def config_from_proto(
+    topology: Topology, config: switch_pb2.SwitchConfig, generation: int
+) -> FabricConfig:
+    """A switch configuration as the core's FabricConfig, validated on the way in."""
+    fabric = FabricConfig(topology, generation)
+    for entry in config.partitions:
+        names = [topology.accelerator(i).name for i in entry.accelerators]
+        fabric.partitions.create(
+            f"partition-{entry.id}",
+            names,
+            member_type=PartitionMemberType.LOCATION,
+            partition_id=entry.id,
+            multicast_group_limit=fabric.multicast.max_groups,
+        )
+    for group in config.multicast_groups:
+        bindings = {m.accelerator: m.offset for m in group.members}
+        fabric.multicast.create(
+            group.partition_id,
+            group.size_bytes,
+            members=bindings,
+            bindings=bindings,
+            group_id=group.id,
+        )
+    return fabric
+
+
+class SwitchServicer(switch_pb2_grpc.SwitchServicer):
+    """The `Switch` service of a switch tray."""
+
+    def __init__(self, agent: SwitchAgent) -> None:
+        self.agent = agent
+
+    @grpc_errors
+    async def ApplyConfig(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        return self.agent.apply(request)
+
+    @grpc_errors
+    async def GetConfig(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        agent = self.agent
+        return switch_pb2.GetConfigResponse(
+            committed_generation=agent.config.generation,
+            config=agent.config_proto(),
+            prepared_generation=agent.prepared[0].generation if agent.prepared else 0,
+        )
+
+    async def Forward(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        await self.agent.serve_stream(request_iterator, context)

@@ -1,0 +1,406 @@
+"""What every tray agent has: identity, link health of its link ends, faults, admin state,
+status for watchers, and the `Tray` service over it. Compute and switch agents build on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+from google.protobuf import timestamp_pb2
+
+from fusionrack import __version__
+from fusionrack.emulator import (
+    AdminState,
+    ComponentState,
+    Event,
+    FailedPrecondition,
+    Fault,
+    FaultKind,
+    InvalidArgument,
+    LinkHealth,
+    LinkState,
+    NotFound,
+    Topology,
+    TrayKind,
+)
+from fusionrack.rpc import grpc_errors
+from fusionrack.v1 import common_pb2, tray_pb2, tray_pb2_grpc
+
+__all__ = ["TrayAgent", "TrayServicer", "timestamp"]
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.02  # how often trained links and flaps are looked at while any is pending
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+class TrayAgent:
+    """The state of one tray's agent. Subclasses add the data plane."""
+
+    kind: TrayKind
+
+    def __init__(self, topology: Topology, tray: str, *, training_time: float = 0.05) -> None:
+        self.topology = topology
+        self.tray = topology.tray(tray)
+        self.name = self.tray.name
+        self.links = LinkHealth(topology, training_time=training_time)
+        self.link_indices = sorted(topology.link_indices_of_tray(tray))
+        self.boot_id = uuid.uuid4().hex
+        self.start_time = time.time()
+        self.address = ""  # set once the server listens
+        self.metrics_address = ""
+        self.sequence = 0
+        self._changed = asyncio.Event()
+        self.event_sinks: list[Callable[[Event], None]] = []
+        self._ticker: asyncio.Task[None] | None = None
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def record(self, events: list[Event]) -> None:
+        """Publish events, wake status watchers, and let subclasses react to link changes."""
+        if not events:
+            return
+        self.sequence += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+        for sink in self.event_sinks:
+            for event in events:
+                sink(event)
+        self.links_changed()
+        self._ensure_ticker()
+
+    def links_changed(self) -> None:
+        """Hook: link states may have changed (tell peers)."""
+
+    def _ensure_ticker(self) -> None:
+        """Training links and flaps need time to pass; tick only while something is pending."""
+        pending = (self.links.state == LinkState.INIT).any() or any(
+            f.kind == FaultKind.LINK_FLAP for f in self.links.faults.values()
+        )
+        if pending and (self._ticker is None or self._ticker.done()):
+            self._ticker = asyncio.get_running_loop().create_task(
+                self._tick_loop(), name=f"{self.name}-link-ticker"
+            )
+
+    async def _tick_loop(self) -> None:
+        while (self.links.state == LinkState.INIT).any() or any(
+            f.kind == FaultKind.LINK_FLAP for f in self.links.faults.values()
+        ):
+            await asyncio.sleep(TICK_SECONDS)
+            events = self.links.tick(time.time())
+            if events:
+                self.sequence += 1
+                self._changed.set()
+                self._changed = asyncio.Event()
+                for sink in self.event_sinks:
+                    for event in events:
+                        sink(event)
+                self.links_changed()
+
+    async def stop_ticker(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+    # -- faults and admin state ------------------------------------------------------------
+
+    def _target_name(self, ref: common_pb2.ComponentRef) -> str:
+        case = ref.WhichOneof("component")
+        top = self.topology
+        if case == "name" or case == "tray":
+            return getattr(ref, case)
+        if case == "link":
+            return top.link(ref.link.accelerator, ref.link.link).name
+        if case == "chiplet":
+            chiplet = top.accelerator(ref.chiplet).chiplet
+            if chiplet is None:
+                raise InvalidArgument(f"accelerator {ref.chiplet} is a GPU: it has no chiplet")
+            return chiplet
+        if case == "switch_chip":
+            return top.switch_chip(ref.switch_chip).name
+        raise InvalidArgument("the target names no component: set name, link, chiplet, ...")
+
+    def _check_here(self, kind: FaultKind, name: str) -> None:
+        """A fault is injected at the tray that holds its target."""
+        top = self.topology
+        if kind in (FaultKind.LINK_DOWN, FaultKind.LINK_FLAP, FaultKind.DEGRADED_BER):
+            link = top.link_named(name)
+            owners = {top.tray_of_accelerator(link.accelerator).name, link.switch_tray}
+        elif kind == FaultKind.CHIPLET_FAILURE:
+            owners = {top.tray_of_accelerator(top.chiplet(name).accelerator).name}
+        elif kind == FaultKind.SWITCH_CHIP_FAILURE:
+            owners = {top.switch_chip_named(name).tray}
+        elif kind == FaultKind.TRAY_LOSS:
+            top.tray(name)
+            owners = {name}
+        else:
+            raise InvalidArgument(f"unknown fault kind {int(kind)}")
+        if self.name not in owners:
+            raise FailedPrecondition(
+                f"{name} is not on tray {self.name}; inject it at tray "
+                f"{' or '.join(sorted(owners))} (or through the controller)"
+            )
+
+    def inject(self, spec: common_pb2.FaultSpec) -> common_pb2.Fault:
+        try:
+            kind = FaultKind(spec.kind)
+        except ValueError:
+            raise InvalidArgument(
+                f"fault kind {spec.kind} is not one of {', '.join(k.name for k in FaultKind)}"
+            ) from None
+        name = self._target_name(spec.target)
+        self._check_here(kind, name)
+        period = spec.flap_period.ToNanoseconds() / 1e9 if spec.HasField("flap_period") else 1.0
+        fault, events = self.links.inject(
+            Fault(
+                kind, name, ber=spec.bit_error_rate, flap_period=period, flap_count=spec.flap_count
+            ),
+            time.time(),
+        )
+        self.record(events)
+        return self._fault_proto(fault, spec)
+
+    def clear(self, fault_id: str, everything: bool) -> list[common_pb2.Fault]:
+        ids = list(self.links.faults) if everything else [self._core_fault_id(fault_id)]
+        cleared = []
+        for core_id in ids:
+            fault = self.links.faults[core_id]
+            self.record(self.links.clear(core_id, time.time()))
+            cleared.append(self._fault_proto(fault))
+        return cleared
+
+    def _core_fault_id(self, fault_id: str) -> int:
+        prefix = f"{self.name}/"
+        if fault_id.startswith(prefix) and fault_id[len(prefix) :].isdigit():
+            core_id = int(fault_id[len(prefix) :])
+            if core_id in self.links.faults:
+                return core_id
+        active = ", ".join(f"{prefix}{i}" for i in sorted(self.links.faults)) or "none"
+        raise NotFound(f"no active fault {fault_id!r} on tray {self.name} (active: {active})")
+
+    def _fault_proto(
+        self, fault: Fault, spec: common_pb2.FaultSpec | None = None
+    ) -> common_pb2.Fault:
+        if spec is None:
+            spec = common_pb2.FaultSpec(
+                kind=int(fault.kind),
+                target=common_pb2.ComponentRef(name=fault.target),
+                bit_error_rate=fault.ber,
+                flap_count=fault.flap_count,
+            )
+            if fault.kind == FaultKind.LINK_FLAP:
+                spec.flap_period.FromNanoseconds(int(fault.flap_period * 1e9))
+        return common_pb2.Fault(
+            id=f"{self.name}/{fault.id}",
+            spec=spec,
+            target_name=fault.target,
+            tray=self.name,
+            inject_time=timestamp(fault.since),
+        )
+
+    def set_admin(self, ref: common_pb2.ComponentRef, state: int) -> list[int]:
+        if state not in (AdminState.UP, AdminState.DOWN):
+            raise InvalidArgument(f"admin state {state}: give UP or DOWN")
+        name = self._target_name(ref)
+        if name == self.name:
+            indices = self.link_indices
+        else:
+            link = self.topology.link_named(name)
+            if link.index not in self.link_indices:
+                raise FailedPrecondition(f"link {name} has no end on tray {self.name}")
+            indices = [link.index]
+        self.record(self.links.set_admin(name, state == AdminState.DOWN, time.time()))
+        return indices
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def link_proto(self, index: int, with_counters: bool = True) -> common_pb2.Link:
+        top, links = self.topology, self.links
+        link = top.links[index]
+        message = common_pb2.Link(
+            ref=common_pb2.LinkRef(accelerator=link.accelerator, link=link.plane),
+            name=link.name,
+            index=index,
+            compute_tray=top.tray_of_accelerator(link.accelerator).name,
+            switch_tray=link.switch_tray,
+            switch_chip=link.switch_chip,
+            switch_port=link.port,
+            capacity_bytes_per_second=link.capacity,
+            state=int(links.effective_state(index)),
+            admin_state=int(AdminState.DOWN if links.admin_down[index] else AdminState.UP),
+            bit_error_rate=float(links.ber[index]),
+        )
+        if with_counters:
+            c = message.counters
+            c.tx_bytes = int(links.up_bytes[index])
+            c.rx_bytes = int(links.down_bytes[index])
+            c.crc_flit_errors = int(links.crc_flit[index])
+            c.crc_data_errors = int(links.crc_data[index])
+            c.replay_errors = int(links.replay[index])
+            c.recovery_errors = int(links.recovery[index])
+            c.ecc_errors = int(links.ecc[index])
+            c.link_down_count = int(links.link_down[index])
+        return message
+
+    def link_status(self, index: int) -> common_pb2.LinkStatus:
+        link = self.topology.links[index]
+        return common_pb2.LinkStatus(
+            link=common_pb2.LinkRef(accelerator=link.accelerator, link=link.plane),
+            state=int(self.links.effective_state(index)),
+            admin_state=int(AdminState.DOWN if self.links.admin_down[index] else AdminState.UP),
+            bit_error_rate=float(self.links.ber[index]),
+        )
+
+    def components(self) -> list[common_pb2.ComponentStatus]:
+        top = self.topology
+        names = [
+            (common_pb2.ComponentRef(switch_chip=c), top.switch_chips[c].name)
+            for c in self.tray.switch_chips
+        ] + [
+            (common_pb2.ComponentRef(chiplet=top.chiplet(n).accelerator), n)
+            for n in self.tray.chiplets
+        ]
+        return [
+            common_pb2.ComponentStatus(
+                component=ref, name=name, state=int(self.links.component_state(name))
+            )
+            for ref, name in names
+        ]
+
+    def tray_state(self) -> ComponentState:
+        return self.links.component_state(self.name)
+
+    def config_generation(self) -> int:
+        return 0
+
+    def status(self) -> tray_pb2.TrayStatus:
+        statuses = [self.link_status(i) for i in self.link_indices]
+        return tray_pb2.TrayStatus(
+            tray=self.name,
+            kind=int(self.tray.kind),
+            state=int(self.tray_state()),
+            admin_state=int(
+                AdminState.DOWN if self.name in self.links.drained_trays else AdminState.UP
+            ),
+            config_generation=self.config_generation(),
+            boot_id=self.boot_id,
+            time=timestamp(time.time()),
+            sequence=self.sequence,
+            link_count=len(statuses),
+            active_link_count=sum(s.state == LinkState.ACTIVE for s in statuses),
+            links=statuses,
+            components=self.components(),
+            faults=[self._fault_proto(f) for f in self.links.faults.values()],
+        )
+
+    def tray_info(self) -> common_pb2.TrayInfo:
+        """Subclasses fill accelerators or switch chips."""
+        return common_pb2.TrayInfo(
+            name=self.name,
+            kind=int(self.tray.kind),
+            slot=self.tray.slot,
+            rack=self.topology.name,
+            state=int(self.tray_state()),
+            admin_state=int(
+                AdminState.DOWN if self.name in self.links.drained_trays else AdminState.UP
+            ),
+            address=self.address,
+            metrics_address=self.metrics_address,
+            config_generation=self.config_generation(),
+            reachable=True,
+        )
+
+    async def watch(self, heartbeat: float) -> AsyncIterator[tray_pb2.TrayStatus]:
+        """The status now, then on every change (and every `heartbeat` s when > 0)."""
+        while True:
+            changed = self._changed
+            yield self.status()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), heartbeat if heartbeat > 0 else None)
+
+
+class TrayServicer(tray_pb2_grpc.TrayServicer):
+    """The `Tray` service of one agent."""
+
+    def __init__(self, agent: TrayAgent) -> None:
+        self.agent = agent
+
+    @grpc_errors
+    async def GetInventory(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        agent = self.agent
+        return tray_pb2.GetInventoryResponse(
+            tray=agent.tray_info(),
+            links=[agent.link_proto(i) for i in agent.link_indices],
+            rack=agent.topology.name,
+            manifest_digest=agent.topology.manifest.digest,
+            boot_id=agent.boot_id,
+            start_time=timestamp(agent.start_time),
+            agent_version=__version__,
+        )
+
+    @grpc_errors
+    async def GetStatus(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        return tray_pb2.GetStatusResponse(status=self.agent.status())
+
+    async def WatchStatus(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        heartbeat = request.heartbeat_interval.ToNanoseconds() / 1e9
+        async for status in self.agent.watch(heartbeat):
+            yield tray_pb2.WatchStatusResponse(status=status)
+
+    @grpc_errors
+    async def ListLinks(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        agent, top = self.agent, self.agent.topology
+        if request.compute_tray:
+            top.tray(request.compute_tray)
+        if request.switch_tray:
+            top.tray(request.switch_tray)
+        chosen = []
+        for index in agent.link_indices:
+            link = top.links[index]
+            if (
+                request.compute_tray
+                and request.compute_tray != top.tray_of_accelerator(link.accelerator).name
+            ):
+                continue
+            if request.switch_tray and request.switch_tray != link.switch_tray:
+                continue
+            if request.HasField("accelerator") and request.accelerator != link.accelerator:
+                continue
+            if request.HasField("plane") and request.plane != link.plane:
+                continue
+            if request.state and request.state != agent.links.effective_state(index):
+                continue
+            chosen.append(agent.link_proto(index))
+        return common_pb2.ListLinksResponse(links=chosen)
+
+    @grpc_errors
+    async def InjectFault(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        return common_pb2.InjectFaultResponse(fault=self.agent.inject(request.fault))
+
+    @grpc_errors
+    async def ClearFault(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        if not request.all and not request.fault_id:
+            raise InvalidArgument("give a fault_id, or all=true to clear every fault")
+        faults = self.agent.clear(request.fault_id, request.all)
+        return common_pb2.ClearFaultResponse(faults=faults)
+
+    @grpc_errors
+    async def SetAdminState(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        indices = self.agent.set_admin(request.target, request.admin_state)
+        top = self.agent.topology
+        refs = [
+            common_pb2.LinkRef(accelerator=top.links[i].accelerator, link=top.links[i].plane)
+            for i in indices
+        ]
+        return common_pb2.SetAdminStateResponse(links=refs)

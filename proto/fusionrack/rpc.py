@@ -1,0 +1,148 @@
+"""gRPC plumbing shared by the agents and the controller: error mapping, server start-up with
+health checking and reflection, TLS, channels. One module, so both shells behave alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from fusionrack.emulator.errors import FusionError
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "Server",
+    "TlsFiles",
+    "grpc_errors",
+    "open_channel",
+    "start_server",
+    "status_of",
+]
+
+log = logging.getLogger(__name__)
+
+# A 4 MiB load plus framing must fit; batches may carry more. gRPC's default is 4 MiB.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+T = TypeVar("T")
+
+
+def status_of(error: FusionError) -> grpc.StatusCode:
+    """The gRPC status of a domain error (the codes share names and numbers)."""
+    return grpc.StatusCode[error.code.name]
+
+
+def grpc_errors(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Servicer-method decorator: a domain error becomes its status with its message; anything
+    else is logged and becomes INTERNAL, so no request can take the server down."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+        try:
+            return await method(self, request, context)
+        except FusionError as error:
+            await context.abort(status_of(error), error.message)
+        except (grpc.aio.AbortError, AssertionError):
+            raise
+        except Exception:
+            log.exception("%s failed", method.__qualname__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__}: internal error")
+        raise AssertionError("unreachable")  # context.abort always raises
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for TLS. `ca` set on a server: clients must present a certificate it signed."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert or self.key or self.ca)
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        if not (self.cert and self.key):
+            raise ValueError("a TLS server needs both --tls-cert and --tls-key")
+        pair = [(self.key.read_bytes(), self.cert.read_bytes())]
+        ca = self.ca.read_bytes() if self.ca else None
+        return grpc.ssl_server_credentials(pair, ca, require_client_auth=ca is not None)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            self.ca.read_bytes() if self.ca else None,
+            self.key.read_bytes() if self.key else None,
+            self.cert.read_bytes() if self.cert else None,
+        )
+
+
+@dataclass
+class Server:
+    """A started gRPC server and what it serves."""
+
+    server: grpc.aio.Server
+    port: int
+    address: str
+    health: HealthServicer
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_server(
+    services: Iterable[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]],
+    listen: str = "127.0.0.1:0",
+    tls: TlsFiles | None = None,
+) -> Server:
+    """Start a server for `services` ((add_XServicer_to_server, servicer, full service name)
+    each) with health checking and reflection. Port 0 picks a free port."""
+    server = grpc.aio.server(options=_OPTIONS)
+    names = []
+    for add, servicer, name in services:
+        add(servicer, server)
+        names.append(name)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    if tls and tls.enabled:
+        port = server.add_secure_port(listen, tls.server_credentials())
+    else:
+        port = server.add_insecure_port(listen)
+    if not port:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    for name in ["", *names]:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    host = listen.rsplit(":", 1)[0]
+    return Server(server, port, f"{host}:{port}", health)
+
+
+def open_channel(target: str, tls: TlsFiles | None = None) -> grpc.aio.Channel:
+    """A channel to `target` ("host:port") with the project's message limits."""
+    if tls and tls.enabled:
+        return grpc.aio.secure_channel(target, tls.channel_credentials(), options=_OPTIONS)
+    return grpc.aio.insecure_channel(target, options=_OPTIONS)
