@@ -5,9 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install system-deps lint test bench protos clean
+.PHONY: help install system-deps lint test up bench protos clean
 
 help:
+	@echo "make up            bring up an emulated gb200-nvl72 rack (Ctrl-C stops it; RACK=name for another)"
 	@echo "make test          install what is missing (venv, package, mosquitto, prometheus), lint, run every test"
 	@echo "make bench         run the benchmarks with full figures"
 	@echo "make protos        regenerate the gRPC stubs from proto/fusionrack/v1/*.proto"
@@ -34,6 +35,11 @@ lint: $(STAMP)
 
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest
+
+RACK ?= gb200-nvl72
+up: $(STAMP)
+	@scripts/install-system-deps.sh --only mosquitto
+	$(BIN)/fusionctl rack up --manifest $(RACK)
 
 bench: $(STAMP)
 	$(BIN)/python bench/core.py

@@ -95,7 +95,6 @@ class ComputeAgent(TrayAgent):
         self._connectors: list[asyncio.Task[None]] = []
         self.links.start_down(self.link_indices)  # until each switch tray is heard from
         self.per = topology.links_per_accelerator
-        self.op_counts: dict[tuple[str, str], int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -231,6 +230,7 @@ class ComputeAgent(TrayAgent):
             response.status.message = "forwarded request carries no ops"
             sent = returned = 0
         self.links.add_traffic(index, returned, sent, time.time())
+        self.counters.forwarded[peer.name, "in"] += 1
         peer.respond(response)
 
     # -- initiator side --------------------------------------------------------------------
@@ -246,8 +246,8 @@ class ComputeAgent(TrayAgent):
             raise Unavailable(f"tray {self.name} is lost (TRAY_LOSS fault)")
 
     def count(self, kind: str, code: int, ops: int = 1) -> None:
-        key = (kind, "ok" if code == 0 else ErrorCode(code).name.lower())
-        self.op_counts[key] = self.op_counts.get(key, 0) + ops
+        outcome = "ok" if code == 0 else ErrorCode(code).name.lower()
+        self.counters.memory_ops[kind, outcome] += ops
 
     async def execute(self, initiator: int, op: memory_pb2.MemoryOp) -> memory_pb2.OpResult:
         """Run one op as `initiator`; errors are the result's status."""
@@ -304,6 +304,11 @@ class ComputeAgent(TrayAgent):
                 continue
             sent, returned = request_bytes(request)
             self.links.add_traffic(initiator * self.per + plane, sent, returned, time.time())
+            self.counters.forwarded[switch, "out"] += 1
+            kind = request.WhichOneof("payload")
+            self.counters.memory_bytes[op_kind(request.op) if kind == "op" else kind] += (
+                sent + returned
+            )
             return response
 
     async def _copy(self, initiator: int, copy: memory_pb2.CopyOp) -> memory_pb2.OpResult:

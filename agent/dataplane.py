@@ -110,15 +110,18 @@ def payload_bytes(op: memory_pb2.MemoryOp) -> tuple[int, int]:
     return 0, 0
 
 
+_LOAD, _STORE, _ATOMIC = int(Opcode.LOAD), int(Opcode.STORE), int(Opcode.ATOMIC)
+_CAS = int(AtomicOp.COMPARE_SWAP)
+
+
 def packed_payload_bytes(records: np.ndarray) -> tuple[int, int]:
     """``(request bytes, response bytes)`` of packed op records (PACKED_OP_DTYPE)."""
-    size = records["size"].astype(np.int64)
-    opcode = records["opcode"]
-    cas = (opcode == Opcode.ATOMIC) & (records["atomic_op"] == AtomicOp.COMPARE_SWAP)
-    request = np.where(opcode == Opcode.STORE, size, 0) + np.where(opcode == Opcode.ATOMIC, size, 0)
-    request += np.where(cas, size, 0)
-    response = np.where((opcode == Opcode.LOAD) | (opcode == Opcode.ATOMIC), size, 0)
-    return int(request.sum()), int(response.sum())
+    size = records["size"]
+    by_opcode = np.bincount(records["opcode"], weights=size, minlength=4)
+    compare_swap = (records["opcode"] == _ATOMIC) & (records["atomic_op"] == _CAS)
+    cas = int(size[compare_swap].sum())  # CAS sends its compare value too
+    request = by_opcode[_STORE] + by_opcode[_ATOMIC] + cas
+    return int(request), int(by_opcode[_LOAD] + by_opcode[_ATOMIC])
 
 
 def request_bytes(request: switch_pb2.ForwardRequest) -> tuple[int, int]:

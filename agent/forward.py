@@ -55,7 +55,7 @@ class ForwardPeer:
     async def request(
         self,
         request: switch_pb2.ForwardRequest,
-        timeout: float,  # noqa: ASYNC109 - per request, and it names the tray that was slow
+        timeout: float,  # per request; the error names the tray that was slow
     ) -> switch_pb2.ForwardResponse:
         """Send `request` (its id is assigned here) and wait for the answer."""
         request_id = next(self._ids)

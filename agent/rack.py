@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from fusionrack.emulator import Topology, TrayKind, Unavailable
 from fusionrack.rpc import Server, TlsFiles, start_server
@@ -19,6 +20,8 @@ from fusionrack.v1 import (
 )
 
 from .compute import ComputeAgent, MemoryServicer
+from .metrics import MetricsServer, build_registry, start_metrics_server
+from .mqtt import EventPublisher
 from .switch import SwitchAgent, SwitchServicer
 from .tray import TrayAgent, TrayServicer
 
@@ -31,14 +34,24 @@ _SWITCH = switch_pb2.DESCRIPTOR.services_by_name["Switch"].full_name
 
 @dataclass
 class RunningTray:
-    """An agent and the gRPC server in front of it."""
+    """An agent, the gRPC server in front of it, and its optional exporter and publisher."""
 
     agent: TrayAgent
     server: Server
+    metrics: MetricsServer | None = None
+    publisher: EventPublisher | None = None
 
     async def stop(self, grace: float = 1.0) -> None:
-        await self.server.stop(grace)
-        await self.agent.stop()  # type: ignore[attr-defined]
+        if self.publisher is not None:
+            await self.publisher.stop()
+        if isinstance(self.agent, SwitchAgent):
+            await self.agent.stop()  # ends the Forward streams, so the server stops cleanly
+            await self.server.stop(grace)
+        else:
+            await self.server.stop(grace)
+            await self.agent.stop()  # type: ignore[attr-defined]
+        if self.metrics is not None:
+            await self.metrics.close()
 
 
 async def serve_tray(
@@ -50,8 +63,12 @@ async def serve_tray(
     tls: TlsFiles | None = None,
     training_time: float = 0.05,
     forward_timeout: float = 5.0,
+    metrics_listen: str | None = None,
+    dcgm_compat: bool = False,
+    mqtt: str | None = None,
 ) -> RunningTray:
-    """Build the agent of `tray` and serve it; compute trays need every switch tray's address."""
+    """Build the agent of `tray` and serve it; compute trays need every switch tray's address.
+    `metrics_listen` ("host:port") serves /metrics; `mqtt` (a URL) publishes events."""
     kind = topology.tray(tray).kind
     agent: TrayAgent
     if kind == TrayKind.SWITCH:
@@ -72,9 +89,22 @@ async def serve_tray(
     services = [(tray_pb2_grpc.add_TrayServicer_to_server, TrayServicer(agent), _TRAY), extra]
     server = await start_server(services, listen, tls)
     agent.address = server.address
+    running = RunningTray(agent, server)
+    if metrics_listen is not None:
+        host, port = metrics_listen.rsplit(":", 1)
+        registry = build_registry(
+            topology, tray, agent.links, agent.counters, dcgm_compat=dcgm_compat
+        )
+        running.metrics = await start_metrics_server(registry, host, int(port))
+        agent.metrics_address = f"{host}:{running.metrics.port}"
+    if mqtt is not None:
+        running.publisher = EventPublisher(mqtt, topology.name, tray)
+        running.publisher.set_status("online", address=agent.address, metrics=agent.metrics_address)
+        agent.event_sinks.append(running.publisher.publish)
+        await running.publisher.start()
     if isinstance(agent, ComputeAgent):
         await agent.start()
-    return RunningTray(agent, server)
+    return running
 
 
 @dataclass
@@ -89,33 +119,25 @@ class LocalRack:
         cls,
         topology: Topology,
         *,
-        host: str = "127.0.0.1",
-        tls: TlsFiles | None = None,
-        training_time: float = 0.05,
-        forward_timeout: float = 5.0,
+        listen: Callable[[str], str] = lambda tray: "127.0.0.1:0",
+        metrics: Callable[[str], str | None] = lambda tray: None,
+        **options: Any,
     ) -> LocalRack:
+        """Serve every tray: `listen(tray)` and `metrics(tray)` give the addresses ("host:0"
+        for a free port); `options` go to `serve_tray` (tls, mqtt, dcgm_compat, timings)."""
         rack = cls(topology)
         try:
             for tray in topology.trays_of_kind(TrayKind.SWITCH):  # compute trays dial them
                 rack.trays[tray.name] = await serve_tray(
-                    topology,
-                    tray.name,
-                    listen=f"{host}:0",
-                    tls=tls,
-                    training_time=training_time,
-                    forward_timeout=forward_timeout,
-                )
+                    topology, tray.name, listen=listen(tray.name),
+                    metrics_listen=metrics(tray.name), **options,
+                )  # fmt: skip
             switches = {name: t.server.address for name, t in rack.trays.items()}
             for tray in topology.trays_of_kind(TrayKind.COMPUTE):
                 rack.trays[tray.name] = await serve_tray(
-                    topology,
-                    tray.name,
-                    listen=f"{host}:0",
-                    switch_addresses=switches,
-                    tls=tls,
-                    training_time=training_time,
-                    forward_timeout=forward_timeout,
-                )
+                    topology, tray.name, listen=listen(tray.name), switch_addresses=switches,
+                    metrics_listen=metrics(tray.name), **options,
+                )  # fmt: skip
         except BaseException:
             await rack.stop()
             raise
@@ -131,7 +153,7 @@ class LocalRack:
         """Every link of every agent usable (all streams up, all links trained)."""
         return all(t.agent.links.usable[t.agent.link_indices].all() for t in self.trays.values())
 
-    async def wait_ready(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - names who lags
+    async def wait_ready(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while not self.ready():
             if time.monotonic() > deadline:

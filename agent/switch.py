@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 
 import grpc
 import numpy as np
@@ -81,14 +80,13 @@ class SwitchAgent(TrayAgent):
             for t in topology.trays
             if t.kind == TrayKind.COMPUTE
         }
-        self.violations: Counter[tuple[int, int]] = Counter()
-        self.multicast_counts: Counter[tuple[str, str]] = Counter()
         self.links.start_down(self.link_indices)  # until each compute tray is heard from
 
     def config_generation(self) -> int:
         return self.config.generation
 
     async def stop(self) -> None:
+        """End every Forward stream (their handlers return) before the server goes."""
         for peer in list(self.peers.values()):
             peer.close()
         await self.stop_ticker()
@@ -169,16 +167,24 @@ class SwitchAgent(TrayAgent):
             async for frame in peer.frames():
                 await context.write(frame)
 
-        writer = asyncio.get_running_loop().create_task(write(), name=f"{self.name}->{tray}")
-        log.info("%s: compute tray %s connected", self.name, tray)
-        try:
+        async def read() -> None:
             async for frame in request_iterator:
                 peer.receive(frame)
+
+        loop = asyncio.get_running_loop()
+        writer = loop.create_task(write(), name=f"{self.name}->{tray}")
+        reader = loop.create_task(read(), name=f"{self.name}<-{tray}")
+        log.info("%s: compute tray %s connected", self.name, tray)
+        try:
+            # The stream ends when the compute tray hangs up (reader done) or when this agent
+            # closes the peer (writer done): the handler returns and the RPC ends cleanly.
+            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             peer.close()
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                await writer
+            for task in (reader, writer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await task
             await peer.drain_tasks()
             if self.peers.get(tray) is peer:
                 del self.peers[tray]
@@ -193,6 +199,7 @@ class SwitchAgent(TrayAgent):
         return self._answer(peer, request)
 
     async def _answer(self, source: ForwardPeer, request: switch_pb2.ForwardRequest) -> None:
+        self.counters.forwarded[source.name, "in"] += 1
         try:
             response = await self._route(request)
         except FusionError as error:
@@ -228,7 +235,7 @@ class SwitchAgent(TrayAgent):
             return await self._multicast(request)
         self.topology.accelerator(target)
         if not self.config.partitions.same_partition(initiator, target):
-            self.violations[(initiator, target)] += 1
+            self.counters.partition_violations[initiator, target] += 1
             top, parts = self.topology, self.config.partitions
 
             def where(index: int) -> str:
@@ -245,6 +252,7 @@ class SwitchAgent(TrayAgent):
         forwarded = switch_pb2.ForwardRequest()
         forwarded.CopyFrom(request)
         response = await peer.request(forwarded, self.forward_timeout)
+        self.counters.forwarded[peer.name, "out"] += 1
         now = time.time()
         if response.status.code:
             returned = 0
@@ -263,9 +271,9 @@ class SwitchAgent(TrayAgent):
             result, member_count = await self._multicast_op(
                 kind, body, group_id, offset, initiator, plane
             )
-            self.multicast_counts[(kind, "ok")] += 1
+            self.counters.multicast_ops[kind, "ok"] += 1
         except FusionError as error:
-            self.multicast_counts[(kind, error.code.name.lower())] += 1
+            self.counters.multicast_ops[kind, error.code.name.lower()] += 1
             raise
         result.member_count = member_count
         return switch_pb2.ForwardResponse(status=OK, result=result)

@@ -31,6 +31,8 @@ from fusionrack.emulator import (
 from fusionrack.rpc import grpc_errors
 from fusionrack.v1 import common_pb2, tray_pb2, tray_pb2_grpc
 
+from .metrics import DataPlaneCounters
+
 __all__ = ["TrayAgent", "TrayServicer", "timestamp"]
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class TrayAgent:
         self.sequence = 0
         self._changed = asyncio.Event()
         self.event_sinks: list[Callable[[Event], None]] = []
+        self.counters = DataPlaneCounters()  # the data plane bumps them, /metrics reads them
         self._ticker: asyncio.Task[None] | None = None
 
     # -- changes ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """`fusionctl`: the command line of fusionrack.
 
-Today it reads rack manifests; commands that talk to a running controller join it with the
-controller. Exit codes: 0 ok, 1 the input is wrong (the message names the field), 2 usage.
+It reads rack manifests and brings emulated racks up and down; commands that talk to a running
+controller join it with the controller. Exit codes: 0 ok, 1 the input is wrong (the message
+names the field), 2 usage.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from fusionrack import __version__
@@ -209,6 +211,21 @@ def _manifest_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rack_up(args: argparse.Namespace) -> int:
+    from .rack import rack_up  # starts processes and talks gRPC: only load it when asked
+
+    return rack_up(
+        args.manifest, in_process=args.in_process, base_port=args.base_port, host=args.host,
+        state_dir=args.state_dir, detach=args.detach, mqtt=not args.no_mqtt,
+    )  # fmt: skip
+
+
+def _rack_down(args: argparse.Namespace) -> int:
+    from .rack import rack_down
+
+    return rack_down(args.manifest, args.state_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fusionctl",
@@ -230,7 +247,39 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(run=_manifest_show)
     presets = verbs.add_parser("list", help="the manifests that ship with fusionrack")
     presets.set_defaults(run=_manifest_list)
-    return parser
+
+    rack = commands.add_parser("rack", help="bring an emulated rack up or down")
+    rack_verbs = rack.add_subparsers(dest="verb", required=True, metavar="VERB")
+    up = rack_verbs.add_parser("up", help="start every tray agent and wait until all are healthy")
+    down = rack_verbs.add_parser("down", help="stop a rack started with `rack up --detach`")
+    for verb in (up, down):
+        verb.add_argument(
+            "--manifest",
+            default="gb200-nvl72",
+            metavar="PATH|NAME",
+            help="rack manifest or preset (default gb200-nvl72)",
+        )
+        verb.add_argument(
+            "--state-dir",
+            type=Path,
+            metavar="DIR",
+            help="pids, logs and targets (default .fusionrack/<rack>)",
+        )
+    up.add_argument("--in-process", action="store_true", help="all agents in one process (faster)")
+    up.add_argument(
+        "--base-port",
+        type=int,
+        default=50100,
+        help="gRPC port of slot 1; tray in slot s: base+2(s-1), metrics +1 (default 50100)",
+    )
+    up.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    up.add_argument(
+        "--detach", action="store_true", help="leave the rack running in the background"
+    )
+    up.add_argument("--no-mqtt", action="store_true", help="start no broker, publish no events")
+    up.set_defaults(run=_rack_up)
+    down.set_defaults(run=_rack_down)
+    return parser  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+from mqtt_broker import Mosquitto, MosquittoMissing
 
 from fusionrack.emulator.manifest import load_manifest
 from fusionrack.emulator.topology import Topology
@@ -22,3 +25,19 @@ def gb200() -> Topology:
 @pytest.fixture(scope="session")
 def trn4() -> Topology:
     return Topology(load_manifest("trn4-fusion"))
+
+
+@pytest.fixture
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A real mosquitto on a free 127.0.0.1 port, its own one per test (retained messages and
+    sessions never leak between tests); restartable on the same port (`stop`/`kill`/`start`).
+    Fails, never skips, when mosquitto is missing: `make test` installs it."""
+    try:
+        broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    except MosquittoMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()

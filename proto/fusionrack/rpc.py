@@ -113,7 +113,8 @@ async def start_server(
 ) -> Server:
     """Start a server for `services` ((add_XServicer_to_server, servicer, full service name)
     each) with health checking and reflection. Port 0 picks a free port."""
-    server = grpc.aio.server(options=_OPTIONS)
+    # No SO_REUSEPORT (grpc's default): a second server on a taken port must fail, not share it.
+    server = grpc.aio.server(options=[*_OPTIONS, ("grpc.so_reuseport", 0)])
     names = []
     for add, servicer, name in services:
         add(servicer, server)

@@ -162,7 +162,9 @@ async def test_cross_partition_ops_are_denied_and_counted(
         in caught.value.details()
     )
     assert mini_rack.agent("compute-02").memory.load(fabric_address(3, 0), 2) == b"\0\0"
-    violations = sum(mini_rack.agent(s).violations[(0, 3)] for s in ("switch-1", "switch-2"))
+    violations = sum(
+        mini_rack.agent(s).counters.partition_violations[0, 3] for s in ("switch-1", "switch-2")
+    )
     assert violations == 1
     reply = await clients.switch("switch-1").GetConfig(switch_pb2.GetConfigRequest())
     assert reply.committed_generation == 1 and len(reply.config.partitions) == 2

@@ -1,0 +1,281 @@
+"""Benchmark of the agents: the data plane through a switch tray, and bringing a rack up.
+
+    python bench/agents.py           # full run (~1 min)
+    python bench/agents.py --quick   # a few seconds, for tests: same figures, fewer samples
+
+Every agent runs in its own process (`fusion-agent`), like `fusionctl rack up` starts them; the
+client runs in this process. Baselines are measured in the same run, against a bare grpc.aio
+echo server in its own process:
+
+* remote atomic latency: `Memory.Atomic` from compute-01/gpu0 to compute-02/gpu1 (initiator
+  tray -> switch tray -> target tray and back), one call in flight, vs a one-hop unary echo of
+  the same request size. Target: p50 ratio <= 2.0.
+* batched remote ops/s: `Memory.ExecutePacked` with 1000 remote fetch-adds per call, 4 calls in
+  flight, vs a one-hop echo of the same bytes. Target: >= 1 M ops/s and >= 30% of the echo.
+* `rack up` to all-healthy for gb200-nvl72 (processes, and in one process), and idle agent
+  RSS. Targets: <= 3 s, <= 1 s, <= 60 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from fusionrack.emulator import AtomicOp, DataType, fabric_address, packed
+from fusionrack.rpc import open_channel
+from fusionrack.v1 import memory_pb2, memory_pb2_grpc, tray_pb2, tray_pb2_grpc
+
+BIN = Path(sys.executable).parent
+ECHO_SERVER = textwrap.dedent(
+    """
+    import asyncio, sys, grpc
+    async def main():
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 1 << 26),
+                                          ("grpc.max_send_message_length", 1 << 26)])
+        async def echo(request, context):
+            return request
+        handler = grpc.unary_unary_rpc_method_handler(echo)
+        echo_service = grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler})
+        server.add_generic_rpc_handlers([echo_service])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(port, flush=True)
+        await server.wait_for_termination()
+    asyncio.run(main())
+    """
+)
+
+
+def free_base(span: int) -> int:
+    for base in range(30000 + os.getpid() % 1000 * 20, 60000, 53):
+        sockets = []
+        try:
+            for port in range(base, base + span):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free ports")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Rack:
+    """The agents of a rack as processes on a free base port."""
+
+    def __init__(self, manifest: str, in_process: bool) -> None:
+        self.manifest, self.in_process = manifest, in_process
+        self.base = free_base(64)
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        common = [
+            str(BIN / "fusion-agent"),
+            "--manifest",
+            self.manifest,
+            "--base-port",
+            str(self.base),
+            "--log-level",
+            "WARNING",
+        ]
+        from fusionrack.emulator import Topology, load_manifest
+
+        self.topology = Topology(load_manifest(self.manifest))
+        targets = (
+            [["--all"]] if self.in_process else [["--tray", t.name] for t in self.topology.trays]
+        )
+        self.processes = [subprocess.Popen([*common, *t]) for t in targets]
+
+    def address(self, tray: str) -> str:
+        return f"127.0.0.1:{self.base + 2 * (self.topology.tray(tray).slot - 1)}"
+
+    async def wait_ready(self, timeout: float = 60) -> float:
+        started = time.monotonic()
+        pending = [t.name for t in self.topology.trays]
+        while pending:
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"not ready: {pending}")
+            still = []
+            for tray in pending:
+                try:
+                    async with open_channel(self.address(tray)) as channel:
+                        reply = await tray_pb2_grpc.TrayStub(channel).GetStatus(
+                            tray_pb2.GetStatusRequest(), timeout=1
+                        )
+                    if reply.status.active_link_count != reply.status.link_count:
+                        still.append(tray)
+                except grpc.aio.AioRpcError:
+                    still.append(tray)
+            pending = still
+            if pending:
+                await asyncio.sleep(0.02)
+        return time.monotonic() - started
+
+    def stop(self) -> None:
+        for p in self.processes:
+            p.send_signal(signal.SIGTERM)
+        for p in self.processes:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+async def percentiles(call, n: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    for _ in range(min(50, n)):
+        await call()
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        await call()
+        samples.append(time.perf_counter() - start)
+    samples.sort()
+    return samples[len(samples) // 2], samples[int(len(samples) * 0.99) - 1]
+
+
+async def throughput(call, ops_per_call: int, calls: int, in_flight: int) -> float:  # type: ignore[no-untyped-def]
+    for _ in range(4):
+        await call()
+    queue = iter(range(calls))
+
+    async def worker() -> None:
+        for _ in queue:
+            await call()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    return calls * ops_per_call / (time.perf_counter() - start)
+
+
+async def data_plane(quick: bool) -> list[tuple[str, str, str, str]]:
+    rack = Rack("mini", in_process=False)
+    rack.start()
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE)
+    try:
+        echo_port = int(echo.stdout.readline())  # type: ignore[union-attr]
+        await rack.wait_ready()
+        compute = open_channel(rack.address("compute-01"))
+        echo_channel = open_channel(f"127.0.0.1:{echo_port}")
+        memory = memory_pb2_grpc.MemoryStub(compute)
+        echo_call = echo_channel.unary_unary("/bench.Echo/Echo")
+        atomic = memory_pb2.AtomicRequest(
+            initiator=0,
+            address=fabric_address(3, 64),
+            op=AtomicOp.ADD,
+            data_type=DataType.U64,
+            operand=memory_pb2.Scalar(uint_value=1),
+        )
+        atomic_bytes = atomic.SerializeToString()
+        n = 300 if quick else 3000
+        remote = await percentiles(lambda: memory.Atomic(atomic), n)
+        hop = await percentiles(lambda: echo_call(atomic_bytes), n)
+
+        batch = packed.pack_atomics(
+            np.array([fabric_address(3, 8 * i) for i in range(1000)], np.uint64),
+            AtomicOp.ADD,
+            DataType.U64,
+            np.ones(1000, np.uint64),
+        ).tobytes()
+        request = memory_pb2.ExecutePackedRequest(initiator=0, format_version=1, ops=batch)
+        request_bytes = request.SerializeToString()
+        calls = 40 if quick else 400
+        ours = await throughput(lambda: memory.ExecutePacked(request), 1000, calls, 4)
+        base = await throughput(lambda: echo_call(request_bytes), 1000, calls, 4)
+        await compute.close()
+        await echo_channel.close()
+    finally:
+        echo.terminate()
+        echo.wait()
+        rack.stop()
+    ratio = remote[0] / hop[0]
+    share = ours / base
+    return [
+        (
+            "remote atomic p50 / p99",
+            f"{remote[0] * 1e6:.0f} / {remote[1] * 1e6:.0f} us",
+            f"{hop[0] * 1e6:.0f} / {hop[1] * 1e6:.0f} us",
+            f"ratio {ratio:.2f} (<= 2.0 {'PASS' if ratio <= 2 else 'MISS'})",
+        ),
+        (
+            "packed remote fetch-add, 4 in flight",
+            f"{ours / 1e6:.2f} M ops/s",
+            f"{base / 1e6:.2f} M ops/s",
+            f"{share:.0%} of echo (>= 1 M/s and >= 30% {verdict(ours >= 1e6 and share >= 0.3)})",
+        ),
+    ]
+
+
+async def bring_up(in_process: bool) -> tuple[float, float]:
+    rack = Rack("gb200-nvl72", in_process=in_process)
+    start = time.monotonic()
+    rack.start()
+    try:
+        await rack.wait_ready()
+        elapsed = time.monotonic() - start
+        await asyncio.sleep(0.5)
+        rss = statistics.median(rss_mib(p.pid) for p in rack.processes)
+    finally:
+        rack.stop()
+    return elapsed, rss
+
+
+async def main_async(quick: bool) -> int:
+    rows = await data_plane(quick)
+    print(
+        "fusionrack agents benchmark (mini rack, one process per tray; "
+        "client and echo server in their own processes)"
+    )
+    print(f"  {'measure':38s} {'fusionrack':>22s} {'one-hop echo':>22s}  verdict")
+    for name, ours, base, verdict in rows:
+        print(f"  {name:38s} {ours:>22s} {base:>22s}  {verdict}")
+    if not quick:
+        processes, rss = await bring_up(False)
+        in_process, _ = await bring_up(True)
+        print("\nrack up to all links ACTIVE, gb200-nvl72 (27 trays)")
+        print(f"  one process per tray   {processes:6.2f} s   (<= 3 s {verdict(processes <= 3)})")
+        print(f"  one process            {in_process:6.2f} s   (<= 1 s {verdict(in_process <= 1)})")
+        print(
+            f"  idle agent RSS, median {rss:6.1f} MiB (<= 60 MiB {'PASS' if rss <= 60 else 'MISS'})"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples, no rack-up timing")
+    args = parser.parse_args(argv)
+    if shutil.which("fusion-agent", path=str(BIN)) is None:
+        print("fusion-agent is not installed next to this Python (make install)", file=sys.stderr)
+        return 1
+    return asyncio.run(main_async(args.quick))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

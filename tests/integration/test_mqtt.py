@@ -1,0 +1,369 @@
+"""The MQTT event publisher against a real mosquitto on a free loopback port.
+
+Subscribers are plain aiomqtt clients. Where a subscriber must be registered before the
+publisher can possibly reach the broker, it uses a persistent session (clean_session=False) that
+the broker saves on a clean stop and restores on restart: the QoS 1 events published meanwhile
+wait for it in the broker, so nothing depends on who connects first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiomqtt
+import pytest
+from mqtt_broker import Mosquitto, free_port
+
+from fusionrack.agent.mqtt import EventPublisher, parse_mqtt_url
+from fusionrack.emulator.enums import EventKind
+from fusionrack.emulator.events import Event
+
+T0 = 1_700_000_000.25  # 2023-11-14T22:13:20.25Z
+FAST = {"backoff_initial": 0.05, "backoff_max": 0.2}  # reconnect quickly in tests
+
+
+def event(n: int, kind: EventKind = EventKind.LINK_STATE_CHANGED) -> Event:
+    return Event(kind, f"c0.gpu0.l{n}", T0 + n, {"n": n, "state": "DOWN"})
+
+
+async def until(condition: Callable[[], bool], what: str, within: float = 10.0) -> None:
+    """Poll `condition` until it holds; fail after `within` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def subscriber(
+    broker: Mosquitto, *topics: str, identifier: str | None = None, persistent: bool = False
+) -> AsyncIterator[aiomqtt.Client]:
+    client = aiomqtt.Client(
+        broker.host, broker.port, identifier=identifier, clean_session=not persistent
+    )
+    async with client:
+        for topic in topics:
+            await client.subscribe(topic, qos=1)
+        yield client
+
+
+async def receive(
+    client: aiomqtt.Client,
+    what: str,
+    predicate: Callable[[aiomqtt.Message], bool] = lambda m: True,
+    within: float = 10.0,
+) -> aiomqtt.Message:
+    """The next message matching `predicate` (others are skipped); fail after `within` s."""
+    try:
+        async with asyncio.timeout(within):
+            async for message in client.messages:
+                if predicate(message):
+                    return message
+    except TimeoutError:
+        pass
+    pytest.fail(f"no {what} within {within} s")
+
+
+def doc(message: aiomqtt.Message) -> dict[str, Any]:
+    assert isinstance(message.payload, bytes)
+    return json.loads(message.payload)
+
+
+def is_status(status: str, **details: Any) -> Callable[[aiomqtt.Message], bool]:
+    def check(message: aiomqtt.Message) -> bool:
+        if not message.topic.value.endswith("/status"):
+            return False
+        d = doc(message)
+        return d["status"] == status and all(d["details"].get(k) == v for k, v in details.items())
+
+    return check
+
+
+# -- the URL ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mqtt://127.0.0.1:1883", ("127.0.0.1", 1883)),
+        ("mqtt://127.0.0.1:40001/", ("127.0.0.1", 40001)),
+        ("mqtt://broker.local", ("broker.local", 1883)),
+        ("mqtt://[::1]:1884", ("::1", 1884)),
+    ],
+)
+def test_parse_mqtt_url(url: str, expected: tuple[str, int]) -> None:
+    assert parse_mqtt_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("127.0.0.1:1883", "mqtt://"),
+        ("http://127.0.0.1:1883", "mqtt://"),
+        ("mqtts://127.0.0.1:8883", "TLS"),
+        ("mqtt://127.0.0.1:99999", "bad port"),
+        ("mqtt://127.0.0.1:0", "bad port"),
+        ("mqtt://127.0.0.1:x", "bad port"),
+        ("mqtt://:1883", "no host"),
+        ("mqtt://u:p@127.0.0.1:1883", "credentials"),
+        ("mqtt://127.0.0.1:1883/topic", "nothing after"),
+        ("", "non-empty"),
+    ],
+)
+def test_parse_mqtt_url_rejects_with_a_clear_message(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        parse_mqtt_url(url)
+    assert repr(url) in str(info.value)
+
+
+def test_names_that_would_break_the_topics_are_refused() -> None:
+    for rack, tray in (("r/1", "t"), ("r", "t+"), ("r", "#"), ("", "t")):
+        with pytest.raises(ValueError, match="name must be non-empty"):
+            EventPublisher("mqtt://127.0.0.1:1883", rack, tray)
+
+
+# -- against the broker ------------------------------------------------------------------------
+
+
+async def test_events_arrive_on_their_topic_with_the_envelope_and_qos1(
+    mosquitto: Mosquitto,
+) -> None:
+    pub = EventPublisher(mosquitto.url, "r1", "t1", **FAST)
+    async with subscriber(mosquitto, "fusionrack/r1/trays/t1/events/#") as sub:
+        await pub.start()
+        try:
+            pub.publish(event(0))
+            pub.publish(event(1, EventKind.FAULT_INJECTED))
+            first = await receive(sub, "first event")
+            second = await receive(sub, "second event")
+        finally:
+            await pub.stop()
+
+    assert first.topic.value == "fusionrack/r1/trays/t1/events/link_state_changed"
+    assert second.topic.value == "fusionrack/r1/trays/t1/events/fault_injected"
+    for message in (first, second):
+        assert message.qos == 1
+        assert message.retain is False
+    one, two = doc(first), doc(second)
+    assert set(one) == {"version", "event_id", "time", "source", "kind", "subject", "body"}
+    assert one["version"] == 1
+    assert one["time"] == "2023-11-14T22:13:20.250000Z"
+    assert two["time"] == "2023-11-14T22:13:21.250000Z"
+    assert one["source"] == "r1/t1"
+    assert (one["kind"], two["kind"]) == ("LINK_STATE_CHANGED", "FAULT_INJECTED")
+    assert one["subject"] == "c0.gpu0.l0"
+    assert one["body"] == {"n": 0, "state": "DOWN"}
+    assert one["event_id"] != two["event_id"]
+    assert (pub.published, pub.dropped, pub.pending) == (2, 0, 0)
+
+
+async def test_a_late_subscriber_sees_the_retained_status(mosquitto: Mosquitto) -> None:
+    topic = "fusionrack/r2/trays/t2/status"
+    pub = EventPublisher(mosquitto.url, "r2", "t2", **FAST)
+    await pub.start()
+    try:
+        await until(lambda: pub.connected, "the publisher to connect and announce itself")
+        started = time.time()
+        async with subscriber(mosquitto, topic) as late:
+            online = await receive(late, "retained status")
+        assert online.retain is True
+        assert online.qos == 1
+        status = doc(online)
+        assert status["version"] == 1
+        assert status["source"] == "r2/t2"
+        assert (status["status"], status["details"]) == ("online", {})
+        assert status["time"].endswith("Z")
+
+        # A change of status is sent at once and is what the next late subscriber sees.
+        async with subscriber(mosquitto, topic) as live:
+            await receive(live, "the online status again", is_status("online"))
+            pub.set_status("draining", reason="maintenance")
+            await receive(live, "the draining status", is_status("draining", reason="maintenance"))
+        async with subscriber(mosquitto, topic) as later:
+            retained = await receive(later, "retained status")
+        assert retained.retain is True
+        assert doc(retained)["status"] == "draining"
+        assert doc(retained)["details"] == {"reason": "maintenance"}
+        assert started <= time.time()
+    finally:
+        await pub.stop()
+
+
+CHILD = """
+import asyncio, os, sys
+from fusionrack.agent.mqtt import EventPublisher
+
+async def main():
+    pub = EventPublisher(sys.argv[1], sys.argv[2], sys.argv[3], backoff_initial=0.05)
+    pub.set_status("online", pid=os.getpid())
+    await pub.start()
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_publisher_is_announced_offline_by_its_last_will(
+    mosquitto: Mosquitto, tmp_path: Any
+) -> None:
+    topic = "fusionrack/r3/trays/t3/status"
+    stderr_path = tmp_path / "child.stderr"
+    async with subscriber(mosquitto, topic) as sub:
+        with stderr_path.open("wb") as stderr:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                CHILD,
+                mosquitto.url,
+                "r3",
+                "t3",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        try:
+            try:
+                await receive(sub, "the child's online status", is_status("online", pid=child.pid))
+            except pytest.fail.Exception:
+                pytest.fail(f"child never came online; stderr:\n{stderr_path.read_text()}")
+            child.kill()  # SIGKILL: no chance to say goodbye
+            assert await child.wait() == -signal.SIGKILL
+            will = await receive(sub, "the last will", is_status("offline"))
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+    assert doc(will)["details"] == {"reason": "connection lost"}
+    assert doc(will)["source"] == "r3/t3"
+    async with subscriber(mosquitto, topic) as late:
+        retained = await receive(late, "retained status after the crash")
+    assert retained.retain is True
+    assert doc(retained)["status"] == "offline"
+
+
+async def test_a_clean_stop_flushes_the_events_then_publishes_offline(
+    mosquitto: Mosquitto,
+) -> None:
+    pub = EventPublisher(mosquitto.url, "r4", "t4", **FAST)
+    async with subscriber(mosquitto, "fusionrack/r4/trays/t4/#") as sub:
+        await pub.start()
+        await until(lambda: pub.connected, "the publisher to connect")
+        for n in range(3):
+            pub.publish(event(n))
+        await pub.stop()
+        seen = []
+        while not seen or not is_status("offline")(seen[-1]):
+            seen.append(await receive(sub, f"message {len(seen)} (until offline)"))
+
+    tail = [m.topic.value.removeprefix("fusionrack/r4/trays/t4/") for m in seen]
+    assert tail == [
+        "status",
+        "events/link_state_changed",
+        *["events/link_state_changed"] * 2,
+        "status",
+    ]
+    assert doc(seen[0])["status"] == "online"
+    assert [doc(m)["body"]["n"] for m in seen[1:4]] == [0, 1, 2]
+    assert doc(seen[-1])["details"] == {"reason": "stopped"}
+    assert (pub.connected, pub.published, pub.status) == (False, 3, "offline")
+    async with subscriber(mosquitto, "fusionrack/r4/trays/t4/status") as late:
+        retained = await receive(late, "retained status after the stop")
+    assert doc(retained)["status"] == "offline"
+
+
+async def test_without_a_broker_events_queue_and_flow_once_it_appears(mosquitto: Mosquitto) -> None:
+    events = "fusionrack/r5/trays/t5/events/#"
+    async with subscriber(mosquitto, events, identifier="sub-r5", persistent=True):
+        pass  # the broker now keeps a session with this subscription for us
+    mosquitto.stop()  # clean stop: the session is saved, and nothing listens on the port
+
+    pub = EventPublisher(mosquitto.url, "r5", "t5", **FAST)
+    await pub.start()
+    try:
+        await until(lambda: pub.connect_failures >= 2, "the publisher to try and fail twice")
+        began = time.perf_counter()
+        for n in range(5):
+            pub.publish(event(n))
+        assert time.perf_counter() - began < 0.5  # never waits on the broker
+        assert (pub.pending, pub.published, pub.connected) == (5, 0, False)
+
+        mosquitto.start()  # same port, session restored
+        await until(lambda: pub.published == 5, "the queued events to be acknowledged")
+        assert (pub.pending, pub.dropped, pub.connections) == (0, 0, 1)
+        async with subscriber(mosquitto, identifier="sub-r5", persistent=True) as sub:
+            got = [await receive(sub, f"queued event {n}") for n in range(5)]
+    finally:
+        await pub.stop()
+    assert [doc(m)["body"]["n"] for m in got] == [0, 1, 2, 3, 4]
+    assert all(m.qos == 1 for m in got)
+
+
+async def test_a_full_outbox_drops_the_oldest_events_and_counts_them(mosquitto: Mosquitto) -> None:
+    pub = EventPublisher(mosquitto.url, "r6", "t6", outbox_size=3, **FAST)
+    async with subscriber(mosquitto, "fusionrack/r6/trays/t6/events/#") as sub:
+        for n in range(5):  # not started yet: everything waits in the outbox
+            pub.publish(event(n))
+        assert (pub.dropped, pub.pending) == (2, 3)
+        await pub.start()
+        try:
+            got = [await receive(sub, f"event {n}") for n in range(3)]
+            await until(lambda: pub.published == 3, "three acknowledged events")
+        finally:
+            await pub.stop()
+    assert [doc(m)["body"]["n"] for m in got] == [2, 3, 4]
+    assert pub.dropped == 2
+
+
+async def test_stop_without_a_broker_returns_at_once() -> None:
+    pub = EventPublisher(f"mqtt://127.0.0.1:{free_port()}", "r8", "t8", **FAST)
+    await pub.start()
+    await until(lambda: pub.connect_failures >= 1, "a failed connection attempt")
+    pub.publish(event(0))
+    began = time.perf_counter()
+    await pub.stop()
+    assert time.perf_counter() - began < 1.0
+    assert (pub.connected, pub.published, pub.pending) == (False, 0, 1)
+    pub.publish(event(1))  # after stop: counted, never queued
+    assert (pub.dropped, pub.pending) == (1, 1)
+
+
+async def test_the_publisher_reconnects_after_the_broker_restarts(mosquitto: Mosquitto) -> None:
+    prefix = "fusionrack/r7/trays/t7"
+    pub = EventPublisher(mosquitto.url, "r7", "t7", **FAST)
+    await pub.start()
+    try:
+        async with subscriber(mosquitto, f"{prefix}/events/#") as sub:
+            await until(lambda: pub.connected, "the publisher to connect")
+            pub.publish(event(0))
+            assert doc(await receive(sub, "event 0"))["body"]["n"] == 0
+
+        mosquitto.kill()  # a crash: the broker forgets its retained messages
+        await until(lambda: not pub.connected, "the publisher to notice the broker is gone")
+        pub.publish(event(1))
+        pub.publish(event(2))
+        assert pub.pending == 2
+
+        mosquitto.start()  # same port
+        await until(
+            lambda: pub.connected and pub.published == 3, "reconnection and the queued events"
+        )
+        assert (pub.connections, pub.pending, pub.dropped) == (2, 0, 0)
+        async with subscriber(mosquitto, f"{prefix}/status", f"{prefix}/events/#") as sub:
+            status = await receive(sub, "the republished retained status")
+            assert status.retain is True
+            assert doc(status)["status"] == "online"
+            pub.publish(event(3))
+            live = await receive(sub, "event 3", lambda m: "/events/" in m.topic.value)
+        assert doc(live)["body"]["n"] == 3
+    finally:
+        await pub.stop()

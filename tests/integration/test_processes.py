@@ -1,0 +1,129 @@
+"""Agents as separate processes, started with `fusion-agent` as a user would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fusionrack.emulator import LinkState, fabric_address
+from fusionrack.rpc import open_channel
+from fusionrack.v1 import memory_pb2, memory_pb2_grpc, tray_pb2, tray_pb2_grpc
+
+AGENT = str(Path(sys.executable).with_name("fusion-agent"))
+TRAYS = ("switch-1", "switch-2", "compute-01", "compute-02")
+
+
+def free_base_port(span: int) -> int:
+    """A base port with `span` free ports above it (checked, then released)."""
+    for base in range(21000 + os.getpid() % 2000 * 10, 60000, 97):
+        sockets = []
+        try:
+            for port in range(base, base + span):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+@pytest.fixture
+def agent_processes() -> Iterator[tuple[int, dict[str, subprocess.Popen[bytes]]]]:
+    base = free_base_port(8)
+    procs = {
+        tray: subprocess.Popen(
+            [
+                AGENT,
+                "--manifest",
+                "mini",
+                "--tray",
+                tray,
+                "--base-port",
+                str(base),
+                "--no-metrics",
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for tray in TRAYS
+    }
+    try:
+        yield base, procs
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stderr:
+                proc.stderr.close()
+
+
+async def active_links(address: str) -> int:
+    async with open_channel(address) as channel:
+        status = await tray_pb2_grpc.TrayStub(channel).GetStatus(
+            tray_pb2.GetStatusRequest(), timeout=2
+        )
+    return sum(link.state == LinkState.ACTIVE for link in status.status.links)
+
+
+async def wait_for(check, expected: int, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            last = await check()
+            if last == expected:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"expected {expected}, last seen {last}")
+
+
+async def test_a_killed_switch_tray_process_leaves_the_other_planes(agent_processes) -> None:  # type: ignore[no-untyped-def]
+    base, procs = agent_processes
+    compute = f"127.0.0.1:{base + 2 * (1 - 1)}"  # compute-01 is in slot 1
+    await wait_for(lambda: active_links(compute), 8)  # 2 GPUs x 4 links
+    async with open_channel(compute) as channel:
+        memory = memory_pb2_grpc.MemoryStub(channel)
+        for i in range(16):
+            await memory.Store(
+                memory_pb2.StoreRequest(
+                    initiator=0, address=fabric_address(3, 256 * i), data=b"before"
+                ),
+                timeout=5,
+            )
+        procs["switch-1"].kill()  # planes 0 and 1 go with it
+        procs["switch-1"].wait()
+        await wait_for(lambda: active_links(compute), 4)
+        for i in range(16):
+            await memory.Store(
+                memory_pb2.StoreRequest(
+                    initiator=0, address=fabric_address(3, 256 * i), data=b"after!"
+                ),
+                timeout=5,
+            )
+            got = await memory.Load(
+                memory_pb2.LoadRequest(initiator=1, address=fabric_address(3, 256 * i), size=6),
+                timeout=5,
+            )
+            assert got.data == b"after!"

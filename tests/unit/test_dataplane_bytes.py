@@ -1,0 +1,38 @@
+"""Payload bytes every hop counts: the same figure for an op and for its packed record."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fusionrack.agent.dataplane import packed_payload_bytes, payload_bytes
+from fusionrack.emulator import AtomicOp, DataType, packed
+from fusionrack.v1 import memory_pb2
+
+
+def atomic(op: AtomicOp, dtype: DataType) -> memory_pb2.AtomicRmwOp:
+    return memory_pb2.AtomicRmwOp(address=0, op=op, data_type=dtype)
+
+
+def test_op_and_packed_record_bytes_agree() -> None:
+    words = np.arange(10, dtype=np.uint64) * 8
+    records = np.concatenate(
+        [
+            packed.pack_loads(words[:3], size=2),
+            packed.pack_stores(words[:4], words[:4], size=4),
+            packed.pack_atomics(
+                words[:2], AtomicOp.COMPARE_SWAP, DataType.U64, words[:2], compare=words[:2]
+            ),
+            packed.pack_atomics(words[:1], AtomicOp.ADD, DataType.U32, words[:1]),
+        ]
+    )
+    # loads: 3 x 2 back; stores: 4 x 4 out; CAS: 2 x (8 + 8) out, 2 x 8 back; add: 4 out, 4 back
+    assert packed_payload_bytes(records) == (16 + 32 + 4, 6 + 16 + 4)
+    ops = [
+        memory_pb2.MemoryOp(load=memory_pb2.LoadOp(address=0, size=2)),
+        memory_pb2.MemoryOp(store=memory_pb2.StoreOp(address=0, data=b"abcd")),
+        memory_pb2.MemoryOp(atomic=atomic(AtomicOp.COMPARE_SWAP, DataType.U64)),
+        memory_pb2.MemoryOp(atomic=atomic(AtomicOp.ADD, DataType.U32)),
+        memory_pb2.MemoryOp(reduce=memory_pb2.ReduceOp(address=0, data=b"x" * 16)),
+        memory_pb2.MemoryOp(load_reduce=memory_pb2.LoadReduceOp(address=0, size=24)),
+    ]
+    assert [payload_bytes(op) for op in ops] == [(0, 2), (4, 0), (16, 8), (4, 4), (16, 0), (0, 24)]
