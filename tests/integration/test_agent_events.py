@@ -10,12 +10,13 @@ import time
 
 import aiomqtt
 from mqtt_broker import Mosquitto
+from ports import free_base_port
 
 from fusionrack.agent.rack import LocalRack
 from fusionrack.emulator import FaultKind, Topology
 from fusionrack.v1 import common_pb2
 
-from .test_processes import AGENT, free_base_port
+from .test_processes import AGENT
 
 
 async def collect(

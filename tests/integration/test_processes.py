@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ports import free_base_port
 
 from fusionrack.emulator import LinkState, fabric_address
 from fusionrack.rpc import open_channel
@@ -21,24 +20,6 @@ from fusionrack.v1 import memory_pb2, memory_pb2_grpc, tray_pb2, tray_pb2_grpc
 
 AGENT = str(Path(sys.executable).with_name("fusion-agent"))
 TRAYS = ("switch-1", "switch-2", "compute-01", "compute-02")
-
-
-def free_base_port(span: int) -> int:
-    """A base port with `span` free ports above it (checked, then released)."""
-    for base in range(21000 + os.getpid() % 2000 * 10, 60000, 97):
-        sockets = []
-        try:
-            for port in range(base, base + span):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free port range")
 
 
 @pytest.fixture

@@ -1,0 +1,72 @@
+"""`fusionctl rack up` / `rack down` as a user runs them: real processes, real broker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from ports import free_base_port
+
+from fusionrack.emulator import fabric_address
+from fusionrack.v1 import memory_pb2, memory_pb2_grpc
+
+FUSIONCTL = str(Path(sys.executable).with_name("fusionctl"))
+
+
+def fusionctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FUSIONCTL, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.mark.parametrize("mode", ["--in-process", "--processes"])
+def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: str) -> None:
+    base = free_base_port(8)
+    state = tmp_path / "state"
+    up = [
+        "rack",
+        "up",
+        "--manifest",
+        "mini",
+        "--detach",
+        "--base-port",
+        str(base),
+        "--state-dir",
+        str(state),
+    ]
+    result = fusionctl(*up, *([mode] if mode == "--in-process" else []))
+    try:
+        assert result.returncode == 0, result.stderr + result.stdout
+        assert "rack mini up in" in result.stdout and "16 links active" in result.stdout
+        for tray in ("compute-01", "compute-02", "switch-1", "switch-2"):
+            assert tray in result.stdout
+        assert "mqtt://127.0.0.1:" in result.stdout  # make test installs mosquitto
+        targets = json.loads((state / "targets.json").read_text())
+        assert {group["labels"]["tray"] for group in targets} == {
+            "compute-01",
+            "compute-02",
+            "switch-1",
+            "switch-2",
+        }
+        assert targets[0]["targets"] == [f"127.0.0.1:{base + 1}"]
+        # The rack answers: a store from compute-01/gpu0 into compute-02/gpu1 and back.
+        with grpc.insecure_channel(f"127.0.0.1:{base}") as channel:
+            memory = memory_pb2_grpc.MemoryStub(channel)
+            memory.Store(
+                memory_pb2.StoreRequest(initiator=0, address=fabric_address(3, 0), data=b"up"),
+                timeout=5,
+            )
+            loaded = memory.Load(
+                memory_pb2.LoadRequest(initiator=0, address=fabric_address(3, 0), size=2), timeout=5
+            )
+        assert loaded.data == b"up"
+        again = fusionctl(*up)
+        assert again.returncode == 1 and "already up" in again.stderr
+    finally:
+        down = fusionctl("rack", "down", "--manifest", "mini", "--state-dir", str(state))
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert not (state / "pids.json").exists()
