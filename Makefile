@@ -43,6 +43,8 @@ up: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/core.py
+	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/agents.py
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

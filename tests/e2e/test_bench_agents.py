@@ -1,0 +1,29 @@
+"""`bench/agents.py --quick` runs and prints its figures (speed itself is not asserted here)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "agents.py"
+
+
+def test_quick_agents_bench_prints_latency_and_throughput_with_baselines() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(
+        r"remote atomic p50 / p99\s+\d+ / \d+ us\s+\d+ / \d+ us\s+ratio \d+\.\d\d", result.stdout
+    )
+    assert re.search(
+        r"packed remote fetch-add.*\d+\.\d\d M ops/s\s+\d+\.\d\d M ops/s\s+\d+% of echo",
+        result.stdout,
+    )
+    assert "Traceback" not in result.stderr  # agents stop cleanly
