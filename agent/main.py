@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -53,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--tray", help="the tray to serve, e.g. compute-01 or switch-3")
     which.add_argument("--all", action="store_true", help="serve every tray in this process")
+    parser.add_argument(
+        "--fork",
+        action="store_true",
+        help="with --all: one process per tray, forked from this one (fast start)",
+    )
+    parser.add_argument(
+        "--pids-file", type=Path, metavar="PATH", help="with --fork: write {tray: pid} here"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument(
         "--base-port",
@@ -87,26 +98,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
-async def run(args: argparse.Namespace, started: asyncio.Event | None = None) -> int:
-    topology = Topology(load_manifest(args.manifest))
+async def run(args: argparse.Namespace, topology: Topology, tray: str | None) -> int:
+    """Serve `tray` (None: every tray, in this process) until SIGTERM or SIGINT."""
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
     options = {"tls": tls, "mqtt": args.mqtt, "dcgm_compat": args.dcgm_compat}
     scheme = tray_addresses(topology, args.host, args.base_port)
     trays: list[RunningTray]
-    if args.all:
+    if tray is None:
 
-        def listen(tray: str) -> str:
-            return scheme[tray][0] if args.base_port else f"{args.host}:0"
+        def listen(name: str) -> str:
+            return scheme[name][0] if args.base_port else f"{args.host}:0"
 
-        def metrics(tray: str) -> str | None:
+        def metrics(name: str) -> str | None:
             if args.no_metrics:
                 return None
-            return scheme[tray][1] if args.base_port else f"{args.host}:0"
+            return scheme[name][1] if args.base_port else f"{args.host}:0"
 
         rack = await LocalRack.start(topology, listen=listen, metrics=metrics, **options)
         trays = list(rack.trays.values())
     else:
-        topology.tray(args.tray)
         switches = {name: grpc for name, (grpc, _) in scheme.items()
                     if topology.tray(name).kind == TrayKind.SWITCH}  # fmt: skip
         for item in args.switch:
@@ -115,9 +125,9 @@ async def run(args: argparse.Namespace, started: asyncio.Event | None = None) ->
             if not address:
                 raise SystemExit(f"fusion-agent: --switch {item!r}: give NAME=HOST:PORT")
             switches[name] = address
-        metrics_address = None if args.no_metrics else (args.metrics or scheme[args.tray][1])
+        metrics_address = None if args.no_metrics else (args.metrics or scheme[tray][1])
         running = await serve_tray(
-            topology, args.tray, listen=args.listen or scheme[args.tray][0],
+            topology, tray, listen=args.listen or scheme[tray][0],
             switch_addresses=switches, metrics_listen=metrics_address, **options,
         )  # fmt: skip
         trays = [running]
@@ -132,8 +142,6 @@ async def run(args: argparse.Namespace, started: asyncio.Event | None = None) ->
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if started is not None:
-        started.set()
     await stop.wait()
     # Compute trays first, so their streams end before the switches go.
     for running in sorted(trays, key=lambda t: t.agent.tray.kind != TrayKind.COMPUTE):
@@ -142,13 +150,58 @@ async def run(args: argparse.Namespace, started: asyncio.Event | None = None) ->
     return 0
 
 
+def run_forked(args: argparse.Namespace, topology: Topology) -> int:
+    """One process per tray, forked from this one once everything is imported: a tray costs
+    a fork instead of a Python start-up, and the children share the imported pages. No gRPC
+    object exists before the fork (gRPC does not survive one). This process forwards SIGTERM /
+    SIGINT to the trays and waits for them; each tray's process can be killed on its own."""
+    children: dict[int, str] = {}
+    for tray in topology.trays:
+        pid = os.fork()
+        if pid == 0:  # the tray's process
+            code = 1
+            try:
+                code = asyncio.run(run(args, topology, tray.name))
+            except BaseException:
+                log.exception("tray %s failed", tray.name)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children[pid] = tray.name
+    if args.pids_file:
+        args.pids_file.write_text(json.dumps({name: pid for pid, name in children.items()}) + "\n")
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    while children:
+        pid, code = os.wait()
+        name = children.pop(pid, None)
+        if name is not None and code:
+            log.warning("tray %s exited with status %d", name, os.waitstatus_to_exitcode(code))
+            status = 1
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     try:
-        return asyncio.run(run(args))
+        topology = Topology(load_manifest(args.manifest))
+        if args.fork:
+            if not args.all or not args.base_port:
+                raise SystemExit("fusion-agent: --fork needs --all and a --base-port")
+            return run_forked(args, topology)
+        if args.tray is not None:
+            topology.tray(args.tray)
+        return asyncio.run(run(args, topology, args.tray))
     except FusionError as error:
         print(f"fusion-agent: error: {error}", file=sys.stderr)
         return 1
