@@ -246,11 +246,15 @@ class ComputeAgent(TrayAgent):
             raise Unavailable(f"tray {self.name} is lost (TRAY_LOSS fault)")
 
     def count(self, kind: str, code: int, ops: int = 1) -> None:
-        outcome = "ok" if code == 0 else ErrorCode(code).name.lower()
-        self.counters.memory_ops[kind, outcome] += ops
+        self.counters.memory_ops[kind, _OUTCOMES.get(code, "unknown")] += ops
 
     async def execute(self, initiator: int, op: memory_pb2.MemoryOp) -> memory_pb2.OpResult:
         """Run one op as `initiator`; errors are the result's status."""
+        result = await self._run(initiator, op)
+        self.count(op_kind(op) or "empty", result.status.code)
+        return result
+
+    async def _run(self, initiator: int, op: memory_pb2.MemoryOp) -> memory_pb2.OpResult:
         kind = op_kind(op)
         try:
             if kind == "copy":
@@ -270,7 +274,6 @@ class ComputeAgent(TrayAgent):
                     )
         except FusionError as error:
             result = failed(error)
-        self.count(kind or "empty", result.status.code)
         return result
 
     async def _travel(
@@ -315,13 +318,13 @@ class ComputeAgent(TrayAgent):
         """A copy never travels as one: a load from the source, then a store to the target."""
         if copy.source >> 63 or copy.destination >> 63:
             raise InvalidArgument("copy takes unicast addresses, not multicast ones")
-        loaded = await self.execute(
+        loaded = await self._run(
             initiator,
             memory_pb2.MemoryOp(load=memory_pb2.LoadOp(address=copy.source, size=copy.size)),
         )
         if loaded.status.code:
             return loaded
-        return await self.execute(
+        return await self._run(
             initiator,
             memory_pb2.MemoryOp(
                 store=memory_pb2.StoreOp(address=copy.destination, data=loaded.data)
@@ -471,7 +474,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServicer):
         self.agent.check_initiator(initiator)
         result = await self.agent.execute(initiator, op)
         if result.status.code:
-            await context.abort(grpc.StatusCode(_STATUS[result.status.code]), result.status.message)
+            await context.abort(_STATUS_CODES[result.status.code], result.status.message)
         return result
 
     @grpc_errors
@@ -607,4 +610,6 @@ class MemoryServicer(memory_pb2_grpc.MemoryServicer):
         return memory_pb2.MulticastReduceResponse(member_count=result.member_count)
 
 
-_STATUS = {code.value[0]: code.value for code in grpc.StatusCode}
+# Status code number -> grpc.StatusCode, and the outcome label metrics use for it.
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_OUTCOMES = {number: code.name.lower() for number, code in _STATUS_CODES.items()} | {0: "ok"}

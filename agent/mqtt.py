@@ -24,14 +24,18 @@ where ``time`` is when that status was set; for the last will it is when the wil
 (the start of the connection) and ``details`` is ``{"reason": "connection lost"}``; a clean
 `stop()` publishes ``offline`` with ``{"reason": "stopped"}``.
 
-The control plane never waits on the broker: `publish()` is synchronous and only appends to a
-bounded outbox; when the outbox is full the OLDEST queued event is dropped (the newest say most
-about the present) and counted in `dropped`. One owned background task connects, announces the
-status, drains the outbox with up to `max_inflight` QoS 1 publishes in flight, and on any
-failure (no broker, broker gone, an ack timing out) reconnects with capped, jittered exponential
-backoff. Events whose PUBACK had not arrived when a connection broke go back to the head of the
-outbox and are sent again: delivery is at least once, and `event_id` lets subscribers drop
-duplicates.
+The control plane never waits on the broker: `publish()` is synchronous; it encodes the event
+and appends it to a bounded outbox. A body that is not strict JSON (a NaN bit error rate sent by
+a client, a tuple key) is sanitized ("nan", "(1, 2)"), never refused; only an event time that is
+not seconds since the epoch raises ValueError. When the outbox is full the OLDEST queued event
+is dropped (the newest say most about the present) and counted in `dropped`. One owned
+background task connects, announces the status, drains the outbox with up to `max_inflight` QoS 1
+publishes in flight, and on any failure (no broker, broker gone, an ack timing out) reconnects
+with capped, jittered exponential backoff. Events whose PUBACK had not arrived when a connection
+broke go back to the head of the outbox and are sent again: delivery is at least once, and
+`event_id` lets subscribers drop duplicates.
+
+`Event.time` must be wall-clock seconds since the epoch (``time.time()``), not a monotonic clock.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,6 +98,8 @@ def parse_mqtt_url(url: str) -> tuple[str, int]:
 
 def rfc3339(seconds: float) -> str:
     """Seconds since the epoch -> ``2025-01-02T03:04:05.678901Z``."""
+    if not math.isfinite(seconds):
+        raise ValueError(f"not a finite time: {seconds}")
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
@@ -106,7 +113,33 @@ def _json_default(value: Any) -> Any:
 
 
 def _dumps(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), default=_json_default).encode()
+    """Strict JSON (no NaN/Infinity, which JSON parsers other than Python's refuse)."""
+    return json.dumps(doc, separators=(",", ":"), default=_json_default, allow_nan=False).encode()
+
+
+def _sanitize(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become strings ("nan", "inf"), keys strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): _sanitize(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_sanitize(v) for v in value]
+    return value
+
+
+def _encode(doc: dict[str, Any], field: str, source: str) -> bytes:
+    """`doc` as strict JSON; never raises for what `doc[field]` holds (values may come from
+    clients, e.g. a NaN bit error rate): it is sanitized, or at worst replaced by its repr."""
+    try:
+        return _dumps(doc)
+    except (TypeError, ValueError):
+        pass
+    log.warning("mqtt %s: %s is not strict JSON, sanitized: %.200r", source, field, doc[field])
+    try:
+        return _dumps({**doc, field: _sanitize(doc[field])})
+    except (TypeError, ValueError, RecursionError):
+        return _dumps({**doc, field: {"unencodable": repr(doc[field])[:1000]}})
 
 
 class EventPublisher:
@@ -132,6 +165,7 @@ class EventPublisher:
         backoff_initial: float = 0.2,
         backoff_max: float = 5.0,
         max_inflight: int = 16,
+        counts: MutableMapping[str, int] | None = None,
     ) -> None:
         self.host, self.port = parse_mqtt_url(url)
         for what, name in (("rack", rack), ("tray", tray)):
@@ -162,6 +196,8 @@ class EventPublisher:
 
         self.published = 0
         self.dropped = 0
+        # Also bumped, when given: the agent's `mqtt_events` counter that /metrics exports.
+        self._counts: MutableMapping[str, int] = counts if counts is not None else {}
         self.connected = False
         self.connections = 0
         self.connect_failures = 0
@@ -195,20 +231,24 @@ class EventPublisher:
         """Queue `event` for the broker; drops (and counts) the oldest queued one when full."""
         if not isinstance(event, Event):
             raise TypeError(f"publish() takes an Event, not {type(event).__name__}")
-        if not math.isfinite(event.time):
-            raise ValueError(f"event time must be finite seconds since the epoch: {event.time}")
-        self._seq += 1
         kind = EventKind(event.kind)
+        try:
+            when = rfc3339(event.time)
+        except (TypeError, ValueError, OverflowError, OSError):
+            raise ValueError(
+                f"event time must be seconds since the epoch: {event.time!r}"
+            ) from None
+        self._seq += 1
         doc = {
             "version": ENVELOPE_VERSION,
             "event_id": f"{self._boot}-{self._seq}",
-            "time": rfc3339(event.time),
+            "time": when,
             "source": self.source,
             "kind": kind.name,
             "subject": event.subject,
             "body": event.body,
         }
-        item = (f"{self.events_topic}/{kind.name.lower()}", _dumps(doc))
+        item = (f"{self.events_topic}/{kind.name.lower()}", _encode(doc, "body", self.source))
         if self._stopping:
             self._count_drop(1, "the publisher is stopping")
             return
@@ -224,7 +264,7 @@ class EventPublisher:
         if not isinstance(status, str) or not status:
             raise ValueError(f"status must be a non-empty string: {status!r}")
         self._status = status
-        self._details = dict(details)
+        self._details = json.loads(_encode({"details": details}, "details", self.source))["details"]
         self._status_time = time.time()
         self._status_dirty = True
         self._wakeup.set()
@@ -232,6 +272,7 @@ class EventPublisher:
     def _count_drop(self, n: int, why: str) -> None:
         before = self.dropped
         self.dropped += n
+        self._counts["dropped"] = self._counts.get("dropped", 0) + n
         # Log at 1, 2, 4, 8... drops: visible without flooding the log while the broker is away.
         if self.dropped.bit_length() > before.bit_length():
             log.warning("mqtt %s: dropped %d event(s) so far: %s", self.source, self.dropped, why)
@@ -396,7 +437,6 @@ class EventPublisher:
                 task.cancel()
             await asyncio.wait(tasks)
         errors = [t.exception() for t in tasks if not t.cancelled() and t.exception()]
-        print("SERVE", [(t.get_name(), t.cancelled() or repr(t.exception())) for t in tasks], flush=True)
         if errors:
             raise errors[0]
         # The pump returned: stopping, and the outbox is flushed.
@@ -410,7 +450,7 @@ class EventPublisher:
             async for _message in client.messages:  # we subscribe to nothing
                 pass
         except aiomqtt.MqttError as exc:
-            raise aiomqtt.MqttError(f"connection lost: {exc.__cause__ or exc}") from exc
+            raise aiomqtt.MqttError(f"connection lost: {exc.__cause__ or exc}") from None
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         await self._send_status(client)
@@ -437,6 +477,7 @@ class EventPublisher:
             if error is None:
                 if inflight.pop(task, None) is not None:
                     self.published += 1
+                    self._counts["published"] = self._counts.get("published", 0) + 1
             elif not failures:
                 failures.append(error)
             self._wakeup.set()
@@ -459,20 +500,22 @@ class EventPublisher:
                     await self._wakeup.wait()
             raise failures[0]
         finally:
-            print("PUMP FINALLY start", len(inflight), flush=True)
-            for task in inflight:
-                task.cancel()
-            if inflight:
-                await asyncio.wait(inflight)
+            # Book-keeping first and without awaiting: a second cancellation may come at the
+            # first await. Whatever has no PUBACK yet goes back to the head of the outbox (if one
+            # is acked after all, it will be sent twice: at least once).
             unacked = []
-            for task, item in list(inflight.items()):
-                del inflight[task]
-                if not task.cancelled() and task.exception() is None:
-                    self.published += 1  # acked before its callback ran
+            for task, item in inflight.items():
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    self.published += 1  # acked, its callback not run yet
+                    self._counts["published"] = self._counts.get("published", 0) + 1
                 else:
                     unacked.append(item)
-            print("PUMP FINALLY", len(unacked), self.published, len(self._outbox), "failures", failures, flush=True)
+                    task.cancel()
+            tasks = list(inflight)
+            inflight.clear()  # late callbacks count nothing
             self._requeue(unacked)
+            if tasks:
+                await asyncio.wait(tasks)  # they are ours: see them end
 
     async def _send_status(self, client: aiomqtt.Client) -> None:
         self._status_dirty = False
@@ -519,6 +562,6 @@ def _leaf(exc: BaseException) -> BaseException:
 
 def _describe(exc: BaseException) -> str:
     exc = _leaf(exc)
-    cause = exc.__cause__
     text = str(exc) or type(exc).__name__
-    return f"{text} ({cause})" if cause is not None and str(cause) else text
+    cause = str(exc.__cause__ or "")
+    return f"{text} ({cause})" if cause and cause not in text else text

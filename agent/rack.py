@@ -98,7 +98,9 @@ async def serve_tray(
         running.metrics = await start_metrics_server(registry, host, int(port))
         agent.metrics_address = f"{host}:{running.metrics.port}"
     if mqtt is not None:
-        running.publisher = EventPublisher(mqtt, topology.name, tray)
+        running.publisher = EventPublisher(
+            mqtt, topology.name, tray, counts=agent.counters.mqtt_events
+        )
         running.publisher.set_status("online", address=agent.address, metrics=agent.metrics_address)
         agent.event_sinks.append(running.publisher.publish)
         await running.publisher.start()

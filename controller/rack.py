@@ -85,7 +85,11 @@ def start_mosquitto(plan: RackPlan) -> tuple[subprocess.Popen[bytes] | None, str
     port = _free_port(plan.host)
     conf = plan.state_dir / "mosquitto.conf"
     # `listener PORT ADDRESS`: a bare `listener PORT` would bind every interface.
-    conf.write_text(f"listener {port} {plan.host}\nallow_anonymous true\npersistence false\n")
+    # set_tcp_nodelay: without it Nagle holds back PUBACKs and QoS 1 publishing crawls.
+    conf.write_text(
+        f"listener {port} {plan.host}\nallow_anonymous true\npersistence false\n"
+        "set_tcp_nodelay true\n"
+    )
     log = open(plan.state_dir / "mosquitto.log", "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
     log.close()

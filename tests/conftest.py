@@ -35,7 +35,7 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     try:
         broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
     except MosquittoMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
+        raise pytest.fail.Exception(str(exc), pytrace=False) from None
     broker.start()
     try:
         yield broker

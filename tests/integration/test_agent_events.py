@@ -81,6 +81,12 @@ async def test_agents_publish_retained_status_and_every_fault(
         assert fault["time"].endswith("Z")
         change = events["fusionrack/mini/trays/compute-01/events/link_state_changed"][0]
         assert change["body"] == {"state": "DOWN", "previous": "ACTIVE"}
+        # /metrics counts what the broker acknowledged (fusionrack_mqtt_events_total)
+        counts = rack.agent("compute-01").counters.mqtt_events
+        async with asyncio.timeout(5):
+            while counts["published"] < 2:
+                await asyncio.sleep(0.01)
+        assert counts["dropped"] == 0
     finally:
         await rack.stop()
     seen = await collect(

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import aiomqtt
@@ -144,8 +145,11 @@ async def test_events_arrive_on_their_topic_with_the_envelope_and_qos1(
         try:
             pub.publish(event(0))
             pub.publish(event(1, EventKind.FAULT_INJECTED))
+            # Not strict JSON (a client may send a NaN bit error rate): sanitized, not refused.
+            pub.publish(Event(EventKind.LINK_ERRORS, "l2", T0, {"ber": float("nan"), (1, 2): 3}))
             first = await receive(sub, "first event")
             second = await receive(sub, "second event")
+            third = await receive(sub, "third event")
         finally:
             await pub.stop()
 
@@ -164,16 +168,19 @@ async def test_events_arrive_on_their_topic_with_the_envelope_and_qos1(
     assert one["subject"] == "c0.gpu0.l0"
     assert one["body"] == {"n": 0, "state": "DOWN"}
     assert one["event_id"] != two["event_id"]
-    assert (pub.published, pub.dropped, pub.pending) == (2, 0, 0)
+    assert isinstance(third.payload, bytes)
+    assert b"NaN" not in third.payload  # strict JSON: other languages' parsers refuse NaN
+    assert doc(third)["body"] == {"ber": "nan", "(1, 2)": 3}
+    assert (pub.published, pub.dropped, pub.pending) == (3, 0, 0)
 
 
 async def test_a_late_subscriber_sees_the_retained_status(mosquitto: Mosquitto) -> None:
     topic = "fusionrack/r2/trays/t2/status"
     pub = EventPublisher(mosquitto.url, "r2", "t2", **FAST)
+    before = time.time()
     await pub.start()
     try:
         await until(lambda: pub.connected, "the publisher to connect and announce itself")
-        started = time.time()
         async with subscriber(mosquitto, topic) as late:
             online = await receive(late, "retained status")
         assert online.retain is True
@@ -182,7 +189,9 @@ async def test_a_late_subscriber_sees_the_retained_status(mosquitto: Mosquitto) 
         assert status["version"] == 1
         assert status["source"] == "r2/t2"
         assert (status["status"], status["details"]) == ("online", {})
+        since = datetime.fromisoformat(status["time"].replace("Z", "+00:00")).timestamp()
         assert status["time"].endswith("Z")
+        assert before - 0.001 <= since <= time.time()
 
         # A change of status is sent at once and is what the next late subscriber sees.
         async with subscriber(mosquitto, topic) as live:
@@ -194,7 +203,6 @@ async def test_a_late_subscriber_sees_the_retained_status(mosquitto: Mosquitto) 
         assert retained.retain is True
         assert doc(retained)["status"] == "draining"
         assert doc(retained)["details"] == {"reason": "maintenance"}
-        assert started <= time.time()
     finally:
         await pub.stop()
 
@@ -367,3 +375,11 @@ async def test_the_publisher_reconnects_after_the_broker_restarts(mosquitto: Mos
         assert doc(live)["body"]["n"] == 3
     finally:
         await pub.stop()
+
+
+@pytest.mark.parametrize("when", [float("inf"), float("nan"), 1e20])
+def test_an_event_time_that_is_not_epoch_seconds_is_refused(when: float) -> None:
+    pub = EventPublisher("mqtt://127.0.0.1:1883", "r9", "t9")
+    with pytest.raises(ValueError, match="seconds since the epoch"):
+        pub.publish(Event(EventKind.LINK_ERRORS, "l0", when, {}))
+    assert (pub.pending, pub.dropped) == (0, 0)
