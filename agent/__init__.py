@@ -1,1 +1,2 @@
-"""Per-tray gRPC agents (compute and switch trays). They arrive with the agents issue."""
+"""Per-tray gRPC agents: compute trays (`Tray`, `Memory`) and switch trays (`Tray`, `Switch`),
+their /metrics and MQTT events. `fusion-agent` (`main`) runs them; `rack` starts them in code."""
