@@ -25,7 +25,6 @@ from fusionrack.emulator import (
     FailedPrecondition,
     FusionError,
     InvalidArgument,
-    LinkState,
     MemorySpace,
     Topology,
     TrayKind,
@@ -34,7 +33,7 @@ from fusionrack.emulator import (
     packed,
 )
 from fusionrack.rpc import TlsFiles, grpc_errors, open_channel
-from fusionrack.v1 import common_pb2, memory_pb2, memory_pb2_grpc, switch_pb2, switch_pb2_grpc
+from fusionrack.v1 import memory_pb2, memory_pb2_grpc, switch_pb2, switch_pb2_grpc
 
 from .dataplane import (
     OK,
@@ -90,8 +89,6 @@ class ComputeAgent(TrayAgent):
             name: [i for i in self.link_indices if topology.links[i].switch_tray == name]
             for name in switch_trays
         }
-        self.peers: dict[str, ForwardPeer] = {}
-        self._sent: dict[str, tuple[bool, ...]] = {}
         self._connectors: list[asyncio.Task[None]] = []
         self.links.start_down(self.link_indices)  # until each switch tray is heard from
         self.per = topology.links_per_accelerator
@@ -155,41 +152,6 @@ class ComputeAgent(TrayAgent):
         return switch_pb2.ForwardHello(
             tray=self.name, boot_id=self.boot_id, manifest_digest=self.topology.manifest.digest
         )
-
-    # -- link state with the switch trays --------------------------------------------------
-
-    def links_changed(self) -> None:
-        for switch in self.peers:
-            self._send_link_state(switch)
-
-    def _send_link_state(self, switch: str) -> None:
-        indices = self.shared[switch]
-        own = tuple(bool(self.links.own_end_down[i]) for i in indices)
-        if self._sent.get(switch) == own:
-            return
-        self._sent[switch] = own
-        update = switch_pb2.LinkStateUpdate(
-            links=[
-                common_pb2.LinkStatus(
-                    link=common_pb2.LinkRef(
-                        accelerator=self.topology.links[i].accelerator,
-                        link=self.topology.links[i].plane,
-                    ),
-                    state=int(LinkState.DOWN if down else LinkState.ACTIVE),
-                )
-                for i, down in zip(indices, own, strict=True)
-            ]
-        )
-        self.peers[switch].send(switch_pb2.ForwardFrame(link_state=update))
-
-    def _on_link_state(self, peer: ForwardPeer, update: switch_pb2.LinkStateUpdate) -> None:
-        shared = set(self.shared[peer.name])
-        far = {}
-        for status in update.links:
-            index = status.link.accelerator * self.per + status.link.link
-            if index in shared:
-                far[index] = status.state != LinkState.ACTIVE
-        self.record(self.links.set_far_end(far, time.time()))
 
     # -- target side: ops a switch brings in -----------------------------------------------
 

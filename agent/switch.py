@@ -24,7 +24,6 @@ from fusionrack.emulator import (
     FailedPrecondition,
     FusionError,
     InvalidArgument,
-    LinkState,
     PartitionMemberType,
     PermissionDenied,
     Topology,
@@ -71,8 +70,6 @@ class SwitchAgent(TrayAgent):
         # Until a controller programs it: the manifest's factory default (default partition).
         self.config = FabricConfig(topology)
         self.prepared: tuple[FabricConfig, float] | None = None
-        self.peers: dict[str, ForwardPeer] = {}
-        self._sent: dict[str, tuple[bool, ...]] = {}
         self.shared = {
             t.name: [
                 i for i in self.link_indices if topology.links[i].accelerator in t.accelerators
@@ -90,41 +87,6 @@ class SwitchAgent(TrayAgent):
         for peer in list(self.peers.values()):
             peer.close()
         await self.stop_ticker()
-
-    # -- link state with the compute trays -------------------------------------------------
-
-    def links_changed(self) -> None:
-        for tray in self.peers:
-            self._send_link_state(tray)
-
-    def _send_link_state(self, tray: str) -> None:
-        indices = self.shared[tray]
-        own = tuple(bool(self.links.own_end_down[i]) for i in indices)
-        if self._sent.get(tray) == own:
-            return
-        self._sent[tray] = own
-        top = self.topology
-        update = switch_pb2.LinkStateUpdate(
-            links=[
-                common_pb2.LinkStatus(
-                    link=common_pb2.LinkRef(
-                        accelerator=top.links[i].accelerator, link=top.links[i].plane
-                    ),
-                    state=int(LinkState.DOWN if down else LinkState.ACTIVE),
-                )
-                for i, down in zip(indices, own, strict=True)
-            ]
-        )
-        self.peers[tray].send(switch_pb2.ForwardFrame(link_state=update))
-
-    def _on_link_state(self, peer: ForwardPeer, update: switch_pb2.LinkStateUpdate) -> None:
-        shared = set(self.shared[peer.name])
-        far = {}
-        for status in update.links:
-            index = status.link.accelerator * self.per + status.link.link
-            if index in shared:
-                far[index] = status.state != LinkState.ACTIVE
-        self.record(self.links.set_far_end(far, time.time()))
 
     async def serve_stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:  # type: ignore[no-untyped-def]
         """One compute tray's Forward stream, from its hello to its end."""

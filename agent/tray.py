@@ -29,8 +29,9 @@ from fusionrack.emulator import (
     TrayKind,
 )
 from fusionrack.rpc import grpc_errors
-from fusionrack.v1 import common_pb2, tray_pb2, tray_pb2_grpc
+from fusionrack.v1 import common_pb2, switch_pb2, tray_pb2, tray_pb2_grpc
 
+from .forward import ForwardPeer
 from .metrics import DataPlaneCounters
 
 __all__ = ["TrayAgent", "TrayServicer", "timestamp"]
@@ -66,6 +67,10 @@ class TrayAgent:
         self.event_sinks: list[Callable[[Event], None]] = []
         self.counters = DataPlaneCounters()  # the data plane bumps them, /metrics reads them
         self._ticker: asyncio.Task[None] | None = None
+        # Forward streams: peer tray -> its end, and the links we share with it (subclasses).
+        self.peers: dict[str, ForwardPeer] = {}
+        self.shared: dict[str, list[int]] = {}
+        self._sent: dict[str, tuple[bool, ...]] = {}
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -82,8 +87,41 @@ class TrayAgent:
         self.links_changed()
         self._ensure_ticker()
 
+    # -- link state shared with peers ------------------------------------------------------
+    # A link carries traffic only while both ends are up: after every change each agent tells
+    # the peers at the far ends of its links what its own ends say (Forward link-state frames).
+
     def links_changed(self) -> None:
-        """Hook: link states may have changed (tell peers)."""
+        for name in self.peers:
+            self._send_link_state(name)
+
+    def _send_link_state(self, name: str) -> None:
+        indices = self.shared[name]
+        own = tuple(bool(self.links.own_end_down[i]) for i in indices)
+        if self._sent.get(name) == own:
+            return  # unchanged: a peer's answer to our update must not echo back forever
+        self._sent[name] = own
+        links = self.topology.links
+        update = switch_pb2.LinkStateUpdate(
+            links=[
+                common_pb2.LinkStatus(
+                    link=common_pb2.LinkRef(accelerator=links[i].accelerator, link=links[i].plane),
+                    state=int(LinkState.DOWN if down else LinkState.ACTIVE),
+                )
+                for i, down in zip(indices, own, strict=True)
+            ]
+        )
+        self.peers[name].send(switch_pb2.ForwardFrame(link_state=update))
+
+    def _on_link_state(self, peer: ForwardPeer, update: switch_pb2.LinkStateUpdate) -> None:
+        shared = set(self.shared[peer.name])
+        per = self.topology.links_per_accelerator
+        far = {}
+        for status in update.links:
+            index = status.link.accelerator * per + status.link.link
+            if index in shared:
+                far[index] = status.state != LinkState.ACTIVE
+        self.record(self.links.set_far_end(far, time.time()))
 
     def _ensure_ticker(self) -> None:
         """Training links and flaps need time to pass; tick only while something is pending."""

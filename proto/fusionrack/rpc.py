@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "Server",
     "TlsFiles",
+    "free_port_range",
     "grpc_errors",
     "open_channel",
     "start_server",
@@ -140,6 +143,24 @@ async def start_server(
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = listen.rsplit(":", 1)[0]
     return Server(server, port, f"{host}:{port}", health)
+
+
+def free_port_range(span: int, host: str = "127.0.0.1", start: int = 21000) -> int:
+    """A base port with `span` free ports above it on `host` (checked, then released), for
+    agents started on the base-port scheme (tests, benchmarks)."""
+    for base in range(start + os.getpid() % 2000 * 10, 60000 - span, 97):
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + span):
+                sockets.append(socket.socket())
+                sockets[-1].bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise OSError(f"no {span} free consecutive ports on {host}")
 
 
 def open_channel(target: str, tls: TlsFiles | None = None) -> grpc.aio.Channel:

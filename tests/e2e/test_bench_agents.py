@@ -19,9 +19,9 @@ def test_quick_agents_bench_prints_latency_and_throughput_with_baselines() -> No
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert re.search(
-        r"remote atomic p50 / p99\s+\d+ / \d+ us\s+\d+ / \d+ us\s+ratio \d+\.\d\d", result.stdout
-    )
+    for path in ("unary Atomic", "Memory.Stream"):
+        row = rf"remote atomic, {path} p50 / p99\s+\d+ / \d+ us\s+\d+ / \d+ us\s+ratio \d+\.\d\d"
+        assert re.search(row, result.stdout), path
     assert re.search(
         r"packed remote fetch-add.*\d+\.\d\d M ops/s\s+\d+\.\d\d M ops/s\s+\d+% of echo",
         result.stdout,

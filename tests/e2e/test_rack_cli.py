@@ -9,9 +9,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from ports import free_base_port
 
 from fusionrack.emulator import fabric_address
+from fusionrack.rpc import free_port_range
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc
 
 FUSIONCTL = str(Path(sys.executable).with_name("fusionctl"))
@@ -25,7 +25,7 @@ def fusionctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
 
 @pytest.mark.parametrize("mode", ["--in-process", "--processes"])
 def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: str) -> None:
-    base = free_base_port(8)
+    base = free_port_range(8)
     state = tmp_path / "state"
     up = [
         "rack",

@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ports import free_base_port
 
 from fusionrack.emulator import LinkState, fabric_address
-from fusionrack.rpc import open_channel
+from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc, tray_pb2, tray_pb2_grpc
 
 AGENT = str(Path(sys.executable).with_name("fusion-agent"))
@@ -24,7 +23,7 @@ TRAYS = ("switch-1", "switch-2", "compute-01", "compute-02")
 
 @pytest.fixture
 def agent_processes() -> Iterator[tuple[int, dict[str, subprocess.Popen[bytes]]]]:
-    base = free_base_port(8)
+    base = free_port_range(8)
     procs = {
         tray: subprocess.Popen(
             [
