@@ -116,11 +116,11 @@ class ComputeAgent(TrayAgent):
         """Keep a Forward stream open to `switch`, reconnecting with backoff."""
         backoff = 0.02
         while True:
-            peer = ForwardPeer(switch, self._on_request, self._on_link_state)
             channel = open_channel(self.switch_addresses[switch], self.tls)
+            call = switch_pb2_grpc.SwitchStub(channel).Forward()
+            peer = ForwardPeer(switch, call.write, self._on_request, self._on_link_state)
             try:
-                peer.send(switch_pb2.ForwardFrame(hello=self._hello()))
-                call = switch_pb2_grpc.SwitchStub(channel).Forward(peer.frames())
+                await peer.send(switch_pb2.ForwardFrame(hello=self._hello()))
                 async for frame in call:
                     if frame.WhichOneof("frame") == "hello":
                         self.peers[switch] = peer
@@ -130,6 +130,8 @@ class ComputeAgent(TrayAgent):
                         log.info("%s: connected to switch tray %s", self.name, switch)
                         continue
                     peer.receive(frame)
+            except Unavailable:
+                pass  # the switch tray is not there (yet): retry after the backoff
             except grpc.aio.AioRpcError as error:
                 if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     log.error(

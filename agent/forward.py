@@ -2,8 +2,9 @@
 
 Each compute tray keeps one stream open to every switch tray; both sides send requests and
 answer the other's requests on it, matched by `request_id` (each direction has its own ids).
-A single writer task owns the stream's writes (grpc streams take one write at a time); frames
-are queued in call order, so ops sent in order travel in order.
+Frames are written by the coroutine that sends them, one write at a time (a FIFO lock: grpc
+streams take one write at a time, and ops sent in order go out in order); no writer task sits
+in between, since every hand-off between tasks costs a loop iteration on the data path.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+
+import grpc
 
 from fusionrack.emulator import Unavailable
 from fusionrack.v1 import switch_pb2
@@ -23,34 +26,55 @@ log = logging.getLogger(__name__)
 
 RequestHandler = Callable[["ForwardPeer", switch_pb2.ForwardRequest], Awaitable[None] | None]
 LinkStateHandler = Callable[["ForwardPeer", switch_pb2.LinkStateUpdate], None]
+Writer = Callable[[switch_pb2.ForwardFrame], Awaitable[None]]
 
 
 class ForwardPeer:
-    """The local end of a Forward stream to the tray `name`.
+    """The local end of a Forward stream to the tray `name`, writing with `write`.
 
     `on_request(peer, request)` is called for every request the other side sends, in order; it
-    answers with `peer.respond(...)`, directly or from a task of its own. `on_link_state` gets
-    the other side's link-state frames.
+    answers with `peer.respond(...)`, directly or from the awaitable it returns (run as an owned
+    task). `on_link_state` gets the other side's link-state frames.
     """
 
     def __init__(
-        self, name: str, on_request: RequestHandler, on_link_state: LinkStateHandler
+        self,
+        name: str,
+        write: Writer,
+        on_request: RequestHandler,
+        on_link_state: LinkStateHandler,
     ) -> None:
         self.name = name
+        self._write = write
         self._on_request = on_request
         self._on_link_state = on_link_state
-        self._outbox: asyncio.Queue[switch_pb2.ForwardFrame | None] = asyncio.Queue()
+        self._lock = asyncio.Lock()
         self._pending: dict[int, asyncio.Future[switch_pb2.ForwardResponse]] = {}
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.closed = False
+        self.closed = asyncio.Event()
 
     # -- sending ---------------------------------------------------------------------------
 
-    def send(self, frame: switch_pb2.ForwardFrame) -> None:
-        if self.closed:
+    async def send(self, frame: switch_pb2.ForwardFrame) -> None:
+        """Write one frame (in call order); UNAVAILABLE once the stream is gone."""
+        if self.closed.is_set():
             raise Unavailable(f"the stream to tray {self.name} is closed")
-        self._outbox.put_nowait(frame)
+        try:
+            async with self._lock:
+                await self._write(frame)
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError) as error:
+            self.close()
+            raise Unavailable(f"the stream to tray {self.name} broke: {error}") from None
+
+    def post(self, frame: switch_pb2.ForwardFrame) -> None:
+        """`send` from synchronous code, as an owned task (link-state updates, answers)."""
+        if not self.closed.is_set():
+            self.spawn(self._send_quietly(frame))
+
+    async def _send_quietly(self, frame: switch_pb2.ForwardFrame) -> None:
+        with contextlib.suppress(Unavailable):
+            await self.send(frame)
 
     async def request(
         self,
@@ -65,7 +89,7 @@ class ForwardPeer:
         )
         self._pending[request_id] = future
         try:
-            self.send(switch_pb2.ForwardFrame(request=request))
+            await self.send(switch_pb2.ForwardFrame(request=request))
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise Unavailable(f"tray {self.name} did not answer within {timeout:g} s") from None
@@ -73,11 +97,15 @@ class ForwardPeer:
             self._pending.pop(request_id, None)
 
     def respond(self, response: switch_pb2.ForwardResponse) -> None:
-        if not self.closed:
-            self._outbox.put_nowait(switch_pb2.ForwardFrame(response=response))
+        self.post(switch_pb2.ForwardFrame(response=response))
+
+    async def answer(self, response: switch_pb2.ForwardResponse) -> None:
+        """`respond` from a coroutine: written before it returns."""
+        with contextlib.suppress(Unavailable):
+            await self.send(switch_pb2.ForwardFrame(response=response))
 
     def spawn(self, work: Awaitable[None]) -> None:
-        """Run a request handler concurrently; the task is owned and cancelled on close."""
+        """Run work concurrently; the task is owned and cancelled on close."""
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -88,12 +116,7 @@ class ForwardPeer:
             log.error("request handler on the stream to %s failed", self.name,
                       exc_info=task.exception())  # fmt: skip
 
-    # -- the stream ------------------------------------------------------------------------
-
-    async def frames(self) -> AsyncIterator[switch_pb2.ForwardFrame]:
-        """What to write, in order, until `close`."""
-        while (frame := await self._outbox.get()) is not None:
-            yield frame
+    # -- receiving -------------------------------------------------------------------------
 
     def receive(self, frame: switch_pb2.ForwardFrame) -> None:
         """Dispatch one frame read from the stream."""
@@ -110,14 +133,13 @@ class ForwardPeer:
             self._on_link_state(self, frame.link_state)
 
     def close(self) -> None:
-        """Fail every outstanding request with UNAVAILABLE and stop the writer."""
-        if self.closed:
+        """Fail every outstanding request with UNAVAILABLE; no more frames are sent."""
+        if self.closed.is_set():
             return
-        self.closed = True
+        self.closed.set()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(Unavailable(f"the stream to tray {self.name} ended"))
-        self._outbox.put_nowait(None)
         for task in list(self._tasks):
             task.cancel()
 

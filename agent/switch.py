@@ -108,13 +108,13 @@ class SwitchAgent(TrayAgent):
                 f"{hello.tray!r} is not a compute tray of rack {self.topology.name}",
             )
         tray = hello.tray
-        peer = ForwardPeer(tray, self._on_request, self._on_link_state)
+        peer = ForwardPeer(tray, context.write, self._on_request, self._on_link_state)
         old = self.peers.pop(tray, None)
         if old is not None:
             old.close()
         self.peers[tray] = peer
         self._sent.pop(tray, None)
-        peer.send(
+        await peer.send(
             switch_pb2.ForwardFrame(
                 hello=switch_pb2.ForwardHello(
                     tray=self.name,
@@ -125,25 +125,21 @@ class SwitchAgent(TrayAgent):
         )
         self._send_link_state(tray)
 
-        async def write() -> None:
-            async for frame in peer.frames():
-                await context.write(frame)
-
         async def read() -> None:
             async for frame in request_iterator:
                 peer.receive(frame)
 
         loop = asyncio.get_running_loop()
-        writer = loop.create_task(write(), name=f"{self.name}->{tray}")
         reader = loop.create_task(read(), name=f"{self.name}<-{tray}")
+        closed = loop.create_task(peer.closed.wait(), name=f"{self.name}-{tray}-closed")
         log.info("%s: compute tray %s connected", self.name, tray)
         try:
             # The stream ends when the compute tray hangs up (reader done) or when this agent
-            # closes the peer (writer done): the handler returns and the RPC ends cleanly.
-            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            # closes the peer: the handler returns and the RPC ends cleanly.
+            await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             peer.close()
-            for task in (reader, writer):
+            for task in (reader, closed):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                     await task
@@ -169,7 +165,7 @@ class SwitchAgent(TrayAgent):
                 status=memory_pb2.OpStatus(code=int(error.code), message=error.message)
             )
         response.request_id = request.request_id
-        source.respond(response)
+        await source.answer(response)
 
     def _port(self, accelerator: int, plane: int) -> int:
         return accelerator * self.per + plane

@@ -111,7 +111,7 @@ class TrayAgent:
                 for i, down in zip(indices, own, strict=True)
             ]
         )
-        self.peers[name].send(switch_pb2.ForwardFrame(link_state=update))
+        self.peers[name].post(switch_pb2.ForwardFrame(link_state=update))
 
     def _on_link_state(self, peer: ForwardPeer, update: switch_pb2.LinkStateUpdate) -> None:
         shared = set(self.shared[peer.name])
