@@ -202,10 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.tray is not None:
             topology.tray(args.tray)
         return asyncio.run(run(args, topology, args.tray))
-    except FusionError as error:
-        print(f"fusion-agent: error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
+    except (FusionError, OSError) as error:  # a wrong manifest or tray; a port in use
         print(f"fusion-agent: error: {error}", file=sys.stderr)
         return 1
 

@@ -132,12 +132,15 @@ async def start_server(
         ],
         server,
     )
-    if tls and tls.enabled:
-        port = server.add_secure_port(listen, tls.server_credentials())
-    else:
-        port = server.add_insecure_port(listen)
+    try:
+        if tls and tls.enabled:
+            port = server.add_secure_port(listen, tls.server_credentials())
+        else:
+            port = server.add_insecure_port(listen)
+    except RuntimeError:  # grpc's way of saying the bind failed
+        port = 0
     if not port:
-        raise OSError(f"cannot listen on {listen}")
+        raise OSError(f"cannot listen on {listen}: the port is in use or the address is not local")
     await server.start()
     for name in ["", *names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
