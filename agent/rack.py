@@ -128,18 +128,35 @@ class LocalRack:
         """Serve every tray: `listen(tray)` and `metrics(tray)` give the addresses ("host:0"
         for a free port); `options` go to `serve_tray` (tls, mqtt, dcgm_compat, timings)."""
         rack = cls(topology)
+
+        async def serve_all(kind: TrayKind, **more: Any) -> None:
+            # Concurrently: 27 trays one after another take most of a second on their own.
+            names = [t.name for t in topology.trays_of_kind(kind)]
+            results = await asyncio.gather(
+                *(
+                    serve_tray(
+                        topology,
+                        name,
+                        listen=listen(name),
+                        metrics_listen=metrics(name),
+                        **more,
+                        **options,
+                    )
+                    for name in names
+                ),
+                return_exceptions=True,
+            )
+            for name, result in zip(names, results, strict=True):
+                if isinstance(result, RunningTray):
+                    rack.trays[name] = result  # kept even if another failed: stop() needs it
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
         try:
-            for tray in topology.trays_of_kind(TrayKind.SWITCH):  # compute trays dial them
-                rack.trays[tray.name] = await serve_tray(
-                    topology, tray.name, listen=listen(tray.name),
-                    metrics_listen=metrics(tray.name), **options,
-                )  # fmt: skip
+            await serve_all(TrayKind.SWITCH)  # compute trays dial the switch trays
             switches = {name: t.server.address for name, t in rack.trays.items()}
-            for tray in topology.trays_of_kind(TrayKind.COMPUTE):
-                rack.trays[tray.name] = await serve_tray(
-                    topology, tray.name, listen=listen(tray.name), switch_addresses=switches,
-                    metrics_listen=metrics(tray.name), **options,
-                )  # fmt: skip
+            await serve_all(TrayKind.COMPUTE, switch_addresses=switches)
         except BaseException:
             await rack.stop()
             raise

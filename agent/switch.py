@@ -78,18 +78,28 @@ class SwitchAgent(TrayAgent):
             if t.kind == TrayKind.COMPUTE
         }
         self.links.start_down(self.link_indices)  # until each compute tray is heard from
+        self.stopping = False
+        self._no_streams = asyncio.Event()  # set whenever the last stream has ended
 
     def config_generation(self) -> int:
         return self.config.generation
 
     async def stop(self) -> None:
         """End every Forward stream (their handlers return) before the server goes."""
+        self.stopping = True  # compute trays reconnect at once: turn them away from now on
         for peer in list(self.peers.values()):
             peer.close()
+        # Let every stream handler return (each removes its peer) before the server stops, so
+        # no handler is left for the server to cancel.
+        if self.peers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_streams.wait(), 2.0)
         await self.stop_ticker()
 
     async def serve_stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:  # type: ignore[no-untyped-def]
         """One compute tray's Forward stream, from its hello to its end."""
+        if self.stopping:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"switch tray {self.name} is stopping")
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("frame") != "hello":
             await context.abort(
@@ -113,6 +123,7 @@ class SwitchAgent(TrayAgent):
         if old is not None:
             old.close()
         self.peers[tray] = peer
+        self._no_streams.clear()
         self._sent.pop(tray, None)
         await peer.send(
             switch_pb2.ForwardFrame(
@@ -146,6 +157,8 @@ class SwitchAgent(TrayAgent):
             await peer.drain_tasks()
             if self.peers.get(tray) is peer:
                 del self.peers[tray]
+                if not self.peers:
+                    self._no_streams.set()
                 log.info("%s: compute tray %s gone", self.name, tray)
                 self.record(
                     self.links.set_far_end(dict.fromkeys(self.shared[tray], True), time.time())
