@@ -41,6 +41,7 @@ from .dataplane import (
     failed,
     op_kind,
     op_target,
+    outcome,
     packed_payload_bytes,
     payload_bytes,
     request_bytes,
@@ -210,7 +211,7 @@ class ComputeAgent(TrayAgent):
             raise Unavailable(f"tray {self.name} is lost (TRAY_LOSS fault)")
 
     def count(self, kind: str, code: int, ops: int = 1) -> None:
-        self.counters.memory_ops[kind, _OUTCOMES.get(code, "unknown")] += ops
+        self.counters.memory_ops[kind, outcome(code)] += ops
 
     async def execute(self, initiator: int, op: memory_pb2.MemoryOp) -> memory_pb2.OpResult:
         """Run one op as `initiator`; errors are the result's status."""
@@ -574,6 +575,4 @@ class MemoryServicer(memory_pb2_grpc.MemoryServicer):
         return memory_pb2.MulticastReduceResponse(member_count=result.member_count)
 
 
-# Status code number -> grpc.StatusCode, and the outcome label metrics use for it.
-_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
-_OUTCOMES = {number: code.name.lower() for number, code in _STATUS_CODES.items()} | {0: "ok"}
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}  # number -> grpc.StatusCode

@@ -7,6 +7,7 @@ returns, an atomic's operand(s) out and its old value back, a reduction's operan
 
 from __future__ import annotations
 
+import grpc
 import numpy as np
 
 from fusionrack.emulator import (
@@ -31,6 +32,7 @@ __all__ = [
     "failed",
     "op_kind",
     "op_target",
+    "outcome",
     "packed_payload_bytes",
     "payload_bytes",
     "python_value",
@@ -47,6 +49,15 @@ _INTEGER_CASE = {
     DataType.F32: "float_value",
     DataType.F64: "float_value",
 }
+
+
+# Status code number -> the outcome label metrics use ("ok", "permission_denied", ...).
+_OUTCOMES = {code.value[0]: code.name.lower() for code in grpc.StatusCode} | {0: "ok"}
+
+
+def outcome(code: int) -> str:
+    """The metrics outcome label of a status code number."""
+    return _OUTCOMES.get(code, "unknown")
 
 
 def failed(error: FusionError) -> memory_pb2.OpResult:

@@ -37,7 +37,7 @@ from fusionrack.emulator import (
 from fusionrack.rpc import grpc_errors
 from fusionrack.v1 import common_pb2, memory_pb2, switch_pb2, switch_pb2_grpc
 
-from .dataplane import OK, op_kind, payload_bytes, request_bytes
+from .dataplane import OK, op_kind, outcome, payload_bytes, request_bytes
 from .forward import ForwardPeer
 from .tray import TrayAgent
 
@@ -242,10 +242,10 @@ class SwitchAgent(TrayAgent):
             result, member_count = await self._multicast_op(
                 kind, body, group_id, offset, initiator, plane
             )
-            self.counters.multicast_ops[kind, "ok"] += 1
         except FusionError as error:
-            self.counters.multicast_ops[kind, error.code.name.lower()] += 1
+            self.counters.multicast_ops[kind, outcome(int(error.code))] += 1
             raise
+        self.counters.multicast_ops[kind, outcome(result.status.code)] += 1
         result.member_count = member_count
         return switch_pb2.ForwardResponse(status=OK, result=result)
 

@@ -4,6 +4,7 @@ land, what every counter says, and what faults and partitions do to them."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import grpc
 import numpy as np
@@ -222,6 +223,15 @@ async def test_multicast_store_ld_reduce_and_red(mini_rack: LocalRack, clients: 
             )
         )
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    counted: Counter[tuple[str, str]] = Counter()
+    for switch in ("switch-1", "switch-2"):
+        counted += mini_rack.agent(switch).counters.multicast_ops
+    assert counted == {
+        ("store", "ok"): 1,
+        ("reduce", "ok"): 1,
+        ("load_reduce", "ok"): 1,
+        ("store", "permission_denied"): 1,
+    }
 
 
 async def test_atomic_adds_from_every_initiator_sum_exactly(
