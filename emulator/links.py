@@ -117,9 +117,9 @@ class LinkHealth:
         return self.usable[accelerator * per : (accelerator + 1) * per]
 
     def component_state(self, name: str) -> ComponentState:
-        """State of a chiplet, switch chip or tray, by name."""
-        kind = self._component_kind(name)
-        failed = any(f.kind == kind and f.target == name for f in self.faults.values())
+        """State of a chiplet, switch chip or tray, by name (names are unique across kinds).
+        Cheap: agents ask it on every op."""
+        failed = any(f.target == name and f.kind in _COMPONENT_FAULTS for f in self.faults.values())
         return ComponentState.FAILED if failed else ComponentState.OK
 
     # -- faults ----------------------------------------------------------------------------
@@ -173,7 +173,7 @@ class LinkHealth:
         return self._apply(now)
 
     def _check_fault(self, fault: Fault) -> None:
-        self._component_kind(fault.target, expected=fault.kind)
+        self._check_target(fault.kind, fault.target)
         if fault.kind == FaultKind.DEGRADED_BER and not 0.0 < fault.ber < 1.0:
             raise InvalidArgument(f"ber {fault.ber!r} for {fault.target}: must be in (0, 1)")
         if fault.kind == FaultKind.LINK_FLAP and not fault.flap_period > 0:
@@ -183,33 +183,18 @@ class LinkHealth:
         if fault.flap_count < 0:
             raise InvalidArgument(f"flap count {fault.flap_count} for {fault.target}: must be >= 0")
 
-    def _component_kind(self, name: str, expected: FaultKind | None = None) -> FaultKind:
-        """Which fault kind targets `name`; checks `expected` names that kind of target."""
+    def _check_target(self, kind: FaultKind, name: str) -> None:
+        """`name` must be the kind of component `kind` breaks (NotFound names it if not)."""
         top = self.topology
-        kinds = {
-            FaultKind.LINK_DOWN: "link",
-            FaultKind.LINK_FLAP: "link",
-            FaultKind.DEGRADED_BER: "link",
-            FaultKind.CHIPLET_FAILURE: "chiplet",
-            FaultKind.SWITCH_CHIP_FAILURE: "switch chip",
-            FaultKind.TRAY_LOSS: "tray",
-        }
-        lookups = {
-            "link": top.link_named,
-            "chiplet": top.chiplet,
-            "switch chip": top.switch_chip_named,
-            "tray": top.tray,
-        }
-        if expected is not None:
-            lookups[kinds[expected]](name)  # NotFound names the missing target
-            return expected
-        for kind in (FaultKind.CHIPLET_FAILURE, FaultKind.SWITCH_CHIP_FAILURE, FaultKind.TRAY_LOSS):
-            try:
-                lookups[kinds[kind]](name)
-                return kind
-            except NotFound:
-                pass
-        raise NotFound(f"no chiplet, switch chip or tray named {name!r} in rack {top.name}")
+        lookup = {
+            FaultKind.LINK_DOWN: top.link_named,
+            FaultKind.LINK_FLAP: top.link_named,
+            FaultKind.DEGRADED_BER: top.link_named,
+            FaultKind.CHIPLET_FAILURE: top.chiplet,
+            FaultKind.SWITCH_CHIP_FAILURE: top.switch_chip_named,
+            FaultKind.TRAY_LOSS: top.tray,
+        }[kind]
+        lookup(name)
 
     def _component_event(self, name: str, state: ComponentState, now: float) -> Event:
         return Event(EventKind.COMPONENT_STATE_CHANGED, name, now, {"state": state.name})
