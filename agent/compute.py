@@ -30,8 +30,10 @@ from fusionrack.emulator import (
     TrayKind,
     Unavailable,
     choose_plane,
+    choose_planes,
     packed,
 )
+from fusionrack.emulator.fabric import GRANULE_SHIFT
 from fusionrack.rpc import TlsFiles, grpc_errors, open_channel
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc, switch_pb2, switch_pb2_grpc
 
@@ -53,7 +55,6 @@ __all__ = ["ComputeAgent", "MemoryServicer"]
 
 log = logging.getLogger(__name__)
 
-GRANULE_SHIFT = 8  # addresses spread over planes in 256-byte granules (emulator.fabric)
 PACKED_FORMAT = 1
 
 
@@ -304,7 +305,6 @@ class ComputeAgent(TrayAgent):
         results: list[memory_pb2.OpResult | None] = [None] * len(ops)
         groups: dict[tuple[int, int], list[int]] = {}  # (target, plane) -> op positions
         usable = self.links.usable_planes(initiator)
-        planes = np.flatnonzero(usable)
         crossing: set[int] = set()  # targets with an op spanning granules: one plane for all
         for position, op in enumerate(ops):
             kind = op_kind(op)
@@ -321,14 +321,14 @@ class ComputeAgent(TrayAgent):
                 continue
             if _spans_granules(op):
                 crossing.add(target)
-            plane = choose_plane(address, usable) if len(planes) else -2
+            plane = choose_plane(address, usable)  # None: no plane; the group fails UNAVAILABLE
             groups.setdefault((target, plane), []).append(position)
         for target in crossing:  # merge that target's groups onto its first plane, in order
             keys = [k for k in groups if k[0] == target]
             merged = sorted(p for k in keys for p in groups.pop(k))
             groups[(target, keys[0][1])] = merged
 
-        async def run(target: int, plane: int, positions: list[int]) -> None:
+        async def run(target: int, plane: int | None, positions: list[int]) -> None:
             if plane == -1:
                 for p in positions:
                     results[p] = apply_op(self.memory, ops[p])
@@ -378,14 +378,10 @@ class ComputeAgent(TrayAgent):
             results[rows] = self.memory.execute_packed(records[rows])
         remote = np.flatnonzero(valid & ~local)
         if len(remote):
-            planes = np.flatnonzero(self.links.usable_planes(initiator))
-            if not len(planes):
+            plane = choose_planes(address[remote], self.links.usable_planes(initiator))
+            if plane is None:
                 results["status"][remote] = ErrorCode.UNAVAILABLE
             else:
-                mixed = (
-                    (address[remote] >> np.uint64(GRANULE_SHIFT)) * np.uint64(0x9E3779B97F4A7C15)
-                ) >> np.uint64(32)
-                plane = planes[(mixed % np.uint64(len(planes))).astype(np.int64)]
                 key = target[remote] * self.per + plane
                 order = np.argsort(key, kind="stable")
                 keys, starts = np.unique(key[order], return_index=True)
@@ -421,9 +417,10 @@ class ComputeAgent(TrayAgent):
 
 
 def _spans_granules(op: memory_pb2.MemoryOp) -> bool:
+    """Whether the op touches bytes of two 256-byte granules (they may hash to two planes)."""
     kind = op_kind(op)
     body = getattr(op, kind)
-    size = {"load": lambda: body.size, "store": lambda: len(body.data)}.get(kind, lambda: 8)()
+    size = body.size if kind == "load" else len(body.data) if kind == "store" else 8
     return (body.address >> GRANULE_SHIFT) != ((body.address + max(size, 1) - 1) >> GRANULE_SHIFT)
 
 

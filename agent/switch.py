@@ -171,13 +171,14 @@ class SwitchAgent(TrayAgent):
 
     async def _answer(self, source: ForwardPeer, request: switch_pb2.ForwardRequest) -> None:
         self.counters.forwarded[source.name, "in"] += 1
+        request_id = request.request_id  # the request travels on with the target's own id
         try:
             response = await self._route(request)
         except FusionError as error:
             response = switch_pb2.ForwardResponse(
                 status=memory_pb2.OpStatus(code=int(error.code), message=error.message)
             )
-        response.request_id = request.request_id
+        response.request_id = request_id
         await source.answer(response)
 
     def _port(self, accelerator: int, plane: int) -> int:
@@ -220,9 +221,7 @@ class SwitchAgent(TrayAgent):
         egress = self._usable_or_raise(target, plane)
         peer = self._peer_of(target)
         sent, returned = request_bytes(request)
-        forwarded = switch_pb2.ForwardRequest()
-        forwarded.CopyFrom(request)
-        response = await peer.request(forwarded, self.forward_timeout)
+        response = await peer.request(request, self.forward_timeout)
         self.counters.forwarded[peer.name, "out"] += 1
         now = time.time()
         if response.status.code:

@@ -60,6 +60,7 @@ from .fabric import (
     MulticastRoute,
     Route,
     choose_plane,
+    choose_planes,
     route,
     route_multicast,
 )
@@ -204,6 +205,7 @@ __all__ = [
     "atomic_supported",
     "check_reduction",
     "choose_plane",
+    "choose_planes",
     "combine",
     "decode",
     "decode_array",

@@ -25,9 +25,17 @@ from .links import LinkHealth
 from .partitions import PartitionTable
 from .topology import Topology
 
-__all__ = ["MulticastRoute", "Route", "choose_plane", "route", "route_multicast"]
+__all__ = [
+    "GRANULE_SHIFT",
+    "MulticastRoute",
+    "Route",
+    "choose_plane",
+    "choose_planes",
+    "route",
+    "route_multicast",
+]
 
-_GRANULE_SHIFT = 8
+GRANULE_SHIFT = 8  # addresses spread over planes in 256-byte granules
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
 
@@ -77,7 +85,19 @@ def choose_plane(address: int, usable: np.ndarray) -> int | None:
 
 def _mix(address: int) -> int:
     """A well-spread hash of the address's 256-byte granule."""
-    return (((address >> _GRANULE_SHIFT) * _GOLDEN) & _MASK64) >> 32
+    return (((address >> GRANULE_SHIFT) * _GOLDEN) & _MASK64) >> 32
+
+
+def choose_planes(addresses: np.ndarray, usable: np.ndarray) -> np.ndarray | None:
+    """Vectorized `choose_plane`: the plane of every address (uint64 array), the same choice
+    one by one would make; None if no plane is usable."""
+    planes = np.flatnonzero(usable)
+    if not len(planes):
+        return None
+    mixed = (
+        (addresses.astype(np.uint64) >> np.uint64(GRANULE_SHIFT)) * np.uint64(_GOLDEN)
+    ) >> np.uint64(32)
+    return planes[(mixed % np.uint64(len(planes))).astype(np.int64)]
 
 
 def route(

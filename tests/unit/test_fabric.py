@@ -94,3 +94,18 @@ def test_unknown_accelerators_are_not_found(fabric) -> None:  # type: ignore[no-
     top, links, parts = fabric
     with pytest.raises(NotFound, match="no accelerator 72"):
         route(top, links, parts, 0, 72, 0, 8, 0)
+
+
+def test_the_vectorized_plane_choice_is_the_one_op_by_op_choice() -> None:
+    import numpy as np
+
+    from fusionrack.emulator.fabric import choose_plane, choose_planes
+
+    addresses = np.random.default_rng(7).integers(0, 1 << 62, 5000, dtype=np.uint64)
+    for usable in (np.ones(18, bool), np.arange(18) % 3 == 1, np.zeros(18, bool)):
+        vector = choose_planes(addresses, usable)
+        one_by_one = [choose_plane(int(a), usable) for a in addresses]
+        if not usable.any():
+            assert vector is None and set(one_by_one) == {None}
+        else:
+            assert vector.tolist() == one_by_one
