@@ -21,26 +21,14 @@ from pathlib import Path
 
 from fusionrack import __version__
 from fusionrack.emulator import FusionError, Topology, TrayKind, load_manifest
+from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
 from fusionrack.rpc import TlsFiles
 
 from .rack import LocalRack, RunningTray, serve_tray
 
-__all__ = ["DEFAULT_BASE_PORT", "main", "tray_addresses"]
+__all__ = ["main"]
 
 log = logging.getLogger("fusion-agent")
-
-DEFAULT_BASE_PORT = 50100
-
-
-def tray_addresses(topology: Topology, host: str, base_port: int) -> dict[str, tuple[str, str]]:
-    """``tray -> (gRPC address, metrics address)`` of the base-port scheme."""
-    return {
-        tray.name: (
-            f"{host}:{base_port + 2 * (tray.slot - 1)}",
-            f"{host}:{base_port + 2 * (tray.slot - 1) + 1}",
-        )
-        for tray in topology.trays
-    }
 
 
 def build_parser() -> argparse.ArgumentParser:

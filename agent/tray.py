@@ -123,30 +123,23 @@ class TrayAgent:
                 far[index] = status.state != LinkState.ACTIVE
         self.record(self.links.set_far_end(far, time.time()))
 
-    def _ensure_ticker(self) -> None:
-        """Training links and flaps need time to pass; tick only while something is pending."""
-        pending = (self.links.state == LinkState.INIT).any() or any(
+    def _time_pending(self) -> bool:
+        """Links training, or a flap fault: state changes with time alone."""
+        return bool((self.links.state == LinkState.INIT).any()) or any(
             f.kind == FaultKind.LINK_FLAP for f in self.links.faults.values()
         )
-        if pending and (self._ticker is None or self._ticker.done()):
+
+    def _ensure_ticker(self) -> None:
+        """Tick the links only while time can change them."""
+        if self._time_pending() and (self._ticker is None or self._ticker.done()):
             self._ticker = asyncio.get_running_loop().create_task(
                 self._tick_loop(), name=f"{self.name}-link-ticker"
             )
 
     async def _tick_loop(self) -> None:
-        while (self.links.state == LinkState.INIT).any() or any(
-            f.kind == FaultKind.LINK_FLAP for f in self.links.faults.values()
-        ):
+        while self._time_pending():
             await asyncio.sleep(TICK_SECONDS)
-            events = self.links.tick(time.time())
-            if events:
-                self.sequence += 1
-                self._changed.set()
-                self._changed = asyncio.Event()
-                for sink in self.event_sinks:
-                    for event in events:
-                        sink(event)
-                self.links_changed()
+            self.record(self.links.tick(time.time()))
 
     async def stop_ticker(self) -> None:
         if self._ticker is not None:

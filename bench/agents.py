@@ -31,12 +31,12 @@ import textwrap
 import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 
+from fusionrack.controller.rack import RackPlan, wait_ready
 from fusionrack.emulator import AtomicOp, DataType, fabric_address, packed
 from fusionrack.rpc import free_port_range, open_channel
-from fusionrack.v1 import memory_pb2, memory_pb2_grpc, tray_pb2, tray_pb2_grpc
+from fusionrack.v1 import memory_pb2, memory_pb2_grpc
 
 BIN = Path(sys.executable).parent
 ECHO_SERVER = textwrap.dedent(
@@ -100,31 +100,14 @@ class Rack:
             "trays": [["--tray", t.name] for t in self.topology.trays],
         }[self.mode]
         self.processes = [subprocess.Popen([*common, *t]) for t in targets]
+        self.plan = RackPlan(self.topology, self.manifest, "127.0.0.1", self.base, Path("/tmp"))
 
     def address(self, tray: str) -> str:
-        return f"127.0.0.1:{self.base + 2 * (self.topology.tray(tray).slot - 1)}"
+        return self.plan.grpc_address(tray)
 
     async def wait_ready(self, timeout: float = 60) -> float:
-        started = time.monotonic()
-        pending = [t.name for t in self.topology.trays]
-        while pending:
-            if time.monotonic() - started > timeout:
-                raise RuntimeError(f"not ready: {pending}")
-            still = []
-            for tray in pending:
-                try:
-                    async with open_channel(self.address(tray)) as channel:
-                        reply = await tray_pb2_grpc.TrayStub(channel).GetStatus(
-                            tray_pb2.GetStatusRequest(), timeout=1
-                        )
-                    if reply.status.active_link_count != reply.status.link_count:
-                        still.append(tray)
-                except grpc.aio.AioRpcError:
-                    still.append(tray)
-            pending = still
-            if pending:
-                await asyncio.sleep(0.02)
-        return time.monotonic() - started
+        """Seconds until every link of every tray is ACTIVE, as `fusionctl rack up` waits."""
+        return await wait_ready(self.plan, self.processes, timeout)
 
     def stop(self) -> None:
         for p in self.processes:

@@ -18,7 +18,7 @@ from typing import Any
 from fusionrack import __version__
 from fusionrack.emulator.errors import FusionError
 from fusionrack.emulator.manifest import list_presets, load_manifest
-from fusionrack.emulator.topology import Topology
+from fusionrack.emulator.topology import DEFAULT_BASE_PORT, Topology
 
 __all__ = ["main"]
 
@@ -269,8 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--base-port",
         type=int,
-        default=50100,
-        help="gRPC port of slot 1; tray in slot s: base+2(s-1), metrics +1 (default 50100)",
+        default=DEFAULT_BASE_PORT,
+        help=f"gRPC port of slot 1; tray in slot s: base+2(s-1), metrics +1 "
+        f"(default {DEFAULT_BASE_PORT})",
     )
     up.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     up.add_argument(

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fusionrack.emulator import LinkState, Topology, Unavailable, load_manifest
-from fusionrack.rpc import open_channel
+from fusionrack.emulator.topology import tray_addresses
+from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import tray_pb2, tray_pb2_grpc
 
-__all__ = ["DEFAULT_BASE_PORT", "RackPlan", "rack_down", "rack_up"]
+__all__ = ["RackPlan", "rack_down", "rack_up", "wait_ready"]
 
-DEFAULT_BASE_PORT = 50100  # the agents' default (fusion-agent --base-port)
 MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto")
 
 
@@ -43,10 +43,10 @@ class RackPlan:
     state_dir: Path
 
     def grpc_address(self, tray: str) -> str:
-        return f"{self.host}:{self.base_port + 2 * (self.topology.tray(tray).slot - 1)}"
+        return tray_addresses(self.topology, self.host, self.base_port)[tray][0]
 
     def metrics_address(self, tray: str) -> str:
-        return f"{self.host}:{self.base_port + 2 * (self.topology.tray(tray).slot - 1) + 1}"
+        return tray_addresses(self.topology, self.host, self.base_port)[tray][1]
 
 
 def _agent_command() -> list[str]:
@@ -54,12 +54,6 @@ def _agent_command() -> list[str]:
     if found.exists():
         return [str(found)]
     return [sys.executable, "-m", "fusionrack.agent.main"]
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _check_ports_free(plan: RackPlan) -> None:
@@ -82,7 +76,7 @@ def start_mosquitto(plan: RackPlan) -> tuple[subprocess.Popen[bytes] | None, str
     if binary is None:
         print("mosquitto is not installed: events go nowhere (apt-get install mosquitto)")
         return None, None
-    port = _free_port(plan.host)
+    port = free_port_range(1, plan.host)
     conf = plan.state_dir / "mosquitto.conf"
     # `listener PORT ADDRESS`: a bare `listener PORT` would bind every interface.
     # set_tcp_nodelay: without it Nagle holds back PUBACKs and QoS 1 publishing crawls.

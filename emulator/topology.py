@@ -19,6 +19,7 @@ from .errors import InvalidArgument, NotFound
 from .manifest import Manifest
 
 __all__ = [
+    "DEFAULT_BASE_PORT",
     "Accelerator",
     "Chiplet",
     "Link",
@@ -27,6 +28,7 @@ __all__ = [
     "Topology",
     "Tray",
     "accelerator_uid",
+    "tray_addresses",
 ]
 
 
@@ -96,6 +98,24 @@ class Tray:
     accelerators: tuple[int, ...]  # domain indices (compute trays)
     chiplets: tuple[str, ...]  # chiplet names (custom-ASIC trays)
     switch_chips: tuple[int, ...]  # global chip indices (switch trays)
+
+
+DEFAULT_BASE_PORT = 50100
+
+
+def tray_addresses(
+    topology: Topology, host: str = "127.0.0.1", base_port: int = DEFAULT_BASE_PORT
+) -> dict[str, tuple[str, str]]:
+    """``tray -> (gRPC address, metrics address)`` of the base-port scheme every agent and
+    `fusionctl rack up` share: the tray in slot s serves gRPC on ``base + 2(s-1)`` and
+    /metrics on the next port, so agents started alike find each other."""
+    return {
+        tray.name: (
+            f"{host}:{base_port + 2 * (tray.slot - 1)}",
+            f"{host}:{base_port + 2 * (tray.slot - 1) + 1}",
+        )
+        for tray in topology.trays
+    }
 
 
 def accelerator_uid(rack: str, tray: str, index: int) -> int:
