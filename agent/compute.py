@@ -123,7 +123,7 @@ class ComputeAgent(TrayAgent):
             peer = ForwardPeer(switch, call.write, self._on_request, self._on_link_state)
             try:
                 await peer.send(switch_pb2.ForwardFrame(hello=self._hello()))
-                async for frame in call:
+                while (frame := await call.read()) is not grpc.aio.EOF:
                     if frame.WhichOneof("frame") == "hello":
                         self.peers[switch] = peer
                         self._sent.pop(switch, None)
@@ -131,7 +131,7 @@ class ComputeAgent(TrayAgent):
                         backoff = 0.02
                         log.info("%s: connected to switch tray %s", self.name, switch)
                         continue
-                    peer.receive(frame)
+                    await peer.receive(frame)
             except Unavailable:
                 pass  # the switch tray is not there (yet): retry after the backoff
             except grpc.aio.AioRpcError as error:
@@ -159,20 +159,20 @@ class ComputeAgent(TrayAgent):
 
     # -- target side: ops a switch brings in -----------------------------------------------
 
-    def _on_request(self, peer: ForwardPeer, request: switch_pb2.ForwardRequest) -> None:
+    def _on_request(
+        self, peer: ForwardPeer, request: switch_pb2.ForwardRequest
+    ) -> switch_pb2.ForwardResponse:
         """Apply an op addressed to one of our accelerators, in arrival order."""
         response = switch_pb2.ForwardResponse(request_id=request.request_id, status=OK)
         index = request.target * self.per + request.plane
         if request.target not in self.accelerators or request.plane >= self.per:
             response.status.code = ErrorCode.NOT_FOUND
             response.status.message = f"accelerator {request.target} is not on tray {self.name}"
-            peer.respond(response)
-            return
+            return response
         if not self.links.usable[index]:
             response.status.code = ErrorCode.UNAVAILABLE
             response.status.message = f"link {self.topology.links[index].name} is down"
-            peer.respond(response)
-            return
+            return response
         payload = request.WhichOneof("payload")
         if payload == "op":
             response.result.CopyFrom(apply_op(self.memory, request.op))
@@ -197,7 +197,7 @@ class ComputeAgent(TrayAgent):
             sent = returned = 0
         self.links.add_traffic(index, returned, sent, time.time())
         self.counters.forwarded[peer.name, "in"] += 1
-        peer.respond(response)
+        return response
 
     # -- initiator side --------------------------------------------------------------------
 
@@ -494,7 +494,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServicer):
 
     async def Stream(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
         """Ops run concurrently in arrival order; answers go out as each completes."""
-        answers: asyncio.Queue[memory_pb2.StreamResponse | None] = asyncio.Queue()
+        write_lock = asyncio.Lock()  # one write at a time; no queue or writer task in between
         running: set[asyncio.Task[None]] = set()
 
         async def run(request: memory_pb2.StreamRequest) -> None:
@@ -503,27 +503,20 @@ class MemoryServicer(memory_pb2_grpc.MemoryServicer):
                 result = await self.agent.execute(request.initiator, request.op)
             except FusionError as error:
                 result = failed(error)
-            answers.put_nowait(
-                memory_pb2.StreamResponse(request_id=request.request_id, result=result)
-            )
+            async with write_lock:
+                await context.write(
+                    memory_pb2.StreamResponse(request_id=request.request_id, result=result)
+                )
 
-        async def read() -> None:
-            try:
-                async for request in request_iterator:
-                    task = asyncio.ensure_future(run(request))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                if running:
-                    await asyncio.gather(*running)
-            finally:
-                answers.put_nowait(None)
-
-        reader = asyncio.ensure_future(read())
         try:
-            while (answer := await answers.get()) is not None:
-                yield answer
+            while (request := await context.read()) is not grpc.aio.EOF:
+                task = asyncio.ensure_future(run(request))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                await asyncio.sleep(0)  # it runs up to its first write before we read again
+            if running:
+                await asyncio.gather(*running)
         finally:
-            reader.cancel()
             for task in list(running):
                 task.cancel()
 

@@ -5,6 +5,11 @@ answer the other's requests on it, matched by `request_id` (each direction has i
 Frames are written by the coroutine that sends them, one write at a time (a FIFO lock: grpc
 streams take one write at a time, and ops sent in order go out in order); no writer task sits
 in between, since every hand-off between tasks costs a loop iteration on the data path.
+
+The reader of a stream hands each frame to `receive` before it asks gRPC for the next one:
+arming a read costs as much as our whole handling of an op, so an answer that is ready goes
+out first (written by the reader itself), and a request that needs more hops gets its task
+started (up to its first write) before the reader reads again.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ __all__ = ["ForwardPeer"]
 
 log = logging.getLogger(__name__)
 
-RequestHandler = Callable[["ForwardPeer", switch_pb2.ForwardRequest], Awaitable[None] | None]
+RequestHandler = Callable[
+    ["ForwardPeer", switch_pb2.ForwardRequest], switch_pb2.ForwardResponse | Awaitable[None]
+]
 LinkStateHandler = Callable[["ForwardPeer", switch_pb2.LinkStateUpdate], None]
 Writer = Callable[[switch_pb2.ForwardFrame], Awaitable[None]]
 
@@ -32,9 +39,10 @@ Writer = Callable[[switch_pb2.ForwardFrame], Awaitable[None]]
 class ForwardPeer:
     """The local end of a Forward stream to the tray `name`, writing with `write`.
 
-    `on_request(peer, request)` is called for every request the other side sends, in order; it
-    answers with `peer.respond(...)`, directly or from the awaitable it returns (run as an owned
-    task). `on_link_state` gets the other side's link-state frames.
+    `on_request(peer, request)` is called for every request the other side sends, in order. It
+    returns the answer when it has it at once, or an awaitable that answers later with
+    `peer.answer(...)` (run as an owned task). `on_link_state` gets the other side's link-state
+    frames.
     """
 
     def __init__(
@@ -84,23 +92,26 @@ class ForwardPeer:
         """Send `request` (its id is assigned here) and wait for the answer."""
         request_id = next(self._ids)
         request.request_id = request_id
-        future: asyncio.Future[switch_pb2.ForwardResponse] = (
-            asyncio.get_running_loop().create_future()
-        )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[switch_pb2.ForwardResponse] = loop.create_future()
         self._pending[request_id] = future
+        # A plain timer rather than wait_for: no extra waiter future and callbacks per request.
+        timer = loop.call_later(timeout, self._expire, future, timeout)
         try:
             await self.send(switch_pb2.ForwardFrame(request=request))
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise Unavailable(f"tray {self.name} did not answer within {timeout:g} s") from None
+            return await future
         finally:
+            timer.cancel()
             self._pending.pop(request_id, None)
 
-    def respond(self, response: switch_pb2.ForwardResponse) -> None:
-        self.post(switch_pb2.ForwardFrame(response=response))
+    def _expire(self, future: asyncio.Future[switch_pb2.ForwardResponse], timeout: float) -> None:
+        if not future.done():
+            future.set_exception(
+                Unavailable(f"tray {self.name} did not answer within {timeout:g} s")
+            )
 
     async def answer(self, response: switch_pb2.ForwardResponse) -> None:
-        """`respond` from a coroutine: written before it returns."""
+        """Write the answer to a request (nothing happens if the stream is gone)."""
         with contextlib.suppress(Unavailable):
             await self.send(switch_pb2.ForwardFrame(response=response))
 
@@ -118,8 +129,8 @@ class ForwardPeer:
 
     # -- receiving -------------------------------------------------------------------------
 
-    def receive(self, frame: switch_pb2.ForwardFrame) -> None:
-        """Dispatch one frame read from the stream."""
+    async def receive(self, frame: switch_pb2.ForwardFrame) -> None:
+        """Dispatch one frame read from the stream (see the module docstring)."""
         kind = frame.WhichOneof("frame")
         if kind == "response":
             future = self._pending.get(frame.response.request_id)
@@ -127,8 +138,11 @@ class ForwardPeer:
                 future.set_result(frame.response)
         elif kind == "request":
             result = self._on_request(self, frame.request)
-            if result is not None:
+            if isinstance(result, switch_pb2.ForwardResponse):
+                await self.answer(result)
+            else:
                 self.spawn(result)
+                await asyncio.sleep(0)  # the task runs up to its first write
         elif kind == "link_state":
             self._on_link_state(self, frame.link_state)
 

@@ -100,8 +100,9 @@ class SwitchAgent(TrayAgent):
         """One compute tray's Forward stream, from its hello to its end."""
         if self.stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"switch tray {self.name} is stopping")
-        first = await anext(aiter(request_iterator), None)
-        if first is None or first.WhichOneof("frame") != "hello":
+        # context.read() rather than the iterator: one coroutine less per frame.
+        first = await context.read()
+        if first is grpc.aio.EOF or first.WhichOneof("frame") != "hello":
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION, "a Forward stream starts with a hello"
             )
@@ -137,8 +138,8 @@ class SwitchAgent(TrayAgent):
         self._send_link_state(tray)
 
         async def read() -> None:
-            async for frame in request_iterator:
-                peer.receive(frame)
+            while (frame := await context.read()) is not grpc.aio.EOF:
+                await peer.receive(frame)
 
         loop = asyncio.get_running_loop()
         reader = loop.create_task(read(), name=f"{self.name}<-{tray}")
