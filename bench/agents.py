@@ -123,16 +123,23 @@ class Rack:
                 p.kill()
 
 
-async def percentiles(call, n: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    for _ in range(min(50, n)):
-        await call()
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        await call()
-        samples.append(time.perf_counter() - start)
-    samples.sort()
-    return samples[len(samples) // 2], samples[int(len(samples) * 0.99) - 1]
+async def percentiles(calls, n: int, block: int = 100) -> list[tuple[float, float]]:  # type: ignore[no-untyped-def]
+    """p50 and p99 of each call, sampled in alternating blocks of `block` calls so that all of
+    them see the same stretches of a noisy machine (blocks, not single calls: a call right
+    after another one pays for that one's trailing work in the other processes)."""
+    for call in calls:
+        for _ in range(min(50, n)):
+            await call()
+    samples: list[list[float]] = [[] for _ in calls]
+    for _ in range(max(1, n // block)):
+        for call, times in zip(calls, samples, strict=True):
+            for _ in range(block):
+                start = time.perf_counter()
+                await call()
+                times.append(time.perf_counter() - start)
+    for times in samples:
+        times.sort()
+    return [(times[len(times) // 2], times[int(len(times) * 0.99) - 1]) for times in samples]
 
 
 async def throughput(call, ops_per_call: int, calls: int, in_flight: int) -> float:  # type: ignore[no-untyped-def]
@@ -173,9 +180,6 @@ async def data_plane(quick: bool) -> list[tuple[str, str, str, str]]:
             operand=memory_pb2.Scalar(uint_value=1),
         )
         atomic_bytes = atomic.SerializeToString()
-        n = 300 if quick else 3000
-        hop = await percentiles(lambda: echo_call(atomic_bytes), n)
-        unary = await percentiles(lambda: memory.Atomic(atomic), n)
         # The low-latency path (PERFORMANCE.md lesson 2): ops on an open Memory.Stream.
         stream = memory.Stream()
         op = memory_pb2.MemoryOp(
@@ -192,7 +196,10 @@ async def data_plane(quick: bool) -> list[tuple[str, str, str, str]]:
             answer = await stream.read()
             assert answer.result.status.code == 0, answer.result.status.message
 
-        remote = await percentiles(streamed, n)
+        n = 300 if quick else 3000
+        hop, unary, remote = await percentiles(
+            [lambda: echo_call(atomic_bytes), lambda: memory.Atomic(atomic), streamed], n
+        )
         await stream.done_writing()
 
         packed_rows = []
