@@ -18,13 +18,13 @@ import time
 import grpc
 import numpy as np
 
+from fusionrack import wire
 from fusionrack.emulator import (
     NUMPY_DTYPE,
     FabricConfig,
     FailedPrecondition,
     FusionError,
     InvalidArgument,
-    PartitionMemberType,
     PermissionDenied,
     Topology,
     TrayKind,
@@ -35,7 +35,7 @@ from fusionrack.emulator import (
     reduce_values,
 )
 from fusionrack.rpc import grpc_errors
-from fusionrack.v1 import common_pb2, memory_pb2, switch_pb2, switch_pb2_grpc
+from fusionrack.v1 import memory_pb2, switch_pb2, switch_pb2_grpc
 
 from .dataplane import OK, op_kind, outcome, payload_bytes, request_bytes
 from .forward import ForwardPeer
@@ -339,7 +339,7 @@ class SwitchAgent(TrayAgent):
                     f"generation {generation} is not newer than the committed "
                     f"{self.config.generation}"
                 )
-            config = config_from_proto(self.topology, request.config, generation)
+            config = wire.fabric_config(self.topology, request.config, generation)
             timeout = (
                 request.prepare_timeout.ToNanoseconds() / 1e9
                 if request.HasField("prepare_timeout")
@@ -366,56 +366,10 @@ class SwitchAgent(TrayAgent):
             prepared_generation=self.prepared[0].generation if self.prepared else 0,
         )
 
-    def config_proto(self) -> switch_pb2.SwitchConfig:
-        parts = [
-            switch_pb2.PartitionTableEntry(id=p.id, accelerators=p.members)
-            for p in self.config.partitions.list()
-            if not p.is_default
-        ]
-        groups = [
-            common_pb2.MulticastGroup(
-                id=g.id,
-                partition_id=g.partition,
-                size_bytes=g.size,
-                address=g.address,
-                members=[
-                    common_pb2.MulticastMember(accelerator=m, offset=o) for m, o in g.bindings
-                ],
-            )
-            for g in self.config.multicast.list()
-        ]
-        return switch_pb2.SwitchConfig(partitions=parts, multicast_groups=groups)
-
 
 def decode_multicast(op: memory_pb2.MemoryOp) -> bool:
     kind = op_kind(op)
     return bool(kind) and kind != "copy" and bool(getattr(op, kind).address >> 63)
-
-
-def config_from_proto(
-    topology: Topology, config: switch_pb2.SwitchConfig, generation: int
-) -> FabricConfig:
-    """A switch configuration as the core's FabricConfig, validated on the way in."""
-    fabric = FabricConfig(topology, generation)
-    for entry in config.partitions:
-        names = [topology.accelerator(i).name for i in entry.accelerators]
-        fabric.partitions.create(
-            f"partition-{entry.id}",
-            names,
-            member_type=PartitionMemberType.LOCATION,
-            partition_id=entry.id,
-            multicast_group_limit=fabric.multicast.max_groups,
-        )
-    for group in config.multicast_groups:
-        bindings = {m.accelerator: m.offset for m in group.members}
-        fabric.multicast.create(
-            group.partition_id,
-            group.size_bytes,
-            members=bindings,
-            bindings=bindings,
-            group_id=group.id,
-        )
-    return fabric
 
 
 class SwitchServicer(switch_pb2_grpc.SwitchServicer):
@@ -433,7 +387,7 @@ class SwitchServicer(switch_pb2_grpc.SwitchServicer):
         agent = self.agent
         return switch_pb2.GetConfigResponse(
             committed_generation=agent.config.generation,
-            config=agent.config_proto(),
+            config=wire.switch_config(agent.config),
             prepared_generation=agent.prepared[0].generation if agent.prepared else 0,
         )
 

@@ -11,9 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
-from google.protobuf import timestamp_pb2
-
-from fusionrack import __version__
+from fusionrack import __version__, wire
 from fusionrack.emulator import (
     AdminState,
     ComponentState,
@@ -34,17 +32,11 @@ from fusionrack.v1 import common_pb2, switch_pb2, tray_pb2, tray_pb2_grpc
 from .forward import ForwardPeer
 from .metrics import DataPlaneCounters
 
-__all__ = ["TrayAgent", "TrayServicer", "timestamp"]
+__all__ = ["TrayAgent", "TrayServicer"]
 
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.02  # how often trained links and flaps are looked at while any is pending
-
-
-def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
 
 
 class TrayAgent:
@@ -240,7 +232,7 @@ class TrayAgent:
             spec=spec,
             target_name=fault.target,
             tray=self.name,
-            inject_time=timestamp(fault.since),
+            inject_time=wire.timestamp(fault.since),
         )
 
     def set_admin(self, ref: common_pb2.ComponentRef, state: int) -> list[int]:
@@ -329,7 +321,7 @@ class TrayAgent:
             ),
             config_generation=self.config_generation(),
             boot_id=self.boot_id,
-            time=timestamp(time.time()),
+            time=wire.timestamp(time.time()),
             sequence=self.sequence,
             link_count=len(statuses),
             active_link_count=sum(s.state == LinkState.ACTIVE for s in statuses),
@@ -339,21 +331,30 @@ class TrayAgent:
         )
 
     def tray_info(self) -> common_pb2.TrayInfo:
-        """Subclasses fill accelerators or switch chips."""
-        return common_pb2.TrayInfo(
-            name=self.name,
-            kind=int(self.tray.kind),
-            slot=self.tray.slot,
-            rack=self.topology.name,
-            state=int(self.tray_state()),
-            admin_state=int(
-                AdminState.DOWN if self.name in self.links.drained_trays else AdminState.UP
-            ),
-            address=self.address,
-            metrics_address=self.metrics_address,
-            config_generation=self.config_generation(),
-            reachable=True,
+        """The tray's hardware (from the manifest) with its state now."""
+        info = wire.tray_info(self.topology, self.name)
+        info.state = int(self.tray_state())
+        info.admin_state = int(
+            AdminState.DOWN if self.name in self.links.drained_trays else AdminState.UP
         )
+        info.address, info.metrics_address = self.address, self.metrics_address
+        info.config_generation = self.config_generation()
+        info.reachable = True
+        per = self.topology.links_per_accelerator
+        for accelerator in info.accelerators:
+            usable = self.links.usable[accelerator.index * per : (accelerator.index + 1) * per]
+            accelerator.active_link_count = int(usable.sum())
+            chiplet = accelerator.chiplet.name
+            state = self.links.component_state(chiplet) if chiplet else ComponentState.OK
+            accelerator.state = int(max(state, self.tray_state()))
+            if chiplet:
+                accelerator.chiplet.state = int(state)
+                accelerator.chiplet.ucie_link_state = int(
+                    LinkState.DOWN if state == ComponentState.FAILED else LinkState.ACTIVE
+                )
+        for chip in info.switch_chips:
+            chip.state = int(self.links.component_state(chip.name))
+        return info
 
     async def watch(self, heartbeat: float) -> AsyncIterator[tray_pb2.TrayStatus]:
         """The status now, then on every change (and every `heartbeat` s when > 0)."""
@@ -379,7 +380,7 @@ class TrayServicer(tray_pb2_grpc.TrayServicer):
             rack=agent.topology.name,
             manifest_digest=agent.topology.manifest.digest,
             boot_id=agent.boot_id,
-            start_time=timestamp(agent.start_time),
+            start_time=wire.timestamp(agent.start_time),
             agent_version=__version__,
         )
 

@@ -33,6 +33,14 @@ async def test_inventory_names_the_tray_its_hardware_and_its_links(
     assert switch.tray.kind == TrayKind.SWITCH and len(switch.links) == 8  # 2 chips x 4 ports
     assert {link.switch_chip for link in switch.links} == {2, 3}
     assert compute.boot_id != switch.boot_id
+    # The hardware itself, so a controller can check it against the manifest.
+    top = mini_rack.topology
+    assert [(a.index, a.uid, a.name) for a in compute.tray.accelerators] == [
+        (i, top.accelerators[i].uid, top.accelerators[i].name) for i in (2, 3)
+    ]
+    assert all(a.active_link_count == 4 and a.state == 1 for a in compute.tray.accelerators)
+    assert [c.name for c in switch.tray.switch_chips] == ["switch-2/chip0", "switch-2/chip1"]
+    assert [p.index for p in switch.tray.switch_chips[0].ports] == [0, 1, 2, 3]
 
 
 async def test_faults_change_status_and_clear(mini_rack: LocalRack, clients: Clients) -> None:

@@ -1,0 +1,177 @@
+"""The core's objects as v1 messages, and back: one conversion for agents and controller.
+
+Only what the rack manifest fixes lives here (identity, hardware, tables); live state (link and
+component health, counters, reachability) is filled in by whoever owns it.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import timestamp_pb2
+
+from fusionrack.emulator import FabricConfig, PartitionMemberType, Topology, TrayKind
+from fusionrack.emulator.multicast import MulticastGroup
+from fusionrack.emulator.partitions import HealthReport, Partition
+from fusionrack.emulator.topology import Location
+from fusionrack.v1 import common_pb2, switch_pb2
+
+__all__ = [
+    "accelerator",
+    "fabric_config",
+    "location",
+    "multicast_group",
+    "partition",
+    "switch_config",
+    "timestamp",
+    "tray_info",
+]
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def location(where: Location) -> common_pb2.Location:
+    return common_pb2.Location(
+        rack=where.rack, tray=where.tray, tray_slot=where.slot, index=where.index
+    )
+
+
+def accelerator(topology: Topology, index: int) -> common_pb2.Accelerator:
+    """An accelerator as the manifest describes it (state, active links: the caller's)."""
+    a = topology.accelerators[index]
+    message = common_pb2.Accelerator(
+        index=a.index,
+        uid=a.uid,
+        name=a.name,
+        location=location(a.location),
+        kind=int(a.kind),
+        model=a.model,
+        hbm_bytes=a.hbm_bytes,
+        link_count=topology.links_per_accelerator,
+        bandwidth_bytes_per_second=topology.accelerator_bandwidth,
+    )
+    if a.chiplet is not None:
+        chiplet = topology.chiplet(a.chiplet)
+        message.chiplet.CopyFrom(
+            common_pb2.Chiplet(
+                name=chiplet.name,
+                accelerator=chiplet.accelerator,
+                model=chiplet.model,
+                ucie_bandwidth_bytes_per_second=chiplet.ucie_bandwidth,
+                nvlink_ports=chiplet.nvlink_ports,
+            )
+        )
+    return message
+
+
+def tray_info(topology: Topology, name: str) -> common_pb2.TrayInfo:
+    """A tray with its accelerators or switch chips and ports, as the manifest describes it."""
+    tray = topology.tray(name)
+    info = common_pb2.TrayInfo(
+        name=tray.name, kind=int(tray.kind), slot=tray.slot, rack=topology.name
+    )
+    if tray.kind == TrayKind.COMPUTE:
+        info.accelerators.extend(accelerator(topology, i) for i in tray.accelerators)
+    for index in tray.switch_chips:
+        chip = topology.switch_chips[index]
+        ports = [
+            common_pb2.SwitchPort(
+                index=topology.links[i].port,
+                link=common_pb2.LinkRef(
+                    accelerator=topology.links[i].accelerator, link=topology.links[i].plane
+                ),
+            )
+            for i in topology.link_indices_of_switch_chip(index)
+        ]
+        info.switch_chips.append(
+            common_pb2.SwitchChip(
+                index=chip.index,
+                name=chip.name,
+                tray=chip.tray,
+                index_in_tray=chip.index_in_tray,
+                port_count=chip.ports,
+                ports=ports,
+            )
+        )
+    return info
+
+
+def multicast_group(group: MulticastGroup) -> common_pb2.MulticastGroup:
+    return common_pb2.MulticastGroup(
+        id=group.id,
+        partition_id=group.partition,
+        size_bytes=group.size,
+        address=group.address,
+        members=[common_pb2.MulticastMember(accelerator=m, offset=o) for m, o in group.bindings],
+    )
+
+
+def partition(
+    topology: Topology,
+    value: Partition,
+    health: HealthReport | None = None,
+    group_count: int = 0,
+) -> common_pb2.Partition:
+    """A partition with its members named every way; health when known."""
+    members = []
+    for index in value.members:
+        a = topology.accelerators[index]
+        members.append(
+            common_pb2.PartitionMember(
+                accelerator=index, uid=a.uid, location=location(a.location), name=a.name
+            )
+        )
+    message = common_pb2.Partition(
+        id=value.id,
+        name=value.name,
+        member_type=int(value.member_type),
+        members=members,
+        resiliency_mode=int(value.resiliency),
+        multicast_group_limit=value.multicast_group_limit,
+        multicast_group_count=group_count,
+    )
+    if health is not None:
+        message.health = int(health.health)
+        message.health_reason = health.reason
+        message.parked.extend(health.parked)
+        message.unreachable.extend(health.unreachable)
+    return message
+
+
+def switch_config(config: FabricConfig) -> switch_pb2.SwitchConfig:
+    """The tables a switch tray is programmed with (the default partition is implied)."""
+    return switch_pb2.SwitchConfig(
+        partitions=[
+            switch_pb2.PartitionTableEntry(id=p.id, accelerators=p.members)
+            for p in config.partitions.list()
+            if not p.is_default
+        ],
+        multicast_groups=[multicast_group(g) for g in config.multicast.list()],
+    )
+
+
+def fabric_config(
+    topology: Topology, config: switch_pb2.SwitchConfig, generation: int
+) -> FabricConfig:
+    """A switch configuration as the core's FabricConfig, validated on the way in."""
+    fabric = FabricConfig(topology, generation)
+    for entry in config.partitions:
+        fabric.partitions.create(
+            f"partition-{entry.id}",
+            [topology.accelerator(i).name for i in entry.accelerators],
+            member_type=PartitionMemberType.LOCATION,
+            partition_id=entry.id,
+            multicast_group_limit=fabric.multicast.max_groups,
+        )
+    for group in config.multicast_groups:
+        bindings = {m.accelerator: m.offset for m in group.members}
+        fabric.multicast.create(
+            group.partition_id,
+            group.size_bytes,
+            members=bindings,
+            bindings=bindings,
+            group_id=group.id,
+        )
+    return fabric
