@@ -142,20 +142,7 @@ class TrayAgent:
     # -- faults and admin state ------------------------------------------------------------
 
     def _target_name(self, ref: common_pb2.ComponentRef) -> str:
-        case = ref.WhichOneof("component")
-        top = self.topology
-        if case == "name" or case == "tray":
-            return getattr(ref, case)
-        if case == "link":
-            return top.link(ref.link.accelerator, ref.link.link).name
-        if case == "chiplet":
-            chiplet = top.accelerator(ref.chiplet).chiplet
-            if chiplet is None:
-                raise InvalidArgument(f"accelerator {ref.chiplet} is a GPU: it has no chiplet")
-            return chiplet
-        if case == "switch_chip":
-            return top.switch_chip(ref.switch_chip).name
-        raise InvalidArgument("the target names no component: set name, link, chiplet, ...")
+        return wire.component_name(self.topology, ref)
 
     def _check_here(self, kind: FaultKind, name: str) -> None:
         """A fault is injected at the tray that holds its target."""
@@ -253,20 +240,10 @@ class TrayAgent:
 
     def link_proto(self, index: int, with_counters: bool = True) -> common_pb2.Link:
         top, links = self.topology, self.links
-        link = top.links[index]
-        message = common_pb2.Link(
-            ref=common_pb2.LinkRef(accelerator=link.accelerator, link=link.plane),
-            name=link.name,
-            index=index,
-            compute_tray=top.tray_of_accelerator(link.accelerator).name,
-            switch_tray=link.switch_tray,
-            switch_chip=link.switch_chip,
-            switch_port=link.port,
-            capacity_bytes_per_second=link.capacity,
-            state=int(links.effective_state(index)),
-            admin_state=int(AdminState.DOWN if links.admin_down[index] else AdminState.UP),
-            bit_error_rate=float(links.ber[index]),
-        )
+        message = wire.link(top, index)
+        message.state = int(links.effective_state(index))
+        message.admin_state = int(AdminState.DOWN if links.admin_down[index] else AdminState.UP)
+        message.bit_error_rate = float(links.ber[index])
         if with_counters:
             c = message.counters
             c.tx_bytes = int(links.up_bytes[index])

@@ -8,6 +8,7 @@ Everything a shell needs is importable from here; the modules hold the details:
 * `fabric`: routing of unicast and multicast ops over the planes;
 * `links`: link states, counters and faults;
 * `partitions`, `multicast`, `config`: what switches are programmed with;
+* `placement`: which free accelerators a partition asked for by count gets;
 * `errors`, `enums`, `events`: the vocabulary shared with the shells and the v1 contract.
 """
 
@@ -117,6 +118,9 @@ from .partitions import (
     Partition,
     PartitionTable,
 )
+from .placement import (
+    place,
+)
 from .topology import (
     Accelerator,
     Chiplet,
@@ -217,6 +221,7 @@ __all__ = [
     "parse_bandwidth",
     "parse_manifest",
     "parse_size",
+    "place",
     "reduce_values",
     "resolve_manifest",
     "route",

@@ -31,7 +31,6 @@ import numpy as np
 from .enums import EventKind, PartitionHealth, PartitionMemberType, ResiliencyMode
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from .events import Event
-from .links import LinkHealth
 from .topology import Location, Topology
 
 __all__ = [
@@ -319,13 +318,14 @@ class PartitionTable:
 
     # -- health ----------------------------------------------------------------------------
 
-    def health(self, partition: Partition, links: LinkHealth) -> HealthReport:
-        """The partition's health now, read through its resiliency mode."""
+    def health(self, partition: Partition, usable: np.ndarray) -> HealthReport:
+        """The partition's health now, read through its resiliency mode, from the flat mask of
+        usable links (`LinkHealth.usable`, or a controller's view of every agent's)."""
         per = self.topology.links_per_accelerator
         members = list(partition.members)
         if not members:
             return HealthReport(PartitionHealth.HEALTHY, (), (), (), "no members")
-        planes = links.usable.reshape(-1, per)[members]  # members x planes
+        planes = usable.reshape(-1, per)[members]  # members x planes
         usable = planes.sum(axis=1)
         full = tuple(m for m, n in zip(members, usable, strict=True) if n == per)
         unreachable = tuple(m for m, n in zip(members, usable, strict=True) if n == 0)

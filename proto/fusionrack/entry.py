@@ -1,4 +1,4 @@
-"""The console entry points (`fusion-agent`, `fusionctl`).
+"""The console entry points (`fusion-agent`, `fusion-controller`, `fusionctl`).
 
 Each one prepares the process before it imports anything heavy: gRPC reads its runtime settings
 once, when it is first imported, so they must be in the environment by then.
@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from importlib import metadata
 
-__all__ = ["agent", "fusionctl", "grpc_environment", "prepare"]
+__all__ = ["agent", "controller", "fusionctl", "grpc_environment", "prepare"]
 
 # grpcio 1.85's default TCP stack (EventEngine) costs Python one more thread hop per message
 # than the older iomgr stack, which gRPC still ships behind these experiment flags: a loopback
@@ -44,6 +44,14 @@ def agent() -> int:
     """`fusion-agent`."""
     prepare()
     from fusionrack.agent.main import main
+
+    return main()
+
+
+def controller() -> int:
+    """`fusion-controller`."""
+    prepare()
+    from fusionrack.controller.main import main
 
     return main()
 

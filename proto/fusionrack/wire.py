@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from google.protobuf import timestamp_pb2
 
-from fusionrack.emulator import FabricConfig, PartitionMemberType, Topology, TrayKind
+from fusionrack.emulator import (
+    FabricConfig,
+    InvalidArgument,
+    PartitionMemberType,
+    Topology,
+    TrayKind,
+)
 from fusionrack.emulator.multicast import MulticastGroup
 from fusionrack.emulator.partitions import HealthReport, Partition
 from fusionrack.emulator.topology import Location
@@ -16,7 +22,9 @@ from fusionrack.v1 import common_pb2, switch_pb2
 
 __all__ = [
     "accelerator",
+    "component_name",
     "fabric_config",
+    "link",
     "location",
     "multicast_group",
     "partition",
@@ -96,6 +104,38 @@ def tray_info(topology: Topology, name: str) -> common_pb2.TrayInfo:
             )
         )
     return info
+
+
+def link(topology: Topology, index: int) -> common_pb2.Link:
+    """A link as the manifest describes it (state and counters: the caller's)."""
+    value = topology.links[index]
+    return common_pb2.Link(
+        ref=common_pb2.LinkRef(accelerator=value.accelerator, link=value.plane),
+        name=value.name,
+        index=index,
+        compute_tray=topology.tray_of_accelerator(value.accelerator).name,
+        switch_tray=value.switch_tray,
+        switch_chip=value.switch_chip,
+        switch_port=value.port,
+        capacity_bytes_per_second=value.capacity,
+    )
+
+
+def component_name(topology: Topology, ref: common_pb2.ComponentRef) -> str:
+    """The name of the component a ComponentRef points at (unknown ones raise NotFound)."""
+    case = ref.WhichOneof("component")
+    if case in ("name", "tray"):
+        return str(getattr(ref, case))
+    if case == "link":
+        return topology.link(ref.link.accelerator, ref.link.link).name
+    if case == "chiplet":
+        chiplet = topology.accelerator(ref.chiplet).chiplet
+        if chiplet is None:
+            raise InvalidArgument(f"accelerator {ref.chiplet} is a GPU: it has no chiplet")
+        return chiplet
+    if case == "switch_chip":
+        return topology.switch_chip(ref.switch_chip).name
+    raise InvalidArgument("the target names no component: set name, link, chiplet, ...")
 
 
 def multicast_group(group: MulticastGroup) -> common_pb2.MulticastGroup:

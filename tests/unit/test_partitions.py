@@ -163,7 +163,7 @@ def test_health_follows_faults_through_the_resiliency_mode(
     for mode, want in zip(MODES, expected, strict=True):
         table = PartitionTable(mini)
         partition, _ = table.create("all", [a.name for a in mini.accelerators], resiliency=mode)
-        report = table.health(partition, links)
+        report = table.health(partition, links.usable)
         assert report.health == PartitionHealth[want], (mode, report.reason)
         assert report.reason
 
@@ -173,9 +173,9 @@ def test_full_bandwidth_parks_members_missing_links(mini: Topology) -> None:
     links.inject(Fault(FaultKind.LINK_DOWN, "compute-02/gpu0/nvlink3"), now=0)
     table = PartitionTable(mini)
     partition, _ = table.create("all", [a.name for a in mini.accelerators])
-    report = table.health(partition, links)
+    report = table.health(partition, links.usable)
     assert report.parked == (2,) and report.full == (0, 1, 3) and report.unreachable == ()
     assert "1 member(s) parked" in report.reason
     drained = LinkHealth(mini)
     drained.set_admin("compute-02", True, now=0)  # a drained tray counts like a lost one
-    assert table.health(partition, drained).parked == (2, 3)
+    assert table.health(partition, drained.usable).parked == (2, 3)

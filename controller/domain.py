@@ -1,0 +1,478 @@
+"""The controller's state and its hold on the rack: desired state, agents, programming.
+
+Desired state (partitions, multicast groups, their times, the generation) lives in a
+`FabricConfig` and is saved to the `StateStore` after every change the fabric accepted.
+
+Every change runs under one lock, on a copy of the desired config: the core checks it (and
+refuses with its errors), every switch tray PREPAREs the new generation, then all COMMIT. A tray
+that cannot prepare aborts the change everywhere: nothing is half-programmed. A tray that fails
+to commit after everyone prepared (it died in between) is left to the reconcile loop, which
+re-programs any switch tray whose generation differs from the controller's.
+
+Generations only grow: a change that was aborted still used its number, and after a restart
+the controller starts above both its saved generation and every generation a tray reports. A
+change committed to the trays but not saved (the controller died in between) was never
+acknowledged to its client; reconciling rolls it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
+
+from fusionrack import wire
+from fusionrack.emulator import (
+    ComponentState,
+    EventKind,
+    FabricConfig,
+    FailedPrecondition,
+    LinkState,
+    PartitionHealth,
+    Topology,
+    TrayKind,
+    Unavailable,
+)
+from fusionrack.emulator.partitions import DEFAULT_PARTITION_ID, Partition
+from fusionrack.rpc import TlsFiles, open_channel
+from fusionrack.v1 import common_pb2, switch_pb2, switch_pb2_grpc, tray_pb2, tray_pb2_grpc
+
+from .events import EventBus, new_event
+from .store import Remembered, StateStore
+
+__all__ = ["AgentView", "Controller"]
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+
+@dataclass
+class AgentView:
+    """What the controller knows of one tray's agent."""
+
+    name: str
+    kind: TrayKind
+    address: str
+    channel: grpc.aio.Channel
+    tray: tray_pb2_grpc.TrayStub
+    switch: switch_pb2_grpc.SwitchStub | None
+    reachable: bool = False
+    boot_id: str = ""
+    generation: int = 0  # committed config generation (switch trays)
+    status: tray_pb2.TrayStatus | None = None
+    mismatches: list[Any] = field(default_factory=list)  # TopologyMismatch messages
+
+
+class Controller:
+    """Desired state, the agents' state, and the changes between them."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        store: StateStore,
+        addresses: dict[str, str],
+        *,
+        tls: TlsFiles | None = None,
+        rpc_timeout: float = 2.0,
+        heartbeat: float = 1.0,
+    ) -> None:
+        self.topology = topology
+        self.store = store
+        self.rpc_timeout = rpc_timeout
+        self.heartbeat = heartbeat
+        self.config = FabricConfig(topology)
+        self.generation = 0  # the highest generation used (committed or burned)
+        self.times: dict[str, dict[int, list[float]]] = {"partitions": {}, "groups": {}}
+        self.lock = asyncio.Lock()
+        self.bus = EventBus()
+        self.agents: dict[str, AgentView] = {}
+        for tray in topology.trays:
+            channel = open_channel(addresses[tray.name], tls)
+            self.agents[tray.name] = AgentView(
+                tray.name,
+                tray.kind,
+                addresses[tray.name],
+                channel,
+                tray_pb2_grpc.TrayStub(channel),
+                switch_pb2_grpc.SwitchStub(channel) if tray.kind == TrayKind.SWITCH else None,
+            )
+        self.state_change_time = time.time()
+        self.health: dict[int, PartitionHealth] = {}
+        self.reconciles = 0
+        self.repairs = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reconcile_wanted = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Desired state from the store (nothing: the manifest's factory defaults)."""
+        document = self.store.load(self.topology.name)
+        if document is None:
+            return
+        self.config = FabricConfig.from_dict(self.topology, document)
+        self.generation = self.config.generation
+        self.times = {
+            kind: {int(k): list(v) for k, v in document.get("times", {}).get(kind, {}).items()}
+            for kind in ("partitions", "groups")
+        }
+        log.info(
+            "loaded %d partition(s) and %d multicast group(s) at generation %d",
+            len(self.config.partitions),
+            len(self.config.multicast),
+            self.generation,
+        )
+
+    async def start(self) -> None:
+        self.load()
+        loop = asyncio.get_running_loop()
+        for view in self.agents.values():
+            self._tasks.append(loop.create_task(self._watch(view), name=f"watch-{view.name}"))
+        self._tasks.append(loop.create_task(self._reconcile_loop(), name="reconcile"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for view in self.agents.values():
+            await view.channel.close()
+
+    def document(self) -> dict[str, Any]:
+        return {**self.config.to_dict(), "times": self.times}
+
+    # -- changes ---------------------------------------------------------------------------
+
+    async def change(
+        self,
+        apply: Callable[[FabricConfig, float], R],
+        respond: Callable[[R], Message],
+        remember: tuple[str, str, str, type[Message]] | None = None,
+    ) -> tuple[Message, bool]:
+        """Apply a change to a copy of the desired config, program the fabric, save.
+
+        `apply(config, now)` mutates the copy (the core raises on bad input) and returns what
+        `respond` turns into the response. `remember`: (key, method, request digest, response
+        type) of an idempotent request: a retry gets the first response back. Returns the
+        response and whether this call applied the change.
+        """
+        async with self.lock:
+            if remember is not None:
+                # Checked under the lock: two concurrent retries must not both apply.
+                cached = self.store.remembered(*remember[:3])
+                if cached is not None:
+                    return remember[3].FromString(cached), False
+            candidate = FabricConfig.from_dict(self.topology, self.config.to_dict())
+            now = time.time()
+            result = apply(candidate, now)
+            generation = self.generation + 1
+            await self.program(candidate, generation)
+            candidate.generation = generation
+            self.config = candidate
+            response = respond(result)
+            entry = None
+            if remember is not None:
+                key, method, digest, _ = remember
+                entry = Remembered(key, method, digest, response.SerializeToString(), now)
+            self.store.save(self.document(), remember=entry)
+            self.update_health()
+            return response, True
+
+    async def program(self, config: FabricConfig, generation: int) -> None:
+        """PREPARE `generation` on every switch tray, then COMMIT; abort everywhere on failure."""
+        self.generation = max(self.generation, generation)  # used, even if this fails
+        switches = [v for v in self.agents.values() if v.kind == TrayKind.SWITCH]
+        down = [v.name for v in switches if not v.reachable]
+        if down:
+            raise Unavailable(
+                f"switch tray(s) {', '.join(down)} cannot be reached: nothing was changed "
+                "(every switch tray must take a change)"
+            )
+        tables = wire.switch_config(config)
+        prepare = switch_pb2.ApplyConfigRequest(
+            phase=switch_pb2.CONFIG_PHASE_PREPARE,
+            generation=generation,
+            config=tables,
+            prepare_timeout=duration_pb2.Duration(seconds=30),
+        )
+        results = await asyncio.gather(
+            *(self._apply(v, prepare) for v in switches), return_exceptions=True
+        )
+        failed = [
+            (v, r) for v, r in zip(switches, results, strict=True) if isinstance(r, Exception)
+        ]
+        if failed:
+            abort = switch_pb2.ApplyConfigRequest(
+                phase=switch_pb2.CONFIG_PHASE_ABORT, generation=generation
+            )
+            await asyncio.gather(*(self._apply(v, abort) for v in switches), return_exceptions=True)
+            view, error = failed[0]
+            raise Unavailable(
+                f"switch tray {view.name} could not prepare generation {generation} "
+                f"({_describe(error)}); the change was aborted on every switch tray"
+            )
+        commit = switch_pb2.ApplyConfigRequest(
+            phase=switch_pb2.CONFIG_PHASE_COMMIT, generation=generation
+        )
+        results = await asyncio.gather(
+            *(self._apply(v, commit) for v in switches), return_exceptions=True
+        )
+        for view, result in zip(switches, results, strict=True):
+            if isinstance(result, Exception):
+                # Everyone prepared, so the change stands; reconcile brings this tray along.
+                log.warning("%s did not commit generation %d: %s", view.name, generation, result)
+                self._reconcile_wanted.set()
+            else:
+                view.generation = generation
+
+    async def _apply(
+        self, view: AgentView, request: switch_pb2.ApplyConfigRequest
+    ) -> switch_pb2.ApplyConfigResponse:
+        assert view.switch is not None
+        return await view.switch.ApplyConfig(request, timeout=self.rpc_timeout)
+
+    # -- reconciliation --------------------------------------------------------------------
+
+    def stale(self) -> list[AgentView]:
+        """Reachable switch trays whose committed generation is not the controller's."""
+        committed = self.config.generation
+        return [
+            v
+            for v in self.agents.values()
+            if v.kind == TrayKind.SWITCH and v.reachable and v.generation != committed
+        ]
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await self._reconcile_wanted.wait()
+            self._reconcile_wanted.clear()
+            try:
+                await self.reconcile()
+            except Exception as error:  # keep the loop alive; the next status retries
+                log.warning("reconcile failed: %s", _describe(error))
+                await asyncio.sleep(0.2)
+                self._reconcile_wanted.set()
+
+    async def reconcile(self) -> None:
+        """Bring every stale switch tray to the desired config."""
+        async with self.lock:
+            stale = self.stale()
+            if not stale:
+                return
+            self.reconciles += 1
+            committed = self.config.generation
+            if committed == 0 and all(v.generation == 0 for v in stale):
+                return
+            if any(v.generation > committed for v in stale) or committed == 0:
+                # A tray is ahead (a change that was never saved): re-program everyone above it.
+                generation = max(self.generation, *(v.generation for v in stale)) + 1
+                await self.program(self.config, generation)
+                self.config.generation = generation
+                self.store.save(self.document())
+            else:
+                for view in stale:
+                    await self._program_one(view, committed)
+            self.repairs += len(stale)
+            log.info("reconciled %s", ", ".join(v.name for v in stale))
+
+    async def _program_one(self, view: AgentView, generation: int) -> None:
+        tables = wire.switch_config(self.config)
+        for request in (
+            switch_pb2.ApplyConfigRequest(
+                phase=switch_pb2.CONFIG_PHASE_PREPARE, generation=generation, config=tables
+            ),
+            switch_pb2.ApplyConfigRequest(
+                phase=switch_pb2.CONFIG_PHASE_COMMIT, generation=generation
+            ),
+        ):
+            await self._apply(view, request)
+        view.generation = generation
+
+    # -- watching the agents ---------------------------------------------------------------
+
+    async def _watch(self, view: AgentView) -> None:
+        """Follow one agent's status stream; reconnect with backoff while it is away."""
+        backoff = 0.05
+        request = tray_pb2.WatchStatusRequest()
+        request.heartbeat_interval.FromNanoseconds(int(self.heartbeat * 1e9))
+        while True:
+            try:
+                inventory = await view.tray.GetInventory(
+                    tray_pb2.GetInventoryRequest(), timeout=self.rpc_timeout
+                )
+                self._check_inventory(view, inventory)
+                async for update in view.tray.WatchStatus(request):
+                    backoff = 0.05
+                    self._on_status(view, update.status)
+            except (TimeoutError, grpc.aio.AioRpcError) as error:
+                log.debug("%s: %s", view.name, _describe(error))
+            self._set_reachable(view, False)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    def _check_inventory(self, view: AgentView, inventory: tray_pb2.GetInventoryResponse) -> None:
+        from fusionrack.v1 import controller_pb2
+
+        expected = wire.tray_info(self.topology, view.name)
+        found = []
+
+        def differ(path: str, want: object, got: object) -> None:
+            if want != got:
+                found.append(
+                    controller_pb2.TopologyMismatch(
+                        tray=view.name, field=path, expected=str(want), observed=str(got)
+                    )
+                )
+
+        differ("manifest_digest", self.topology.manifest.digest, inventory.manifest_digest)
+        differ("kind", expected.kind, inventory.tray.kind)
+        differ("accelerators", len(expected.accelerators), len(inventory.tray.accelerators))
+        for i, (want, got) in enumerate(
+            zip(expected.accelerators, inventory.tray.accelerators, strict=False)
+        ):
+            differ(f"accelerators[{i}].uid", want.uid, got.uid)
+        differ("switch_chips", len(expected.switch_chips), len(inventory.tray.switch_chips))
+        if found and found != view.mismatches:
+            log.error("%s does not match the manifest: %s", view.name, found[0])
+        view.mismatches = found
+
+    def _on_status(self, view: AgentView, status: tray_pb2.TrayStatus) -> None:
+        view.status = status
+        view.boot_id = status.boot_id
+        if view.kind == TrayKind.SWITCH:
+            view.generation = status.config_generation
+            if view.generation != self.config.generation:
+                self._reconcile_wanted.set()
+        self._set_reachable(view, True)
+        self.update_health()
+
+    def _set_reachable(self, view: AgentView, reachable: bool) -> None:
+        if view.reachable == reachable:
+            return
+        view.reachable = reachable
+        if not reachable:
+            view.status = None
+        self.state_change_time = time.time()
+        state = ComponentState.OK if reachable else ComponentState.FAILED
+        self.bus.publish(
+            [
+                new_event(
+                    EventKind.COMPONENT_STATE_CHANGED,
+                    view.name,
+                    trays=[view.name],
+                    component_state_changed={
+                        "component": common_pb2.ComponentRef(tray=view.name),
+                        "state": int(state),
+                        "previous": int(ComponentState.FAILED if reachable else ComponentState.OK),
+                        "reason": "agent answers" if reachable else "agent unreachable",
+                    },
+                )
+            ]
+        )
+        log.info("%s %s", view.name, "reachable" if reachable else "unreachable")
+        self.update_health()
+
+    # -- health ----------------------------------------------------------------------------
+
+    def usable(self) -> np.ndarray:
+        """Links that carry traffic now, as the compute trays report them; nothing of a tray
+        (or through a switch tray) whose agent cannot be reached."""
+        top = self.topology
+        usable = np.zeros(len(top.links), bool)
+        for view in self.agents.values():
+            if view.kind != TrayKind.COMPUTE or view.status is None:
+                continue
+            for link in view.status.links:
+                if link.state == LinkState.ACTIVE and link.admin_state != 2:
+                    usable[link.link.accelerator * top.links_per_accelerator + link.link.link] = (
+                        True
+                    )
+        for view in self.agents.values():
+            if view.kind == TrayKind.SWITCH and not view.reachable:
+                for chip in top.tray(view.name).switch_chips:
+                    usable[list(top.link_indices_of_switch_chip(chip))] = False
+        return usable
+
+    def partition_report(self, partition: Partition):  # type: ignore[no-untyped-def]
+        return self.config.partitions.health(partition, self.usable())
+
+    def update_health(self) -> None:
+        """Recompute every partition's health; an event for each that changed."""
+        usable = self.usable()
+        events = []
+        seen = set()
+        for partition in self.config.partitions.list():
+            report = self.config.partitions.health(partition, usable)
+            seen.add(partition.id)
+            before = self.health.get(partition.id)
+            if before == report.health:
+                continue
+            self.health[partition.id] = report.health
+            if before is None:
+                continue  # a new partition: its CREATED event carries the health
+            events.append(
+                new_event(
+                    EventKind.PARTITION_HEALTH_CHANGED,
+                    partition.name,
+                    partition_ids=[partition.id],
+                    accelerators=partition.members,
+                    partition_health_changed={
+                        "partition_id": partition.id,
+                        "name": partition.name,
+                        "health": int(report.health),
+                        "previous": int(before),
+                        "reason": report.reason,
+                    },
+                )
+            )
+        for gone in set(self.health) - seen:
+            del self.health[gone]
+        self.bus.publish(events)
+
+    def partition_proto(self, partition: Partition) -> common_pb2.Partition:
+        message = wire.partition(
+            self.topology,
+            partition,
+            self.partition_report(partition),
+            len(self.config.multicast.list(partition.id)),
+        )
+        times = self.times["partitions"].get(partition.id)
+        if times and partition.id != DEFAULT_PARTITION_ID:
+            message.create_time.CopyFrom(wire.timestamp(times[0]))
+            message.update_time.CopyFrom(wire.timestamp(times[1]))
+        return message
+
+    def group_proto(self, group_id: int) -> common_pb2.MulticastGroup:
+        message = wire.multicast_group(self.config.multicast.get(group_id))
+        created = self.times["groups"].get(group_id)
+        if created:
+            message.create_time.CopyFrom(wire.timestamp(created[0]))
+        return message
+
+    def check_reachable(self, tray: str) -> AgentView:
+        view = self.agents[tray]
+        if not view.reachable:
+            raise Unavailable(f"the agent of tray {tray} ({view.address}) cannot be reached")
+        return view
+
+    def require_no_mismatch(self) -> None:
+        bad = [m for v in self.agents.values() for m in v.mismatches]
+        if bad:
+            raise FailedPrecondition(f"tray {bad[0].tray} does not match the manifest")
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    return str(error) or type(error).__name__

@@ -1,0 +1,71 @@
+"""The controller's event bus: every change as a v1 `Event`, to each Subscribe stream.
+
+Subscribers get bounded queues: one that falls too far behind is ended (RESOURCE_EXHAUSTED, as
+the contract says) rather than slowing the controller or growing without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterable
+
+from fusionrack import wire
+from fusionrack.v1 import controller_pb2, events_pb2
+
+__all__ = ["EventBus", "Subscription", "new_event"]
+
+QUEUE_LIMIT = 10_000
+
+
+def new_event(kind: int, subject: str, **fields: object) -> events_pb2.Event:
+    """An event stamped now, from the controller. `fields`: partition_ids, trays, accelerators
+    and one body field (e.g. partition=...)."""
+    event = events_pb2.Event(
+        id=str(uuid.uuid4()), kind=kind, source="controller", subject=subject, **fields
+    )
+    event.time.CopyFrom(wire.timestamp(time.time()))
+    return event
+
+
+class Subscription:
+    """One Subscribe stream's filter and queue."""
+
+    def __init__(self, request: controller_pb2.SubscribeRequest) -> None:
+        self.kinds = set(request.kinds)
+        self.partitions = set(request.partition_ids)
+        self.trays = set(request.trays)
+        self.queue: asyncio.Queue[events_pb2.Event | None] = asyncio.Queue(QUEUE_LIMIT)
+        self.overflowed = False
+
+    def matches(self, event: events_pb2.Event) -> bool:
+        if self.kinds and event.kind not in self.kinds:
+            return False
+        if self.partitions and not self.partitions.intersection(event.partition_ids):
+            return False
+        return not self.trays or bool(self.trays.intersection(event.trays))
+
+    def offer(self, event: events_pb2.Event) -> None:
+        if self.overflowed or not self.matches(event):
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True  # the stream ends once it has drained what it holds
+            self.queue._queue.clear()  # type: ignore[attr-defined]  # drop the backlog now
+            self.queue.put_nowait(None)
+
+
+class EventBus:
+    """Fan-out of events to subscriptions, and a record of the latest ones for the log."""
+
+    def __init__(self) -> None:
+        self.subscriptions: set[Subscription] = set()
+        self.published = 0
+
+    def publish(self, events: Iterable[events_pb2.Event]) -> None:
+        for event in events:
+            self.published += 1
+            for subscription in list(self.subscriptions):
+                subscription.offer(event)

@@ -1,0 +1,691 @@
+"""The `Controller` gRPC service over `domain.Controller`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from fusionrack import wire
+from fusionrack.emulator import (
+    EventKind,
+    FabricConfig,
+    FaultKind,
+    InvalidArgument,
+    NotFound,
+    PartitionMemberType,
+    ResiliencyMode,
+    TrayKind,
+    place,
+)
+from fusionrack.emulator.memory import MAX_ACCESS_BYTES
+from fusionrack.emulator.partitions import (
+    DEFAULT_PARTITION_ID,
+    MAX_NAME_LENGTH,
+    MAX_PARTITION_ID,
+    MIN_ACCELERATORS,
+    MemberRef,
+)
+from fusionrack.rpc import grpc_errors
+from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
+
+from .domain import Controller
+from .events import Subscription, new_event
+
+__all__ = ["ControllerServicer"]
+
+DEFAULT_RESILIENCY = ResiliencyMode.FULL_BANDWIDTH
+
+
+def _digest(request: Message) -> str:
+    """The request without its idempotency key, hashed: a retry must be the same request."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.ClearField("idempotency_key")  # type: ignore[arg-type]
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _link_matches(request: common_pb2.ListLinksRequest, link: common_pb2.Link) -> bool:
+    if request.switch_tray and link.switch_tray != request.switch_tray:
+        return False
+    if request.HasField("accelerator") and link.ref.accelerator != request.accelerator:
+        return False
+    if request.HasField("plane") and link.ref.link != request.plane:
+        return False
+    return not request.state or link.state == request.state
+
+
+class ControllerServicer(controller_pb2_grpc.ControllerServicer):
+    """Requests checked, turned into changes of the desired state, answered."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.topology = controller.topology
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _change(
+        self,
+        method: str,
+        request: Any,
+        apply: Callable[[FabricConfig, float], Any],
+        respond: Callable[[Any], Message],
+        response_type: type[Message],
+        events: Callable[[Message], list[Any]],
+    ) -> Message:
+        key = request.idempotency_key
+        remember = (key, method, _digest(request), response_type) if key else None
+        response, applied = await self.controller.change(apply, respond, remember)
+        if applied:  # a retry answered from memory changed nothing: no second event
+            self.controller.bus.publish(events(response))
+        return response
+
+    def _partition_key(self, ref: common_pb2.PartitionRef) -> int:
+        """Id of the partition a PartitionRef names (NotFound if none)."""
+        case = ref.WhichOneof("partition")
+        if case is None:
+            raise InvalidArgument("name the partition: set its id or its name")
+        return self.controller.config.partitions.get(getattr(ref, case)).id
+
+    def _members(self, request: Any) -> tuple[list[MemberRef], PartitionMemberType]:
+        case = request.WhichOneof("members")
+        if case == "locations":
+            refs: list[MemberRef] = []
+            for loc in request.locations.locations:
+                if loc.rack and loc.rack != self.topology.name:
+                    raise NotFound(f"location {loc.tray}/{loc.index}: rack {loc.rack!r} is not "
+                                   f"this rack ({self.topology.name!r})")  # fmt: skip
+                accelerator = self.topology.accelerator_at(loc.tray, loc.index)
+                if loc.tray_slot and loc.tray_slot != accelerator.location.slot:
+                    raise InvalidArgument(
+                        f"location {loc.tray}/{loc.index}: tray {loc.tray} is in slot "
+                        f"{accelerator.location.slot}, not {loc.tray_slot}"
+                    )
+                refs.append((loc.tray, loc.index))
+            return refs, PartitionMemberType.LOCATION
+        if case == "uids":
+            return list(request.uids.uids), PartitionMemberType.UID
+        raise InvalidArgument("give the accelerators: locations or uids")
+
+    def _partition_events(self, kind: EventKind) -> Callable[[Message], list[Any]]:
+        def events(response: Any) -> list[Any]:
+            p = response.partition
+            return [
+                new_event(
+                    kind,
+                    p.name,
+                    partition_ids=[p.id],
+                    accelerators=[m.accelerator for m in p.members],
+                    partition=p,
+                )
+            ]
+
+        return events
+
+    # -- domain and inventory --------------------------------------------------------------
+
+    @grpc_errors
+    async def GetDomain(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        c, top = self.controller, self.topology
+        fabric = top.manifest.fabric
+        properties = controller_pb2.DomainProperties(
+            rack=top.name,
+            description=top.manifest.description,
+            fabric_generation=fabric.generation,
+            compute_tray_count=sum(1 for _ in top.trays_of_kind(TrayKind.COMPUTE)),
+            switch_tray_count=sum(1 for _ in top.trays_of_kind(TrayKind.SWITCH)),
+            switch_chips_per_tray=fabric.switch_chips_per_tray,
+            ports_per_switch_chip=fabric.ports_per_switch_chip,
+            accelerator_count=len(top.accelerators),
+            links_per_accelerator=top.links_per_accelerator,
+            link_bandwidth_bytes_per_second=top.link_bandwidth,
+            accelerator_bandwidth_bytes_per_second=top.accelerator_bandwidth,
+            rack_bandwidth_bytes_per_second=top.rack_bandwidth,
+            max_partitions=c.config.partitions.max_partitions,
+            min_accelerators_per_partition=MIN_ACCELERATORS,
+            max_partition_id=MAX_PARTITION_ID,
+            default_partition_id=DEFAULT_PARTITION_ID,
+            default_partition_enabled=c.config.partitions.default_enabled,
+            max_partition_name_length=MAX_NAME_LENGTH,
+            default_resiliency_mode=int(DEFAULT_RESILIENCY),
+            max_multicast_groups=c.config.multicast.max_groups,
+            default_multicast_group_limit=c.config.partitions.default_group_limit,
+            multicast_granularity_bytes=fabric.multicast.granularity,
+            max_access_bytes=MAX_ACCESS_BYTES,
+        )
+        unreachable = [v.name for v in c.agents.values() if not v.reachable]
+        stale = [v.name for v in c.stale()]
+        mismatches = [m for v in c.agents.values() for m in v.mismatches]
+        ready = not (unreachable or stale or mismatches)
+        owned = sum(len(p.members) for p in c.config.partitions.list() if not p.is_default)
+        state = controller_pb2.DomainState(
+            control_plane_state=controller_pb2.CONTROL_PLANE_STATE_READY
+            if ready
+            else controller_pb2.CONTROL_PLANE_STATE_DEGRADED,
+            state_change_time=wire.timestamp(c.state_change_time),
+            partition_count=len(c.config.partitions),
+            multicast_group_count=len(c.config.multicast),
+            available_multicast_groups=c.config.multicast.available,
+            free_accelerator_count=len(top.accelerators) - owned,
+            tray_count=len(c.agents),
+            reachable_tray_count=len(c.agents) - len(unreachable),
+            unreachable_trays=unreachable,
+            stale_trays=stale,
+            fabric_generation=c.config.generation,
+            topology_mismatches=mismatches,
+        )
+        return controller_pb2.GetDomainResponse(properties=properties, state=state)
+
+    def _tray(self, name: str) -> common_pb2.TrayInfo:
+        view = self.controller.agents[name]
+        info = wire.tray_info(self.topology, name)
+        info.address, info.reachable = view.address, view.reachable
+        info.config_generation = view.generation
+        status = view.status
+        info.state = status.state if status is not None else 2  # FAILED while unreachable
+        if status is not None:
+            info.admin_state = status.admin_state
+        usable = self.controller.usable()
+        per = self.topology.links_per_accelerator
+        partitions = self.controller.config.partitions
+        for accelerator in info.accelerators:
+            i = accelerator.index
+            accelerator.active_link_count = int(usable[i * per : (i + 1) * per].sum())
+            accelerator.state = info.state
+            accelerator.partition_id = partitions.partition_of(i) or 0
+        if status is not None:
+            states = {c.name: c.state for c in status.components}
+            for chip in info.switch_chips:
+                chip.state = states.get(chip.name, info.state)
+            for accelerator in info.accelerators:
+                if accelerator.chiplet.name:
+                    accelerator.chiplet.state = states.get(accelerator.chiplet.name, info.state)
+                    accelerator.state = max(accelerator.state, accelerator.chiplet.state)
+        return info
+
+    @grpc_errors
+    async def GetTopology(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        links = (await self.ListLinks(common_pb2.ListLinksRequest(), context)).links
+        return controller_pb2.GetTopologyResponse(
+            rack=self.topology.name,
+            trays=[self._tray(t.name) for t in self.topology.trays],
+            links=links,
+        )
+
+    @grpc_errors
+    async def ListTrays(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        trays = [t for t in self.topology.trays if not request.kind or t.kind == request.kind]
+        return controller_pb2.ListTraysResponse(trays=[self._tray(t.name) for t in trays])
+
+    @grpc_errors
+    async def ListAccelerators(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        if request.tray:
+            self.topology.tray(request.tray)
+        found = []
+        for tray in self.topology.trays_of_kind(TrayKind.COMPUTE):
+            if request.tray and tray.name != request.tray:
+                continue
+            for accelerator in self._tray(tray.name).accelerators:
+                if request.kind and accelerator.kind != request.kind:
+                    continue
+                if (
+                    request.HasField("partition_id")
+                    and accelerator.partition_id != request.partition_id
+                ):
+                    continue
+                found.append(accelerator)
+        return controller_pb2.ListAcceleratorsResponse(accelerators=found)
+
+    @grpc_errors
+    async def ListLinks(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        """Counted at the accelerator end: asked of every compute tray at once; the links of a
+        tray whose agent cannot be reached are listed DOWN, without counters."""
+        top = self.topology
+        for name in (request.compute_tray, request.switch_tray):
+            if name:
+                top.tray(name)
+        trays = [
+            t.name
+            for t in top.trays_of_kind(TrayKind.COMPUTE)
+            if not request.compute_tray or t.name == request.compute_tray
+        ]
+
+        async def ask(tray: str) -> list[common_pb2.Link]:
+            view = self.controller.agents[tray]
+            try:
+                if view.reachable:
+                    answer = await view.tray.ListLinks(request, timeout=self.controller.rpc_timeout)
+                    return list(answer.links)
+            except grpc.aio.AioRpcError:
+                pass
+            links = [wire.link(top, i) for i in top.link_indices_of_tray(tray)]
+            for link in links:
+                link.state = 1  # DOWN: nobody can vouch for it
+            return [link for link in links if _link_matches(request, link)]
+
+        found = await asyncio.gather(*(ask(t) for t in trays))
+        links = sorted((link for part in found for link in part), key=lambda link: link.index)
+        return common_pb2.ListLinksResponse(links=links)
+
+    # -- partitions ------------------------------------------------------------------------
+
+    @grpc_errors
+    async def CreatePartition(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        c = self.controller
+        if request.WhichOneof("members") is None:
+            raise InvalidArgument("give the members: locations, uids or a count")
+        if request.WhichOneof("members") == "count":
+            member_type = PartitionMemberType(request.member_type or PartitionMemberType.LOCATION)
+        else:
+            refs, member_type = self._members(request)
+        resiliency = ResiliencyMode(request.resiliency_mode or DEFAULT_RESILIENCY)
+        limit = request.multicast_group_limit if request.HasField("multicast_group_limit") else None
+
+        def apply(config: FabricConfig, now: float) -> int:
+            members = refs if request.WhichOneof("members") != "count" else None
+            if members is None:
+                owned = {i for p in config.partitions.list() if not p.is_default for i in p.members}
+                free = [i for i in range(len(self.topology.accelerators)) if i not in owned]
+                chosen = place(self.topology, free, request.count)
+                members = [
+                    self.topology.accelerators[i].uid
+                    if member_type == PartitionMemberType.UID
+                    else self.topology.accelerators[i].name
+                    for i in chosen
+                ]
+            partition, _ = config.partitions.create(
+                request.name,
+                members,
+                member_type=member_type,
+                partition_id=request.id or None,
+                resiliency=resiliency,
+                multicast_group_limit=limit,
+                now=now,
+            )
+            return partition.id
+
+        def respond(partition_id: int) -> Message:
+            now = time.time()
+            c.times["partitions"][partition_id] = [now, now]
+            partition = c.config.partitions.get(partition_id)
+            return controller_pb2.CreatePartitionResponse(partition=c.partition_proto(partition))
+
+        return await self._change(
+            "CreatePartition",
+            request,
+            apply,
+            respond,
+            controller_pb2.CreatePartitionResponse,
+            self._partition_events(EventKind.PARTITION_CREATED),
+        )
+
+    @grpc_errors
+    async def GetPartition(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        c = self.controller
+        partition = c.config.partitions.get(self._partition_key(request.partition))
+        return controller_pb2.GetPartitionResponse(partition=c.partition_proto(partition))
+
+    @grpc_errors
+    async def ListPartitions(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        c = self.controller
+        return controller_pb2.ListPartitionsResponse(
+            partitions=[c.partition_proto(p) for p in c.config.partitions.list()]
+        )
+
+    @grpc_errors
+    async def DeletePartition(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        c = self.controller
+        partition_id = self._partition_key(request.partition)
+        before = c.partition_proto(c.config.partitions.get(partition_id))
+
+        def apply(config: FabricConfig, now: float) -> list[int]:
+            groups = [g.id for g in config.multicast.list(partition_id)]
+            if request.delete_multicast_groups:
+                for group_id in groups:
+                    config.multicast.delete(group_id, now)
+            else:
+                groups = []
+            config.delete_partition(partition_id, now)
+            return groups
+
+        def respond(groups: list[int]) -> Message:
+            c.times["partitions"].pop(partition_id, None)
+            for group_id in groups:
+                c.times["groups"].pop(group_id, None)
+            return controller_pb2.DeletePartitionResponse(
+                partition=before, deleted_multicast_groups=groups
+            )
+
+        return await self._change(
+            "DeletePartition",
+            request,
+            apply,
+            respond,
+            controller_pb2.DeletePartitionResponse,
+            self._partition_events(EventKind.PARTITION_DELETED),
+        )
+
+    async def _members_change(self, method: str, request: Any, add: bool) -> Message:
+        c = self.controller
+        partition_id = self._partition_key(request.partition)
+        refs, member_type = self._members(request)
+        current = c.config.partitions.get(partition_id)
+        if not current.is_default and member_type != current.member_type:
+            raise InvalidArgument(
+                f"partition {partition_id} names its members by {current.member_type.name}; "
+                f"give {'uids' if current.member_type == PartitionMemberType.UID else 'locations'}"
+            )
+
+        def apply(config: FabricConfig, now: float) -> None:
+            if add:
+                config.partitions.add(partition_id, refs, now)
+            else:
+                config.remove_accelerators(partition_id, refs, now)
+
+        def respond(_: None) -> Message:
+            times = c.times["partitions"].setdefault(partition_id, [0.0, 0.0])
+            times[1] = time.time()
+            proto = c.partition_proto(c.config.partitions.get(partition_id))
+            response_type = (
+                controller_pb2.AddAcceleratorsResponse
+                if add
+                else controller_pb2.RemoveAcceleratorsResponse
+            )
+            return response_type(partition=proto)
+
+        return await self._change(
+            method,
+            request,
+            apply,
+            respond,
+            controller_pb2.AddAcceleratorsResponse
+            if add
+            else controller_pb2.RemoveAcceleratorsResponse,
+            self._partition_events(EventKind.PARTITION_UPDATED),
+        )
+
+    @grpc_errors
+    async def AddAccelerators(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        return await self._members_change("AddAccelerators", request, add=True)
+
+    @grpc_errors
+    async def RemoveAccelerators(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        return await self._members_change("RemoveAccelerators", request, add=False)
+
+    # -- multicast groups ------------------------------------------------------------------
+
+    def _accelerator(self, ref: common_pb2.AcceleratorRef) -> int:
+        top = self.topology
+        case = ref.WhichOneof("accelerator")
+        if case == "index":
+            return top.accelerator(ref.index).index
+        if case == "uid":
+            return top.accelerator_by_uid(ref.uid).index
+        if case == "location":
+            return top.accelerator_at(ref.location.tray, ref.location.index).index
+        if case == "name":
+            return top.accelerator_named(ref.name).index
+        raise InvalidArgument("name the accelerator: index, uid, location or name")
+
+    @grpc_errors
+    async def CreateMulticastGroup(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        c = self.controller
+        partition_id = self._partition_key(request.partition)
+        bindings = {self._accelerator(m.accelerator): m.offset for m in request.members}
+        if len(bindings) != len(request.members):
+            raise InvalidArgument("an accelerator is named more than once among the members")
+
+        def apply(config: FabricConfig, now: float) -> int:
+            group, _ = config.multicast.create(
+                partition_id,
+                request.size_bytes,
+                members=bindings or None,
+                bindings=bindings or None,
+                group_id=request.id or None,
+                now=now,
+            )
+            return group.id
+
+        def respond(group_id: int) -> Message:
+            c.times["groups"][group_id] = [time.time()]
+            return controller_pb2.CreateMulticastGroupResponse(group=c.group_proto(group_id))
+
+        def events(response: Any) -> list[Any]:
+            g = response.group
+            return [
+                new_event(
+                    EventKind.MULTICAST_GROUP_CREATED,
+                    f"mcast-{g.id}",
+                    partition_ids=[g.partition_id],
+                    accelerators=[m.accelerator for m in g.members],
+                    multicast_group=g,
+                )
+            ]
+
+        return await self._change(
+            "CreateMulticastGroup",
+            request,
+            apply,
+            respond,
+            controller_pb2.CreateMulticastGroupResponse,
+            events,
+        )
+
+    @grpc_errors
+    async def GetMulticastGroup(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        return controller_pb2.GetMulticastGroupResponse(
+            group=self.controller.group_proto(request.id)
+        )
+
+    @grpc_errors
+    async def ListMulticastGroups(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        c = self.controller
+        partition = (
+            self._partition_key(request.partition) if request.HasField("partition") else None
+        )
+        return controller_pb2.ListMulticastGroupsResponse(
+            groups=[c.group_proto(g.id) for g in c.config.multicast.list(partition)]
+        )
+
+    @grpc_errors
+    async def DeleteMulticastGroup(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        c = self.controller
+        before = c.group_proto(request.id)
+
+        def apply(config: FabricConfig, now: float) -> None:
+            config.multicast.delete(request.id, now)
+
+        def respond(_: None) -> Message:
+            c.times["groups"].pop(request.id, None)
+            return controller_pb2.DeleteMulticastGroupResponse(group=before)
+
+        def events(response: Any) -> list[Any]:
+            g = response.group
+            return [
+                new_event(
+                    EventKind.MULTICAST_GROUP_DELETED,
+                    f"mcast-{g.id}",
+                    partition_ids=[g.partition_id],
+                    accelerators=[m.accelerator for m in g.members],
+                    multicast_group=g,
+                )
+            ]
+
+        return await self._change(
+            "DeleteMulticastGroup",
+            request,
+            apply,
+            respond,
+            controller_pb2.DeleteMulticastGroupResponse,
+            events,
+        )
+
+    # -- faults and admin state: forwarded to the agent holding the target ------------------
+
+    def _owner(self, kind: FaultKind | None, name: str) -> str:
+        """The tray whose agent holds `name` (for a link: its compute tray's end)."""
+        top = self.topology
+        if name in {t.name for t in top.trays}:
+            return name
+        try:
+            link = top.link_named(name)
+            return top.tray_of_accelerator(link.accelerator).name
+        except NotFound:
+            pass
+        if kind in (None, FaultKind.CHIPLET_FAILURE):
+            try:
+                return top.tray_of_accelerator(top.chiplet(name).accelerator).name
+            except NotFound:
+                pass
+        return top.switch_chip_named(name).tray
+
+    @grpc_errors
+    async def InjectFault(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        name = wire.component_name(self.topology, request.fault.target)
+        view = self.controller.check_reachable(self._owner(None, name))
+        return await view.tray.InjectFault(request, timeout=self.controller.rpc_timeout)
+
+    @grpc_errors
+    async def ClearFault(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        c = self.controller
+        if request.all:
+            views = [v for v in c.agents.values() if v.reachable]
+            answers = await asyncio.gather(
+                *(v.tray.ClearFault(request, timeout=c.rpc_timeout) for v in views)
+            )
+            return common_pb2.ClearFaultResponse(faults=[f for a in answers for f in a.faults])
+        if not request.fault_id:
+            raise InvalidArgument("give a fault_id, or all=true to clear every fault")
+        tray = request.fault_id.rsplit("/", 1)[0]
+        if tray not in c.agents:
+            raise NotFound(f"no active fault {request.fault_id!r}: ids look like '<tray>/<n>'")
+        view = c.check_reachable(tray)
+        return await view.tray.ClearFault(request, timeout=c.rpc_timeout)
+
+    @grpc_errors
+    async def ListFaults(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        c = self.controller
+        if request.tray:
+            self.topology.tray(request.tray)
+        faults = [
+            f
+            for v in c.agents.values()
+            if v.status is not None and (not request.tray or v.name == request.tray)
+            for f in v.status.faults
+        ]
+        faults.sort(key=lambda f: (f.inject_time.seconds, f.inject_time.nanos))
+        return controller_pb2.ListFaultsResponse(faults=faults)
+
+    @grpc_errors
+    async def SetAdminState(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        name = wire.component_name(self.topology, request.target)
+        view = self.controller.check_reachable(self._owner(None, name))
+        response = await view.tray.SetAdminState(request, timeout=self.controller.rpc_timeout)
+        self.controller.bus.publish(
+            [
+                new_event(
+                    EventKind.ADMIN_STATE_CHANGED,
+                    name,
+                    trays=[view.name],
+                    admin_state_changed={
+                        "target": request.target,
+                        "admin_state": request.admin_state,
+                        "reason": request.reason,
+                    },
+                )
+            ]
+        )
+        return response
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def Subscribe(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        c = self.controller
+        subscription = Subscription(request)
+        c.bus.subscriptions.add(subscription)  # before the snapshot: no change falls between
+        try:
+            if request.include_snapshot:
+                snapshot = self._snapshot()
+                sent = 0
+                for event in snapshot:
+                    if subscription.matches(event):
+                        event.snapshot = True
+                        await context.write(controller_pb2.SubscribeResponse(event=event))
+                        sent += 1
+                await context.write(
+                    controller_pb2.SubscribeResponse(
+                        snapshot_end=controller_pb2.SnapshotEnd(event_count=sent)
+                    )
+                )
+            while (event := await subscription.queue.get()) is not None:
+                await context.write(controller_pb2.SubscribeResponse(event=event))
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "this subscriber fell too far behind; subscribe again with include_snapshot",
+            )
+        finally:
+            c.bus.subscriptions.discard(subscription)
+
+    def _snapshot(self) -> list[Any]:
+        c = self.controller
+        events = []
+        for partition in c.config.partitions.list():
+            proto = c.partition_proto(partition)
+            common = {
+                "partition_ids": [partition.id],
+                "accelerators": list(partition.members),
+            }
+            events.append(
+                new_event(EventKind.PARTITION_CREATED, partition.name, partition=proto, **common)
+            )
+            events.append(
+                new_event(
+                    EventKind.PARTITION_HEALTH_CHANGED,
+                    partition.name,
+                    partition_health_changed={
+                        "partition_id": partition.id,
+                        "name": partition.name,
+                        "health": proto.health,
+                        "reason": proto.health_reason,
+                    },
+                    **common,
+                )
+            )
+        for group in c.config.multicast.list():
+            events.append(
+                new_event(
+                    EventKind.MULTICAST_GROUP_CREATED,
+                    f"mcast-{group.id}",
+                    partition_ids=[group.partition],
+                    accelerators=list(group.members),
+                    multicast_group=c.group_proto(group.id),
+                )
+            )
+        for view in c.agents.values():
+            if not view.reachable:
+                events.append(
+                    new_event(
+                        EventKind.COMPONENT_STATE_CHANGED,
+                        view.name,
+                        trays=[view.name],
+                        component_state_changed={
+                            "component": common_pb2.ComponentRef(tray=view.name),
+                            "state": 2,
+                            "reason": "agent unreachable",
+                        },
+                    )
+                )
+            elif view.status is not None:
+                for fault in view.status.faults:
+                    events.append(
+                        new_event(
+                            EventKind.FAULT_INJECTED, fault.target_name, trays=[view.name],
+                            fault=fault,
+                        )
+                    )  # fmt: skip
+        return events

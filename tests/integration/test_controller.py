@@ -1,0 +1,225 @@
+"""The controller against real agents (a mini rack in this process): partitions and groups
+reach every switch tray, survive a controller restart, and come back to a restarted switch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from fusionrack.agent.rack import LocalRack, serve_tray
+from fusionrack.controller.main import RunningController, serve_controller
+from fusionrack.emulator import AtomicOp, DataType, fabric_address
+from fusionrack.emulator.topology import Topology
+from fusionrack.rpc import open_channel
+from fusionrack.v1 import (
+    common_pb2,
+    controller_pb2,
+    controller_pb2_grpc,
+    memory_pb2,
+    switch_pb2,
+)
+
+from .conftest import Clients
+
+
+async def start(rack: LocalRack, state: Path) -> RunningController:
+    addresses = {name: rack.address(name) for name in rack.trays}
+    running = await serve_controller(
+        rack.topology, state, addresses, listen="127.0.0.1:0", heartbeat=0.2
+    )
+    await until(lambda: all(v.reachable for v in running.controller.agents.values()))
+    return running
+
+
+async def until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def controller(mini_rack: LocalRack, tmp_path: Path) -> AsyncIterator[RunningController]:
+    running = await start(mini_rack, tmp_path / "state.sqlite")
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def stub(controller: RunningController) -> AsyncIterator[controller_pb2_grpc.ControllerStub]:
+    channel = open_channel(controller.server.address)
+    yield controller_pb2_grpc.ControllerStub(channel)
+    await channel.close()
+
+
+def locations(*names: str) -> common_pb2.LocationList:
+    return common_pb2.LocationList(
+        locations=[
+            common_pb2.Location(tray=n.split("/")[0], index=int(n.split("/")[1])) for n in names
+        ]
+    )
+
+
+async def atomic_add(clients: Clients, initiator: int, target: int) -> grpc.StatusCode:
+    tray = "compute-01" if initiator < 2 else "compute-02"
+    try:
+        await clients.memory(tray).Atomic(
+            memory_pb2.AtomicRequest(
+                initiator=initiator,
+                address=fabric_address(target, 0),
+                op=AtomicOp.ADD,
+                data_type=DataType.U64,
+                operand=memory_pb2.Scalar(uint_value=1),
+            )
+        )
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+async def test_a_partition_reaches_every_switch_and_fences_memory(
+    mini_rack: LocalRack, stub: controller_pb2_grpc.ControllerStub, clients: Clients
+) -> None:
+    created = await stub.CreatePartition(
+        controller_pb2.CreatePartitionRequest(
+            name="train", locations=locations("compute-01/0", "compute-02/0")
+        )
+    )
+    p = created.partition
+    assert p.id == 1 and [m.name for m in p.members] == ["compute-01/gpu0", "compute-02/gpu0"]
+    assert p.health == common_pb2.PARTITION_HEALTH_HEALTHY
+    for name in ("switch-1", "switch-2"):
+        config = await clients.switch(name).GetConfig(switch_pb2.GetConfigRequest())
+        assert config.committed_generation == 1
+        assert [list(e.accelerators) for e in config.config.partitions] == [[0, 2]]
+    assert await atomic_add(clients, 0, 2) == grpc.StatusCode.OK
+    assert await atomic_add(clients, 0, 3) == grpc.StatusCode.PERMISSION_DENIED
+    listed = await stub.ListPartitions(controller_pb2.ListPartitionsRequest())
+    assert [(x.id, x.name, len(x.members)) for x in listed.partitions] == [
+        (1, "train", 2),
+        (32766, "default", 2),
+    ]
+    await stub.DeletePartition(
+        controller_pb2.DeletePartitionRequest(partition=common_pb2.PartitionRef(name="train"))
+    )
+    assert await atomic_add(clients, 0, 3) == grpc.StatusCode.OK
+
+
+async def test_bad_requests_name_the_problem(stub: controller_pb2_grpc.ControllerStub) -> None:
+    await stub.CreatePartition(
+        controller_pb2.CreatePartitionRequest(name="a", locations=locations("compute-01/0"))
+    )
+    cases = [
+        (controller_pb2.CreatePartitionRequest(name="a", count=1), "ALREADY_EXISTS", "'a'"),
+        (
+            controller_pb2.CreatePartitionRequest(name="b", locations=locations("compute-01/0")),
+            "FAILED_PRECONDITION",
+            "compute-01/gpu0 is already in partition 1",
+        ),
+        (controller_pb2.CreatePartitionRequest(name="c", count=9), "RESOURCE_EXHAUSTED", "9"),
+        (controller_pb2.CreatePartitionRequest(name="d", id=40000, count=1), "INVALID_ARGUMENT",
+         "40000"),
+        (controller_pb2.CreatePartitionRequest(name="e", locations=locations("compute-09/0")),
+         "NOT_FOUND", "compute-09"),
+        (controller_pb2.CreatePartitionRequest(name="f"), "INVALID_ARGUMENT", "members"),
+    ]  # fmt: skip
+    for request, code, words in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.CreatePartition(request)
+        assert caught.value.code().name == code, request
+        assert words in caught.value.details(), caught.value.details()
+
+
+async def test_an_idempotent_retry_returns_the_first_partition(
+    stub: controller_pb2_grpc.ControllerStub,
+) -> None:
+    request = controller_pb2.CreatePartitionRequest(name="x", count=2, idempotency_key="k1")
+    first, again = await stub.CreatePartition(request), await stub.CreatePartition(request)
+    assert first == again
+    listed = await stub.ListPartitions(controller_pb2.ListPartitionsRequest())
+    assert [p.name for p in listed.partitions] == ["x", "default"]
+    other = controller_pb2.CreatePartitionRequest(name="y", count=1, idempotency_key="k1")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CreatePartition(other)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_count_placement_keeps_a_partition_on_one_tray(
+    stub: controller_pb2_grpc.ControllerStub,
+) -> None:
+    made = await stub.CreatePartition(controller_pb2.CreatePartitionRequest(name="p", count=2))
+    assert {m.location.tray for m in made.partition.members} == {"compute-01"}
+
+
+async def test_concurrent_claims_on_one_accelerator_never_both_succeed(
+    stub: controller_pb2_grpc.ControllerStub,
+) -> None:
+    requests = [
+        controller_pb2.CreatePartitionRequest(name=f"p{i}", locations=locations("compute-02/1"))
+        for i in range(6)
+    ]
+    results = await asyncio.gather(*(stub.CreatePartition(r) for r in requests),
+                                   return_exceptions=True)  # fmt: skip
+    assert sum(not isinstance(r, Exception) for r in results) == 1
+
+
+async def test_state_survives_a_restart_and_a_restarted_switch_is_reprogrammed(
+    mini_rack: LocalRack, controller: RunningController, tmp_path: Path, clients: Clients
+) -> None:
+    channel = open_channel(controller.server.address)
+    stub = controller_pb2_grpc.ControllerStub(channel)
+    await stub.CreatePartition(
+        controller_pb2.CreatePartitionRequest(name="keep", locations=locations("compute-01/1"))
+    )
+    group = await stub.CreateMulticastGroup(
+        controller_pb2.CreateMulticastGroupRequest(
+            partition=common_pb2.PartitionRef(name="default"), size_bytes=64 * 1024
+        )
+    )
+    await channel.close()
+    await controller.stop()
+
+    again = await start(mini_rack, tmp_path / "state.sqlite")
+    try:
+        c = again.controller
+        assert [p.name for p in c.config.partitions.list()] == ["keep", "default"]
+        assert [g.id for g in c.config.multicast.list()] == [group.group.id]
+        # A switch tray restarted empty (generation 0) is re-programmed.
+        old = mini_rack.trays.pop("switch-2")
+        address = old.server.address
+        await old.stop(grace=0.1)
+        await until(lambda: not c.agents["switch-2"].reachable)
+        mini_rack.trays["switch-2"] = await serve_tray(
+            mini_rack.topology, "switch-2", listen=address, training_time=0.01
+        )
+        await until(lambda: c.agents["switch-2"].reachable)
+        start_time = time.monotonic()
+        await until(lambda: c.agents["switch-2"].generation == c.config.generation)
+        assert time.monotonic() - start_time < 1.0
+        config = await clients.switch("switch-2").GetConfig(switch_pb2.GetConfigRequest())
+        assert [list(e.accelerators) for e in config.config.partitions] == [[1]]
+    finally:
+        await again.stop()
+
+
+async def test_subscribe_sends_a_snapshot_then_live_events(
+    stub: controller_pb2_grpc.ControllerStub,
+) -> None:
+    stream = stub.Subscribe(controller_pb2.SubscribeRequest(include_snapshot=True))
+    first = await stream.read()
+    assert first.event.snapshot and first.event.partition.name == "default"
+    while not (await stream.read()).HasField("snapshot_end"):
+        pass
+    await stub.CreatePartition(controller_pb2.CreatePartitionRequest(name="live", count=1))
+    live = await stream.read()
+    assert live.event.kind == common_pb2.EVENT_KIND_PARTITION_CREATED
+    assert live.event.partition.name == "live" and not live.event.snapshot
+    stream.cancel()
+
+
+_ = Topology  # the rack fixtures' type
