@@ -32,10 +32,10 @@ from google.protobuf.message import Message
 
 from fusionrack import wire
 from fusionrack.emulator import (
+    AdminState,
     ComponentState,
     EventKind,
     FabricConfig,
-    FailedPrecondition,
     LinkState,
     PartitionHealth,
     Topology,
@@ -44,7 +44,14 @@ from fusionrack.emulator import (
 )
 from fusionrack.emulator.partitions import DEFAULT_PARTITION_ID, Partition
 from fusionrack.rpc import TlsFiles, open_channel
-from fusionrack.v1 import common_pb2, switch_pb2, switch_pb2_grpc, tray_pb2, tray_pb2_grpc
+from fusionrack.v1 import (
+    common_pb2,
+    controller_pb2,
+    switch_pb2,
+    switch_pb2_grpc,
+    tray_pb2,
+    tray_pb2_grpc,
+)
 
 from .events import EventBus, new_event
 from .store import Remembered, StateStore
@@ -70,7 +77,7 @@ class AgentView:
     boot_id: str = ""
     generation: int = 0  # committed config generation (switch trays)
     status: tray_pb2.TrayStatus | None = None
-    mismatches: list[Any] = field(default_factory=list)  # TopologyMismatch messages
+    mismatches: list[controller_pb2.TopologyMismatch] = field(default_factory=list)
 
 
 class Controller:
@@ -322,8 +329,6 @@ class Controller:
             backoff = min(backoff * 2, 1.0)
 
     def _check_inventory(self, view: AgentView, inventory: tray_pb2.GetInventoryResponse) -> None:
-        from fusionrack.v1 import controller_pb2
-
         expected = wire.tray_info(self.topology, view.name)
         found = []
 
@@ -394,7 +399,7 @@ class Controller:
             if view.kind != TrayKind.COMPUTE or view.status is None:
                 continue
             for link in view.status.links:
-                if link.state == LinkState.ACTIVE and link.admin_state != 2:
+                if link.state == LinkState.ACTIVE and link.admin_state != AdminState.DOWN:
                     usable[link.link.accelerator * top.links_per_accelerator + link.link.link] = (
                         True
                     )
@@ -465,11 +470,6 @@ class Controller:
         if not view.reachable:
             raise Unavailable(f"the agent of tray {tray} ({view.address}) cannot be reached")
         return view
-
-    def require_no_mismatch(self) -> None:
-        bad = [m for v in self.agents.values() for m in v.mismatches]
-        if bad:
-            raise FailedPrecondition(f"tray {bad[0].tray} does not match the manifest")
 
 
 def _describe(error: BaseException) -> str:

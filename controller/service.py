@@ -13,10 +13,12 @@ from google.protobuf.message import Message
 
 from fusionrack import wire
 from fusionrack.emulator import (
+    ComponentState,
     EventKind,
     FabricConfig,
     FaultKind,
     InvalidArgument,
+    LinkState,
     NotFound,
     PartitionMemberType,
     ResiliencyMode,
@@ -187,7 +189,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         info.address, info.reachable = view.address, view.reachable
         info.config_generation = view.generation
         status = view.status
-        info.state = status.state if status is not None else 2  # FAILED while unreachable
+        info.state = status.state if status is not None else int(ComponentState.FAILED)
         if status is not None:
             info.admin_state = status.admin_state
         usable = self.controller.usable()
@@ -265,7 +267,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
                 pass
             links = [wire.link(top, i) for i in top.link_indices_of_tray(tray)]
             for link in links:
-                link.state = 1  # DOWN: nobody can vouch for it
+                link.state = int(LinkState.DOWN)  # nobody can vouch for it
             return [link for link in links if _link_matches(request, link)]
 
         found = await asyncio.gather(*(ask(t) for t in trays))
@@ -675,7 +677,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
                         trays=[view.name],
                         component_state_changed={
                             "component": common_pb2.ComponentRef(tray=view.name),
-                            "state": 2,
+                            "state": int(ComponentState.FAILED),
                             "reason": "agent unreachable",
                         },
                     )
