@@ -377,23 +377,8 @@ class TrayServicer(tray_pb2_grpc.TrayServicer):
             top.tray(request.compute_tray)
         if request.switch_tray:
             top.tray(request.switch_tray)
-        chosen = []
-        for index in agent.link_indices:
-            link = top.links[index]
-            if (
-                request.compute_tray
-                and request.compute_tray != top.tray_of_accelerator(link.accelerator).name
-            ):
-                continue
-            if request.switch_tray and request.switch_tray != link.switch_tray:
-                continue
-            if request.HasField("accelerator") and request.accelerator != link.accelerator:
-                continue
-            if request.HasField("plane") and request.plane != link.plane:
-                continue
-            if request.state and request.state != agent.links.effective_state(index):
-                continue
-            chosen.append(agent.link_proto(index))
+        links = (agent.link_proto(i) for i in agent.link_indices)
+        chosen = [link for link in links if wire.link_matches(request, link)]
         return common_pb2.ListLinksResponse(links=chosen)
 
     @grpc_errors

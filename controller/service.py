@@ -52,16 +52,6 @@ def _digest(request: Message) -> str:
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
-def _link_matches(request: common_pb2.ListLinksRequest, link: common_pb2.Link) -> bool:
-    if request.switch_tray and link.switch_tray != request.switch_tray:
-        return False
-    if request.HasField("accelerator") and link.ref.accelerator != request.accelerator:
-        return False
-    if request.HasField("plane") and link.ref.link != request.plane:
-        return False
-    return not request.state or link.state == request.state
-
-
 class ControllerServicer(controller_pb2_grpc.ControllerServicer):
     """Requests checked, turned into changes of the desired state, answered."""
 
@@ -124,6 +114,22 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
                     partition_ids=[p.id],
                     accelerators=[m.accelerator for m in p.members],
                     partition=p,
+                )
+            ]
+
+        return events
+
+    @staticmethod
+    def _group_events(kind: EventKind) -> Callable[[Message], list[Any]]:
+        def events(response: Any) -> list[Any]:
+            g = response.group
+            return [
+                new_event(
+                    kind,
+                    f"mcast-{g.id}",
+                    partition_ids=[g.partition_id],
+                    accelerators=[m.accelerator for m in g.members],
+                    multicast_group=g,
                 )
             ]
 
@@ -268,7 +274,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             links = [wire.link(top, i) for i in top.link_indices_of_tray(tray)]
             for link in links:
                 link.state = int(LinkState.DOWN)  # nobody can vouch for it
-            return [link for link in links if _link_matches(request, link)]
+            return [link for link in links if wire.link_matches(request, link)]
 
         found = await asyncio.gather(*(ask(t) for t in trays))
         links = sorted((link for part in found for link in part), key=lambda link: link.index)
@@ -457,25 +463,13 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             c.times["groups"][group_id] = [time.time()]
             return controller_pb2.CreateMulticastGroupResponse(group=c.group_proto(group_id))
 
-        def events(response: Any) -> list[Any]:
-            g = response.group
-            return [
-                new_event(
-                    EventKind.MULTICAST_GROUP_CREATED,
-                    f"mcast-{g.id}",
-                    partition_ids=[g.partition_id],
-                    accelerators=[m.accelerator for m in g.members],
-                    multicast_group=g,
-                )
-            ]
-
         return await self._change(
             "CreateMulticastGroup",
             request,
             apply,
             respond,
             controller_pb2.CreateMulticastGroupResponse,
-            events,
+            self._group_events(EventKind.MULTICAST_GROUP_CREATED),
         )
 
     @grpc_errors
@@ -506,25 +500,13 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             c.times["groups"].pop(request.id, None)
             return controller_pb2.DeleteMulticastGroupResponse(group=before)
 
-        def events(response: Any) -> list[Any]:
-            g = response.group
-            return [
-                new_event(
-                    EventKind.MULTICAST_GROUP_DELETED,
-                    f"mcast-{g.id}",
-                    partition_ids=[g.partition_id],
-                    accelerators=[m.accelerator for m in g.members],
-                    multicast_group=g,
-                )
-            ]
-
         return await self._change(
             "DeleteMulticastGroup",
             request,
             apply,
             respond,
             controller_pb2.DeleteMulticastGroupResponse,
-            events,
+            self._group_events(EventKind.MULTICAST_GROUP_DELETED),
         )
 
     # -- faults and admin state: forwarded to the agent holding the target ------------------

@@ -25,6 +25,7 @@ __all__ = [
     "component_name",
     "fabric_config",
     "link",
+    "link_matches",
     "location",
     "multicast_group",
     "partition",
@@ -119,6 +120,19 @@ def link(topology: Topology, index: int) -> common_pb2.Link:
         switch_port=value.port,
         capacity_bytes_per_second=value.capacity,
     )
+
+
+def link_matches(request: common_pb2.ListLinksRequest, value: common_pb2.Link) -> bool:
+    """Whether a Link passes a ListLinksRequest's filters (all of them, AND)."""
+    if request.compute_tray and value.compute_tray != request.compute_tray:
+        return False
+    if request.switch_tray and value.switch_tray != request.switch_tray:
+        return False
+    if request.HasField("accelerator") and value.ref.accelerator != request.accelerator:
+        return False
+    if request.HasField("plane") and value.ref.link != request.plane:
+        return False
+    return not request.state or value.state == request.state
 
 
 def component_name(topology: Topology, ref: common_pb2.ComponentRef) -> str:
