@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fusionrack.emulator import LinkState, fabric_address
+from fusionrack.agent.main import tray_addresses
+from fusionrack.emulator import LinkState, Topology, fabric_address, load_manifest
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc, tray_pb2, tray_pb2_grpc
 
@@ -81,8 +82,12 @@ async def wait_for(check, expected: int, timeout: float = 20.0) -> None:  # type
 
 async def test_a_killed_switch_tray_process_leaves_the_other_planes(agent_processes) -> None:  # type: ignore[no-untyped-def]
     base, procs = agent_processes
-    compute = f"127.0.0.1:{base + 2 * (1 - 1)}"  # compute-01 is in slot 1
-    await wait_for(lambda: active_links(compute), 8)  # 2 GPUs x 4 links
+    addresses = tray_addresses(Topology(load_manifest("mini")), "127.0.0.1", base)
+    compute, target_tray = addresses["compute-01"][0], addresses["compute-02"][0]  # GPUs 0-1, 2-3
+    # Both ends must be up: before the kill a plane the target has not trained yet is
+    # retried on another, after it there may be none left.
+    for address in (compute, target_tray):
+        await wait_for(lambda address=address: active_links(address), 8)  # 2 GPUs x 4 links
     async with open_channel(compute) as channel:
         memory = memory_pb2_grpc.MemoryStub(channel)
         for i in range(16):
