@@ -26,6 +26,7 @@ from fusionrack.emulator import (
     FusionError,
     InvalidArgument,
     MemorySpace,
+    NotFound,
     Topology,
     TrayKind,
     Unavailable,
@@ -44,9 +45,7 @@ from .dataplane import (
     op_kind,
     op_target,
     outcome,
-    packed_payload_bytes,
-    payload_bytes,
-    request_bytes,
+    plane_shares,
 )
 from .forward import ForwardPeer
 from .tray import TrayAgent
@@ -94,6 +93,12 @@ class ComputeAgent(TrayAgent):
         self._connectors: list[asyncio.Task[None]] = []
         self.links.start_down(self.link_indices)  # until each switch tray is heard from
         self.per = topology.links_per_accelerator
+        # The switch tray (position in `self.shared`) of each plane: a packed batch travels as
+        # one request per target and switch tray.
+        trays = list(self.shared)
+        self.plane_tray = np.array(
+            [trays.index(topology.switch_chips[plane].tray) for plane in range(self.per)]
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -164,39 +169,32 @@ class ComputeAgent(TrayAgent):
     ) -> switch_pb2.ForwardResponse:
         """Apply an op addressed to one of our accelerators, in arrival order."""
         response = switch_pb2.ForwardResponse(request_id=request.request_id, status=OK)
-        index = request.target * self.per + request.plane
-        if request.target not in self.accelerators or request.plane >= self.per:
-            response.status.code = ErrorCode.NOT_FOUND
-            response.status.message = f"accelerator {request.target} is not on tray {self.name}"
-            return response
-        if not self.links.usable[index]:
-            response.status.code = ErrorCode.UNAVAILABLE
-            response.status.message = f"link {self.topology.links[index].name} is down"
-            return response
-        payload = request.WhichOneof("payload")
-        if payload == "op":
-            response.result.CopyFrom(apply_op(self.memory, request.op))
-            sent, returned = payload_bytes(request.op)
-        elif payload == "batch":
-            response.batch.results.extend(apply_op(self.memory, op) for op in request.batch.ops)
-            sent = returned = 0
-            for op in request.batch.ops:
-                a, b = payload_bytes(op)
-                sent, returned = sent + a, returned + b
-        elif payload == "packed_ops":
-            try:
-                response.packed_results = self.memory.execute_packed(request.packed_ops).tobytes()
-                records = np.frombuffer(request.packed_ops, packed.PACKED_OP_DTYPE)
-                sent, returned = packed_payload_bytes(records)
-            except FusionError as error:
-                response.status.code, response.status.message = int(error.code), error.message
-                sent = returned = 0
-        else:
-            response.status.code = ErrorCode.INVALID_ARGUMENT
-            response.status.message = "forwarded request carries no ops"
-            sent = returned = 0
-        self.links.add_traffic(index, returned, sent, time.time())
+        target = request.target
         self.counters.forwarded[peer.name, "in"] += 1
+        try:
+            shares = plane_shares(request)
+            if target not in self.accelerators:
+                raise NotFound(f"accelerator {target} is not on tray {self.name}")
+            for plane, _, _ in shares:
+                if plane >= self.per:
+                    raise NotFound(f"accelerator {target} has no link on plane {plane}")
+                if not self.links.usable[index := target * self.per + plane]:
+                    raise Unavailable(f"link {self.topology.links[index].name} is down")
+            payload = request.WhichOneof("payload")
+            if payload == "op":
+                response.result.CopyFrom(apply_op(self.memory, request.op))
+            elif payload == "batch":
+                response.batch.results.extend(apply_op(self.memory, op) for op in request.batch.ops)
+            elif payload == "packed_ops":
+                response.packed_results = self.memory.execute_packed(request.packed_ops).tobytes()
+            else:
+                raise InvalidArgument("forwarded request carries no ops")
+        except FusionError as error:
+            response.status.code, response.status.message = int(error.code), error.message
+            return response
+        now = time.time()
+        for plane, sent, returned in shares:
+            self.links.add_traffic(target * self.per + plane, returned, sent, now)
         return response
 
     # -- initiator side --------------------------------------------------------------------
@@ -271,14 +269,43 @@ class ComputeAgent(TrayAgent):
             if response.status.code == ErrorCode.UNAVAILABLE:
                 usable[plane] = False
                 continue
-            sent, returned = request_bytes(request)
-            self.links.add_traffic(initiator * self.per + plane, sent, returned, time.time())
-            self.counters.forwarded[switch, "out"] += 1
-            kind = request.WhichOneof("payload")
-            self.counters.memory_bytes[op_kind(request.op) if kind == "op" else kind] += (
-                sent + returned
-            )
+            self._count_out(initiator, switch, request)
             return response
+
+    async def _travel_tray(
+        self, initiator: int, target: int, planes: np.ndarray, piece: bytes
+    ) -> switch_pb2.ForwardResponse | None:
+        """Carry packed records on several planes of one switch tray as one request; None when
+        a plane's port is unusable somewhere on the way (nothing was applied)."""
+        switch = self.topology.switch_chips[int(planes[0])].tray
+        peer = self.peers.get(switch)
+        if peer is None:
+            return None
+        request = switch_pb2.ForwardRequest(
+            initiator=initiator,
+            target=target,
+            plane=int(planes[0]),
+            packed_ops=piece,
+            packed_planes=planes.astype(np.uint8).tobytes(),
+        )
+        try:
+            response = await peer.request(request, self.forward_timeout)
+        except Unavailable:
+            return None
+        if response.status.code == ErrorCode.UNAVAILABLE:
+            return None
+        self._count_out(initiator, switch, request)
+        return response
+
+    def _count_out(self, initiator: int, switch: str, request: switch_pb2.ForwardRequest) -> None:
+        """Bytes on the initiator's links (each plane's share) and the op counters."""
+        now = time.time()
+        kind = request.WhichOneof("payload")
+        kind = op_kind(request.op) if kind == "op" else kind
+        for plane, sent, returned in plane_shares(request):
+            self.links.add_traffic(initiator * self.per + plane, sent, returned, now)
+            self.counters.memory_bytes[kind] += sent + returned
+        self.counters.forwarded[switch, "out"] += 1
 
     async def _copy(self, initiator: int, copy: memory_pb2.CopyOp) -> memory_pb2.OpResult:
         """A copy never travels as one: a load from the source, then a store to the target."""
@@ -382,29 +409,50 @@ class ComputeAgent(TrayAgent):
             if plane is None:
                 results["status"][remote] = ErrorCode.UNAVAILABLE
             else:
-                key = target[remote] * self.per + plane
-                order = np.argsort(key, kind="stable")
+                trays = len(self.shared)
+                key = target[remote] * trays + self.plane_tray[plane]
+                order = np.argsort(key, kind="stable")  # ops on one word keep their order
                 keys, starts = np.unique(key[order], return_index=True)
                 pieces = np.split(remote[order], starts[1:])
+                piece_planes = np.split(plane[order], starts[1:])
 
-                async def run(key: int, rows: np.ndarray) -> None:
-                    piece = records[rows].tobytes()
-                    t = int(key) // self.per
+                def settle(rows: np.ndarray, response: switch_pb2.ForwardResponse) -> None:
+                    if response.status.code:
+                        results["status"][rows] = response.status.code
+                    else:
+                        results[rows] = np.frombuffer(
+                            response.packed_results, packed.PACKED_RESULT_DTYPE
+                        )
+
+                async def one_plane(target: int, rows: np.ndarray) -> None:
                     try:
                         response = await self._travel(
-                            initiator, t, int(address[rows[0]]), packed_ops=piece
-                        )
+                            initiator, target, int(address[rows[0]]),
+                            packed_ops=records[rows].tobytes(),
+                        )  # fmt: skip
                     except FusionError as error:
                         results["status"][rows] = int(error.code)
                         return
-                    if response.status.code:
-                        results["status"][rows] = response.status.code
-                        return
-                    results[rows] = np.frombuffer(
-                        response.packed_results, packed.PACKED_RESULT_DTYPE
+                    settle(rows, response)
+
+                async def run(target: int, rows: np.ndarray, planes: np.ndarray) -> None:
+                    if planes.min() == planes.max():
+                        return await one_plane(target, rows)
+                    response = await self._travel_tray(
+                        initiator, target, planes, records[rows].tobytes()
+                    )
+                    if response is not None:
+                        return settle(rows, response)
+                    # A plane of the tray is down on the way: each plane's share on its own,
+                    # moving to other planes as single ops do.
+                    await asyncio.gather(
+                        *(one_plane(target, rows[planes == p]) for p in np.unique(planes))
                     )
 
-                await asyncio.gather(*(run(k, rows) for k, rows in zip(keys, pieces, strict=True)))
+                await asyncio.gather(
+                    *(run(int(k) // trays, rows, planes)
+                      for k, rows, planes in zip(keys, pieces, piece_planes, strict=True))
+                )  # fmt: skip
         ok = int(np.count_nonzero(results["status"] == 0))
         self.count("packed", 0, ok)
         if n - ok:

@@ -35,8 +35,8 @@ __all__ = [
     "outcome",
     "packed_payload_bytes",
     "payload_bytes",
+    "plane_shares",
     "python_value",
-    "request_bytes",
     "scalar",
 ]
 
@@ -127,25 +127,46 @@ _CAS = int(AtomicOp.COMPARE_SWAP)
 
 def packed_payload_bytes(records: np.ndarray) -> tuple[int, int]:
     """``(request bytes, response bytes)`` of packed op records (PACKED_OP_DTYPE)."""
-    size = records["size"]
-    by_opcode = np.bincount(records["opcode"], weights=size, minlength=4)
-    compare_swap = (records["opcode"] == _ATOMIC) & (records["atomic_op"] == _CAS)
-    cas = int(size[compare_swap].sum())  # CAS sends its compare value too
-    request = by_opcode[_STORE] + by_opcode[_ATOMIC] + cas
-    return int(request), int(by_opcode[_LOAD] + by_opcode[_ATOMIC])
+    sent, returned = _record_bytes(records)
+    return int(sent.sum()), int(returned.sum())
 
 
-def request_bytes(request: switch_pb2.ForwardRequest) -> tuple[int, int]:
-    """``(request bytes, response bytes)`` of everything a forwarded request carries."""
+def _record_bytes(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Request and response bytes of each packed record."""
+    size = records["size"].astype(np.int64)
+    opcode = records["opcode"]
+    atomic = opcode == _ATOMIC
+    cas = atomic & (records["atomic_op"] == _CAS)  # CAS sends its compare value too
+    sent = np.where((opcode == _STORE) | atomic, size, 0) + np.where(cas, size, 0)
+    return sent, np.where((opcode == _LOAD) | atomic, size, 0)
+
+
+def plane_shares(request: switch_pb2.ForwardRequest) -> list[tuple[int, int, int]]:
+    """``[(plane, request bytes, response bytes)]`` of a forwarded request: one entry, or one per
+    plane of a packed request whose records travel on several (`packed_planes`).
+
+    InvalidArgument when `packed_planes` does not name one plane per record."""
     payload = request.WhichOneof("payload")
+    if payload == "packed_ops":
+        records = np.frombuffer(request.packed_ops, PACKED_OP_DTYPE)
+        if request.packed_planes:
+            planes = np.frombuffer(request.packed_planes, np.uint8)
+            if len(planes) != len(records):
+                raise InvalidArgument(
+                    f"packed_planes names {len(planes)} planes for {len(records)} records"
+                )
+            sent, returned = _record_bytes(records)
+            used = np.unique(planes)
+            by_plane = [np.bincount(planes, weights=w, minlength=int(used[-1]) + 1)
+                        for w in (sent, returned)]  # fmt: skip
+            return [(int(p), int(by_plane[0][p]), int(by_plane[1][p])) for p in used]
+        return [(request.plane, *packed_payload_bytes(records))]
     if payload == "op":
-        return payload_bytes(request.op)
+        return [(request.plane, *payload_bytes(request.op))]
     if payload == "batch":
         pairs = [payload_bytes(op) for op in request.batch.ops]
-        return sum(a for a, _ in pairs), sum(b for _, b in pairs)
-    if payload == "packed_ops":
-        return packed_payload_bytes(np.frombuffer(request.packed_ops, PACKED_OP_DTYPE))
-    return 0, 0
+        return [(request.plane, sum(a for a, _ in pairs), sum(b for _, b in pairs))]
+    return [(request.plane, 0, 0)]
 
 
 def apply_op(memory: MemorySpace, op: memory_pb2.MemoryOp) -> memory_pb2.OpResult:

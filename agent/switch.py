@@ -37,7 +37,7 @@ from fusionrack.emulator import (
 from fusionrack.rpc import grpc_errors
 from fusionrack.v1 import memory_pb2, switch_pb2, switch_pb2_grpc
 
-from .dataplane import OK, op_kind, outcome, payload_bytes, request_bytes
+from .dataplane import OK, op_kind, outcome, payload_bytes, plane_shares
 from .forward import ForwardPeer
 from .tray import TrayAgent
 
@@ -199,9 +199,11 @@ class SwitchAgent(TrayAgent):
         return peer
 
     async def _route(self, request: switch_pb2.ForwardRequest) -> switch_pb2.ForwardResponse:
-        plane, initiator, target = request.plane, request.initiator, request.target
-        if plane not in self.planes:
-            raise FailedPrecondition(f"plane {plane} is not a chip of switch tray {self.name}")
+        initiator, target = request.initiator, request.target
+        shares = plane_shares(request)
+        for plane, _, _ in shares:
+            if plane not in self.planes:
+                raise FailedPrecondition(f"plane {plane} is not a chip of switch tray {self.name}")
         self.topology.accelerator(initiator)
         payload = request.WhichOneof("payload")
         if payload == "op" and decode_multicast(request.op):
@@ -218,17 +220,19 @@ class SwitchAgent(TrayAgent):
             raise PermissionDenied(
                 f"{where(initiator)} may not reach {where(target)}: not in the same partition"
             )
-        ingress = self._usable_or_raise(initiator, plane)
-        egress = self._usable_or_raise(target, plane)
+        ports = [
+            (self._usable_or_raise(initiator, plane), self._usable_or_raise(target, plane))
+            for plane, _, _ in shares
+        ]
         peer = self._peer_of(target)
-        sent, returned = request_bytes(request)
         response = await peer.request(request, self.forward_timeout)
         self.counters.forwarded[peer.name, "out"] += 1
         now = time.time()
-        if response.status.code:
-            returned = 0
-        self.links.add_traffic(ingress, sent, returned, now)  # port rx = link up
-        self.links.add_traffic(egress, returned, sent, now)
+        for (ingress, egress), (_, sent, returned) in zip(ports, shares, strict=True):
+            if response.status.code:
+                returned = 0
+            self.links.add_traffic(ingress, sent, returned, now)  # port rx = link up
+            self.links.add_traffic(egress, returned, sent, now)
         return response
 
     # -- multicast -------------------------------------------------------------------------

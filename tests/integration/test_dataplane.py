@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from fusionrack.agent.rack import LocalRack
-from fusionrack.emulator import AtomicOp, DataType, fabric_address, multicast_address, packed
+from fusionrack.emulator import (
+    AtomicOp,
+    DataType,
+    choose_planes,
+    fabric_address,
+    multicast_address,
+    packed,
+)
 from fusionrack.v1 import common_pb2, memory_pb2, switch_pb2
 
 from .conftest import Clients
@@ -299,6 +306,38 @@ async def test_batches_split_by_target_and_keep_order_per_address(clients: Clien
         )
     results = packed.unpack_results(packed_reply.results)
     assert results.ok.all() and set(results.values.tolist()) == {1}
+
+
+async def test_a_packed_batch_over_every_plane_counts_each_share_and_avoids_a_down_port(
+    mini_rack: LocalRack, clients: Clients
+) -> None:
+    memory = clients.memory("compute-01")
+    words = np.array([fabric_address(3, 256 * i) for i in range(64)], np.uint64)
+    planes = choose_planes(words, np.ones(4, bool))
+    records = packed.pack_atomics(words, AtomicOp.ADD, U64, np.ones(64, np.uint64)).tobytes()
+    reply = await memory.ExecutePacked(memory_pb2.ExecutePackedRequest(initiator=0, ops=records))
+    assert packed.unpack_results(reply.results).ok.all()
+    per, target_end = 4, mini_rack.agent("compute-02").links
+    for plane in range(per):
+        share = 8 * int((planes == plane).sum())  # each fetch-add: 8 bytes out, 8 back
+        assert share, "the addresses should hash onto every plane"
+        ports = mini_rack.agent(mini_rack.topology.switch_chips[plane].tray).links
+        for links, index in (
+            (mini_rack.agent("compute-01").links, plane),  # initiator's link
+            (ports, plane),  # its switch port
+            (ports, 3 * per + plane),  # the target's switch port
+            (target_end, 3 * per + plane),  # the target's link
+        ):
+            assert int(links.up_bytes[index]) == share == int(links.down_bytes[index])
+
+    # The target's port on plane 2 goes down: that share moves to other planes, nothing is lost.
+    await inject(clients, "switch-2", 1, "compute-02/gpu1/nvlink2")
+    before = target_end.down_bytes.copy()
+    reply = await memory.ExecutePacked(memory_pb2.ExecutePackedRequest(initiator=0, ops=records))
+    results = packed.unpack_results(reply.results)
+    assert results.ok.all() and set(results.values.tolist()) == {1}
+    moved = target_end.down_bytes - before
+    assert int(moved[3 * per + 2]) == 0 and int(moved.sum()) == 8 * 64
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from fusionrack.agent.dataplane import packed_payload_bytes, payload_bytes
-from fusionrack.emulator import AtomicOp, DataType, packed
-from fusionrack.v1 import memory_pb2
+from fusionrack.agent.dataplane import packed_payload_bytes, payload_bytes, plane_shares
+from fusionrack.emulator import AtomicOp, DataType, InvalidArgument, packed
+from fusionrack.v1 import memory_pb2, switch_pb2
 
 
 def atomic(op: AtomicOp, dtype: DataType) -> memory_pb2.AtomicRmwOp:
@@ -36,3 +37,24 @@ def test_op_and_packed_record_bytes_agree() -> None:
         memory_pb2.MemoryOp(load_reduce=memory_pb2.LoadReduceOp(address=0, size=24)),
     ]
     assert [payload_bytes(op) for op in ops] == [(0, 2), (4, 0), (16, 8), (4, 4), (16, 0), (0, 24)]
+
+
+def test_a_packed_request_on_several_planes_counts_each_planes_share() -> None:
+    words = np.arange(6, dtype=np.uint64) * 8
+    records = np.concatenate(
+        [
+            packed.pack_loads(words[:2], size=4),  # plane 2: 8 back
+            packed.pack_stores(words[:3], words[:3], size=8),  # plane 3: 24 out
+            packed.pack_atomics(words[:1], AtomicOp.ADD, DataType.U64, words[:1]),  # plane 2
+        ]
+    )
+    planes = np.array([2, 2, 3, 3, 3, 2], np.uint8)
+    request = switch_pb2.ForwardRequest(
+        plane=2, packed_ops=records.tobytes(), packed_planes=planes.tobytes()
+    )
+    assert plane_shares(request) == [(2, 8, 16), (3, 24, 0)]
+    request.ClearField("packed_planes")
+    assert plane_shares(request) == [(2, 32, 16)]
+    request.packed_planes = bytes(5)
+    with pytest.raises(InvalidArgument, match="5 planes for 6 records"):
+        plane_shares(request)

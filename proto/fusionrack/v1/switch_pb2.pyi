@@ -108,7 +108,7 @@ class OpBatchResult(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[_memory_pb2.OpResult, _Mapping]]] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
-    __slots__ = ("request_id", "initiator", "target", "plane", "op", "batch", "packed_ops")
+    __slots__ = ("request_id", "initiator", "target", "plane", "op", "batch", "packed_ops", "packed_planes")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     INITIATOR_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,7 @@ class ForwardRequest(_message.Message):
     OP_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     PACKED_OPS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_PLANES_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     initiator: int
     target: int
@@ -123,7 +124,8 @@ class ForwardRequest(_message.Message):
     op: _memory_pb2.MemoryOp
     batch: OpBatch
     packed_ops: bytes
-    def __init__(self, request_id: _Optional[int] = ..., initiator: _Optional[int] = ..., target: _Optional[int] = ..., plane: _Optional[int] = ..., op: _Optional[_Union[_memory_pb2.MemoryOp, _Mapping]] = ..., batch: _Optional[_Union[OpBatch, _Mapping]] = ..., packed_ops: _Optional[bytes] = ...) -> None: ...
+    packed_planes: bytes
+    def __init__(self, request_id: _Optional[int] = ..., initiator: _Optional[int] = ..., target: _Optional[int] = ..., plane: _Optional[int] = ..., op: _Optional[_Union[_memory_pb2.MemoryOp, _Mapping]] = ..., batch: _Optional[_Union[OpBatch, _Mapping]] = ..., packed_ops: _Optional[bytes] = ..., packed_planes: _Optional[bytes] = ...) -> None: ...
 
 class ForwardResponse(_message.Message):
     __slots__ = ("request_id", "status", "result", "batch", "packed_results")
