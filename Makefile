@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/core.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/agents.py
+	$(BIN)/python bench/controller.py
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

@@ -55,6 +55,9 @@ __all__ = ["ComputeAgent", "MemoryServicer"]
 log = logging.getLogger(__name__)
 
 PACKED_FORMAT = 1
+# Cap of the reconnect backoff to a switch tray: a restarted tray must carry traffic again
+# well within a second (dialling a local port that refuses costs next to nothing).
+RECONNECT_MAX = 0.2  # s
 
 
 class ComputeAgent(TrayAgent):
@@ -155,7 +158,7 @@ class ComputeAgent(TrayAgent):
                     self.links.set_far_end(dict.fromkeys(self.shared[switch], True), time.time())
                 )
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+            backoff = min(backoff * 2, RECONNECT_MAX)
 
     def _hello(self) -> switch_pb2.ForwardHello:
         return switch_pb2.ForwardHello(

@@ -13,7 +13,8 @@ echo server in its own process:
 * batched remote ops/s: `Memory.ExecutePacked` with 1000 remote fetch-adds per call, 4 calls in
   flight, vs a one-hop echo of the same bytes. Target: >= 1 M ops/s and >= 30% of the echo.
   Also with 16384 ops per call, and with 1000 ops that all hash to one plane (mini has 4 planes
-  on 2 switch trays: a spread batch travels as 4 forwarded pieces, a one-plane batch as 1).
+  on 2 switch trays: a spread batch travels as 2 forwarded pieces, one per switch tray, a
+  one-plane batch as 1).
 * `rack up` to all-healthy for gb200-nvl72 (processes, and in one process), and idle agent
   RSS. Targets: <= 3 s, <= 1 s, <= 60 MiB.
 """
