@@ -1,4 +1,4 @@
-"""Agents as separate processes, started with `fusion-agent` as a user would."""
+"""Agents as separate processes, started with `fusion-agent` as a user would: killed, hung."""
 
 from __future__ import annotations
 
@@ -11,12 +11,23 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from fusionrack.agent.main import tray_addresses
+from fusionrack.controller.main import serve_controller
 from fusionrack.emulator import LinkState, Topology, fabric_address, load_manifest
 from fusionrack.rpc import free_port_range, open_channel
-from fusionrack.v1 import memory_pb2, memory_pb2_grpc, tray_pb2, tray_pb2_grpc
+from fusionrack.v1 import (
+    controller_pb2,
+    controller_pb2_grpc,
+    memory_pb2,
+    memory_pb2_grpc,
+    switch_pb2,
+    switch_pb2_grpc,
+    tray_pb2,
+    tray_pb2_grpc,
+)
 
 AGENT = str(Path(sys.executable).with_name("fusion-agent"))
 TRAYS = ("switch-1", "switch-2", "compute-01", "compute-02")
@@ -112,3 +123,65 @@ async def test_a_killed_switch_tray_process_leaves_the_other_planes(agent_proces
                 timeout=5,
             )
             assert got.data == b"after!"
+
+
+async def test_a_change_a_hung_switch_tray_cannot_take_is_aborted_everywhere(  # type: ignore[no-untyped-def]
+    agent_processes, tmp_path
+) -> None:
+    base, procs = agent_processes
+    topology = Topology(load_manifest("mini"))
+    addresses = {name: address for name, (address, _) in
+                 tray_addresses(topology, "127.0.0.1", base).items()}  # fmt: skip
+    running = await serve_controller(
+        topology, tmp_path / "state.sqlite", addresses, listen="127.0.0.1:0", heartbeat=0.5
+    )
+    views = running.controller.agents.values()
+    try:
+        async with (
+            open_channel(running.server.address) as channel,
+            open_channel(addresses["switch-1"]) as switch_channel,
+        ):
+            stub = controller_pb2_grpc.ControllerStub(channel)
+            switch_1 = switch_pb2_grpc.SwitchStub(switch_channel)
+            await wait_for(lambda: _count(v.reachable for v in views), len(views))
+            await stub.CreatePartition(controller_pb2.CreatePartitionRequest(name="kept", count=1))
+            before = await switch_1.GetConfig(switch_pb2.GetConfigRequest())
+
+            procs["switch-2"].send_signal(signal.SIGSTOP)  # hung: connected, answering nothing
+            try:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.CreatePartition(
+                        controller_pb2.CreatePartitionRequest(name="never", count=1)
+                    )
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert "switch-2" in caught.value.details()
+                after = await switch_1.GetConfig(switch_pb2.GetConfigRequest())
+                assert after.committed_generation == before.committed_generation
+                assert after.prepared_generation == 0 and after.config == before.config
+                listed = await stub.ListPartitions(controller_pb2.ListPartitionsRequest())
+                assert "never" not in {p.name for p in listed.partitions}
+            finally:
+                procs["switch-2"].send_signal(signal.SIGCONT)
+
+            # Back: the next change reaches every switch tray.
+            await wait_for(lambda: _count(v.reachable for v in views), len(views))
+            await stub.CreatePartition(controller_pb2.CreatePartitionRequest(name="later", count=1))
+            generation = running.controller.config.generation
+            await wait_for(lambda: _generations(addresses), [generation, generation])
+    finally:
+        await running.stop()
+
+
+async def _count(flags) -> int:  # type: ignore[no-untyped-def]
+    return sum(flags)
+
+
+async def _generations(addresses: dict[str, str]) -> list[int]:
+    found = []
+    for tray in ("switch-1", "switch-2"):
+        async with open_channel(addresses[tray]) as channel:
+            config = await switch_pb2_grpc.SwitchStub(channel).GetConfig(
+                switch_pb2.GetConfigRequest(), timeout=2
+            )
+        found.append(config.committed_generation)
+    return found
