@@ -1,4 +1,4 @@
-"""Prometheus exporters of a tray agent, and the tiny HTTP server that serves them.
+"""Prometheus exporters of a tray agent.
 
 The data plane never touches a Prometheus object: link counters live in the core's
 `LinkHealth` arrays, and everything else the agent counts goes into the plain
@@ -10,32 +10,29 @@ tools use `get_sample_value`, `generate_latest`, ...) that can also render itsel
 label set of this module's series is rendered once and memoized, so a scrape only formats the
 values; `render()` is byte-for-byte what `generate_latest` would produce (a test holds it to
 that; the one difference: the DCGM view's counters, see `_DcgmCollector.collect`).
-`start_metrics_server` serves `render()` on `GET /metrics` from an asyncio server in the agent's
-own loop (see `MetricsServer` for why not a thread).
+`start_metrics_server` (shared with the controller, from `fusionrack.metrics`, re-exported
+here) serves `render()` on `GET /metrics` from an asyncio server in the agent's own loop (see
+`MetricsServer` for why not a thread).
 
 Every metric is documented in docs/metrics.md.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import hashlib
-import logging
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from fusionrack.emulator.enums import AcceleratorKind, LinkState, TrayKind
 from fusionrack.emulator.links import LinkHealth
 from fusionrack.emulator.topology import Accelerator, Topology
+from fusionrack.metrics import MetricsRegistry, MetricsServer, start_metrics_server
 
 __all__ = [
     "MEMORY_OP_KINDS",
@@ -48,14 +45,9 @@ __all__ = [
     "start_metrics_server",
 ]
 
-log = logging.getLogger(__name__)
-
 MEMORY_OP_KINDS = ("load", "store", "atomic", "copy", "load_reduce", "reduce", "packed")
 MULTICAST_OP_KINDS = ("store", "load_reduce", "reduce")
 MQTT_OUTCOMES = ("published", "dropped")
-# The text format every Prometheus scrapes (prometheus_client >= 0.21 calls it
-# CONTENT_TYPE_PLAIN_0_0_4; spelled out for the older versions pyproject allows).
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # One-hot link states, in the order of the LinkState enum (its numbers are the v1 proto's).
 LINK_STATES = tuple((state, state.name.lower()) for state in LinkState)
 
@@ -182,39 +174,6 @@ class _Collector:
     def render_into(self, out: list[str]) -> None:
         for rows in self._rows():
             rows.render(out)
-
-
-class MetricsRegistry(CollectorRegistry):
-    """A `CollectorRegistry` that renders this module's collectors without `generate_latest`.
-
-    Other collectors registered on it (anything with `collect()`) are rendered by
-    `generate_latest`, in registration order, exactly as `generate_latest(registry)` would.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(auto_describe=False)
-        self._ordered: list[Collector] = []
-
-    def register(self, collector: Collector) -> None:
-        super().register(collector)
-        self._ordered.append(collector)
-
-    def unregister(self, collector: Collector) -> None:
-        super().unregister(collector)
-        self._ordered.remove(collector)
-
-    def render(self) -> bytes:
-        """The text exposition (format 0.0.4) of every collector, as `generate_latest` gives."""
-        if self.get_target_info():
-            return generate_latest(self)
-        out: list[str] = []
-        for collector in list(self._ordered):
-            render_into = getattr(collector, "render_into", None)
-            if render_into is not None:
-                render_into(out)
-            else:
-                out.append(generate_latest(collector).decode())
-        return "".join(out).encode()
 
 
 # -- collectors ------------------------------------------------------------------------------
@@ -727,191 +686,3 @@ def build_registry(
             )
         )
     return registry
-
-
-# -- HTTP ------------------------------------------------------------------------------------
-
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    413: "Content Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-}
-_MAX_BODY = 64 * 1024
-
-
-class MetricsServer:
-    """Serves ``GET /metrics`` of one registry on the running asyncio loop.
-
-    Why not prometheus_client's threaded server: a scrape rendered on the loop blocks it for the
-    render time only (about a millisecond for a 144-port switch tray), and it sees the counters
-    between two data plane steps, never halfway through one. A scraping thread would contend
-    for the GIL with the loop for the whole scrape (PERFORMANCE.md: ~5 ms p50 / 17 ms p99 of
-    delayed wake-ups) and read the arrays while the loop writes them.
-
-    HTTP/1.1 with keep-alive (Prometheus reuses its connection); ``HEAD`` is answered too;
-    anything but ``/metrics`` is 404. No gzip: scrapes stay on loopback or a rack network.
-    """
-
-    IDLE_TIMEOUT = 300.0  # seconds a kept-alive connection may wait for its next request
-    REQUEST_TIMEOUT = 10.0  # seconds to receive a request's headers (and body)
-
-    def __init__(self, registry: CollectorRegistry, host: str) -> None:
-        self.registry = registry
-        self.host = host
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}
-        render = getattr(registry, "render", None)
-        self._render: Callable[[], bytes] = render or (lambda: generate_latest(registry))
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/metrics"
-
-    async def _start(self, port: int) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, port, limit=16 * 1024)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        """Stop listening, close every open connection and wait for their handlers."""
-        if self._server is None:
-            return
-        server, self._server = self._server, None
-        server.close()
-        # Closing a connection ends its handler (its read sees EOF, its write fails).
-        for writer in list(self._connections.values()):
-            writer.close()
-        tasks = list(self._connections)
-        if tasks:
-            _, stuck = await asyncio.wait(tasks, timeout=self.REQUEST_TIMEOUT)
-            for task in stuck:
-                task.cancel()
-            await asyncio.gather(*stuck, return_exceptions=True)
-        await server.wait_closed()
-
-    async def __aenter__(self) -> MetricsServer:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections[task] = writer
-        try:
-            while await self._one_request(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass
-        except Exception:  # a handler must never die loudly inside asyncio's callback
-            log.exception("metrics connection failed")
-        except asyncio.CancelledError:
-            # Only close() (or the loop shutting down) cancels a handler, and nothing awaits
-            # it: ending normally spares Python 3.11's stream callback, which calls
-            # task.exception() on it and would log the CancelledError as an error.
-            pass
-        finally:
-            self._connections.pop(task, None)
-            writer.close()
-
-    async def _one_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        """Answer one request; True to keep the connection for another."""
-        try:
-            async with asyncio.timeout(self.IDLE_TIMEOUT):
-                line = await reader.readline()
-            if not line:
-                return False  # the client closed an idle connection
-            async with asyncio.timeout(self.REQUEST_TIMEOUT):
-                headers = await _read_headers(reader)
-        except ValueError:  # a line longer than the stream limit
-            await _respond(writer, 400, b"request line or header too long\n", keep=False)
-            return False
-        parts = line.decode("latin-1").split()
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            await _respond(writer, 400, b"malformed request line\n", keep=False)
-            return False
-        method, target, version = parts
-        connection = headers.get("connection", "").lower()
-        keep = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-        if "transfer-encoding" in headers:
-            await _respond(writer, 501, b"chunked request bodies are not supported\n", keep=False)
-            return False
-        try:
-            length = int(headers.get("content-length", "0"))
-        except ValueError:
-            length = -1
-        if not 0 <= length <= _MAX_BODY:
-            await _respond(writer, 413 if length > 0 else 400, b"bad request body\n", keep=False)
-            return False
-        if length:
-            async with asyncio.timeout(self.REQUEST_TIMEOUT):
-                await reader.readexactly(length)  # a GET has no use for a body: drop it
-
-        path = urllib.parse.urlsplit(target).path  # also absolute-form targets
-        if method not in ("GET", "HEAD"):
-            await _respond(writer, 405, b"only GET and HEAD\n", keep, [("Allow", "GET, HEAD")])
-        elif path != "/metrics":
-            await _respond(writer, 404, b"not found: metrics are at /metrics\n", keep)
-        else:
-            try:
-                body = self._render()
-            except Exception:
-                log.exception("rendering /metrics failed")
-                await _respond(writer, 500, b"rendering the metrics failed\n", keep)
-            else:
-                ctype = CONTENT_TYPE
-                await _respond(writer, 200, body, keep, content_type=ctype, head=method == "HEAD")
-        return keep
-
-
-async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for _ in range(100):
-        line = await reader.readline()
-        if not line:
-            raise asyncio.IncompleteReadError(b"", None)
-        if line in (b"\r\n", b"\n"):
-            return headers
-        name, _, value = line.decode("latin-1").partition(":")
-        headers[name.strip().lower()] = value.strip()
-    raise ValueError("too many headers")
-
-
-async def _respond(
-    writer: asyncio.StreamWriter,
-    status: int,
-    body: bytes,
-    keep: bool,
-    extra: Sequence[tuple[str, str]] = (),
-    *,
-    content_type: str = "text/plain; charset=utf-8",
-    head: bool = False,
-) -> None:
-    lines = [
-        f"HTTP/1.1 {status} {_REASONS[status]}",
-        f"Content-Type: {content_type}",
-        f"Content-Length: {len(body)}",
-        f"Connection: {'keep-alive' if keep else 'close'}",
-        *(f"{name}: {value}" for name, value in extra),
-    ]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    if not head:
-        writer.write(body)
-    await writer.drain()
-
-
-async def start_metrics_server(
-    registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0
-) -> MetricsServer:
-    """Serve `registry` on ``http://host:port/metrics`` (port 0: a free one, see ``.port``)."""
-    server = MetricsServer(registry, host)
-    await server._start(port)
-    return server

@@ -42,11 +42,13 @@ from fusionrack.emulator import (
     TrayKind,
     Unavailable,
 )
-from fusionrack.emulator.partitions import DEFAULT_PARTITION_ID, Partition
+from fusionrack.emulator.partitions import DEFAULT_PARTITION_ID, HealthReport, Partition
+from fusionrack.metrics import Histogram
 from fusionrack.rpc import TlsFiles, open_channel
 from fusionrack.v1 import (
     common_pb2,
     controller_pb2,
+    events_pb2,
     switch_pb2,
     switch_pb2_grpc,
     tray_pb2,
@@ -56,9 +58,25 @@ from fusionrack.v1 import (
 from .events import EventBus, new_event
 from .store import Remembered, StateStore
 
-__all__ = ["AgentView", "Controller"]
+__all__ = [
+    "PROVISIONING_BUCKETS",
+    "PROVISIONING_OUTCOMES",
+    "AgentView",
+    "Controller",
+    "mismatch_event",
+    "reachability_event",
+]
 
 log = logging.getLogger(__name__)
+
+# Cap of the reconnect backoff to an agent: a restarted switch tray is re-programmed well
+# within a second of coming back.
+RECONNECT_MAX = 0.2  # s
+
+# Seconds from a change's arrival (lock wait included) to the fabric programmed and the state
+# saved: a few ms on loopback, up to the RPC timeout when a switch tray does not answer.
+PROVISIONING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+PROVISIONING_OUTCOMES = ("ok", "failed")
 
 R = TypeVar("R")
 
@@ -78,6 +96,10 @@ class AgentView:
     generation: int = 0  # committed config generation (switch trays)
     status: tray_pb2.TrayStatus | None = None
     mismatches: list[controller_pb2.TopologyMismatch] = field(default_factory=list)
+    # Compute trays: link index -> state as last reported, and the indices of usable links
+    # (kept per status so health is not re-derived from 1296 messages at every change).
+    link_states: dict[int, int] = field(default_factory=dict)
+    usable_links: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 class Controller:
@@ -115,8 +137,11 @@ class Controller:
             )
         self.state_change_time = time.time()
         self.health: dict[int, PartitionHealth] = {}
-        self.reconciles = 0
-        self.repairs = 0
+        self.reconciles = 0  # reconcile runs that found stale switch trays
+        self.reconcile_failures = 0  # runs that raised (retried)
+        self.repairs = 0  # switch trays re-programmed by them
+        # Changes that reached the fabric (refused requests are not), by outcome.
+        self.provisioning = {o: Histogram(PROVISIONING_BUCKETS) for o in PROVISIONING_OUTCOMES}
         self._tasks: list[asyncio.Task[None]] = []
         self._reconcile_wanted = asyncio.Event()
 
@@ -173,7 +198,11 @@ class Controller:
         `respond` turns into the response. `remember`: (key, method, request digest, response
         type) of an idempotent request: a retry gets the first response back. Returns the
         response and whether this call applied the change.
+
+        A change the core accepted is timed into `provisioning` (from the call, lock wait
+        included, to the state saved), as "ok" or "failed".
         """
+        began = time.perf_counter()
         async with self.lock:
             if remember is not None:
                 # Checked under the lock: two concurrent retries must not both apply.
@@ -184,15 +213,20 @@ class Controller:
             now = time.time()
             result = apply(candidate, now)
             generation = self.generation + 1
-            await self.program(candidate, generation)
-            candidate.generation = generation
-            self.config = candidate
-            response = respond(result)
-            entry = None
-            if remember is not None:
-                key, method, digest, _ = remember
-                entry = Remembered(key, method, digest, response.SerializeToString(), now)
-            self.store.save(self.document(), remember=entry)
+            outcome = "failed"
+            try:
+                await self.program(candidate, generation)
+                candidate.generation = generation
+                self.config = candidate
+                response = respond(result)
+                entry = None
+                if remember is not None:
+                    key, method, digest, _ = remember
+                    entry = Remembered(key, method, digest, response.SerializeToString(), now)
+                self.store.save(self.document(), remember=entry)
+                outcome = "ok"
+            finally:
+                self.provisioning[outcome].observe(time.perf_counter() - began)
             self.update_health()
             return response, True
 
@@ -267,6 +301,7 @@ class Controller:
             try:
                 await self.reconcile()
             except Exception as error:  # keep the loop alive; the next status retries
+                self.reconcile_failures += 1
                 log.warning("reconcile failed: %s", _describe(error))
                 await asyncio.sleep(0.2)
                 self._reconcile_wanted.set()
@@ -319,14 +354,21 @@ class Controller:
                     tray_pb2.GetInventoryRequest(), timeout=self.rpc_timeout
                 )
                 self._check_inventory(view, inventory)
-                async for update in view.tray.WatchStatus(request):
-                    backoff = 0.05
-                    self._on_status(view, update.status)
+                call = view.tray.WatchStatus(request)
+                try:
+                    # A hung agent keeps its connection: three missed heartbeats and it is gone.
+                    while (
+                        update := await asyncio.wait_for(call.read(), 3 * self.heartbeat)
+                    ) is not grpc.aio.EOF:
+                        backoff = 0.05
+                        self._on_status(view, update.status)
+                finally:
+                    call.cancel()
             except (TimeoutError, grpc.aio.AioRpcError) as error:
                 log.debug("%s: %s", view.name, _describe(error))
             self._set_reachable(view, False)
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+            backoff = min(backoff * 2, RECONNECT_MAX)
 
     def _check_inventory(self, view: AgentView, inventory: tray_pb2.GetInventoryResponse) -> None:
         expected = wire.tray_info(self.topology, view.name)
@@ -348,9 +390,11 @@ class Controller:
         ):
             differ(f"accelerators[{i}].uid", want.uid, got.uid)
         differ("switch_chips", len(expected.switch_chips), len(inventory.tray.switch_chips))
-        if found and found != view.mismatches:
-            log.error("%s does not match the manifest: %s", view.name, found[0])
+        changed = found != view.mismatches
         view.mismatches = found
+        if found and changed:
+            log.error("%s does not match the manifest: %s", view.name, found[0])
+            self.bus.publish([mismatch_event(view)])
 
     def _on_status(self, view: AgentView, status: tray_pb2.TrayStatus) -> None:
         view.status = status
@@ -359,8 +403,44 @@ class Controller:
             view.generation = status.config_generation
             if view.generation != self.config.generation:
                 self._reconcile_wanted.set()
+        else:
+            self.bus.publish(self._link_changes(view, status))
         self._set_reachable(view, True)
         self.update_health()
+
+    def _link_changes(self, view: AgentView, status: tray_pb2.TrayStatus) -> list[events_pb2.Event]:
+        """Keep a compute tray's link states; an event for each link whose state changed since
+        its last report (none for the first report after the tray (re)appears)."""
+        top, per = self.topology, self.topology.links_per_accelerator
+        states, usable, events = {}, [], []
+        for report in status.links:
+            index = report.link.accelerator * per + report.link.link
+            states[index] = report.state
+            if report.state == LinkState.ACTIVE and report.admin_state != AdminState.DOWN:
+                usable.append(index)
+            before = view.link_states.get(index)
+            if before is not None and before != report.state:
+                link = top.links[index]
+                events.append(
+                    new_event(
+                        EventKind.LINK_STATE_CHANGED,
+                        link.name,
+                        trays=[view.name, link.switch_tray],
+                        accelerators=[link.accelerator],
+                        partition_ids=self._partition_ids(link.accelerator),
+                        link_state_changed={
+                            "link": report.link,
+                            "state": report.state,
+                            "previous": before,
+                        },
+                    )
+                )
+        view.link_states, view.usable_links = states, np.array(usable, np.int64)
+        return events
+
+    def _partition_ids(self, accelerator: int) -> list[int]:
+        partition = self.config.partitions.partition_of(accelerator)
+        return [] if partition is None else [partition]
 
     def _set_reachable(self, view: AgentView, reachable: bool) -> None:
         if view.reachable == reachable:
@@ -368,23 +448,9 @@ class Controller:
         view.reachable = reachable
         if not reachable:
             view.status = None
+            view.link_states, view.usable_links = {}, np.zeros(0, np.int64)
         self.state_change_time = time.time()
-        state = ComponentState.OK if reachable else ComponentState.FAILED
-        self.bus.publish(
-            [
-                new_event(
-                    EventKind.COMPONENT_STATE_CHANGED,
-                    view.name,
-                    trays=[view.name],
-                    component_state_changed={
-                        "component": common_pb2.ComponentRef(tray=view.name),
-                        "state": int(state),
-                        "previous": int(ComponentState.FAILED if reachable else ComponentState.OK),
-                        "reason": "agent answers" if reachable else "agent unreachable",
-                    },
-                )
-            ]
-        )
+        self.bus.publish([reachability_event(view, changed=True)])
         log.info("%s %s", view.name, "reachable" if reachable else "unreachable")
         self.update_health()
 
@@ -396,21 +462,18 @@ class Controller:
         top = self.topology
         usable = np.zeros(len(top.links), bool)
         for view in self.agents.values():
-            if view.kind != TrayKind.COMPUTE or view.status is None:
-                continue
-            for link in view.status.links:
-                if link.state == LinkState.ACTIVE and link.admin_state != AdminState.DOWN:
-                    usable[link.link.accelerator * top.links_per_accelerator + link.link.link] = (
-                        True
-                    )
+            usable[view.usable_links] = True
         for view in self.agents.values():
             if view.kind == TrayKind.SWITCH and not view.reachable:
                 for chip in top.tray(view.name).switch_chips:
                     usable[list(top.link_indices_of_switch_chip(chip))] = False
         return usable
 
-    def partition_report(self, partition: Partition):  # type: ignore[no-untyped-def]
-        return self.config.partitions.health(partition, self.usable())
+    def partition_report(
+        self, partition: Partition, usable: np.ndarray | None = None
+    ) -> HealthReport:
+        """`partition`'s health now; `usable` (from `usable()`) spares recomputing it."""
+        return self.config.partitions.health(partition, self.usable() if usable is None else usable)
 
     def update_health(self) -> None:
         """Recompute every partition's health; an event for each that changed."""
@@ -445,11 +508,13 @@ class Controller:
             del self.health[gone]
         self.bus.publish(events)
 
-    def partition_proto(self, partition: Partition) -> common_pb2.Partition:
+    def partition_proto(
+        self, partition: Partition, usable: np.ndarray | None = None
+    ) -> common_pb2.Partition:
         message = wire.partition(
             self.topology,
             partition,
-            self.partition_report(partition),
+            self.partition_report(partition, usable),
             len(self.config.multicast.list(partition.id)),
         )
         times = self.times["partitions"].get(partition.id)
@@ -470,6 +535,33 @@ class Controller:
         if not view.reachable:
             raise Unavailable(f"the agent of tray {tray} ({view.address}) cannot be reached")
         return view
+
+
+def reachability_event(view: AgentView, *, changed: bool) -> events_pb2.Event:
+    """A tray's agent came or went (`changed`), or is away now (a snapshot's restatement)."""
+    state = ComponentState.OK if view.reachable else ComponentState.FAILED
+    body = {
+        "component": common_pb2.ComponentRef(tray=view.name),
+        "state": int(state),
+        "reason": "agent answers" if view.reachable else "agent unreachable",
+    }
+    if changed:
+        body["previous"] = int(ComponentState.FAILED if view.reachable else ComponentState.OK)
+    return new_event(
+        EventKind.COMPONENT_STATE_CHANGED, view.name, trays=[view.name],
+        component_state_changed=body,
+    )  # fmt: skip
+
+
+def mismatch_event(view: AgentView) -> events_pb2.Event:
+    """The differences between a tray's agent and the manifest."""
+    differences = [
+        {"field": m.field, "expected": m.expected, "observed": m.observed} for m in view.mismatches
+    ]
+    return new_event(
+        EventKind.TOPOLOGY_MISMATCH, view.name, trays=[view.name],
+        topology_mismatch={"tray": view.name, "differences": differences},
+    )  # fmt: skip
 
 
 def _describe(error: BaseException) -> str:

@@ -1,20 +1,26 @@
-"""The controller's event bus: every change as a v1 `Event`, to each Subscribe stream.
+"""The controller's event bus: every change as a v1 `Event`, to each Subscribe stream and sink.
 
 Subscribers get bounded queues: one that falls too far behind is ended (RESOURCE_EXHAUSTED, as
-the contract says) rather than slowing the controller or growing without bound.
+the contract says) rather than slowing the controller or growing without bound. Sinks (the MQTT
+mirror) are called synchronously with each event and must return at once, never block; one that
+raises is logged and the others still get the event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from fusionrack import wire
 from fusionrack.v1 import controller_pb2, events_pb2
 
 __all__ = ["EventBus", "Subscription", "new_event"]
+
+log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 10_000
 
@@ -58,14 +64,22 @@ class Subscription:
 
 
 class EventBus:
-    """Fan-out of events to subscriptions, and a record of the latest ones for the log."""
+    """Fan-out of events to subscriptions and sinks, counted by kind for /metrics."""
 
     def __init__(self) -> None:
         self.subscriptions: set[Subscription] = set()
+        self.sinks: list[Callable[[events_pb2.Event], None]] = []
         self.published = 0
+        self.kinds: collections.Counter[int] = collections.Counter()  # EventKind -> events
 
     def publish(self, events: Iterable[events_pb2.Event]) -> None:
         for event in events:
             self.published += 1
+            self.kinds[event.kind] += 1
             for subscription in list(self.subscriptions):
                 subscription.offer(event)
+            for sink in list(self.sinks):
+                try:
+                    sink(event)
+                except Exception:  # a mirror's bug must not stop the change that was made
+                    log.exception("event sink %r failed on event %s", sink, event.id)

@@ -3,7 +3,8 @@
 Agent addresses follow the base-port scheme of `fusion-agent` (tray in slot s on
 base + 2(s - 1)) unless `--agent NAME=HOST:PORT` says otherwise. Desired state is kept in a
 SQLite file (WAL): a controller killed and restarted with the same `--state` has every
-partition and multicast group, and re-programs any switch tray that lost them.
+partition and multicast group, and re-programs any switch tray that lost them. `--metrics`
+serves Prometheus /metrics; `--mqtt` mirrors its status, events and partition state to a broker.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ from pathlib import Path
 from fusionrack import __version__
 from fusionrack.emulator import FusionError, Topology, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
+from fusionrack.metrics import MetricsServer, split_listen, start_metrics_server
+from fusionrack.mqtt import parse_mqtt_url
 from fusionrack.rpc import Server, TlsFiles, start_server
 from fusionrack.v1 import controller_pb2, controller_pb2_grpc
 
 from .domain import Controller
+from .metrics import build_controller_registry
+from .mqtt import ControllerPublisher
 from .service import ControllerServicer
 from .store import StateStore
 
@@ -37,12 +42,28 @@ SERVICE = controller_pb2.DESCRIPTOR.services_by_name["Controller"].full_name
 
 @dataclass
 class RunningController:
+    """A controller, its gRPC server, and its optional /metrics server and MQTT mirror."""
+
     controller: Controller
     server: Server
+    metrics: MetricsServer | None = None
+    publisher: ControllerPublisher | None = None
+
+    @property
+    def metrics_address(self) -> str:
+        """``host:port`` of /metrics ("" when not served)."""
+        if self.metrics is None:
+            return ""
+        host = self.metrics.host
+        return f"[{host}]:{self.metrics.port}" if ":" in host else f"{host}:{self.metrics.port}"
 
     async def stop(self, grace: float = 1.0) -> None:
         await self.server.stop(grace)
         await self.controller.stop()
+        if self.publisher is not None:
+            await self.publisher.stop()  # flushes what the last changes queued, says offline
+        if self.metrics is not None:
+            await self.metrics.close()
         self.controller.store.close()
 
 
@@ -54,10 +75,23 @@ async def serve_controller(
     listen: str = DEFAULT_LISTEN,
     tls: TlsFiles | None = None,
     heartbeat: float = 1.0,
+    metrics: str | None = None,
+    mqtt: str | None = None,
 ) -> RunningController:
-    """Load desired state from `state`, watch the agents at `addresses`, serve on `listen`."""
+    """Load desired state from `state`, watch the agents at `addresses`, serve on `listen`.
+
+    `metrics` ("host:port", port 0 for a free one) serves Prometheus /metrics; `mqtt`
+    (``mqtt://host:port``) mirrors status, events and partition state to that broker, which
+    may be absent: nothing waits for it.
+    """
+    metrics_at = split_listen(metrics) if metrics is not None else None  # ValueError first
+    if mqtt is not None:
+        parse_mqtt_url(mqtt)
     store = StateStore(state)
     controller = Controller(topology, store, addresses, tls=tls, heartbeat=heartbeat)
+    # Attached before the controller starts, so the first events (agents reached) are mirrored.
+    publisher = ControllerPublisher(mqtt, controller) if mqtt is not None else None
+    running = None
     try:
         await controller.start()
         server = await start_server(
@@ -66,11 +100,39 @@ async def serve_controller(
             listen,
             tls,
         )  # fmt: skip
+        running = RunningController(controller, server, publisher=publisher)
+        if metrics_at is not None:
+            registry = build_controller_registry(controller, publisher)
+            running.metrics = await start_metrics_server(registry, *metrics_at)
+        if publisher is not None:
+            publisher.set_status("online", address=server.address, metrics=running.metrics_address)
+            await publisher.start()
     except BaseException:
-        await controller.stop()
-        store.close()
+        if running is not None:
+            await running.stop(grace=0)
+        else:
+            await controller.stop()
+            if publisher is not None:
+                await publisher.stop()
+            store.close()
         raise
-    return RunningController(controller, server)
+    return running
+
+
+def _listen_address(value: str) -> str:
+    try:
+        split_listen(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
+def _mqtt_url(value: str) -> str:
+    try:
+        parse_mqtt_url(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=HOST:PORT",
         help="address of one tray's agent (repeatable)",
     )
+    parser.add_argument(
+        "--metrics",
+        type=_listen_address,
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics here (port 0 picks a free one; default: not served)",
+    )
+    parser.add_argument(
+        "--mqtt",
+        type=_mqtt_url,
+        metavar="URL",
+        help="mirror status, events and partition state to this broker, mqtt://host:port "
+        "(it may come and go: nothing waits for it)",
+    )
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate of the controller")
     parser.add_argument("--tls-key", type=Path, help="PEM private key of the controller")
     parser.add_argument("--tls-ca", type=Path, help="PEM CA that signs agents and clients")
@@ -133,9 +208,14 @@ async def run(args: argparse.Namespace, topology: Topology) -> int:
     state = args.state or Path(".fusionrack") / f"{topology.name}-controller.sqlite"
     state.parent.mkdir(parents=True, exist_ok=True)
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
-    running = await serve_controller(topology, state, addresses, listen=args.listen, tls=tls)
-    log.info("controller of rack %s serving gRPC on %s, state in %s", topology.name,
-             running.server.address, state)  # fmt: skip
+    running = await serve_controller(
+        topology, state, addresses, listen=args.listen, tls=tls, metrics=args.metrics,
+        mqtt=args.mqtt,
+    )  # fmt: skip
+    log.info("controller of rack %s serving gRPC on %s, state in %s%s%s", topology.name,
+             running.server.address, state,
+             f", metrics on http://{running.metrics_address}/metrics" if running.metrics else "",
+             f", events to {args.mqtt}" if args.mqtt else "")  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -5,24 +5,30 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from fusionrack import wire
 from fusionrack.emulator import (
+    AlreadyExists,
     ComponentState,
     EventKind,
     FabricConfig,
+    FailedPrecondition,
     FaultKind,
     InvalidArgument,
     LinkState,
     NotFound,
+    OutOfRange,
     PartitionMemberType,
+    PermissionDenied,
     ResiliencyMode,
+    ResourceExhausted,
     TrayKind,
+    Unavailable,
     place,
 )
 from fusionrack.emulator.memory import MAX_ACCESS_BYTES
@@ -36,12 +42,37 @@ from fusionrack.emulator.partitions import (
 from fusionrack.rpc import grpc_errors
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
-from .domain import Controller
+from .domain import Controller, mismatch_event, reachability_event
 from .events import Subscription, new_event
 
 __all__ = ["ControllerServicer"]
 
 DEFAULT_RESILIENCY = ResiliencyMode.FULL_BANDWIDTH
+
+R = TypeVar("R")
+
+
+# A forwarded request refused by its agent keeps the agent's status and words.
+_AGENT_ERRORS = {
+    error.code.name: error
+    for error in (InvalidArgument, OutOfRange, NotFound, AlreadyExists, PermissionDenied,
+                  ResourceExhausted, FailedPrecondition, Unavailable)
+}  # fmt: skip
+
+
+async def _forward(tray: str, call: Awaitable[R]) -> R:
+    """The answer of `tray`'s agent to a forwarded request; its refusal (INVALID_ARGUMENT,
+    NOT_FOUND, ...) passes through as the agent's status and message, anything else (it went
+    away, timed out) is UNAVAILABLE naming the tray."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as error:
+        kind = _AGENT_ERRORS.get(error.code().name)
+        if kind is None or kind is Unavailable:
+            raise Unavailable(
+                f"the agent of tray {tray} did not answer: {error.code().name}: {error.details()}"
+            ) from None
+        raise kind(error.details() or error.code().name) from None
 
 
 def _digest(request: Message) -> str:
@@ -532,7 +563,9 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
     async def InjectFault(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         name = wire.component_name(self.topology, request.fault.target)
         view = self.controller.check_reachable(self._owner(None, name))
-        return await view.tray.InjectFault(request, timeout=self.controller.rpc_timeout)
+        return await _forward(
+            view.name, view.tray.InjectFault(request, timeout=self.controller.rpc_timeout)
+        )
 
     @grpc_errors
     async def ClearFault(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
@@ -540,7 +573,10 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         if request.all:
             views = [v for v in c.agents.values() if v.reachable]
             answers = await asyncio.gather(
-                *(v.tray.ClearFault(request, timeout=c.rpc_timeout) for v in views)
+                *(
+                    _forward(v.name, v.tray.ClearFault(request, timeout=c.rpc_timeout))
+                    for v in views
+                )
             )
             return common_pb2.ClearFaultResponse(faults=[f for a in answers for f in a.faults])
         if not request.fault_id:
@@ -549,7 +585,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         if tray not in c.agents:
             raise NotFound(f"no active fault {request.fault_id!r}: ids look like '<tray>/<n>'")
         view = c.check_reachable(tray)
-        return await view.tray.ClearFault(request, timeout=c.rpc_timeout)
+        return await _forward(view.name, view.tray.ClearFault(request, timeout=c.rpc_timeout))
 
     @grpc_errors
     async def ListFaults(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
@@ -569,7 +605,9 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
     async def SetAdminState(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         name = wire.component_name(self.topology, request.target)
         view = self.controller.check_reachable(self._owner(None, name))
-        response = await view.tray.SetAdminState(request, timeout=self.controller.rpc_timeout)
+        response = await _forward(
+            view.name, view.tray.SetAdminState(request, timeout=self.controller.rpc_timeout)
+        )
         self.controller.bus.publish(
             [
                 new_event(
@@ -651,19 +689,10 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
                 )
             )
         for view in c.agents.values():
+            if view.mismatches:
+                events.append(mismatch_event(view))
             if not view.reachable:
-                events.append(
-                    new_event(
-                        EventKind.COMPONENT_STATE_CHANGED,
-                        view.name,
-                        trays=[view.name],
-                        component_state_changed={
-                            "component": common_pb2.ComponentRef(tray=view.name),
-                            "state": int(ComponentState.FAILED),
-                            "reason": "agent unreachable",
-                        },
-                    )
-                )
+                events.append(reachability_event(view, changed=False))
             elif view.status is not None:
                 for fault in view.status.faults:
                     events.append(

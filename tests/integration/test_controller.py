@@ -11,9 +11,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+import fusionrack.racks
 from fusionrack.agent.rack import LocalRack, serve_tray
 from fusionrack.controller.main import RunningController, serve_controller
-from fusionrack.emulator import AtomicOp, DataType, fabric_address
+from fusionrack.emulator import AtomicOp, DataType, fabric_address, load_manifest
 from fusionrack.emulator.topology import Topology
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import (
@@ -223,3 +224,64 @@ async def test_subscribe_sends_a_snapshot_then_live_events(
 
 
 _ = Topology  # the rack fixtures' type
+
+
+async def test_link_state_changes_reported_by_the_trays_reach_subscribers(
+    stub: controller_pb2_grpc.ControllerStub,
+) -> None:
+    kinds = [common_pb2.EVENT_KIND_LINK_STATE_CHANGED]
+    stream = stub.Subscribe(controller_pb2.SubscribeRequest(kinds=kinds))
+    link = common_pb2.ComponentRef(name="compute-01/gpu0/nvlink1")
+    fault = await stub.InjectFault(
+        common_pb2.InjectFaultRequest(
+            fault=common_pb2.FaultSpec(kind=common_pb2.FAULT_KIND_LINK_DOWN, target=link)
+        )
+    )
+    down = (await asyncio.wait_for(stream.read(), 5)).event
+    assert down.subject == "compute-01/gpu0/nvlink1"
+    assert (down.link_state_changed.link.accelerator, down.link_state_changed.link.link) == (0, 1)
+    assert down.link_state_changed.previous == common_pb2.LINK_STATE_ACTIVE
+    assert down.link_state_changed.state == common_pb2.LINK_STATE_DOWN
+    assert list(down.partition_ids) == [32766] and "switch-1" in down.trays
+    await stub.ClearFault(common_pb2.ClearFaultRequest(fault_id=fault.fault.id))
+    state = down.link_state_changed.state
+    while state != common_pb2.LINK_STATE_ACTIVE:  # back up, through training
+        state = (await asyncio.wait_for(stream.read(), 5)).event.link_state_changed.state
+    stream.cancel()
+
+
+async def test_agents_running_another_manifest_are_a_mismatch_in_domain_and_events(
+    mini_rack: LocalRack, tmp_path: Path
+) -> None:
+    text = (Path(fusionrack.racks.__file__).parent / "mini.yaml").read_text()
+    edited = tmp_path / "mini.yaml"
+    edited.write_text(text.replace("Small test rack", "Small test rack, edited"))
+    addresses = {name: mini_rack.address(name) for name in mini_rack.trays}
+    running = await serve_controller(
+        Topology(load_manifest(str(edited))), tmp_path / "s.sqlite", addresses,
+        listen="127.0.0.1:0", heartbeat=0.2,
+    )  # fmt: skip
+    try:
+        await until(lambda: all(v.mismatches for v in running.controller.agents.values()))
+        async with open_channel(running.server.address) as channel:
+            stub = controller_pb2_grpc.ControllerStub(channel)
+            domain = await stub.GetDomain(controller_pb2.GetDomainRequest())
+            assert domain.state.control_plane_state == controller_pb2.CONTROL_PLANE_STATE_DEGRADED
+            assert {(m.tray, m.field) for m in domain.state.topology_mismatches} == {
+                (tray, "manifest_digest") for tray in mini_rack.trays
+            }
+            # A subscriber that comes later still learns of it, from the snapshot.
+            stream = stub.Subscribe(
+                controller_pb2.SubscribeRequest(
+                    include_snapshot=True, kinds=[common_pb2.EVENT_KIND_TOPOLOGY_MISMATCH]
+                )
+            )
+            seen = set()
+            while (answer := await stream.read()).HasField("event"):
+                mismatch = answer.event.topology_mismatch
+                assert [d.field for d in mismatch.differences] == ["manifest_digest"]
+                seen.add(mismatch.tray)
+            assert seen == set(mini_rack.trays)
+            stream.cancel()
+    finally:
+        await running.stop()

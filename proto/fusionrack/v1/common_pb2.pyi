@@ -115,6 +115,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_MULTICAST_GROUP_CREATED: _ClassVar[EventKind]
     EVENT_KIND_MULTICAST_GROUP_DELETED: _ClassVar[EventKind]
     EVENT_KIND_ADMIN_STATE_CHANGED: _ClassVar[EventKind]
+    EVENT_KIND_TOPOLOGY_MISMATCH: _ClassVar[EventKind]
 
 class PartitionMemberType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -190,6 +191,7 @@ EVENT_KIND_PARTITION_HEALTH_CHANGED: EventKind
 EVENT_KIND_MULTICAST_GROUP_CREATED: EventKind
 EVENT_KIND_MULTICAST_GROUP_DELETED: EventKind
 EVENT_KIND_ADMIN_STATE_CHANGED: EventKind
+EVENT_KIND_TOPOLOGY_MISMATCH: EventKind
 PARTITION_MEMBER_TYPE_UNSPECIFIED: PartitionMemberType
 PARTITION_MEMBER_TYPE_LOCATION: PartitionMemberType
 PARTITION_MEMBER_TYPE_UID: PartitionMemberType

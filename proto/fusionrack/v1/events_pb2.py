@@ -26,7 +26,7 @@ from fusionrack.v1 import common_pb2 as fusionrack_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66usionrack/v1/events.proto\x12\rfusionrack.v1\x1a\x1a\x66usionrack/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x05\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.fusionrack.v1.EventKind\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x15\n\rpartition_ids\x18\x06 \x03(\r\x12\r\n\x05trays\x18\x07 \x03(\t\x12\x14\n\x0c\x61\x63\x63\x65lerators\x18\x08 \x03(\r\x12\x10\n\x08snapshot\x18\t \x01(\x08\x12=\n\x12link_state_changed\x18\x14 \x01(\x0b\x32\x1f.fusionrack.v1.LinkStateChangedH\x00\x12\x34\n\rlink_flapping\x18\x15 \x01(\x0b\x32\x1b.fusionrack.v1.LinkFlappingH\x00\x12\x30\n\x0blink_errors\x18\x16 \x01(\x0b\x32\x19.fusionrack.v1.LinkErrorsH\x00\x12%\n\x05\x66\x61ult\x18\x17 \x01(\x0b\x32\x14.fusionrack.v1.FaultH\x00\x12G\n\x17\x63omponent_state_changed\x18\x18 \x01(\x0b\x32$.fusionrack.v1.ComponentStateChangedH\x00\x12-\n\tpartition\x18\x19 \x01(\x0b\x32\x18.fusionrack.v1.PartitionH\x00\x12I\n\x18partition_health_changed\x18\x1a \x01(\x0b\x32%.fusionrack.v1.PartitionHealthChangedH\x00\x12\x38\n\x0fmulticast_group\x18\x1b \x01(\x0b\x32\x1d.fusionrack.v1.MulticastGroupH\x00\x12?\n\x13\x61\x64min_state_changed\x18\x1c \x01(\x0b\x32 .fusionrack.v1.AdminStateChangedH\x00\x42\x06\n\x04\x62ody\"\x8d\x01\n\x10LinkStateChanged\x12$\n\x04link\x18\x01 \x01(\x0b\x32\x16.fusionrack.v1.LinkRef\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.fusionrack.v1.LinkState\x12*\n\x08previous\x18\x03 \x01(\x0e\x32\x18.fusionrack.v1.LinkState\"\x8b\x01\n\x0cLinkFlapping\x12$\n\x04link\x18\x01 \x01(\x0b\x32\x16.fusionrack.v1.LinkRef\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.fusionrack.v1.LinkState\x12\x13\n\x0btransitions\x18\x03 \x01(\r\x12\x17\n\x0flink_down_total\x18\x04 \x01(\x04\"y\n\nLinkErrors\x12$\n\x04link\x18\x01 \x01(\x0b\x32\x16.fusionrack.v1.LinkRef\x12-\n\x08\x63ounters\x18\x02 \x01(\x0b\x32\x1b.fusionrack.v1.LinkCounters\x12\x16\n\x0e\x62it_error_rate\x18\x03 \x01(\x01\"\xb6\x01\n\x15\x43omponentStateChanged\x12.\n\tcomponent\x18\x01 \x01(\x0b\x32\x1b.fusionrack.v1.ComponentRef\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.fusionrack.v1.ComponentState\x12/\n\x08previous\x18\x03 \x01(\x0e\x32\x1d.fusionrack.v1.ComponentState\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xae\x01\n\x16PartitionHealthChanged\x12\x14\n\x0cpartition_id\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\x06health\x18\x03 \x01(\x0e\x32\x1e.fusionrack.v1.PartitionHealth\x12\x30\n\x08previous\x18\x04 \x01(\x0e\x32\x1e.fusionrack.v1.PartitionHealth\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x80\x01\n\x11\x41\x64minStateChanged\x12+\n\x06target\x18\x01 \x01(\x0b\x32\x1b.fusionrack.v1.ComponentRef\x12.\n\x0b\x61\x64min_state\x18\x02 \x01(\x0e\x32\x19.fusionrack.v1.AdminState\x12\x0e\n\x06reason\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66usionrack/v1/events.proto\x12\rfusionrack.v1\x1a\x1a\x66usionrack/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x06\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.fusionrack.v1.EventKind\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x15\n\rpartition_ids\x18\x06 \x03(\r\x12\r\n\x05trays\x18\x07 \x03(\t\x12\x14\n\x0c\x61\x63\x63\x65lerators\x18\x08 \x03(\r\x12\x10\n\x08snapshot\x18\t \x01(\x08\x12=\n\x12link_state_changed\x18\x14 \x01(\x0b\x32\x1f.fusionrack.v1.LinkStateChangedH\x00\x12\x34\n\rlink_flapping\x18\x15 \x01(\x0b\x32\x1b.fusionrack.v1.LinkFlappingH\x00\x12\x30\n\x0blink_errors\x18\x16 \x01(\x0b\x32\x19.fusionrack.v1.LinkErrorsH\x00\x12%\n\x05\x66\x61ult\x18\x17 \x01(\x0b\x32\x14.fusionrack.v1.FaultH\x00\x12G\n\x17\x63omponent_state_changed\x18\x18 \x01(\x0b\x32$.fusionrack.v1.ComponentStateChangedH\x00\x12-\n\tpartition\x18\x19 \x01(\x0b\x32\x18.fusionrack.v1.PartitionH\x00\x12I\n\x18partition_health_changed\x18\x1a \x01(\x0b\x32%.fusionrack.v1.PartitionHealthChangedH\x00\x12\x38\n\x0fmulticast_group\x18\x1b \x01(\x0b\x32\x1d.fusionrack.v1.MulticastGroupH\x00\x12?\n\x13\x61\x64min_state_changed\x18\x1c \x01(\x0b\x32 .fusionrack.v1.AdminStateChangedH\x00\x12\x41\n\x11topology_mismatch\x18\x1d \x01(\x0b\x32$.fusionrack.v1.TopologyMismatchFoundH\x00\x42\x06\n\x04\x62ody\"\xac\x01\n\x15TopologyMismatchFound\x12\x0c\n\x04tray\x18\x01 \x01(\t\x12\x44\n\x0b\x64ifferences\x18\x02 \x03(\x0b\x32/.fusionrack.v1.TopologyMismatchFound.Difference\x1a?\n\nDifference\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x10\n\x08\x65xpected\x18\x02 \x01(\t\x12\x10\n\x08observed\x18\x03 \x01(\t\"\x8d\x01\n\x10LinkStateChanged\x12$\n\x04link\x18\x01 \x01(\x0b\x32\x16.fusionrack.v1.LinkRef\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.fusionrack.v1.LinkState\x12*\n\x08previous\x18\x03 \x01(\x0e\x32\x18.fusionrack.v1.LinkState\"\x8b\x01\n\x0cLinkFlapping\x12$\n\x04link\x18\x01 \x01(\x0b\x32\x16.fusionrack.v1.LinkRef\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.fusionrack.v1.LinkState\x12\x13\n\x0btransitions\x18\x03 \x01(\r\x12\x17\n\x0flink_down_total\x18\x04 \x01(\x04\"y\n\nLinkErrors\x12$\n\x04link\x18\x01 \x01(\x0b\x32\x16.fusionrack.v1.LinkRef\x12-\n\x08\x63ounters\x18\x02 \x01(\x0b\x32\x1b.fusionrack.v1.LinkCounters\x12\x16\n\x0e\x62it_error_rate\x18\x03 \x01(\x01\"\xb6\x01\n\x15\x43omponentStateChanged\x12.\n\tcomponent\x18\x01 \x01(\x0b\x32\x1b.fusionrack.v1.ComponentRef\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.fusionrack.v1.ComponentState\x12/\n\x08previous\x18\x03 \x01(\x0e\x32\x1d.fusionrack.v1.ComponentState\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xae\x01\n\x16PartitionHealthChanged\x12\x14\n\x0cpartition_id\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\x06health\x18\x03 \x01(\x0e\x32\x1e.fusionrack.v1.PartitionHealth\x12\x30\n\x08previous\x18\x04 \x01(\x0e\x32\x1e.fusionrack.v1.PartitionHealth\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x80\x01\n\x11\x41\x64minStateChanged\x12+\n\x06target\x18\x01 \x01(\x0b\x32\x1b.fusionrack.v1.ComponentRef\x12.\n\x0b\x61\x64min_state\x18\x02 \x01(\x0e\x32\x19.fusionrack.v1.AdminState\x12\x0e\n\x06reason\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,17 +34,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fusionrack.v1.events_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EVENT']._serialized_start=107
-  _globals['_EVENT']._serialized_end=851
-  _globals['_LINKSTATECHANGED']._serialized_start=854
-  _globals['_LINKSTATECHANGED']._serialized_end=995
-  _globals['_LINKFLAPPING']._serialized_start=998
-  _globals['_LINKFLAPPING']._serialized_end=1137
-  _globals['_LINKERRORS']._serialized_start=1139
-  _globals['_LINKERRORS']._serialized_end=1260
-  _globals['_COMPONENTSTATECHANGED']._serialized_start=1263
-  _globals['_COMPONENTSTATECHANGED']._serialized_end=1445
-  _globals['_PARTITIONHEALTHCHANGED']._serialized_start=1448
-  _globals['_PARTITIONHEALTHCHANGED']._serialized_end=1622
-  _globals['_ADMINSTATECHANGED']._serialized_start=1625
-  _globals['_ADMINSTATECHANGED']._serialized_end=1753
+  _globals['_EVENT']._serialized_end=918
+  _globals['_TOPOLOGYMISMATCHFOUND']._serialized_start=921
+  _globals['_TOPOLOGYMISMATCHFOUND']._serialized_end=1093
+  _globals['_TOPOLOGYMISMATCHFOUND_DIFFERENCE']._serialized_start=1030
+  _globals['_TOPOLOGYMISMATCHFOUND_DIFFERENCE']._serialized_end=1093
+  _globals['_LINKSTATECHANGED']._serialized_start=1096
+  _globals['_LINKSTATECHANGED']._serialized_end=1237
+  _globals['_LINKFLAPPING']._serialized_start=1240
+  _globals['_LINKFLAPPING']._serialized_end=1379
+  _globals['_LINKERRORS']._serialized_start=1381
+  _globals['_LINKERRORS']._serialized_end=1502
+  _globals['_COMPONENTSTATECHANGED']._serialized_start=1505
+  _globals['_COMPONENTSTATECHANGED']._serialized_end=1687
+  _globals['_PARTITIONHEALTHCHANGED']._serialized_start=1690
+  _globals['_PARTITIONHEALTHCHANGED']._serialized_end=1864
+  _globals['_ADMINSTATECHANGED']._serialized_start=1867
+  _globals['_ADMINSTATECHANGED']._serialized_end=1995
 # @@protoc_insertion_point(module_scope)

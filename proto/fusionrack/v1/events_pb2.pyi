@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Event(_message.Message):
-    __slots__ = ("id", "kind", "time", "source", "subject", "partition_ids", "trays", "accelerators", "snapshot", "link_state_changed", "link_flapping", "link_errors", "fault", "component_state_changed", "partition", "partition_health_changed", "multicast_group", "admin_state_changed")
+    __slots__ = ("id", "kind", "time", "source", "subject", "partition_ids", "trays", "accelerators", "snapshot", "link_state_changed", "link_flapping", "link_errors", "fault", "component_state_changed", "partition", "partition_health_changed", "multicast_group", "admin_state_changed", "topology_mismatch")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class Event(_message.Message):
     PARTITION_HEALTH_CHANGED_FIELD_NUMBER: _ClassVar[int]
     MULTICAST_GROUP_FIELD_NUMBER: _ClassVar[int]
     ADMIN_STATE_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    TOPOLOGY_MISMATCH_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: _common_pb2.EventKind
     time: _timestamp_pb2.Timestamp
@@ -48,7 +49,25 @@ class Event(_message.Message):
     partition_health_changed: PartitionHealthChanged
     multicast_group: _common_pb2.MulticastGroup
     admin_state_changed: AdminStateChanged
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.EventKind, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., subject: _Optional[str] = ..., partition_ids: _Optional[_Iterable[int]] = ..., trays: _Optional[_Iterable[str]] = ..., accelerators: _Optional[_Iterable[int]] = ..., snapshot: _Optional[bool] = ..., link_state_changed: _Optional[_Union[LinkStateChanged, _Mapping]] = ..., link_flapping: _Optional[_Union[LinkFlapping, _Mapping]] = ..., link_errors: _Optional[_Union[LinkErrors, _Mapping]] = ..., fault: _Optional[_Union[_common_pb2.Fault, _Mapping]] = ..., component_state_changed: _Optional[_Union[ComponentStateChanged, _Mapping]] = ..., partition: _Optional[_Union[_common_pb2.Partition, _Mapping]] = ..., partition_health_changed: _Optional[_Union[PartitionHealthChanged, _Mapping]] = ..., multicast_group: _Optional[_Union[_common_pb2.MulticastGroup, _Mapping]] = ..., admin_state_changed: _Optional[_Union[AdminStateChanged, _Mapping]] = ...) -> None: ...
+    topology_mismatch: TopologyMismatchFound
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.EventKind, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., subject: _Optional[str] = ..., partition_ids: _Optional[_Iterable[int]] = ..., trays: _Optional[_Iterable[str]] = ..., accelerators: _Optional[_Iterable[int]] = ..., snapshot: _Optional[bool] = ..., link_state_changed: _Optional[_Union[LinkStateChanged, _Mapping]] = ..., link_flapping: _Optional[_Union[LinkFlapping, _Mapping]] = ..., link_errors: _Optional[_Union[LinkErrors, _Mapping]] = ..., fault: _Optional[_Union[_common_pb2.Fault, _Mapping]] = ..., component_state_changed: _Optional[_Union[ComponentStateChanged, _Mapping]] = ..., partition: _Optional[_Union[_common_pb2.Partition, _Mapping]] = ..., partition_health_changed: _Optional[_Union[PartitionHealthChanged, _Mapping]] = ..., multicast_group: _Optional[_Union[_common_pb2.MulticastGroup, _Mapping]] = ..., admin_state_changed: _Optional[_Union[AdminStateChanged, _Mapping]] = ..., topology_mismatch: _Optional[_Union[TopologyMismatchFound, _Mapping]] = ...) -> None: ...
+
+class TopologyMismatchFound(_message.Message):
+    __slots__ = ("tray", "differences")
+    class Difference(_message.Message):
+        __slots__ = ("field", "expected", "observed")
+        FIELD_FIELD_NUMBER: _ClassVar[int]
+        EXPECTED_FIELD_NUMBER: _ClassVar[int]
+        OBSERVED_FIELD_NUMBER: _ClassVar[int]
+        field: str
+        expected: str
+        observed: str
+        def __init__(self, field: _Optional[str] = ..., expected: _Optional[str] = ..., observed: _Optional[str] = ...) -> None: ...
+    TRAY_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCES_FIELD_NUMBER: _ClassVar[int]
+    tray: str
+    differences: _containers.RepeatedCompositeFieldContainer[TopologyMismatchFound.Difference]
+    def __init__(self, tray: _Optional[str] = ..., differences: _Optional[_Iterable[_Union[TopologyMismatchFound.Difference, _Mapping]]] = ...) -> None: ...
 
 class LinkStateChanged(_message.Message):
     __slots__ = ("link", "state", "previous")

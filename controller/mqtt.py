@@ -1,0 +1,165 @@
+"""MQTT mirror of the controller: its status, every event on its bus, each partition's state.
+
+gRPC is the source of truth (`Subscribe`); this module only mirrors it for outside subscribers,
+with the shared `fusionrack.mqtt.MqttPublisher` (bounded outbox, QoS 1, reconnection with
+backoff, last will, the same envelope as the agents'). It subscribes to the controller's
+`EventBus` as a sink: nothing else in the controller calls it, and it never blocks a change.
+
+Topics (``<rack>`` is the manifest's rack name):
+
+* ``fusionrack/<rack>/controller/status`` (retained, QoS 1): ``online`` with ``details``
+  ``{"address": <gRPC address>, "metrics": <host:port of /metrics, or "">}``; the connection's
+  last will sets it to ``offline`` (``{"reason": "connection lost"}``) when the controller dies,
+  a clean stop to ``offline`` (``{"reason": "stopped"}``). Same document as a tray's status.
+* ``fusionrack/<rack>/controller/events/<kind>`` (QoS 1, not retained): every event of the
+  controller's bus, i.e. what `Subscribe` streams (without its snapshot): partition created /
+  updated / deleted, partition health changed, multicast group created / deleted, a tray's
+  agent reachable or not (``component_state_changed``), admin state changed, and whatever else
+  the controller emits. ``<kind>`` is the kind in lower case (``partition_created``). The
+  envelope::
+
+      {"version": 1, "event_id": "<the gRPC event's id>", "time": "2025-01-02T03:04:05.678901Z",
+       "source": "<rack>/controller", "kind": "PARTITION_CREATED", "subject": "<partition name>",
+       "body": {...}}
+
+  ``event_id`` is the id `Subscribe` gives the same event; ``body`` is the event's typed body
+  (`Partition`, `PartitionHealthChanged`, `MulticastGroup`, `ComponentStateChanged`, ...: the
+  `body` case of the v1 `Event`) in proto3 JSON form with the proto's field names
+  (snake_case), enums by name, 64-bit integers as strings, every field present.
+* ``fusionrack/<rack>/partitions/<id>`` (retained, QoS 1): the partition's state now, one topic
+  per partition (the default partition, 32766, too)::
+
+      {"version": 1, "time": "<when this document was made>", "source": "<rack>/controller",
+       "id": 1, "name": "train", "member_type": "PARTITION_MEMBER_TYPE_LOCATION",
+       "members": [...], "resiliency_mode": "RESILIENCY_MODE_FULL_BANDWIDTH",
+       "health": "PARTITION_HEALTH_HEALTHY", "health_reason": "", "parked": [],
+       "unreachable": [], "multicast_group_limit": 8, "multicast_group_count": 1,
+       "create_time": "...", "update_time": "...", "multicast_groups": [{"id": 1, ...}]}
+
+  i.e. the `Partition` message (as in a ``partition_created`` body) plus its
+  ``multicast_groups``. It is re-sent whenever it changes (checked after every event of the
+  bus), and on every reconnection; a deleted partition's topic is cleared with an empty
+  retained message. On connecting, the controller also clears any retained partition topic it
+  does not hold (left by a run that stopped before it could clear it): a late subscriber to
+  ``fusionrack/<rack>/partitions/+`` sees exactly the partitions that exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from fusionrack.mqtt import (
+    ENVELOPE_VERSION,
+    MqttPublisher,
+    check_topic_level,
+    encode,
+    event_document,
+    rfc3339,
+)
+from fusionrack.v1 import common_pb2, events_pb2
+
+from .domain import Controller
+
+__all__ = ["ControllerPublisher"]
+
+log = logging.getLogger(__name__)
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    """Proto3 JSON form with the proto's field names and every field present."""
+    return json_format.MessageToDict(
+        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
+    )
+
+
+class ControllerPublisher(MqttPublisher):
+    """The controller's MQTT mirror; see the module docstring. Attached to the controller's bus
+    at construction (events published before `start()` wait in the outbox); `stop()` detaches
+    it, flushes, and says ``offline``. `options` go to `MqttPublisher` (outbox_size, backoff)."""
+
+    def __init__(self, url: str, controller: Controller, **options: Any) -> None:
+        rack = controller.topology.name
+        check_topic_level("rack", rack)
+        super().__init__(
+            url,
+            source=f"{rack}/controller",
+            status_topic=f"fusionrack/{rack}/controller/status",
+            client_id=f"fusionrack-{rack}-controller",
+            reap=f"fusionrack/{rack}/partitions/+",
+            **options,
+        )
+        self.controller = controller
+        self.events_topic = f"fusionrack/{rack}/controller/events"
+        self.partitions_topic = f"fusionrack/{rack}/partitions"
+        self._states: dict[int, bytes] = {}  # partition id -> its document as last held
+        self._refresh: asyncio.Handle | None = None
+        controller.bus.sinks.append(self.on_event)
+
+    def partition_topic(self, partition_id: int) -> str:
+        return f"{self.partitions_topic}/{partition_id}"
+
+    # -- the bus's side: synchronous, never touches the network ----------------------------
+
+    def on_event(self, event: events_pb2.Event) -> None:
+        """Queue `event`; the partition documents are refreshed once the burst is over."""
+        kind = common_pb2.EventKind.Name(event.kind).removeprefix("EVENT_KIND_")
+        case = event.WhichOneof("body")
+        body = to_json(getattr(event, case)) if case else {}
+        seconds = event.time.seconds + event.time.nanos / 1e9
+        doc = event_document(event.id, seconds, self.source, kind, event.subject, body)
+        self.enqueue(f"{self.events_topic}/{kind.lower()}", encode(doc, "body", self.source))
+        if self._refresh is None:
+            # One refresh per burst (a tray lost: its event and every partition's health change
+            # come in the same loop iteration), after the change's own bookkeeping is done.
+            self._refresh = asyncio.get_running_loop().call_soon(self._refresh_soon)
+
+    def _refresh_soon(self) -> None:
+        self._refresh = None
+        try:
+            self.refresh()
+        except Exception:  # logged, and the next event tries again
+            log.exception("mqtt %s: refreshing the partition documents failed", self.source)
+
+    def refresh(self) -> None:
+        """Hold every partition's document (re-sent where it changed); clear deleted ones."""
+        c = self.controller
+        usable = c.usable()
+        groups: dict[int, list[dict[str, Any]]] = {}
+        for group in c.config.multicast.list():
+            groups.setdefault(group.partition, []).append(to_json(c.group_proto(group.id)))
+        present = set()
+        for partition in c.config.partitions.list():
+            present.add(partition.id)
+            body = to_json(c.partition_proto(partition, usable))
+            body["multicast_groups"] = groups.get(partition.id, [])
+            key = encode(body, "multicast_groups", self.source)
+            if self._states.get(partition.id) == key:
+                continue
+            self._states[partition.id] = key
+            doc = {"version": ENVELOPE_VERSION, "time": rfc3339(time.time()), "source": self.source}
+            doc.update(body)
+            topic = self.partition_topic(partition.id)
+            self.set_retained(topic, encode(doc, "multicast_groups", self.source))
+        for gone in sorted(set(self._states) - present):
+            del self._states[gone]
+            self.set_retained(self.partition_topic(gone), None)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.refresh()  # the present, before the first connection
+        await super().start()
+
+    async def stop(self) -> None:
+        if self.on_event in self.controller.bus.sinks:
+            self.controller.bus.sinks.remove(self.on_event)
+        if self._refresh is not None:  # a burst not refreshed yet: do it before the flush
+            self._refresh.cancel()
+            self._refresh_soon()
+        await super().stop()
