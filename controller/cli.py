@@ -1,8 +1,10 @@
 """`fusionctl`: the command line of fusionrack.
 
-It reads rack manifests and brings emulated racks up and down; commands that talk to a running
-controller join it with the controller. Exit codes: 0 ok, 1 the input is wrong (the message
-names the field), 2 usage.
+`manifest` reads rack manifests; `rack up|down|status` brings an emulated rack (tray agents,
+controller, broker) up and down (`rack.py`); every other command talks to a running controller
+(`ctl.py`: domain, topology, trays, accelerators, links, partition, mcast, mem, fault, drain,
+undrain, events). Exit codes: 0 ok, 1 refused (the input is wrong or the server said no; the
+message says why), 2 usage, 3 the controller cannot be reached. `-o json` prints machine output.
 """
 
 from __future__ import annotations
@@ -20,28 +22,11 @@ from fusionrack.emulator.errors import FusionError
 from fusionrack.emulator.manifest import list_presets, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, Topology
 
-__all__ = ["main"]
+from . import ctl
+from .client import DEFAULT_CONTROLLER, connection_options, output_options
+from .output import human_bytes, rate, table
 
-
-def _bytes(value: float, unit: str = "B", base: int = 1024) -> str:
-    prefixes = ("", "Ki", "Mi", "Gi", "Ti", "Pi") if base == 1024 else ("", "k", "M", "G", "T", "P")
-    for prefix in prefixes:
-        if value < base or prefix == prefixes[-1]:
-            return f"{value:.4g} {prefix}{unit}"
-        value /= base
-    raise AssertionError("unreachable")
-
-
-def _rate(value: float) -> str:
-    return _bytes(value, "B/s", 1000)
-
-
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
+__all__ = ["build_parser", "main"]
 
 
 def topology_summary(top: Topology) -> dict[str, Any]:
@@ -143,13 +128,13 @@ def _show_table(top: Topology, with_links: bool) -> str:
         + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         + f"), {len(top.chiplets)} Fusion chiplets",
         f"  links         {len(top.links)} ({top.links_per_accelerator} per accelerator, "
-        f"{_rate(top.link_bandwidth)} each)",
-        f"  bandwidth     {_rate(top.accelerator_bandwidth)} per accelerator, "
-        f"{_rate(top.rack_bandwidth)} per rack",
+        f"{rate(top.link_bandwidth)} each)",
+        f"  bandwidth     {rate(top.accelerator_bandwidth)} per accelerator, "
+        f"{rate(top.rack_bandwidth)} per rack",
         f"  partitions    default partition {'on' if fabric.default_partition else 'off'}, "
         f"up to {fabric.max_partitions}",
         f"  multicast     {mcast.max_groups} groups ({mcast.max_groups_per_partition} per "
-        f"partition), granularity {_bytes(mcast.granularity)}",
+        f"partition), granularity {human_bytes(mcast.granularity)}",
         "",
     ]
     rows = []
@@ -163,19 +148,19 @@ def _show_table(top: Topology, with_links: bool) -> str:
         rows.append((
             tray.slot, tray.name, "compute",
             f"{len(accs)} x {accs[0].kind.name.lower()} {accs[0].model} "
-            f"{_bytes(accs[0].hbm_bytes)} (#{accs[0].index}-{accs[-1].index})",
+            f"{human_bytes(accs[0].hbm_bytes)} (#{accs[0].index}-{accs[-1].index})",
             len(tray.chiplets) or "-", "-",
         ))  # fmt: skip
-    lines.append(_table(rows, ("SLOT", "TRAY", "KIND", "ACCELERATORS", "CHIPLETS", "SWITCH CHIPS")))
+    lines.append(table(rows, ("SLOT", "TRAY", "KIND", "ACCELERATORS", "CHIPLETS", "SWITCH CHIPS")))
     lines.append("")
     rows = [(a.index, a.name, f"{a.uid:#018x}", str(a.location), a.chiplet or "-")
             for a in top.accelerators]  # fmt: skip
-    lines.append(_table(rows, ("INDEX", "ACCELERATOR", "UID", "LOCATION", "CHIPLET")))
+    lines.append(table(rows, ("INDEX", "ACCELERATOR", "UID", "LOCATION", "CHIPLET")))
     if with_links:
         lines.append("")
         rows = [(link.index, link.name, top.switch_chips[link.switch_chip].name, link.port)
                 for link in top.links]  # fmt: skip
-        lines.append(_table(rows, ("INDEX", "LINK", "SWITCH CHIP", "PORT")))
+        lines.append(table(rows, ("INDEX", "LINK", "SWITCH CHIP", "PORT")))
     return "\n".join(lines)
 
 
@@ -206,8 +191,8 @@ def _manifest_list(args: argparse.Namespace) -> int:
     for name in list_presets():
         top = Topology(load_manifest(name))
         rows.append((name, len(top.accelerators), len(top.switch_chips),
-                     _rate(top.rack_bandwidth), top.manifest.description))  # fmt: skip
-    print(_table(rows, ("PRESET", "ACCELERATORS", "SWITCH CHIPS", "BANDWIDTH", "DESCRIPTION")))
+                     rate(top.rack_bandwidth), top.manifest.description))  # fmt: skip
+    print(table(rows, ("PRESET", "ACCELERATORS", "SWITCH CHIPS", "BANDWIDTH", "DESCRIPTION")))
     return 0
 
 
@@ -217,55 +202,89 @@ def _rack_up(args: argparse.Namespace) -> int:
     return rack_up(
         args.manifest, in_process=args.in_process, base_port=args.base_port, host=args.host,
         state_dir=args.state_dir, detach=args.detach, mqtt=not args.no_mqtt,
+        controller_listen=None if args.no_controller else args.controller_listen,
+        output=args.output,
     )  # fmt: skip
 
 
 def _rack_down(args: argparse.Namespace) -> int:
     from .rack import rack_down
 
-    return rack_down(args.manifest, args.state_dir)
+    return rack_down(args.manifest, args.state_dir, args.output)
+
+
+def _rack_status(args: argparse.Namespace) -> int:
+    from .rack import rack_status
+
+    return rack_status(args.manifest, args.state_dir, args.output)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fusionctl",
         description="Drive an emulated NVLink Fusion rack.",
-        epilog="A manifest is a YAML file or a preset name (`fusionctl manifest list`).",
+        epilog="A manifest is a YAML file or a preset name (`fusionctl manifest list`). "
+        "Exit codes: 0 ok, 1 refused, 2 usage, 3 controller unreachable.",
+        parents=[connection_options(top=True), output_options(top=True)],
     )
     parser.add_argument("--version", action="version", version=f"fusionctl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    output = [output_options()]
 
     manifest = commands.add_parser("manifest", help="validate and inspect rack manifests")
     verbs = manifest.add_subparsers(dest="verb", required=True, metavar="VERB")
     check = verbs.add_parser("check", help="validate a manifest (exit 1 naming the bad field)")
     check.add_argument("manifest", metavar="PATH|NAME", help="manifest file or preset name")
     check.set_defaults(run=_manifest_check)
-    show = verbs.add_parser("show", help="trays, accelerators, links and bandwidth of a rack")
+    show = verbs.add_parser(
+        "show", help="trays, accelerators, links and bandwidth of a rack", parents=output
+    )
     show.add_argument("manifest", metavar="PATH|NAME", help="manifest file or preset name")
-    show.add_argument("-o", "--output", choices=("table", "json"), default="table")
     show.add_argument("--links", action="store_true", help="list every link too")
     show.set_defaults(run=_manifest_show)
     presets = verbs.add_parser("list", help="the manifests that ship with fusionrack")
     presets.set_defaults(run=_manifest_list)
 
-    rack = commands.add_parser("rack", help="bring an emulated rack up or down")
+    rack = commands.add_parser("rack", help="bring an emulated rack up or down, or check it")
     rack_verbs = rack.add_subparsers(dest="verb", required=True, metavar="VERB")
-    up = rack_verbs.add_parser("up", help="start every tray agent and wait until all are healthy")
-    down = rack_verbs.add_parser("down", help="stop a rack started with `rack up --detach`")
-    for verb in (up, down):
+    up = rack_verbs.add_parser(
+        "up",
+        parents=output,
+        help="start every tray agent and the controller, and wait until all are ready",
+    )
+    down = rack_verbs.add_parser(
+        "down", parents=output, help="stop a rack started with `rack up --detach`"
+    )
+    status = rack_verbs.add_parser(
+        "status",
+        parents=output,
+        help="what runs (trays, controller, broker) and whether it answers (exit 1 if not all)",
+    )
+    up.add_argument(
+        "--manifest",
+        default="gb200-nvl72",
+        metavar="PATH|NAME",
+        help="rack manifest or preset (default gb200-nvl72)",
+    )
+    for verb in (down, status):
         verb.add_argument(
             "--manifest",
-            default="gb200-nvl72",
             metavar="PATH|NAME",
-            help="rack manifest or preset (default gb200-nvl72)",
+            help="rack manifest or preset (default: the one --state-dir was started with, "
+            "else gb200-nvl72)",
         )
+    for verb in (up, down, status):
         verb.add_argument(
             "--state-dir",
             type=Path,
             metavar="DIR",
-            help="pids, logs and targets (default .fusionrack/<rack>)",
+            help="pids, logs, targets and controller state (default .fusionrack/<rack>)",
         )
-    up.add_argument("--in-process", action="store_true", help="all agents in one process (faster)")
+    up.add_argument(
+        "--in-process",
+        action="store_true",
+        help="all agents in one process (faster; the controller has its own)",
+    )
     up.add_argument(
         "--base-port",
         type=int,
@@ -275,11 +294,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     up.add_argument(
+        "--controller-listen",
+        default=DEFAULT_CONTROLLER,
+        metavar="HOST:PORT",
+        help=f"gRPC address of the controller (default {DEFAULT_CONTROLLER})",
+    )
+    up.add_argument(
+        "--no-controller", action="store_true", help="start no controller (bring your own)"
+    )
+    up.add_argument(
         "--detach", action="store_true", help="leave the rack running in the background"
     )
     up.add_argument("--no-mqtt", action="store_true", help="start no broker, publish no events")
     up.set_defaults(run=_rack_up)
     down.set_defaults(run=_rack_down)
+    status.set_defaults(run=_rack_status)
+    ctl.register(commands)
     return parser  # fmt: skip
 
 
@@ -292,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BrokenPipeError:  # `fusionctl manifest show x | head`
         return 0
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

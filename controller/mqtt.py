@@ -51,9 +51,6 @@ import logging
 import time
 from typing import Any
 
-from google.protobuf import json_format
-from google.protobuf.message import Message
-
 from fusionrack.mqtt import (
     ENVELOPE_VERSION,
     MqttPublisher,
@@ -65,17 +62,11 @@ from fusionrack.mqtt import (
 from fusionrack.v1 import common_pb2, events_pb2
 
 from .domain import Controller
+from .output import to_json  # the same JSON as `fusionctl -o json`
 
 __all__ = ["ControllerPublisher"]
 
 log = logging.getLogger(__name__)
-
-
-def to_json(message: Message) -> dict[str, Any]:
-    """Proto3 JSON form with the proto's field names and every field present."""
-    return json_format.MessageToDict(
-        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
-    )
 
 
 class ControllerPublisher(MqttPublisher):

@@ -1,12 +1,20 @@
-"""`fusionctl rack up` / `rack down`: a whole emulated rack from one command.
+"""`fusionctl rack up` / `rack down` / `rack status`: a whole emulated rack from one command.
 
 `up` starts every tray agent (`fusion-agent`, one process per tray, or one process for all with
 `--in-process`), a mosquitto broker on a free loopback port when mosquitto is installed, waits
-until every tray reports all its links ACTIVE, prints where everything listens, and writes a
-Prometheus file_sd targets file. In the foreground it stops everything on Ctrl-C; with
-`--detach` it leaves the rack running and `rack down` stops it later. Its state (pids, logs,
-targets, broker config, and `trays.json`: each tray's process) lives in the state directory,
-`.fusionrack/<rack>` by default.
+until every tray reports all its links ACTIVE, then starts the controller (`fusion-controller`,
+its own process in both modes: the controller never shares a process with agents, as the layers
+never import each other) pointed at the agents, with its desired state in the state directory
+(`controller.sqlite`, so partitions survive a `rack down` / `rack up`), and waits until it
+answers GetDomain with every tray reachable. It prints where everything listens and writes a
+Prometheus file_sd targets file. In the foreground it stops everything on Ctrl-C (or when a
+process it started exits); with `--detach` it leaves the rack running and `rack down` stops it
+later. `status` reads the state directory and checks that each process runs and answers.
+
+The state directory (`.fusionrack/<rack>` by default) holds `pids.json` (process ids),
+`rack.json` (how the rack was started: addresses of the controller and the broker),
+`trays.json` (each tray's process, with one process per tray), `targets.json`, the logs and the
+broker config.
 """
 
 from __future__ import annotations
@@ -23,13 +31,27 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import grpc
 
 from fusionrack.emulator import LinkState, Topology, Unavailable, load_manifest
 from fusionrack.emulator.topology import tray_addresses
 from fusionrack.rpc import free_port_range, open_channel
-from fusionrack.v1 import tray_pb2, tray_pb2_grpc
+from fusionrack.v1 import controller_pb2, controller_pb2_grpc, tray_pb2, tray_pb2_grpc
 
-__all__ = ["RackPlan", "rack_down", "rack_up", "wait_ready"]
+from .client import DEFAULT_CONTROLLER
+from .output import Palette, Progress, Word, colour_enabled, print_json, table
+
+__all__ = [
+    "RackPlan",
+    "rack_down",
+    "rack_status",
+    "rack_up",
+    "status_document",
+    "wait_controller",
+    "wait_ready",
+]
 
 MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto")
 
@@ -49,32 +71,45 @@ class RackPlan:
         return tray_addresses(self.topology, self.host, self.base_port)[tray][1]
 
 
-def _agent_command() -> list[str]:
-    found = Path(sys.executable).with_name("fusion-agent")
+def _command(script: str, module: str) -> list[str]:
+    """The console script installed next to this Python, else `python -m module`."""
+    found = Path(sys.executable).with_name(script)
     if found.exists():
         return [str(found)]
-    return [sys.executable, "-m", "fusionrack.agent.main"]
+    return [sys.executable, "-m", module]
 
 
-def _check_ports_free(plan: RackPlan) -> None:
-    for tray in plan.topology.trays:
-        for address in (plan.grpc_address(tray.name), plan.metrics_address(tray.name)):
-            host, port = address.rsplit(":", 1)
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
-                try:
-                    s.bind((host, int(port)))
-                except OSError:
-                    raise Unavailable(
-                        f"port {port} ({tray.name}) is in use: is a rack already up? "
-                        f"Stop it with `fusionctl rack down`, or pick --base-port"
-                    ) from None
+def _agent_command() -> list[str]:
+    return _command("fusion-agent", "fusionrack.agent.main")
+
+
+def _check_ports_free(plan: RackPlan, controller: str | None) -> None:
+    wanted = [
+        (address, tray.name)
+        for tray in plan.topology.trays
+        for address in (plan.grpc_address(tray.name), plan.metrics_address(tray.name))
+    ]
+    if controller:
+        wanted.append((controller, "the controller"))
+    for address, owner in wanted:
+        host, port = address.rsplit(":", 1)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+            try:
+                s.bind((host, int(port)))
+            except OSError:
+                flag = "--controller-listen" if controller == address else "--base-port"
+                raise Unavailable(
+                    f"port {port} ({owner}) is in use: is a rack already up? "
+                    f"Stop it with `fusionctl rack down`, or pick {flag}"
+                ) from None
 
 
 def start_mosquitto(plan: RackPlan) -> tuple[subprocess.Popen[bytes] | None, str | None]:
     binary = next((p for p in map(shutil.which, MOSQUITTO_PATHS) if p), None)
     if binary is None:
-        print("mosquitto is not installed: events go nowhere (apt-get install mosquitto)")
+        print("mosquitto is not installed: events go nowhere (apt-get install mosquitto)",
+              file=sys.stderr)  # fmt: skip
         return None, None
     port = free_port_range(1, plan.host)
     conf = plan.state_dir / "mosquitto.conf"
@@ -89,33 +124,48 @@ def start_mosquitto(plan: RackPlan) -> tuple[subprocess.Popen[bytes] | None, str
     log.close()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex((plan.host, port)) == 0:
-                return process, f"mqtt://{plan.host}:{port}"
+        if _answers_tcp(plan.host, port):
+            return process, f"mqtt://{plan.host}:{port}"
         if process.poll() is not None:
             break
         time.sleep(0.02)
     process.kill()
-    print(f"mosquitto did not start (see {plan.state_dir / 'mosquitto.log'}): no events")
+    print(f"mosquitto did not start (see {plan.state_dir / 'mosquitto.log'}): no events",
+          file=sys.stderr)  # fmt: skip
     return None, None
 
 
-async def _tray_ready(plan: RackPlan, tray: str) -> bool:
+def _answers_tcp(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, port)) == 0
+
+
+async def _tray_status(address: str) -> tray_pb2.TrayStatus | None:
     try:
-        async with open_channel(plan.grpc_address(tray)) as channel:
+        async with open_channel(address) as channel:
             reply = await tray_pb2_grpc.TrayStub(channel).GetStatus(
                 tray_pb2.GetStatusRequest(), timeout=1
             )
-    except Exception:  # not up yet: any failure means "not ready"
-        return False
-    status = reply.status
-    return status.link_count > 0 and all(link.state == LinkState.ACTIVE for link in status.links)
+    except Exception:  # not up (yet): any failure means "no answer"
+        return None
+    return reply.status
+
+
+async def _tray_ready(plan: RackPlan, tray: str) -> bool:
+    status = await _tray_status(plan.grpc_address(tray))
+    return (
+        status is not None
+        and status.link_count > 0
+        and all(link.state == LinkState.ACTIVE for link in status.links)
+    )
 
 
 async def wait_ready(
     plan: RackPlan,
     processes: list[subprocess.Popen[bytes]],
     timeout: float,  # the error names the trays still waiting
+    progress: Progress | None = None,
 ) -> float:
     started = time.monotonic()
     waiting = [t.name for t in plan.topology.trays]
@@ -131,8 +181,50 @@ async def wait_ready(
         if waiting and time.monotonic() - started > timeout:
             raise Unavailable(f"not ready after {timeout:g} s: {', '.join(waiting)}")
         if waiting:
+            if progress is not None:
+                done = len(plan.topology.trays) - len(waiting)
+                progress.update("waiting for the tray agents",
+                                f"{done}/{len(plan.topology.trays)} ready")  # fmt: skip
             await asyncio.sleep(0.05)
     return time.monotonic() - started
+
+
+async def _domain(address: str) -> controller_pb2.GetDomainResponse | None:
+    try:
+        async with open_channel(address) as channel:
+            return await controller_pb2_grpc.ControllerStub(channel).GetDomain(
+                controller_pb2.GetDomainRequest(), timeout=1
+            )
+    except grpc.aio.AioRpcError:
+        return None
+
+
+async def wait_controller(
+    address: str,
+    process: subprocess.Popen[bytes],
+    timeout: float,
+    log: Path,
+    progress: Progress | None = None,
+) -> controller_pb2.GetDomainResponse:
+    """Poll until the controller at `address` answers GetDomain with every tray reachable."""
+    started = time.monotonic()
+    while True:
+        if process.poll() is not None:
+            raise Unavailable(f"the controller exited with status {process.returncode}; see {log}")
+        domain = await _domain(address)  # a fresh channel each time: no reconnect backoff
+        if domain is None:
+            detail = "not answering yet"
+        elif domain.state.reachable_tray_count == domain.state.tray_count:
+            return domain
+        else:
+            state = domain.state
+            detail = f"{state.reachable_tray_count}/{state.tray_count} trays reachable"
+        if time.monotonic() - started > timeout:
+            raise Unavailable(f"the controller at {address} is not ready after {timeout:g} s "
+                              f"({detail}); see {log}")  # fmt: skip
+        if progress is not None:
+            progress.update("waiting for the controller", detail)
+        await asyncio.sleep(0.05)
 
 
 def write_targets(plan: RackPlan) -> Path:
@@ -147,6 +239,44 @@ def write_targets(plan: RackPlan) -> Path:
     return path
 
 
+def _spawn(name: str, command: list[str], state_dir: Path) -> subprocess.Popen[bytes]:
+    log = open(state_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    finally:
+        log.close()
+
+
+async def _bring_up(
+    plan: RackPlan,
+    agents_command: list[str],
+    controller_listen: str | None,
+    processes: dict[str, subprocess.Popen[bytes]],
+    timeout: float,
+) -> None:
+    """Start the agents, wait for them, then the controller, and wait for it (`processes` is
+    filled as they start, so the caller can stop them whatever happens)."""
+    progress = Progress()
+    try:
+        processes["agents"] = _spawn("agents", agents_command, plan.state_dir)
+        await wait_ready(plan, [processes["agents"]], timeout, progress)
+        if controller_listen is None:
+            return
+        # Started once the agents answer: a controller dialing too early would sit out gRPC's
+        # reconnect backoff (a second or more) before it sees them.
+        command = [
+            *_command("fusion-controller", "fusionrack.controller.main"),
+            "--manifest", plan.manifest, "--host", plan.host, "--base-port", str(plan.base_port),
+            "--listen", controller_listen, "--state", str(plan.state_dir / "controller.sqlite"),
+        ]  # fmt: skip
+        processes["controller"] = _spawn("controller", command, plan.state_dir)
+        await wait_controller(controller_listen, processes["controller"], timeout,
+                              plan.state_dir / "controller.log", progress)  # fmt: skip
+    finally:
+        progress.done()
+
+
 def rack_up(
     manifest: str,
     *,
@@ -156,15 +286,18 @@ def rack_up(
     state_dir: Path | None = None,
     detach: bool = False,
     mqtt: bool = True,
+    controller_listen: str | None = DEFAULT_CONTROLLER,
+    output: str = "table",
     timeout: float = 30.0,
 ) -> int:
+    """Bring a rack up (`controller_listen` None: without a controller); see the module doc."""
     topology = Topology(load_manifest(manifest))
     state_dir = state_dir or Path(".fusionrack") / topology.name
     state_dir.mkdir(parents=True, exist_ok=True)
     plan = RackPlan(topology, manifest, host, base_port, state_dir)
     if (state_dir / "pids.json").exists():
         raise Unavailable(f"a rack is already up from {state_dir} (fusionctl rack down)")
-    _check_ports_free(plan)
+    _check_ports_free(plan, controller_listen)
     broker, mqtt_url = start_mosquitto(plan) if mqtt else (None, None)
     common = ["--manifest", manifest, "--host", host, "--base-port", str(base_port)]
     if mqtt_url:
@@ -174,32 +307,37 @@ def rack_up(
     command = [*_agent_command(), *common, "--all"]
     if not in_process:
         command += ["--fork", "--pids-file", str(state_dir / "trays.json")]
-    commands = {"agents": command}
     processes: dict[str, subprocess.Popen[bytes]] = {}
     started = time.monotonic()
     try:
-        for name, command in commands.items():
-            log = open(state_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-            processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                               start_new_session=True)  # fmt: skip
-            log.close()
-        asyncio.run(wait_ready(plan, list(processes.values()), timeout))
+        asyncio.run(_bring_up(plan, command, controller_listen, processes, timeout))
     except BaseException:
-        _stop(list(processes.values()), broker)
+        _stop(processes, broker)
         raise
     elapsed = time.monotonic() - started
     pids = {name: p.pid for name, p in processes.items()}
     if broker:
         pids["mosquitto"] = broker.pid
     (state_dir / "pids.json").write_text(json.dumps(pids) + "\n")
+    record = {
+        "rack": topology.name, "manifest": manifest, "host": host, "base_port": base_port,
+        "in_process": in_process, "controller": controller_listen, "mqtt": mqtt_url,
+        "started": time.time(),
+    }  # fmt: skip
+    (state_dir / "rack.json").write_text(json.dumps(record, indent=2) + "\n")
     targets = write_targets(plan)
-    _print_table(plan, elapsed, in_process, mqtt_url, targets)
+    # With -o json, stdout carries only the document; what people read goes to stderr.
+    notes = sys.stderr if output == "json" else sys.stdout
+    if output == "json":
+        print_json(asyncio.run(status_document(topology, state_dir)))
+    else:
+        _print_table(plan, elapsed, in_process, mqtt_url, targets, controller_listen)
     if detach:
         custom = state_dir != Path(".fusionrack") / topology.name
         print("running in the background; stop it with: fusionctl rack down"
-              + (f" --state-dir {state_dir}" if custom else ""))  # fmt: skip
+              + (f" --state-dir {state_dir}" if custom else ""), file=notes)  # fmt: skip
         return 0
-    print("press Ctrl-C to stop the rack")
+    print("press Ctrl-C to stop the rack", file=notes, flush=True)
     stop = False
 
     def interrupt(*_: object) -> None:
@@ -208,16 +346,27 @@ def rack_up(
 
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
-    while not stop and all(p.poll() is None for p in processes.values()):
+    while not stop:
+        exited = next((name for name, p in processes.items() if p.poll() is not None), None)
+        if exited is not None:
+            print(f"the {exited} process exited (status {processes[exited].returncode}; see "
+                  f"{state_dir / (exited + '.log')}): stopping the rack", file=notes)  # fmt: skip
+            break
         time.sleep(0.2)
-    _stop(list(processes.values()), broker)
+    _stop(processes, broker)
     (state_dir / "pids.json").unlink(missing_ok=True)
-    print("rack stopped")
+    (state_dir / "rack.json").unlink(missing_ok=True)
+    print("rack stopped", file=notes)
     return 0
 
 
 def _print_table(
-    plan: RackPlan, elapsed: float, in_process: bool, mqtt_url: str | None, targets: Path
+    plan: RackPlan,
+    elapsed: float,
+    in_process: bool,
+    mqtt_url: str | None,
+    targets: Path,
+    controller: str | None,
 ) -> None:
     top = plan.topology
     mode = "in one process" if in_process else f"{len(top.trays)} processes"
@@ -225,20 +374,27 @@ def _print_table(
           f"{len(top.links)} links active")  # fmt: skip
     rows = [(t.name, t.kind.name.lower(), t.slot, plan.grpc_address(t.name),
              f"http://{plan.metrics_address(t.name)}/metrics") for t in top.trays]  # fmt: skip
-    widths = [
-        max(len(str(r[i])) for r in [("TRAY", "KIND", "SLOT", "GRPC", "METRICS"), *rows])
-        for i in range(5)
-    ]
-    for row in [("TRAY", "KIND", "SLOT", "GRPC", "METRICS"), *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    if controller:
+        rows.append(("controller", "controller", "-", controller, "-"))
+    print(table(rows, ("TRAY", "KIND", "SLOT", "GRPC", "METRICS")))
     print(f"events: {mqtt_url or 'off'}; Prometheus file_sd targets: {targets}")
+    if controller and controller != DEFAULT_CONTROLLER:
+        print(f"fusionctl talks to this controller with --controller {controller} "
+              f"(or FUSIONRACK_CONTROLLER={controller})")  # fmt: skip
 
 
-def _stop(processes: list[subprocess.Popen[bytes]], broker: subprocess.Popen[bytes] | None) -> None:
-    for p in processes:
+def _stop(
+    processes: dict[str, subprocess.Popen[bytes]], broker: subprocess.Popen[bytes] | None
+) -> None:
+    # The controller first, so it does not log every agent going away.
+    ordered = sorted(processes.items(), key=lambda item: item[0] != "controller")
+    for _, p in ordered:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
-    for p in processes:
+            if p is processes.get("controller"):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=5)
+    for _, p in ordered:
         try:
             p.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -250,28 +406,166 @@ def _stop(processes: list[subprocess.Popen[bytes]], broker: subprocess.Popen[byt
             broker.wait(timeout=5)
 
 
-def rack_down(manifest: str, state_dir: Path | None = None) -> int:
+def _running(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process took the pid
+        return False
+    return True
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]:
+    """What `rack status -o json` prints: from the state directory, checked live.
+
+    `{"rack", "state_dir", "up", "healthy", "controller": {"address", "pid", "running",
+    "answers", "control_plane_state", "reachable_trays", "trays"} | null, "broker": {"url",
+    "pid", "running", "answers"} | null, "trays": [{"name", "kind", "slot", "address",
+    "metrics_address", "pid", "running", "answers", "active_links", "links"}]}`; `healthy`:
+    every process started runs and answers.
+    """
+    pids = _read_json(state_dir / "pids.json") or {}
+    record = _read_json(state_dir / "rack.json") or {}
+    tray_pids = _read_json(state_dir / "trays.json") or {}
+    up = bool(pids)
+    document: dict[str, Any] = {
+        "rack": topology.name, "state_dir": str(state_dir), "up": up, "healthy": False,
+        "controller": None, "broker": None, "trays": [],
+    }  # fmt: skip
+    if not up:
+        return document
+    host, base_port = record.get("host", "127.0.0.1"), record.get("base_port", 0)
+    plan = RackPlan(topology, record.get("manifest", topology.name), host, base_port, state_dir)
+    statuses = await asyncio.gather(
+        *(_tray_status(plan.grpc_address(t.name)) for t in topology.trays)
+    )
+    for tray, status in zip(topology.trays, statuses, strict=True):
+        pid = tray_pids.get(tray.name, pids.get("agents"))
+        document["trays"].append({
+            "name": tray.name, "kind": tray.kind.name.lower(), "slot": tray.slot,
+            "address": plan.grpc_address(tray.name),
+            "metrics_address": plan.metrics_address(tray.name),
+            "pid": pid, "running": _running(pid), "answers": status is not None,
+            "active_links": status.active_link_count if status else 0,
+            "links": status.link_count if status else 0,
+        })  # fmt: skip
+    parts = list(document["trays"])
+    if record.get("controller"):
+        pid = pids.get("controller")
+        domain = await _domain(record["controller"])
+        state = domain.state if domain else None
+        document["controller"] = {
+            "address": record["controller"], "pid": pid, "running": _running(pid),
+            "answers": domain is not None,
+            "control_plane_state": controller_pb2.ControlPlaneState.Name(
+                state.control_plane_state).removeprefix("CONTROL_PLANE_STATE_").lower()
+            if state else None,
+            "reachable_trays": state.reachable_tray_count if state else 0,
+            "trays": state.tray_count if state else 0,
+        }  # fmt: skip
+        parts.append(document["controller"])
+    if record.get("mqtt"):
+        host, port = record["mqtt"].removeprefix("mqtt://").rsplit(":", 1)
+        pid = pids.get("mosquitto")
+        document["broker"] = {"url": record["mqtt"], "pid": pid, "running": _running(pid),
+                              "answers": _answers_tcp(host, int(port))}  # fmt: skip
+        parts.append(document["broker"])
+    document["healthy"] = all(p["running"] and p["answers"] for p in parts)
+    return document
+
+
+def _status_table(document: dict[str, Any]) -> str:
+    paint = Palette(colour_enabled())
+
+    def process(part: dict[str, Any]) -> Word:
+        return Word("running" if part["running"] else "stopped")
+
+    rows = []
+    controller, broker = document["controller"], document["broker"]
+    if controller:
+        state = (
+            f"{controller['control_plane_state']}, {controller['reachable_trays']}/"
+            f"{controller['trays']} trays reachable" if controller["answers"] else "silent"
+        )  # fmt: skip
+        rows.append(("controller", "controller", controller["pid"], process(controller),
+                     controller["address"], Word(state)))  # fmt: skip
+    if broker:
+        rows.append(("mosquitto", "broker", broker["pid"], process(broker), broker["url"],
+                     Word("answers" if broker["answers"] else "silent")))  # fmt: skip
+    for t in document["trays"]:
+        state = f"{t['active_links']}/{t['links']} links active" if t["answers"] else "silent"
+        rows.append((t["name"], t["kind"], t["pid"], process(t), t["address"],
+                     Word(state) if not t["answers"] else state))  # fmt: skip
+    verdict = paint("healthy") if document["healthy"] else paint("degraded")
+    head = f"rack {document['rack']} (state in {document['state_dir']}): {verdict}"
+    return head + "\n" + table(rows, ("NAME", "KIND", "PID", "PROCESS", "ADDRESS", "STATE"), paint)
+
+
+def _recorded(manifest: str | None, state_dir: Path | None) -> tuple[Topology, Path]:
+    """The rack of `manifest` (None: the one recorded in `state_dir`, else gb200-nvl72) and its
+    state directory."""
+    if manifest is None:
+        record = _read_json(state_dir / "rack.json") if state_dir else None
+        manifest = record["manifest"] if record else "gb200-nvl72"
     topology = Topology(load_manifest(manifest))
-    state_dir = state_dir or Path(".fusionrack") / topology.name
+    return topology, state_dir or Path(".fusionrack") / topology.name
+
+
+def rack_status(
+    manifest: str | None = None, state_dir: Path | None = None, output: str = "table"
+) -> int:
+    """Print what runs, from the state directory plus a live check; 0 when all is well."""
+    topology, state_dir = _recorded(manifest, state_dir)
+    document = asyncio.run(status_document(topology, state_dir))
+    if output == "json":
+        print_json(document)
+    elif not document["up"]:
+        print(f"no rack is up from {state_dir}")
+    else:
+        print(_status_table(document))
+    return 0 if document["healthy"] else 1
+
+
+def rack_down(
+    manifest: str | None = None, state_dir: Path | None = None, output: str = "table"
+) -> int:
+    topology, state_dir = _recorded(manifest, state_dir)
     pids_file = state_dir / "pids.json"
     if not pids_file.exists():
-        print(f"no rack is up from {state_dir}")
+        if output == "json":
+            print_json({"rack": topology.name, "state_dir": str(state_dir), "stopped": []})
+        else:
+            print(f"no rack is up from {state_dir}")
         return 0
-    pids = json.loads(pids_file.read_text())
-    for pid in pids.values():
+    pids: dict[str, int] = json.loads(pids_file.read_text())
+    # The controller first, so it does not log every agent going away.
+    order = sorted(pids, key=lambda name: name != "controller")
+    for name in order:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pids[name], signal.SIGTERM)
     deadline = time.monotonic() + 10
-    for pid in pids.values():
+    for name in order:
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if not _running(pids[name]):
                 break
             time.sleep(0.05)
         else:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pids[name], signal.SIGKILL)
     pids_file.unlink()
-    print(f"rack {topology.name} stopped ({len(pids)} processes)")
+    (state_dir / "rack.json").unlink(missing_ok=True)
+    if output == "json":
+        print_json({"rack": topology.name, "state_dir": str(state_dir), "stopped": order})
+    else:
+        print(f"rack {topology.name} stopped ({len(pids)} processes: {', '.join(order)})")
     return 0

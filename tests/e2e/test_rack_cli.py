@@ -25,7 +25,8 @@ def fusionctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
 
 @pytest.mark.parametrize("mode", ["--in-process", "--processes"])
 def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: str) -> None:
-    base = free_port_range(8)
+    base = free_port_range(9)  # 8 for the trays, the last for the controller
+    controller = f"127.0.0.1:{base + 8}"
     state = tmp_path / "state"
     up = [
         "rack",
@@ -35,6 +36,8 @@ def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: 
         "--detach",
         "--base-port",
         str(base),
+        "--controller-listen",
+        controller,
         "--state-dir",
         str(state),
     ]
@@ -44,6 +47,7 @@ def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: 
         assert "rack mini up in" in result.stdout and "16 links active" in result.stdout
         for tray in ("compute-01", "compute-02", "switch-1", "switch-2"):
             assert tray in result.stdout
+        assert f"controller  controller  -     {controller}" in result.stdout
         assert "mqtt://127.0.0.1:" in result.stdout  # make test installs mosquitto
         targets = json.loads((state / "targets.json").read_text())
         assert {group["labels"]["tray"] for group in targets} == {
@@ -64,9 +68,24 @@ def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: 
                 memory_pb2.LoadRequest(initiator=0, address=fabric_address(3, 0), size=2), timeout=5
             )
         assert loaded.data == b"up"
+        # The controller answers, with every tray reachable; `rack status` sees it all.
+        domain = fusionctl("domain", "--controller", controller, "-o", "json")
+        assert domain.returncode == 0, domain.stderr
+        assert json.loads(domain.stdout)["state"]["reachable_tray_count"] == 4
+        status = fusionctl("rack", "status", "--state-dir", str(state), "-o", "json")
+        assert status.returncode == 0, status.stdout
+        document = json.loads(status.stdout)
+        assert document["healthy"] and document["controller"]["control_plane_state"] == "ready"
+        assert [t["active_links"] for t in document["trays"]] == [8, 8, 8, 8]
         again = fusionctl(*up)
         assert again.returncode == 1 and "already up" in again.stderr
     finally:
-        down = fusionctl("rack", "down", "--manifest", "mini", "--state-dir", str(state))
-    assert down.returncode == 0 and "stopped" in down.stdout
+        down = fusionctl("rack", "down", "--state-dir", str(state))
+    assert down.returncode == 0 and "rack mini stopped" in down.stdout, down.stderr
+    assert "controller" in down.stdout
     assert not (state / "pids.json").exists()
+    assert (state / "controller.sqlite").exists()  # desired state outlives the rack
+    gone = fusionctl("domain", "--controller", controller)
+    assert gone.returncode == 3 and "fusionctl rack up" in gone.stderr
+    stopped = fusionctl("rack", "status", "--manifest", "mini", "--state-dir", str(state))
+    assert stopped.returncode == 1 and "no rack is up" in stopped.stdout

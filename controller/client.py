@@ -1,0 +1,346 @@
+"""How `fusionctl` talks to the controller (and, for `mem`, to a tray agent): one `Session`
+per invocation connects, calls with a timeout, and turns every failure into an exit code and one
+line on stderr:
+
+* 0: done;
+* 1 (`Refused`): the server refused the request; its status and message are printed as they
+  came (`fusionctl: error: NOT_FOUND: no partition with id 7`);
+* 2: usage error (argparse, before any of this runs);
+* 3 (`Unreachable`): nothing answers at the address (or the connection broke); the message
+  names the address and how to start a controller.
+
+The controller is `--controller`, else `$FUSIONRACK_CONTROLLER`, else 127.0.0.1:50051; TLS with
+`--tls-ca/--tls-cert/--tls-key` as the other tools. A session first waits for its channel to
+be READY (so a refusal is never mistaken for an unreachable server), and with `--wait` keeps
+trying while a controller starts, showing progress. When the outcome of a change is unknown
+(connection lost, deadline), the error gives the request's idempotency key to retry it safely.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from fusionrack.rpc import TlsFiles, open_channel
+from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, memory_pb2_grpc
+
+from .output import Palette, Progress, colour_enabled, print_json, table
+
+__all__ = [
+    "DEFAULT_CONTROLLER",
+    "ENV_CONTROLLER",
+    "Command",
+    "CtlError",
+    "Refused",
+    "Session",
+    "Stream",
+    "Unreachable",
+    "connection_options",
+    "output_options",
+    "runner",
+]
+
+ENV_CONTROLLER = "FUSIONRACK_CONTROLLER"
+DEFAULT_CONTROLLER = "127.0.0.1:50051"  # fusion-controller's default --listen
+RPC_TIMEOUT = 10.0  # a change programs every switch tray (2 s per tray call at most)
+CONNECT_TIMEOUT = 3.0
+
+EXIT_REFUSED, EXIT_UNREACHABLE = 1, 3
+
+
+class CtlError(Exception):
+    """A command failed; `exit_code` says how."""
+
+    exit_code = EXIT_REFUSED
+
+
+class Refused(CtlError):
+    """The server said no (or the request could not be made): exit 1."""
+
+
+class Unreachable(CtlError):
+    """Nothing answers at the address: exit 3."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+# -- talking to servers ---------------------------------------------------------------------
+
+
+class Session:
+    """One invocation's connections, settings and output style."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.address: str = args.controller
+        self.tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
+        self.timeout: float = args.timeout
+        self.wait: float = args.wait
+        self.json = args.output == "json"
+        self.paint = Palette(colour_enabled() and not self.json)
+        self.key: str = getattr(args, "idempotency_key", None) or str(uuid.uuid4())
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._trays: list[common_pb2.TrayInfo] | None = None
+
+    async def trays(self) -> list[common_pb2.TrayInfo]:
+        """The controller's ListTrays, asked once per invocation."""
+        if self._trays is None:
+            self._trays = list(
+                (await self.call("ListTrays", controller_pb2.ListTraysRequest())).trays
+            )
+        return self._trays
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+    async def _connect(self, address: str, what: str) -> grpc.aio.Channel:
+        """A READY channel to `address`; with --wait, keep trying (showing progress)."""
+        if address in self._channels:
+            return self._channels[address]
+        deadline = time.monotonic() + self.wait
+        progress: Progress | None = None
+        while True:
+            channel = open_channel(address, self.tls)
+            if await _settle(channel, CONNECT_TIMEOUT) == grpc.ChannelConnectivity.READY:
+                break
+            await channel.close()
+            if time.monotonic() >= deadline:
+                if progress is not None:
+                    progress.done()
+                raise Unreachable(self._unreachable(address, what))
+            progress = progress or Progress()
+            progress.update(f"waiting for {what} at {address}")
+            await asyncio.sleep(0.25)
+        if progress is not None:
+            progress.done()
+        self._channels[address] = channel
+        return channel
+
+    def _unreachable(self, address: str, what: str) -> str:
+        if what != "the controller":
+            return (
+                f"cannot reach {what} at {address} (is the tray up? `fusionctl trays` shows "
+                "which agents the controller reaches)"
+            )
+        tls = "" if self.tls.enabled else " (or it serves TLS: give --tls-ca)"
+        return (
+            f"cannot reach the controller at {address}: nothing answers there{tls}. "
+            "Start a rack with its controller: `fusionctl rack up` (or `fusion-controller "
+            f"--manifest NAME`); or point fusionctl at one with --controller or ${ENV_CONTROLLER}"
+        )
+
+    async def call(
+        self, method: str, request: Message, *, agent: common_pb2.TrayInfo | None = None
+    ) -> Any:
+        """`method` of the Controller service (or, given `agent`, of that tray's Memory
+        service); failures become `Refused` / `Unreachable` with the server's words."""
+        address, what = self._endpoint(agent)
+        channel = await self._connect(address, what)
+        stub: Any = (
+            controller_pb2_grpc.ControllerStub(channel)
+            if agent is None
+            else memory_pb2_grpc.MemoryStub(channel)
+        )
+        try:
+            return await getattr(stub, method)(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as error:
+            raise self.failure(error, channel, address, what, request) from None
+
+    async def stream(
+        self, method: str, request: Message, *, timeout: float | None = None
+    ) -> Stream:
+        """A server stream of the Controller service, with `call`'s error mapping."""
+        channel = await self._connect(self.address, "the controller")
+        call = getattr(controller_pb2_grpc.ControllerStub(channel), method)(
+            request, timeout=timeout
+        )
+        return Stream(self, call, channel, request)
+
+    def _endpoint(self, agent: common_pb2.TrayInfo | None) -> tuple[str, str]:
+        if agent is None:
+            return self.address, "the controller"
+        if not agent.address:
+            raise Refused(f"the controller knows no address for the agent of {agent.name}")
+        return agent.address, f"the agent of {agent.name}"
+
+    def failure(
+        self,
+        error: grpc.aio.AioRpcError,
+        channel: grpc.aio.Channel,
+        address: str,
+        what: str,
+        request: Message,
+    ) -> CtlError:
+        """The CtlError for a failed call: `Unreachable` when the connection is gone, else
+        `Refused` with the server's status and message; when the outcome of a change is
+        unknown, the message gives its idempotency key to retry it safely."""
+        code, details = error.code(), error.details() or ""
+        lost = (
+            code == grpc.StatusCode.UNAVAILABLE
+            and channel.get_state() != grpc.ChannelConnectivity.READY
+        )
+        unknown = lost or code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+        retry = ""
+        if unknown and "idempotency_key" in request.DESCRIPTOR.fields_by_name:
+            retry = (
+                "; the change may or may not have been made: to retry it safely, run the same "
+                f"command with --idempotency-key {self.key}"
+            )
+        if lost:
+            return Unreachable(f"lost {what} at {address}: {details}{retry}")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            details = f"no answer from {what} at {address} within {self.timeout:g} s"
+        return Refused(f"{code.name}: {details}{retry}")
+
+    def show(self, message: Message, human: Callable[[Any], str | Iterable[str]]) -> int:
+        """Print `message` as JSON or as `human(message)` says; exit code 0."""
+        if self.json:
+            print_json(message)
+        else:
+            text = human(message)
+            print(text if isinstance(text, str) else "\n".join(text))
+        return 0
+
+    def table(self, rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+        return table(rows, header, self.paint)
+
+
+class Stream:
+    """An open server stream; `read` returns None at its end."""
+
+    def __init__(
+        self, session: Session, call: Any, channel: grpc.aio.Channel, request: Message
+    ) -> None:
+        self.session, self.call, self.channel, self.request = session, call, channel, request
+
+    async def read(self) -> Any:
+        try:
+            item = await self.call.read()
+        except grpc.aio.AioRpcError as error:
+            s = self.session
+            raise s.failure(
+                error, self.channel, s.address, "the controller", self.request
+            ) from None
+        return None if item is grpc.aio.EOF else item
+
+    def cancel(self) -> None:
+        self.call.cancel()
+
+
+async def _settle(channel: grpc.aio.Channel, timeout: float) -> grpc.ChannelConnectivity:
+    """Connect and wait until the channel is READY or has failed (or `timeout` passed)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    state = channel.get_state(try_to_connect=True)
+    final = (
+        grpc.ChannelConnectivity.READY,
+        grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+        grpc.ChannelConnectivity.SHUTDOWN,
+    )
+    while state not in final and loop.time() < end:
+        try:
+            await asyncio.wait_for(channel.wait_for_state_change(state), end - loop.time())
+        except TimeoutError:
+            break
+        state = channel.get_state(try_to_connect=True)
+    return state
+
+
+def output_options(top: bool = False) -> argparse.ArgumentParser:
+    """`-o/--output` as a parent parser. On the top-level parser it carries the default; on a
+    command it is SUPPRESSed unless given, so `fusionctl -o json X` and `fusionctl X -o json`
+    both work."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table" if top else argparse.SUPPRESS,
+        help="table for people (default) or json for programs",
+    )
+    return parent
+
+
+def connection_options(top: bool = False) -> argparse.ArgumentParser:
+    """Where the controller is, and how to talk to it (see `output_options` for `top`)."""
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("controller connection")
+    group.add_argument(
+        "--controller",
+        metavar="HOST:PORT",
+        default=default(os.environ.get(ENV_CONTROLLER) or DEFAULT_CONTROLLER),
+        help=f"controller address (default ${ENV_CONTROLLER}, else {DEFAULT_CONTROLLER})",
+    )
+    group.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=default(None),
+        metavar="PEM",
+        help="CA that signs the controller (and agents): use TLS",
+    )
+    group.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=default(None),
+        metavar="PEM",
+        help="client certificate, when the servers require one",
+    )
+    group.add_argument(
+        "--tls-key",
+        type=Path,
+        default=default(None),
+        metavar="PEM",
+        help="private key of --tls-cert",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=default(RPC_TIMEOUT),
+        metavar="SECONDS",
+        help=f"deadline of each request (default {RPC_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--wait",
+        type=float,
+        default=default(0.0),
+        metavar="SECONDS",
+        help="keep trying to reach the controller this long, e.g. while it starts (default 0)",
+    )
+    return parent
+
+
+Command = Callable[[Session], Awaitable[int]]
+
+
+def runner(command: Command) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return asyncio.run(_run(command, args))
+
+    return run
+
+
+async def _run(command: Command, args: argparse.Namespace) -> int:
+    session = Session(args)
+    try:
+        return await command(session)
+    except CtlError as error:
+        sys.stdout.flush()
+        print(f"fusionctl: error: {error}", file=sys.stderr)
+        return error.exit_code
+    finally:
+        await session.close()
