@@ -83,6 +83,12 @@ def _agent_command() -> list[str]:
     return _command("fusion-agent", "fusionrack.agent.main")
 
 
+def controller_metrics_address(controller: str) -> str:
+    """Where `rack up`'s controller serves /metrics: the port after its gRPC port."""
+    host, port = controller.rsplit(":", 1)
+    return f"{host}:{int(port) + 1}"
+
+
 def _check_ports_free(plan: RackPlan, controller: str | None) -> None:
     wanted = [
         (address, tray.name)
@@ -91,6 +97,7 @@ def _check_ports_free(plan: RackPlan, controller: str | None) -> None:
     ]
     if controller:
         wanted.append((controller, "the controller"))
+        wanted.append((controller_metrics_address(controller), "the controller's /metrics"))
     for address, owner in wanted:
         host, port = address.rsplit(":", 1)
         with socket.socket() as s:
@@ -98,7 +105,8 @@ def _check_ports_free(plan: RackPlan, controller: str | None) -> None:
             try:
                 s.bind((host, int(port)))
             except OSError:
-                flag = "--controller-listen" if controller == address else "--base-port"
+                controllers = owner.startswith("the controller")
+                flag = "--controller-listen" if controllers else "--base-port"
                 raise Unavailable(
                     f"port {port} ({owner}) is in use: is a rack already up? "
                     f"Stop it with `fusionctl rack down`, or pick {flag}"
@@ -227,14 +235,18 @@ async def wait_controller(
         await asyncio.sleep(0.05)
 
 
-def write_targets(plan: RackPlan) -> Path:
-    """Prometheus file_sd targets: one group per tray, labelled with rack, tray and kind."""
+def write_targets(plan: RackPlan, controller: str | None) -> Path:
+    """Prometheus file_sd targets: one group per tray, labelled with rack, tray and kind, and
+    the controller's (kind "controller")."""
     path = plan.state_dir / "targets.json"
     groups = [
         {"targets": [plan.metrics_address(t.name)],
          "labels": {"rack": plan.topology.name, "tray": t.name, "kind": t.kind.name.lower()}}
         for t in plan.topology.trays
     ]  # fmt: skip
+    if controller:
+        groups.append({"targets": [controller_metrics_address(controller)],
+                       "labels": {"rack": plan.topology.name, "kind": "controller"}})  # fmt: skip
     path.write_text(json.dumps(groups, indent=2) + "\n")
     return path
 
@@ -252,6 +264,7 @@ async def _bring_up(
     plan: RackPlan,
     agents_command: list[str],
     controller_listen: str | None,
+    mqtt_url: str | None,
     processes: dict[str, subprocess.Popen[bytes]],
     timeout: float,
 ) -> None:
@@ -269,6 +282,8 @@ async def _bring_up(
             *_command("fusion-controller", "fusionrack.controller.main"),
             "--manifest", plan.manifest, "--host", plan.host, "--base-port", str(plan.base_port),
             "--listen", controller_listen, "--state", str(plan.state_dir / "controller.sqlite"),
+            "--metrics", controller_metrics_address(controller_listen),
+            *(["--mqtt", mqtt_url] if mqtt_url else []),
         ]  # fmt: skip
         processes["controller"] = _spawn("controller", command, plan.state_dir)
         await wait_controller(controller_listen, processes["controller"], timeout,
@@ -310,7 +325,7 @@ def rack_up(
     processes: dict[str, subprocess.Popen[bytes]] = {}
     started = time.monotonic()
     try:
-        asyncio.run(_bring_up(plan, command, controller_listen, processes, timeout))
+        asyncio.run(_bring_up(plan, command, controller_listen, mqtt_url, processes, timeout))
     except BaseException:
         _stop(processes, broker)
         raise
@@ -325,7 +340,7 @@ def rack_up(
         "started": time.time(),
     }  # fmt: skip
     (state_dir / "rack.json").write_text(json.dumps(record, indent=2) + "\n")
-    targets = write_targets(plan)
+    targets = write_targets(plan, controller_listen)
     # With -o json, stdout carries only the document; what people read goes to stderr.
     notes = sys.stderr if output == "json" else sys.stdout
     if output == "json":
@@ -375,7 +390,8 @@ def _print_table(
     rows = [(t.name, t.kind.name.lower(), t.slot, plan.grpc_address(t.name),
              f"http://{plan.metrics_address(t.name)}/metrics") for t in top.trays]  # fmt: skip
     if controller:
-        rows.append(("controller", "controller", "-", controller, "-"))
+        rows.append(("controller", "controller", "-", controller,
+                     f"http://{controller_metrics_address(controller)}/metrics"))  # fmt: skip
     print(table(rows, ("TRAY", "KIND", "SLOT", "GRPC", "METRICS")))
     print(f"events: {mqtt_url or 'off'}; Prometheus file_sd targets: {targets}")
     if controller and controller != DEFAULT_CONTROLLER:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -25,7 +26,7 @@ def fusionctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
 
 @pytest.mark.parametrize("mode", ["--in-process", "--processes"])
 def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: str) -> None:
-    base = free_port_range(9)  # 8 for the trays, the last for the controller
+    base = free_port_range(10)  # 8 for the trays, 2 for the controller (gRPC, /metrics)
     controller = f"127.0.0.1:{base + 8}"
     state = tmp_path / "state"
     up = [
@@ -50,13 +51,19 @@ def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: 
         assert f"controller  controller  -     {controller}" in result.stdout
         assert "mqtt://127.0.0.1:" in result.stdout  # make test installs mosquitto
         targets = json.loads((state / "targets.json").read_text())
-        assert {group["labels"]["tray"] for group in targets} == {
+        assert [group["labels"].get("tray", "controller") for group in targets] == [
             "compute-01",
-            "compute-02",
             "switch-1",
             "switch-2",
-        }
+            "compute-02",
+            "controller",
+        ]
         assert targets[0]["targets"] == [f"127.0.0.1:{base + 1}"]
+        # The controller's /metrics, where the targets file says, sees every agent up.
+        scraped = urllib.request.urlopen(f"http://{targets[-1]['targets'][0]}/metrics", timeout=5)
+        agents_up = [line.rsplit(" ", 1)[1] for line in scraped.read().decode().splitlines()
+                     if line.startswith("fusionrack_controller_agent_up{")]  # fmt: skip
+        assert [float(value) for value in agents_up] == [1.0] * 4
         # The rack answers: a store from compute-01/gpu0 into compute-02/gpu1 and back.
         with grpc.insecure_channel(f"127.0.0.1:{base}") as channel:
             memory = memory_pb2_grpc.MemoryStub(channel)
