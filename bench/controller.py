@@ -71,6 +71,13 @@ class Bench:
         self.controller: subprocess.Popen[bytes] | None = None
 
     async def __aenter__(self) -> Bench:
+        try:
+            return await self._start()
+        except BaseException:
+            await self.__aexit__()
+            raise
+
+    async def _start(self) -> Bench:
         self.rack.start()
         await self.rack.wait_ready()
         self.controller_address = f"127.0.0.1:{free_port_range(1)}"  # not one of the agents'
@@ -85,7 +92,8 @@ class Bench:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.channel.close()
+        if hasattr(self, "channel"):
+            await self.channel.close()
         if self.controller is not None:
             self.controller.send_signal(signal.SIGTERM)
             self.controller.wait(timeout=15)

@@ -37,7 +37,7 @@ import grpc
 
 from fusionrack.emulator import LinkState, Topology, Unavailable, load_manifest
 from fusionrack.emulator.topology import tray_addresses
-from fusionrack.rpc import free_port_range, open_channel
+from fusionrack.rpc import open_channel
 from fusionrack.v1 import controller_pb2, controller_pb2_grpc, tray_pb2, tray_pb2_grpc
 
 from .client import DEFAULT_CONTROLLER
@@ -89,7 +89,8 @@ def controller_metrics_address(controller: str) -> str:
     return f"{host}:{int(port) + 1}"
 
 
-def _check_ports_free(plan: RackPlan, controller: str | None) -> None:
+def _planned_addresses(plan: RackPlan, controller: str | None) -> list[tuple[str, str]]:
+    """(address, owner) of every port the rack will listen on, but the broker's."""
     wanted = [
         (address, tray.name)
         for tray in plan.topology.trays
@@ -98,7 +99,11 @@ def _check_ports_free(plan: RackPlan, controller: str | None) -> None:
     if controller:
         wanted.append((controller, "the controller"))
         wanted.append((controller_metrics_address(controller), "the controller's /metrics"))
-    for address, owner in wanted:
+    return wanted
+
+
+def _check_ports_free(plan: RackPlan, controller: str | None) -> None:
+    for address, owner in _planned_addresses(plan, controller):
         host, port = address.rsplit(":", 1)
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
@@ -113,13 +118,26 @@ def _check_ports_free(plan: RackPlan, controller: str | None) -> None:
                 ) from None
 
 
-def start_mosquitto(plan: RackPlan) -> tuple[subprocess.Popen[bytes] | None, str | None]:
+def _broker_port(plan: RackPlan, controller: str | None) -> int:
+    """A free port (the system's pick) that is none of the rack's own."""
+    planned = {int(a.rsplit(":", 1)[1]) for a, _ in _planned_addresses(plan, controller)}
+    while True:
+        with socket.socket() as s:
+            s.bind((plan.host, 0))
+            port = s.getsockname()[1]
+        if port not in planned:
+            return port
+
+
+def start_mosquitto(
+    plan: RackPlan, controller: str | None = None
+) -> tuple[subprocess.Popen[bytes] | None, str | None]:
     binary = next((p for p in map(shutil.which, MOSQUITTO_PATHS) if p), None)
     if binary is None:
         print("mosquitto is not installed: events go nowhere (apt-get install mosquitto)",
               file=sys.stderr)  # fmt: skip
         return None, None
-    port = free_port_range(1, plan.host)
+    port = _broker_port(plan, controller)
     conf = plan.state_dir / "mosquitto.conf"
     # `listener PORT ADDRESS`: a bare `listener PORT` would bind every interface.
     # set_tcp_nodelay: without it Nagle holds back PUBACKs and QoS 1 publishing crawls.
@@ -313,7 +331,7 @@ def rack_up(
     if (state_dir / "pids.json").exists():
         raise Unavailable(f"a rack is already up from {state_dir} (fusionctl rack down)")
     _check_ports_free(plan, controller_listen)
-    broker, mqtt_url = start_mosquitto(plan) if mqtt else (None, None)
+    broker, mqtt_url = start_mosquitto(plan, controller_listen) if mqtt else (None, None)
     common = ["--manifest", manifest, "--host", host, "--base-port", str(base_port)]
     if mqtt_url:
         common += ["--mqtt", mqtt_url]
