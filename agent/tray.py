@@ -338,8 +338,11 @@ class TrayAgent:
         while True:
             changed = self._changed
             yield self.status()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (the
+            # server stopping) that comes as the event is set, and this loop would never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), heartbeat if heartbeat > 0 else None)
+                async with asyncio.timeout(heartbeat if heartbeat > 0 else None):
+                    await changed.wait()
 
 
 class TrayServicer(tray_pb2_grpc.TrayServicer):

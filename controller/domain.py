@@ -356,10 +356,14 @@ class Controller:
                 self._check_inventory(view, inventory)
                 call = view.tray.WatchStatus(request)
                 try:
-                    # A hung agent keeps its connection: three missed heartbeats and it is gone.
-                    while (
-                        update := await asyncio.wait_for(call.read(), 3 * self.heartbeat)
-                    ) is not grpc.aio.EOF:
+                    while True:
+                        # A hung agent keeps its connection: three missed heartbeats and it is
+                        # gone. (asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
+                        # cancellation that stops the controller when a read completes with it.)
+                        async with asyncio.timeout(3 * self.heartbeat):
+                            update = await call.read()
+                        if update is grpc.aio.EOF:
+                            break
                         backoff = 0.05
                         self._on_status(view, update.status)
                 finally:
