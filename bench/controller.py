@@ -155,15 +155,20 @@ class Bench:
             lambda: _is(health.Check(health_pb2.HealthCheckRequest(), timeout=1), serving),
             every=0.002,
         )
-        usable = await until(lambda: self._usable_through(name, channel))
-        await channel.close()
+        # Channels opened once: the polling must not load the machine it measures.
+        top = self.rack.topology
+        computes = {t.name: open_channel(self.rack.address(t.name))
+                    for t in top.trays if t.kind == TrayKind.COMPUTE}  # fmt: skip
+        usable = await until(lambda: self._usable_through(name, channel, computes))
+        for opened in (channel, *computes.values()):
+            await opened.close()
         return usable - healthy
 
     async def _unreachable(self, stub: controller_pb2_grpc.ControllerStub, name: str) -> bool:
         domain = await stub.GetDomain(controller_pb2.GetDomainRequest(), timeout=2)
         return name in domain.state.unreachable_trays
 
-    async def _usable_through(self, name: str, channel) -> bool:  # type: ignore[no-untyped-def]
+    async def _usable_through(self, name: str, channel, computes) -> bool:  # type: ignore[no-untyped-def]
         domain = await self.stub.GetDomain(controller_pb2.GetDomainRequest(), timeout=2)
         status = await tray_pb2_grpc.TrayStub(channel).GetStatus(
             tray_pb2.GetStatusRequest(), timeout=2
@@ -172,13 +177,10 @@ class Bench:
             return False
         top = self.rack.topology
         planes = list(top.tray(name).switch_chips)
-        for tray in top.trays:
-            if tray.kind != TrayKind.COMPUTE:
-                continue
-            async with open_channel(self.rack.address(tray.name)) as compute:
-                links = await tray_pb2_grpc.TrayStub(compute).GetStatus(
-                    tray_pb2.GetStatusRequest(), timeout=2
-                )
+        for compute in computes.values():
+            links = await tray_pb2_grpc.TrayStub(compute).GetStatus(
+                tray_pb2.GetStatusRequest(), timeout=2
+            )
             if any(
                 link.state != LinkState.ACTIVE
                 for link in links.status.links
@@ -189,11 +191,10 @@ class Bench:
         mask = np.isin(np.arange(top.links_per_accelerator), planes)
         offset = next(o for o in range(0, 1 << 20, 256)
                       if choose_plane(fabric_address(1, o), mask) in planes)  # fmt: skip
-        async with open_channel(self.rack.address(top.accelerators[0].location.tray)) as compute:
-            await memory_pb2_grpc.MemoryStub(compute).Store(
-                memory_pb2.StoreRequest(initiator=0, address=fabric_address(1, offset), data=b"1"),
-                timeout=2,
-            )
+        await memory_pb2_grpc.MemoryStub(computes[top.accelerators[0].location.tray]).Store(
+            memory_pb2.StoreRequest(initiator=0, address=fabric_address(1, offset), data=b"1"),
+            timeout=2,
+        )
         return True
 
 

@@ -206,13 +206,12 @@ async def _cmd_partition_create(s: Session) -> int:
     if a.multicast_group_limit is not None:
         request.multicast_group_limit = a.multicast_group_limit
     response = await s.call("CreatePartition", request)
-    return s.show(
-        response,
-        lambda r: [
-            "created " + partition_lines(s.paint, r.partition)[0],
-            *partition_lines(s.paint, r.partition)[1:],
-        ],
-    )
+    return s.show(response, lambda r: _created(partition_lines(s.paint, r.partition)))
+
+
+def _created(lines: list[str]) -> list[str]:
+    """What `show` prints of a created object, said to be new."""
+    return ["created " + lines[0], *lines[1:]]
 
 
 async def _cmd_partition_delete(s: Session) -> int:
@@ -270,13 +269,7 @@ async def _cmd_mcast_create(s: Session) -> int:
         idempotency_key=s.key,
     )
     response = await s.call("CreateMulticastGroup", request)
-    return s.show(
-        response,
-        lambda r: [
-            "created " + group_lines(s.paint, r.group)[0],
-            *group_lines(s.paint, r.group)[1:],
-        ],
-    )
+    return s.show(response, lambda r: _created(group_lines(s.paint, r.group)))
 
 
 async def _cmd_mcast_delete(s: Session) -> int:
