@@ -22,7 +22,7 @@ from pathlib import Path
 from fusionrack import __version__
 from fusionrack.emulator import FusionError, Topology, TrayKind, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
-from fusionrack.rpc import TlsFiles
+from fusionrack.rpc import TlsFiles, settle
 
 from .rack import LocalRack, RunningTray, serve_tray
 
@@ -135,6 +135,7 @@ async def run(args: argparse.Namespace, topology: Topology, tray: str | None) ->
     for running in sorted(trays, key=lambda t: t.agent.tray.kind != TrayKind.COMPUTE):
         await running.stop(grace=1.0)
         log.info("tray %s stopped", running.agent.name)
+    await settle()
     return 0
 
 

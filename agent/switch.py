@@ -98,10 +98,10 @@ class SwitchAgent(TrayAgent):
 
     async def serve_stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:  # type: ignore[no-untyped-def]
         """One compute tray's Forward stream, from its hello to its end."""
-        if self.stopping:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"switch tray {self.name} is stopping")
         # context.read() rather than the iterator: one coroutine less per frame.
         first = await context.read()
+        if self.stopping:  # checked after the wait: `stop` may have run meanwhile
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"switch tray {self.name} is stopping")
         if first is grpc.aio.EOF or first.WhichOneof("frame") != "hello":
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION, "a Forward stream starts with a hello"

@@ -30,6 +30,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -84,7 +85,8 @@ class Rack:
         self.manifest, self.mode = manifest, mode
         self.base = free_port_range(64)
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.pids_file = Path(f"/tmp/fusionrack-bench-{os.getpid()}-trays.json")
+        self.scratch = tempfile.TemporaryDirectory(prefix="fusionrack-bench-")
+        self.pids_file = Path(self.scratch.name) / "trays.json"
 
     def start(self) -> None:
         common = [
@@ -105,7 +107,9 @@ class Rack:
             "trays": [["--tray", t.name] for t in self.topology.trays],
         }[self.mode]
         self.processes = [subprocess.Popen([*common, *t]) for t in targets]
-        self.plan = RackPlan(self.topology, self.manifest, "127.0.0.1", self.base, Path("/tmp"))
+        self.plan = RackPlan(
+            self.topology, self.manifest, "127.0.0.1", self.base, Path(self.scratch.name)
+        )
 
     def address(self, tray: str) -> str:
         return self.plan.grpc_address(tray)
@@ -122,6 +126,7 @@ class Rack:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
+        self.scratch.cleanup()
 
 
 async def percentiles(calls, n: int, block: int = 100) -> list[tuple[float, float]]:  # type: ignore[no-untyped-def]
@@ -267,7 +272,6 @@ async def bring_up(mode: str) -> tuple[float, float]:
         rss = statistics.median(rss_mib(pid) for pid in pids)
     finally:
         rack.stop()
-        rack.pids_file.unlink(missing_ok=True)
     return elapsed, rss
 
 

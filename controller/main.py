@@ -23,7 +23,7 @@ from fusionrack.emulator import FusionError, Topology, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
 from fusionrack.metrics import MetricsServer, split_listen, start_metrics_server
 from fusionrack.mqtt import parse_mqtt_url
-from fusionrack.rpc import Server, TlsFiles, start_server
+from fusionrack.rpc import Server, TlsFiles, settle, start_server
 from fusionrack.v1 import controller_pb2, controller_pb2_grpc
 
 from .domain import Controller
@@ -223,6 +223,7 @@ async def run(args: argparse.Namespace, topology: Topology) -> int:
     await stop.wait()
     await running.stop()
     log.info("controller of rack %s stopped", topology.name)
+    await settle()
     return 0
 
 

@@ -4,6 +4,7 @@ health checking and reflection, TLS, channels. One module, so both shells behave
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -27,6 +28,7 @@ __all__ = [
     "free_port_range",
     "grpc_errors",
     "open_channel",
+    "settle",
     "start_server",
     "status_of",
 ]
@@ -107,6 +109,16 @@ class Server:
     async def stop(self, grace: float = 2.0) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+
+
+async def settle(timeout: float = 1.0) -> None:
+    """Wait (at most `timeout` s) for every other task of this loop to end: call it last, after
+    the servers stopped. gRPC's `stop` returns once it has cancelled the calls still open (a
+    client's stream), but their handler tasks need a few more turns of the loop; cancelled by
+    the loop closing instead, gRPC logs each one as an unhandled error with a traceback."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        await asyncio.wait(others, timeout=timeout)
 
 
 async def start_server(

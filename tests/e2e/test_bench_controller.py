@@ -25,4 +25,4 @@ def test_quick_controller_bench_prints_provisioning_and_reprogramming() -> None:
     )
     assert re.search(provisioning, result.stdout), result.stdout
     assert re.search(r"restarted switch tray healthy -> usable\s+\d\.\d{3} s", result.stdout)
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr

@@ -185,3 +185,44 @@ async def _generations(addresses: dict[str, str]) -> list[int]:
             )
         found.append(config.committed_generation)
     return found
+
+
+async def test_stopping_with_streams_open_is_clean(agent_processes, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM while clients hold streams (a Forward stream still in its handshake, a status
+    watch, an event subscription): the process exits 0 without a traceback."""
+    base, procs = agent_processes
+    addresses = tray_addresses(Topology(load_manifest("mini")), "127.0.0.1", base)
+    controller_address = f"127.0.0.1:{free_port_range(1, start=base + 8)}"  # not an agent's
+    controller = subprocess.Popen(
+        [str(Path(sys.executable).with_name("fusion-controller")), "--manifest", "mini",
+         "--base-port", str(base), "--listen", controller_address,
+         "--state", str(tmp_path / "state.sqlite"), "--log-level", "WARNING"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with (
+            open_channel(addresses["switch-2"][0]) as switch,
+            open_channel(controller_address) as channel,
+        ):
+            await wait_for(lambda: active_links(addresses["switch-2"][0]), 8)
+            handshake = switch_pb2_grpc.SwitchStub(switch).Forward()  # no hello: it waits
+            watch = tray_pb2_grpc.TrayStub(switch).WatchStatus(tray_pb2.WatchStatusRequest())
+            await watch.read()
+            events = controller_pb2_grpc.ControllerStub(channel).Subscribe(
+                controller_pb2.SubscribeRequest(include_snapshot=True), wait_for_ready=True
+            )
+            async with asyncio.timeout(20):
+                await events.read()  # the controller is up
+            await handshake.wait_for_connection()
+            for process in (procs["switch-2"], controller):
+                process.send_signal(signal.SIGTERM)
+                assert await asyncio.to_thread(process.wait, 15) == 0
+                assert process.stderr is not None
+                logged = process.stderr.read().decode()
+                assert "Traceback" not in logged, logged
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+        controller.wait()
+        if controller.stderr:
+            controller.stderr.close()
