@@ -1,10 +1,11 @@
 """`fusionctl`: the command line of fusionrack.
 
-`manifest` reads rack manifests; `rack up|down|status` brings an emulated rack (tray agents,
-controller, broker) up and down (`rack.py`); every other command talks to a running controller
-(`ctl.py`: domain, topology, trays, accelerators, links, partition, mcast, mem, fault, drain,
-undrain, events). Exit codes: 0 ok, 1 refused (the input is wrong or the server said no; the
-message says why), 2 usage, 3 the controller cannot be reached. `-o json` prints machine output.
+`manifest` reads rack manifests; `rack up|down|status|restart` brings an emulated rack (tray
+agents, controller, broker) up and down (`rack.py`); every other command talks to a running
+controller (`ctl.py`: domain, topology, trays, accelerators, links, partition, mcast, mem,
+fault, drain, undrain, events). Exit codes: 0 ok, 1 refused (the input is wrong or the server
+said no; the message says why), 2 usage, 3 the controller cannot be reached. `-o json` prints
+machine output.
 """
 
 from __future__ import annotations
@@ -219,6 +220,12 @@ def _rack_status(args: argparse.Namespace) -> int:
     return rack_status(args.manifest, args.state_dir, args.output)
 
 
+def _rack_restart(args: argparse.Namespace) -> int:
+    from .rack import rack_restart
+
+    return rack_restart(args.name, args.state_dir, args.output)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fusionctl",
@@ -260,6 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
         parents=output,
         help="what runs (trays, controller, broker) and whether it answers (exit 1 if not all)",
     )
+    restart = rack_verbs.add_parser(
+        "restart",
+        parents=output,
+        help="start a tray's agent or the controller of a background rack again (after a "
+        "crash or a kill -9; a running one is stopped first) and wait until it is ready",
+    )
+    restart.add_argument(
+        "name", metavar="TRAY|controller", help="a tray of the rack (e.g. switch-1), or controller"
+    )
     up.add_argument(
         "--manifest",
         default="gb200-nvl72",
@@ -273,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="rack manifest or preset (default: the one --state-dir was started with, "
             "else gb200-nvl72)",
         )
-    for verb in (up, down, status):
+    for verb in (up, down, status, restart):
         verb.add_argument(
             "--state-dir",
             type=Path,
@@ -309,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(run=_rack_up)
     down.set_defaults(run=_rack_down)
     status.set_defaults(run=_rack_status)
+    restart.set_defaults(run=_rack_restart)
     ctl.register(commands)
     return parser  # fmt: skip
 

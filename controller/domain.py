@@ -327,6 +327,7 @@ class Controller:
                     await self._program_one(view, committed)
             self.repairs += len(stale)
             log.info("reconciled %s", ", ".join(v.name for v in stale))
+            self.update_health()  # their planes carry our partitions again
 
     async def _program_one(self, view: AgentView, generation: int) -> None:
         tables = wire.switch_config(self.config)
@@ -462,13 +463,15 @@ class Controller:
 
     def usable(self) -> np.ndarray:
         """Links that carry traffic now, as the compute trays report them; nothing of a tray
-        (or through a switch tray) whose agent cannot be reached."""
+        whose agent cannot be reached, nor through a switch tray behind the committed config
+        (restarted: until re-programmed it applies its factory defaults, not our partitions)."""
         top = self.topology
         usable = np.zeros(len(top.links), bool)
         for view in self.agents.values():
             usable[view.usable_links] = True
+        committed = self.config.generation
         for view in self.agents.values():
-            if view.kind == TrayKind.SWITCH and not view.reachable:
+            if view.kind == TrayKind.SWITCH and (not view.reachable or view.generation < committed):
                 for chip in top.tray(view.name).switch_chips:
                     usable[list(top.link_indices_of_switch_chip(chip))] = False
         return usable

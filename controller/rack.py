@@ -1,4 +1,4 @@
-"""`fusionctl rack up` / `rack down` / `rack status`: a whole emulated rack from one command.
+"""`fusionctl rack up` / `down` / `status` / `restart`: a whole emulated rack from one command.
 
 `up` starts every tray agent (`fusion-agent`, one process per tray, or one process for all with
 `--in-process`), a mosquitto broker on a free loopback port when mosquitto is installed, waits
@@ -10,6 +10,8 @@ answers GetDomain with every tray reachable. It prints where everything listens 
 Prometheus file_sd targets file. In the foreground it stops everything on Ctrl-C (or when a
 process it started exits); with `--detach` it leaves the rack running and `rack down` stops it
 later. `status` reads the state directory and checks that each process runs and answers.
+`restart` starts one tray's agent or the controller again (after a crash, a `kill -9`), as a
+process of its own recorded with the rack's, and waits until it is ready.
 
 The state directory (`.fusionrack/<rack>` by default) holds `pids.json` (process ids),
 `rack.json` (how the rack was started: addresses of the controller and the broker),
@@ -35,7 +37,13 @@ from typing import Any
 
 import grpc
 
-from fusionrack.emulator import LinkState, Topology, Unavailable, load_manifest
+from fusionrack.emulator import (
+    FailedPrecondition,
+    LinkState,
+    Topology,
+    Unavailable,
+    load_manifest,
+)
 from fusionrack.emulator.topology import tray_addresses
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import controller_pb2, controller_pb2_grpc, tray_pb2, tray_pb2_grpc
@@ -46,6 +54,7 @@ from .output import Palette, Progress, Word, colour_enabled, print_json, table
 __all__ = [
     "RackPlan",
     "rack_down",
+    "rack_restart",
     "rack_status",
     "rack_up",
     "status_document",
@@ -192,9 +201,11 @@ async def wait_ready(
     processes: list[subprocess.Popen[bytes]],
     timeout: float,  # the error names the trays still waiting
     progress: Progress | None = None,
+    trays: list[str] | None = None,  # default: every tray
 ) -> float:
     started = time.monotonic()
-    waiting = [t.name for t in plan.topology.trays]
+    waiting = trays or [t.name for t in plan.topology.trays]
+    total = len(waiting)
     while waiting:
         dead = [p for p in processes if p.poll() is not None]
         if dead:
@@ -208,9 +219,8 @@ async def wait_ready(
             raise Unavailable(f"not ready after {timeout:g} s: {', '.join(waiting)}")
         if waiting:
             if progress is not None:
-                done = len(plan.topology.trays) - len(waiting)
                 progress.update("waiting for the tray agents",
-                                f"{done}/{len(plan.topology.trays)} ready")  # fmt: skip
+                                f"{total - len(waiting)}/{total} ready")  # fmt: skip
             await asyncio.sleep(0.05)
     return time.monotonic() - started
 
@@ -278,6 +288,22 @@ def _spawn(name: str, command: list[str], state_dir: Path) -> subprocess.Popen[b
         log.close()
 
 
+def _agent_options(plan: RackPlan, mqtt_url: str | None) -> list[str]:
+    """The `fusion-agent` options every tray of the rack shares."""
+    options = ["--manifest", plan.manifest, "--host", plan.host, "--base-port", str(plan.base_port)]
+    return [*options, "--mqtt", mqtt_url] if mqtt_url else options
+
+
+def _controller_command(plan: RackPlan, listen: str, mqtt_url: str | None) -> list[str]:
+    return [
+        *_command("fusion-controller", "fusionrack.controller.main"),
+        "--manifest", plan.manifest, "--host", plan.host, "--base-port", str(plan.base_port),
+        "--listen", listen, "--state", str(plan.state_dir / "controller.sqlite"),
+        "--metrics", controller_metrics_address(listen),
+        *(["--mqtt", mqtt_url] if mqtt_url else []),
+    ]  # fmt: skip
+
+
 async def _bring_up(
     plan: RackPlan,
     agents_command: list[str],
@@ -296,13 +322,7 @@ async def _bring_up(
             return
         # Started once the agents answer: a controller dialing too early would sit out gRPC's
         # reconnect backoff (a second or more) before it sees them.
-        command = [
-            *_command("fusion-controller", "fusionrack.controller.main"),
-            "--manifest", plan.manifest, "--host", plan.host, "--base-port", str(plan.base_port),
-            "--listen", controller_listen, "--state", str(plan.state_dir / "controller.sqlite"),
-            "--metrics", controller_metrics_address(controller_listen),
-            *(["--mqtt", mqtt_url] if mqtt_url else []),
-        ]  # fmt: skip
+        command = _controller_command(plan, controller_listen, mqtt_url)
         processes["controller"] = _spawn("controller", command, plan.state_dir)
         await wait_controller(controller_listen, processes["controller"], timeout,
                               plan.state_dir / "controller.log", progress)  # fmt: skip
@@ -332,12 +352,9 @@ def rack_up(
         raise Unavailable(f"a rack is already up from {state_dir} (fusionctl rack down)")
     _check_ports_free(plan, controller_listen)
     broker, mqtt_url = start_mosquitto(plan, controller_listen) if mqtt else (None, None)
-    common = ["--manifest", manifest, "--host", host, "--base-port", str(base_port)]
-    if mqtt_url:
-        common += ["--mqtt", mqtt_url]
     # One process per tray: fusion-agent forks them from one start-up (a Python start-up per
     # tray would cost 27 x ~0.3 s of imports on two cores); --in-process serves all in one.
-    command = [*_agent_command(), *common, "--all"]
+    command = [*_agent_command(), *_agent_options(plan, mqtt_url), "--all"]
     if not in_process:
         command += ["--fork", "--pids-file", str(state_dir / "trays.json")]
     processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -387,6 +404,9 @@ def rack_up(
             break
         time.sleep(0.2)
     _stop(processes, broker)
+    restarted = _read_json(state_dir / "pids.json") or {}  # by `rack restart`, meanwhile
+    _terminate({name: pid for name, pid in restarted.items()
+                if name not in processes and name != "mosquitto"})  # fmt: skip
     (state_dir / "pids.json").unlink(missing_ok=True)
     (state_dir / "rack.json").unlink(missing_ok=True)
     print("rack stopped", file=notes)
@@ -582,12 +602,24 @@ def rack_down(
             print(f"no rack is up from {state_dir}")
         return 0
     pids: dict[str, int] = json.loads(pids_file.read_text())
-    # The controller first, so it does not log every agent going away.
+    order = _terminate(pids)
+    pids_file.unlink()
+    (state_dir / "rack.json").unlink(missing_ok=True)
+    if output == "json":
+        print_json({"rack": topology.name, "state_dir": str(state_dir), "stopped": order})
+    else:
+        print(f"rack {topology.name} stopped ({len(pids)} processes: {', '.join(order)})")
+    return 0
+
+
+def _terminate(pids: dict[str, int], wait: float = 10.0) -> list[str]:
+    """SIGTERM the processes `pids` names, the controller first (so that it does not log every
+    agent going away); SIGKILL what still runs after `wait` s. Returns the names in order."""
     order = sorted(pids, key=lambda name: name != "controller")
     for name in order:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pids[name], signal.SIGTERM)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + wait
     for name in order:
         while time.monotonic() < deadline:
             if not _running(pids[name]):
@@ -596,10 +628,63 @@ def rack_down(
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pids[name], signal.SIGKILL)
-    pids_file.unlink()
-    (state_dir / "rack.json").unlink(missing_ok=True)
-    if output == "json":
-        print_json({"rack": topology.name, "state_dir": str(state_dir), "stopped": order})
+    return order
+
+
+def rack_restart(
+    name: str,
+    state_dir: Path | None = None,
+    output: str = "table",
+    timeout: float = 30.0,
+) -> int:
+    """Start the agent of tray `name`, or the controller (`name` "controller"), of a rack up in
+    the background again: stopped first if it still runs, then waited for until ready (a tray:
+    every link ACTIVE; the controller: every tray reachable)."""
+    topology, state_dir = _recorded(None, state_dir)
+    pids, record = _read_json(state_dir / "pids.json"), _read_json(state_dir / "rack.json")
+    if not pids or not record:
+        raise Unavailable(f"no rack is up from {state_dir} (fusionctl rack up --detach)")
+    plan = RackPlan(topology, record["manifest"], record["host"], record["base_port"], state_dir)
+    tray_pids = _read_json(state_dir / "trays.json") or {}
+    if name == "controller":
+        if not record.get("controller"):
+            raise FailedPrecondition("this rack was started without a controller (--no-controller)")
+        command = _controller_command(plan, record["controller"], record.get("mqtt"))
+        old = pids.get("controller")
     else:
-        print(f"rack {topology.name} stopped ({len(pids)} processes: {', '.join(order)})")
+        topology.tray(name)  # NotFound naming the trays there are
+        if record.get("in_process"):
+            raise FailedPrecondition(
+                f"the agents of rack {topology.name} run in one process (rack up --in-process): "
+                "restart the whole rack (rack down, rack up)"
+            )
+        command = [*_agent_command(), *_agent_options(plan, record.get("mqtt")), "--tray", name]
+        old = pids.get(name, tray_pids.get(name))
+    if _running(old):
+        _terminate({name: old})
+    started = time.monotonic()
+    process = _spawn(name, command, state_dir)
+    log = state_dir / f"{name}.log"
+    progress = Progress()
+    try:
+        if name == "controller":
+            asyncio.run(wait_controller(record["controller"], process, timeout, log, progress))
+        else:
+            asyncio.run(wait_ready(plan, [process], timeout, progress, trays=[name]))
+    except BaseException:
+        _terminate({name: process.pid})
+        raise
+    finally:
+        progress.done()
+    elapsed = time.monotonic() - started
+    # Recorded with the rack's processes: `rack down` and `rack status` see it.
+    pids[name] = process.pid
+    (state_dir / "pids.json").write_text(json.dumps(pids) + "\n")
+    if name != "controller":
+        tray_pids[name] = process.pid
+        (state_dir / "trays.json").write_text(json.dumps(tray_pids) + "\n")
+    if output == "json":
+        print_json({"name": name, "pid": process.pid, "seconds": round(elapsed, 3)})
+    else:
+        print(f"{name} restarted in {elapsed:.2f} s (pid {process.pid}; log {log})")
     return 0

@@ -11,13 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import signal
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,45 +22,7 @@ from fusionrack.controller.main import RunningController, serve_controller
 from fusionrack.emulator.topology import Topology
 from fusionrack.rpc import free_port_range
 
-FUSIONCTL = str(Path(sys.executable).with_name("fusionctl"))
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        assert self.returncode == 0, self.stderr
-        return json.loads(self.stdout)
-
-
-class Fusionctl:
-    """Runs the real `fusionctl` with FUSIONRACK_CONTROLLER pointing at the test's controller."""
-
-    def __init__(self, address: str) -> None:
-        self.env = {**os.environ, "FUSIONRACK_CONTROLLER": address, "NO_COLOR": "1"}
-
-    async def start(self, *args: str) -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(
-            FUSIONCTL, *args, env=self.env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-
-    async def __call__(self, *args: str) -> Result:
-        process = await self.start(*args)
-        out, err = await asyncio.wait_for(process.communicate(), 30)
-        assert process.returncode is not None
-        return Result(process.returncode, out.decode(), err.decode())
-
-    async def json(self, *args: str) -> Any:
-        return (await self(*args, "-o", "json")).json()
-
-    async def ok(self, *args: str) -> str:
-        result = await self(*args)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
+from .runner import Fusionctl
 
 
 @pytest.fixture

@@ -86,10 +86,23 @@ def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: 
         assert [t["active_links"] for t in document["trays"]] == [8, 8, 8, 8]
         again = fusionctl(*up)
         assert again.returncode == 1 and "already up" in again.stderr
+        # `rack restart`: one tray's process (a running one is stopped first), not in-process.
+        restart = fusionctl("rack", "restart", "compute-02", "--state-dir", str(state))
+        if mode == "--in-process":
+            assert restart.returncode == 1 and "run in one process" in restart.stderr
+        else:
+            assert restart.returncode == 0, restart.stderr
+            assert restart.stdout.startswith("compute-02 restarted in ")
+            pid = json.loads((state / "pids.json").read_text())["compute-02"]
+            assert json.loads((state / "trays.json").read_text())["compute-02"] == pid
+        unknown = fusionctl("rack", "restart", "compute-99", "--state-dir", str(state))
+        assert unknown.returncode == 1 and "no tray 'compute-99'" in unknown.stderr
     finally:
         down = fusionctl("rack", "down", "--state-dir", str(state))
     assert down.returncode == 0 and "rack mini stopped" in down.stdout, down.stderr
     assert "controller" in down.stdout
+    if mode != "--in-process":
+        assert "compute-02" in down.stdout.split("processes: ", 1)[1]  # the restarted one too
     assert not (state / "pids.json").exists()
     assert (state / "controller.sqlite").exists()  # desired state outlives the rack
     gone = fusionctl("domain", "--controller", controller)

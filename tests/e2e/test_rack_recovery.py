@@ -1,0 +1,284 @@
+"""A rack brought up with `fusionctl rack up` loses processes to `kill -9` and comes back with
+`fusionctl rack restart`: what a user sees through the CLI, on Subscribe and on MQTT.
+
+* a switch tray killed: its agent's last will on MQTT, the tray unreachable and the partition's
+  health changed (Subscribe and MQTT); restarted: re-programmed, healthy, usable through it;
+* the controller killed: restarted from its state file with the same partitions and groups, the
+  fabric at one generation everywhere, memory inside a partition working and fenced across it;
+* a change a hung switch tray cannot take programs no tray; racing and retried creates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import numpy as np
+import pytest
+
+from fusionrack.emulator import Topology, fabric_address, load_manifest
+from fusionrack.emulator.fabric import choose_plane
+from fusionrack.rpc import free_port_range
+
+from .runner import Fusionctl
+
+
+class Rack:
+    """A rack up in the background (`rack up --detach`) from its own state directory."""
+
+    def __init__(self, manifest: str, state: Path) -> None:
+        self.topology = Topology(load_manifest(manifest))
+        last_slot = max(t.slot for t in self.topology.trays)
+        self.base = free_port_range(2 * last_slot + 2)  # every tray's two ports, the controller's
+        self.controller = f"127.0.0.1:{self.base + 2 * last_slot}"
+        self.manifest, self.state = manifest, state
+        self.ctl = Fusionctl(self.controller)
+
+    async def up(self) -> None:
+        await self.ctl.ok(
+            "rack", "up", "--manifest", self.manifest, "--detach", "--base-port", str(self.base),
+            "--controller-listen", self.controller, "--state-dir", str(self.state), timeout=90,
+        )  # fmt: skip
+        self.record = json.loads((self.state / "rack.json").read_text())
+
+    def kill(self, name: str) -> None:
+        """SIGKILL `name` (a tray or "controller") and wait until it is gone."""
+        pids = json.loads((self.state / ("pids.json" if name == "controller" else "trays.json"))
+                          .read_text())  # fmt: skip
+        os.kill(pids[name], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pids[name], os.WNOHANG)  # our child only with --in-process: never
+            try:
+                os.kill(pids[name], 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"{name} (pid {pids[name]}) still runs after SIGKILL")
+
+    async def restart(self, name: str) -> None:
+        out = await self.ctl.ok("rack", "restart", name, "--state-dir", str(self.state), timeout=60)
+        assert out.startswith(f"{name} restarted in ")
+
+    async def down(self) -> None:
+        await self.ctl("rack", "down", "--state-dir", str(self.state), timeout=60)
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 15) -> Any:
+    """The first truthy result of `check`, polled."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if result := await check():
+            return result
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.1)
+
+
+class Feed:
+    """Items of a stream, kept as they arrive: `wait` finds a match among those seen before it
+    was called too, so the order in which independent events arrive does not matter."""
+
+    def __init__(self, items: AsyncIterator[Any]) -> None:
+        self.items, self.seen = items, []
+
+    async def wait(self, match: Callable[[Any], bool], what: str, timeout: float = 20) -> Any:
+        for i, item in enumerate(self.seen):
+            if match(item):
+                return self.seen.pop(i)
+        async with asyncio.timeout(timeout):
+            async for item in self.items:
+                if match(item):
+                    return item
+                self.seen.append(item)
+        raise AssertionError(f"{what}: the stream ended")
+
+
+async def follow(process: asyncio.subprocess.Process) -> AsyncIterator[dict[str, Any]]:
+    """`fusionctl events --follow -o json`, one item per line."""
+    assert process.stdout is not None
+    while line := await process.stdout.readline():
+        yield json.loads(line)
+
+
+async def mqtt_messages(client: aiomqtt.Client) -> AsyncIterator[tuple[str, bytes]]:
+    async for message in client.messages:
+        assert isinstance(message.payload, bytes)
+        yield message.topic.value, message.payload
+
+
+def health(partition: dict[str, Any]) -> str:
+    return partition["health"].removeprefix("PARTITION_HEALTH_")
+
+
+@pytest.mark.parametrize(("manifest", "size"), [("mini", 2), ("gb200-nvl72", 8)])
+async def test_a_rack_comes_back_from_killed_processes(
+    tmp_path: Path, manifest: str, size: int
+) -> None:
+    rack = Rack(manifest, tmp_path / "state")
+    ctl, name = rack.ctl, rack.topology.name
+    await rack.up()
+    events: asyncio.subprocess.Process | None = None  # `fusionctl events --follow`
+    try:
+        kept = (await ctl.json("partition", "create", "--name", "kept", "--count", str(size)))[
+            "partition"
+        ]
+        other = (await ctl.json("partition", "create", "--name", "other", "--count", str(size)))[
+            "partition"
+        ]
+        first, last = kept["members"][0]["name"], kept["members"][-1]["name"]
+        await ctl.json("mcast", "create", "--partition", "kept", "--size", "2MiB",
+                       "--member", first, "--member", last)  # fmt: skip
+
+        # One offset per plane of switch-1: with every plane up, a store there crosses it.
+        top = rack.topology
+        target = top.accelerator_named(last).index
+        every_plane = np.ones(top.links_per_accelerator, dtype=bool)
+        offsets = {choose_plane(fabric_address(target, offset), every_plane): offset
+                   for offset in range(0, 1 << 20, 256)}  # fmt: skip
+        through_switch_1 = [offsets[plane] for plane in top.tray("switch-1").switch_chips]
+
+        async def usable() -> bool:
+            """Stores inside `kept` through switch-1's planes land; one into `other` is fenced."""
+            stores = await asyncio.gather(
+                *(ctl("mem", "store", "--initiator", first, "--target", last,
+                      "--offset", str(offset), "--data", "kept")
+                  for offset in through_switch_1),
+                ctl("mem", "store", "--initiator", first,
+                    "--target", other["members"][0]["name"], "--data", "x"),
+            )  # fmt: skip
+            *inside, across = stores
+            assert across.returncode == 1 and "PERMISSION_DENIED" in across.stderr
+            return not any(store.returncode for store in inside)
+
+        async def consistent() -> bool:
+            """Every switch tray holds the controller's fabric generation."""
+            domain, trays = await asyncio.gather(ctl.json("domain"), ctl.json("trays"))
+            generation = domain["state"]["fabric_generation"]
+            switches = [t for t in trays["trays"] if t["kind"] == "TRAY_KIND_SWITCH"]
+            return bool(switches) and all(t["config_generation"] == generation for t in switches)
+
+        assert await usable()
+        partitions = await ctl.json("partition", "list")
+        groups = await ctl.json("mcast", "list")
+
+        events = await ctl.start("events", "--follow", "-o", "json")
+        async with aiomqtt.Client("127.0.0.1", int(rack.record["mqtt"].rsplit(":", 1)[1])) as mq:
+            await mq.subscribe(f"fusionrack/{name}/#", qos=1)
+            stream, published = Feed(follow(events)), Feed(mqtt_messages(mq))
+            await stream.wait(lambda item: "snapshot_end" in item, "snapshot")
+
+            # A switch tray dies: the broker publishes its last will, the controller loses it,
+            # and the partition's health drops, on Subscribe and on MQTT.
+            rack.kill("switch-1")
+            _, will = await published.wait(
+                lambda m: (
+                    m[0] == f"fusionrack/{name}/trays/switch-1/status"
+                    and json.loads(m[1])["status"] == "offline"
+                ),
+                "switch-1's last will",
+            )
+            assert json.loads(will)["details"] == {"reason": "connection lost"}
+
+            def changed(kind: str, subject: str) -> Callable[[dict[str, Any]], bool]:
+                return lambda item: (item.get("event", {}).get("kind") == f"EVENT_KIND_{kind}"
+                                     and item["event"]["subject"] == subject)  # fmt: skip
+
+            def kept_health(healthy: bool) -> Callable[[dict[str, Any]], bool]:
+                def match(item: dict[str, Any]) -> bool:
+                    if not changed("PARTITION_HEALTH_CHANGED", "kept")(item):
+                        return False
+                    body = item["event"]["partition_health_changed"]
+                    return (body["health"] == "PARTITION_HEALTH_HEALTHY") == healthy
+
+                return match
+
+            lost = await stream.wait(changed("COMPONENT_STATE_CHANGED", "switch-1"), "unreachable")
+            assert lost["event"]["component_state_changed"]["reason"] == "agent unreachable"
+            await stream.wait(kept_health(False), "kept's health dropping")
+            await published.wait(
+                lambda m: (
+                    m[0] == f"fusionrack/{name}/controller/events/partition_health_changed"
+                    and json.loads(m[1])["subject"] == "kept"
+                    and json.loads(m[1])["body"]["health"] != "PARTITION_HEALTH_HEALTHY"
+                ),
+                "kept's health dropping, on MQTT",
+            )
+            shown = (await ctl.json("partition", "show", "kept"))["partition"]
+            assert health(shown) != "HEALTHY"
+            assert "switch-1" in (await ctl.json("domain"))["state"]["unreachable_trays"]
+
+            # Restarted, it is re-programmed: healthy again, and usable through its planes.
+            await rack.restart("switch-1")
+            await stream.wait(kept_health(True), "kept healthy again")
+            await eventually(consistent, "switch-1 re-programmed")
+            assert await eventually(usable, "kept usable through every plane")
+        events.kill()
+        await events.communicate()  # what it wrote and we did not read: the pipe must drain
+
+        # The controller dies and comes back from its state file: the same partitions and
+        # groups, one fabric generation everywhere, memory working and fenced as before.
+        rack.kill("controller")
+        gone = await ctl("domain")
+        assert gone.returncode == 3
+        await rack.restart("controller")
+        assert await ctl.json("partition", "list") == partitions
+        assert await ctl.json("mcast", "list") == groups
+        assert (await ctl.json("domain"))["state"]["control_plane_state"] == (
+            "CONTROL_PLANE_STATE_READY"
+        )
+        await eventually(consistent, "the fabric at the controller's generation")
+        assert await usable()
+        status = await ctl("rack", "status", "--state-dir", str(rack.state))
+        assert status.returncode == 0, status.stdout  # every process runs and answers
+    finally:
+        if events is not None and events.returncode is None:
+            events.kill()
+            await events.communicate()
+        await rack.down()
+    assert not (rack.state / "pids.json").exists()
+
+
+async def test_through_a_rack_changes_are_all_or_nothing(tmp_path: Path) -> None:
+    """A change a stopped switch tray cannot take is refused naming it and leaves every tray
+    as it was; two creates racing for the same accelerators: one wins; a retried create with
+    its idempotency key gives the first answer."""
+    rack = Rack("mini", tmp_path / "state")
+    ctl = rack.ctl
+    await rack.up()
+    try:
+        before = (await ctl.json("domain"))["state"]["fabric_generation"]
+        pid = json.loads((rack.state / "trays.json").read_text())["switch-2"]
+        os.kill(pid, signal.SIGSTOP)  # hung: it answers nothing
+        try:
+            refused = await ctl("partition", "create", "--name", "p", "--count", "2")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert refused.returncode == 1 and "switch-2" in refused.stderr, refused.stderr
+        assert "aborted on every switch tray" in refused.stderr
+        assert [p["name"] for p in (await ctl.json("partition", "list"))["partitions"]] == [
+            "default"
+        ]
+        trays = (await ctl.json("trays"))["trays"]
+        assert {t["config_generation"] for t in trays if t["switch_chips"]} == {before}
+
+        racing = await asyncio.gather(*(
+            ctl("partition", "create", "--name", name, "--locations", "compute-01/0,compute-02/0")
+            for name in ("a", "b")
+        ))  # fmt: skip
+        assert sorted(r.returncode for r in racing) == [0, 1]
+        loser = next(r for r in racing if r.returncode)
+        assert "compute-01/gpu0" in loser.stderr or "compute-02/gpu0" in loser.stderr
+        once = ("partition", "create", "--name", "once", "--count", "1", "--idempotency-key", "k")
+        assert await ctl.json(*once) == await ctl.json(*once)
+        assert len((await ctl.json("partition", "list"))["partitions"]) == 3  # a|b, once, default
+    finally:
+        await rack.down()
