@@ -239,6 +239,11 @@ async def test_a_rack_comes_back_from_killed_processes(
         assert await usable()
         status = await ctl("rack", "status", "--state-dir", str(rack.state))
         assert status.returncode == 0, status.stdout  # every process runs and answers
+        deleted = await ctl("partition", "delete", "kept", "--with-groups")
+        assert deleted.returncode == 0, deleted.stderr
+        assert await ctl.json("mcast", "list") == {"groups": []}
+        names = [p["name"] for p in (await ctl.json("partition", "list"))["partitions"]]
+        assert "kept" not in names and "other" in names
     finally:
         if events is not None and events.returncode is None:
             events.kill()
