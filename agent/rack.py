@@ -87,16 +87,24 @@ async def serve_tray(
         )
         extra = (memory_pb2_grpc.add_MemoryServicer_to_server, MemoryServicer(agent), _MEMORY)
     services = [(tray_pb2_grpc.add_TrayServicer_to_server, TrayServicer(agent), _TRAY), extra]
-    server = await start_server(services, listen, tls)
-    agent.address = server.address
-    running = RunningTray(agent, server)
+    # /metrics first: the inventory a controller reads as soon as gRPC answers carries its
+    # address, and a controller reads the inventory only when it (re)connects.
+    metrics = None
     if metrics_listen is not None:
         host, port = metrics_listen.rsplit(":", 1)
         registry = build_registry(
             topology, tray, agent.links, agent.counters, dcgm_compat=dcgm_compat
         )
-        running.metrics = await start_metrics_server(registry, host, int(port))
-        agent.metrics_address = f"{host}:{running.metrics.port}"
+        metrics = await start_metrics_server(registry, host, int(port))
+        agent.metrics_address = f"{host}:{metrics.port}"
+    try:
+        server = await start_server(services, listen, tls)
+    except BaseException:
+        if metrics is not None:
+            await metrics.close()
+        raise
+    agent.address = server.address
+    running = RunningTray(agent, server, metrics)
     if mqtt is not None:
         running.publisher = EventPublisher(
             mqtt, topology.name, tray, counts=agent.counters.mqtt_events

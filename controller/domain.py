@@ -1,7 +1,10 @@
 """The controller's state and its hold on the rack: desired state, agents, programming.
 
 Desired state (partitions, multicast groups, their times, the generation) lives in a
-`FabricConfig` and is saved to the `StateStore` after every change the fabric accepted.
+`FabricConfig` and is saved to the `StateStore` after every change the fabric accepted. Admin
+states are desired state too: the drained links and trays (`Controller.drained`) are saved with
+it, and the reconcile loop re-applies them to any agent whose status disagrees (restarted empty,
+or changed behind the controller's back).
 
 Every change runs under one lock, on a copy of the desired config: the core checks it (and
 refuses with its errors), every switch tray PREPAREs the new generation, then all COMMIT. A tray
@@ -21,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -33,11 +36,18 @@ from google.protobuf.message import Message
 from fusionrack import wire
 from fusionrack.emulator import (
     AdminState,
+    AlreadyExists,
     ComponentState,
     EventKind,
     FabricConfig,
+    FailedPrecondition,
+    InvalidArgument,
     LinkState,
+    NotFound,
+    OutOfRange,
     PartitionHealth,
+    PermissionDenied,
+    ResourceExhausted,
     Topology,
     TrayKind,
     Unavailable,
@@ -63,6 +73,7 @@ __all__ = [
     "PROVISIONING_OUTCOMES",
     "AgentView",
     "Controller",
+    "forward",
     "mismatch_event",
     "reachability_event",
 ]
@@ -80,6 +91,28 @@ PROVISIONING_OUTCOMES = ("ok", "failed")
 
 R = TypeVar("R")
 
+# A forwarded request refused by its agent keeps the agent's status and words.
+_AGENT_ERRORS = {
+    error.code.name: error
+    for error in (InvalidArgument, OutOfRange, NotFound, AlreadyExists, PermissionDenied,
+                  ResourceExhausted, FailedPrecondition, Unavailable)
+}  # fmt: skip
+
+
+async def forward(tray: str, call: Awaitable[R]) -> R:
+    """The answer of `tray`'s agent to a forwarded request; its refusal (INVALID_ARGUMENT,
+    NOT_FOUND, ...) passes through as the agent's status and message, anything else (it went
+    away, timed out) is UNAVAILABLE naming the tray."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as error:
+        kind = _AGENT_ERRORS.get(error.code().name)
+        if kind is None or kind is Unavailable:
+            raise Unavailable(
+                f"the agent of tray {tray} did not answer: {error.code().name}: {error.details()}"
+            ) from None
+        raise kind(error.details() or error.code().name) from None
+
 
 @dataclass
 class AgentView:
@@ -94,12 +127,22 @@ class AgentView:
     reachable: bool = False
     boot_id: str = ""
     generation: int = 0  # committed config generation (switch trays)
+    metrics_address: str = ""  # its /metrics, as its inventory last said
     status: tray_pb2.TrayStatus | None = None
     mismatches: list[controller_pb2.TopologyMismatch] = field(default_factory=list)
     # Compute trays: link index -> state as last reported, and the indices of usable links
     # (kept per status so health is not re-derived from 1296 messages at every change).
     link_states: dict[int, int] = field(default_factory=dict)
     usable_links: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # Faults of its current boot by id: the fault while active, None once cleared. Both the
+    # controller's own InjectFault/ClearFault answers and the status stream update it, so each
+    # fault is announced once whichever path sees it first, and a status taken before a change
+    # (statuses and answers race) cannot undo it: a cleared id is never active again (ids are
+    # not reused within a boot), and a fault missing from a status older than it is not gone.
+    faults: dict[str, common_pb2.Fault | None] = field(default_factory=dict)
+
+    def active_faults(self) -> list[common_pb2.Fault]:
+        return [f for f in self.faults.values() if f is not None]
 
 
 class Controller:
@@ -122,6 +165,8 @@ class Controller:
         self.config = FabricConfig(topology)
         self.generation = 0  # the highest generation used (committed or burned)
         self.times: dict[str, dict[int, list[float]]] = {"partitions": {}, "groups": {}}
+        # Drained links and trays by name -> {"reason": str, "since": unix seconds}.
+        self.drained: dict[str, dict[str, Any]] = {}
         self.lock = asyncio.Lock()
         self.bus = EventBus()
         self.agents: dict[str, AgentView] = {}
@@ -158,10 +203,28 @@ class Controller:
             kind: {int(k): list(v) for k, v in document.get("times", {}).get(kind, {}).items()}
             for kind in ("partitions", "groups")
         }
+        self.drained = {}
+        saved = document.get("drained") or {}
+        if not isinstance(saved, dict) or not all(isinstance(d, dict) for d in saved.values()):
+            raise FailedPrecondition(
+                f"state store {self.store.path}: 'drained' is not an object of drains by name"
+            )
+        for name, drain in saved.items():
+            if not self.is_admin_target(name):
+                # A manifest edited under an old state file: nothing left to drain there.
+                log.warning("the saved state drains %r, not a link or tray of rack %s: ignored",
+                            name, self.topology.name)  # fmt: skip
+                continue
+            self.drained[name] = {
+                "reason": str(drain.get("reason", "")),
+                "since": float(drain.get("since", 0.0)),
+            }
         log.info(
-            "loaded %d partition(s) and %d multicast group(s) at generation %d",
+            "loaded %d partition(s), %d multicast group(s) and %d drained link(s) or tray(s) "
+            "at generation %d",
             len(self.config.partitions),
             len(self.config.multicast),
+            len(self.drained),
             self.generation,
         )
 
@@ -182,7 +245,7 @@ class Controller:
             await view.channel.close()
 
     def document(self) -> dict[str, Any]:
-        return {**self.config.to_dict(), "times": self.times}
+        return {**self.config.to_dict(), "times": self.times, "drained": self.drained}
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -228,6 +291,45 @@ class Controller:
             finally:
                 self.provisioning[outcome].observe(time.perf_counter() - began)
             self.update_health()
+            return response, True
+
+    async def once(
+        self,
+        act: Callable[[], Awaitable[Message]],
+        remember: tuple[str, str, str, type[Message]] | None = None,
+        *,
+        saves_document: bool = False,
+    ) -> tuple[Message, bool]:
+        """Run `act` (requests forwarded to agents) once per idempotency key, like `change`.
+
+        `remember` as for `change`. `saves_document`: `act` changes the desired state outside
+        the fabric config (the drained targets), saved with the idempotency record in one
+        transaction. Returns the response and whether this call ran `act`.
+        """
+        # Under the lock when a key must be checked and kept without a concurrent retry slipping
+        # between, or desired state changes; a plain fault injection need not wait for a change
+        # of the fabric.
+        exclusive = remember is not None or saves_document
+        async with self.lock if exclusive else contextlib.nullcontext():
+            if remember is not None:
+                cached = self.store.remembered(*remember[:3])
+                if cached is not None:
+                    return remember[3].FromString(cached), False
+            drained = {name: dict(drain) for name, drain in self.drained.items()}
+            response = await act()
+            entry = None
+            if remember is not None:
+                key, method, digest, _ = remember
+                entry = Remembered(key, method, digest, response.SerializeToString(), time.time())
+            if not saves_document:
+                if entry is not None:
+                    self.store.remember(entry)
+                return response, True
+            try:
+                self.store.save(self.document(), remember=entry)
+            except BaseException:
+                self.drained = drained  # not kept on disk: not desired either
+                raise
             return response, True
 
     async def program(self, config: FabricConfig, generation: int) -> None:
@@ -307,27 +409,45 @@ class Controller:
                 self._reconcile_wanted.set()
 
     async def reconcile(self) -> None:
-        """Bring every stale switch tray to the desired config."""
+        """Bring every agent's admin states and every stale switch tray to the desired state."""
         async with self.lock:
-            stale = self.stale()
-            if not stale:
-                return
-            self.reconciles += 1
-            committed = self.config.generation
-            if committed == 0 and all(v.generation == 0 for v in stale):
-                return
-            if any(v.generation > committed for v in stale) or committed == 0:
-                # A tray is ahead (a change that was never saved): re-program everyone above it.
-                generation = max(self.generation, *(v.generation for v in stale)) + 1
-                await self.program(self.config, generation)
-                self.config.generation = generation
-                self.store.save(self.document())
-            else:
-                for view in stale:
-                    await self._program_one(view, committed)
-            self.repairs += len(stale)
-            log.info("reconciled %s", ", ".join(v.name for v in stale))
-            self.update_health()  # their planes carry our partitions again
+            drifted = [
+                v
+                for v in self.agents.values()
+                if v.reachable and v.status is not None and self.admin_fixes(v, v.status)
+            ]
+            results = await asyncio.gather(
+                *(self._enforce_admin(v) for v in drifted), return_exceptions=True
+            )
+            for view, result in zip(drifted, results, strict=True):
+                if isinstance(result, int) and result:
+                    log.info("re-applied %d admin state(s) to %s", result, view.name)
+            await self._reconcile_fabric()
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result  # the loop counts it and tries again
+
+    async def _reconcile_fabric(self) -> None:
+        """Bring every stale switch tray to the desired config (under the lock)."""
+        stale = self.stale()
+        if not stale:
+            return
+        self.reconciles += 1
+        committed = self.config.generation
+        if committed == 0 and all(v.generation == 0 for v in stale):
+            return
+        if any(v.generation > committed for v in stale) or committed == 0:
+            # A tray is ahead (a change that was never saved): re-program everyone above it.
+            generation = max(self.generation, *(v.generation for v in stale)) + 1
+            await self.program(self.config, generation)
+            self.config.generation = generation
+            self.store.save(self.document())
+        else:
+            for view in stale:
+                await self._program_one(view, committed)
+        self.repairs += len(stale)
+        log.info("reconciled %s", ", ".join(v.name for v in stale))
+        self.update_health()  # their planes carry our partitions again
 
     async def _program_one(self, view: AgentView, generation: int) -> None:
         tables = wire.switch_config(self.config)
@@ -341,6 +461,113 @@ class Controller:
         ):
             await self._apply(view, request)
         view.generation = generation
+
+    # -- admin states ----------------------------------------------------------------------
+    # A link's drain is held by its compute tray's agent (where the controller forwards it), a
+    # tray's by the tray's own agent. An agent's tray-wide call sets every link of the tray, so
+    # undraining a tray also undrains its links: the controller then drains again the links it
+    # still wants drained.
+
+    def is_admin_target(self, name: str) -> bool:
+        """Whether `name` is a tray or a link of the rack (what can be drained)."""
+        top = self.topology
+        for lookup in (top.tray, top.link_named):
+            try:
+                lookup(name)
+                return True
+            except NotFound:
+                pass
+        return False
+
+    def _drained_links(self) -> set[int]:
+        top = self.topology
+        trays = {t.name for t in top.trays}
+        return {top.link_named(n).index for n in self.drained if n not in trays}
+
+    def link_admin_down(self, index: int) -> bool:
+        """Whether desired state drains link `index`: itself, its compute tray or its switch
+        tray (as Link.admin_state counts it)."""
+        if not self.drained:  # the usual case, asked for each of a rack's 1296 links
+            return False
+        top = self.topology
+        link = top.links[index]
+        compute = top.tray_of_accelerator(link.accelerator).name
+        return any(n in self.drained for n in (link.name, compute, link.switch_tray))
+
+    def admin_fixes(self, view: AgentView, status: tray_pb2.TrayStatus) -> list[tuple[str, bool]]:
+        """The SetAdminState calls, (target, drain), that bring an agent from `status` to the
+        desired admin states: its tray drained iff desired, and each of its links drained iff
+        its tray is or (at the compute tray, which holds link drains) the link itself is. A
+        drain the controller does not hold is undone: desired state is the controller's."""
+        top, per = self.topology, self.topology.links_per_accelerator
+        tray_down = view.name in self.drained
+        reset = (status.admin_state == AdminState.DOWN) != tray_down
+        fixes = [(view.name, tray_down)] if reset else []
+        links = self._drained_links() if view.kind == TrayKind.COMPUTE else set()
+        for report in status.links:
+            index = report.link.accelerator * per + report.link.link
+            if index >= len(top.links):  # an agent of another manifest (a TOPOLOGY_MISMATCH)
+                continue
+            want = tray_down or index in links
+            have = tray_down if reset else report.admin_state == AdminState.DOWN
+            if have != want:
+                fixes.append((top.links[index].name, want))
+        return fixes
+
+    async def _enforce_admin(self, view: AgentView) -> int:
+        """Apply `admin_fixes` to an agent as it is now (not as its last status said: that may
+        predate a change just made); how many calls it took."""
+        answer = await view.tray.GetStatus(tray_pb2.GetStatusRequest(), timeout=self.rpc_timeout)
+        fixes = self.admin_fixes(view, answer.status)
+        for name, down in fixes:
+            # A link drained only as part of its tray says the tray's reason.
+            drain = self.drained.get(name) or self.drained.get(view.name) or {}
+            reason = (
+                drain.get("reason", "") if down else "not drained in the controller's desired state"
+            )
+            await view.tray.SetAdminState(
+                common_pb2.SetAdminStateRequest(
+                    target=common_pb2.ComponentRef(name=name),
+                    admin_state=int(AdminState.DOWN if down else AdminState.UP),
+                    reason=reason,
+                ),
+                timeout=self.rpc_timeout,
+            )
+        return len(fixes)
+
+    async def set_admin_state(
+        self, request: common_pb2.SetAdminStateRequest, name: str, owner: str
+    ) -> common_pb2.SetAdminStateResponse:
+        """Drain or undrain `name` at the agent of tray `owner` and keep it as desired state
+        (saved by the caller, `once`, under the lock). The agent checks the request first: a
+        refusal changes nothing."""
+        view = self.check_reachable(owner)
+        answer = await forward(
+            view.name, view.tray.SetAdminState(request, timeout=self.rpc_timeout)
+        )
+        # Accepted: `name` is this tray or one of its links.
+        down = request.admin_state == AdminState.DOWN
+        if down:
+            self.drained[name] = {"reason": request.reason, "since": time.time()}
+        else:
+            self.drained.pop(name, None)
+        try:
+            await self._enforce_admin(view)  # e.g. the links an undrained tray still drains
+        except grpc.aio.AioRpcError as error:
+            log.warning("%s: admin states not re-applied yet: %s", view.name, _describe(error))
+            self._reconcile_wanted.set()
+        # The links whose admin state is now the one asked for (an undrained link of a drained
+        # tray stays drained).
+        per = self.topology.links_per_accelerator
+        links = self._drained_links() if view.kind == TrayKind.COMPUTE else set()
+        tray_down = view.name in self.drained
+        return common_pb2.SetAdminStateResponse(
+            links=[
+                ref
+                for ref in answer.links
+                if (tray_down or ref.accelerator * per + ref.link in links) == down
+            ]
+        )
 
     # -- watching the agents ---------------------------------------------------------------
 
@@ -395,6 +622,7 @@ class Controller:
         ):
             differ(f"accelerators[{i}].uid", want.uid, got.uid)
         differ("switch_chips", len(expected.switch_chips), len(inventory.tray.switch_chips))
+        view.metrics_address = inventory.tray.metrics_address
         changed = found != view.mismatches
         view.mismatches = found
         if found and changed:
@@ -402,6 +630,7 @@ class Controller:
             self.bus.publish([mismatch_event(view)])
 
     def _on_status(self, view: AgentView, status: tray_pb2.TrayStatus) -> None:
+        self.bus.publish(self._fault_changes(view, status))
         view.status = status
         view.boot_id = status.boot_id
         if view.kind == TrayKind.SWITCH:
@@ -410,13 +639,139 @@ class Controller:
                 self._reconcile_wanted.set()
         else:
             self.bus.publish(self._link_changes(view, status))
+        if self.admin_fixes(view, status):  # restarted empty, or changed behind our back
+            self._reconcile_wanted.set()
         self._set_reachable(view, True)
         self.update_health()
+
+    def _fault_changes(
+        self, view: AgentView, status: tray_pb2.TrayStatus
+    ) -> list[events_pb2.Event]:
+        """Keep a tray's faults; FAULT_INJECTED for each new one, FAULT_CLEARED for each gone
+        (a finished flap, a clear made at the agent, a restart). The first status ever seen is
+        the present, not news: like link states, it is restated by Subscribe's snapshot."""
+        events = []
+        if not view.boot_id:
+            view.faults = {f.id: f for f in status.faults}
+            return events
+        if status.boot_id != view.boot_id:  # restarted: it lost every fault of its last run
+            events = [self.fault_event(EventKind.FAULT_CLEARED, f) for f in view.active_faults()]
+            view.faults = {}
+        present = {f.id: f for f in status.faults}
+        events += self.faults_changed(view, injected=present.values(), publish=False)
+        taken = status.time.ToNanoseconds()
+        gone = [
+            f
+            for f in view.active_faults()
+            if f.id not in present and taken > f.inject_time.ToNanoseconds()
+        ]
+        return events + self.faults_changed(view, cleared=gone, publish=False)
+
+    def faults_changed(
+        self,
+        view: AgentView,
+        injected: Iterable[common_pb2.Fault] = (),
+        cleared: Iterable[common_pb2.Fault] = (),
+        *,
+        publish: bool = True,
+    ) -> list[events_pb2.Event]:
+        """Record faults of `view`'s tray seen injected or cleared (by an agent's answer or its
+        status); an event for each the controller did not know of yet."""
+        events = []
+        for fault in injected:
+            if fault.id not in view.faults:  # new (a cleared id is never active again)
+                view.faults[fault.id] = fault
+                events.append(self.fault_event(EventKind.FAULT_INJECTED, fault))
+        for fault in cleared:
+            if view.faults.get(fault.id, fault) is not None:  # active, or never seen
+                view.faults[fault.id] = None
+                events.append(self.fault_event(EventKind.FAULT_CLEARED, fault))
+        if publish:
+            self.bus.publish(events)
+        return events
+
+    def _concerned(self, name: str) -> tuple[list[str], list[int]]:
+        """Trays and accelerators a link, chiplet, switch chip or tray concerns (for events)."""
+        top = self.topology
+        try:
+            link = top.link_named(name)
+            return [top.tray_of_accelerator(link.accelerator).name, link.switch_tray], [
+                link.accelerator
+            ]
+        except NotFound:
+            pass
+        try:
+            accelerator = top.chiplet(name).accelerator
+            return [top.tray_of_accelerator(accelerator).name], [accelerator]
+        except NotFound:
+            pass
+        try:
+            tray = top.tray(name)
+            return [tray.name], list(tray.accelerators)
+        except NotFound:
+            pass
+        try:
+            return [top.switch_chip_named(name).tray], []
+        except NotFound:
+            return [], []
+
+    def partitions_of(self, accelerators: Iterable[int]) -> list[int]:
+        found = {self.config.partitions.partition_of(a) for a in accelerators}
+        return sorted(p for p in found if p is not None)
+
+    def fault_event(self, kind: EventKind, fault: common_pb2.Fault) -> events_pb2.Event:
+        """FAULT_INJECTED or FAULT_CLEARED of `fault`."""
+        trays, accelerators = self._concerned(fault.target_name)
+        trays = list(dict.fromkeys([fault.tray, *trays]))
+        return new_event(
+            kind, fault.target_name, trays=trays, accelerators=accelerators,
+            partition_ids=self.partitions_of(accelerators), fault=fault,
+        )  # fmt: skip
+
+    def admin_event(self, name: str, down: bool, reason: str) -> events_pb2.Event:
+        """ADMIN_STATE_CHANGED of a link or tray (`name`), as an operator set it."""
+        top = self.topology
+        trays, accelerators = self._concerned(name)
+        try:
+            link = top.link_named(name)
+            target = common_pb2.ComponentRef(
+                link=common_pb2.LinkRef(accelerator=link.accelerator, link=link.plane)
+            )
+        except NotFound:
+            target = common_pb2.ComponentRef(tray=name)
+        return new_event(
+            EventKind.ADMIN_STATE_CHANGED, name, trays=trays, accelerators=accelerators,
+            partition_ids=self.partitions_of(accelerators),
+            admin_state_changed={
+                "target": target,
+                "admin_state": int(AdminState.DOWN if down else AdminState.UP),
+                "reason": reason,
+            },
+        )  # fmt: skip
+
+    def link_event(self, index: int, state: int, previous: int = 0) -> events_pb2.Event:
+        """LINK_STATE_CHANGED of link `index` (`previous` unset: a snapshot's restatement)."""
+        top = self.topology
+        link = top.links[index]
+        body: dict[str, Any] = {
+            "link": common_pb2.LinkRef(accelerator=link.accelerator, link=link.plane),
+            "state": state,
+        }
+        if previous:
+            body["previous"] = previous
+        return new_event(
+            EventKind.LINK_STATE_CHANGED,
+            link.name,
+            trays=[top.tray_of_accelerator(link.accelerator).name, link.switch_tray],
+            accelerators=[link.accelerator],
+            partition_ids=self._partition_ids(link.accelerator),
+            link_state_changed=body,
+        )
 
     def _link_changes(self, view: AgentView, status: tray_pb2.TrayStatus) -> list[events_pb2.Event]:
         """Keep a compute tray's link states; an event for each link whose state changed since
         its last report (none for the first report after the tray (re)appears)."""
-        top, per = self.topology, self.topology.links_per_accelerator
+        per = self.topology.links_per_accelerator
         states, usable, events = {}, [], []
         for report in status.links:
             index = report.link.accelerator * per + report.link.link
@@ -425,21 +780,7 @@ class Controller:
                 usable.append(index)
             before = view.link_states.get(index)
             if before is not None and before != report.state:
-                link = top.links[index]
-                events.append(
-                    new_event(
-                        EventKind.LINK_STATE_CHANGED,
-                        link.name,
-                        trays=[view.name, link.switch_tray],
-                        accelerators=[link.accelerator],
-                        partition_ids=self._partition_ids(link.accelerator),
-                        link_state_changed={
-                            "link": report.link,
-                            "state": report.state,
-                            "previous": before,
-                        },
-                    )
-                )
+                events.append(self.link_event(index, report.state, before))
         view.link_states, view.usable_links = states, np.array(usable, np.int64)
         return events
 

@@ -14,9 +14,9 @@ Topics (``<rack>`` is the manifest's rack name):
 * ``fusionrack/<rack>/controller/events/<kind>`` (QoS 1, not retained): every event of the
   controller's bus, i.e. what `Subscribe` streams (without its snapshot): partition created /
   updated / deleted, partition health changed, multicast group created / deleted, a tray's
-  agent reachable or not (``component_state_changed``), admin state changed, and whatever else
-  the controller emits. ``<kind>`` is the kind in lower case (``partition_created``). The
-  envelope::
+  agent reachable or not (``component_state_changed``), link state changed, fault injected /
+  cleared (once per fault), admin state changed, and whatever else the controller emits.
+  ``<kind>`` is the kind in lower case (``partition_created``). The envelope::
 
       {"version": 1, "event_id": "<the gRPC event's id>", "time": "2025-01-02T03:04:05.678901Z",
        "source": "<rack>/controller", "kind": "PARTITION_CREATED", "subject": "<partition name>",

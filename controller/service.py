@@ -5,30 +5,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 
 from fusionrack import wire
 from fusionrack.emulator import (
-    AlreadyExists,
+    AdminState,
     ComponentState,
     EventKind,
     FabricConfig,
-    FailedPrecondition,
     FaultKind,
     InvalidArgument,
     LinkState,
     NotFound,
-    OutOfRange,
     PartitionMemberType,
-    PermissionDenied,
     ResiliencyMode,
-    ResourceExhausted,
     TrayKind,
-    Unavailable,
     place,
 )
 from fusionrack.emulator.memory import MAX_ACCESS_BYTES
@@ -42,37 +37,12 @@ from fusionrack.emulator.partitions import (
 from fusionrack.rpc import grpc_errors
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
-from .domain import Controller, mismatch_event, reachability_event
+from .domain import Controller, forward, mismatch_event, reachability_event
 from .events import Subscription, new_event
 
 __all__ = ["ControllerServicer"]
 
 DEFAULT_RESILIENCY = ResiliencyMode.FULL_BANDWIDTH
-
-R = TypeVar("R")
-
-
-# A forwarded request refused by its agent keeps the agent's status and words.
-_AGENT_ERRORS = {
-    error.code.name: error
-    for error in (InvalidArgument, OutOfRange, NotFound, AlreadyExists, PermissionDenied,
-                  ResourceExhausted, FailedPrecondition, Unavailable)
-}  # fmt: skip
-
-
-async def _forward(tray: str, call: Awaitable[R]) -> R:
-    """The answer of `tray`'s agent to a forwarded request; its refusal (INVALID_ARGUMENT,
-    NOT_FOUND, ...) passes through as the agent's status and message, anything else (it went
-    away, timed out) is UNAVAILABLE naming the tray."""
-    try:
-        return await call
-    except grpc.aio.AioRpcError as error:
-        kind = _AGENT_ERRORS.get(error.code().name)
-        if kind is None or kind is Unavailable:
-            raise Unavailable(
-                f"the agent of tray {tray} did not answer: {error.code().name}: {error.details()}"
-            ) from None
-        raise kind(error.details() or error.code().name) from None
 
 
 def _digest(request: Message) -> str:
@@ -92,6 +62,14 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     # -- helpers ---------------------------------------------------------------------------
 
+    @staticmethod
+    def _remember(
+        method: str, request: Any, response_type: type[Message]
+    ) -> tuple[str, str, str, type[Message]] | None:
+        """What `Controller.change`/`once` need to answer a retry of a keyed request."""
+        key = request.idempotency_key
+        return (key, method, _digest(request), response_type) if key else None
+
     async def _change(
         self,
         method: str,
@@ -101,8 +79,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         response_type: type[Message],
         events: Callable[[Message], list[Any]],
     ) -> Message:
-        key = request.idempotency_key
-        remember = (key, method, _digest(request), response_type) if key else None
+        remember = self._remember(method, request, response_type)
         response, applied = await self.controller.change(apply, respond, remember)
         if applied:  # a retry answered from memory changed nothing: no second event
             self.controller.bus.publish(events(response))
@@ -224,11 +201,16 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         view = self.controller.agents[name]
         info = wire.tray_info(self.topology, name)
         info.address, info.reachable = view.address, view.reachable
+        info.metrics_address = view.metrics_address
         info.config_generation = view.generation
         status = view.status
         info.state = status.state if status is not None else int(ComponentState.FAILED)
-        if status is not None:
-            info.admin_state = status.admin_state
+        # The operator's setting: drained in desired state (even while its agent is away or
+        # not yet re-drained), or as its agent reports.
+        drained = name in self.controller.drained or (
+            status is not None and status.admin_state == AdminState.DOWN
+        )
+        info.admin_state = int(AdminState.DOWN if drained else AdminState.UP)
         usable = self.controller.usable()
         per = self.topology.links_per_accelerator
         partitions = self.controller.config.partitions
@@ -283,8 +265,11 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
     @grpc_errors
     async def ListLinks(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         """Counted at the accelerator end: asked of every compute tray at once; the links of a
-        tray whose agent cannot be reached are listed DOWN, without counters."""
-        top = self.topology
+        tray whose agent cannot be reached are listed DOWN, without counters. A link drained in
+        desired state (itself, or either of its trays) is ADMIN_DOWN: the accelerator end of a
+        link whose switch tray is drained only sees it DOWN, and an agent away or restarted
+        has not been re-drained yet."""
+        c, top = self.controller, self.topology
         for name in (request.compute_tray, request.switch_tray):
             if name:
                 top.tray(name)
@@ -294,21 +279,33 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             if not request.compute_tray or t.name == request.compute_tray
         ]
 
+        # The state filter is applied here, after the drains are laid over the agents' answers.
+        query = common_pb2.ListLinksRequest()
+        query.CopyFrom(request)
+        query.ClearField("state")
+
         async def ask(tray: str) -> list[common_pb2.Link]:
-            view = self.controller.agents[tray]
+            view = c.agents[tray]
             try:
                 if view.reachable:
-                    answer = await view.tray.ListLinks(request, timeout=self.controller.rpc_timeout)
+                    answer = await view.tray.ListLinks(query, timeout=c.rpc_timeout)
                     return list(answer.links)
             except grpc.aio.AioRpcError:
                 pass
             links = [wire.link(top, i) for i in top.link_indices_of_tray(tray)]
             for link in links:
                 link.state = int(LinkState.DOWN)  # nobody can vouch for it
-            return [link for link in links if wire.link_matches(request, link)]
+            return [link for link in links if wire.link_matches(query, link)]
 
         found = await asyncio.gather(*(ask(t) for t in trays))
-        links = sorted((link for part in found for link in part), key=lambda link: link.index)
+        links = []
+        for link in (link for part in found for link in part):
+            if c.link_admin_down(link.index):
+                link.admin_state = int(AdminState.DOWN)
+                link.state = int(LinkState.ADMIN_DOWN)
+            if wire.link_matches(request, link):
+                links.append(link)
+        links.sort(key=lambda link: link.index)
         return common_pb2.ListLinksResponse(links=links)
 
     # -- partitions ------------------------------------------------------------------------
@@ -561,67 +558,86 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     @grpc_errors
     async def InjectFault(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        c = self.controller
         name = wire.component_name(self.topology, request.fault.target)
-        view = self.controller.check_reachable(self._owner(None, name))
-        return await _forward(
-            view.name, view.tray.InjectFault(request, timeout=self.controller.rpc_timeout)
-        )
+        owner = self._owner(None, name)
+
+        async def inject() -> Message:
+            # Checked after the idempotency key: a retry is answered even while the agent is away.
+            view = c.check_reachable(owner)
+            return await forward(view.name, view.tray.InjectFault(request, timeout=c.rpc_timeout))
+
+        remember = self._remember("InjectFault", request, common_pb2.InjectFaultResponse)
+        response, applied = await c.once(inject, remember)
+        if applied:
+            fault = response.fault  # type: ignore[attr-defined]
+            c.faults_changed(c.agents[fault.tray], injected=[fault])
+        return response
 
     @grpc_errors
     async def ClearFault(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
-        if request.all:
-            views = [v for v in c.agents.values() if v.reachable]
+        tray = ""
+        if not request.all:
+            if not request.fault_id:
+                raise InvalidArgument("give a fault_id, or all=true to clear every fault")
+            tray = request.fault_id.rsplit("/", 1)[0]
+            if tray not in c.agents:
+                raise NotFound(f"no active fault {request.fault_id!r}: ids look like '<tray>/<n>'")
+
+        async def clear() -> Message:
+            if request.all:
+                views = [v for v in c.agents.values() if v.reachable]
+            else:
+                views = [c.check_reachable(tray)]  # after the key: a retry needs no agent
             answers = await asyncio.gather(
-                *(
-                    _forward(v.name, v.tray.ClearFault(request, timeout=c.rpc_timeout))
-                    for v in views
-                )
+                *(forward(v.name, v.tray.ClearFault(request, timeout=c.rpc_timeout)) for v in views)
             )
             return common_pb2.ClearFaultResponse(faults=[f for a in answers for f in a.faults])
-        if not request.fault_id:
-            raise InvalidArgument("give a fault_id, or all=true to clear every fault")
-        tray = request.fault_id.rsplit("/", 1)[0]
-        if tray not in c.agents:
-            raise NotFound(f"no active fault {request.fault_id!r}: ids look like '<tray>/<n>'")
-        view = c.check_reachable(tray)
-        return await _forward(view.name, view.tray.ClearFault(request, timeout=c.rpc_timeout))
+
+        remember = self._remember("ClearFault", request, common_pb2.ClearFaultResponse)
+        response, applied = await c.once(clear, remember)
+        if applied:
+            for fault in response.faults:  # type: ignore[attr-defined]
+                c.faults_changed(c.agents[fault.tray], cleared=[fault])
+        return response
 
     @grpc_errors
     async def ListFaults(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         if request.tray:
             self.topology.tray(request.tray)
+        # What the controller knows active: its own injections count before the tray's next
+        # status shows them. A tray whose agent cannot be reached has none to show.
         faults = [
             f
             for v in c.agents.values()
-            if v.status is not None and (not request.tray or v.name == request.tray)
-            for f in v.status.faults
+            if v.reachable and (not request.tray or v.name == request.tray)
+            for f in v.active_faults()
         ]
         faults.sort(key=lambda f: (f.inject_time.seconds, f.inject_time.nanos))
         return controller_pb2.ListFaultsResponse(faults=faults)
 
     @grpc_errors
     async def SetAdminState(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        c = self.controller
         name = wire.component_name(self.topology, request.target)
-        view = self.controller.check_reachable(self._owner(None, name))
-        response = await _forward(
-            view.name, view.tray.SetAdminState(request, timeout=self.controller.rpc_timeout)
+        if not c.is_admin_target(name):
+            try:
+                self._owner(None, name)
+            except NotFound:
+                raise NotFound(
+                    f"no link or tray named {name!r} in rack {self.topology.name}"
+                ) from None
+            raise InvalidArgument(f"{name} is not a link or a tray: only those can be drained")
+        owner = self._owner(None, name)
+        remember = self._remember("SetAdminState", request, common_pb2.SetAdminStateResponse)
+        response, applied = await c.once(
+            lambda: c.set_admin_state(request, name, owner), remember, saves_document=True
         )
-        self.controller.bus.publish(
-            [
-                new_event(
-                    EventKind.ADMIN_STATE_CHANGED,
-                    name,
-                    trays=[view.name],
-                    admin_state_changed={
-                        "target": request.target,
-                        "admin_state": request.admin_state,
-                        "reason": request.reason,
-                    },
-                )
-            ]
-        )
+        if applied:  # a retry answered from memory changed nothing: no second event
+            down = request.admin_state == common_pb2.ADMIN_STATE_DOWN
+            c.bus.publish([c.admin_event(name, down, request.reason)])
         return response
 
     # -- events ----------------------------------------------------------------------------
@@ -688,17 +704,62 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
                     multicast_group=c.group_proto(group.id),
                 )
             )
+        top = self.topology
+        faults = [f for v in c.agents.values() if v.reachable for f in v.active_faults()]
         for view in c.agents.values():
             if view.mismatches:
                 events.append(mismatch_event(view))
             if not view.reachable:
                 events.append(reachability_event(view, changed=False))
-            elif view.status is not None:
-                for fault in view.status.faults:
-                    events.append(
-                        new_event(
-                            EventKind.FAULT_INJECTED, fault.target_name, trays=[view.name],
-                            fault=fault,
-                        )
-                    )  # fmt: skip
+                continue
+            if view.status is None:
+                continue
+            # Components not OK: the tray itself (TRAY_LOSS), its chiplets or switch chips.
+            states = [(common_pb2.ComponentRef(tray=view.name), view.name, view.status.state)]
+            states += [(s.component, s.name, s.state) for s in view.status.components]
+            for ref, name, state in states:
+                if state and state != ComponentState.OK:
+                    events.append(self._component_event(view.name, ref, name, state, faults))
+        # Links not ACTIVE, as ListLinks shows them: at the accelerator end, DOWN while its
+        # compute tray's agent is away, ADMIN_DOWN when drained.
+        for view in c.agents.values():
+            if view.kind != TrayKind.COMPUTE:
+                continue
+            for index in top.link_indices_of_tray(view.name):
+                state = view.link_states.get(index, int(LinkState.DOWN))
+                if c.link_admin_down(index):
+                    state = int(LinkState.ADMIN_DOWN)
+                if state != LinkState.ACTIVE:
+                    events.append(c.link_event(index, state))
+        for name, drain in c.drained.items():
+            events.append(c.admin_event(name, True, drain["reason"]))
+        for fault in sorted(faults, key=lambda f: f.inject_time.ToNanoseconds()):
+            events.append(c.fault_event(EventKind.FAULT_INJECTED, fault))
         return events
+
+    def _component_event(
+        self,
+        tray: str,
+        ref: common_pb2.ComponentRef,
+        name: str,
+        state: int,
+        faults: list[common_pb2.Fault],
+    ) -> Any:
+        """A component's state restated (a snapshot's COMPONENT_STATE_CHANGED), with the fault
+        that holds it there when there is one."""
+        held = [f.id for f in faults if f.target_name == name]
+        accelerators = [ref.chiplet] if ref.HasField("chiplet") else []
+        if ref.HasField("tray"):
+            accelerators = list(self.topology.tray(tray).accelerators)
+        return new_event(
+            EventKind.COMPONENT_STATE_CHANGED,
+            name,
+            trays=[tray],
+            accelerators=accelerators,
+            partition_ids=self.controller.partitions_of(accelerators),
+            component_state_changed={
+                "component": ref,
+                "state": state,
+                "reason": f"fault {', '.join(held)}" if held else "",
+            },
+        )

@@ -52,7 +52,7 @@ class Fault:
     target: str
     ber: float = 0.0  # DEGRADED_BER: raw bit error rate, 0 < ber < 1
     flap_period: float = 1.0  # LINK_FLAP: seconds the link spends down, then up, then down...
-    flap_count: int = 0  # LINK_FLAP: down phases before the link stays up; 0 = until cleared
+    flap_count: int = 0  # LINK_FLAP: down phases, then the fault clears itself; 0 = until cleared
     id: int = 0  # assigned on injection
     since: float = 0.0  # `now` at injection
 
@@ -169,7 +169,8 @@ class LinkHealth:
         return self._apply(now)
 
     def tick(self, now: float) -> list[Event]:
-        """Let time pass: flapping links toggle, trained links become ACTIVE."""
+        """Let time pass: flapping links toggle, a counted flap whose last down phase ended
+        clears itself (FAULT_CLEARED), trained links become ACTIVE."""
         return self._apply(now)
 
     def _check_fault(self, fault: Fault) -> None:
@@ -238,9 +239,10 @@ class LinkHealth:
             elif fault.kind == FaultKind.LINK_FLAP:
                 index = top.link_named(fault.target).index
                 flapping[index] = True
-                # Down for one period, up for the next, starting down at injection.
+                # Down for one period, up for the next, starting down at injection (a counted
+                # flap is gone once its last down phase ends: `_expire_flaps`).
                 phase = math.floor((now - fault.since) / fault.flap_period)
-                if phase % 2 == 0 and not (fault.flap_count and phase >= 2 * fault.flap_count):
+                if phase % 2 == 0:
                     down[index] = True
             elif fault.kind == FaultKind.CHIPLET_FAILURE:
                 down[top.link_indices_of_accelerator(top.chiplet(fault.target).accelerator)] = True
@@ -252,8 +254,24 @@ class LinkHealth:
                 down[top.link_indices_of_tray(fault.target)] = True
         return down, flapping
 
+    def _expire_flaps(self, now: float) -> list[Event]:
+        """Clear every counted flap whose last down phase has ended: FaultSpec.flap_count says
+        the fault clears itself then, so it must stop being listed as active."""
+        events = []
+        for fault in list(self.faults.values()):
+            if (
+                fault.kind == FaultKind.LINK_FLAP
+                and fault.flap_count
+                and now >= fault.since + (2 * fault.flap_count - 1) * fault.flap_period
+            ):
+                del self.faults[fault.id]
+                body = {**_fault_body(fault), "reason": "flap_count reached"}
+                events.append(Event(EventKind.FAULT_CLEARED, fault.target, now, body))
+        return events
+
     def _apply(self, now: float, admin: dict[int, bool] | None = None) -> list[Event]:
         before = [self.effective_state(i) for i in range(len(self.state))] if admin else None
+        expired = self._expire_flaps(now)
         forced, flapping = self._forced_down(now)
         for index, down in (admin or {}).items():
             self.admin_down[index] = down
@@ -295,7 +313,7 @@ class LinkHealth:
                 "link_down_total": int(self.link_down[index]),
             }
             events.append(Event(EventKind.LINK_FLAPPING, links[index].name, now, body))
-        return events
+        return expired + events
 
     # -- traffic ---------------------------------------------------------------------------
 

@@ -160,11 +160,13 @@ async def test_a_rack_comes_back_from_killed_processes(
             return not any(store.returncode for store in inside)
 
         async def consistent() -> bool:
-            """Every switch tray holds the controller's fabric generation."""
+            """Every switch tray answers and holds the controller's fabric generation."""
             domain, trays = await asyncio.gather(ctl.json("domain"), ctl.json("trays"))
             generation = domain["state"]["fabric_generation"]
             switches = [t for t in trays["trays"] if t["kind"] == "TRAY_KIND_SWITCH"]
-            return bool(switches) and all(t["config_generation"] == generation for t in switches)
+            return bool(switches) and all(
+                t["reachable"] and t["config_generation"] == generation for t in switches
+            )
 
         assert await usable()
         partitions = await ctl.json("partition", "list")
@@ -189,8 +191,10 @@ async def test_a_rack_comes_back_from_killed_processes(
             assert json.loads(will)["details"] == {"reason": "connection lost"}
 
             def changed(kind: str, subject: str) -> Callable[[dict[str, Any]], bool]:
+                """A live event (not the snapshot's restatement) of `kind` about `subject`."""
                 return lambda item: (item.get("event", {}).get("kind") == f"EVENT_KIND_{kind}"
-                                     and item["event"]["subject"] == subject)  # fmt: skip
+                                     and item["event"]["subject"] == subject
+                                     and not item["event"].get("snapshot"))  # fmt: skip
 
             def kept_health(healthy: bool) -> Callable[[dict[str, Any]], bool]:
                 def match(item: dict[str, Any]) -> bool:

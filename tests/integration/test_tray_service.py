@@ -69,6 +69,30 @@ async def test_faults_change_status_and_clear(mini_rack: LocalRack, clients: Cli
     await mini_rack.wait_ready(5)
 
 
+async def test_a_counted_flap_is_no_longer_active_once_it_is_over(
+    mini_rack: LocalRack, clients: Clients
+) -> None:
+    tray = clients.tray("compute-01")
+    spec = common_pb2.FaultSpec(
+        kind=FaultKind.LINK_FLAP, target=ref("compute-01/gpu0/nvlink2"), flap_count=1
+    )
+    spec.flap_period.FromMilliseconds(100)
+    injected = await tray.InjectFault(common_pb2.InjectFaultRequest(fault=spec))
+    status = (await tray.GetStatus(tray_pb2.GetStatusRequest())).status
+    assert [f.id for f in status.faults] == [injected.fault.id] and status.active_link_count == 7
+    # One down phase of 100 ms, then the fault clears itself and the link trains back.
+    async with asyncio.timeout(5):
+        while status.faults or status.active_link_count != 8:
+            await asyncio.sleep(0.02)
+            status = (await tray.GetStatus(tray_pb2.GetStatusRequest())).status
+    link = (await tray.ListLinks(common_pb2.ListLinksRequest(accelerator=0, plane=2))).links[0]
+    assert link.state == LinkState.ACTIVE and link.counters.link_down_count == 1
+    # Nothing left to clear.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await tray.ClearFault(common_pb2.ClearFaultRequest(fault_id=injected.fault.id))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 async def test_a_drained_tray_takes_its_links_out(mini_rack: LocalRack, clients: Clients) -> None:
     tray = clients.tray("switch-1")
     response = await tray.SetAdminState(

@@ -124,6 +124,22 @@ def test_a_counted_flap_stops_after_its_down_phases(mini: Topology) -> None:
     assert int(health.link_down[index]) == 2
 
 
+def test_a_counted_flap_clears_itself_when_its_last_down_phase_ends(mini: Topology) -> None:
+    health = LinkHealth(mini, training_time=0.1)
+    index = mini.link_named(LINK).index
+    fault, _ = health.inject(
+        Fault(FaultKind.LINK_FLAP, LINK, flap_period=1.0, flap_count=1), now=0.0
+    )
+    assert kinds(health.tick(0.9)) == [] and list(health.faults) == [fault.id]
+    events = health.tick(1.0)  # the one down phase is over: the fault is gone, the link trains
+    assert kinds(events) == ["FAULT_CLEARED", "LINK_FLAPPING"]
+    assert events[0].subject == LINK and events[0].body["fault_id"] == fault.id
+    assert health.faults == {} and health.effective_state(index) == LinkState.INIT
+    assert kinds(health.tick(1.1)) == ["LINK_STATE_CHANGED"]  # no longer a flapping link
+    assert health.usable[index] and health.tick(5.0) == []
+    assert int(health.link_down[index]) == 1
+
+
 def test_degraded_ber_errors_grow_with_traffic_by_the_documented_model(mini: Topology) -> None:
     health = LinkHealth(mini)
     index = mini.link_named(LINK).index
