@@ -48,5 +48,7 @@ class Fusionctl:
 
     async def ok(self, *args: str, timeout: float = 30) -> str:
         result = await self(*args, timeout=timeout)
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 0, (
+            f"fusionctl {' '.join(args)}: exit {result.returncode}\n{result.stdout}{result.stderr}"
+        )
         return result.stdout
