@@ -499,6 +499,13 @@ class Controller:
         desired admin states: its tray drained iff desired, and each of its links drained iff
         its tray is or (at the compute tray, which holds link drains) the link itself is. A
         drain the controller does not hold is undone: desired state is the controller's."""
+        down = AdminState.DOWN
+        if (  # the usual case, at every status: nothing drained, wanted or not
+            not self.drained
+            and status.admin_state != down
+            and not any(report.admin_state == down for report in status.links)
+        ):
+            return []
         top, per = self.topology, self.topology.links_per_accelerator
         tray_down = view.name in self.drained
         reset = (status.admin_state == AdminState.DOWN) != tray_down
