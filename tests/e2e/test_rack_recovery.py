@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -56,8 +55,6 @@ class Rack:
         os.kill(pids[name], signal.SIGKILL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pids[name], os.WNOHANG)  # our child only with --in-process: never
             try:
                 os.kill(pids[name], 0)
             except ProcessLookupError:
