@@ -22,7 +22,7 @@ from pathlib import Path
 from fusionrack import __version__
 from fusionrack.emulator import FusionError, Topology, TrayKind, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
-from fusionrack.rpc import TlsFiles, settle
+from fusionrack.rpc import TlsFiles, run_server_loop, settle
 
 from .rack import LocalRack, RunningTray, serve_tray
 
@@ -150,7 +150,7 @@ def run_forked(args: argparse.Namespace, topology: Topology) -> int:
         if pid == 0:  # the tray's process
             code = 1
             try:
-                code = asyncio.run(run(args, topology, tray.name))
+                code = run_server_loop(run(args, topology, tray.name))
             except BaseException:
                 log.exception("tray %s failed", tray.name)
             finally:
@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_forked(args, topology)
         if args.tray is not None:
             topology.tray(args.tray)
-        return asyncio.run(run(args, topology, args.tray))
+        return run_server_loop(run(args, topology, args.tray))
     except (FusionError, OSError) as error:  # a wrong manifest or tray; a port in use
         print(f"fusion-agent: error: {error}", file=sys.stderr)
         return 1

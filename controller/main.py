@@ -23,7 +23,7 @@ from fusionrack.emulator import FusionError, Topology, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
 from fusionrack.metrics import MetricsServer, split_listen, start_metrics_server
 from fusionrack.mqtt import parse_mqtt_url
-from fusionrack.rpc import Server, TlsFiles, settle, start_server
+from fusionrack.rpc import Server, TlsFiles, run_server_loop, settle, start_server
 from fusionrack.v1 import controller_pb2, controller_pb2_grpc
 
 from .domain import Controller
@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
     try:
         topology = Topology(load_manifest(args.manifest))
-        return asyncio.run(run(args, topology))
+        return run_server_loop(run(args, topology))
     except (FusionError, OSError) as error:
         print(f"fusion-controller: {error}", file=sys.stderr)
         return 1
