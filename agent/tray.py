@@ -20,6 +20,7 @@ from fusionrack.emulator import (
     Fault,
     FaultKind,
     InvalidArgument,
+    Link,
     LinkHealth,
     LinkState,
     NotFound,
@@ -229,12 +230,30 @@ class TrayAgent:
         if name == self.name:
             indices = self.link_indices
         else:
-            link = self.topology.link_named(name)
+            link = self._drainable_link(name)
             if link.index not in self.link_indices:
                 raise FailedPrecondition(f"link {name} has no end on tray {self.name}")
             indices = [link.index]
         self.record(self.links.set_admin(name, state == AdminState.DOWN, time.time()))
         return indices
+
+    def _drainable_link(self, name: str) -> Link:
+        """The link `name` names; a clear refusal for a component that has no admin state."""
+        top = self.topology
+        try:
+            return top.link_named(name)
+        except NotFound:
+            pass
+        if any(t.name == name for t in top.trays):
+            raise FailedPrecondition(f"tray {name} is not this tray ({self.name}): drain it there")
+        if any(c.name == name for c in top.switch_chips) or any(
+            a.chiplet == name for a in top.accelerators
+        ):
+            raise InvalidArgument(
+                f"{name} has no admin state: drain a link or a tray (a chiplet or switch chip "
+                "fails only through a fault)"
+            )
+        raise NotFound(f"no link or tray named {name!r} in rack {top.name}")
 
     # -- reports ---------------------------------------------------------------------------
 
@@ -263,6 +282,7 @@ class TrayAgent:
             state=int(self.links.effective_state(index)),
             admin_state=int(AdminState.DOWN if self.links.admin_down[index] else AdminState.UP),
             bit_error_rate=float(self.links.ber[index]),
+            link_down_total=int(self.links.link_down[index]),
         )
 
     def components(self) -> list[common_pb2.ComponentStatus]:

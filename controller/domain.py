@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from fusionrack.emulator import (
     EventKind,
     FabricConfig,
     FailedPrecondition,
+    FaultKind,
     InvalidArgument,
     LinkState,
     NotFound,
@@ -83,6 +85,10 @@ log = logging.getLogger(__name__)
 # Cap of the reconnect backoff to an agent: a restarted switch tray is re-programmed well
 # within a second of coming back.
 RECONNECT_MAX = 0.2  # s
+
+# A link with a LINK_FLAP fault is one LINK_FLAPPING event a second, with the transitions since
+# the one before: a 10 ms flap must not become a hundred events a second on every stream.
+FLAP_EVENT_INTERVAL = 1.0  # s
 
 # Seconds from a change's arrival (lock wait included) to the fabric programmed and the state
 # saved: a few ms on loopback, up to the RPC timeout when a switch tray does not answer.
@@ -140,9 +146,30 @@ class AgentView:
     # (statuses and answers race) cannot undo it: a cleared id is never active again (ids are
     # not reused within a boot), and a fault missing from a status older than it is not gone.
     faults: dict[str, common_pb2.Fault | None] = field(default_factory=dict)
+    # The tray's own state and its chiplets' or switch chips', by name, as last reported.
+    component_states: dict[str, int] = field(default_factory=dict)
+    # Compute trays: links with a LINK_FLAP fault -> their coalesced LINK_FLAPPING state.
+    flapping: dict[int, Flapping] = field(default_factory=dict)
 
     def active_faults(self) -> list[common_pb2.Fault]:
         return [f for f in self.faults.values() if f is not None]
+
+
+@dataclass
+class Flapping:
+    """A flapping link: its transitions not yet announced, when it last was, in which state."""
+
+    state: int  # the link state the last event gave
+    transitions: int = 0
+    announced: float = -math.inf  # time of the last LINK_FLAPPING event (monotonic)
+
+
+def component_states(
+    status: tray_pb2.TrayStatus,
+) -> list[tuple[common_pb2.ComponentRef, str, int]]:
+    """(ref, name, state) of a tray and of its chiplets or switch chips, from its status."""
+    states = [(common_pb2.ComponentRef(tray=status.tray), status.tray, status.state)]
+    return states + [(c.component, c.name, c.state) for c in status.components]
 
 
 class Controller:
@@ -638,6 +665,7 @@ class Controller:
 
     def _on_status(self, view: AgentView, status: tray_pb2.TrayStatus) -> None:
         self.bus.publish(self._fault_changes(view, status))
+        self.bus.publish(self._component_changes(view, status))
         view.status = status
         view.boot_id = status.boot_id
         if view.kind == TrayKind.SWITCH:
@@ -775,10 +803,77 @@ class Controller:
             link_state_changed=body,
         )
 
+    def component_event(
+        self, view: AgentView, ref: common_pb2.ComponentRef, name: str, state: int,
+        previous: int = 0,
+    ) -> events_pb2.Event:  # fmt: skip
+        """COMPONENT_STATE_CHANGED of a tray, chiplet or switch chip of `view`'s tray, naming
+        the fault that holds it there if any (`previous` unset: a snapshot's restatement)."""
+        held = [f.id for f in view.active_faults() if f.target_name == name]
+        accelerators = [ref.chiplet] if ref.HasField("chiplet") else []
+        if ref.HasField("tray"):
+            accelerators = list(self.topology.tray(view.name).accelerators)
+        body: dict[str, Any] = {
+            "component": ref,
+            "state": state,
+            "reason": f"fault {', '.join(held)}" if held else "",
+        }
+        if previous:
+            body["previous"] = previous
+        return new_event(
+            EventKind.COMPONENT_STATE_CHANGED, name, trays=[view.name], accelerators=accelerators,
+            partition_ids=self.partitions_of(accelerators), component_state_changed=body,
+        )  # fmt: skip
+
+    def _component_changes(
+        self, view: AgentView, status: tray_pb2.TrayStatus
+    ) -> list[events_pb2.Event]:
+        """Keep a tray's component states; an event for each that changed since its last report
+        (none for the first report after the tray (re)appears: Subscribe's snapshot has it)."""
+        events, states = [], {}
+        for ref, name, state in component_states(status):
+            states[name] = state
+            before = view.component_states.get(name)
+            if before is not None and before != state:
+                events.append(self.component_event(view, ref, name, state, before))
+        view.component_states = states
+        return events
+
+    def flapping_event(self, index: int, report: common_pb2.LinkStatus, transitions: int) -> Any:
+        """LINK_FLAPPING of link `index`: its state now and the transitions since the last."""
+        top = self.topology
+        link = top.links[index]
+        return new_event(
+            EventKind.LINK_FLAPPING,
+            link.name,
+            trays=[top.tray_of_accelerator(link.accelerator).name, link.switch_tray],
+            accelerators=[link.accelerator],
+            partition_ids=self._partition_ids(link.accelerator),
+            link_flapping={
+                "link": report.link,
+                "state": report.state,
+                "transitions": transitions,
+                "link_down_total": report.link_down_total,
+            },
+        )
+
     def _link_changes(self, view: AgentView, status: tray_pb2.TrayStatus) -> list[events_pb2.Event]:
         """Keep a compute tray's link states; an event for each link whose state changed since
-        its last report (none for the first report after the tray (re)appears)."""
-        per = self.topology.links_per_accelerator
+        its last report (none for the first report after the tray (re)appears). A link with a
+        LINK_FLAP fault gets coalesced LINK_FLAPPING events instead, and once the fault is gone
+        a LINK_STATE_CHANGED to the state it ended in, if the last event told another."""
+        top = self.topology
+        per = top.links_per_accelerator
+        flapping = {
+            f.target_name
+            for v in self.agents.values()
+            for f in v.active_faults()
+            if f.spec.kind == FaultKind.LINK_FLAP
+        }
+        ended = {i: f for i, f in view.flapping.items() if top.links[i].name not in flapping}
+        for index in ended:
+            del view.flapping[index]
+        now = time.monotonic()
         states, usable, events = {}, [], []
         for report in status.links:
             index = report.link.accelerator * per + report.link.link
@@ -786,8 +881,20 @@ class Controller:
             if report.state == LinkState.ACTIVE and report.admin_state != AdminState.DOWN:
                 usable.append(index)
             before = view.link_states.get(index)
-            if before is not None and before != report.state:
+            if before is None or before == report.state:
+                continue
+            if top.links[index].name not in flapping:
                 events.append(self.link_event(index, report.state, before))
+                ended.pop(index, None)  # told now
+                continue
+            flap = view.flapping.setdefault(index, Flapping(state=before))
+            flap.transitions += 1
+            if now - flap.announced >= FLAP_EVENT_INTERVAL:
+                events.append(self.flapping_event(index, report, flap.transitions))
+                flap.state, flap.transitions, flap.announced = report.state, 0, now
+        for index, flap in ended.items():
+            if states.get(index, flap.state) != flap.state:
+                events.append(self.link_event(index, states[index], flap.state))
         view.link_states, view.usable_links = states, np.array(usable, np.int64)
         return events
 
@@ -802,6 +909,7 @@ class Controller:
         if not reachable:
             view.status = None
             view.link_states, view.usable_links = {}, np.zeros(0, np.int64)
+            view.component_states, view.flapping = {}, {}
         self.state_change_time = time.time()
         self.bus.publish([reachability_event(view, changed=True)])
         log.info("%s %s", view.name, "reachable" if reachable else "unreachable")

@@ -37,7 +37,13 @@ from fusionrack.emulator.partitions import (
 from fusionrack.rpc import grpc_errors
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
-from .domain import Controller, forward, mismatch_event, reachability_event
+from .domain import (
+    Controller,
+    component_states,
+    forward,
+    mismatch_event,
+    reachability_event,
+)
 from .events import Subscription, new_event
 
 __all__ = ["ControllerServicer"]
@@ -194,6 +200,9 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             stale_trays=stale,
             fabric_generation=c.config.generation,
             topology_mismatches=mismatches,
+            drained_trays=[t.name for t in top.trays if t.name in c.drained],
+            drained_links=[link.name for link in top.links if link.name in c.drained],
+            active_fault_count=sum(len(v.active_faults()) for v in c.agents.values()),
         )
         return controller_pb2.GetDomainResponse(properties=properties, state=state)
 
@@ -715,11 +724,9 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             if view.status is None:
                 continue
             # Components not OK: the tray itself (TRAY_LOSS), its chiplets or switch chips.
-            states = [(common_pb2.ComponentRef(tray=view.name), view.name, view.status.state)]
-            states += [(s.component, s.name, s.state) for s in view.status.components]
-            for ref, name, state in states:
+            for ref, name, state in component_states(view.status):
                 if state and state != ComponentState.OK:
-                    events.append(self._component_event(view.name, ref, name, state, faults))
+                    events.append(c.component_event(view, ref, name, state))
         # Links not ACTIVE, as ListLinks shows them: at the accelerator end, DOWN while its
         # compute tray's agent is away, ADMIN_DOWN when drained.
         for view in c.agents.values():
@@ -736,30 +743,3 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         for fault in sorted(faults, key=lambda f: f.inject_time.ToNanoseconds()):
             events.append(c.fault_event(EventKind.FAULT_INJECTED, fault))
         return events
-
-    def _component_event(
-        self,
-        tray: str,
-        ref: common_pb2.ComponentRef,
-        name: str,
-        state: int,
-        faults: list[common_pb2.Fault],
-    ) -> Any:
-        """A component's state restated (a snapshot's COMPONENT_STATE_CHANGED), with the fault
-        that holds it there when there is one."""
-        held = [f.id for f in faults if f.target_name == name]
-        accelerators = [ref.chiplet] if ref.HasField("chiplet") else []
-        if ref.HasField("tray"):
-            accelerators = list(self.topology.tray(tray).accelerators)
-        return new_event(
-            EventKind.COMPONENT_STATE_CHANGED,
-            name,
-            trays=[tray],
-            accelerators=accelerators,
-            partition_ids=self.controller.partitions_of(accelerators),
-            component_state_changed={
-                "component": ref,
-                "state": state,
-                "reason": f"fault {', '.join(held)}" if held else "",
-            },
-        )

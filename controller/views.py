@@ -87,6 +87,13 @@ def domain_lines(paint: Palette, r: controller_pb2.GetDomainResponse) -> list[st
         f"{enum_word(common_pb2.ResiliencyMode, p.default_resiliency_mode)}, accesses up to "
         f"{human_bytes(p.max_access_bytes)}",
     ]
+    drained = [*st.drained_trays, *st.drained_links]
+    if drained or st.active_fault_count:
+        lines.append(
+            f"  operations     {len(drained)} drained"
+            + (f" ({', '.join(drained)})" if drained else "")
+            + f", {st.active_fault_count} active fault(s) (fusionctl fault list)"
+        )
     if st.topology_mismatches:
         rows = [(m.tray, m.field, m.expected, m.observed) for m in st.topology_mismatches]
         lines += [

@@ -234,6 +234,8 @@ async def test_faults_and_drains_show_in_links(ctl: Fusionctl) -> None:
     admin_down = await ctl.json("links", "--state", "admin_down", "--compute-tray", "compute-02")
     assert [x["name"] for x in admin_down["links"]] == ["compute-02/gpu1/nvlink3"]
     assert admin_down["links"][0]["admin_state"] == "ADMIN_STATE_DOWN"
+    domain = await ctl("domain")
+    assert "1 drained (compute-02/gpu1/nvlink3), 0 active fault(s)" in domain.stdout
     undrained = await ctl("undrain", "compute-02/gpu1/nvlink3")
     assert undrained.returncode == 0 and "returned to service (1 links)" in undrained.stdout
     assert await ctl.json("links", "--state", "admin-down") == {"links": []}

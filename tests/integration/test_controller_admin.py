@@ -226,6 +226,119 @@ async def test_bad_drains_name_the_problem_and_change_nothing(
     assert await admin_down_links(stub) == []
 
 
+async def test_the_domain_counts_drains_and_faults(
+    stub: controller_pb2_grpc.ControllerStub,
+) -> None:
+    await stub.SetAdminState(drain("switch-2"))
+    await stub.SetAdminState(drain(LINK))
+    fault = (await stub.InjectFault(link_down("compute-02/gpu1/nvlink0"))).fault
+    state = (await stub.GetDomain(controller_pb2.GetDomainRequest())).state
+    assert list(state.drained_trays) == ["switch-2"] and list(state.drained_links) == [LINK]
+    assert state.active_fault_count == 1
+    await stub.ClearFault(common_pb2.ClearFaultRequest(fault_id=fault.id))
+    await stub.SetAdminState(drain("switch-2", UP))
+    state = (await stub.GetDomain(controller_pb2.GetDomainRequest())).state
+    assert list(state.drained_trays) == [] and list(state.drained_links) == [LINK]
+    assert state.active_fault_count == 0
+
+
+# -- live component and flapping events -----------------------------------------------------------
+
+
+def fault(kind: int, target: str) -> common_pb2.InjectFaultRequest:
+    spec = common_pb2.FaultSpec(kind=kind, target=common_pb2.ComponentRef(name=target))
+    return common_pb2.InjectFaultRequest(fault=spec)
+
+
+async def test_failed_and_repaired_components_are_live_events(
+    stub: controller_pb2_grpc.ControllerStub,
+) -> None:
+    stream = stub.Subscribe(
+        controller_pb2.SubscribeRequest(kinds=[common_pb2.EVENT_KIND_COMPONENT_STATE_CHANGED])
+    )
+    failed, ok = common_pb2.COMPONENT_STATE_FAILED, common_pb2.COMPONENT_STATE_OK
+    chip = (
+        await stub.InjectFault(fault(common_pb2.FAULT_KIND_SWITCH_CHIP_FAILURE, "switch-2/chip1"))
+    ).fault
+    event = await next_event(stream)
+    body = event.component_state_changed
+    assert (event.subject, list(event.trays)) == ("switch-2/chip1", ["switch-2"])
+    assert (body.state, body.previous) == (failed, ok) and chip.id in body.reason
+    assert body.component.switch_chip == 3  # global chip index: switch-2's second chip
+    await stub.ClearFault(common_pb2.ClearFaultRequest(fault_id=chip.id))
+    event = await next_event(stream)
+    assert event.subject == "switch-2/chip1"
+    assert (event.component_state_changed.state, event.component_state_changed.previous) == (
+        ok,
+        failed,
+    )
+
+    # A lost tray whose agent still answers: the tray itself, with its accelerators' partition.
+    lost = (await stub.InjectFault(fault(common_pb2.FAULT_KIND_TRAY_LOSS, "compute-02"))).fault
+    event = await next_event(stream)
+    assert (
+        event.subject == "compute-02"
+        and event.component_state_changed.component.tray == "compute-02"
+    )
+    assert (
+        event.component_state_changed.state == failed
+        and lost.id in event.component_state_changed.reason
+    )
+    assert list(event.accelerators) == [2, 3] and list(event.partition_ids) == [32766]
+    await stub.ClearFault(common_pb2.ClearFaultRequest(fault_id=lost.id))
+    assert (await next_event(stream)).component_state_changed.state == ok
+    stream.cancel()
+
+
+async def test_a_flapping_link_is_a_few_coalesced_events_ending_in_its_state(
+    stub: controller_pb2_grpc.ControllerStub,
+) -> None:
+    link = "compute-01/gpu1/nvlink2"
+    stream = stub.Subscribe(
+        controller_pb2.SubscribeRequest(
+            kinds=[common_pb2.EVENT_KIND_LINK_FLAPPING, common_pb2.EVENT_KIND_LINK_STATE_CHANGED]
+        )
+    )
+    flap = common_pb2.FaultSpec(
+        kind=common_pb2.FAULT_KIND_LINK_FLAP,
+        target=common_pb2.ComponentRef(name=link),
+        flap_count=30,
+    )
+    flap.flap_period.FromMilliseconds(25)  # 30 down phases: ~1.5 s, ~60 transitions
+    await stub.InjectFault(common_pb2.InjectFaultRequest(fault=flap))
+    events: list[events_pb2.Event] = []
+
+    def told(event: events_pb2.Event) -> int:
+        return event.link_flapping.state or event.link_state_changed.state
+
+    async def over() -> bool:
+        """The fault is gone and the stream has told the state the link ended in."""
+        faults = (await stub.ListFaults(controller_pb2.ListFaultsRequest())).faults
+        return not faults and bool(events) and told(events[-1]) == common_pb2.LINK_STATE_ACTIVE
+
+    async def read() -> None:
+        async for answer in stream:
+            events.append(answer.event)
+
+    reader = asyncio.create_task(read())  # a read cancelled by a timeout would end the stream
+    await until_async(over, timeout=10)
+    reader.cancel()
+    assert {e.subject for e in events} == {link}
+    flapping = [e for e in events if e.kind == common_pb2.EVENT_KIND_LINK_FLAPPING]
+    # One at the first transition, then one a second at most: not one per transition.
+    assert 1 <= len(flapping) <= 3, [(e.kind, e.link_flapping) for e in events]
+    assert flapping[0].link_flapping.transitions == 1
+    assert flapping[0].link_flapping.link_down_total >= 1
+    assert (flapping[0].link_flapping.link.accelerator, flapping[0].link_flapping.link.link) == (
+        1,
+        2,
+    )
+    # Plain state changes only once the fault is gone (the link retraining: DOWN, INIT, ACTIVE).
+    kinds = [e.kind for e in events]
+    assert kinds == sorted(kinds, key=lambda k: k != common_pb2.EVENT_KIND_LINK_FLAPPING), events
+    stream.cancel()
+
+
 # -- idempotency ---------------------------------------------------------------------------------
 
 

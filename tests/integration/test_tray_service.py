@@ -107,6 +107,27 @@ async def test_a_drained_tray_takes_its_links_out(mini_rack: LocalRack, clients:
     await mini_rack.wait_ready(5)
 
 
+@pytest.mark.parametrize(
+    ("target", "code", "says"),
+    [
+        ("switch-1/chip0", "INVALID_ARGUMENT", "switch-1/chip0 has no admin state: drain a link"),
+        ("switch-2", "FAILED_PRECONDITION", "tray switch-2 is not this tray (switch-1)"),
+        ("switch-9", "NOT_FOUND", "no link or tray named 'switch-9'"),
+        ("compute-02/gpu0/nvlink2", "FAILED_PRECONDITION", "has no end on tray switch-1"),
+    ],
+)
+async def test_bad_drains_are_refused_by_name(clients: Clients, target, code, says) -> None:  # type: ignore[no-untyped-def]
+    tray = clients.tray("switch-1")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await tray.SetAdminState(
+            common_pb2.SetAdminStateRequest(target=ref(target), admin_state=AdminState.DOWN)
+        )
+    assert caught.value.code().name == code and says in caught.value.details()
+    status = (await tray.GetStatus(tray_pb2.GetStatusRequest())).status
+    assert status.admin_state == AdminState.UP
+    assert not any(link.admin_state == AdminState.DOWN for link in status.links)
+
+
 async def test_a_switch_chip_failure_shows_as_a_component(clients: Clients) -> None:
     tray = clients.tray("switch-1")
     await tray.InjectFault(

@@ -403,16 +403,18 @@ class Link(_message.Message):
     def __init__(self, ref: _Optional[_Union[LinkRef, _Mapping]] = ..., name: _Optional[str] = ..., index: _Optional[int] = ..., compute_tray: _Optional[str] = ..., switch_tray: _Optional[str] = ..., switch_chip: _Optional[int] = ..., switch_port: _Optional[int] = ..., capacity_bytes_per_second: _Optional[int] = ..., state: _Optional[_Union[LinkState, str]] = ..., admin_state: _Optional[_Union[AdminState, str]] = ..., bit_error_rate: _Optional[float] = ..., counters: _Optional[_Union[LinkCounters, _Mapping]] = ..., state_change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LinkStatus(_message.Message):
-    __slots__ = ("link", "state", "admin_state", "bit_error_rate")
+    __slots__ = ("link", "state", "admin_state", "bit_error_rate", "link_down_total")
     LINK_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ADMIN_STATE_FIELD_NUMBER: _ClassVar[int]
     BIT_ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    LINK_DOWN_TOTAL_FIELD_NUMBER: _ClassVar[int]
     link: LinkRef
     state: LinkState
     admin_state: AdminState
     bit_error_rate: float
-    def __init__(self, link: _Optional[_Union[LinkRef, _Mapping]] = ..., state: _Optional[_Union[LinkState, str]] = ..., admin_state: _Optional[_Union[AdminState, str]] = ..., bit_error_rate: _Optional[float] = ...) -> None: ...
+    link_down_total: int
+    def __init__(self, link: _Optional[_Union[LinkRef, _Mapping]] = ..., state: _Optional[_Union[LinkState, str]] = ..., admin_state: _Optional[_Union[AdminState, str]] = ..., bit_error_rate: _Optional[float] = ..., link_down_total: _Optional[int] = ...) -> None: ...
 
 class ComponentStatus(_message.Message):
     __slots__ = ("component", "name", "state")

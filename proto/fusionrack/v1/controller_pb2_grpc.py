@@ -281,7 +281,8 @@ class ControllerServicer:
     def Subscribe(self, request, context):
         """A stream of events, filtered; with include_snapshot, the present state first. A subscriber
         that falls too far behind is ended with RESOURCE_EXHAUSTED (subscribe again with a
-        snapshot).
+        snapshot). Every kind but LINK_ERRORS comes here: error counters are not in the agents'
+        status stream, so LINK_ERRORS is published by the agents on MQTT only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
