@@ -227,14 +227,13 @@ def stat(
         "wideLayout": True,
         "showPercentChange": False,
     }
-    defaults = more.pop("defaults", {})
-    defaults = {"thresholds": steps or thresholds((None, "green")), **defaults}
-    if "mappings" in defaults:
-        defaults["color"] = {"mode": "thresholds"}
+    defaults = {
+        "color": {"mode": "thresholds"},
+        "thresholds": steps or thresholds((None, "green")),
+        **more.pop("defaults", {}),
+    }
     p = panel("stat", title, description, targets, unit=unit, w=w, h=h, options=options, **more)
     p["fieldConfig"]["defaults"] |= defaults
-    if "color" not in defaults:
-        p["fieldConfig"]["defaults"]["color"] = {"mode": "thresholds"}
     return p
 
 
@@ -759,8 +758,9 @@ def rack_overview() -> Json:
 
 
 def links() -> Json:
-    compute = f'{RACK}, tray=~"$tray"'
-    chips = f'{RACK}, switch_chip=~"$switch_chip"'
+    # "All" is `.*`, which also matches a missing label: name the kind of end explicitly.
+    compute = f'{RACK}, tray=~"$tray", accelerator!=""'
+    chips = f'{RACK}, switch_chip=~"$switch_chip", switch_chip!=""'
     accelerator = f'{RACK}, accelerator=~"$accelerator"'
     return dashboard(
         "fusionrack-links",
@@ -799,8 +799,7 @@ def links() -> Json:
                 "the nominal capacity), one row per accelerator.",
                 [
                     target(
-                        "avg by (accelerator) (fusionrack:link_utilization:ratio"
-                        f'{{{compute}, accelerator!=""}})',
+                        f"avg by (accelerator) (fusionrack:link_utilization:ratio{{{compute}}})",
                         "{{accelerator}}",
                     )
                 ],
@@ -978,7 +977,7 @@ def links() -> Json:
                 [
                     target(
                         "sum by (link) (increase(fusionrack_link_down_transitions_total"
-                        f'{{{compute}, accelerator!=""}}[$__interval])) > 0',
+                        f"{{{compute}}}[$__interval])) > 0",
                         "{{link}}",
                     )
                 ],
@@ -993,7 +992,7 @@ def links() -> Json:
                 [
                     target(
                         "sum by (link) (increase(fusionrack_link_down_transitions_total"
-                        f'{{{compute}, accelerator!=""}}[$__range])) > 0',
+                        f"{{{compute}}}[$__range])) > 0",
                         instant=True,
                         fmt="table",
                     )
