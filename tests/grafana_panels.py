@@ -25,6 +25,29 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
+DOC = ROOT / "docs" / "metrics.md"
+
+# Recording rules of deploy/prometheus (the names agreed for issue 5).
+RECORDING_RULES = {
+    "fusionrack:link_transmit_bytes:rate1m",
+    "fusionrack:link_receive_bytes:rate1m",
+    "fusionrack:link_utilization:ratio",
+    "fusionrack:switch_port_utilization:ratio",
+    "fusionrack:accelerator_nvlink_bytes:rate1m",
+    "fusionrack:rack_nvlink_bytes:rate1m",
+    "fusionrack:rack_nvlink_capacity:bytes_per_second",
+    "fusionrack:link_errors:rate5m",
+    "fusionrack:partition_violations:rate5m",
+}
+# The controller's traffic model metrics, agreed for issue 5 and documented in docs/metrics.md
+# by the change that adds them; listed here until then.
+TRAFFIC_METRICS = {
+    "fusionrack_controller_traffic_sessions",
+    "fusionrack_controller_traffic_load_ratio",
+    "fusionrack_controller_traffic_algorithm_bytes_per_second",
+}
+# Series Prometheus makes itself: scrape health, and the alerts of the alert rules.
+PROMETHEUS_SERIES = {"up", "ALERTS"}
 
 # Grafana's built-in interval variables, as a dashboard over the last hour would set them.
 INTERVALS = {
@@ -147,6 +170,28 @@ def variable_queries(
                 )
             )
     return found
+
+
+def documented_metrics() -> set[str]:
+    """Metric names defined in docs/metrics.md's tables (a histogram with its _bucket, _sum
+    and _count); DCGM names only from the table of what fusionrack exports."""
+    names: set[str] = set()
+    section = ""
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            section = line
+        match = re.match(r"\|\s*`([A-Za-z_:][\w:]*)`\s*\|", line)
+        if match is None:
+            continue
+        name = match.group(1)
+        if name.startswith("DCGM_") and "What fusionrack exports" not in section:
+            continue
+        if not name.startswith(("fusionrack_", "DCGM_")):
+            continue
+        names.add(name)
+        if "| histogram |" in line:
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return names
 
 
 # -- metric names -----------------------------------------------------------------------------

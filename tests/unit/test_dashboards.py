@@ -4,7 +4,6 @@ series that exist (docs/metrics.md, the recording rules of deploy/prometheus, th
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -17,8 +16,12 @@ import yaml
 from grafana_panels import (
     DASHBOARDS,
     GRAFANA,
+    PROMETHEUS_SERIES,
+    RECORDING_RULES,
     ROOT,
+    TRAFFIC_METRICS,
     Query,
+    documented_metrics,
     load_dashboards,
     metric_names,
     panel_queries,
@@ -27,7 +30,6 @@ from grafana_panels import (
     variables,
 )
 
-DOC = ROOT / "docs" / "metrics.md"
 GENERATOR = ROOT / "scripts" / "gen_dashboards.py"
 README = ROOT / "README.md"
 
@@ -41,51 +43,7 @@ EXPECTED = {
     "dcgm-nvlink.json": {"datasource", "rack", "Hostname", "gpu"},
 }
 
-# Recording rules of deploy/prometheus (the names agreed for issue 5).
-RECORDING_RULES = {
-    "fusionrack:link_transmit_bytes:rate1m",
-    "fusionrack:link_receive_bytes:rate1m",
-    "fusionrack:link_utilization:ratio",
-    "fusionrack:switch_port_utilization:ratio",
-    "fusionrack:accelerator_nvlink_bytes:rate1m",
-    "fusionrack:rack_nvlink_bytes:rate1m",
-    "fusionrack:rack_nvlink_capacity:bytes_per_second",
-    "fusionrack:link_errors:rate5m",
-    "fusionrack:partition_violations:rate5m",
-}
-# The controller's traffic model metrics, agreed for issue 5 and documented in docs/metrics.md
-# by the change that adds them; listed here until then.
-TRAFFIC_METRICS = {
-    "fusionrack_controller_traffic_sessions",
-    "fusionrack_controller_traffic_load_ratio",
-    "fusionrack_controller_traffic_algorithm_bytes_per_second",
-}
-# Series Prometheus makes itself: scrape health, and the alerts of the alert rules.
-PROMETHEUS_SERIES = {"up", "ALERTS"}
-
 NO_QUERY_PANELS = {"row", "text"}
-
-
-def documented_metrics() -> set[str]:
-    """Metric names defined in docs/metrics.md's tables (a histogram with its _bucket, _sum
-    and _count); DCGM names only from the table of what fusionrack exports."""
-    names: set[str] = set()
-    section = ""
-    for line in DOC.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#"):
-            section = line
-        match = re.match(r"\|\s*`([A-Za-z_:][\w:]*)`\s*\|", line)
-        if match is None:
-            continue
-        name = match.group(1)
-        if name.startswith("DCGM_") and "What fusionrack exports" not in section:
-            continue
-        if not name.startswith(("fusionrack_", "DCGM_")):
-            continue
-        names.add(name)
-        if "| histogram |" in line:
-            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
-    return names
 
 
 @pytest.fixture(scope="module")
