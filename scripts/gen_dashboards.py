@@ -34,11 +34,16 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 # Matchers every rack-wide query starts with.
 RACK = 'rack=~"$rack"'
 
-# Traffic patterns of the controller's traffic model, told apart by name: an all-reduce, and
-# whether it runs as a ring or in the network (NVLink SHARP: multicast and switch reductions).
-ALLREDUCE = 'pattern=~"(?i).*all.?reduce.*"'
-RING = 'pattern=~"(?i).*ring.*"'
-IN_NETWORK = 'pattern=~"(?i).*(sharp|nvls|multicast|in.?network|switch).*"'
+
+def with_algorithm(series: str, info: str) -> str:
+    """A traffic session's series with the `algorithm` (and `multicast_group`) of its
+    `fusionrack_controller_traffic_info` (ring, in_network, direct, multicast): an all-reduce
+    is `pattern="all_reduce"` whether it runs around a ring or in the switches."""
+    return (
+        f"{series}\n  * on (rack, traffic_id) group_left (algorithm, multicast_group)\n"
+        f"  fusionrack_controller_traffic_info{{{info}}}"
+    )
+
 
 Json = dict[str, Any]
 
@@ -610,25 +615,37 @@ def rack_overview() -> Json:
             timeseries(
                 "NVLink bandwidth vs rack capacity",
                 "Bytes per second on the rack's NVLinks (recording rule "
-                "fusionrack:rack_nvlink_bytes:rate1m), and the rack's nominal capacity.",
+                "fusionrack:rack_nvlink_bytes:rate1m), the rack's nominal capacity, and the "
+                "capacity of the links that are active (what faults and drains leave).",
                 [
                     target(f"sum(fusionrack:rack_nvlink_bytes:rate1m{{{RACK}}})", "traffic"),
                     target(
                         f"sum(fusionrack:rack_nvlink_capacity:bytes_per_second{{{RACK}}})",
                         "capacity",
                     ),
+                    target(
+                        "sum(\n  fusionrack_link_capacity_bytes_per_second"
+                        f'{{{RACK}, accelerator!=""}}\n'
+                        "  * ignoring (state) fusionrack_link_state"
+                        f'{{{RACK}, accelerator!="", state="active"}}\n)',
+                        "capacity of active links",
+                    ),
                 ],
                 unit="Bps",
                 w=16,
                 overrides=[
                     {
-                        "matcher": {"id": "byName", "options": "capacity"},
+                        "matcher": {"id": "byName", "options": name},
                         "properties": [
                             {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
                             {"id": "custom.fillOpacity", "value": 0},
-                            {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
+                            {"id": "color", "value": {"mode": "fixed", "fixedColor": colour}},
                         ],
                     }
+                    for name, colour in (
+                        ("capacity", "red"),
+                        ("capacity of active links", "orange"),
+                    )
                 ],
             ),
             timeseries(
@@ -1010,7 +1027,13 @@ def links() -> Json:
 def partition() -> Json:
     chosen = f'{RACK}, partition=~"$partition"'
     health = code("fusionrack_controller_partition_health", chosen, "health", HEALTHS)
-    algbw = "fusionrack_controller_traffic_algorithm_bytes_per_second"
+    algbw = f"fusionrack_controller_traffic_algorithm_bytes_per_second{{{chosen}}}"
+    all_reduce = with_algorithm(
+        "fusionrack_controller_traffic_algorithm_bytes_per_second"
+        f'{{{chosen}, pattern="all_reduce"}}',
+        RACK,
+    )
+    session = "{{partition}} {{pattern}} ({{algorithm}}) #{{traffic_id}}"
     return dashboard(
         "fusionrack-partition",
         "fusionrack / Partition",
@@ -1066,13 +1089,13 @@ def partition() -> Json:
             row("Traffic"),
             bargauge(
                 "All-reduce: ring vs in-network",
-                "Algorithm bandwidth per member of the all-reduce traffic on each selected "
-                "partition: a ring all-reduce against an in-network one (NVLink SHARP: "
-                "multicast and reductions in the switch), on the same partition.",
+                "Algorithm bandwidth per member of the all-reduce sessions on each selected "
+                "partition: around a ring (each member moves 2(n-1)/n x the data each way) "
+                "against in the network (NVLink SHARP over a multicast group: 1 x).",
                 [
                     target(
-                        f"max by (partition, pattern) ({algbw}{{{chosen}, {ALLREDUCE}}})",
-                        "{{partition}}: {{pattern}}",
+                        f"max by (partition, algorithm) (\n{all_reduce}\n)",
+                        "{{partition}}: {{algorithm}}",
                     )
                 ],
                 unit="Bps",
@@ -1081,11 +1104,22 @@ def partition() -> Json:
             stat(
                 "In-network all-reduce speed-up",
                 "Algorithm bandwidth of the in-network all-reduce divided by the ring's, per "
-                "partition running both: how much the switch's reductions save.",
+                "partition running both: the bandwidth the switch's reductions save.",
                 [
                     target(
-                        f"max by (partition) ({algbw}{{{chosen}, {ALLREDUCE}, {IN_NETWORK}}})\n"
-                        f"/ max by (partition) ({algbw}{{{chosen}, {ALLREDUCE}, {RING}}})",
+                        "max by (partition) (\n"
+                        + with_algorithm(
+                            "fusionrack_controller_traffic_algorithm_bytes_per_second"
+                            f'{{{chosen}, pattern="all_reduce"}}',
+                            f'{RACK}, algorithm="in_network"',
+                        )
+                        + "\n)\n/ max by (partition) (\n"
+                        + with_algorithm(
+                            "fusionrack_controller_traffic_algorithm_bytes_per_second"
+                            f'{{{chosen}, pattern="all_reduce"}}',
+                            f'{RACK}, algorithm="ring"',
+                        )
+                        + "\n)",
                         "{{partition}}",
                     )
                 ],
@@ -1104,13 +1138,9 @@ def partition() -> Json:
             ),
             timeseries(
                 "Algorithm bandwidth per member",
-                "Bandwidth each member of a traffic session sees, by session and pattern.",
-                [
-                    target(
-                        f"{algbw}{{{chosen}}}",
-                        "{{partition}} {{pattern}} #{{traffic_id}}",
-                    )
-                ],
+                "Bandwidth each member of a traffic session sees (its slowest member's rate "
+                "over the pattern's bus factor, after faults and line-rate caps).",
+                [target(with_algorithm(algbw, RACK), session)],
                 unit="Bps",
             ),
             timeseries(
@@ -1118,11 +1148,29 @@ def partition() -> Json:
                 "Load of each traffic session against what its links can carry (0..1).",
                 [
                     target(
-                        f"fusionrack_controller_traffic_load_ratio{{{chosen}}}",
-                        "{{partition}} {{pattern}} #{{traffic_id}}",
+                        with_algorithm(
+                            f"fusionrack_controller_traffic_load_ratio{{{chosen}}}", RACK
+                        ),
+                        session,
                     )
                 ],
                 unit="percentunit",
+            ),
+            table(
+                "Traffic sessions on the partitions",
+                "Each traffic session of the selected partitions: pattern, algorithm, "
+                "multicast group, and how many accelerators take part now.",
+                [
+                    target(
+                        with_algorithm(f"fusionrack_controller_traffic_members{{{chosen}}}", RACK),
+                        instant=True,
+                        fmt="table",
+                    )
+                ],
+                hide=("Time", "__name__", "job", "instance", "rack", "kind"),
+                rename={"traffic_id": "session", "Value": "members"},
+                w=24,
+                h=6,
             ),
             row("Multicast groups and violations"),
             stat(
@@ -1168,12 +1216,12 @@ def partition() -> Json:
             ),
             timeseries(
                 "Cross-partition violations (rack)",
-                "Operations refused per second over 5 minutes, by initiator and target "
-                "accelerator.",
+                "Operations the switches refused (initiator and target in different "
+                "partitions) per second, by initiator and target accelerator.",
                 [
                     target(
-                        "sum by (initiator, target) "
-                        f"(fusionrack:partition_violations:rate5m{{{RACK}}}) > 0",
+                        "sum by (initiator, target) (rate("
+                        f"fusionrack_partition_violations_total{{{RACK}}}[$__rate_interval])) > 0",
                         "{{initiator}} → {{target}}",
                     )
                 ],

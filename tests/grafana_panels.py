@@ -39,12 +39,15 @@ RECORDING_RULES = {
     "fusionrack:link_errors:rate5m",
     "fusionrack:partition_violations:rate5m",
 }
-# The controller's traffic model metrics, agreed for issue 5 and documented in docs/metrics.md
-# by the change that adds them; listed here until then.
+# The controller's traffic model metrics (issue 5), documented in docs/metrics.md by the change
+# that adds them; listed here until then. `_info` carries each session's `algorithm` (ring,
+# in_network, direct, multicast): an all-reduce is pattern="all_reduce" either way.
 TRAFFIC_METRICS = {
     "fusionrack_controller_traffic_sessions",
     "fusionrack_controller_traffic_load_ratio",
     "fusionrack_controller_traffic_algorithm_bytes_per_second",
+    "fusionrack_controller_traffic_members",
+    "fusionrack_controller_traffic_info",
 }
 # Series Prometheus makes itself: scrape health, and the alerts of the alert rules.
 PROMETHEUS_SERIES = {"up", "ALERTS"}

@@ -245,7 +245,8 @@ def test_the_dashboards_cover_what_issue_5_asks_for() -> None:
     assert len(dcgm) == 7 and dcgm <= used["dcgm-nvlink.json"]
     # The partition dashboard compares ring and in-network all-reduce on one partition.
     speed_up = [q for q in panel_queries() if q.title == "In-network all-reduce speed-up"]
-    assert speed_up and "ring" in speed_up[0].expr and "sharp" in speed_up[0].expr
+    assert speed_up and 'pattern="all_reduce"' in speed_up[0].expr
+    assert 'algorithm="in_network"' in speed_up[0].expr and 'algorithm="ring"' in speed_up[0].expr
 
 
 @pytest.mark.parametrize(
