@@ -5,9 +5,10 @@ what goes wrong at evaluation: a join that matches many-to-many, two series with
 set after a `label_replace`, a label a query groups by that the series do not carry. Here the
 agents (DCGM view on) and the controller serve /metrics from this process, Prometheus scrapes
 them every second with the labels `fusionctl rack up`'s targets file gives (rack, tray, kind;
-`honor_labels: true`), and every panel and variable query must evaluate without error, and
-return series unless it reads something this rack cannot have yet (recording rules, alerts,
-the traffic model, MQTT) or filters for trouble (`> 0`) on a healthy, idle rack.
+`honor_labels: true`) and evaluates the rule files of deploy/prometheus (when there are any),
+and every panel and variable query must evaluate without error, and return series unless it
+reads something this rack cannot have (recording rules not recorded yet, alerts, the traffic
+model, MQTT) or filters for trouble (`> 0`) on a healthy, idle rack.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import yaml
 from grafana_panels import (
     PROMETHEUS_SERIES,
     RECORDING_RULES,
+    ROOT,
     TRAFFIC_METRICS,
     metric_names,
     panel_queries,
@@ -43,11 +45,13 @@ from fusionrack.emulator.topology import Topology
 
 from .test_controller import until
 
-# Series this rack cannot have: rules of deploy/prometheus (not loaded here), the traffic
-# model (not in this branch's controller), the MQTT mirror (the controller runs without it).
+PROMETHEUS_RULES = ROOT / "deploy" / "prometheus"
+
+# Series this rack cannot have: the traffic model's (no session runs), the MQTT mirror's (the
+# controller runs without it), alerts (none fires on a healthy rack); and recording rules
+# that deploy/prometheus does not record (yet).
 ABSENT_HERE = (
-    RECORDING_RULES
-    | TRAFFIC_METRICS
+    TRAFFIC_METRICS
     | PROMETHEUS_SERIES - {"up"}
     | {
         "fusionrack_controller_mqtt_events_total",
@@ -61,10 +65,28 @@ FIRST_EVENT = ('outcome!="ok"', "fusionrack_partition_violations_total")
 FILTERED = re.compile(r"(>|<|==|!=)\s*-?[\d.]+\s*\)?\s*$")
 
 
-class Prometheus:
-    """A real Prometheus on a free loopback port, scraping `targets` every second."""
+def rule_files() -> dict[Path, set[str]]:
+    """deploy/prometheus's rule files, with the names each records."""
+    found = {}
+    for path in sorted(PROMETHEUS_RULES.rglob("*.y*ml")):
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(document, dict) and "groups" in document:
+            found[path] = {
+                rule["record"]
+                for group in document["groups"] or []
+                for rule in group.get("rules") or []
+                if "record" in rule
+            }
+    return found
 
-    def __init__(self, folder: Path, targets: list[dict[str, Any]]) -> None:
+
+class Prometheus:
+    """A real Prometheus on a free loopback port, scraping `targets` and evaluating `rules`
+    every second."""
+
+    def __init__(
+        self, folder: Path, targets: list[dict[str, Any]], rules: Sequence[Path] = ()
+    ) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             pytest.fail("prometheus is not installed (`make test` installs Debian's)")
@@ -73,7 +95,12 @@ class Prometheus:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         config = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+            "global": {
+                "scrape_interval": "1s",
+                "scrape_timeout": "1s",
+                "evaluation_interval": "1s",
+            },
+            "rule_files": [str(path) for path in rules],
             "scrape_configs": [
                 {"job_name": "fusionrack", "honor_labels": True, "static_configs": targets}
             ],
@@ -171,7 +198,7 @@ def prometheus(
     targets.append(
         {"targets": [controller.metrics_address], "labels": {"rack": name, "kind": "controller"}}
     )
-    server = Prometheus(tmp_path / "prometheus", targets)
+    server = Prometheus(tmp_path / "prometheus", targets, list(rule_files()))
     try:
         yield server
     finally:
@@ -187,11 +214,21 @@ def _scraped(prometheus: Prometheus, targets: int) -> bool:
     return bool(result) and float(result[0]["value"][1]) == targets
 
 
+def _present(prometheus: Prometheus, name: str) -> bool:
+    answer = prometheus.get("/api/v1/query", query=f"count({name})")
+    return bool(answer.get("data", {}).get("result"))
+
+
 async def test_every_panel_query_evaluates_on_a_live_rack(
     rack: LocalRack, prometheus: Prometheus
 ) -> None:
     await poll(lambda: _scraped(prometheus, len(rack.trays) + 1), "three scrapes of each target")
     values = {"rack": rack.topology.name}
+    recorded = set().union(*rule_files().values())
+    absent = ABSENT_HERE | (RECORDING_RULES - recorded)
+    used = set().union(*(metric_names(q.expr) for q in panel_queries()))
+    for name in sorted(used & recorded):  # rules evaluated once there were samples enough
+        await poll(lambda name=name: _present(prometheus, name), f"the rule {name}")
 
     errors, empty = [], []
     queries = panel_queries(values)
@@ -203,7 +240,7 @@ async def test_every_panel_query_evaluates_on_a_live_rack(
             errors.append(f"{q.where}: {answer.get('error')}\n    {q.expr}")
             continue
         may_be_empty = (
-            metric_names(q.expr) & ABSENT_HERE
+            metric_names(q.expr) & absent
             or any(s in q.expr for s in FIRST_EVENT)
             or FILTERED.search(q.expr)
         )
