@@ -5,13 +5,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install system-deps lint test up bench protos clean
+.PHONY: help install system-deps lint test up bench protos dashboards clean
 
 help:
 	@echo "make up            bring up an emulated gb200-nvl72 rack (Ctrl-C stops it; RACK=name for another)"
 	@echo "make test          install what is missing (venv, package, mosquitto, prometheus), lint, run every test"
 	@echo "make bench         run the benchmarks with full figures"
 	@echo "make protos        regenerate the gRPC stubs from proto/fusionrack/v1/*.proto"
+	@echo "make dashboards    regenerate deploy/grafana/dashboards/*.json from scripts/gen_dashboards.py"
 	@echo "make install       create $(VENV) and install fusionrack with its test tools"
 	@echo "make clean         remove $(VENV) and caches"
 
@@ -49,6 +50,9 @@ bench: $(STAMP)
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
+
+dashboards: $(STAMP)
+	$(BIN)/python scripts/gen_dashboards.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
