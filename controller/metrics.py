@@ -93,6 +93,38 @@ class ControllerCollector:
         yield counts
         yield one_hot
 
+        # Membership, so a dashboard can narrow accelerator and link series to a partition
+        # (join on `accelerator`), and each partition's multicast groups against its limit.
+        top = c.topology
+        members = self._gauge(
+            "partition_member",
+            "1 for each accelerator of each partition (the default partition included).",
+            ("partition_id", "partition", "accelerator", "tray", "uid"),
+        )
+        groups_of = self._gauge(
+            "partition_multicast_groups",
+            "Multicast groups of each partition.",
+            ("partition_id", "partition"),
+        )
+        group_limit = self._gauge(
+            "partition_multicast_groups_limit",
+            "Most multicast groups each partition may hold.",
+            ("partition_id", "partition"),
+        )
+        for partition in partitions:
+            key = [rack, str(partition.id), partition.name]
+            for index in partition.members:
+                accelerator = top.accelerators[index]
+                members.add_metric(
+                    [*key, accelerator.name, accelerator.location.tray, f"{accelerator.uid:#018x}"],
+                    1,
+                )
+            groups_of.add_metric(key, len(c.config.multicast.list(partition.id)))
+            group_limit.add_metric(key, partition.multicast_group_limit)
+        yield members
+        yield groups_of
+        yield group_limit
+
         groups = self._gauge("multicast_groups", "Multicast groups in the domain.")
         groups.add_metric([rack], len(c.config.multicast))
         yield groups

@@ -128,6 +128,27 @@ async def test_partitions_provisioning_agents_and_identity(
     ]
     assert inf == 2
     assert after["fusionrack_controller_multicast_groups", labels()] == 1
+    # Membership: p's two accelerators, the default partition the two others of the mini rack.
+    members = {
+        (dict(key)["partition"], dict(key)["accelerator"])
+        for name, key in after
+        if name == "fusionrack_controller_partition_member"
+    }
+    chosen = {m.name for m in created.partition.members}
+    assert members == {("p", a.name) if a.name in chosen else ("default", a.name)
+                       for a in topology.accelerators}  # fmt: skip
+    first = topology.accelerators[created.partition.members[0].accelerator]
+    member = labels(
+        partition_id=str(created.partition.id),
+        partition="p",
+        accelerator=first.name,
+        tray=first.location.tray,
+        uid=f"{first.uid:#018x}",
+    )
+    assert after["fusionrack_controller_partition_member", member] == 1
+    key = labels(partition_id=str(created.partition.id), partition="p")
+    assert after["fusionrack_controller_partition_multicast_groups", key] == 1
+    assert after["fusionrack_controller_partition_multicast_groups_limit", key] >= 1
     assert after["fusionrack_controller_config_generation", labels()] == 2
     assert after["fusionrack_controller_events_total", labels(kind="partition_created")] == 1
     assert after["fusionrack_controller_events_total", labels(kind="multicast_group_created")] == 1
