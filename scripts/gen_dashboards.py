@@ -1078,13 +1078,20 @@ def partition() -> Json:
                 defaults={"mappings": mappings(HEALTH_MAPPING)},
                 w=12,
             ),
-            text(
+            table(
                 "Members",
-                "No metric says which accelerators belong to which partition yet, so this "
-                "dashboard cannot list a partition's members or narrow link and accelerator "
-                "panels to them: `fusionctl partition show NAME` lists the members.",
+                "The accelerators of each selected partition: name, tray and UID.",
+                [
+                    target(
+                        'fusionrack_controller_partition_member{rack=~"$rack", '
+                        'partition=~"$partition"}',
+                        instant=True,
+                        fmt="table",
+                    )
+                ],
+                hide=("Time", "__name__", "job", "instance", "rack", "kind", "Value"),
+                rename={"partition_id": "id"},
                 w=12,
-                h=8,
             ),
             row("Traffic"),
             bargauge(
