@@ -46,8 +46,7 @@ __all__ = [
 
 IDLE, DOWN, TRAINING, DRAINED, UNMEASURED = ".", "X", "~", "D", "?"
 LEGEND = (
-    "0-9 utilization in tens of % of capacity (tx+rx)   . idle   X down   ~ training   "
-    "D drained   ? not measured"
+    "0-9 tens of % of capacity used (tx+rx)  . idle  X down  ~ training  D drained  ? not measured"
 )
 DIM = "\033[2m"
 
@@ -284,26 +283,26 @@ def _header(snap: Snapshot, paint: Palette, hint: str) -> list[str]:
     trays = f"{snap.reachable_trays}/{snap.tray_count}"
     if snap.reachable_trays < snap.tray_count:
         trays = _tint(trays, RED, paint.enabled)
+    # The least telling figures last: a narrow window cuts them first.
     lines = [
-        f"rack {snap.rack}   control plane {plane_state}   trays {trays} reachable   "
-        f"fabric {snap.fabric}, tables generation {snap.table_generation}   "
-        f"{snap.time:%Y-%m-%d %H:%M:%S}Z"
+        f"rack {snap.rack}  {snap.time:%Y-%m-%d %H:%M:%S}Z  control plane {plane_state}  "
+        f"trays {trays} reachable  fabric {snap.fabric}, tables generation "
+        f"{snap.table_generation}"
     ]
     cells = [c for row in snap.accelerators for c in row.cells]
     up = sum(1 for c in cells if c.state == common_pb2.LINK_STATE_ACTIVE)
     measured = [c for c in cells if c.utilization is not None]
-    links = f"{up} of {len(cells)} links active"
+    links = f"links {up}/{len(cells)} active  "
+    keys = f"[{hint}]  " if hint else ""
     if snap.interval is None or not measured:
-        lines.append(f"{links}; traffic: measuring until the next refresh")
+        lines.append(f"{links}{keys}traffic: measuring until the next refresh")
     else:
         moved = sum(c.bytes_per_second or 0.0 for c in measured)
         busiest = max(c.utilization or 0.0 for c in measured)
         lines.append(
-            f"{links}; over the last {snap.interval:.1f} s they carried {rate(moved)} "
-            f"(tx+rx summed), the busiest at {_percent(busiest)} of its capacity"
+            f"{links}{keys}traffic {rate(moved)} (tx+rx of every link, over "
+            f"{snap.interval:.1f} s), busiest link at {_percent(busiest)}"
         )
-    if hint:
-        lines[-1] += f"   [{hint}]"
     if snap.problem:
         lines.append(_tint(f"! {snap.problem}", RED, paint.enabled))
     return lines
@@ -367,11 +366,8 @@ def _heatmap(snap: Snapshot, colour: bool) -> _Heatmap:
     lead = " " * (label + 2)
     heading = [f"{lead}{columns(10)}"] if len(snap.plane_trays) > 10 else []
     heading.append(f"{lead}{columns(1)}")
-    over = f"over the last {snap.interval:.1f} s" if snap.interval else "(measuring)"
-    title = (
-        f"LINKS  utilization {over}: a row per accelerator, a column per plane, "
-        "grouped by switch tray"
-    )
+    over = f"over {snap.interval:.1f} s" if snap.interval else "(measuring)"
+    title = f"LINKS  utilization {over}: accelerators x planes (grouped by switch tray)"
     traffic = []
     for row in snap.accelerators:
         moved = [c.bytes_per_second for c in row.cells if c.bytes_per_second is not None]
@@ -383,7 +379,7 @@ def _heatmap(snap: Snapshot, colour: bool) -> _Heatmap:
         shown = [_paint_glyph(g) for g in glyphs] if colour else glyphs
         cells = " ".join("".join(shown[p] for p in g) for g in groups)
         rows.append(f"{text:<{label}}  {cells}  {moved:>{right}}".rstrip())
-    return _Heatmap(title, heading, rows, f"{lead}{LEGEND}")
+    return _Heatmap(title, heading, rows, f"  {LEGEND}")
 
 
 def _partitions(snap: Snapshot, paint: Palette, limit: int | None) -> list[str]:

@@ -10,6 +10,7 @@ from datetime import datetime
 
 import pytest
 
+from fusionrack.controller.cli import build_parser
 from fusionrack.controller.output import GREEN, RED, RESET
 from fusionrack.controller.topview import (
     AcceleratorRow,
@@ -117,11 +118,13 @@ def test_a_frame_shows_the_rack_its_heatmap_partitions_and_events() -> None:
     lines = render_frame(snap)
     text = "\n".join(lines)
     assert lines[0] == (
-        "rack mini   control plane ready   trays 3/4 reachable   "
-        "fabric nvlink5, tables generation 7   2025-05-01 12:00:00Z"
+        "rack mini  2025-05-01 12:00:00Z  control plane ready  trays 3/4 reachable  "
+        "fabric nvlink5, tables generation 7"
     )
-    assert "13 of 16 links active" in lines[1] and "140.1 GB/s" in lines[1]
-    assert "busiest at 95% of its capacity" in lines[1]
+    assert lines[1] == (
+        "links 13/16 active  traffic 140.1 GB/s (tx+rx of every link, over 1.0 s), "
+        "busiest link at 95%"
+    )
     # Trays: state, and only the marks that say something is off.
     assert "compute-01 ok " in text and "switch-1 ok drained" in text
     assert "compute-02 failed unreachable" in text
@@ -169,7 +172,7 @@ def test_a_large_rack_fits_the_window() -> None:
     snap = snapshot(rows, events=[event(f"e{i}", i) for i in range(20)])
     wide = render_frame(snap, width=200, height=45, hint="q quits")
     assert len(wide) == 45 and max(map(visible_width, wide)) <= 200
-    assert wide[1].endswith("[q quits]")
+    assert wide[1].startswith("links 1296/1296 active  [q quits]  traffic 50 GB/s")
     text = "\n".join(wide)
     # The heatmap went side by side: every accelerator is on screen, the last one included.
     assert all(f"compute-{i // 2 + 1:02}/gpu{i % 2}" in text for i in range(72))
@@ -296,3 +299,14 @@ def test_json_frame_is_the_matrix_and_the_rest() -> None:
     assert document["events"][0]["subject"] == "x"
     assert document["time"] == "2025-05-01T12:00:00.000Z"
     assert document["control_plane_state"] == "CONTROL_PLANE_STATE_READY"
+
+
+def test_the_interval_is_a_positive_number_of_seconds(capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["top", "--once", "--interval", "0.5", "-o", "json"])
+    assert (args.interval, args.once, args.output, args.events) == (0.5, True, "json", 10)
+    assert build_parser().parse_args(["top"]).interval == 1.0
+    for bad in ("0", "-1", "soon", "nan"):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(["top", "--interval", bad])
+        assert exited.value.code == 2
+    assert "--interval" in capsys.readouterr().err
