@@ -24,7 +24,7 @@ from fusionrack.controller.main import RunningController, serve_controller
 from fusionrack.emulator import fabric_address
 from fusionrack.emulator.topology import Topology
 from fusionrack.rpc import free_port_range, open_channel
-from fusionrack.v1 import memory_pb2, memory_pb2_grpc
+from fusionrack.v1 import common_pb2, controller_pb2_grpc, memory_pb2, memory_pb2_grpc
 
 from .runner import FUSIONCTL, Fusionctl, Result
 
@@ -168,8 +168,19 @@ async def test_a_down_link_a_drained_link_and_the_events_of_the_moment(
     bus = controller.controller.bus
     process = await ctl.start("top", "--once", "--interval", "1")
     # Once top has subscribed, break a link: the frame shows it down, and the events say so.
+    # Through a stub, not fusionctl: a Python start-up could outlast top's one second.
     await until(lambda: len(bus.subscriptions) > 0, what="top subscribed to events")
-    await ctl.ok("fault", "inject", "link_down", f"{GPU0}/nvlink3")
+    channel = open_channel(controller.server.address)
+    try:
+        spec = common_pb2.FaultSpec(
+            kind=common_pb2.FAULT_KIND_LINK_DOWN,
+            target=common_pb2.ComponentRef(name=f"{GPU0}/nvlink3"),
+        )
+        await controller_pb2_grpc.ControllerStub(channel).InjectFault(
+            common_pb2.InjectFaultRequest(fault=spec), timeout=10
+        )
+    finally:
+        await channel.close()
     result = await finished(process)
     assert result.returncode == 0, result.stderr
     frame = result.stdout
