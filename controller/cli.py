@@ -3,9 +3,9 @@
 `manifest` reads rack manifests; `rack up|down|status|restart` brings an emulated rack (tray
 agents, controller, broker) up and down (`rack.py`); every other command talks to a running
 controller (`ctl.py`: domain, topology, trays, accelerators, links, partition, mcast, mem,
-fault, drain, undrain, events). Exit codes: 0 ok, 1 refused (the input is wrong or the server
-said no; the message says why), 2 usage, 3 the controller cannot be reached. `-o json` prints
-machine output.
+fault, drain, undrain, events; `top.py`: a live view of the rack). Exit codes: 0 ok, 1 refused
+(the input is wrong or the server said no; the message says why), 2 usage, 3 the controller
+cannot be reached. `-o json` prints machine output.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from fusionrack.emulator.errors import FusionError
 from fusionrack.emulator.manifest import list_presets, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, Topology
 
-from . import ctl
+from . import ctl, top
 from .client import DEFAULT_CONTROLLER, connection_options, output_options
 from .output import human_bytes, rate, table
 
@@ -327,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(run=_rack_status)
     restart.set_defaults(run=_rack_restart)
     ctl.register(commands)
+    top.register(commands)
     return parser  # fmt: skip
 
 

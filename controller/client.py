@@ -104,6 +104,14 @@ class Session:
         for channel in self._channels.values():
             await channel.close()
 
+    async def forget(self, address: str | None = None) -> None:
+        """Close the connection to `address` (default: the controller), so the next call
+        dials afresh: a long-running command (`top`) gets a restarted controller back at
+        once, instead of after gRPC's reconnection backoff (which grows to minutes)."""
+        channel = self._channels.pop(address or self.address, None)
+        if channel is not None:
+            await channel.close()
+
     async def _connect(self, address: str, what: str) -> grpc.aio.Channel:
         """A READY channel to `address`; with --wait, keep trying (showing progress)."""
         if address in self._channels:

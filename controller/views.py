@@ -378,12 +378,14 @@ def _event_detail(paint: Palette, e: events_pb2.Event) -> str:
     return ""
 
 
-def event_line(paint: Palette, e: events_pb2.Event) -> str:
-    """One event on one line: time, kind, subject, what changed."""
+def event_line(paint: Palette, e: events_pb2.Event, *, clock: bool = False) -> str:
+    """One event on one line: time, kind, subject, what changed. `clock`: the time of day only
+    (`fusionctl top`, where the date is in the header and the width is precious)."""
     source = "" if e.source == "controller" else f" [{e.source}]"
     snapshot = "  (snapshot)" if e.snapshot else ""
     kind = enum_word(common_pb2.EventKind, e.kind)
-    when = e.time.ToDatetime().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    when = e.time.ToDatetime().strftime("%H:%M:%S" if clock else "%Y-%m-%dT%H:%M:%S.%f")
+    when = when if clock else when[:-3] + "Z"
     detail = _event_detail(paint, e)
     return f"{when}  {kind:<24}  {e.subject}{source}  {detail}{snapshot}".rstrip()
 
