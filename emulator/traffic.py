@@ -507,8 +507,8 @@ def _capped(
     rate = common * each[:, None]
     up_at = src[:, None] * per + planes  # the link each share leaves on
     down_at = dst[:, None] * per + planes  # and arrives on
-    up_load = np.bincount(up_at.ravel(), rate.ravel(), minlength=n_links)
-    down_load = np.bincount(down_at.ravel(), rate.ravel(), minlength=n_links)
+    up_load = _sum_at(up_at.ravel(), rate.ravel(), n_links)
+    down_load = _sum_at(down_at.ravel(), rate.ravel(), n_links)
     for _, plane, r, senders, receivers in flows.replicated:
         up_load[senders * per + plane] += r
         down_load[receivers * per + plane] += r
@@ -532,10 +532,10 @@ def _capped(
     sent_by = rate.sum(axis=1)
     for k, session in enumerate(sessions):
         mine = owner == k
-        up = np.bincount(up_at[mine].ravel(), rate[mine].ravel(), minlength=n_links)
-        down = np.bincount(down_at[mine].ravel(), rate[mine].ravel(), minlength=n_links)
-        sent = np.bincount(src[mine], sent_by[mine], minlength=count)
-        received = np.bincount(dst[mine], sent_by[mine], minlength=count)
+        up = _sum_at(up_at[mine].ravel(), rate[mine].ravel(), n_links)
+        down = _sum_at(down_at[mine].ravel(), rate[mine].ravel(), n_links)
+        sent = _sum_at(src[mine], sent_by[mine], count)
+        received = _sum_at(dst[mine], sent_by[mine], count)
         for owner_k, plane, r, senders, receivers in replicated:
             if owner_k == k:
                 up[senders * per + plane] += r
@@ -556,6 +556,11 @@ def _capped(
         total_up += up
         total_down += down
     return TrafficRates(total_up, total_down, result)
+
+
+def _sum_at(indices: np.ndarray, weights: np.ndarray, minlength: int) -> np.ndarray:
+    """`np.bincount` with weights, always float (it answers int64 when given nothing)."""
+    return np.bincount(indices, weights, minlength=minlength).astype(np.float64, copy=False)
 
 
 # -- integrating rates into counters ---------------------------------------------------------
