@@ -112,7 +112,7 @@ class TrayAgent:
                                     ("down", entry.down_bytes_per_second)):  # fmt: skip
                 if not (math.isfinite(rate) and 0 <= rate <= line * (1 + 1e-9)):
                     raise InvalidArgument(
-                        f"{direction} rate {rate!r} B/s on link {link.name} is not in "
+                        f"{direction} rate {rate:g} B/s on link {link.name} is not in "
                         f"0..{line:g} (its line rate per direction)"
                     )
             indices.append(link.index)
