@@ -240,9 +240,7 @@ def test_sessions_end_when_their_time_is_up_or_their_partition_goes(
     assert table.next_expiry() == 110.0
     assert table.expire(109.9) == [] and table.expire(110.0) == [short]
     config.multicast.delete(1)
-    assert [(s.id, why) for s, why in table.prune(config)] == [
-        (group.id, "no multicast group 1")
-    ]
+    assert [(s.id, why) for s, why in table.prune(config)] == [(group.id, "no multicast group 1")]
     config.partitions.delete(1)
     assert [s.id for s, _ in table.prune(config)] == [3]
     assert len(table) == 0 and table.next_expiry() is None
