@@ -101,12 +101,14 @@ class TrayAgent:
         indices: list[int] = []
         up: list[float] = []
         down: list[float] = []
+        seen: set[int] = set()
         for entry in request.links:
             link = top.link(entry.link.accelerator, entry.link.link)  # NotFound names it
             if link.index not in self._own_links:
                 raise FailedPrecondition(f"link {link.name} has no end on tray {self.name}")
-            if link.index in indices:
+            if link.index in seen:
                 raise InvalidArgument(f"link {link.name} is listed twice")
+            seen.add(link.index)
             line = link.capacity / 2
             for direction, rate in (("up", entry.up_bytes_per_second),
                                     ("down", entry.down_bytes_per_second)):  # fmt: skip

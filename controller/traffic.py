@@ -66,7 +66,6 @@ class TrafficControl:
         }
         # tray -> generation its agent last said (status or answer) it has; None: unknown.
         self.applied: dict[str, int | None] = dict.fromkeys(self.wanted)
-        self.pushes = 0  # tables sent to agents
         self._inputs: tuple[bytes, int, int] | None = None
         self._push_lock = asyncio.Lock()
         self._push_wanted = asyncio.Event()
@@ -212,7 +211,6 @@ class TrafficControl:
                 for i, up, down in rows
             ],
         )
-        self.pushes += 1
         await view.tray.SetTraffic(request, timeout=self.controller.rpc_timeout)
 
     async def run_pusher(self) -> None:
@@ -231,7 +229,6 @@ class TrafficControl:
 
     async def run_expiry(self) -> None:
         """End sessions when their duration is over (saved, recomputed, pushed)."""
-        c = self.controller
         while True:
             deadline = self.table.next_expiry()
             delay = None if deadline is None else max(0.0, deadline - time.time())
@@ -239,24 +236,29 @@ class TrafficControl:
                 async with asyncio.timeout(delay):
                     await self._expiry_changed.wait()
             self._expiry_changed.clear()
-            async with c.lock:
-                saved = self.to_dict()
-                ended = self.table.expire(time.time())
-                if not ended:
-                    continue
-                try:
-                    c.store.save(c.document())
-                except Exception:
-                    # Not on disk: keep them running, and try again shortly.
-                    log.exception("could not save the end of traffic sessions")
-                    self.restore(saved)
-                    await asyncio.sleep(RETRY_SECONDS)
-                    self._expiry_changed.set()
-                    continue
-                for session in ended:
-                    log.info("traffic session %d ended (its duration is over)", session.id)
-                self.refresh()
-            await self.push()
+            try:
+                await self._expire()
+            except Exception:  # keep the loop alive: the sessions end at the next try
+                log.exception("could not end traffic sessions")
+                await asyncio.sleep(RETRY_SECONDS)
+                self._expiry_changed.set()
+
+    async def _expire(self) -> None:
+        c = self.controller
+        async with c.lock:
+            saved = self.to_dict()
+            ended = self.table.expire(time.time())
+            if not ended:
+                return
+            try:
+                c.store.save(c.document())
+            except BaseException:
+                self.restore(saved)  # not on disk: not ended either
+                raise
+            for session in ended:
+                log.info("traffic session %d ended (its duration is over)", session.id)
+            self.refresh()
+        await self.push()
 
 
 def _describe(error: BaseException) -> str:

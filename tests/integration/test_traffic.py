@@ -455,6 +455,8 @@ async def test_bad_requests_get_the_right_status_and_name_the_value(
                                down_bytes_per_second=float("nan"))], "INVALID_ARGUMENT", "nan"),
         ([tray_pb2.LinkTraffic(link=common_pb2.LinkRef(accelerator=0, link=9))], "NOT_FOUND",
          "no link 9"),
+        ([tray_pb2.LinkTraffic(link=common_pb2.LinkRef(accelerator=1, link=1))] * 2,
+         "INVALID_ARGUMENT", "compute-01/gpu1/nvlink1 is listed twice"),
     ]:  # fmt: skip
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await agent.SetTraffic(tray_pb2.SetTrafficRequest(generation=1, links=links))
