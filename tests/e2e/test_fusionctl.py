@@ -295,7 +295,7 @@ async def test_traffic_start_list_stop(ctl: Fusionctl, rack: LocalRack) -> None:
     assert session["expire_time"]
     # Both sessions count on the agents' links: 0.6 of line rate each way.
     agent = rack.trays["compute-02"].agent
-    assert agent.traffic.up.tolist() == [0.6 * 50e9] * 8
+    assert agent.traffic.up.tolist() == pytest.approx([0.6 * 50e9] * 8)
 
     listed, listed_json, bad_load, bad_partition, bad_pattern, too_much = await asyncio.gather(
         ctl("traffic", "list"), ctl.json("traffic", "list", "--partition", "train"),
@@ -321,7 +321,7 @@ async def test_traffic_start_list_stop(ctl: Fusionctl, rack: LocalRack) -> None:
     assert stopped.returncode == 0 and stopped.stdout.startswith("stopped 1:")
     gone = await ctl("traffic", "stop", "1")
     assert gone.returncode == 1 and "NOT_FOUND: no traffic session 1 (sessions: 2)" in gone.stderr
-    assert agent.traffic.up.tolist() == [0.3 * 50e9] * 8  # answered once the agents have it
+    assert agent.traffic.up.tolist() == pytest.approx([0.3 * 50e9] * 8)  # the agents have it
     everything = await ctl.json("traffic", "stop", "--all")
     assert [s["id"] for s in everything["sessions"]] == [2]
     assert await ctl.json("traffic", "list") == {"sessions": []}

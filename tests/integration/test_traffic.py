@@ -364,10 +364,10 @@ async def test_a_restarted_agent_gets_its_table_again(
     )
     await until(lambda: c.agents["switch-2"].reachable)
     await mini_rack.wait_ready()
-    await until(pushed(controller))
-    assert mini_rack.trays["switch-2"].agent.traffic_generation != 0
+    # Its planes carry the session again once it is re-programmed, and it has its table.
     await until(lambda: c.traffic.rates.sessions[1].link_count == 8)
     await until(pushed(controller))
+    assert mini_rack.trays["switch-2"].agent.traffic_generation != 0
     seen = await measure(clients, ["switch-2"], 0.4)
     up, down = rates(*seen["switch-2"], 2)  # compute-01/gpu0/nvlink2, on the new switch-2
     assert up == pytest.approx(0.4 * LINE, rel=0.1) and down == pytest.approx(0.4 * LINE, rel=0.1)
