@@ -314,8 +314,15 @@ class _LinkCollector(_Collector):
     directions swap: a port transmits what the link carries down (switch -> accelerator).
     """
 
-    def __init__(self, topology: Topology, tray: str, links: LinkHealth) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        tray: str,
+        links: LinkHealth,
+        refresh: Callable[[], None] | None = None,
+    ) -> None:
         self.links = links
+        self.refresh = refresh
         rack = topology.name
         indices = topology.link_indices_of_tray(tray)
         self.indices = np.asarray(indices, dtype=np.intp)
@@ -397,6 +404,8 @@ class _LinkCollector(_Collector):
         ]
 
     def _rows(self) -> Iterator[_Rows]:
+        if self.refresh is not None:
+            self.refresh()  # e.g. modelled traffic counted up to this scrape
         h, idx, p = self.links, self.indices, self._prefixes
         hardware = h.state[idx]
         drained = h.admin_down[idx]
@@ -657,6 +666,7 @@ def build_registry(
     dcgm_per_link: bool = True,
     clock: Callable[[], float] = time.monotonic,
     rate_interval: float = 1.0,
+    refresh: Callable[[], None] | None = None,
 ) -> MetricsRegistry:
     """The metrics of tray `tray` (compute or switch), read from `links` and `counters`.
 
@@ -665,12 +675,14 @@ def build_registry(
     (`hostname` is their Hostname label, the tray name by default; `dcgm_per_link=False` keeps
     only the per-GPU totals); switch trays and custom-ASIC accelerators have no DCGM view.
     `clock` and `rate_interval` pace the DCGM byte rates (tests pass a fake clock).
+    `refresh` runs at the start of every scrape, before the link counters are read (the agent
+    passes `integrate_traffic`, so modelled traffic is counted up to the scrape).
     The registry is fresh and holds custom collectors only, so no `_created` series.
     """
     found = topology.tray(tray)  # NotFound names an unknown tray
     registry = MetricsRegistry()
     registry.register(_static_info(topology, tray))
-    registry.register(_LinkCollector(topology, tray, links))
+    registry.register(_LinkCollector(topology, tray, links, refresh))
     registry.register(_DataPlaneCollector(topology, tray, counters))
     gpus = [a for a in found.accelerators if topology.accelerators[a].kind == AcceleratorKind.GPU]
     if dcgm_compat and gpus:

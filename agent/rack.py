@@ -93,7 +93,12 @@ async def serve_tray(
     if metrics_listen is not None:
         host, port = metrics_listen.rsplit(":", 1)
         registry = build_registry(
-            topology, tray, agent.links, agent.counters, dcgm_compat=dcgm_compat
+            topology,
+            tray,
+            agent.links,
+            agent.counters,
+            dcgm_compat=dcgm_compat,
+            refresh=agent.integrate_traffic,
         )
         metrics = await start_metrics_server(registry, host, int(port))
         agent.metrics_address = f"{host}:{metrics.port}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,7 @@ from fusionrack.emulator import (
     LinkState,
     NotFound,
     Topology,
+    TrafficMeter,
     TrayKind,
 )
 from fusionrack.rpc import grpc_errors
@@ -38,6 +40,9 @@ __all__ = ["TrayAgent", "TrayServicer"]
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.02  # how often trained links and flaps are looked at while any is pending
+# How often modelled traffic is added to the counters while a table is in force (reads of the
+# counters, ListLinks and /metrics, add it up to the moment of the read as well).
+TRAFFIC_TICK_SECONDS = 0.2
 
 
 class TrayAgent:
@@ -64,6 +69,11 @@ class TrayAgent:
         self.peers: dict[str, ForwardPeer] = {}
         self.shared: dict[str, list[int]] = {}
         self._sent: dict[str, tuple[bool, ...]] = {}
+        # Modelled traffic (the controller's rate table, `SetTraffic`), integrated into `links`.
+        self.traffic = TrafficMeter()
+        self.traffic_generation = 0
+        self._own_links = frozenset(self.link_indices)
+        self._traffic_ticker: asyncio.Task[None] | None = None
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -71,14 +81,76 @@ class TrayAgent:
         """Publish events, wake status watchers, and let subclasses react to link changes."""
         if not events:
             return
-        self.sequence += 1
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._announce()
         for sink in self.event_sinks:
             for event in events:
                 sink(event)
         self.links_changed()
         self._ensure_ticker()
+
+    def _announce(self) -> None:
+        """A new status: status watchers get it now."""
+        self.sequence += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # -- modelled traffic ------------------------------------------------------------------
+
+    def set_traffic(self, request: tray_pb2.SetTrafficRequest) -> tray_pb2.SetTrafficResponse:
+        """Check and install a rate table (the old one counted up to now first)."""
+        top = self.topology
+        indices: list[int] = []
+        up: list[float] = []
+        down: list[float] = []
+        seen: set[int] = set()
+        for entry in request.links:
+            link = top.link(entry.link.accelerator, entry.link.link)  # NotFound names it
+            if link.index not in self._own_links:
+                raise FailedPrecondition(f"link {link.name} has no end on tray {self.name}")
+            if link.index in seen:
+                raise InvalidArgument(f"link {link.name} is listed twice")
+            seen.add(link.index)
+            line = link.capacity / 2
+            for direction, rate in (("up", entry.up_bytes_per_second),
+                                    ("down", entry.down_bytes_per_second)):  # fmt: skip
+                if not (math.isfinite(rate) and 0 <= rate <= line * (1 + 1e-9)):
+                    raise InvalidArgument(
+                        f"{direction} rate {rate:g} B/s on link {link.name} is not in "
+                        f"0..{line:g} (its line rate per direction)"
+                    )
+            indices.append(link.index)
+            up.append(entry.up_bytes_per_second)
+            down.append(entry.down_bytes_per_second)
+        self.integrate_traffic()
+        self.traffic.set(indices, up, down, time.monotonic())
+        self.traffic_generation = request.generation
+        self._announce()  # the status says which table is in force
+        self._ensure_traffic_ticker()
+        return tray_pb2.SetTrafficResponse(generation=request.generation, link_count=len(indices))
+
+    def integrate_traffic(self) -> None:
+        """Add the modelled bytes carried since the last call to the link counters (usable
+        links only); a degraded link accrues errors from them as from real traffic."""
+        if not len(self.traffic):
+            return
+        indices, up, down = self.traffic.advance(time.monotonic(), self.links.usable)
+        if len(indices):
+            self.record(self.links.add_traffic_many(indices, up, down, time.time()))
+
+    def _ensure_traffic_ticker(self) -> None:
+        if len(self.traffic) and (self._traffic_ticker is None or self._traffic_ticker.done()):
+            self._traffic_ticker = asyncio.get_running_loop().create_task(
+                self._traffic_loop(), name=f"{self.name}-traffic"
+            )
+
+    async def _traffic_loop(self) -> None:
+        try:
+            while len(self.traffic):
+                await asyncio.sleep(TRAFFIC_TICK_SECONDS)
+                self.integrate_traffic()
+        except Exception:
+            log.exception("%s: modelled traffic stopped", self.name)
+            raise
 
     # -- link state shared with peers ------------------------------------------------------
     # A link carries traffic only while both ends are up: after every change each agent tells
@@ -135,10 +207,12 @@ class TrayAgent:
             self.record(self.links.tick(time.time()))
 
     async def stop_ticker(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        """Stop the link and traffic tickers (the agent is stopping)."""
+        for task in (self._ticker, self._traffic_ticker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     # -- faults and admin state ------------------------------------------------------------
 
@@ -325,6 +399,7 @@ class TrayAgent:
             links=statuses,
             components=self.components(),
             faults=[self._fault_proto(f) for f in self.links.faults.values()],
+            traffic_generation=self.traffic_generation,
         )
 
     def tray_info(self) -> common_pb2.TrayInfo:
@@ -374,6 +449,7 @@ class TrayServicer(tray_pb2_grpc.TrayServicer):
     @grpc_errors
     async def GetInventory(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         agent = self.agent
+        agent.integrate_traffic()  # counters up to this moment
         return tray_pb2.GetInventoryResponse(
             tray=agent.tray_info(),
             links=[agent.link_proto(i) for i in agent.link_indices],
@@ -400,6 +476,7 @@ class TrayServicer(tray_pb2_grpc.TrayServicer):
             top.tray(request.compute_tray)
         if request.switch_tray:
             top.tray(request.switch_tray)
+        agent.integrate_traffic()  # counters up to this moment
         links = (agent.link_proto(i) for i in agent.link_indices)
         chosen = [link for link in links if wire.link_matches(request, link)]
         return common_pb2.ListLinksResponse(links=chosen)
@@ -424,3 +501,7 @@ class TrayServicer(tray_pb2_grpc.TrayServicer):
             for i in indices
         ]
         return common_pb2.SetAdminStateResponse(links=refs)
+
+    @grpc_errors
+    async def SetTraffic(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        return self.agent.set_traffic(request)

@@ -29,6 +29,7 @@ __all__ = [
     "LINK_STATE",
     "MEMBER_TYPE",
     "RESILIENCY",
+    "TRAFFIC_PATTERN",
     "TRAY_KIND",
     "accelerator_ref",
     "choices",
@@ -41,6 +42,7 @@ __all__ = [
     "partition_filter",
     "partition_ref",
     "quantity",
+    "seconds",
     "uid",
     "uids",
 ]
@@ -164,6 +166,21 @@ def quantity(text: str) -> int:
         ) from None
 
 
+_DURATION = re.compile(r"^\s*([-+]?\d+(?:\.\d*)?|[-+]?\.\d+)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def seconds(text: str) -> float:
+    """A duration: `60s`, `1.5m`, `2h`, `500ms`, or plain seconds (`90`). Its sign is the
+    server's to judge (a duration must be positive: exit 1 naming it)."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"duration {text!r}: give a number with a unit (500ms, 60s, 1.5m, 2h) or seconds"
+        )
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+
+
 def partition_ref(text: str) -> common_pb2.PartitionRef:
     """A partition by id (digits) or by name (anything else)."""
     if text.isdigit():
@@ -200,3 +217,4 @@ ATOMIC_OP = enum_arg(
     {"cas": "compare_swap", "inc": "increment", "dec": "decrement", "xchg": "exchange"},
 )
 DATA_TYPE = enum_arg(common_pb2.DataType)
+TRAFFIC_PATTERN = enum_arg(controller_pb2.TrafficPattern)

@@ -3,9 +3,9 @@
 `manifest` reads rack manifests; `rack up|down|status|restart` brings an emulated rack (tray
 agents, controller, broker) up and down (`rack.py`); every other command talks to a running
 controller (`ctl.py`: domain, topology, trays, accelerators, links, partition, mcast, mem,
-fault, drain, undrain, events; `top.py`: a live view of the rack). Exit codes: 0 ok, 1 refused
-(the input is wrong or the server said no; the message says why), 2 usage, 3 the controller
-cannot be reached. `-o json` prints machine output.
+fault, drain, undrain, traffic, events; `top.py`: a live view of the rack). Exit codes: 0 ok,
+1 refused (the input is wrong or the server said no; the message says why), 2 usage, 3 the
+controller cannot be reached. `-o json` prints machine output.
 """
 
 from __future__ import annotations

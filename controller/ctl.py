@@ -1,6 +1,6 @@
 """`fusionctl` commands that talk to a running controller (and, for `mem`, to a tray agent):
 domain, topology, trays, accelerators, links, partition, mcast, mem, fault, drain, undrain,
-events. `register` adds them to the parser of `cli.py`.
+traffic, events. `register` adds them to the parser of `cli.py`.
 
 Each command builds its request from the arguments (`arguments.py`), makes it through the
 invocation's `client.Session` (connection, timeouts, errors and exit codes), and shows the
@@ -39,6 +39,7 @@ from .arguments import (
     LINK_STATE,
     MEMBER_TYPE,
     RESILIENCY,
+    TRAFFIC_PATTERN,
     TRAY_KIND,
     accelerator_ref,
     choices,
@@ -49,6 +50,7 @@ from .arguments import (
     partition_filter,
     partition_ref,
     quantity,
+    seconds,
     uids,
 )
 from .client import (
@@ -68,6 +70,7 @@ from .views import (
     LINK_HEADER,
     PARTITION_HEADER,
     SWITCH_CHIP_HEADER,
+    TRAFFIC_HEADER,
     TRAY_HEADER,
     accelerator_rows,
     domain_lines,
@@ -82,6 +85,8 @@ from .views import (
     partition_name,
     partition_rows,
     switch_chip_rows,
+    traffic_lines,
+    traffic_rows,
     tray_rows,
 )
 
@@ -398,6 +403,50 @@ async def _cmd_admin(s: Session) -> int:
     return s.show(response, lambda r: f"{s.args.target} {verb} ({len(r.links)} links)")
 
 
+async def _cmd_traffic_start(s: Session) -> int:
+    a = s.args
+    request = controller_pb2.StartTrafficRequest(
+        partition=partition_ref(a.partition),
+        pattern=a.pattern,
+        load=a.load,
+        multicast_group_id=a.group or 0,
+        idempotency_key=s.key,
+    )
+    if a.duration is not None:
+        request.duration.FromNanoseconds(round(a.duration * 1e9))
+    if a.source is not None:
+        request.source.CopyFrom(a.source)
+    response = await s.call("StartTraffic", request)
+    return s.show(response, lambda r: _started(traffic_lines(r.session)))
+
+
+def _started(lines: list[str]) -> list[str]:
+    return ["started " + lines[0], *lines[1:]]
+
+
+async def _cmd_traffic_list(s: Session) -> int:
+    request = controller_pb2.ListTrafficRequest()
+    if s.args.partition:
+        request.partition.CopyFrom(partition_ref(s.args.partition))
+    response = await s.call("ListTraffic", request)
+    return s.show(response, lambda r: s.table(traffic_rows(r.sessions), TRAFFIC_HEADER))
+
+
+async def _cmd_traffic_stop(s: Session) -> int:
+    a = s.args
+    request = controller_pb2.StopTrafficRequest(id=a.id or 0, all=a.all, idempotency_key=s.key)
+    if a.partition:
+        request.partition.CopyFrom(partition_ref(a.partition))
+    response = await s.call("StopTraffic", request)
+
+    def human(r: controller_pb2.StopTrafficResponse) -> str:
+        if not r.sessions:
+            return "no traffic sessions"
+        return f"stopped {len(r.sessions)}:\n" + s.table(traffic_rows(r.sessions), TRAFFIC_HEADER)
+
+    return s.show(response, human)
+
+
 async def _cmd_events(s: Session) -> int:
     a = s.args
     request = controller_pb2.SubscribeRequest(
@@ -704,6 +753,54 @@ def register(commands: Any) -> None:
         )
         p.add_argument("--reason", help="why, for the event and the logs")
         _key_option(p)
+
+    patterns = choices(TRAFFIC_PATTERN).replace("_", "-")
+    verbs = group("traffic", "modelled collective traffic on a partition's links")
+    p = add(
+        verbs,
+        "start",
+        _cmd_traffic_start,
+        "load a partition's links as a collective would (counted, not moved)",
+    )
+    p.add_argument("--partition", required=True, metavar="PARTITION", help="id or name")
+    p.add_argument(
+        "--pattern", type=TRAFFIC_PATTERN, required=True, metavar="PATTERN", help=patterns
+    )
+    p.add_argument(
+        "--load",
+        type=float,
+        required=True,
+        metavar="FRACTION",
+        help="fraction of line rate per direction on every link of a member, in (0, 1]",
+    )
+    p.add_argument(
+        "--duration",
+        type=seconds,
+        metavar="TIME",
+        help="stop by itself after this long (500ms, 60s, 5m, 1h; default: until stopped)",
+    )
+    p.add_argument(
+        "--group",
+        type=int,
+        metavar="ID",
+        help="multicast group: all-reduce in the network (NVLink SHARP), or multicast to its "
+        "members",
+    )
+    p.add_argument(
+        "--source",
+        type=accelerator_ref,
+        metavar="ACCELERATOR",
+        help="multicast: the sender (index, UID, name or TRAY/INDEX; default the first member)",
+    )
+    _key_option(p)
+    p = add(verbs, "list", _cmd_traffic_list, "traffic sessions and what they achieve")
+    p.add_argument("--partition", metavar="PARTITION", help="only this partition's (id or name)")
+    p = add(verbs, "stop", _cmd_traffic_stop, "stop a traffic session, or all")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", type=int, nargs="?", metavar="ID", help="session id")
+    which.add_argument("--all", action="store_true", help="stop every session")
+    p.add_argument("--partition", metavar="PARTITION", help="with --all: only this partition's")
+    _key_option(p)
 
     p = add(
         commands,

@@ -69,6 +69,7 @@ from fusionrack.v1 import (
 
 from .events import EventBus, new_event
 from .store import Remembered, StateStore
+from .traffic import TrafficControl
 
 __all__ = [
     "PROVISIONING_BUCKETS",
@@ -216,6 +217,8 @@ class Controller:
         self.provisioning = {o: Histogram(PROVISIONING_BUCKETS) for o in PROVISIONING_OUTCOMES}
         self._tasks: list[asyncio.Task[None]] = []
         self._reconcile_wanted = asyncio.Event()
+        # Modelled traffic: sessions (desired state, saved with the rest), rates, agent tables.
+        self.traffic = TrafficControl(self)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -246,12 +249,14 @@ class Controller:
                 "reason": str(drain.get("reason", "")),
                 "since": float(drain.get("since", 0.0)),
             }
+        self.traffic.load(document.get("traffic"), time.time())
         log.info(
-            "loaded %d partition(s), %d multicast group(s) and %d drained link(s) or tray(s) "
-            "at generation %d",
+            "loaded %d partition(s), %d multicast group(s), %d drained link(s) or tray(s) and "
+            "%d traffic session(s) at generation %d",
             len(self.config.partitions),
             len(self.config.multicast),
             len(self.drained),
+            len(self.traffic.table),
             self.generation,
         )
 
@@ -261,6 +266,8 @@ class Controller:
         for view in self.agents.values():
             self._tasks.append(loop.create_task(self._watch(view), name=f"watch-{view.name}"))
         self._tasks.append(loop.create_task(self._reconcile_loop(), name="reconcile"))
+        self._tasks.append(loop.create_task(self.traffic.run_pusher(), name="traffic-push"))
+        self._tasks.append(loop.create_task(self.traffic.run_expiry(), name="traffic-expiry"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -272,7 +279,12 @@ class Controller:
             await view.channel.close()
 
     def document(self) -> dict[str, Any]:
-        return {**self.config.to_dict(), "times": self.times, "drained": self.drained}
+        return {
+            **self.config.to_dict(),
+            "times": self.times,
+            "drained": self.drained,
+            "traffic": self.traffic.to_dict(),
+        }
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -308,6 +320,7 @@ class Controller:
                 await self.program(candidate, generation)
                 candidate.generation = generation
                 self.config = candidate
+                self.traffic.prune()  # sessions of a deleted partition or group end with it
                 response = respond(result)
                 entry = None
                 if remember is not None:
@@ -343,6 +356,7 @@ class Controller:
                 if cached is not None:
                     return remember[3].FromString(cached), False
             drained = {name: dict(drain) for name, drain in self.drained.items()}
+            traffic = self.traffic.to_dict()
             response = await act()
             entry = None
             if remember is not None:
@@ -356,6 +370,7 @@ class Controller:
                 self.store.save(self.document(), remember=entry)
             except BaseException:
                 self.drained = drained  # not kept on disk: not desired either
+                self.traffic.restore(traffic)
                 raise
             return response, True
 
@@ -678,6 +693,7 @@ class Controller:
             self._reconcile_wanted.set()
         self._set_reachable(view, True)
         self.update_health()
+        self.traffic.on_status(view, status)  # restarted without its traffic table, ...
 
     def _fault_changes(
         self, view: AgentView, status: tray_pb2.TrayStatus
@@ -910,6 +926,7 @@ class Controller:
             view.status = None
             view.link_states, view.usable_links = {}, np.zeros(0, np.int64)
             view.component_states, view.flapping = {}, {}
+            self.traffic.lost(view)
         self.state_change_time = time.time()
         self.bus.publish([reachability_event(view, changed=True)])
         log.info("%s %s", view.name, "reachable" if reachable else "unreachable")
@@ -970,6 +987,7 @@ class Controller:
         for gone in set(self.health) - seen:
             del self.health[gone]
         self.bus.publish(events)
+        self.traffic.refresh(usable)  # links that came or went move the modelled traffic
 
     def partition_proto(
         self, partition: Partition, usable: np.ndarray | None = None

@@ -1,5 +1,6 @@
 """Prometheus exporter of the controller: partitions, multicast groups, provisioning, reconcile,
-agents, events and the MQTT mirror, read from the `Controller`'s plain state at scrape time.
+agents, modelled traffic, events and the MQTT mirror, read from the `Controller`'s plain state
+at scrape time.
 
 One custom collector (no labelled Gauge children, no ``_created`` series), registered on a fresh
 `fusionrack.metrics.MetricsRegistry` and served by the same HTTP server as the agents'. Every
@@ -18,7 +19,8 @@ from prometheus_client.core import (
 )
 
 from fusionrack import __version__
-from fusionrack.emulator import EventKind, PartitionHealth
+from fusionrack.emulator import EventKind, FusionError, PartitionHealth
+from fusionrack.emulator.traffic import pattern_name
 from fusionrack.metrics import MetricsRegistry
 from fusionrack.mqtt import MqttPublisher
 
@@ -174,6 +176,9 @@ class ControllerCollector:
             up.add_metric([rack, view.name, view.kind.name.lower()], int(view.reachable))
         yield up
 
+        # -- modelled traffic --------------------------------------------------------------
+        yield from self._traffic()
+
         # -- events ------------------------------------------------------------------------
         events = self._counter(
             "events",
@@ -209,6 +214,53 @@ class ControllerCollector:
             )
             connected.add_metric([rack], int(p.connected))
             yield connected
+
+    def _traffic(self) -> Iterator[Metric]:
+        c, rack = self.controller, self.rack
+        sessions = c.traffic.table.list()
+        count = self._gauge("traffic_sessions", "Modelled traffic sessions running now.")
+        count.add_metric([rack], len(sessions))
+        yield count
+        labels = ("traffic_id", "partition", "pattern")
+        load = self._gauge(
+            "traffic_load_ratio",
+            "Load of each traffic session: the fraction of line rate it drives per direction "
+            "on every link of a healthy member.",
+            labels,
+        )
+        algbw = self._gauge(
+            "traffic_algorithm_bytes_per_second",
+            "Algorithm bandwidth of each traffic session per member, bytes/s: its slowest "
+            "member's rate over the bus factor (2(n-1)/n for a ring all-reduce, 1 for an "
+            "in-network one), after faults and line-rate caps.",
+            labels,
+        )
+        members = self._gauge(
+            "traffic_members", "Accelerators taking part in each traffic session now.", labels
+        )
+        info = self._gauge(
+            "traffic_info",
+            "Each traffic session: how it moves data (algorithm ring, in_network, direct or "
+            "multicast) and its multicast group (empty: none).",
+            (*labels, "algorithm", "multicast_group"),
+        )
+        partitions = c.config.partitions
+        for session in sessions:
+            try:
+                partition = partitions.get(session.partition).name
+            except FusionError:  # ended with its partition a moment ago
+                continue
+            rates = c.traffic.rates.sessions.get(session.id)
+            key = [rack, str(session.id), partition, pattern_name(session.pattern)]
+            load.add_metric(key, session.load)
+            algbw.add_metric(key, rates.algorithm_rate if rates is not None else 0.0)
+            members.add_metric(key, len(rates.members) if rates is not None else 0)
+            group = "" if session.group is None else str(session.group)
+            info.add_metric([*key, session.algorithm, group], 1)
+        yield load
+        yield algbw
+        yield members
+        yield info
 
 
 def build_controller_registry(

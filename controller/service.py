@@ -23,6 +23,7 @@ from fusionrack.emulator import (
     NotFound,
     PartitionMemberType,
     ResiliencyMode,
+    TrafficPattern,
     TrayKind,
     place,
 )
@@ -34,6 +35,7 @@ from fusionrack.emulator.partitions import (
     MIN_ACCELERATORS,
     MemberRef,
 )
+from fusionrack.emulator.traffic import pattern_name
 from fusionrack.rpc import grpc_errors
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
@@ -647,6 +649,80 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         if applied:  # a retry answered from memory changed nothing: no second event
             down = request.admin_state == common_pb2.ADMIN_STATE_DOWN
             c.bus.publish([c.admin_event(name, down, request.reason)])
+        return response
+
+    # -- modelled traffic ------------------------------------------------------------------
+
+    @grpc_errors
+    async def StartTraffic(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        c = self.controller
+        partition_id = self._partition_key(request.partition)
+        if not request.pattern:
+            names = ", ".join(pattern_name(p) for p in TrafficPattern)
+            raise InvalidArgument(f"give the traffic pattern: one of {names}")
+        duration = request.duration.ToNanoseconds() / 1e9 if request.HasField("duration") else None
+        source = self._accelerator(request.source) if request.HasField("source") else None
+
+        async def start() -> Message:
+            session = c.traffic.table.start(
+                c.config,
+                partition_id,
+                request.pattern,
+                request.load,
+                group=request.multicast_group_id or None,
+                source=source,
+                duration=duration,
+                now=time.time(),
+            )
+            c.traffic.refresh()
+            c.traffic.started()
+            return controller_pb2.StartTrafficResponse(session=c.traffic.session_proto(session))
+
+        remember = self._remember("StartTraffic", request, controller_pb2.StartTrafficResponse)
+        response, applied = await c.once(start, remember, saves_document=True)
+        if applied:
+            await c.traffic.push()  # answered once the agents count it
+        return response
+
+    @grpc_errors
+    async def ListTraffic(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        c = self.controller
+        partition = (
+            self._partition_key(request.partition) if request.HasField("partition") else None
+        )
+        c.traffic.refresh()
+        return controller_pb2.ListTrafficResponse(
+            sessions=[c.traffic.session_proto(s) for s in c.traffic.table.list(partition)]
+        )
+
+    @grpc_errors
+    async def StopTraffic(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        c = self.controller
+        if request.all == bool(request.id):
+            raise InvalidArgument(
+                "give a traffic session id, or all=true to stop every session (not both)"
+            )
+        partition = None
+        if request.HasField("partition"):
+            if not request.all:
+                raise InvalidArgument("a partition narrows all=true; with an id, give no partition")
+            partition = self._partition_key(request.partition)
+
+        async def stop() -> Message:
+            table = c.traffic.table
+            sessions = table.list(partition) if request.all else [table.get(request.id)]
+            before = [c.traffic.session_proto(s) for s in sessions]  # as they were
+            if request.all:
+                table.stop_all(partition)
+            else:
+                table.stop(request.id)
+            c.traffic.refresh()
+            return controller_pb2.StopTrafficResponse(sessions=before)
+
+        remember = self._remember("StopTraffic", request, controller_pb2.StopTrafficResponse)
+        response, applied = await c.once(stop, remember, saves_document=True)
+        if applied:
+            await c.traffic.push()  # answered once the agents stopped counting it
         return response
 
     # -- events ----------------------------------------------------------------------------

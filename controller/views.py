@@ -21,6 +21,7 @@ __all__ = [
     "LINK_HEADER",
     "PARTITION_HEADER",
     "SWITCH_CHIP_HEADER",
+    "TRAFFIC_HEADER",
     "TRAY_HEADER",
     "accelerator_rows",
     "domain_lines",
@@ -36,6 +37,8 @@ __all__ = [
     "partition_rows",
     "switch_chip_rows",
     "time_text",
+    "traffic_lines",
+    "traffic_rows",
     "tray_rows",
 ]
 
@@ -298,6 +301,65 @@ def group_lines(paint: Palette, g: common_pb2.MulticastGroup) -> list[str]:
         f"created {time_text(g.create_time)}",
         "",
         table(rows, ("ACCELERATOR", "BOUND AT OFFSET"), paint),
+    ]
+
+
+def _pattern(session: controller_pb2.TrafficSession) -> str:
+    return f"{enum_word(controller_pb2.TrafficPattern, session.pattern)} ({session.algorithm})"
+
+
+def _until(session: controller_pb2.TrafficSession) -> str:
+    if session.HasField("expire_time"):
+        return time_text(session.expire_time)
+    return "when stopped"
+
+
+def traffic_rows(sessions: Iterable[controller_pb2.TrafficSession]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            t.id,
+            f"{t.partition_id} {t.partition_name}".strip(),
+            _pattern(t),
+            f"{t.load:g}",
+            ",".join(map(str, t.members)) or "-",
+            t.multicast_group_id or "-",
+            rate(t.member_bytes_per_second),
+            rate(t.algorithm_bytes_per_second),
+            t.link_count,
+            time_text(t.start_time),
+            _until(t),
+        )
+        for t in sessions
+    ]
+
+
+TRAFFIC_HEADER = (
+    "ID",
+    "PARTITION",
+    "PATTERN",
+    "LOAD",
+    "MEMBERS",
+    "GROUP",
+    "PER MEMBER",
+    "ALGBW",
+    "LINKS",
+    "STARTED",
+    "ENDS",
+)
+
+
+def traffic_lines(t: controller_pb2.TrafficSession) -> list[str]:
+    """One session in full: what runs where, and what it achieves."""
+    group = f", multicast group {t.multicast_group_id}" if t.multicast_group_id else ""
+    source = f", source {t.source}" if t.HasField("source") else ""
+    return [
+        f"traffic session {t.id}: {_pattern(t)} on partition {t.partition_id} "
+        f'"{t.partition_name}" at load {t.load:g}{group}{source}',
+        f"  members     {len(t.members)} ({','.join(map(str, t.members)) or '-'})",
+        f"  per member  {rate(t.member_bytes_per_second)} each way, bus factor {t.bus_factor:.4g}",
+        f"  algbw       {rate(t.algorithm_bytes_per_second)} per member",
+        f"  links       {t.link_count} carrying it",
+        f"  started     {time_text(t.start_time)}, ends {_until(t)}",
     ]
 
 

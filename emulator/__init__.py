@@ -9,6 +9,7 @@ Everything a shell needs is importable from here; the modules hold the details:
 * `links`: link states, counters and faults;
 * `partitions`, `multicast`, `config`: what switches are programmed with;
 * `placement`: which free accelerators a partition asked for by count gets;
+* `traffic`: modelled collective traffic, its rates per link, and their integration;
 * `errors`, `enums`, `events`: the vocabulary shared with the shells and the v1 contract.
 """
 
@@ -39,6 +40,7 @@ from .enums import (
     PartitionHealth,
     PartitionMemberType,
     ResiliencyMode,
+    TrafficPattern,
     TrayKind,
 )
 from .errors import (
@@ -131,6 +133,15 @@ from .topology import (
     Tray,
     accelerator_uid,
 )
+from .traffic import (
+    SessionRates,
+    TrafficMeter,
+    TrafficRates,
+    TrafficSession,
+    TrafficTable,
+    bus_factor,
+    traffic_rates,
+)
 
 __all__ = [
     "COUNTERS",
@@ -197,9 +208,15 @@ __all__ = [
     "ResiliencyMode",
     "ResourceExhausted",
     "Route",
+    "SessionRates",
     "Store",
     "SwitchChip",
     "Topology",
+    "TrafficMeter",
+    "TrafficPattern",
+    "TrafficRates",
+    "TrafficSession",
+    "TrafficTable",
     "Tray",
     "TrayKind",
     "TraySpec",
@@ -207,6 +224,7 @@ __all__ = [
     "accelerator_uid",
     "apply_reduction",
     "atomic_supported",
+    "bus_factor",
     "check_reduction",
     "choose_plane",
     "choose_planes",
@@ -226,4 +244,5 @@ __all__ = [
     "resolve_manifest",
     "route",
     "route_multicast",
+    "traffic_rates",
 ]

@@ -21,6 +21,7 @@ __all__ = [
     "PartitionHealth",
     "PartitionMemberType",
     "ResiliencyMode",
+    "TrafficPattern",
     "TrayKind",
 ]
 
@@ -132,3 +133,13 @@ class EventKind(enum.IntEnum):
     MULTICAST_GROUP_DELETED = 12
     ADMIN_STATE_CHANGED = 13
     TOPOLOGY_MISMATCH = 14
+
+
+class TrafficPattern(enum.IntEnum):
+    """Collective communication patterns of the traffic model (`emulator.traffic`)."""
+
+    ALL_REDUCE = 1  # ring all-reduce; over a multicast group, in-network reduction (SHARP)
+    ALL_GATHER = 2  # ring all-gather
+    ALL_TO_ALL = 3  # every member sends to every other member
+    RING = 4  # every member sends to the next one (a pipeline or ring exchange)
+    MULTICAST = 5  # one source; the switches replicate to every other member

@@ -270,3 +270,63 @@ async def test_events_snapshot_and_follow(ctl: Fusionctl) -> None:
         if follow.returncode is None:
             follow.kill()
             await follow.wait()
+
+
+async def test_traffic_start_list_stop(ctl: Fusionctl, rack: LocalRack) -> None:
+    await ctl.json(
+        "partition", "create", "--name", "train", "--locations",
+        "compute-01/0,compute-01/1,compute-02/0,compute-02/1",
+    )  # fmt: skip
+    group = (await ctl.json("mcast", "create", "--partition", "train", "--size", "64KiB"))["group"]
+    ring = await ctl("traffic", "start", "--partition", "train", "--pattern", "all-reduce",
+                     "--load", "0.3")  # fmt: skip
+    assert ring.returncode == 0, ring.stderr
+    assert ring.stdout.startswith('started traffic session 1: all_reduce (ring) on partition 1 '
+                                  '"train" at load 0.3')  # fmt: skip
+    assert "40 GB/s per member" in ring.stdout  # 0.3 x 4 links x 50 GB/s / 1.5
+    sharp = await ctl.json(
+        "traffic", "start", "--partition", "1", "--pattern", "ALL_REDUCE", "--load", "0.3",
+        "--group", str(group["id"]), "--duration", "1h",
+    )  # fmt: skip
+    session = sharp["session"]
+    assert (session["id"], session["algorithm"], session["in_network_reduction"]) == (
+        2, "in_network", True,
+    )  # fmt: skip
+    assert session["algorithm_bytes_per_second"] == pytest.approx(60e9)  # SHARP: 1.5x the ring
+    assert session["link_count"] == 16
+    assert session["expire_time"]
+    # Both sessions count on the agents' links: 0.6 of line rate each way.
+    agent = rack.trays["compute-02"].agent
+    assert agent.traffic.up.tolist() == pytest.approx([0.6 * 50e9] * 8)
+
+    listed, listed_json, bad_load, bad_partition, bad_pattern, too_much = await asyncio.gather(
+        ctl("traffic", "list"), ctl.json("traffic", "list", "--partition", "train"),
+        ctl("traffic", "start", "--partition", "train", "--pattern", "ring", "--load", "1.5"),
+        ctl("traffic", "start", "--partition", "nope", "--pattern", "ring", "--load", "0.1"),
+        ctl("traffic", "start", "--partition", "train", "--pattern", "tree", "--load", "0.1"),
+        ctl("traffic", "start", "--partition", "train", "--pattern", "ring", "--load", "0.5"),
+    )  # fmt: skip
+    lines = listed.stdout.splitlines()
+    assert lines[0].split()[:4] == ["ID", "PARTITION", "PATTERN", "LOAD"]
+    assert [line.split()[0] for line in lines[1:]] == ["1", "2"]
+    assert "in_network" in lines[2] and "when stopped" in lines[1]
+    assert [s["id"] for s in listed_json["sessions"]] == [1, 2]
+    assert bad_load.returncode == 1, bad_load.stderr
+    assert "INVALID_ARGUMENT: load 1.5 is not in (0, 1]" in bad_load.stderr
+    assert bad_partition.returncode == 1 and "NOT_FOUND: no partition named 'nope'" in (
+        bad_partition.stderr
+    )
+    assert bad_pattern.returncode == 2 and "'tree' is not one of" in bad_pattern.stderr
+    assert too_much.returncode == 1 and "RESOURCE_EXHAUSTED" in too_much.stderr
+
+    stopped = await ctl("traffic", "stop", "1")
+    assert stopped.returncode == 0 and stopped.stdout.startswith("stopped 1:")
+    gone = await ctl("traffic", "stop", "1")
+    assert gone.returncode == 1 and "NOT_FOUND: no traffic session 1 (sessions: 2)" in gone.stderr
+    assert agent.traffic.up.tolist() == pytest.approx([0.3 * 50e9] * 8)  # the agents have it
+    everything = await ctl.json("traffic", "stop", "--all")
+    assert [s["id"] for s in everything["sessions"]] == [2]
+    assert await ctl.json("traffic", "list") == {"sessions": []}
+    assert len(agent.traffic) == 0
+    nothing = await ctl("traffic", "stop", "--all")
+    assert nothing.returncode == 0 and nothing.stdout.strip() == "no traffic sessions"

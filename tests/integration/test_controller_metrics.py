@@ -196,8 +196,16 @@ async def test_a_lost_switch_tray_shows_as_agent_down_degraded_health_and_a_repa
 async def test_promtool_finds_nothing_to_lint(
     running: RunningController, stub: controller_pb2_grpc.ControllerStub
 ) -> None:
-    await stub.CreatePartition(controller_pb2.CreatePartitionRequest(name="p", count=1))
-    _, text = await scrape(running)
+    await stub.CreatePartition(controller_pb2.CreatePartitionRequest(name="p", count=2))
+    await stub.StartTraffic(  # the traffic families with samples
+        controller_pb2.StartTrafficRequest(
+            partition=common_pb2.PartitionRef(name="p"),
+            pattern=controller_pb2.TRAFFIC_PATTERN_ALL_REDUCE,
+            load=0.5,
+        )
+    )
+    samples, text = await scrape(running)
+    assert samples["fusionrack_controller_traffic_sessions", labels()] == 1
     out = await asyncio.to_thread(
         subprocess.run,
         ["promtool", "check", "metrics"],

@@ -13,6 +13,7 @@ from fusionrack.controller import client
 from fusionrack.controller.arguments import (
     ATOMIC_OP,
     LINK_STATE,
+    TRAFFIC_PATTERN,
     accelerator_ref,
     enum_word,
     location,
@@ -21,6 +22,7 @@ from fusionrack.controller.arguments import (
     partition_filter,
     partition_ref,
     quantity,
+    seconds,
     uids,
 )
 from fusionrack.controller.cli import build_parser
@@ -35,7 +37,7 @@ from fusionrack.controller.output import (
     print_json,
     table,
 )
-from fusionrack.v1 import common_pb2
+from fusionrack.v1 import common_pb2, controller_pb2
 
 
 class Terminal(io.StringIO):
@@ -141,3 +143,22 @@ def test_json_is_the_message_with_every_field() -> None:
     lines = io.StringIO()
     print_json({"a": 1}, lines=True, stream=lines)
     assert lines.getvalue() == '{"a":1}\n'
+
+
+def test_traffic_arguments() -> None:
+    assert [seconds(t) for t in ("60s", "1.5m", "2h", "500ms", "90", " 3 s ")] == [
+        60,
+        90,
+        7200,
+        0.5,
+        90,
+        3,
+    ]
+    assert seconds("-5s") == -5  # the controller refuses it, naming it (exit 1)
+    for bad in ("5x", "", "s", "1e3s"):
+        with pytest.raises(argparse.ArgumentTypeError, match="duration"):
+            seconds(bad)
+    assert TRAFFIC_PATTERN("all-reduce") == controller_pb2.TRAFFIC_PATTERN_ALL_REDUCE
+    assert TRAFFIC_PATTERN("ALL_TO_ALL") == controller_pb2.TRAFFIC_PATTERN_ALL_TO_ALL
+    with pytest.raises(argparse.ArgumentTypeError, match="'tree' is not one of all_reduce"):
+        TRAFFIC_PATTERN("tree")

@@ -35,10 +35,11 @@ EXPECTED_RPCS = {
         "CreateMulticastGroup", "GetMulticastGroup", "ListMulticastGroups",
         "DeleteMulticastGroup",
         "SetAdminState", "InjectFault", "ClearFault", "ListFaults", "Subscribe",
+        "StartTraffic", "ListTraffic", "StopTraffic",
     },
     "Tray": {
         "GetInventory", "GetStatus", "WatchStatus", "ListLinks", "InjectFault", "ClearFault",
-        "SetAdminState",
+        "SetAdminState", "SetTraffic",
     },
     "Memory": {
         "Load", "Store", "Atomic", "Copy", "Execute", "ExecutePacked", "Stream",

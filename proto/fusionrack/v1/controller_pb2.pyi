@@ -2,6 +2,7 @@ import datetime
 
 from fusionrack.v1 import common_pb2 as _common_pb2
 from fusionrack.v1 import events_pb2 as _events_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -18,10 +19,25 @@ class ControlPlaneState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONTROL_PLANE_STATE_STARTING: _ClassVar[ControlPlaneState]
     CONTROL_PLANE_STATE_READY: _ClassVar[ControlPlaneState]
     CONTROL_PLANE_STATE_DEGRADED: _ClassVar[ControlPlaneState]
+
+class TrafficPattern(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRAFFIC_PATTERN_UNSPECIFIED: _ClassVar[TrafficPattern]
+    TRAFFIC_PATTERN_ALL_REDUCE: _ClassVar[TrafficPattern]
+    TRAFFIC_PATTERN_ALL_GATHER: _ClassVar[TrafficPattern]
+    TRAFFIC_PATTERN_ALL_TO_ALL: _ClassVar[TrafficPattern]
+    TRAFFIC_PATTERN_RING: _ClassVar[TrafficPattern]
+    TRAFFIC_PATTERN_MULTICAST: _ClassVar[TrafficPattern]
 CONTROL_PLANE_STATE_UNSPECIFIED: ControlPlaneState
 CONTROL_PLANE_STATE_STARTING: ControlPlaneState
 CONTROL_PLANE_STATE_READY: ControlPlaneState
 CONTROL_PLANE_STATE_DEGRADED: ControlPlaneState
+TRAFFIC_PATTERN_UNSPECIFIED: TrafficPattern
+TRAFFIC_PATTERN_ALL_REDUCE: TrafficPattern
+TRAFFIC_PATTERN_ALL_GATHER: TrafficPattern
+TRAFFIC_PATTERN_ALL_TO_ALL: TrafficPattern
+TRAFFIC_PATTERN_RING: TrafficPattern
+TRAFFIC_PATTERN_MULTICAST: TrafficPattern
 
 class DomainProperties(_message.Message):
     __slots__ = ("rack", "description", "fabric_generation", "compute_tray_count", "switch_tray_count", "switch_chips_per_tray", "ports_per_switch_chip", "accelerator_count", "links_per_accelerator", "link_bandwidth_bytes_per_second", "accelerator_bandwidth_bytes_per_second", "rack_bandwidth_bytes_per_second", "max_partitions", "min_accelerators_per_partition", "max_partition_id", "default_partition_id", "default_partition_enabled", "max_partition_name_length", "default_resiliency_mode", "max_multicast_groups", "default_multicast_group_limit", "multicast_granularity_bytes", "max_access_bytes")
@@ -380,3 +396,93 @@ class SubscribeResponse(_message.Message):
     event: _events_pb2.Event
     snapshot_end: SnapshotEnd
     def __init__(self, event: _Optional[_Union[_events_pb2.Event, _Mapping]] = ..., snapshot_end: _Optional[_Union[SnapshotEnd, _Mapping]] = ...) -> None: ...
+
+class TrafficSession(_message.Message):
+    __slots__ = ("id", "partition_id", "partition_name", "pattern", "load", "multicast_group_id", "source", "members", "in_network_reduction", "algorithm", "start_time", "expire_time", "bus_factor", "member_bytes_per_second", "algorithm_bytes_per_second", "link_count")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_NAME_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    MULTICAST_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    IN_NETWORK_REDUCTION_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    BUS_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    LINK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    partition_id: int
+    partition_name: str
+    pattern: TrafficPattern
+    load: float
+    multicast_group_id: int
+    source: int
+    members: _containers.RepeatedScalarFieldContainer[int]
+    in_network_reduction: bool
+    algorithm: str
+    start_time: _timestamp_pb2.Timestamp
+    expire_time: _timestamp_pb2.Timestamp
+    bus_factor: float
+    member_bytes_per_second: float
+    algorithm_bytes_per_second: float
+    link_count: int
+    def __init__(self, id: _Optional[int] = ..., partition_id: _Optional[int] = ..., partition_name: _Optional[str] = ..., pattern: _Optional[_Union[TrafficPattern, str]] = ..., load: _Optional[float] = ..., multicast_group_id: _Optional[int] = ..., source: _Optional[int] = ..., members: _Optional[_Iterable[int]] = ..., in_network_reduction: _Optional[bool] = ..., algorithm: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bus_factor: _Optional[float] = ..., member_bytes_per_second: _Optional[float] = ..., algorithm_bytes_per_second: _Optional[float] = ..., link_count: _Optional[int] = ...) -> None: ...
+
+class StartTrafficRequest(_message.Message):
+    __slots__ = ("partition", "pattern", "load", "duration", "multicast_group_id", "source", "idempotency_key")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    MULTICAST_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    partition: _common_pb2.PartitionRef
+    pattern: TrafficPattern
+    load: float
+    duration: _duration_pb2.Duration
+    multicast_group_id: int
+    source: _common_pb2.AcceleratorRef
+    idempotency_key: str
+    def __init__(self, partition: _Optional[_Union[_common_pb2.PartitionRef, _Mapping]] = ..., pattern: _Optional[_Union[TrafficPattern, str]] = ..., load: _Optional[float] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., multicast_group_id: _Optional[int] = ..., source: _Optional[_Union[_common_pb2.AcceleratorRef, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class StartTrafficResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: TrafficSession
+    def __init__(self, session: _Optional[_Union[TrafficSession, _Mapping]] = ...) -> None: ...
+
+class ListTrafficRequest(_message.Message):
+    __slots__ = ("partition",)
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    partition: _common_pb2.PartitionRef
+    def __init__(self, partition: _Optional[_Union[_common_pb2.PartitionRef, _Mapping]] = ...) -> None: ...
+
+class ListTrafficResponse(_message.Message):
+    __slots__ = ("sessions",)
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[TrafficSession]
+    def __init__(self, sessions: _Optional[_Iterable[_Union[TrafficSession, _Mapping]]] = ...) -> None: ...
+
+class StopTrafficRequest(_message.Message):
+    __slots__ = ("id", "all", "partition", "idempotency_key")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    all: bool
+    partition: _common_pb2.PartitionRef
+    idempotency_key: str
+    def __init__(self, id: _Optional[int] = ..., all: _Optional[bool] = ..., partition: _Optional[_Union[_common_pb2.PartitionRef, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class StopTrafficResponse(_message.Message):
+    __slots__ = ("sessions",)
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[TrafficSession]
+    def __init__(self, sessions: _Optional[_Iterable[_Union[TrafficSession, _Mapping]]] = ...) -> None: ...

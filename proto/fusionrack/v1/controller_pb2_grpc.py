@@ -137,6 +137,21 @@ class ControllerStub:
                 request_serializer=fusionrack_dot_v1_dot_controller__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=fusionrack_dot_v1_dot_controller__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.StartTraffic = channel.unary_unary(
+                '/fusionrack.v1.Controller/StartTraffic',
+                request_serializer=fusionrack_dot_v1_dot_controller__pb2.StartTrafficRequest.SerializeToString,
+                response_deserializer=fusionrack_dot_v1_dot_controller__pb2.StartTrafficResponse.FromString,
+                _registered_method=True)
+        self.ListTraffic = channel.unary_unary(
+                '/fusionrack.v1.Controller/ListTraffic',
+                request_serializer=fusionrack_dot_v1_dot_controller__pb2.ListTrafficRequest.SerializeToString,
+                response_deserializer=fusionrack_dot_v1_dot_controller__pb2.ListTrafficResponse.FromString,
+                _registered_method=True)
+        self.StopTraffic = channel.unary_unary(
+                '/fusionrack.v1.Controller/StopTraffic',
+                request_serializer=fusionrack_dot_v1_dot_controller__pb2.StopTrafficRequest.SerializeToString,
+                response_deserializer=fusionrack_dot_v1_dot_controller__pb2.StopTrafficResponse.FromString,
+                _registered_method=True)
 
 
 class ControllerServicer:
@@ -288,6 +303,30 @@ class ControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartTraffic(self, request, context):
+        """Start modelled traffic: the agents count the bytes a collective of this pattern would move
+        at this load on every link end and switch port it uses, in the same counters as real
+        memory ops (rate x time, no bytes actually move). Kept as desired state; answered once the
+        rate tables reached every reachable agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTraffic(self, request, context):
+        """Traffic sessions running now, with what they achieve.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopTraffic(self, request, context):
+        """Stop traffic sessions, by id or all; answered once the agents stopped counting them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -390,6 +429,21 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=fusionrack_dot_v1_dot_controller__pb2.SubscribeRequest.FromString,
                     response_serializer=fusionrack_dot_v1_dot_controller__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'StartTraffic': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartTraffic,
+                    request_deserializer=fusionrack_dot_v1_dot_controller__pb2.StartTrafficRequest.FromString,
+                    response_serializer=fusionrack_dot_v1_dot_controller__pb2.StartTrafficResponse.SerializeToString,
+            ),
+            'ListTraffic': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTraffic,
+                    request_deserializer=fusionrack_dot_v1_dot_controller__pb2.ListTrafficRequest.FromString,
+                    response_serializer=fusionrack_dot_v1_dot_controller__pb2.ListTrafficResponse.SerializeToString,
+            ),
+            'StopTraffic': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopTraffic,
+                    request_deserializer=fusionrack_dot_v1_dot_controller__pb2.StopTrafficRequest.FromString,
+                    response_serializer=fusionrack_dot_v1_dot_controller__pb2.StopTrafficResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -934,6 +988,87 @@ class Controller:
             '/fusionrack.v1.Controller/Subscribe',
             fusionrack_dot_v1_dot_controller__pb2.SubscribeRequest.SerializeToString,
             fusionrack_dot_v1_dot_controller__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartTraffic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusionrack.v1.Controller/StartTraffic',
+            fusionrack_dot_v1_dot_controller__pb2.StartTrafficRequest.SerializeToString,
+            fusionrack_dot_v1_dot_controller__pb2.StartTrafficResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTraffic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusionrack.v1.Controller/ListTraffic',
+            fusionrack_dot_v1_dot_controller__pb2.ListTrafficRequest.SerializeToString,
+            fusionrack_dot_v1_dot_controller__pb2.ListTrafficResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopTraffic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusionrack.v1.Controller/StopTraffic',
+            fusionrack_dot_v1_dot_controller__pb2.StopTrafficRequest.SerializeToString,
+            fusionrack_dot_v1_dot_controller__pb2.StopTrafficResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,7 +56,7 @@ class WatchStatusResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[TrayStatus, _Mapping]] = ...) -> None: ...
 
 class TrayStatus(_message.Message):
-    __slots__ = ("tray", "kind", "state", "admin_state", "config_generation", "boot_id", "time", "sequence", "link_count", "active_link_count", "links", "components", "faults")
+    __slots__ = ("tray", "kind", "state", "admin_state", "config_generation", "boot_id", "time", "sequence", "link_count", "active_link_count", "links", "components", "faults", "traffic_generation")
     TRAY_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class TrayStatus(_message.Message):
     LINKS_FIELD_NUMBER: _ClassVar[int]
     COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     FAULTS_FIELD_NUMBER: _ClassVar[int]
+    TRAFFIC_GENERATION_FIELD_NUMBER: _ClassVar[int]
     tray: str
     kind: _common_pb2.TrayKind
     state: _common_pb2.ComponentState
@@ -83,4 +84,31 @@ class TrayStatus(_message.Message):
     links: _containers.RepeatedCompositeFieldContainer[_common_pb2.LinkStatus]
     components: _containers.RepeatedCompositeFieldContainer[_common_pb2.ComponentStatus]
     faults: _containers.RepeatedCompositeFieldContainer[_common_pb2.Fault]
-    def __init__(self, tray: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.TrayKind, str]] = ..., state: _Optional[_Union[_common_pb2.ComponentState, str]] = ..., admin_state: _Optional[_Union[_common_pb2.AdminState, str]] = ..., config_generation: _Optional[int] = ..., boot_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., link_count: _Optional[int] = ..., active_link_count: _Optional[int] = ..., links: _Optional[_Iterable[_Union[_common_pb2.LinkStatus, _Mapping]]] = ..., components: _Optional[_Iterable[_Union[_common_pb2.ComponentStatus, _Mapping]]] = ..., faults: _Optional[_Iterable[_Union[_common_pb2.Fault, _Mapping]]] = ...) -> None: ...
+    traffic_generation: int
+    def __init__(self, tray: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.TrayKind, str]] = ..., state: _Optional[_Union[_common_pb2.ComponentState, str]] = ..., admin_state: _Optional[_Union[_common_pb2.AdminState, str]] = ..., config_generation: _Optional[int] = ..., boot_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., link_count: _Optional[int] = ..., active_link_count: _Optional[int] = ..., links: _Optional[_Iterable[_Union[_common_pb2.LinkStatus, _Mapping]]] = ..., components: _Optional[_Iterable[_Union[_common_pb2.ComponentStatus, _Mapping]]] = ..., faults: _Optional[_Iterable[_Union[_common_pb2.Fault, _Mapping]]] = ..., traffic_generation: _Optional[int] = ...) -> None: ...
+
+class LinkTraffic(_message.Message):
+    __slots__ = ("link", "up_bytes_per_second", "down_bytes_per_second")
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    UP_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    DOWN_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    link: _common_pb2.LinkRef
+    up_bytes_per_second: float
+    down_bytes_per_second: float
+    def __init__(self, link: _Optional[_Union[_common_pb2.LinkRef, _Mapping]] = ..., up_bytes_per_second: _Optional[float] = ..., down_bytes_per_second: _Optional[float] = ...) -> None: ...
+
+class SetTrafficRequest(_message.Message):
+    __slots__ = ("generation", "links")
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    LINKS_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    links: _containers.RepeatedCompositeFieldContainer[LinkTraffic]
+    def __init__(self, generation: _Optional[int] = ..., links: _Optional[_Iterable[_Union[LinkTraffic, _Mapping]]] = ...) -> None: ...
+
+class SetTrafficResponse(_message.Message):
+    __slots__ = ("generation", "link_count")
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    LINK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    link_count: int
+    def __init__(self, generation: _Optional[int] = ..., link_count: _Optional[int] = ...) -> None: ...

@@ -73,6 +73,11 @@ class TrayStub:
                 request_serializer=fusionrack_dot_v1_dot_common__pb2.SetAdminStateRequest.SerializeToString,
                 response_deserializer=fusionrack_dot_v1_dot_common__pb2.SetAdminStateResponse.FromString,
                 _registered_method=True)
+        self.SetTraffic = channel.unary_unary(
+                '/fusionrack.v1.Tray/SetTraffic',
+                request_serializer=fusionrack_dot_v1_dot_tray__pb2.SetTrafficRequest.SerializeToString,
+                response_deserializer=fusionrack_dot_v1_dot_tray__pb2.SetTrafficResponse.FromString,
+                _registered_method=True)
 
 
 class TrayServicer:
@@ -132,6 +137,17 @@ class TrayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTraffic(self, request, context):
+        """Replace the modelled traffic this tray's link ends carry (the controller's traffic model,
+        see Controller.StartTraffic): from now on the agent adds rate x elapsed time to the same
+        counters real memory ops use, on every link listed that is usable, and nothing on the
+        others. The table stays in force until the next call (or the agent restarts: its status
+        then reports traffic_generation 0).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +185,11 @@ def add_TrayServicer_to_server(servicer, server):
                     servicer.SetAdminState,
                     request_deserializer=fusionrack_dot_v1_dot_common__pb2.SetAdminStateRequest.FromString,
                     response_serializer=fusionrack_dot_v1_dot_common__pb2.SetAdminStateResponse.SerializeToString,
+            ),
+            'SetTraffic': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTraffic,
+                    request_deserializer=fusionrack_dot_v1_dot_tray__pb2.SetTrafficRequest.FromString,
+                    response_serializer=fusionrack_dot_v1_dot_tray__pb2.SetTrafficResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -363,6 +384,33 @@ class Tray:
             '/fusionrack.v1.Tray/SetAdminState',
             fusionrack_dot_v1_dot_common__pb2.SetAdminStateRequest.SerializeToString,
             fusionrack_dot_v1_dot_common__pb2.SetAdminStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTraffic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusionrack.v1.Tray/SetTraffic',
+            fusionrack_dot_v1_dot_tray__pb2.SetTrafficRequest.SerializeToString,
+            fusionrack_dot_v1_dot_tray__pb2.SetTrafficResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,267 @@
+"""Modelled traffic, the controller's half: the sessions (desired state), their rates from the
+link states the controller sees, and the rate table each agent is given.
+
+The controller computes every link's rate from one view of the rack (`Controller.usable`: the
+compute trays' link states, unreachable trays and stale switch trays taken away), so both ends
+of a link and its switch port are always given the same figures. Each tray gets the rows of its
+own link ends through `Tray.SetTraffic`, under a generation; the agent reports the generation
+in force in its status, so a tray that restarted (generation 0) or missed a push is given its
+table again, as the reconcile loop does for switch configurations. Agents integrate the rates
+into their counters themselves: traffic keeps flowing while the controller is away.
+
+Recomputed whenever its inputs change: the usable links, the sessions, the fabric config
+(partitions and groups). Sessions end by themselves at their expiry time (`run_expiry`), with
+their partition or group (`TrafficTable.prune`, called by `Controller.change`), or when stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import numpy as np
+
+from fusionrack import wire
+from fusionrack.emulator import (
+    FusionError,
+    Topology,
+    TrafficRates,
+    TrafficSession,
+    TrafficTable,
+    traffic_rates,
+)
+from fusionrack.v1 import common_pb2, controller_pb2, tray_pb2
+
+if TYPE_CHECKING:
+    from .domain import AgentView, Controller
+
+__all__ = ["TrafficControl"]
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 0.2  # a push that failed is tried again after this (and at the tray's next status)
+
+Row = tuple[int, float, float]  # (link index, up bytes/s, down bytes/s)
+
+
+class TrafficControl:
+    """Traffic sessions of one controller, their rates, and the tables of every tray."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.topology: Topology = controller.topology
+        self.table = TrafficTable(self.topology)
+        n = len(self.topology.links)
+        self.rates = TrafficRates(np.zeros(n), np.zeros(n), {})
+        # Table generations only grow, across controller restarts too (they start from the
+        # clock), so an agent's table from a previous run never passes for the current one.
+        self.generation = time.time_ns() // 1000
+        # tray -> (generation, rows) it should have; generation 0 is the empty table.
+        self.wanted: dict[str, tuple[int, list[Row]]] = {
+            t.name: (0, []) for t in self.topology.trays
+        }
+        # tray -> generation its agent last said (status or answer) it has; None: unknown.
+        self.applied: dict[str, int | None] = dict.fromkeys(self.wanted)
+        self._inputs: tuple[bytes, int, int] | None = None
+        self._push_lock = asyncio.Lock()
+        self._push_wanted = asyncio.Event()
+        self._expiry_changed = asyncio.Event()
+
+    # -- desired state ---------------------------------------------------------------------
+
+    def load(self, saved: dict[str, Any] | None, now: float) -> None:
+        """Sessions from the saved document, but those that ended meanwhile or cannot run on
+        the loaded config (a hand-edited state file)."""
+        if not saved:
+            return
+        self.table = TrafficTable.from_dict(self.topology, saved)
+        self._inputs = None
+        for session in self.table.expire(now):
+            log.info("traffic session %d ended while the controller was away", session.id)
+        for session, why in self.table.prune(self.controller.config):
+            log.warning("traffic session %d dropped: %s", session.id, why)
+        self._expiry_changed.set()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.table.to_dict()
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Put back a table from `to_dict` (a change that could not be saved)."""
+        self.table = TrafficTable.from_dict(self.topology, saved)
+        self._inputs = None  # another table: its version says nothing of the last one's
+        self.refresh()
+
+    def started(self) -> None:
+        """A session was added: the expiry loop looks again."""
+        self._expiry_changed.set()
+
+    def prune(self) -> None:
+        """Stop the sessions the controller's new config cannot run (partition or group gone)."""
+        for session, why in self.table.prune(self.controller.config):
+            log.info("traffic session %d stopped: %s", session.id, why)
+
+    # -- rates -----------------------------------------------------------------------------
+
+    def refresh(self, usable: np.ndarray | None = None) -> None:
+        """Recompute the rates if the sessions, the config or the usable links changed; give
+        every tray whose rows changed a new table generation, and wake the pusher."""
+        c = self.controller
+        usable = c.usable() if usable is None else usable
+        inputs = (usable.tobytes(), self.table.version, c.config.generation)
+        if inputs == self._inputs:
+            return
+        self._inputs = inputs
+        self.rates = traffic_rates(self.topology, c.config, self.table, usable)
+        changed = False
+        generation = self.generation + 1
+        for tray in self.topology.trays:
+            rows = self.rates.of_links(self.topology.link_indices_of_tray(tray.name))
+            if rows != self.wanted[tray.name][1]:
+                self.wanted[tray.name] = (generation if rows else 0, rows)
+                changed = True
+        if changed:
+            self.generation = generation
+            self._push_wanted.set()
+
+    def session_proto(self, session: TrafficSession) -> controller_pb2.TrafficSession:
+        """A session with what it achieves now (as last computed)."""
+        c, table = self.controller, self.table
+        rates = self.rates.sessions.get(session.id)
+        try:
+            partition_name = c.config.partitions.get(session.partition).name
+            source = table.source(session, c.config)
+        except FusionError:  # ended with its partition or group, being reported as it was
+            partition_name, source = "", session.source
+        message = controller_pb2.TrafficSession(
+            id=session.id,
+            partition_id=session.partition,
+            partition_name=partition_name,
+            pattern=int(session.pattern),
+            load=session.load,
+            multicast_group_id=session.group or 0,
+            in_network_reduction=session.in_network,
+            algorithm=session.algorithm,
+            start_time=wire.timestamp(session.start),
+        )
+        if source is not None:
+            message.source = source
+        if session.expires is not None:
+            message.expire_time.CopyFrom(wire.timestamp(session.expires))
+        if rates is not None:
+            message.members.extend(rates.members)
+            message.bus_factor = rates.bus_factor
+            message.member_bytes_per_second = rates.member_rate
+            message.algorithm_bytes_per_second = rates.algorithm_rate
+            message.link_count = rates.link_count
+        return message
+
+    # -- agents ----------------------------------------------------------------------------
+
+    def on_status(self, view: AgentView, status: tray_pb2.TrayStatus) -> None:
+        """Note the table a tray reports; a tray without the one it should have (it restarted,
+        or missed a push) gets it again."""
+        self.applied[view.name] = status.traffic_generation
+        if status.traffic_generation != self.wanted[view.name][0]:
+            self._push_wanted.set()
+
+    def lost(self, view: AgentView) -> None:
+        """A tray's agent went away: what it has is unknown until it reports again."""
+        self.applied[view.name] = None
+
+    async def push(self) -> int:
+        """Send every reachable tray whose table is not the wanted one its table, at once;
+        how many pushes failed (they are tried again)."""
+        async with self._push_lock:
+            c = self.controller
+            todo = [
+                (view, *self.wanted[view.name])
+                for view in c.agents.values()
+                if view.reachable and self.applied[view.name] != self.wanted[view.name][0]
+            ]
+            if not todo:
+                return 0
+            results = await asyncio.gather(
+                *(self._send(view, generation, rows) for view, generation, rows in todo),
+                return_exceptions=True,
+            )
+            failed = 0
+            for (view, generation, _), result in zip(todo, results, strict=True):
+                if isinstance(result, BaseException):
+                    failed += 1
+                    log.warning("%s: traffic table %d not taken: %s", view.name, generation,
+                                _describe(result))  # fmt: skip
+                elif self.wanted[view.name][0] == generation:
+                    self.applied[view.name] = generation
+            return failed
+
+    async def _send(self, view: AgentView, generation: int, rows: list[Row]) -> None:
+        links = self.topology.links
+        request = tray_pb2.SetTrafficRequest(
+            generation=generation,
+            links=[
+                tray_pb2.LinkTraffic(
+                    link=common_pb2.LinkRef(accelerator=links[i].accelerator, link=links[i].plane),
+                    up_bytes_per_second=up,
+                    down_bytes_per_second=down,
+                )
+                for i, up, down in rows
+            ],
+        )
+        await view.tray.SetTraffic(request, timeout=self.controller.rpc_timeout)
+
+    async def run_pusher(self) -> None:
+        """Push tables whenever some tray should get one; retry failures."""
+        while True:
+            await self._push_wanted.wait()
+            self._push_wanted.clear()
+            try:
+                failed = await self.push()
+            except Exception:
+                log.exception("pushing traffic tables failed")
+                failed = 1
+            if failed:
+                await asyncio.sleep(RETRY_SECONDS)
+                self._push_wanted.set()
+
+    async def run_expiry(self) -> None:
+        """End sessions when their duration is over (saved, recomputed, pushed)."""
+        while True:
+            deadline = self.table.next_expiry()
+            delay = None if deadline is None else max(0.0, deadline - time.time())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._expiry_changed.wait()
+            self._expiry_changed.clear()
+            try:
+                await self._expire()
+            except Exception:  # keep the loop alive: the sessions end at the next try
+                log.exception("could not end traffic sessions")
+                await asyncio.sleep(RETRY_SECONDS)
+                self._expiry_changed.set()
+
+    async def _expire(self) -> None:
+        c = self.controller
+        async with c.lock:
+            saved = self.to_dict()
+            ended = self.table.expire(time.time())
+            if not ended:
+                return
+            try:
+                c.store.save(c.document())
+            except BaseException:
+                self.restore(saved)  # not on disk: not ended either
+                raise
+            for session in ended:
+                log.info("traffic session %d ended (its duration is over)", session.id)
+            self.refresh()
+        await self.push()
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    return str(error) or type(error).__name__
