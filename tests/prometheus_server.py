@@ -15,6 +15,7 @@ a machine without it fails these tests with a message saying so, it never skips 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
@@ -29,7 +30,7 @@ from typing import Any, TypeVar
 
 from fusionrack.controller.prometheus import render_config
 
-__all__ = ["Prometheus", "PrometheusMissing", "find_binary"]
+__all__ = ["Prometheus", "PrometheusAPI", "PrometheusMissing", "find_binary"]
 
 T = TypeVar("T")
 
@@ -56,71 +57,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Prometheus:
-    """One Prometheus process with its config, targets file, TSDB and log in `workdir`.
-    Use `start()` and `close()` (or the `prometheus` fixture of tests/conftest.py)."""
+class PrometheusAPI:
+    """The HTTP API of a Prometheus at `url` (http://HOST:PORT), started by whomever: this
+    module's `Prometheus`, or `fusionctl rack up --prometheus`."""
 
-    def __init__(self, workdir: Path, interval: float = 1.0) -> None:
-        self.binary = find_binary()
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.interval = interval
-        self.port = _free_port()
-        self.config = self.workdir / "prometheus.yml"
-        self.targets_file = self.workdir / "targets.json"
-        self.log_path = self.workdir / "prometheus.log"
-        self._proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, url: str) -> None:
+        self._url = url
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self._url
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def set_targets(self, groups: Sequence[dict[str, Any]]) -> None:
-        """Write the file_sd targets: `[{"targets": ["host:port"], "labels": {...}}]`, as
-        `fusionctl rack up` does (labels rack, tray, kind). Written whole, then renamed, so
-        Prometheus never reads half a file."""
-        partial = self.targets_file.with_suffix(".tmp")
-        partial.write_text(json.dumps(list(groups)))
-        partial.replace(self.targets_file)
-
-    def start(self, timeout: float = 15.0) -> None:
-        """Start, and return once Prometheus is ready (`/-/ready`)."""
-        if self.running:
-            raise RuntimeError(f"prometheus already running on port {self.port}")
-        if not self.targets_file.exists():
-            self.set_targets([])
-        self.config.write_text(render_config(self.interval))
-        for attempt in range(3):
-            with self.log_path.open("ab") as log:
-                self._proc = subprocess.Popen(
-                    [self.binary, f"--config.file={self.config}",
-                     f"--storage.tsdb.path={self.workdir / 'data'}",
-                     f"--web.listen-address=127.0.0.1:{self.port}"],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                )  # fmt: skip
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self._proc.poll() is None:
-                if self._ready():
-                    return
-                time.sleep(0.05)  # polling readiness, with a deadline
-            exited = self._proc.poll() is not None
-            self._reap()
-            if exited and attempt < 2 and "address already in use" in self.log():
-                self.port = _free_port()  # lost the race for the port to someone else
-                continue
-            raise RuntimeError(
-                f"prometheus did not become ready on {self.url} "
-                f"({'it exited' if exited else f'{timeout} s'}); its log:\n{self.log()[-3000:]}"
-            )
-
-    def _ready(self) -> bool:
+    def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
                 return bool(response.status == 200)
@@ -156,33 +104,97 @@ class Prometheus:
         """Pending and firing alerts: `[{"labels", "annotations", "state", "value", ...}]`."""
         return list(self.api("alerts")["alerts"])
 
-    def wait_for(
-        self, check: Callable[[Prometheus], T | None], what: str, timeout: float = 15.0
-    ) -> T:
-        """Call `check(self)` until it returns something but None or False; return that. The
-        error says `what` was waited for."""
+    def wait_for(self, check: Callable[[PrometheusAPI], T], what: str, timeout: float = 15.0) -> T:
+        """Call `check(self)` until it returns something true (a non-empty list of series, a
+        dict, True); return that. The error says `what` was waited for."""
         deadline = time.monotonic() + timeout
         while True:
             found = check(self)
-            if found is not None and found is not False:
+            if found:
                 return found
             if time.monotonic() > deadline:
                 raise AssertionError(f"Prometheus at {self.url}: no {what} after {timeout} s")
             time.sleep(0.1)  # polling the API, with a deadline
 
     async def poll(
-        self, check: Callable[[Prometheus], T | None], what: str, timeout: float = 15.0
+        self, check: Callable[[PrometheusAPI], T], what: str, timeout: float = 15.0
     ) -> T:
         """`wait_for` from a coroutine: `check` runs in a thread, so the caller's event loop
         (serving the agents Prometheus scrapes) keeps running."""
         deadline = time.monotonic() + timeout
         while True:
             found = await asyncio.to_thread(check, self)
-            if found is not None and found is not False:
+            if found:
                 return found
             if time.monotonic() > deadline:
                 raise AssertionError(f"Prometheus at {self.url}: no {what} after {timeout} s")
             await asyncio.sleep(0.1)
+
+
+class Prometheus(PrometheusAPI):
+    """One Prometheus process with its config, targets file, TSDB and log in `workdir`.
+    Use `start()` and `close()` (or the `prometheus` fixture of tests/conftest.py)."""
+
+    def __init__(self, workdir: Path, interval: float = 1.0) -> None:
+        self.binary = find_binary()
+        super().__init__("")
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.interval = interval
+        self.port = _free_port()
+        self.config = self.workdir / "prometheus.yml"
+        self.targets_file = self.workdir / "targets.json"
+        self.log_path = self.workdir / "prometheus.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"  # the port changes if start() loses it
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def set_targets(self, groups: Sequence[dict[str, Any]]) -> None:
+        """Write the file_sd targets: `[{"targets": ["host:port"], "labels": {...}}]`, as
+        `fusionctl rack up` does (labels rack, tray, kind). Written whole, then renamed, so
+        Prometheus never reads half a file."""
+        partial = self.targets_file.with_suffix(".tmp")
+        partial.write_text(json.dumps(list(groups)))
+        partial.replace(self.targets_file)
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start, and return once Prometheus is ready (`/-/ready`)."""
+        if self.running:
+            raise RuntimeError(f"prometheus already running on port {self.port}")
+        if not self.targets_file.exists():
+            self.set_targets([])
+        self.config.write_text(render_config(self.interval))
+        for attempt in range(3):
+            with self.log_path.open("ab") as log:
+                self._proc = subprocess.Popen(
+                    [self.binary, f"--config.file={self.config}",
+                     f"--storage.tsdb.path={self.workdir / 'data'}",
+                     f"--web.listen-address=127.0.0.1:{self.port}"],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                )  # fmt: skip
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self._proc.poll() is None:
+                if self.ready():
+                    return
+                time.sleep(0.05)  # polling readiness, with a deadline
+            exited = self._proc.poll() is not None
+            self._reap()
+            if exited and attempt < 2 and "address already in use" in self.log():
+                self.port = _free_port()  # lost the race for the port to someone else
+                continue
+            raise RuntimeError(
+                f"prometheus did not become ready on {self.url} "
+                f"({'it exited' if exited else f'{timeout} s'}); its log:\n{self.log()[-3000:]}"
+            )
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (a clean shutdown), then wait for the exit."""
@@ -190,10 +202,8 @@ class Prometheus:
             return
         if self._proc.poll() is None:
             self._proc.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # then killed by _reap
                 self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self._reap()
 
     def _reap(self) -> None:

@@ -51,9 +51,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
         binary = find_binary("promtool")
     except PrometheusMissing as exc:
         raise pytest.fail.Exception(str(exc), pytrace=False) from None
-    return subprocess.run(
-        [binary, *args], capture_output=True, text=True, timeout=120, check=False
-    )
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
 def passes(result: subprocess.CompletedProcess[str]) -> bool:
@@ -107,7 +105,7 @@ def test_intervals_render_as_prometheus_durations() -> None:
                     "evaluation_interval": "250ms"}  # fmt: skip
     slow = yaml.safe_load(render_config(30))["global"]
     assert slow["scrape_interval"] == "30s" and slow["scrape_timeout"] == "10s"
-    with pytest.raises(InvalidArgument, match="0.1 s or more"):
+    with pytest.raises(InvalidArgument, match=r"0\.1 s or more"):
         render_config(0)
 
 
