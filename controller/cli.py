@@ -26,6 +26,7 @@ from fusionrack.emulator.topology import DEFAULT_BASE_PORT, Topology
 from . import ctl, top
 from .client import DEFAULT_CONTROLLER, connection_options, output_options
 from .output import human_bytes, rate, table
+from .prometheus import DEFAULT_INTERVAL as DEFAULT_PROMETHEUS_INTERVAL
 
 __all__ = ["build_parser", "main"]
 
@@ -204,7 +205,8 @@ def _rack_up(args: argparse.Namespace) -> int:
         args.manifest, in_process=args.in_process, base_port=args.base_port, host=args.host,
         state_dir=args.state_dir, detach=args.detach, mqtt=not args.no_mqtt,
         controller_listen=None if args.no_controller else args.controller_listen,
-        output=args.output,
+        output=args.output, prometheus=args.prometheus,
+        prometheus_interval=args.prometheus_interval,
     )  # fmt: skip
 
 
@@ -322,6 +324,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--detach", action="store_true", help="leave the rack running in the background"
     )
     up.add_argument("--no-mqtt", action="store_true", help="start no broker, publish no events")
+    up.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also start Prometheus (when installed) on a free 127.0.0.1 port, scraping the "
+        "rack with the recording rules and alerts of deploy/prometheus; data in the state dir",
+    )
+    up.add_argument(
+        "--prometheus-interval",
+        type=float,
+        default=DEFAULT_PROMETHEUS_INTERVAL,
+        metavar="SECONDS",
+        help="with --prometheus: seconds between scrapes and between rule evaluations "
+        f"(default {DEFAULT_PROMETHEUS_INTERVAL:g})",
+    )
     up.set_defaults(run=_rack_up)
     down.set_defaults(run=_rack_down)
     status.set_defaults(run=_rack_status)

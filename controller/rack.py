@@ -7,16 +7,19 @@ its own process in both modes: the controller never shares a process with agents
 never import each other) pointed at the agents, with its desired state in the state directory
 (`controller.sqlite`, so partitions survive a `rack down` / `rack up`), and waits until it
 answers GetDomain with every tray reachable. It prints where everything listens and writes a
-Prometheus file_sd targets file. In the foreground it stops everything on Ctrl-C (or when a
-process it started exits); with `--detach` it leaves the rack running and `rack down` stops it
-later. `status` reads the state directory and checks that each process runs and answers.
+Prometheus file_sd targets file. With `--prometheus` it also starts a Prometheus (when one is
+installed) on a free loopback port, scraping that targets file with the rules of
+`deploy/prometheus` (`prometheus.py`). In the foreground it stops everything on Ctrl-C (or when
+an agent or the controller exits); with `--detach` it leaves the rack running and `rack down`
+stops it later. `status` reads the state directory and checks that each process runs and answers.
 `restart` starts one tray's agent or the controller again (after a crash, a `kill -9`), as a
 process of its own recorded with the rack's, and waits until it is ready.
 
 The state directory (`.fusionrack/<rack>` by default) holds `pids.json` (process ids),
-`rack.json` (how the rack was started: addresses of the controller and the broker),
-`trays.json` (each tray's process, with one process per tray), `targets.json`, the logs and the
-broker config.
+`rack.json` (how the rack was started: addresses of the controller, the broker and Prometheus),
+`trays.json` (each tray's process, with one process per tray), `targets.json`, the logs, the
+broker config, and with `--prometheus` its config (`prometheus.yml`) and TSDB (`prometheus/`,
+kept across `rack down` / `rack up` like the controller's state).
 """
 
 from __future__ import annotations
@@ -50,6 +53,15 @@ from fusionrack.v1 import controller_pb2, controller_pb2_grpc, tray_pb2, tray_pb
 
 from .client import DEFAULT_CONTROLLER
 from .output import Palette, Progress, Word, colour_enabled, print_json, table
+from .prometheus import (
+    DEFAULT_INTERVAL,
+    config_dir,
+    find_prometheus,
+    prometheus_answers,
+    render_config,
+    start_prometheus,
+    wait_prometheus,
+)
 
 __all__ = [
     "RackPlan",
@@ -63,6 +75,9 @@ __all__ = [
 ]
 
 MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto")
+# Prometheus always listens on loopback, whatever --host says: its HTTP API has no
+# authentication, and it reaches the agents wherever they listen.
+PROMETHEUS_HOST = "127.0.0.1"
 
 
 @dataclass
@@ -127,12 +142,13 @@ def _check_ports_free(plan: RackPlan, controller: str | None) -> None:
                 ) from None
 
 
-def _broker_port(plan: RackPlan, controller: str | None) -> int:
-    """A free port (the system's pick) that is none of the rack's own."""
+def _spare_port(plan: RackPlan, controller: str | None, host: str | None = None) -> int:
+    """A free port on `host` (default the rack's; the system's pick) that is none of the
+    rack's own, for the broker and Prometheus."""
     planned = {int(a.rsplit(":", 1)[1]) for a, _ in _planned_addresses(plan, controller)}
     while True:
         with socket.socket() as s:
-            s.bind((plan.host, 0))
+            s.bind((host or plan.host, 0))
             port = s.getsockname()[1]
         if port not in planned:
             return port
@@ -146,7 +162,7 @@ def start_mosquitto(
         print("mosquitto is not installed: events go nowhere (apt-get install mosquitto)",
               file=sys.stderr)  # fmt: skip
         return None, None
-    port = _broker_port(plan, controller)
+    port = _spare_port(plan, controller)
     conf = plan.state_dir / "mosquitto.conf"
     # `listener PORT ADDRESS`: a bare `listener PORT` would bind every interface.
     # set_tcp_nodelay: without it Nagle holds back PUBACKs and QoS 1 publishing crawls.
@@ -168,6 +184,26 @@ def start_mosquitto(
     print(f"mosquitto did not start (see {plan.state_dir / 'mosquitto.log'}): no events",
           file=sys.stderr)  # fmt: skip
     return None, None
+
+
+def launch_prometheus(
+    plan: RackPlan, controller: str | None, config: str
+) -> tuple[subprocess.Popen[bytes] | None, str | None]:
+    """Start Prometheus with `config` (rendered prometheus.yml) on a free loopback port, its
+    TSDB in the state directory: (process, URL), or (None, None) saying why when there is no
+    `prometheus` to run. `wait_prometheus` tells when it is ready."""
+    binary = find_prometheus()
+    if binary is None:
+        print("prometheus is not installed: no Prometheus (apt-get install prometheus)",
+              file=sys.stderr)  # fmt: skip
+        return None, None
+    path = plan.state_dir / "prometheus.yml"
+    path.write_text(config)  # beside targets.json, which it names by a relative path
+    port = _spare_port(plan, controller, PROMETHEUS_HOST)
+    process = start_prometheus(binary, path, plan.state_dir / "prometheus",
+                               f"{PROMETHEUS_HOST}:{port}",
+                               plan.state_dir / "prometheus.log")  # fmt: skip
+    return process, f"http://{PROMETHEUS_HOST}:{port}"
 
 
 def _answers_tcp(host: str, port: int) -> bool:
@@ -342,8 +378,12 @@ def rack_up(
     controller_listen: str | None = DEFAULT_CONTROLLER,
     output: str = "table",
     timeout: float = 30.0,
+    prometheus: bool = False,
+    prometheus_interval: float = DEFAULT_INTERVAL,
 ) -> int:
-    """Bring a rack up (`controller_listen` None: without a controller); see the module doc."""
+    """Bring a rack up (`controller_listen` None: without a controller; `prometheus`: with a
+    Prometheus scraping and evaluating rules every `prometheus_interval` s); see the module
+    doc."""
     topology = Topology(load_manifest(manifest))
     state_dir = state_dir or Path(".fusionrack") / topology.name
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -351,7 +391,19 @@ def rack_up(
     if (state_dir / "pids.json").exists():
         raise Unavailable(f"a rack is already up from {state_dir} (fusionctl rack down)")
     _check_ports_free(plan, controller_listen)
+    # Rendered first: a bad interval is refused before anything starts.
+    prometheus_config = render_config(prometheus_interval) if prometheus else None
+    # Written before Prometheus starts, so that it discovers every target at once (the agents'
+    # addresses are planned: a scrape before they listen only counts as down).
+    targets = write_targets(plan, controller_listen)
     broker, mqtt_url = start_mosquitto(plan, controller_listen) if mqtt else (None, None)
+    # Started before the agents: its start-up (~1 s) overlaps theirs.
+    monitor, prometheus_url = (
+        launch_prometheus(plan, controller_listen, prometheus_config)
+        if prometheus_config is not None
+        else (None, None)
+    )
+    services = {name: p for name, p in (("mosquitto", broker), ("prometheus", monitor)) if p}
     # One process per tray: fusion-agent forks them from one start-up (a Python start-up per
     # tray would cost 27 x ~0.3 s of imports on two cores); --in-process serves all in one.
     command = [*_agent_command(), *_agent_options(plan, mqtt_url), "--all"]
@@ -361,27 +413,33 @@ def rack_up(
     started = time.monotonic()
     try:
         asyncio.run(_bring_up(plan, command, controller_listen, mqtt_url, processes, timeout))
+        # Ready by now, mostly: it started with the agents.
+        if monitor and prometheus_url and not wait_prometheus(prometheus_url, monitor):
+            print(f"prometheus did not start (see {state_dir / 'prometheus.log'}): "
+                  "no Prometheus", file=sys.stderr)  # fmt: skip
+            _stop({}, {"prometheus": monitor})
+            del services["prometheus"]
+            prometheus_url = None
     except BaseException:
-        _stop(processes, broker)
+        _stop(processes, services)
         raise
     elapsed = time.monotonic() - started
     pids = {name: p.pid for name, p in processes.items()}
-    if broker:
-        pids["mosquitto"] = broker.pid
+    pids.update({name: p.pid for name, p in services.items()})
     (state_dir / "pids.json").write_text(json.dumps(pids) + "\n")
     record = {
         "rack": topology.name, "manifest": manifest, "host": host, "base_port": base_port,
         "in_process": in_process, "controller": controller_listen, "mqtt": mqtt_url,
-        "started": time.time(),
+        "prometheus": prometheus_url, "started": time.time(),
     }  # fmt: skip
     (state_dir / "rack.json").write_text(json.dumps(record, indent=2) + "\n")
-    targets = write_targets(plan, controller_listen)
     # With -o json, stdout carries only the document; what people read goes to stderr.
     notes = sys.stderr if output == "json" else sys.stdout
     if output == "json":
         print_json(asyncio.run(status_document(topology, state_dir)))
     else:
-        _print_table(plan, elapsed, in_process, mqtt_url, targets, controller_listen)
+        _print_table(plan, elapsed, in_process, mqtt_url, targets, controller_listen,
+                     prometheus_url, prometheus_interval)  # fmt: skip
     if detach:
         custom = state_dir != Path(".fusionrack") / topology.name
         print("running in the background; stop it with: fusionctl rack down"
@@ -403,10 +461,10 @@ def rack_up(
                   f"{state_dir / (exited + '.log')}): stopping the rack", file=notes)  # fmt: skip
             break
         time.sleep(0.2)
-    _stop(processes, broker)
+    _stop(processes, services)
     restarted = _read_json(state_dir / "pids.json") or {}  # by `rack restart`, meanwhile
     _terminate({name: pid for name, pid in restarted.items()
-                if name not in processes and name != "mosquitto"})  # fmt: skip
+                if name not in processes and name not in services})  # fmt: skip
     (state_dir / "pids.json").unlink(missing_ok=True)
     (state_dir / "rack.json").unlink(missing_ok=True)
     print("rack stopped", file=notes)
@@ -420,6 +478,8 @@ def _print_table(
     mqtt_url: str | None,
     targets: Path,
     controller: str | None,
+    prometheus_url: str | None,
+    prometheus_interval: float,
 ) -> None:
     top = plan.topology
     mode = "in one process" if in_process else f"{len(top.trays)} processes"
@@ -430,16 +490,23 @@ def _print_table(
     if controller:
         rows.append(("controller", "controller", "-", controller,
                      f"http://{controller_metrics_address(controller)}/metrics"))  # fmt: skip
+    if prometheus_url:
+        rows.append(("prometheus", "prometheus", "-", "-", prometheus_url))
     print(table(rows, ("TRAY", "KIND", "SLOT", "GRPC", "METRICS")))
     print(f"events: {mqtt_url or 'off'}; Prometheus file_sd targets: {targets}")
+    if prometheus_url:
+        print(f"prometheus: {prometheus_url} (scrapes and evaluates rules every "
+              f"{prometheus_interval:g} s; rules from {config_dir() / 'rules'}; "
+              f"alerts at {prometheus_url}/alerts)")  # fmt: skip
     if controller and controller != DEFAULT_CONTROLLER:
         print(f"fusionctl talks to this controller with --controller {controller} "
               f"(or FUSIONRACK_CONTROLLER={controller})")  # fmt: skip
 
 
 def _stop(
-    processes: dict[str, subprocess.Popen[bytes]], broker: subprocess.Popen[bytes] | None
+    processes: dict[str, subprocess.Popen[bytes]], services: dict[str, subprocess.Popen[bytes]]
 ) -> None:
+    """Stop the agents and the controller, then the services they use (broker, Prometheus)."""
     # The controller first, so it does not log every agent going away.
     ordered = sorted(processes.items(), key=lambda item: item[0] != "controller")
     for _, p in ordered:
@@ -454,10 +521,14 @@ def _stop(
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-    if broker is not None:
-        broker.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            broker.wait(timeout=5)
+    for service in services.values():
+        service.terminate()
+    for service in services.values():
+        try:
+            service.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait()
 
 
 def _running(pid: int | None) -> bool:
@@ -484,9 +555,9 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
 
     `{"rack", "state_dir", "up", "healthy", "controller": {"address", "pid", "running",
     "answers", "control_plane_state", "reachable_trays", "trays"} | null, "broker": {"url",
-    "pid", "running", "answers"} | null, "trays": [{"name", "kind", "slot", "address",
-    "metrics_address", "pid", "running", "answers", "active_links", "links"}]}`; `healthy`:
-    every process started runs and answers.
+    "pid", "running", "answers"} | null, "prometheus": {"url", "pid", "running", "answers"} |
+    null, "trays": [{"name", "kind", "slot", "address", "metrics_address", "pid", "running",
+    "answers", "active_links", "links"}]}`; `healthy`: every process started runs and answers.
     """
     pids = _read_json(state_dir / "pids.json") or {}
     record = _read_json(state_dir / "rack.json") or {}
@@ -494,7 +565,7 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
     up = bool(pids)
     document: dict[str, Any] = {
         "rack": topology.name, "state_dir": str(state_dir), "up": up, "healthy": False,
-        "controller": None, "broker": None, "trays": [],
+        "controller": None, "broker": None, "prometheus": None, "trays": [],
     }  # fmt: skip
     if not up:
         return document
@@ -534,6 +605,12 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
         document["broker"] = {"url": record["mqtt"], "pid": pid, "running": _running(pid),
                               "answers": _answers_tcp(host, int(port))}  # fmt: skip
         parts.append(document["broker"])
+    if record.get("prometheus"):
+        pid = pids.get("prometheus")
+        answers = await asyncio.to_thread(prometheus_answers, record["prometheus"])
+        document["prometheus"] = {"url": record["prometheus"], "pid": pid,
+                                  "running": _running(pid), "answers": answers}  # fmt: skip
+        parts.append(document["prometheus"])
     document["healthy"] = all(p["running"] and p["answers"] for p in parts)
     return document
 
@@ -545,7 +622,7 @@ def _status_table(document: dict[str, Any]) -> str:
         return Word("running" if part["running"] else "stopped")
 
     rows = []
-    controller, broker = document["controller"], document["broker"]
+    controller, broker, monitor = document["controller"], document["broker"], document["prometheus"]
     if controller:
         state = (
             f"{controller['control_plane_state']}, {controller['reachable_trays']}/"
@@ -556,6 +633,9 @@ def _status_table(document: dict[str, Any]) -> str:
     if broker:
         rows.append(("mosquitto", "broker", broker["pid"], process(broker), broker["url"],
                      Word("answers" if broker["answers"] else "silent")))  # fmt: skip
+    if monitor:
+        rows.append(("prometheus", "prometheus", monitor["pid"], process(monitor), monitor["url"],
+                     Word("answers" if monitor["answers"] else "silent")))  # fmt: skip
     for t in document["trays"]:
         state = f"{t['active_links']}/{t['links']} links active" if t["answers"] else "silent"
         rows.append((t["name"], t["kind"], t["pid"], process(t), t["address"],

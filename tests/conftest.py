@@ -1,4 +1,5 @@
-"""Shared fixtures: topologies of the shipped presets, built once per session."""
+"""Shared fixtures: topologies of the shipped presets (built once per session), a real
+mosquitto, a real Prometheus."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from mqtt_broker import Mosquitto, MosquittoMissing
+from prometheus_server import Prometheus, PrometheusMissing
 
 from fusionrack.emulator.manifest import load_manifest
 from fusionrack.emulator.topology import Topology
@@ -41,3 +43,20 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.close()
+
+
+@pytest.fixture
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    """A real Prometheus on a free 127.0.0.1 port, with fusionrack's scrape config, recording
+    rules and alerts, scraping and evaluating every second; no targets until the test calls
+    `set_targets(...)`. Fails, never skips, when prometheus is missing: `make test` installs
+    it."""
+    try:
+        server = Prometheus(tmp_path_factory.mktemp("prometheus"), interval=1.0)
+    except PrometheusMissing as exc:
+        raise pytest.fail.Exception(str(exc), pytrace=False) from None
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

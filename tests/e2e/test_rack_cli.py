@@ -1,8 +1,10 @@
-"""`fusionctl rack up` / `rack down` as a user runs them: real processes, real broker."""
+"""`fusionctl rack up` / `rack down` as a user runs them: real processes, real broker, real
+Prometheus."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_server import PrometheusAPI
 
 from fusionrack.emulator import fabric_address
 from fusionrack.rpc import free_port_range
@@ -109,3 +112,91 @@ def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: 
     assert gone.returncode == 3 and "fusionctl rack up" in gone.stderr
     stopped = fusionctl("rack", "status", "--manifest", "mini", "--state-dir", str(state))
     assert stopped.returncode == 1 and "no rack is up" in stopped.stdout
+
+
+def test_rack_up_prometheus_scrapes_the_rack_evaluates_the_rules_and_stops_with_it(
+    tmp_path: Path,
+) -> None:
+    base = free_port_range(10)
+    controller = f"127.0.0.1:{base + 8}"
+    state = tmp_path / "state"
+    up = ["rack", "up", "--manifest", "mini", "--detach", "--base-port", str(base),
+          "--controller-listen", controller, "--state-dir", str(state),
+          "--prometheus", "--prometheus-interval", "1"]  # fmt: skip
+    result = fusionctl(*up)
+    try:
+        assert result.returncode == 0, result.stderr + result.stdout
+        url = json.loads((state / "rack.json").read_text())["prometheus"]
+        assert url.startswith("http://127.0.0.1:")  # loopback only, whatever the port
+        assert f"prometheus  prometheus  -     -                {url}" in result.stdout
+        assert f"prometheus: {url} (scrapes and evaluates rules every 1 s" in result.stdout
+        prometheus = PrometheusAPI(url)
+        # Every target of the file_sd targets file, scraped and up (Prometheus hands what it
+        # discovers to its scrapers every 5 s at most: most of this test's waiting).
+        targets = prometheus.wait_for(
+            lambda p: (found := p.targets()) and all(t["health"] == "up" for t in found) and found,
+            "targets all up",
+        )
+        assert sorted((t["labels"]["kind"], t["labels"].get("tray", "-")) for t in targets) == [
+            ("compute", "compute-01"), ("compute", "compute-02"), ("controller", "-"),
+            ("switch", "switch-1"), ("switch", "switch-2"),
+        ]  # fmt: skip
+        # The shipped rules are loaded and evaluate without error.
+        rules = prometheus.rules()
+        assert {r["group"] for r in rules} == {
+            "fusionrack.nvlink",
+            "fusionrack.errors",
+            "fusionrack.alerts",
+        }
+        names = {r["name"] for r in rules}
+        assert {"fusionrack:link_utilization:ratio", "FusionrackLinkDown"} <= names
+        # Traffic: a 4 MiB store from compute-01/gpu0 into compute-02/gpu1 crosses two links.
+        with grpc.insecure_channel(f"127.0.0.1:{base}") as channel:
+            memory_pb2_grpc.MemoryStub(channel).Store(
+                memory_pb2.StoreRequest(
+                    initiator=0, address=fabric_address(3, 0), data=bytes(4 << 20)
+                ),
+                timeout=10,
+            )
+        # Both ends of the initiator's link and of the target's (trays are scraped at
+        # different moments: wait for all four).
+        busy = prometheus.wait_for(
+            lambda p: len(found := p.query("fusionrack:link_utilization:ratio > 0")) == 4 and found,
+            "utilization > 0 at four link ends",
+        )
+        assert {s["metric"]["link"].split("/nvlink")[0] for s in busy} == {
+            "compute-01/gpu0",
+            "compute-02/gpu1",
+        }
+        assert len(prometheus.query("fusionrack:link_utilization:ratio")) == 32  # 16 links x 2
+        (rack,) = prometheus.query("fusionrack:rack_nvlink_bytes:rate1m")
+        assert rack["metric"] == {"__name__": "fusionrack:rack_nvlink_bytes:rate1m", "rack": "mini"}
+        assert float(rack["value"][1]) > 0
+        status = fusionctl("rack", "status", "--state-dir", str(state), "-o", "json")
+        assert status.returncode == 0, status.stdout
+        assert json.loads(status.stdout)["prometheus"]["answers"] is True
+    finally:
+        down = fusionctl("rack", "down", "--state-dir", str(state))
+    assert down.returncode == 0 and "prometheus" in down.stdout, down.stderr
+    assert not PrometheusAPI(url).ready()  # stopped, not just forgotten
+    assert (state / "prometheus").is_dir()  # its TSDB stays, like the controller's state
+
+
+def test_rack_up_prometheus_says_so_when_it_is_not_installed_and_goes_on(tmp_path: Path) -> None:
+    base = free_port_range(8)
+    state = tmp_path / "state"
+    no_prometheus = {**os.environ, "PATH": str(tmp_path)}  # nothing on PATH
+    result = subprocess.run(
+        [FUSIONCTL, "rack", "up", "--manifest", "mini", "--detach", "--in-process",
+         "--no-controller", "--no-mqtt", "--prometheus", "--base-port", str(base),
+         "--state-dir", str(state)],
+        capture_output=True, text=True, timeout=60, check=False, env=no_prometheus,
+    )  # fmt: skip
+    try:
+        assert result.returncode == 0, result.stderr + result.stdout
+        assert "prometheus is not installed" in result.stderr
+        assert "rack mini up in" in result.stdout and "prometheus:" not in result.stdout
+        assert json.loads((state / "rack.json").read_text())["prometheus"] is None
+    finally:
+        down = fusionctl("rack", "down", "--state-dir", str(state))
+    assert down.returncode == 0 and "prometheus" not in down.stdout, down.stdout

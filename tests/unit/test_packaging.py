@@ -1,4 +1,5 @@
-"""A plain (non-editable) install carries one `fusionrack` namespace with everything in it."""
+"""A plain (non-editable) install carries one `fusionrack` namespace with everything in it,
+rack presets and Prometheus rules included."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def test_the_wheel_installs_one_namespace_with_stubs_and_presets(tmp_path: Path)
         "fusionrack/agent/__init__.py",
         "fusionrack/controller/cli.py",
         "fusionrack/racks/gb200-nvl72.yaml",
+        "fusionrack/prometheus/prometheus.yml",
+        "fusionrack/prometheus/rules/recording.yml",
+        "fusionrack/prometheus/rules/alerts.yml",
         "fusionrack/v1/common.proto",
         "fusionrack/v1/common_pb2.py",
         "fusionrack/v1/common_pb2.pyi",
@@ -38,14 +42,17 @@ def test_the_wheel_installs_one_namespace_with_stubs_and_presets(tmp_path: Path)
     probe = (
         "import fusionrack.emulator, fusionrack.agent, fusionrack.controller.cli, fusionrack.v1\n"
         "from fusionrack.emulator.manifest import load_manifest\n"
+        "from fusionrack.controller.prometheus import render_config\n"
         "print(fusionrack.emulator.__file__)\n"
         "print(load_manifest('gb200-nvl72').name)\n"
+        "print(render_config(5).count('/fusionrack/prometheus/rules/*.yml'))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False,
         cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    location, rack = result.stdout.split()
+    location, rack, rules = result.stdout.split()
     assert location.startswith(str(tmp_path / "site"))
     assert rack == "gb200-nvl72"
+    assert rules == "1"  # `rack up --prometheus` finds the rules inside the install
