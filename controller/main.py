@@ -48,6 +48,7 @@ class RunningController:
     server: Server
     metrics: MetricsServer | None = None
     publisher: ControllerPublisher | None = None
+    stopped: bool = False
 
     @property
     def metrics_address(self) -> str:
@@ -58,6 +59,10 @@ class RunningController:
         return f"[{host}]:{self.metrics.port}" if ":" in host else f"{host}:{self.metrics.port}"
 
     async def stop(self, grace: float = 1.0) -> None:
+        """Stop serving, then watching, mirroring and exporting; a second call does nothing."""
+        if self.stopped:
+            return
+        self.stopped = True
         await self.server.stop(grace)
         await self.controller.stop()
         if self.publisher is not None:

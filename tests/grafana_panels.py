@@ -39,9 +39,9 @@ RECORDING_RULES = {
     "fusionrack:link_errors:rate5m",
     "fusionrack:partition_violations:rate5m",
 }
-# The controller's traffic model metrics (issue 5), documented in docs/metrics.md by the change
-# that adds them; listed here until then. `_info` carries each session's `algorithm` (ring,
-# in_network, direct, multicast): an all-reduce is pattern="all_reduce" either way.
+# The controller's traffic model metrics (docs/metrics.md). `_info` carries each session's
+# `algorithm` (ring, in_network, direct, multicast): an all-reduce is pattern="all_reduce" either
+# way.
 TRAFFIC_METRICS = {
     "fusionrack_controller_traffic_sessions",
     "fusionrack_controller_traffic_load_ratio",

@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
 from fusionrack.controller.prometheus import render_config
 
 __all__ = ["Prometheus", "PrometheusAPI", "PrometheusMissing", "find_binary"]
@@ -135,8 +137,10 @@ class Prometheus(PrometheusAPI):
     """One Prometheus process with its config, targets file, TSDB and log in `workdir`.
     Use `start()` and `close()` (or the `prometheus` fixture of tests/conftest.py)."""
 
-    def __init__(self, workdir: Path, interval: float = 1.0) -> None:
+    def __init__(self, workdir: Path, interval: float = 1.0, rules: Path | None = None) -> None:
+        """`rules`: a directory of rule files to evaluate instead of the shipped ones."""
         self.binary = find_binary()
+        self.rules = rules
         super().__init__("")
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -172,7 +176,12 @@ class Prometheus(PrometheusAPI):
             raise RuntimeError(f"prometheus already running on port {self.port}")
         if not self.targets_file.exists():
             self.set_targets([])
-        self.config.write_text(render_config(self.interval))
+        config = render_config(self.interval)
+        if self.rules is not None:
+            document = yaml.safe_load(config)
+            document["rule_files"] = [str(self.rules / "*.yml")]
+            config = yaml.safe_dump(document, sort_keys=False)
+        self.config.write_text(config)
         for attempt in range(3):
             with self.log_path.open("ab") as log:
                 self._proc = subprocess.Popen(

@@ -208,7 +208,7 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
 
 def test_every_metric_a_panel_reads_exists() -> None:
     """A typo in a metric name shows as an empty panel, never as an error: catch it here."""
-    known = documented_metrics() | RECORDING_RULES | TRAFFIC_METRICS | PROMETHEUS_SERIES
+    known = documented_metrics() | RECORDING_RULES | PROMETHEUS_SERIES
     assert "fusionrack_link_state" in known and "DCGM_FI_PROF_NVLINK_TX_BYTES" in known
     unknown = [
         f"{q.where}: {sorted(metric_names(q.expr) - known)}\n    {q.expr}"
