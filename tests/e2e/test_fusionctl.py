@@ -12,48 +12,14 @@ import asyncio
 import base64
 import json
 import signal
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from fusionrack.agent.rack import LocalRack
-from fusionrack.controller.main import RunningController, serve_controller
 from fusionrack.emulator.topology import Topology
 from fusionrack.rpc import free_port_range
 
 from .runner import Fusionctl
-
-
-@pytest.fixture
-async def rack(mini: Topology) -> AsyncIterator[LocalRack]:
-    running = await LocalRack.start(mini, training_time=0.01)
-    try:
-        await running.wait_ready()
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest.fixture
-async def controller(rack: LocalRack, tmp_path: Path) -> AsyncIterator[RunningController]:
-    addresses = {name: rack.address(name) for name in rack.trays}
-    running = await serve_controller(
-        rack.topology, tmp_path / "state.sqlite", addresses, listen="127.0.0.1:0", heartbeat=0.2
-    )
-    try:
-        deadline = asyncio.get_running_loop().time() + 5
-        while not all(v.reachable for v in running.controller.agents.values()):
-            assert asyncio.get_running_loop().time() < deadline, "agents not reachable"
-            await asyncio.sleep(0.01)
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest.fixture
-def ctl(controller: RunningController) -> Fusionctl:
-    return Fusionctl(controller.server.address)
 
 
 async def test_inventory_in_tables_and_json_and_the_exit_codes(

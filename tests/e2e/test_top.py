@@ -14,49 +14,19 @@ import os
 import signal
 import sys
 import termios
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from fusionrack.agent.rack import LocalRack
-from fusionrack.controller.main import RunningController, serve_controller
+from fusionrack.controller.main import RunningController
 from fusionrack.emulator import fabric_address
-from fusionrack.emulator.topology import Topology
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2_grpc, memory_pb2, memory_pb2_grpc
 
 from .runner import FUSIONCTL, Fusionctl, Result
 
 GPU0 = "compute-01/gpu0"
-
-
-@pytest.fixture
-async def rack(mini: Topology) -> AsyncIterator[LocalRack]:
-    running = await LocalRack.start(mini, training_time=0.01)
-    try:
-        await running.wait_ready()
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest.fixture
-async def controller(rack: LocalRack, tmp_path: Path) -> AsyncIterator[RunningController]:
-    addresses = {name: rack.address(name) for name in rack.trays}
-    running = await serve_controller(
-        rack.topology, tmp_path / "state.sqlite", addresses, listen="127.0.0.1:0", heartbeat=0.2
-    )
-    try:
-        await until(lambda: all(v.reachable for v in running.controller.agents.values()))
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest.fixture
-def ctl(controller: RunningController) -> Fusionctl:
-    return Fusionctl(controller.server.address)
 
 
 async def until(condition, timeout: float = 5.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
