@@ -9,7 +9,6 @@ the same manifest and base port finds the others without further configuration.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
@@ -22,7 +21,7 @@ from pathlib import Path
 from fusionrack import __version__
 from fusionrack.emulator import FusionError, Topology, TrayKind, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
-from fusionrack.rpc import TlsFiles, run_server_loop, settle
+from fusionrack.rpc import TlsFiles, run_server_loop, serve_until_signalled
 
 from .rack import LocalRack, RunningTray, serve_tray
 
@@ -126,16 +125,14 @@ async def run(args: argparse.Namespace, topology: Topology, tray: str | None) ->
                  f", metrics on http://{agent.metrics_address}/metrics"
                  if agent.metrics_address else "",
                  f", events to {args.mqtt}" if args.mqtt else "")  # fmt: skip
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    # Compute trays first, so their streams end before the switches go.
-    for running in sorted(trays, key=lambda t: t.agent.tray.kind != TrayKind.COMPUTE):
-        await running.stop(grace=1.0)
-        log.info("tray %s stopped", running.agent.name)
-    await settle()
+
+    async def shutdown() -> None:
+        # Compute trays first, so their streams end before the switches go.
+        for running in sorted(trays, key=lambda t: t.agent.tray.kind != TrayKind.COMPUTE):
+            await running.stop(grace=1.0)
+            log.info("tray %s stopped", running.agent.name)
+
+    await serve_until_signalled(shutdown, ", ".join(t.agent.name for t in trays))
     return 0
 
 

@@ -10,9 +10,7 @@ serves Prometheus /metrics; `--mqtt` mirrors its status, events and partition st
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ from fusionrack.emulator import FusionError, Topology, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
 from fusionrack.metrics import MetricsServer, split_listen, start_metrics_server
 from fusionrack.mqtt import parse_mqtt_url
-from fusionrack.rpc import Server, TlsFiles, run_server_loop, settle, start_server
+from fusionrack.rpc import Server, TlsFiles, run_server_loop, serve_until_signalled, start_server
 from fusionrack.v1 import controller_pb2, controller_pb2_grpc
 
 from .domain import Controller
@@ -221,14 +219,12 @@ async def run(args: argparse.Namespace, topology: Topology) -> int:
              running.server.address, state,
              f", metrics on http://{running.metrics_address}/metrics" if running.metrics else "",
              f", events to {args.mqtt}" if args.mqtt else "")  # fmt: skip
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await running.stop()
-    log.info("controller of rack %s stopped", topology.name)
-    await settle()
+
+    async def shutdown() -> None:
+        await running.stop()
+        log.info("controller of rack %s stopped", topology.name)
+
+    await serve_until_signalled(shutdown, f"the controller of rack {topology.name}")
     return 0
 
 

@@ -543,6 +543,14 @@ def _running(pid: int | None) -> bool:
     return True
 
 
+def _is_agent(pid: int) -> bool:
+    """Whether `pid` runs a fusion-agent (not another process that took a recorded pid)."""
+    try:
+        return b"fusion-agent" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -683,6 +691,10 @@ def rack_down(
         return 0
     pids: dict[str, int] = json.loads(pids_file.read_text())
     order = _terminate(pids)
+    # A tray process outlives its forking parent if its stop hangs past the parent's SIGKILL
+    # (agents exit by themselves 5 s after SIGTERM; this is for one that cannot).
+    trays = _read_json(state_dir / "trays.json") or {}
+    _terminate({name: pid for name, pid in trays.items() if _is_agent(pid)}, wait=1.0)
     pids_file.unlink()
     (state_dir / "rack.json").unlink(missing_ok=True)
     if output == "json":

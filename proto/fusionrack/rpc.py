@@ -8,6 +8,7 @@ import asyncio
 import functools
 import logging
 import os
+import signal
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ __all__ = [
     "grpc_errors",
     "open_channel",
     "run_server_loop",
+    "serve_until_signalled",
     "settle",
     "start_server",
     "status_of",
@@ -122,6 +124,55 @@ def run_server_loop(main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
+
+
+# A graceful stop takes well under a second; one that has not ended after this is stuck.
+SHUTDOWN_SECONDS = 5.0
+
+
+async def serve_until_signalled(
+    shutdown: Callable[[], Awaitable[None]], what: str, timeout: float = SHUTDOWN_SECONDS
+) -> None:
+    """Wait for SIGTERM or SIGINT, then run `shutdown()` and `settle()`, within `timeout` s.
+
+    A stop that hangs (seen, rarely, in a loaded rack's tray agents: the gRPC or MQTT shutdown
+    never completing) must not leave a process holding its ports: it is logged with the stack
+    of every task still waiting, and the process exits 1 at once.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    async def stop_all() -> None:
+        await shutdown()
+        await settle()
+
+    stopping = loop.create_task(stop_all(), name=f"stop {what}")
+    done, _ = await asyncio.wait({stopping}, timeout=timeout)
+    if done:
+        stopping.result()  # raises what the stop raised
+        return
+    waiting = [_awaiting(task) for task in asyncio.all_tasks() - {asyncio.current_task()}]
+    log.error("%s did not stop within %.0f s; exiting now. Tasks still waiting:\n%s",
+              what, timeout, "\n".join(waiting))  # fmt: skip
+    logging.shutdown()
+    os._exit(1)
+
+
+def _awaiting(task: asyncio.Task[Any]) -> str:
+    """A task and the chain of coroutines it waits in, innermost last (`Task.print_stack`
+    shows only the outermost frame of a suspended coroutine)."""
+    lines = [f"{task.get_name()}:"]
+    coro: Any = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            code = frame.f_code
+            lines.append(f"  {code.co_filename}:{frame.f_lineno} in {code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return "\n".join(lines)
 
 
 async def settle(timeout: float = 1.0) -> None:

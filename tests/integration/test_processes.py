@@ -226,3 +226,33 @@ async def test_stopping_with_streams_open_is_clean(agent_processes, tmp_path) ->
         controller.wait()
         if controller.stderr:
             controller.stderr.close()
+
+
+HUNG_STOP = """
+import asyncio, sys
+from fusionrack.rpc import run_server_loop, serve_until_signalled
+
+async def stuck_forever() -> None:
+    await asyncio.Event().wait()  # a stop that never ends
+
+async def main() -> int:
+    print("serving", flush=True)
+    await serve_until_signalled(stuck_forever, "the hung server", timeout=0.5)
+    return 0
+
+sys.exit(run_server_loop(main()))
+"""
+
+
+def test_a_stop_that_hangs_ends_the_process_and_says_where() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", HUNG_STOP], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stdout.readline() == b"serving\n"
+    process.send_signal(signal.SIGTERM)
+    began = time.monotonic()
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 1 and time.monotonic() - began < 5
+    text = stderr.decode()
+    assert "the hung server did not stop within 0 s; exiting now" in text, text
+    assert "stuck_forever" in text  # the stack of the task that hung
