@@ -1181,12 +1181,19 @@ def partition() -> Json:
             ),
             row("Multicast groups and violations"),
             stat(
-                "Multicast groups (domain)",
-                "Multicast groups in the domain, against the domain's limit (the metrics do "
-                "not count them per partition).",
+                "Multicast groups",
+                "Multicast groups of each selected partition, against its limit.",
                 [
-                    target(f"sum(fusionrack_controller_multicast_groups{{{RACK}}})", "groups"),
-                    target(f"sum(fusionrack_controller_multicast_groups_limit{{{RACK}}})", "limit"),
+                    target(
+                        "fusionrack_controller_partition_multicast_groups"
+                        f'{{{RACK}, partition=~"$partition"}}',
+                        "{{partition}} groups",
+                    ),
+                    target(
+                        "fusionrack_controller_partition_multicast_groups_limit"
+                        f'{{{RACK}, partition=~"$partition"}}',
+                        "{{partition}} limit",
+                    ),
                 ],
                 w=6,
                 text_mode="value_and_name",
