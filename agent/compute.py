@@ -48,6 +48,7 @@ from .dataplane import (
     plane_shares,
 )
 from .forward import ForwardPeer
+from .frames import GrpcFrames, TcpFrames
 from .tray import TrayAgent
 
 __all__ = ["ComputeAgent", "MemoryServicer"]
@@ -94,6 +95,7 @@ class ComputeAgent(TrayAgent):
             for name in switch_trays
         }
         self._connectors: list[asyncio.Task[None]] = []
+        self._unreachable: dict[str, str] = {}  # switch tray -> why, as last logged
         self.links.start_down(self.link_indices)  # until each switch tray is heard from
         self.per = topology.links_per_accelerator
         # The switch tray (position in `self.shared`) of each plane: a packed batch travels as
@@ -127,30 +129,21 @@ class ComputeAgent(TrayAgent):
         backoff = 0.02
         while True:
             channel = open_channel(self.switch_addresses[switch], self.tls)
-            call = switch_pb2_grpc.SwitchStub(channel).Forward()
-            peer = ForwardPeer(switch, call.write, self._on_request, self._on_link_state)
+            peer = ForwardPeer(switch, self._on_request, self._on_link_state)
             try:
-                await peer.send(switch_pb2.ForwardFrame(hello=self._hello()))
-                while (frame := await call.read()) is not grpc.aio.EOF:
-                    if frame.WhichOneof("frame") == "hello":
-                        self.peers[switch] = peer
-                        self._sent.pop(switch, None)
-                        self._send_link_state(switch)
-                        backoff = 0.02
-                        log.info("%s: connected to switch tray %s", self.name, switch)
-                        continue
-                    await peer.receive(frame)
-            except Unavailable:
+                await self._stream(switch, channel, peer)
+            except (Unavailable, ConnectionRefusedError):
                 pass  # the switch tray is not there (yet): retry after the backoff
             except grpc.aio.AioRpcError as error:
-                if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                    log.error(
-                        "%s: switch tray %s refused us: %s", self.name, switch, error.details()
-                    )
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    self._cannot_reach(switch, error.details())
+            except OSError as error:  # a TLS handshake that failed, ...
+                self._cannot_reach(switch, str(error))
             finally:
                 if self.peers.get(switch) is peer:
                     del self.peers[switch]
                     log.info("%s: lost switch tray %s", self.name, switch)
+                    backoff = 0.02  # it was up: try again at once
                 peer.close()
                 await peer.drain_tasks()
                 await channel.close()
@@ -159,6 +152,66 @@ class ComputeAgent(TrayAgent):
                 )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RECONNECT_MAX)
+
+    def _cannot_reach(self, switch: str, why: str) -> None:
+        """Log why a switch tray cannot be reached, once per reason (retries are frequent)."""
+        if self._unreachable.get(switch) != why:
+            self._unreachable[switch] = why
+            log.warning("%s: cannot reach switch tray %s: %s", self.name, switch, why)
+
+    async def _stream(self, switch: str, channel: grpc.aio.Channel, peer: ForwardPeer) -> None:
+        """One stream to `switch`, on the framed transport when it offers one, until it ends."""
+        stub = switch_pb2_grpc.SwitchStub(channel)
+        try:
+            endpoint = await stub.GetForwardEndpoint(
+                switch_pb2.GetForwardEndpointRequest(), timeout=self.forward_timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            endpoint = switch_pb2.GetForwardEndpointResponse()  # an agent with Forward only
+
+        def first(frame: switch_pb2.ForwardFrame) -> None:
+            """The switch tray's first frame: its hello, or why it turns us away."""
+            kind = frame.WhichOneof("frame")
+            if kind == "hello":
+                frames.on_frame = peer.receive
+                self.peers[switch] = peer
+                self._unreachable.pop(switch, None)
+                self._sent.pop(switch, None)
+                self._send_link_state(switch)
+                log.info("%s: connected to switch tray %s", self.name, switch)
+            else:
+                why = frame.refused.message if kind == "refused" else f"a {kind} before hello"
+                log.error("%s: switch tray %s refused us: %s", self.name, switch, why)
+                peer.close()
+
+        frames: TcpFrames | GrpcFrames
+        pump = None
+        if endpoint.address:
+            host, port = endpoint.address.rsplit(":", 1)
+            frames = TcpFrames(first, peer.close)
+            tls = self.tls.client_context() if self.tls and self.tls.enabled else None
+            await asyncio.get_running_loop().create_connection(
+                lambda: frames, host, int(port), ssl=tls, server_hostname=host if tls else None
+            )
+        else:
+            call = stub.Forward()
+            frames = GrpcFrames(call.write, first, peer.close)
+            pump = asyncio.ensure_future(frames.pump(call.read))  # closes the peer at the end
+        peer.attach(frames)
+        try:
+            peer.send(switch_pb2.ForwardFrame(hello=self._hello()))
+            await peer.closed.wait()
+        finally:
+            if pump is not None:
+                call.cancel()
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+        error = frames.error if isinstance(frames, GrpcFrames) else None
+        if error is not None and error.code() != grpc.StatusCode.CANCELLED:
+            raise error  # a refusal: logged by the caller
 
     def _hello(self) -> switch_pb2.ForwardHello:
         return switch_pb2.ForwardHello(

@@ -1,15 +1,13 @@
-"""One end of a `Switch.Forward` stream: requests multiplexed both ways on one bidi stream.
+"""One end of a Forward stream: requests multiplexed both ways on one stream of frames.
 
-Each compute tray keeps one stream open to every switch tray; both sides send requests and
-answer the other's requests on it, matched by `request_id` (each direction has its own ids).
-Frames are written by the coroutine that sends them, one write at a time (a FIFO lock: grpc
-streams take one write at a time, and ops sent in order go out in order); no writer task sits
-in between, since every hand-off between tasks costs a loop iteration on the data path.
+Each compute tray keeps one stream open to every switch tray (`agent.frames`: the framed
+transport, or a `Switch.Forward` gRPC call); both sides send requests and answer the other's
+requests on it, matched by `request_id` (each direction has its own ids).
 
-The reader of a stream hands each frame to `receive` before it asks gRPC for the next one:
-arming a read costs as much as our whole handling of an op, so an answer that is ready goes
-out first (written by the reader itself), and a request that needs more hops gets its task
-started (up to its first write) before the reader reads again.
+Everything here is synchronous but the wait for an answer: a frame is handled in the callback
+that read it, and an answer that is ready is written from there, so an op passing through an
+agent costs no task switch. A request whose answer needs more hops either answers through a
+callback (`call`, what a switch tray does for unicast ops) or runs as an owned task.
 """
 
 from __future__ import annotations
@@ -20,100 +18,117 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 
-import grpc
+from fusionrack.emulator import FusionError, Unavailable
+from fusionrack.v1 import memory_pb2, switch_pb2
 
-from fusionrack.emulator import Unavailable
-from fusionrack.v1 import switch_pb2
+from .frames import FrameStream
 
-__all__ = ["ForwardPeer"]
+__all__ = ["ForwardPeer", "error_response"]
 
 log = logging.getLogger(__name__)
 
+# What a request handler gives back: the answer now, an awaitable that answers later with
+# `peer.answer(...)` (run as an owned task), or None when it has arranged the answer itself.
 RequestHandler = Callable[
-    ["ForwardPeer", switch_pb2.ForwardRequest], switch_pb2.ForwardResponse | Awaitable[None]
+    ["ForwardPeer", switch_pb2.ForwardRequest],
+    switch_pb2.ForwardResponse | Awaitable[None] | None,
 ]
 LinkStateHandler = Callable[["ForwardPeer", switch_pb2.LinkStateUpdate], None]
-Writer = Callable[[switch_pb2.ForwardFrame], Awaitable[None]]
+# Gets the answer to a request, or the error that stands for it (no answer in time, stream gone).
+AnswerCallback = Callable[[switch_pb2.ForwardResponse | FusionError], None]
+
+
+def error_response(request_id: int, error: FusionError) -> switch_pb2.ForwardResponse:
+    """The answer to a request that failed as a whole with `error`."""
+    return switch_pb2.ForwardResponse(
+        request_id=request_id,
+        status=memory_pb2.OpStatus(code=int(error.code), message=error.message),
+    )
 
 
 class ForwardPeer:
-    """The local end of a Forward stream to the tray `name`, writing with `write`.
+    """The local end of a Forward stream to the tray `name`, over `stream` (set by `attach`
+    once the transport exists).
 
-    `on_request(peer, request)` is called for every request the other side sends, in order. It
-    returns the answer when it has it at once, or an awaitable that answers later with
-    `peer.answer(...)` (run as an owned task). `on_link_state` gets the other side's link-state
-    frames.
-    """
+    `on_request(peer, request)` is called for every request the other side sends, in order (see
+    RequestHandler). `on_link_state` gets the other side's link-state frames."""
 
     def __init__(
-        self,
-        name: str,
-        write: Writer,
-        on_request: RequestHandler,
-        on_link_state: LinkStateHandler,
+        self, name: str, on_request: RequestHandler, on_link_state: LinkStateHandler
     ) -> None:
         self.name = name
-        self._write = write
+        self.stream: FrameStream | None = None
         self._on_request = on_request
         self._on_link_state = on_link_state
-        self._lock = asyncio.Lock()
-        self._pending: dict[int, asyncio.Future[switch_pb2.ForwardResponse]] = {}
+        self._pending: dict[int, tuple[AnswerCallback, asyncio.TimerHandle]] = {}
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = asyncio.Event()
 
+    def attach(self, stream: FrameStream) -> None:
+        self.stream = stream
+
     # -- sending ---------------------------------------------------------------------------
 
-    async def send(self, frame: switch_pb2.ForwardFrame) -> None:
-        """Write one frame (in call order); UNAVAILABLE once the stream is gone."""
-        if self.closed.is_set():
+    def send(self, frame: switch_pb2.ForwardFrame) -> None:
+        """Write one frame (after every frame sent before it); Unavailable once closed."""
+        if self.closed.is_set() or self.stream is None:
             raise Unavailable(f"the stream to tray {self.name} is closed")
-        try:
-            async with self._lock:
-                await self._write(frame)
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError) as error:
-            self.close()
-            raise Unavailable(f"the stream to tray {self.name} broke: {error}") from None
+        self.stream.send(frame)
 
     def post(self, frame: switch_pb2.ForwardFrame) -> None:
-        """`send` from synchronous code, as an owned task (link-state updates, answers)."""
-        if not self.closed.is_set():
-            self.spawn(self._send_quietly(frame))
-
-    async def _send_quietly(self, frame: switch_pb2.ForwardFrame) -> None:
+        """`send`, dropping the frame if the stream is gone (link states, answers)."""
         with contextlib.suppress(Unavailable):
-            await self.send(frame)
+            self.send(frame)
 
-    async def request(
-        self,
-        request: switch_pb2.ForwardRequest,
-        timeout: float,  # per request; the error names the tray that was slow
-    ) -> switch_pb2.ForwardResponse:
-        """Send `request` (its id is assigned here) and wait for the answer."""
+    def answer(self, response: switch_pb2.ForwardResponse) -> None:
+        """Write the answer to a request (dropped if the stream is gone: nobody waits for it)."""
+        self.post(switch_pb2.ForwardFrame(response=response))
+
+    def call(
+        self, request: switch_pb2.ForwardRequest, timeout: float, on_answer: AnswerCallback
+    ) -> None:
+        """Send `request` (its id is assigned here); `on_answer` gets the answer, or Unavailable
+        if none comes within `timeout` seconds (the error names the tray that was slow) or the
+        stream ends first."""
+        if self.closed.is_set():
+            raise Unavailable(f"the stream to tray {self.name} is closed")
         request_id = next(self._ids)
         request.request_id = request_id
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[switch_pb2.ForwardResponse] = loop.create_future()
-        self._pending[request_id] = future
-        # A plain timer rather than wait_for: no extra waiter future and callbacks per request.
-        timer = loop.call_later(timeout, self._expire, future, timeout)
+        timer = asyncio.get_running_loop().call_later(timeout, self._expire, request_id, timeout)
+        self._pending[request_id] = (on_answer, timer)
         try:
-            await self.send(switch_pb2.ForwardFrame(request=request))
-            return await future
-        finally:
+            self.send(switch_pb2.ForwardFrame(request=request))
+        except Unavailable:
+            del self._pending[request_id]
             timer.cancel()
-            self._pending.pop(request_id, None)
+            raise
 
-    def _expire(self, future: asyncio.Future[switch_pb2.ForwardResponse], timeout: float) -> None:
-        if not future.done():
-            future.set_exception(
-                Unavailable(f"tray {self.name} did not answer within {timeout:g} s")
-            )
+    async def request(
+        self, request: switch_pb2.ForwardRequest, timeout: float
+    ) -> switch_pb2.ForwardResponse:
+        """`call`, awaited: the answer, or Unavailable."""
+        future: asyncio.Future[switch_pb2.ForwardResponse] = (
+            asyncio.get_running_loop().create_future()
+        )
 
-    async def answer(self, response: switch_pb2.ForwardResponse) -> None:
-        """Write the answer to a request (nothing happens if the stream is gone)."""
-        with contextlib.suppress(Unavailable):
-            await self.send(switch_pb2.ForwardFrame(response=response))
+        def settle(answer: switch_pb2.ForwardResponse | FusionError) -> None:
+            if future.done():
+                return
+            if isinstance(answer, FusionError):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
+
+        self.call(request, timeout, settle)
+        if self.stream is not None and self.stream.congested:
+            await self.stream.drain()
+        return await future
+
+    def _expire(self, request_id: int, timeout: float) -> None:
+        entry = self._pending.pop(request_id, None)
+        if entry is not None:
+            entry[0](Unavailable(f"tray {self.name} did not answer within {timeout:g} s"))
 
     def spawn(self, work: Awaitable[None]) -> None:
         """Run work concurrently; the task is owned and cancelled on close."""
@@ -129,20 +144,28 @@ class ForwardPeer:
 
     # -- receiving -------------------------------------------------------------------------
 
-    async def receive(self, frame: switch_pb2.ForwardFrame) -> None:
-        """Dispatch one frame read from the stream (see the module docstring)."""
+    def receive(self, frame: switch_pb2.ForwardFrame) -> None:
+        """Dispatch one frame read from the stream. A handler's bug is logged and answered
+        INTERNAL: it must not end the stream for every other op on it."""
         kind = frame.WhichOneof("frame")
         if kind == "response":
-            future = self._pending.get(frame.response.request_id)
-            if future is not None and not future.done():
-                future.set_result(frame.response)
+            entry = self._pending.pop(frame.response.request_id, None)
+            if entry is not None:
+                entry[1].cancel()
+                entry[0](frame.response)
         elif kind == "request":
-            result = self._on_request(self, frame.request)
+            try:
+                result = self._on_request(self, frame.request)
+            except Exception:
+                log.exception("request on the stream to %s failed", self.name)
+                result = switch_pb2.ForwardResponse(
+                    request_id=frame.request.request_id,
+                    status=memory_pb2.OpStatus(code=13, message="internal error"),
+                )
             if isinstance(result, switch_pb2.ForwardResponse):
-                await self.answer(result)
-            else:
+                self.answer(result)
+            elif result is not None:
                 self.spawn(result)
-                await asyncio.sleep(0)  # the task runs up to its first write
         elif kind == "link_state":
             self._on_link_state(self, frame.link_state)
 
@@ -151,13 +174,16 @@ class ForwardPeer:
         if self.closed.is_set():
             return
         self.closed.set()
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(Unavailable(f"the stream to tray {self.name} ended"))
+        if self.stream is not None:
+            self.stream.close()
+        pending, self._pending = self._pending, {}
+        for on_answer, timer in pending.values():
+            timer.cancel()
+            on_answer(Unavailable(f"the stream to tray {self.name} ended"))
         for task in list(self._tasks):
             task.cancel()
 
     async def drain_tasks(self) -> None:
         """Wait for cancelled handler tasks to finish (after `close`)."""
-        with contextlib.suppress(asyncio.CancelledError):
+        if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,9 +1,10 @@
 """`fusion-agent`: serve one tray of a rack, or every tray in one process (`--all`).
 
-Addresses: each tray listens on ``host:(base_port + 2 * (slot - 1))`` and serves /metrics on
-the next port, unless `--listen` / `--metrics` say otherwise; a compute tray finds the switch
-trays the same way, or from `--switch NAME=HOST:PORT`. So every agent of a rack started with
-the same manifest and base port finds the others without further configuration.
+Addresses: each tray listens on ``host:(base_port + 3 * (slot - 1))``, serves /metrics on the
+next port and, on a switch tray, the framed data plane on the one after, unless `--listen` /
+`--metrics` / `--forward` say otherwise; a compute tray finds the switch trays the same way, or
+from `--switch NAME=HOST:PORT`. So every agent of a rack started with the same manifest and
+base port finds the others without further configuration.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-metrics", action="store_true", help="serve no /metrics")
     parser.add_argument(
+        "--forward",
+        metavar="HOST:PORT",
+        help="framed data-plane address of this switch tray (--tray; compute trays ask for it)",
+    )
+    parser.add_argument(
         "--switch",
         action="append",
         default=[],
@@ -94,17 +100,22 @@ async def run(args: argparse.Namespace, topology: Topology, tray: str | None) ->
     if tray is None:
 
         def listen(name: str) -> str:
-            return scheme[name][0] if args.base_port else f"{args.host}:0"
+            return scheme[name].grpc if args.base_port else f"{args.host}:0"
 
         def metrics(name: str) -> str | None:
             if args.no_metrics:
                 return None
-            return scheme[name][1] if args.base_port else f"{args.host}:0"
+            return scheme[name].metrics if args.base_port else f"{args.host}:0"
 
-        rack = await LocalRack.start(topology, listen=listen, metrics=metrics, **options)
+        def forward(name: str) -> str | None:
+            return scheme[name].forward if args.base_port else None
+
+        rack = await LocalRack.start(
+            topology, listen=listen, metrics=metrics, forward=forward, **options
+        )
         trays = list(rack.trays.values())
     else:
-        switches = {name: grpc for name, (grpc, _) in scheme.items()
+        switches = {name: addresses.grpc for name, addresses in scheme.items()
                     if topology.tray(name).kind == TrayKind.SWITCH}  # fmt: skip
         for item in args.switch:
             name, _, address = item.partition("=")
@@ -112,16 +123,19 @@ async def run(args: argparse.Namespace, topology: Topology, tray: str | None) ->
             if not address:
                 raise SystemExit(f"fusion-agent: --switch {item!r}: give NAME=HOST:PORT")
             switches[name] = address
-        metrics_address = None if args.no_metrics else (args.metrics or scheme[tray][1])
+        metrics_address = None if args.no_metrics else (args.metrics or scheme[tray].metrics)
         running = await serve_tray(
-            topology, tray, listen=args.listen or scheme[tray][0],
-            switch_addresses=switches, metrics_listen=metrics_address, **options,
+            topology, tray, listen=args.listen or scheme[tray].grpc,
+            switch_addresses=switches, metrics_listen=metrics_address,
+            forward_listen=args.forward or scheme[tray].forward, **options,
         )  # fmt: skip
         trays = [running]
     for running in trays:
         agent = running.agent
-        log.info("tray %s (%s) serving gRPC on %s%s%s", agent.name, agent.tray.kind.name.lower(),
-                 agent.address,
+        framed = getattr(agent, "forward_address", "")
+        log.info("tray %s (%s) serving gRPC on %s%s%s%s", agent.name,
+                 agent.tray.kind.name.lower(), agent.address,
+                 f", data plane on {framed}" if framed else "",
                  f", metrics on http://{agent.metrics_address}/metrics"
                  if agent.metrics_address else "",
                  f", events to {args.mqtt}" if args.mqtt else "")  # fmt: skip

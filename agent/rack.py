@@ -64,11 +64,15 @@ async def serve_tray(
     training_time: float = 0.05,
     forward_timeout: float = 5.0,
     metrics_listen: str | None = None,
+    forward_listen: str | None = None,
+    framed: bool = True,
     dcgm_compat: bool = False,
     mqtt: str | None = None,
 ) -> RunningTray:
     """Build the agent of `tray` and serve it; compute trays need every switch tray's address.
-    `metrics_listen` ("host:port") serves /metrics; `mqtt` (a URL) publishes events."""
+    `metrics_listen` ("host:port") serves /metrics; `mqtt` (a URL) publishes events. A switch
+    tray serves the framed data plane on `forward_listen` (None: a free port on the gRPC host)
+    unless `framed` is false (then compute trays use its Forward RPC)."""
     kind = topology.tray(tray).kind
     agent: TrayAgent
     if kind == TrayKind.SWITCH:
@@ -103,8 +107,13 @@ async def serve_tray(
         metrics = await start_metrics_server(registry, host, int(port))
         agent.metrics_address = f"{host}:{metrics.port}"
     try:
+        if isinstance(agent, SwitchAgent) and framed:
+            host = listen.rsplit(":", 1)[0]
+            await agent.serve_framed(forward_listen or f"{host}:0", tls)
         server = await start_server(services, listen, tls)
     except BaseException:
+        if isinstance(agent, SwitchAgent):
+            await agent.stop()
         if metrics is not None:
             await metrics.close()
         raise
@@ -136,10 +145,12 @@ class LocalRack:
         *,
         listen: Callable[[str], str] = lambda tray: "127.0.0.1:0",
         metrics: Callable[[str], str | None] = lambda tray: None,
+        forward: Callable[[str], str | None] = lambda tray: None,
         **options: Any,
     ) -> LocalRack:
-        """Serve every tray: `listen(tray)` and `metrics(tray)` give the addresses ("host:0"
-        for a free port); `options` go to `serve_tray` (tls, mqtt, dcgm_compat, timings)."""
+        """Serve every tray: `listen(tray)`, `metrics(tray)` and `forward(tray)` give the
+        addresses ("host:0" for a free port); `options` go to `serve_tray` (tls, mqtt,
+        dcgm_compat, framed, timings)."""
         rack = cls(topology)
 
         async def serve_all(kind: TrayKind, **more: Any) -> None:
@@ -152,6 +163,7 @@ class LocalRack:
                         name,
                         listen=listen(name),
                         metrics_listen=metrics(name),
+                        forward_listen=forward(name),
                         **more,
                         **options,
                     )

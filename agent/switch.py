@@ -34,11 +34,12 @@ from fusionrack.emulator import (
     fabric_address,
     reduce_values,
 )
-from fusionrack.rpc import grpc_errors
+from fusionrack.rpc import TlsFiles, grpc_errors, status_of
 from fusionrack.v1 import memory_pb2, switch_pb2, switch_pb2_grpc
 
 from .dataplane import OK, op_kind, outcome, payload_bytes, plane_shares
-from .forward import ForwardPeer
+from .forward import ForwardPeer, error_response
+from .frames import FrameStream, GrpcFrames, TcpFrames
 from .tray import TrayAgent
 
 __all__ = ["SwitchAgent", "SwitchServicer"]
@@ -79,6 +80,8 @@ class SwitchAgent(TrayAgent):
         }
         self.links.start_down(self.link_indices)  # until each compute tray is heard from
         self.stopping = False
+        self._framed: asyncio.Server | None = None  # the framed transport's listener
+        self.forward_address = ""  # where it listens ("": Forward only)
         self._no_streams = asyncio.Event()  # set whenever the last stream has ended
 
     def config_generation(self) -> int:
@@ -87,6 +90,8 @@ class SwitchAgent(TrayAgent):
     async def stop(self) -> None:
         """End every Forward stream (their handlers return) before the server goes."""
         self.stopping = True  # compute trays reconnect at once: turn them away from now on
+        if self._framed is not None:
+            self._framed.close()
         for peer in list(self.peers.values()):
             peer.close()
         # Let every stream handler return (each removes its peer) before the server stops, so
@@ -96,37 +101,40 @@ class SwitchAgent(TrayAgent):
                 await asyncio.wait_for(self._no_streams.wait(), 2.0)
         await self.stop_ticker()
 
-    async def serve_stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:  # type: ignore[no-untyped-def]
-        """One compute tray's Forward stream, from its hello to its end."""
-        # context.read() rather than the iterator: one coroutine less per frame.
-        first = await context.read()
-        if self.stopping:  # checked after the wait: `stop` may have run meanwhile
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"switch tray {self.name} is stopping")
-        if first is grpc.aio.EOF or first.WhichOneof("frame") != "hello":
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION, "a Forward stream starts with a hello"
-            )
+    # -- streams ---------------------------------------------------------------------------
+
+    def _admit(self, first: switch_pb2.ForwardFrame) -> FusionError | None:
+        """Why a stream that starts with `first` is turned away (None: it is welcome)."""
+        if self.stopping:
+            return Unavailable(f"switch tray {self.name} is stopping")
+        if first.WhichOneof("frame") != "hello":
+            return FailedPrecondition("a Forward stream starts with a hello")
         hello = first.hello
         if hello.manifest_digest != self.topology.manifest.digest:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
+            return FailedPrecondition(
                 f"tray {hello.tray} runs another manifest than switch tray {self.name} "
-                f"(digest {hello.manifest_digest[:12]} vs {self.topology.manifest.digest[:12]})",
+                f"(digest {hello.manifest_digest[:12]} vs {self.topology.manifest.digest[:12]})"
             )
         if hello.tray not in self.shared:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"{hello.tray!r} is not a compute tray of rack {self.topology.name}",
+            return FailedPrecondition(
+                f"{hello.tray!r} is not a compute tray of rack {self.topology.name}"
             )
-        tray = hello.tray
-        peer = ForwardPeer(tray, context.write, self._on_request, self._on_link_state)
+        return None
+
+    def _attach(self, tray: str, stream: FrameStream) -> ForwardPeer:
+        """The peer of an admitted stream from compute tray `tray` (replacing an older one):
+        it gets the stream's frames from now on, and our hello and link states go out."""
+        peer = ForwardPeer(tray, self._on_request, self._on_link_state)
+        peer.attach(stream)
+        stream.on_frame = peer.receive
+        stream.on_close = lambda: self._detach(peer)
         old = self.peers.pop(tray, None)
         if old is not None:
             old.close()
         self.peers[tray] = peer
         self._no_streams.clear()
         self._sent.pop(tray, None)
-        await peer.send(
+        peer.send(
             switch_pb2.ForwardFrame(
                 hello=switch_pb2.ForwardHello(
                     tray=self.name,
@@ -136,51 +144,82 @@ class SwitchAgent(TrayAgent):
             )
         )
         self._send_link_state(tray)
-
-        async def read() -> None:
-            while (frame := await context.read()) is not grpc.aio.EOF:
-                await peer.receive(frame)
-
-        loop = asyncio.get_running_loop()
-        reader = loop.create_task(read(), name=f"{self.name}<-{tray}")
-        closed = loop.create_task(peer.closed.wait(), name=f"{self.name}-{tray}-closed")
         log.info("%s: compute tray %s connected", self.name, tray)
+        return peer
+
+    def _detach(self, peer: ForwardPeer) -> None:
+        """A stream ended: its links are down at our end until the tray is back."""
+        peer.close()
+        if self.peers.get(peer.name) is peer:
+            del self.peers[peer.name]
+            if not self.peers:
+                self._no_streams.set()
+            log.info("%s: compute tray %s gone", self.name, peer.name)
+            self.record(
+                self.links.set_far_end(dict.fromkeys(self.shared[peer.name], True), time.time())
+            )
+
+    async def serve_framed(self, listen: str, tls: TlsFiles | None = None) -> str:
+        """Serve the framed transport on `listen` ("host:port", port 0: a free one); returns
+        the address it listens on."""
+        host, port = listen.rsplit(":", 1)
+        context = tls.server_context() if tls and tls.enabled else None
+        self._framed = await asyncio.get_running_loop().create_server(
+            self._framed_connection, host, int(port), ssl=context, reuse_address=True
+        )
+        self.forward_address = f"{host}:{self._framed.sockets[0].getsockname()[1]}"
+        return self.forward_address
+
+    def _framed_connection(self) -> TcpFrames:
+        """A new framed connection: its first frame decides (`_admit`), then it is a peer."""
+
+        def first(frame: switch_pb2.ForwardFrame) -> None:
+            error = self._admit(frame)
+            if error is None:
+                self._attach(frame.hello.tray, frames)
+                return
+            refusal = memory_pb2.OpStatus(code=int(error.code), message=error.message)
+            with contextlib.suppress(Unavailable):
+                frames.send(switch_pb2.ForwardFrame(refused=refusal))
+            frames.close()
+
+        frames = TcpFrames(first, on_close=lambda: None)
+        return frames
+
+    async def serve_stream(self, context: grpc.aio.ServicerContext) -> None:
+        """One compute tray's `Switch.Forward` call, from its hello to its end."""
+        # context.read() rather than the iterator: one coroutine less per frame.
+        first = await context.read()
+        if first is grpc.aio.EOF:
+            return
+        error = self._admit(first)  # checked after the wait: `stop` may have run meanwhile
+        if error is not None:
+            await context.abort(status_of(error), error.message)
+        frames = GrpcFrames(context.write, on_frame=lambda frame: None, on_close=lambda: None)
+        peer = self._attach(first.hello.tray, frames)
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(frames.pump(context.read), name=f"{self.name}<-{peer.name}")
+        closed = loop.create_task(peer.closed.wait(), name=f"{self.name}-{peer.name}-closed")
         try:
             # The stream ends when the compute tray hangs up (reader done) or when this agent
             # closes the peer: the handler returns and the RPC ends cleanly.
             await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            peer.close()
             for task in (reader, closed):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                     await task
+            self._detach(peer)
             await peer.drain_tasks()
-            if self.peers.get(tray) is peer:
-                del self.peers[tray]
-                if not self.peers:
-                    self._no_streams.set()
-                log.info("%s: compute tray %s gone", self.name, tray)
-                self.record(
-                    self.links.set_far_end(dict.fromkeys(self.shared[tray], True), time.time())
-                )
 
     # -- forwarding ------------------------------------------------------------------------
 
-    def _on_request(self, peer: ForwardPeer, request: switch_pb2.ForwardRequest):  # type: ignore[no-untyped-def]
-        return self._answer(peer, request)
-
-    async def _answer(self, source: ForwardPeer, request: switch_pb2.ForwardRequest) -> None:
+    def _on_request(self, source: ForwardPeer, request: switch_pb2.ForwardRequest):  # type: ignore[no-untyped-def]
         self.counters.forwarded[source.name, "in"] += 1
-        request_id = request.request_id  # the request travels on with the target's own id
         try:
-            response = await self._route(request)
+            return self._route(source, request)
         except FusionError as error:
-            response = switch_pb2.ForwardResponse(
-                status=memory_pb2.OpStatus(code=int(error.code), message=error.message)
-            )
-        response.request_id = request_id
-        await source.answer(response)
+            return error_response(request.request_id, error)
 
     def _port(self, accelerator: int, plane: int) -> int:
         return accelerator * self.per + plane
@@ -198,7 +237,10 @@ class SwitchAgent(TrayAgent):
             raise Unavailable(f"compute tray {tray} is not connected to switch tray {self.name}")
         return peer
 
-    async def _route(self, request: switch_pb2.ForwardRequest) -> switch_pb2.ForwardResponse:
+    def _route(self, source: ForwardPeer, request: switch_pb2.ForwardRequest):  # type: ignore[no-untyped-def]
+        """Check a request and send it on to its target's tray; the answer goes back to
+        `source` from the callback that receives it. Multicast: a task that answers."""
+        request_id = request.request_id  # the request travels on with the target's own id
         initiator, target = request.initiator, request.target
         shares = plane_shares(request)
         for plane, _, _ in shares:
@@ -207,7 +249,7 @@ class SwitchAgent(TrayAgent):
         self.topology.accelerator(initiator)
         payload = request.WhichOneof("payload")
         if payload == "op" and decode_multicast(request.op):
-            return await self._multicast(request)
+            return self._answer_multicast(source, request_id, request)
         self.topology.accelerator(target)
         if not self.config.partitions.same_partition(initiator, target):
             self.counters.partition_violations[initiator, target] += 1
@@ -225,15 +267,33 @@ class SwitchAgent(TrayAgent):
             for plane, _, _ in shares
         ]
         peer = self._peer_of(target)
-        response = await peer.request(request, self.forward_timeout)
-        self.counters.forwarded[peer.name, "out"] += 1
-        now = time.time()
-        for (ingress, egress), (_, sent, returned) in zip(ports, shares, strict=True):
-            if response.status.code:
-                returned = 0
-            self.links.add_traffic(ingress, sent, returned, now)  # port rx = link up
-            self.links.add_traffic(egress, returned, sent, now)
-        return response
+
+        def answered(answer: switch_pb2.ForwardResponse | FusionError) -> None:
+            if isinstance(answer, FusionError):
+                source.answer(error_response(request_id, answer))
+                return
+            self.counters.forwarded[peer.name, "out"] += 1
+            now = time.time()
+            for (ingress, egress), (_, sent, returned) in zip(ports, shares, strict=True):
+                if answer.status.code:
+                    returned = 0
+                self.links.add_traffic(ingress, sent, returned, now)  # port rx = link up
+                self.links.add_traffic(egress, returned, sent, now)
+            answer.request_id = request_id
+            source.answer(answer)
+
+        peer.call(request, self.forward_timeout, answered)
+        return None
+
+    async def _answer_multicast(
+        self, source: ForwardPeer, request_id: int, request: switch_pb2.ForwardRequest
+    ) -> None:
+        try:
+            response = await self._multicast(request)
+        except FusionError as error:
+            response = error_response(request_id, error)
+        response.request_id = request_id
+        source.answer(response)
 
     # -- multicast -------------------------------------------------------------------------
 
@@ -396,4 +456,7 @@ class SwitchServicer(switch_pb2_grpc.SwitchServicer):
         )
 
     async def Forward(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
-        await self.agent.serve_stream(request_iterator, context)
+        await self.agent.serve_stream(context)
+
+    async def GetForwardEndpoint(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        return switch_pb2.GetForwardEndpointResponse(address=self.agent.forward_address)

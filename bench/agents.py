@@ -38,8 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from fusionrack.controller.rack import RackPlan, wait_ready
-from fusionrack.emulator import AtomicOp, DataType, fabric_address, packed
+from fusionrack.emulator import AtomicOp, DataType, Topology, fabric_address, load_manifest, packed
 from fusionrack.emulator.fabric import choose_planes
+from fusionrack.emulator.topology import tray_port_span
 from fusionrack.entry import grpc_environment
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc
@@ -83,7 +84,7 @@ class Rack:
         """`mode`: "trays" (a `fusion-agent --tray` per tray, as by hand), "fork" (one process
         per tray forked from one start-up, as `rack up`), or "one" (all in one process)."""
         self.manifest, self.mode = manifest, mode
-        self.base = free_port_range(64)
+        self.base = free_port_range(tray_port_span(Topology(load_manifest(manifest))))
         self.processes: list[subprocess.Popen[bytes]] = []
         self.scratch = tempfile.TemporaryDirectory(prefix="fusionrack-bench-")
         self.pids_file = Path(self.scratch.name) / "trays.json"

@@ -37,7 +37,15 @@ import numpy as np
 from agents import BIN, Rack, percentiles, verdict  # bench/ is the script's directory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fusionrack.emulator import LinkState, TrayKind, choose_plane, fabric_address
+from fusionrack.emulator import (
+    LinkState,
+    Topology,
+    TrayKind,
+    choose_plane,
+    fabric_address,
+    load_manifest,
+)
+from fusionrack.emulator.topology import tray_port_span
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import (
     common_pb2,
@@ -204,10 +212,11 @@ class Bench:
 def rack_up_seconds() -> float:
     """Wall time of one `fusionctl rack up --detach` of the whole rack, controller included."""
     with tempfile.TemporaryDirectory(prefix="fusionrack-bench-") as state:
-        base = free_port_range(2 * 27 + 2)  # every tray's gRPC and metrics port, the controller
+        span = tray_port_span(Topology(load_manifest(MANIFEST)))
+        base = free_port_range(span + 2)  # every tray's ports, then the controller's two
         command = [str(BIN / "fusionctl"), "rack", "up", "--manifest", MANIFEST, "--detach",
                    "--state-dir", state, "--base-port", str(base),
-                   "--controller-listen", f"127.0.0.1:{base + 2 * 27}"]  # fmt: skip
+                   "--controller-listen", f"127.0.0.1:{base + span}"]  # fmt: skip
         began = time.monotonic()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         took = time.monotonic() - began

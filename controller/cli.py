@@ -307,8 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-port",
         type=int,
         default=DEFAULT_BASE_PORT,
-        help=f"gRPC port of slot 1; tray in slot s: base+2(s-1), metrics +1 "
-        f"(default {DEFAULT_BASE_PORT})",
+        help=f"gRPC port of slot 1; tray in slot s: base+3(s-1), metrics +1, "
+        f"switch trays' data plane +2 (default {DEFAULT_BASE_PORT})",
     )
     up.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     up.add_argument(

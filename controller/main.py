@@ -1,7 +1,7 @@
 """`fusion-controller`: the central controller of one rack, serving the `Controller` service.
 
 Agent addresses follow the base-port scheme of `fusion-agent` (tray in slot s on
-base + 2(s - 1)) unless `--agent NAME=HOST:PORT` says otherwise. Desired state is kept in a
+base + 3(s - 1)) unless `--agent NAME=HOST:PORT` says otherwise. Desired state is kept in a
 SQLite file (WAL): a controller killed and restarted with the same `--state` has every
 partition and multicast group, and re-programs any switch tray that lost them. `--metrics`
 serves Prometheus /metrics; `--mqtt` mirrors its status, events and partition state to a broker.
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace, topology: Topology) -> int:
-    addresses = {name: grpc for name, (grpc, _) in
+    addresses = {name: scheme.grpc for name, scheme in
                  tray_addresses(topology, args.host, args.base_port).items()}  # fmt: skip
     for item in args.agent:
         name, _, address = item.partition("=")

@@ -44,10 +44,11 @@ from fusionrack.emulator import (
     FailedPrecondition,
     LinkState,
     Topology,
+    TrayKind,
     Unavailable,
     load_manifest,
 )
-from fusionrack.emulator.topology import tray_addresses
+from fusionrack.emulator.topology import TrayAddresses, tray_addresses
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import controller_pb2, controller_pb2_grpc, tray_pb2, tray_pb2_grpc
 
@@ -88,11 +89,14 @@ class RackPlan:
     base_port: int
     state_dir: Path
 
+    def addresses(self, tray: str) -> TrayAddresses:
+        return tray_addresses(self.topology, self.host, self.base_port)[tray]
+
     def grpc_address(self, tray: str) -> str:
-        return tray_addresses(self.topology, self.host, self.base_port)[tray][0]
+        return self.addresses(tray).grpc
 
     def metrics_address(self, tray: str) -> str:
-        return tray_addresses(self.topology, self.host, self.base_port)[tray][1]
+        return self.addresses(tray).metrics
 
 
 def _command(script: str, module: str) -> list[str]:
@@ -115,11 +119,12 @@ def controller_metrics_address(controller: str) -> str:
 
 def _planned_addresses(plan: RackPlan, controller: str | None) -> list[tuple[str, str]]:
     """(address, owner) of every port the rack will listen on, but the broker's."""
-    wanted = [
-        (address, tray.name)
-        for tray in plan.topology.trays
-        for address in (plan.grpc_address(tray.name), plan.metrics_address(tray.name))
-    ]
+    wanted = []
+    for tray in plan.topology.trays:
+        grpc_address, metrics, forward = plan.addresses(tray.name)
+        wanted += [(grpc_address, tray.name), (metrics, tray.name)]
+        if tray.kind == TrayKind.SWITCH:
+            wanted.append((forward, f"{tray.name}'s data plane"))
     if controller:
         wanted.append((controller, "the controller"))
         wanted.append((controller_metrics_address(controller), "the controller's /metrics"))

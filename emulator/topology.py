@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 from .enums import AcceleratorKind, TrayKind
 from .errors import InvalidArgument, NotFound
@@ -20,6 +21,7 @@ from .manifest import Manifest
 
 __all__ = [
     "DEFAULT_BASE_PORT",
+    "PORTS_PER_SLOT",
     "Accelerator",
     "Chiplet",
     "Link",
@@ -27,8 +29,10 @@ __all__ = [
     "SwitchChip",
     "Topology",
     "Tray",
+    "TrayAddresses",
     "accelerator_uid",
     "tray_addresses",
+    "tray_port_span",
 ]
 
 
@@ -103,16 +107,32 @@ class Tray:
 DEFAULT_BASE_PORT = 50100
 
 
+class TrayAddresses(NamedTuple):
+    """Where one tray's agent listens."""
+
+    grpc: str
+    metrics: str
+    forward: str  # the framed data plane (switch trays; kept free on compute trays)
+
+
+PORTS_PER_SLOT = 3
+
+
+def tray_port_span(topology: Topology) -> int:
+    """How many ports from the base port the base-port scheme takes for `topology`'s trays."""
+    return PORTS_PER_SLOT * max(tray.slot for tray in topology.trays)
+
+
 def tray_addresses(
     topology: Topology, host: str = "127.0.0.1", base_port: int = DEFAULT_BASE_PORT
-) -> dict[str, tuple[str, str]]:
-    """``tray -> (gRPC address, metrics address)`` of the base-port scheme every agent and
-    `fusionctl rack up` share: the tray in slot s serves gRPC on ``base + 2(s-1)`` and
-    /metrics on the next port, so agents started alike find each other."""
+) -> dict[str, TrayAddresses]:
+    """``tray -> TrayAddresses`` of the base-port scheme every agent and `fusionctl rack up`
+    share: the tray in slot s serves gRPC on ``base + 3(s-1)``, /metrics on the next port and
+    (switch trays) the framed data plane on the one after, so agents started alike find each
+    other."""
     return {
-        tray.name: (
-            f"{host}:{base_port + 2 * (tray.slot - 1)}",
-            f"{host}:{base_port + 2 * (tray.slot - 1) + 1}",
+        tray.name: TrayAddresses(
+            *(f"{host}:{base_port + PORTS_PER_SLOT * (tray.slot - 1) + i}" for i in range(3))
         )
         for tray in topology.trays
     }

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,24 @@ class TlsFiles:
             self.key.read_bytes() if self.key else None,
             self.cert.read_bytes() if self.cert else None,
         )
+
+    def server_context(self) -> ssl.SSLContext:
+        """The same rule as `server_credentials` for a plain TLS listener."""
+        if not (self.cert and self.key):
+            raise ValueError("a TLS server needs both --tls-cert and --tls-key")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        if self.ca:
+            context.load_verify_locations(self.ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        """The same trust as `channel_credentials` for a plain TLS connection."""
+        context = ssl.create_default_context(cafile=self.ca)
+        if self.cert and self.key:
+            context.load_cert_chain(self.cert, self.key)
+        return context
 
 
 @dataclass

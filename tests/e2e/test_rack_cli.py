@@ -14,11 +14,13 @@ import grpc
 import pytest
 from prometheus_server import PrometheusAPI
 
-from fusionrack.emulator import fabric_address
+from fusionrack.emulator import Topology, fabric_address, load_manifest
+from fusionrack.emulator.topology import tray_port_span
 from fusionrack.rpc import free_port_range
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc
 
 FUSIONCTL = str(Path(sys.executable).with_name("fusionctl"))
+MINI_PORTS = tray_port_span(Topology(load_manifest("mini")))  # the trays' share of the scheme
 
 
 def fusionctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -29,8 +31,8 @@ def fusionctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
 
 @pytest.mark.parametrize("mode", ["--in-process", "--processes"])
 def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: str) -> None:
-    base = free_port_range(10)  # 8 for the trays, 2 for the controller (gRPC, /metrics)
-    controller = f"127.0.0.1:{base + 8}"
+    base = free_port_range(MINI_PORTS + 2)  # the trays', then the controller's gRPC and /metrics
+    controller = f"127.0.0.1:{base + MINI_PORTS}"
     state = tmp_path / "state"
     up = [
         "rack",
@@ -117,8 +119,8 @@ def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: 
 def test_rack_up_prometheus_scrapes_the_rack_evaluates_the_rules_and_stops_with_it(
     tmp_path: Path,
 ) -> None:
-    base = free_port_range(10)
-    controller = f"127.0.0.1:{base + 8}"
+    base = free_port_range(MINI_PORTS + 2)
+    controller = f"127.0.0.1:{base + MINI_PORTS}"
     state = tmp_path / "state"
     up = ["rack", "up", "--manifest", "mini", "--detach", "--base-port", str(base),
           "--controller-listen", controller, "--state-dir", str(state),
@@ -183,7 +185,7 @@ def test_rack_up_prometheus_scrapes_the_rack_evaluates_the_rules_and_stops_with_
 
 
 def test_rack_up_prometheus_says_so_when_it_is_not_installed_and_goes_on(tmp_path: Path) -> None:
-    base = free_port_range(8)
+    base = free_port_range(MINI_PORTS)
     state = tmp_path / "state"
     no_prometheus = {**os.environ, "PATH": str(tmp_path)}  # nothing on PATH
     result = subprocess.run(

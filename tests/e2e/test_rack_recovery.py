@@ -25,6 +25,7 @@ import pytest
 
 from fusionrack.emulator import Topology, fabric_address, load_manifest
 from fusionrack.emulator.fabric import choose_plane
+from fusionrack.emulator.topology import tray_port_span
 from fusionrack.rpc import free_port_range
 
 from .runner import Fusionctl
@@ -35,9 +36,9 @@ class Rack:
 
     def __init__(self, manifest: str, state: Path) -> None:
         self.topology = Topology(load_manifest(manifest))
-        last_slot = max(t.slot for t in self.topology.trays)
-        self.base = free_port_range(2 * last_slot + 2)  # every tray's two ports, the controller's
-        self.controller = f"127.0.0.1:{self.base + 2 * last_slot}"
+        span = tray_port_span(self.topology)
+        self.base = free_port_range(span + 2)  # every tray's ports, the controller's two
+        self.controller = f"127.0.0.1:{self.base + span}"
         self.manifest, self.state = manifest, state
         self.ctl = Fusionctl(self.controller)
 

@@ -16,7 +16,7 @@ from fusionrack.emulator import FaultKind, Topology
 from fusionrack.rpc import free_port_range
 from fusionrack.v1 import common_pb2
 
-from .test_processes import AGENT
+from .test_processes import AGENT, MINI_PORTS
 
 
 async def collect(
@@ -98,7 +98,7 @@ async def test_agents_publish_retained_status_and_every_fault(
 
 
 async def test_a_killed_agent_is_announced_offline_by_its_last_will(mosquitto: Mosquitto) -> None:
-    base = free_port_range(8)
+    base = free_port_range(MINI_PORTS)
     agent = subprocess.Popen(
         [
             AGENT,

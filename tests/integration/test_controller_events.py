@@ -19,7 +19,8 @@ from mqtt_broker import Mosquitto, free_port
 
 from fusionrack.agent.rack import LocalRack
 from fusionrack.controller.main import RunningController, serve_controller
-from fusionrack.emulator import PartitionHealth
+from fusionrack.emulator import PartitionHealth, Topology, load_manifest
+from fusionrack.emulator.topology import tray_port_span
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
@@ -29,6 +30,7 @@ from .test_metrics_http import fetch
 CONTROLLER = str(Path(sys.executable).with_name("fusion-controller"))
 PREFIX = "fusionrack/mini"
 DEFAULT = 32766
+MINI_PORTS = tray_port_span(Topology(load_manifest("mini")))  # the base-port scheme's share
 
 
 async def retained(broker: Mosquitto, topic: str) -> dict[str, dict[str, Any]]:
@@ -264,7 +266,7 @@ async def test_a_killed_controller_is_announced_offline_by_its_last_will(
             "--manifest",
             "mini",
             "--base-port",
-            str(free_port_range(8)),  # no agents there: the controller starts all the same
+            str(free_port_range(MINI_PORTS)),  # no agents there: the controller starts all the same
             "--listen",
             "127.0.0.1:0",
             "--state",

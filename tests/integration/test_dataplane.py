@@ -132,7 +132,7 @@ async def test_a_down_link_moves_traffic_and_no_link_left_is_unavailable(
 async def test_a_lost_switch_tray_leaves_the_other_planes(
     mini_rack: LocalRack, clients: Clients
 ) -> None:
-    await mini_rack.trays["switch-1"].server.stop(0)  # planes 0 and 1 gone
+    await mini_rack.trays.pop("switch-1").stop(grace=0)  # planes 0 and 1 gone
     memory = clients.memory("compute-01")
     for i in range(16):
         await memory.Store(

@@ -14,9 +14,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from fusionrack.agent.main import tray_addresses
 from fusionrack.controller.main import serve_controller
 from fusionrack.emulator import LinkState, Topology, fabric_address, load_manifest
+from fusionrack.emulator.topology import tray_addresses, tray_port_span
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import (
     controller_pb2,
@@ -31,11 +31,12 @@ from fusionrack.v1 import (
 
 AGENT = str(Path(sys.executable).with_name("fusion-agent"))
 TRAYS = ("switch-1", "switch-2", "compute-01", "compute-02")
+MINI_PORTS = tray_port_span(Topology(load_manifest("mini")))
 
 
 @pytest.fixture
 def agent_processes() -> Iterator[tuple[int, dict[str, subprocess.Popen[bytes]]]]:
-    base = free_port_range(8)
+    base = free_port_range(MINI_PORTS)
     procs = {
         tray: subprocess.Popen(
             [
@@ -130,7 +131,7 @@ async def test_a_change_a_hung_switch_tray_cannot_take_is_aborted_everywhere(  #
 ) -> None:
     base, procs = agent_processes
     topology = Topology(load_manifest("mini"))
-    addresses = {name: address for name, (address, _) in
+    addresses = {name: scheme.grpc for name, scheme in
                  tray_addresses(topology, "127.0.0.1", base).items()}  # fmt: skip
     running = await serve_controller(
         topology, tmp_path / "state.sqlite", addresses, listen="127.0.0.1:0", heartbeat=0.5
@@ -188,11 +189,12 @@ async def _generations(addresses: dict[str, str]) -> list[int]:
 
 
 async def test_stopping_with_streams_open_is_clean(agent_processes, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """SIGTERM while clients hold streams (a Forward stream still in its handshake, a status
-    watch, an event subscription): the process exits 0 without a traceback."""
+    """SIGTERM while clients hold streams (a Forward stream and a framed connection still in
+    their handshake, a status watch, an event subscription): the process exits 0 without a
+    traceback."""
     base, procs = agent_processes
     addresses = tray_addresses(Topology(load_manifest("mini")), "127.0.0.1", base)
-    controller_address = f"127.0.0.1:{free_port_range(1, start=base + 8)}"  # not an agent's
+    controller_address = f"127.0.0.1:{free_port_range(1, start=base + MINI_PORTS)}"  # no agent's
     controller = subprocess.Popen(
         [str(Path(sys.executable).with_name("fusion-controller")), "--manifest", "mini",
          "--base-port", str(base), "--listen", controller_address,
@@ -206,6 +208,8 @@ async def test_stopping_with_streams_open_is_clean(agent_processes, tmp_path) ->
         ):
             await wait_for(lambda: active_links(addresses["switch-2"][0]), 8)
             handshake = switch_pb2_grpc.SwitchStub(switch).Forward()  # no hello: it waits
+            host, port = addresses["switch-2"].forward.rsplit(":", 1)
+            _, framed = await asyncio.open_connection(host, int(port))  # nor here
             watch = tray_pb2_grpc.TrayStub(switch).WatchStatus(tray_pb2.WatchStatusRequest())
             await watch.read()
             events = controller_pb2_grpc.ControllerStub(channel).Subscribe(
@@ -220,6 +224,7 @@ async def test_stopping_with_streams_open_is_clean(agent_processes, tmp_path) ->
                 assert process.stderr is not None
                 logged = process.stderr.read().decode()
                 assert "Traceback" not in logged, logged
+            framed.close()
     finally:
         if controller.poll() is None:
             controller.kill()
@@ -236,7 +241,8 @@ async def stuck_forever() -> None:
     await asyncio.Event().wait()  # a stop that never ends
 
 async def main() -> int:
-    print("serving", flush=True)
+    # Said once serve_until_signalled has its handlers (it sets them before it first waits).
+    asyncio.get_running_loop().call_soon(lambda: print("serving", flush=True))
     await serve_until_signalled(stuck_forever, "the hung server", timeout=0.5)
     return 0
 

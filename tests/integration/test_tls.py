@@ -3,16 +3,20 @@ trays over TLS, and a client without a certificate is turned away."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ssl
 import subprocess
 from pathlib import Path
 
 import grpc
 import pytest
 
+from fusionrack.agent.frames import TcpFrames, encode
 from fusionrack.agent.rack import LocalRack
 from fusionrack.emulator import Topology, fabric_address
 from fusionrack.rpc import TlsFiles, open_channel
-from fusionrack.v1 import memory_pb2, memory_pb2_grpc
+from fusionrack.v1 import memory_pb2, memory_pb2_grpc, switch_pb2
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -96,5 +100,26 @@ async def test_the_data_plane_runs_over_mutual_tls(mini: Topology, pki: Path) ->
                     timeout=5,
                 )
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        # The data plane between the agents is the framed transport, over TLS: the compute
+        # trays came up on it; a peer without a certificate, or without TLS, gets nothing.
+        assert isinstance(rack.agent("compute-02").peers["switch-1"].stream, TcpFrames)
+        host, port = rack.agent("switch-1").forward_address.rsplit(":", 1)  # type: ignore[attr-defined]
+        hello = encode(
+            switch_pb2.ForwardFrame(
+                hello=switch_pb2.ForwardHello(
+                    tray="compute-01", manifest_digest=mini.manifest.digest
+                )
+            )
+        )
+        for context in (no_cert.client_context(), None):
+            try:
+                reader, writer = await asyncio.open_connection(host, int(port), ssl=context)
+            except (ssl.SSLError, ConnectionResetError):
+                continue  # turned away in the handshake
+            writer.write(hello)
+            async with asyncio.timeout(5):
+                with contextlib.suppress(ssl.SSLError, ConnectionResetError):
+                    assert await reader.read() == b""  # no hello back: the switch hung up
+            writer.close()
     finally:
         await rack.stop()

@@ -45,7 +45,7 @@ EXPECTED_RPCS = {
         "Load", "Store", "Atomic", "Copy", "Execute", "ExecutePacked", "Stream",
         "MulticastStore", "MulticastLoadReduce", "MulticastReduce",
     },
-    "Switch": {"ApplyConfig", "GetConfig", "Forward"},
+    "Switch": {"ApplyConfig", "GetConfig", "Forward", "GetForwardEndpoint"},
 }  # fmt: skip
 SERVICE_MODULES = {
     "Controller": "controller",

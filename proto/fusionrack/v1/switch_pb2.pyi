@@ -73,17 +73,29 @@ class GetConfigResponse(_message.Message):
     prepared_generation: int
     def __init__(self, committed_generation: _Optional[int] = ..., config: _Optional[_Union[SwitchConfig, _Mapping]] = ..., prepared_generation: _Optional[int] = ...) -> None: ...
 
+class GetForwardEndpointRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetForwardEndpointResponse(_message.Message):
+    __slots__ = ("address",)
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    def __init__(self, address: _Optional[str] = ...) -> None: ...
+
 class ForwardFrame(_message.Message):
-    __slots__ = ("hello", "request", "response", "link_state")
+    __slots__ = ("hello", "request", "response", "link_state", "refused")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     LINK_STATE_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     hello: ForwardHello
     request: ForwardRequest
     response: ForwardResponse
     link_state: LinkStateUpdate
-    def __init__(self, hello: _Optional[_Union[ForwardHello, _Mapping]] = ..., request: _Optional[_Union[ForwardRequest, _Mapping]] = ..., response: _Optional[_Union[ForwardResponse, _Mapping]] = ..., link_state: _Optional[_Union[LinkStateUpdate, _Mapping]] = ...) -> None: ...
+    refused: _memory_pb2.OpStatus
+    def __init__(self, hello: _Optional[_Union[ForwardHello, _Mapping]] = ..., request: _Optional[_Union[ForwardRequest, _Mapping]] = ..., response: _Optional[_Union[ForwardResponse, _Mapping]] = ..., link_state: _Optional[_Union[LinkStateUpdate, _Mapping]] = ..., refused: _Optional[_Union[_memory_pb2.OpStatus, _Mapping]] = ...) -> None: ...
 
 class ForwardHello(_message.Message):
     __slots__ = ("tray", "boot_id", "manifest_digest")

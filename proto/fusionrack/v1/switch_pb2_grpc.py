@@ -50,6 +50,11 @@ class SwitchStub:
                 request_serializer=fusionrack_dot_v1_dot_switch__pb2.ForwardFrame.SerializeToString,
                 response_deserializer=fusionrack_dot_v1_dot_switch__pb2.ForwardFrame.FromString,
                 _registered_method=True)
+        self.GetForwardEndpoint = channel.unary_unary(
+                '/fusionrack.v1.Switch/GetForwardEndpoint',
+                request_serializer=fusionrack_dot_v1_dot_switch__pb2.GetForwardEndpointRequest.SerializeToString,
+                response_deserializer=fusionrack_dot_v1_dot_switch__pb2.GetForwardEndpointResponse.FromString,
+                _registered_method=True)
 
 
 class SwitchServicer:
@@ -83,6 +88,18 @@ class SwitchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetForwardEndpoint(self, request, context):
+        """Where the tray serves the framed transport: the Forward stream's frames without gRPC, at
+        about a quarter of the CPU per frame. A connection to that address is one Forward stream:
+        the same ForwardFrames in the same order and meaning, each written as its length (4 bytes,
+        unsigned little-endian, at most 64 MiB) then its serialized bytes, over TCP, or over TLS
+        with this gRPC server's certificate and client-certificate rule when it serves TLS. Compute
+        tray agents use it when it is offered (non-empty address) and Forward otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SwitchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +117,11 @@ def add_SwitchServicer_to_server(servicer, server):
                     servicer.Forward,
                     request_deserializer=fusionrack_dot_v1_dot_switch__pb2.ForwardFrame.FromString,
                     response_serializer=fusionrack_dot_v1_dot_switch__pb2.ForwardFrame.SerializeToString,
+            ),
+            'GetForwardEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetForwardEndpoint,
+                    request_deserializer=fusionrack_dot_v1_dot_switch__pb2.GetForwardEndpointRequest.FromString,
+                    response_serializer=fusionrack_dot_v1_dot_switch__pb2.GetForwardEndpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -184,6 +206,33 @@ class Switch:
             '/fusionrack.v1.Switch/Forward',
             fusionrack_dot_v1_dot_switch__pb2.ForwardFrame.SerializeToString,
             fusionrack_dot_v1_dot_switch__pb2.ForwardFrame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetForwardEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fusionrack.v1.Switch/GetForwardEndpoint',
+            fusionrack_dot_v1_dot_switch__pb2.GetForwardEndpointRequest.SerializeToString,
+            fusionrack_dot_v1_dot_switch__pb2.GetForwardEndpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

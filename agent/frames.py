@@ -1,0 +1,228 @@
+"""The two transports of a Forward stream, behind one small interface (`FrameStream`).
+
+* `TcpFrames`: the framed transport (see `Switch.GetForwardEndpoint`): each ForwardFrame as a
+  4-byte little-endian length and its bytes, on a TCP (or TLS) connection. An asyncio protocol:
+  frames are parsed and dispatched in the callback that receives the bytes, and written with a
+  synchronous write, so a hop through an agent costs no task switch and no lock. This is the
+  data plane between our agents: about 4x less CPU per frame than a gRPC stream.
+* `GrpcFrames`: the same frames on a `Switch.Forward` gRPC stream, for peers that offer only
+  that. gRPC writes are coroutines taking one write at a time, so sends queue for a writer task.
+
+Both deliver frames to a callback in order and call `on_close` once when the stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import grpc
+
+from fusionrack.emulator import Unavailable
+from fusionrack.rpc import MAX_MESSAGE_BYTES
+from fusionrack.v1 import switch_pb2
+
+__all__ = ["FrameHandler", "FrameStream", "GrpcFrames", "TcpFrames", "encode"]
+
+log = logging.getLogger(__name__)
+
+FrameHandler = Callable[[switch_pb2.ForwardFrame], None]
+_LENGTH = struct.Struct("<I")
+_SMALL = 64 * 1024  # frames up to this size go out as one buffer (one copy, one write call)
+_BACKLOG = 64  # frames queued for a gRPC write before senders of requests wait
+
+
+def encode(frame: switch_pb2.ForwardFrame) -> bytes:
+    """One frame as the framed transport writes it (length prefix and bytes)."""
+    data = frame.SerializeToString()
+    return _LENGTH.pack(len(data)) + data
+
+
+class FrameStream(Protocol):
+    """What a ForwardPeer needs of a transport. The transport hands every frame read to
+    `on_frame`, in order, and calls `on_close` once when the stream ends (either may be
+    replaced, say once the hello has been read)."""
+
+    on_frame: FrameHandler
+    on_close: Callable[[], None]
+
+    @property
+    def congested(self) -> bool:
+        """Whether writes are piling up (the sender of a request should `drain`)."""
+
+    def send(self, frame: switch_pb2.ForwardFrame) -> None:
+        """Queue `frame` for writing, after every frame sent before it; Unavailable if closed."""
+
+    async def drain(self) -> None:
+        """Return once the written frames are down to a reasonable backlog."""
+
+    def close(self) -> None:
+        """End the stream (idempotent)."""
+
+
+class TcpFrames(asyncio.Protocol):
+    """The framed transport on one connection (a FrameStream)."""
+
+    def __init__(self, on_frame: FrameHandler, on_close: Callable[[], None]) -> None:
+        self.on_frame = on_frame
+        self.on_close = on_close
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._paused: asyncio.Future[None] | None = None
+        self._closed = False
+        self.peer_address = ""
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # Nagle would hold every small answer back for the last ack
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self.peer_address = f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        offset, end = 0, len(buffer)
+        view = memoryview(buffer)
+        try:
+            while end - offset >= 4:
+                (length,) = _LENGTH.unpack_from(buffer, offset)
+                if length > MAX_MESSAGE_BYTES:
+                    log.warning("a frame of %d bytes from %s: closing", length, self.peer_address)
+                    self.close()
+                    return
+                if end - offset - 4 < length:
+                    break
+                start = offset + 4
+                offset = start + length
+                try:
+                    frame = switch_pb2.ForwardFrame.FromString(view[start:offset])
+                except Exception:  # DecodeError, whichever protobuf backend raised it
+                    log.warning("an unreadable frame from %s: closing", self.peer_address)
+                    self.close()
+                    return
+                self.on_frame(frame)
+                if self._closed:
+                    return
+        finally:
+            view.release()
+            if offset and not self._closed:
+                del buffer[:offset]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self._paused is not None and not self._paused.done():
+            self._paused.set_result(None)
+        self.on_close()
+
+    def pause_writing(self) -> None:
+        self._paused = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._paused is not None and not self._paused.done():
+            self._paused.set_result(None)
+        self._paused = None
+
+    # -- FrameStream -----------------------------------------------------------------------
+
+    @property
+    def congested(self) -> bool:
+        return self._paused is not None
+
+    def send(self, frame: switch_pb2.ForwardFrame) -> None:
+        if self._closed or self._transport is None or self._transport.is_closing():
+            raise Unavailable(f"the connection to {self.peer_address} is closed")
+        data = frame.SerializeToString()
+        if len(data) <= _SMALL:
+            self._transport.write(_LENGTH.pack(len(data)) + data)
+        else:
+            self._transport.writelines((_LENGTH.pack(len(data)), data))
+
+    async def drain(self) -> None:
+        if self._paused is not None:
+            await self._paused
+
+    def close(self) -> None:
+        if not self._closed and self._transport is not None:
+            self._closed = True
+            self._transport.close()  # connection_lost follows
+
+
+class GrpcFrames:
+    """The frames of a `Switch.Forward` call, either end: `write` is the call's (or the server
+    context's) write coroutine; `pump` reads. The call's error, if it ended with one, is kept
+    in `error` (a switch tray turning a stream away says why in the status)."""
+
+    def __init__(
+        self,
+        write: Callable[[switch_pb2.ForwardFrame], Awaitable[None]],
+        on_frame: FrameHandler,
+        on_close: Callable[[], None],
+    ) -> None:
+        self._write = write
+        self.on_frame = on_frame
+        self.on_close = on_close
+        self._queue: collections.deque[switch_pb2.ForwardFrame] = collections.deque()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()  # set when the backlog is back under _BACKLOG
+        self._closed = False
+        self.error: grpc.aio.AioRpcError | None = None
+        self._writer = asyncio.get_running_loop().create_task(self._write_all())
+
+    @property
+    def congested(self) -> bool:
+        return len(self._queue) > _BACKLOG
+
+    def send(self, frame: switch_pb2.ForwardFrame) -> None:
+        if self._closed:
+            raise Unavailable("the Forward stream is closed")
+        self._queue.append(frame)
+        self._wake.set()
+
+    async def drain(self) -> None:
+        while self.congested and not self._closed:
+            self._room.clear()
+            await self._room.wait()
+
+    async def _write_all(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue:
+                    await self._write(self._queue.popleft())
+                    if len(self._queue) <= _BACKLOG:
+                        self._room.set()
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError):
+            self.close()
+
+    async def pump(self, read: Callable[[], Awaitable[object]]) -> None:
+        """Read frames with `read` into `on_frame` until the call ends, then close."""
+        try:
+            while (frame := await read()) is not grpc.aio.EOF:
+                self.on_frame(frame)  # type: ignore[arg-type]
+        except grpc.aio.AioRpcError as error:
+            self.error = error
+        except grpc.aio.UsageError:
+            pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._room.set()
+        if self._writer is not asyncio.current_task():
+            self._writer.cancel()
+        self.on_close()

@@ -1,0 +1,125 @@
+"""The framed transport between agents (Switch.GetForwardEndpoint): what the compute trays use,
+and what a switch tray does with a connection that is not one of its compute trays."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import grpc
+import pytest
+
+from fusionrack.agent.frames import GrpcFrames, TcpFrames, encode
+from fusionrack.agent.rack import LocalRack
+from fusionrack.emulator import Topology, fabric_address
+from fusionrack.v1 import memory_pb2, switch_pb2
+
+from .conftest import Clients
+
+
+async def connect(rack: LocalRack, tray: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = rack.agent(tray).forward_address.rsplit(":", 1)  # type: ignore[attr-defined]
+    return await asyncio.open_connection(host, int(port))
+
+
+async def read_frame(reader: asyncio.StreamReader) -> switch_pb2.ForwardFrame | None:
+    """The next frame, or None at the end of the connection."""
+    try:
+        (length,) = struct.unpack("<I", await reader.readexactly(4))
+        return switch_pb2.ForwardFrame.FromString(await reader.readexactly(length))
+    except asyncio.IncompleteReadError:
+        return None
+
+
+def hello(tray: str, digest: str) -> switch_pb2.ForwardFrame:
+    return switch_pb2.ForwardFrame(hello=switch_pb2.ForwardHello(tray=tray, manifest_digest=digest))
+
+
+async def store_and_load(clients: Clients) -> bytes:
+    memory = clients.memory("compute-01")
+    address = fabric_address(3, 512)
+    await memory.Store(memory_pb2.StoreRequest(initiator=0, address=address, data=b"framed"))
+    loaded = await memory.Load(memory_pb2.LoadRequest(initiator=0, address=address, size=6))
+    return loaded.data
+
+
+async def test_compute_trays_use_the_framed_transport_a_switch_tray_offers(
+    mini_rack: LocalRack, clients: Clients
+) -> None:
+    endpoint = await clients.switch("switch-1").GetForwardEndpoint(
+        switch_pb2.GetForwardEndpointRequest()
+    )
+    assert endpoint.address == mini_rack.agent("switch-1").forward_address  # type: ignore[attr-defined]
+    assert endpoint.address.startswith("127.0.0.1:")
+    for compute in ("compute-01", "compute-02"):
+        for switch in ("switch-1", "switch-2"):
+            assert isinstance(mini_rack.agent(compute).peers[switch].stream, TcpFrames)
+    assert await store_and_load(clients) == b"framed"
+
+
+async def test_without_it_compute_trays_use_the_forward_rpc(mini: Topology) -> None:
+    rack = await LocalRack.start(mini, training_time=0.01, framed=False)
+    clients = Clients(rack)
+    try:
+        await rack.wait_ready()
+        endpoint = await clients.switch("switch-2").GetForwardEndpoint(
+            switch_pb2.GetForwardEndpointRequest()
+        )
+        assert endpoint.address == ""
+        assert isinstance(rack.agent("compute-01").peers["switch-2"].stream, GrpcFrames)
+        assert await store_and_load(clients) == b"framed"
+    finally:
+        await clients.close()
+        await rack.stop()
+
+
+@pytest.mark.parametrize(
+    ("first", "says"),
+    [
+        (hello("compute-01", "0" * 64), "runs another manifest than switch tray switch-1"),
+        ("no hello", "a Forward stream starts with a hello"),
+        ("switch tray", "'switch-2' is not a compute tray of rack mini"),
+    ],
+)
+async def test_a_stream_that_is_not_a_compute_tray_is_refused_with_the_reason(  # type: ignore[no-untyped-def]
+    mini_rack: LocalRack, clients: Clients, first, says: str
+) -> None:
+    digest = mini_rack.topology.manifest.digest
+    if first == "no hello":
+        first = switch_pb2.ForwardFrame(request=switch_pb2.ForwardRequest(request_id=1))
+    elif first == "switch tray":
+        first = hello("switch-2", digest)
+    reader, writer = await connect(mini_rack, "switch-1")
+    try:
+        writer.write(encode(first))
+        refused = await read_frame(reader)
+        assert refused is not None and refused.WhichOneof("frame") == "refused"
+        assert refused.refused.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+        assert says in refused.refused.message
+        assert await read_frame(reader) is None  # and the connection ends
+    finally:
+        writer.close()
+    # The real compute trays were not disturbed.
+    assert isinstance(mini_rack.agent("compute-01").peers["switch-1"].stream, TcpFrames)
+    assert await store_and_load(clients) == b"framed"
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        struct.pack("<I", 0xFFFFFFF0) + b"x" * 64,  # a length over the 64 MiB limit
+        struct.pack("<I", 8) + b"\xff" * 8,  # bytes that do not parse as a frame
+    ],
+    ids=["oversized", "unparseable"],
+)
+async def test_garbage_ends_that_connection_and_nothing_else(
+    mini_rack: LocalRack, clients: Clients, garbage: bytes
+) -> None:
+    reader, writer = await connect(mini_rack, "switch-2")
+    try:
+        writer.write(garbage)
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # closed by the switch tray
+    finally:
+        writer.close()
+    assert await store_and_load(clients) == b"framed"
