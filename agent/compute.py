@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Mapping
@@ -45,6 +46,7 @@ from .dataplane import (
     op_kind,
     op_target,
     outcome,
+    packed_plane_shares,
     plane_shares,
 )
 from .forward import ForwardPeer
@@ -325,14 +327,17 @@ class ComputeAgent(TrayAgent):
             if response.status.code == ErrorCode.UNAVAILABLE:
                 usable[plane] = False
                 continue
-            self._count_out(initiator, switch, request)
+            kind = request.WhichOneof("payload")
+            kind = op_kind(request.op) if kind == "op" else kind
+            self._count_out(initiator, switch, kind, plane_shares(request))
             return response
 
     async def _travel_tray(
-        self, initiator: int, target: int, planes: np.ndarray, piece: bytes
+        self, initiator: int, target: int, planes: np.ndarray, piece: np.ndarray
     ) -> switch_pb2.ForwardResponse | None:
-        """Carry packed records on several planes of one switch tray as one request; None when
-        a plane's port is unusable somewhere on the way (nothing was applied)."""
+        """Carry packed records (`planes`: each one's plane, uint8) on several planes of one
+        switch tray as one request; None when a plane's port is unusable somewhere on the way
+        (nothing was applied)."""
         switch = self.topology.switch_chips[int(planes[0])].tray
         peer = self.peers.get(switch)
         if peer is None:
@@ -341,8 +346,8 @@ class ComputeAgent(TrayAgent):
             initiator=initiator,
             target=target,
             plane=int(planes[0]),
-            packed_ops=piece,
-            packed_planes=planes.astype(np.uint8).tobytes(),
+            packed_ops=piece.tobytes(),
+            packed_planes=planes.tobytes(),
         )
         try:
             response = await peer.request(request, self.forward_timeout)
@@ -350,15 +355,19 @@ class ComputeAgent(TrayAgent):
             return None
         if response.status.code == ErrorCode.UNAVAILABLE:
             return None
-        self._count_out(initiator, switch, request)
+        self._count_out(initiator, switch, "packed_ops", packed_plane_shares(piece, planes))
         return response
 
-    def _count_out(self, initiator: int, switch: str, request: switch_pb2.ForwardRequest) -> None:
+    def _count_out(
+        self,
+        initiator: int,
+        switch: str,
+        kind: str,
+        shares: list[tuple[int, int, int]],
+    ) -> None:
         """Bytes on the initiator's links (each plane's share) and the op counters."""
         now = time.time()
-        kind = request.WhichOneof("payload")
-        kind = op_kind(request.op) if kind == "op" else kind
-        for plane, sent, returned in plane_shares(request):
+        for plane, sent, returned in shares:
             self.links.add_traffic(initiator * self.per + plane, sent, returned, now)
             self.counters.memory_bytes[kind] += sent + returned
         self.counters.forwarded[switch, "out"] += 1
@@ -465,50 +474,7 @@ class ComputeAgent(TrayAgent):
             if plane is None:
                 results["status"][remote] = ErrorCode.UNAVAILABLE
             else:
-                trays = len(self.shared)
-                key = target[remote] * trays + self.plane_tray[plane]
-                order = np.argsort(key, kind="stable")  # ops on one word keep their order
-                keys, starts = np.unique(key[order], return_index=True)
-                pieces = np.split(remote[order], starts[1:])
-                piece_planes = np.split(plane[order], starts[1:])
-
-                def settle(rows: np.ndarray, response: switch_pb2.ForwardResponse) -> None:
-                    if response.status.code:
-                        results["status"][rows] = response.status.code
-                    else:
-                        results[rows] = np.frombuffer(
-                            response.packed_results, packed.PACKED_RESULT_DTYPE
-                        )
-
-                async def one_plane(target: int, rows: np.ndarray) -> None:
-                    try:
-                        response = await self._travel(
-                            initiator, target, int(address[rows[0]]),
-                            packed_ops=records[rows].tobytes(),
-                        )  # fmt: skip
-                    except FusionError as error:
-                        results["status"][rows] = int(error.code)
-                        return
-                    settle(rows, response)
-
-                async def run(target: int, rows: np.ndarray, planes: np.ndarray) -> None:
-                    if planes.min() == planes.max():
-                        return await one_plane(target, rows)
-                    response = await self._travel_tray(
-                        initiator, target, planes, records[rows].tobytes()
-                    )
-                    if response is not None:
-                        return settle(rows, response)
-                    # A plane of the tray is down on the way: each plane's share on its own,
-                    # moving to other planes as single ops do.
-                    await asyncio.gather(
-                        *(one_plane(target, rows[planes == p]) for p in np.unique(planes))
-                    )
-
-                await asyncio.gather(
-                    *(run(int(k) // trays, rows, planes)
-                      for k, rows, planes in zip(keys, pieces, piece_planes, strict=True))
-                )  # fmt: skip
+                await self._forward_packed(initiator, records, results, remote, target, plane)
         ok = int(np.count_nonzero(results["status"] == 0))
         self.count("packed", 0, ok)
         if n - ok:
@@ -518,6 +484,58 @@ class ComputeAgent(TrayAgent):
             ):
                 self.count("packed", int(code), int(count))
         return results.tobytes()
+
+    async def _forward_packed(
+        self,
+        initiator: int,
+        records: np.ndarray,
+        results: np.ndarray,
+        remote: np.ndarray,
+        target: np.ndarray,
+        plane: np.ndarray,
+    ) -> None:
+        """Carry the `remote` rows of a packed batch (`plane`: each one's plane) as one request
+        per target and switch tray, all concurrently, and fill in their results."""
+        trays = len(self.shared)
+        key = target[remote] * trays + self.plane_tray[plane]
+        order = np.argsort(key, kind="stable")  # ops on one word keep their order
+        rows, key, plane = remote[order], key[order], plane[order].astype(np.uint8)
+        ordered = records[rows]  # each piece is a slice of it
+        cuts = [0, *(np.flatnonzero(np.diff(key)) + 1).tolist(), len(rows)]
+
+        def settle(where: slice | np.ndarray, response: switch_pb2.ForwardResponse) -> None:
+            if response.status.code:
+                results["status"][rows[where]] = response.status.code
+            else:
+                results[rows[where]] = np.frombuffer(
+                    response.packed_results, packed.PACKED_RESULT_DTYPE
+                )
+
+        async def one_plane(to: int, where: slice | np.ndarray) -> None:
+            try:
+                response = await self._travel(
+                    initiator, to, int(ordered["address"][where][0]),
+                    packed_ops=ordered[where].tobytes(),
+                )  # fmt: skip
+            except FusionError as error:
+                results["status"][rows[where]] = int(error.code)
+                return
+            settle(where, response)
+
+        async def piece(lo: int, hi: int) -> None:
+            to, planes = int(key[lo]) // trays, plane[lo:hi]
+            if planes.min() == planes.max():
+                return await one_plane(to, slice(lo, hi))
+            response = await self._travel_tray(initiator, to, planes, ordered[lo:hi])
+            if response is not None:
+                return settle(slice(lo, hi), response)
+            # A plane of the tray is down on the way: each plane's share on its own, moving
+            # to other planes as single ops do.
+            await asyncio.gather(
+                *(one_plane(to, lo + np.flatnonzero(planes == p)) for p in np.unique(planes))
+            )
+
+        await asyncio.gather(*(piece(lo, hi) for lo, hi in itertools.pairwise(cuts)))
 
 
 def _spans_granules(op: memory_pb2.MemoryOp) -> bool:

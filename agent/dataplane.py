@@ -34,6 +34,7 @@ __all__ = [
     "op_target",
     "outcome",
     "packed_payload_bytes",
+    "packed_plane_shares",
     "payload_bytes",
     "plane_shares",
     "python_value",
@@ -154,6 +155,14 @@ def packed_payload_bytes(records: np.ndarray) -> tuple[int, int]:
     return int(sent), int(returned)
 
 
+def packed_plane_shares(records: np.ndarray, planes: np.ndarray) -> list[tuple[int, int, int]]:
+    """``[(plane, request bytes, response bytes)]`` of packed records, `planes` giving each
+    one's plane."""
+    used = np.bincount(planes)
+    totals = _byte_totals(records, planes, len(used))
+    return [(int(p), int(totals[p, 0]), int(totals[p, 1])) for p in np.flatnonzero(used)]
+
+
 def plane_shares(request: switch_pb2.ForwardRequest) -> list[tuple[int, int, int]]:
     """``[(plane, request bytes, response bytes)]`` of a forwarded request: one entry, or one per
     plane of a packed request whose records travel on several (`packed_planes`).
@@ -168,9 +177,7 @@ def plane_shares(request: switch_pb2.ForwardRequest) -> list[tuple[int, int, int
                 raise InvalidArgument(
                     f"packed_planes names {len(planes)} planes for {len(records)} records"
                 )
-            used = np.bincount(planes)
-            totals = _byte_totals(records, planes, len(used))
-            return [(int(p), int(totals[p, 0]), int(totals[p, 1])) for p in np.flatnonzero(used)]
+            return packed_plane_shares(records, planes)
         return [(request.plane, *packed_payload_bytes(records))]
     if payload == "op":
         return [(request.plane, *payload_bytes(request.op))]

@@ -11,7 +11,8 @@ echo server in its own process:
   tray -> switch tray -> target tray and back), one call in flight, vs a one-hop unary echo of
   the same request size. Target: p50 ratio <= 2.0.
 * batched remote ops/s: `Memory.ExecutePacked` with 1000 remote fetch-adds per call, 4 calls in
-  flight, vs a one-hop echo of the same bytes. Target: >= 1 M ops/s and >= 30% of the echo.
+  flight, vs a one-hop echo of the same bytes, in alternating rounds (medians: the echo column
+  is our median over the median ratio). Target: >= 1 M ops/s and >= 30% of the echo.
   Also with 16384 ops per call, and with 1000 ops that all hash to one plane (mini has 4 planes
   on 2 switch trays: a spread batch travels as 2 forwarded pieces, one per switch tray, a
   one-plane batch as 1).
@@ -221,10 +222,19 @@ async def data_plane(quick: bool) -> list[tuple[str, str, str, str]]:
             ).tobytes()
             request = memory_pb2.ExecutePackedRequest(initiator=0, format_version=1, ops=batch)
             request_bytes = request.SerializeToString()
-            calls = max(4, (40 if quick else 400) * 1000 // size)
-            ours = await throughput(lambda r=request: memory.ExecutePacked(r), size, calls, 4)
-            base = await throughput(lambda b=request_bytes: echo_call(b), size, calls, 4)
-            packed_rows.append((f"x{size}, {'4 planes' if spread else 'one plane'}", ours, base))
+            calls = max(4, (40 if quick else 200) * 1000 // size)
+            # Rounds of ours then the echo, back to back: a ratio compares two neighbouring
+            # stretches of a noisy machine; the figures are the medians over the rounds.
+            ours_runs, ratios = [], []
+            for _ in range(3 if quick else 7):
+                ours_runs.append(
+                    await throughput(lambda r=request: memory.ExecutePacked(r), size, calls, 4)
+                )
+                base = await throughput(lambda b=request_bytes: echo_call(b), size, calls, 4)
+                ratios.append(ours_runs[-1] / base)
+            ours, share = statistics.median(ours_runs), statistics.median(ratios)
+            label = f"x{size}, {'4 planes' if spread else 'one plane'}"
+            packed_rows.append((label, ours, ours / share, share))
         await compute.close()
         await echo_channel.close()
     finally:
@@ -250,10 +260,10 @@ async def data_plane(quick: bool) -> list[tuple[str, str, str, str]]:
                 f"packed fetch-add {label}",
                 f"{ours / 1e6:.2f} M ops/s",
                 f"{base / 1e6:.2f} M ops/s",
-                f"{ours / base:.0%} of echo "
-                f"(>= 1 M/s and >= 30% {verdict(ours >= 1e6 and ours / base >= 0.3)})",
+                f"{share:.0%} of echo "
+                f"(>= 1 M/s and >= 30% {verdict(ours >= 1e6 and share >= 0.3)})",
             )
-            for label, ours, base in packed_rows
+            for label, ours, base, share in packed_rows
         ),
     ]
 
