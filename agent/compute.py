@@ -50,7 +50,7 @@ from .dataplane import (
     plane_shares,
 )
 from .forward import ForwardPeer
-from .frames import GrpcFrames, TcpFrames
+from .frames import GrpcFrames, TcpFrames, split_address
 from .tray import TrayAgent
 
 __all__ = ["ComputeAgent", "MemoryServicer"]
@@ -134,13 +134,13 @@ class ComputeAgent(TrayAgent):
             peer = ForwardPeer(switch, self._on_request, self._on_link_state)
             try:
                 await self._stream(switch, channel, peer)
-            except (Unavailable, ConnectionRefusedError):
+            except Unavailable:
                 pass  # the switch tray is not there (yet): retry after the backoff
             except grpc.aio.AioRpcError as error:
                 if error.code() != grpc.StatusCode.UNAVAILABLE:
                     self._cannot_reach(switch, error.details())
-            except OSError as error:  # a TLS handshake that failed, ...
-                self._cannot_reach(switch, str(error))
+            except OSError as error:  # its data plane refused the connection, TLS failed, ...
+                self._cannot_reach(switch, f"data plane: {error}")
             finally:
                 if self.peers.get(switch) is peer:
                     del self.peers[switch]
@@ -176,26 +176,32 @@ class ComputeAgent(TrayAgent):
         def first(frame: switch_pb2.ForwardFrame) -> None:
             """The switch tray's first frame: its hello, or why it turns us away."""
             kind = frame.WhichOneof("frame")
-            if kind == "hello":
+            if kind == "hello" and frame.hello.tray == switch:
                 frames.on_frame = peer.receive
                 self.peers[switch] = peer
                 self._unreachable.pop(switch, None)
                 self._sent.pop(switch, None)
                 self._send_link_state(switch)
                 log.info("%s: connected to switch tray %s", self.name, switch)
-            else:
-                why = frame.refused.message if kind == "refused" else f"a {kind} before hello"
-                log.error("%s: switch tray %s refused us: %s", self.name, switch, why)
-                peer.close()
+                return
+            if kind == "hello":
+                self._cannot_reach(switch, f"its address answers as tray {frame.hello.tray!r}")
+            elif kind != "refused":
+                self._cannot_reach(switch, f"it sent a {kind} before its hello")
+            elif frame.refused.code != ErrorCode.UNAVAILABLE:  # not just stopping: say why
+                self._cannot_reach(switch, f"refused: {frame.refused.message}")
+            peer.close()
 
         frames: TcpFrames | GrpcFrames
         pump = None
         if endpoint.address:
-            host, port = endpoint.address.rsplit(":", 1)
+            host, port = split_address(endpoint.address)
+            if host in ("", "0.0.0.0", "::"):  # it listens everywhere: where we found it
+                host = split_address(self.switch_addresses[switch])[0]
             frames = TcpFrames(first, peer.close)
             tls = self.tls.client_context() if self.tls and self.tls.enabled else None
             await asyncio.get_running_loop().create_connection(
-                lambda: frames, host, int(port), ssl=tls, server_hostname=host if tls else None
+                lambda: frames, host, port, ssl=tls, server_hostname=host if tls else None
             )
         else:
             call = stub.Forward()

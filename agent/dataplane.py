@@ -170,6 +170,11 @@ def plane_shares(request: switch_pb2.ForwardRequest) -> list[tuple[int, int, int
     InvalidArgument when `packed_planes` does not name one plane per record."""
     payload = request.WhichOneof("payload")
     if payload == "packed_ops":
+        if len(request.packed_ops) % PACKED_OP_DTYPE.itemsize:
+            raise InvalidArgument(
+                f"packed_ops of {len(request.packed_ops)} bytes: not whole "
+                f"{PACKED_OP_DTYPE.itemsize}-byte records"
+            )
         records = np.frombuffer(request.packed_ops, PACKED_OP_DTYPE)
         if request.packed_planes:
             planes = np.frombuffer(request.packed_planes, np.uint8)

@@ -104,10 +104,11 @@ class ForwardPeer:
             timer.cancel()
             raise
 
-    async def request(
+    def start(
         self, request: switch_pb2.ForwardRequest, timeout: float
-    ) -> switch_pb2.ForwardResponse:
-        """`call`, awaited: the answer, or Unavailable."""
+    ) -> asyncio.Future[switch_pb2.ForwardResponse]:
+        """`call`, with the answer (or Unavailable) in a future: the request is on its way
+        when this returns."""
         future: asyncio.Future[switch_pb2.ForwardResponse] = (
             asyncio.get_running_loop().create_future()
         )
@@ -121,9 +122,13 @@ class ForwardPeer:
                 future.set_result(answer)
 
         self.call(request, timeout, settle)
-        if self.stream is not None and self.stream.congested:
-            await self.stream.drain()
-        return await future
+        return future
+
+    async def request(
+        self, request: switch_pb2.ForwardRequest, timeout: float
+    ) -> switch_pb2.ForwardResponse:
+        """`call`, awaited: the answer, or Unavailable."""
+        return await self.start(request, timeout)
 
     def _expire(self, request_id: int, timeout: float) -> None:
         entry = self._pending.pop(request_id, None)

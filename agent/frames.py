@@ -9,6 +9,9 @@
   that. gRPC writes are coroutines taking one write at a time, so sends queue for a writer task.
 
 Both deliver frames to a callback in order and call `on_close` once when the stream ends.
+Neither makes a sender wait: every request has its own deadline (ForwardPeer), and a stream
+whose unsent backlog passes `MAX_BACKLOG_BYTES` (a peer that stopped reading) is cut, which
+fails what was in flight on it as UNAVAILABLE, like a link that went down.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import logging
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 
@@ -28,20 +31,35 @@ from fusionrack.emulator import Unavailable
 from fusionrack.rpc import MAX_MESSAGE_BYTES
 from fusionrack.v1 import switch_pb2
 
-__all__ = ["FrameHandler", "FrameStream", "GrpcFrames", "TcpFrames", "encode"]
+__all__ = [
+    "MAX_BACKLOG_BYTES",
+    "FrameHandler",
+    "FrameStream",
+    "GrpcFrames",
+    "TcpFrames",
+    "encode",
+    "split_address",
+]
 
 log = logging.getLogger(__name__)
 
 FrameHandler = Callable[[switch_pb2.ForwardFrame], None]
 _LENGTH = struct.Struct("<I")
 _SMALL = 64 * 1024  # frames up to this size go out as one buffer (one copy, one write call)
-_BACKLOG = 64  # frames queued for a gRPC write before senders of requests wait
+MAX_BACKLOG_BYTES = 256 * 1024 * 1024
+_MAX_BACKLOG_FRAMES = 65536  # the gRPC writer's queue, counted in frames
 
 
 def encode(frame: switch_pb2.ForwardFrame) -> bytes:
     """One frame as the framed transport writes it (length prefix and bytes)."""
     data = frame.SerializeToString()
     return _LENGTH.pack(len(data)) + data
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``(host, port)`` of "host:port" or "[v6 host]:port"."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 class FrameStream(Protocol):
@@ -52,36 +70,31 @@ class FrameStream(Protocol):
     on_frame: FrameHandler
     on_close: Callable[[], None]
 
-    @property
-    def congested(self) -> bool:
-        """Whether writes are piling up (the sender of a request should `drain`)."""
-
     def send(self, frame: switch_pb2.ForwardFrame) -> None:
-        """Queue `frame` for writing, after every frame sent before it; Unavailable if closed."""
-
-    async def drain(self) -> None:
-        """Return once the written frames are down to a reasonable backlog."""
+        """Queue `frame` for writing, after every frame sent before it; Unavailable if the
+        stream is closed, or is cut now because its backlog is too long."""
 
     def close(self) -> None:
-        """End the stream (idempotent)."""
+        """End the stream (idempotent); `on_close` follows."""
 
 
 class TcpFrames(asyncio.Protocol):
-    """The framed transport on one connection (a FrameStream)."""
+    """The framed transport on one connection (a FrameStream). Frames longer than
+    `max_frame` bytes end the connection (a switch tray lowers it until the hello)."""
 
     def __init__(self, on_frame: FrameHandler, on_close: Callable[[], None]) -> None:
         self.on_frame = on_frame
         self.on_close = on_close
-        self._transport: asyncio.Transport | None = None
+        self.max_frame = MAX_MESSAGE_BYTES
+        self._transport: Any = None  # asyncio's or uvloop's (not asyncio.Transport subclasses)
         self._buffer = bytearray()
-        self._paused: asyncio.Future[None] | None = None
         self._closed = False
         self.peer_address = ""
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
+        self._transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:  # Nagle would hold every small answer back for the last ack
             with contextlib.suppress(OSError):
@@ -97,7 +110,7 @@ class TcpFrames(asyncio.Protocol):
         try:
             while end - offset >= 4:
                 (length,) = _LENGTH.unpack_from(buffer, offset)
-                if length > MAX_MESSAGE_BYTES:
+                if length > self.max_frame:
                     log.warning("a frame of %d bytes from %s: closing", length, self.peer_address)
                     self.close()
                     return
@@ -121,47 +134,37 @@ class TcpFrames(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        if self._paused is not None and not self._paused.done():
-            self._paused.set_result(None)
         self.on_close()
 
-    def pause_writing(self) -> None:
-        self._paused = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self._paused is not None and not self._paused.done():
-            self._paused.set_result(None)
-        self._paused = None
-
     # -- FrameStream -----------------------------------------------------------------------
-
-    @property
-    def congested(self) -> bool:
-        return self._paused is not None
 
     def send(self, frame: switch_pb2.ForwardFrame) -> None:
         if self._closed or self._transport is None or self._transport.is_closing():
             raise Unavailable(f"the connection to {self.peer_address} is closed")
+        if self._transport.get_write_buffer_size() > MAX_BACKLOG_BYTES:
+            self.close()
+            raise Unavailable(f"{self.peer_address} stopped reading: connection cut")
         data = frame.SerializeToString()
         if len(data) <= _SMALL:
             self._transport.write(_LENGTH.pack(len(data)) + data)
         else:
             self._transport.writelines((_LENGTH.pack(len(data)), data))
 
-    async def drain(self) -> None:
-        if self._paused is not None:
-            await self._paused
-
     def close(self) -> None:
-        if not self._closed and self._transport is not None:
-            self._closed = True
-            self._transport.close()  # connection_lost follows
+        if self._closed or self._transport is None:
+            return
+        self._closed = True
+        # What is written goes out first (a refusal), unless the peer is not taking it.
+        if self._transport.get_write_buffer_size():
+            self._transport.abort()
+        else:
+            self._transport.close()
 
 
 class GrpcFrames:
-    """The frames of a `Switch.Forward` call, either end: `write` is the call's (or the server
-    context's) write coroutine; `pump` reads. The call's error, if it ended with one, is kept
-    in `error` (a switch tray turning a stream away says why in the status)."""
+    """The frames of a `Switch.Forward` call, either end (a FrameStream): `write` is the call's
+    (or the server context's) write coroutine; `pump` reads. The call's error, if it ended
+    with one, is kept in `error` (a switch tray turning a stream away says why in it)."""
 
     def __init__(
         self,
@@ -174,25 +177,18 @@ class GrpcFrames:
         self.on_close = on_close
         self._queue: collections.deque[switch_pb2.ForwardFrame] = collections.deque()
         self._wake = asyncio.Event()
-        self._room = asyncio.Event()  # set when the backlog is back under _BACKLOG
         self._closed = False
         self.error: grpc.aio.AioRpcError | None = None
         self._writer = asyncio.get_running_loop().create_task(self._write_all())
 
-    @property
-    def congested(self) -> bool:
-        return len(self._queue) > _BACKLOG
-
     def send(self, frame: switch_pb2.ForwardFrame) -> None:
         if self._closed:
             raise Unavailable("the Forward stream is closed")
+        if len(self._queue) > _MAX_BACKLOG_FRAMES:
+            self.close()
+            raise Unavailable("the Forward stream stopped taking frames: cut")
         self._queue.append(frame)
         self._wake.set()
-
-    async def drain(self) -> None:
-        while self.congested and not self._closed:
-            self._room.clear()
-            await self._room.wait()
 
     async def _write_all(self) -> None:
         try:
@@ -201,9 +197,9 @@ class GrpcFrames:
                 self._wake.clear()
                 while self._queue:
                     await self._write(self._queue.popleft())
-                    if len(self._queue) <= _BACKLOG:
-                        self._room.set()
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError):
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the call is over, however gRPC says it (AioRpcError, ...)
             self.close()
 
     async def pump(self, read: Callable[[], Awaitable[object]]) -> None:
@@ -213,7 +209,7 @@ class GrpcFrames:
                 self.on_frame(frame)  # type: ignore[arg-type]
         except grpc.aio.AioRpcError as error:
             self.error = error
-        except grpc.aio.UsageError:
+        except (grpc.aio.UsageError, asyncio.InvalidStateError):
             pass
         finally:
             self.close()
@@ -222,7 +218,6 @@ class GrpcFrames:
         if self._closed:
             return
         self._closed = True
-        self._room.set()
         if self._writer is not asyncio.current_task():
             self._writer.cancel()
         self.on_close()

@@ -124,10 +124,13 @@ async def run(args: argparse.Namespace, topology: Topology, tray: str | None) ->
                 raise SystemExit(f"fusion-agent: --switch {item!r}: give NAME=HOST:PORT")
             switches[name] = address
         metrics_address = None if args.no_metrics else (args.metrics or scheme[tray].metrics)
+        # With --listen, the data plane goes on that host (a free port), not on --host.
+        listen_host = args.listen.rpartition(":")[0] if args.listen else None
+        forward_default = f"{listen_host}:0" if listen_host else scheme[tray].forward
         running = await serve_tray(
             topology, tray, listen=args.listen or scheme[tray].grpc,
             switch_addresses=switches, metrics_listen=metrics_address,
-            forward_listen=args.forward or scheme[tray].forward, **options,
+            forward_listen=args.forward or forward_default, **options,
         )  # fmt: skip
         trays = [running]
     for running in trays:

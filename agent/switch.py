@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 
 import grpc
 import numpy as np
@@ -34,12 +35,12 @@ from fusionrack.emulator import (
     fabric_address,
     reduce_values,
 )
-from fusionrack.rpc import TlsFiles, grpc_errors, status_of
+from fusionrack.rpc import MAX_MESSAGE_BYTES, TlsFiles, grpc_errors, status_of
 from fusionrack.v1 import memory_pb2, switch_pb2, switch_pb2_grpc
 
 from .dataplane import OK, op_kind, outcome, payload_bytes, plane_shares
 from .forward import ForwardPeer, error_response
-from .frames import FrameStream, GrpcFrames, TcpFrames
+from .frames import FrameStream, GrpcFrames, TcpFrames, split_address
 from .tray import TrayAgent
 
 __all__ = ["SwitchAgent", "SwitchServicer"]
@@ -47,6 +48,9 @@ __all__ = ["SwitchAgent", "SwitchServicer"]
 log = logging.getLogger(__name__)
 
 DEFAULT_PREPARE_TIMEOUT = 30.0
+# A framed connection must say hello within this time, in a frame of at most this size.
+HELLO_SECONDS = 5.0
+MAX_HELLO_BYTES = 64 * 1024
 
 
 class SwitchAgent(TrayAgent):
@@ -81,6 +85,7 @@ class SwitchAgent(TrayAgent):
         self.links.start_down(self.link_indices)  # until each compute tray is heard from
         self.stopping = False
         self._framed: asyncio.Server | None = None  # the framed transport's listener
+        self._unadmitted: set[TcpFrames] = set()  # its connections waiting for their hello
         self.forward_address = ""  # where it listens ("": Forward only)
         self._no_streams = asyncio.Event()  # set whenever the last stream has ended
 
@@ -92,6 +97,8 @@ class SwitchAgent(TrayAgent):
         self.stopping = True  # compute trays reconnect at once: turn them away from now on
         if self._framed is not None:
             self._framed.close()
+        for frames in list(self._unadmitted):
+            frames.close()
         for peer in list(self.peers.values()):
             peer.close()
         # Let every stream handler return (each removes its peer) before the server stops, so
@@ -162,20 +169,28 @@ class SwitchAgent(TrayAgent):
     async def serve_framed(self, listen: str, tls: TlsFiles | None = None) -> str:
         """Serve the framed transport on `listen` ("host:port", port 0: a free one); returns
         the address it listens on."""
-        host, port = listen.rsplit(":", 1)
+        host, port = split_address(listen)
         context = tls.server_context() if tls and tls.enabled else None
-        self._framed = await asyncio.get_running_loop().create_server(
-            self._framed_connection, host, int(port), ssl=context, reuse_address=True
-        )
-        self.forward_address = f"{host}:{self._framed.sockets[0].getsockname()[1]}"
+        try:
+            self._framed = await asyncio.get_running_loop().create_server(
+                self._framed_connection, host, port, ssl=context, reuse_address=True
+            )
+        except OSError as error:
+            raise OSError(f"cannot listen on {listen} (data plane): {error.strerror}") from None
+        bound = self._framed.sockets[0].getsockname()[1]
+        self.forward_address = f"{listen.rpartition(':')[0]}:{bound}"
         return self.forward_address
 
     def _framed_connection(self) -> TcpFrames:
-        """A new framed connection: its first frame decides (`_admit`), then it is a peer."""
+        """A new framed connection: its first frame, within HELLO_SECONDS, decides (`_admit`);
+        then it is a peer."""
 
         def first(frame: switch_pb2.ForwardFrame) -> None:
+            deadline.cancel()
+            self._unadmitted.discard(frames)
             error = self._admit(frame)
             if error is None:
+                frames.max_frame = MAX_MESSAGE_BYTES
                 self._attach(frame.hello.tray, frames)
                 return
             refusal = memory_pb2.OpStatus(code=int(error.code), message=error.message)
@@ -183,7 +198,14 @@ class SwitchAgent(TrayAgent):
                 frames.send(switch_pb2.ForwardFrame(refused=refusal))
             frames.close()
 
-        frames = TcpFrames(first, on_close=lambda: None)
+        def gone() -> None:
+            deadline.cancel()
+            self._unadmitted.discard(frames)
+
+        frames = TcpFrames(first, on_close=gone)
+        frames.max_frame = MAX_HELLO_BYTES
+        self._unadmitted.add(frames)
+        deadline = asyncio.get_running_loop().call_later(HELLO_SECONDS, frames.close)
         return frames
 
     async def serve_stream(self, context: grpc.aio.ServicerContext) -> None:
@@ -249,7 +271,7 @@ class SwitchAgent(TrayAgent):
         self.topology.accelerator(initiator)
         payload = request.WhichOneof("payload")
         if payload == "op" and decode_multicast(request.op):
-            return self._answer_multicast(source, request_id, request)
+            return self._multicast(source, request_id, request)
         self.topology.accelerator(target)
         if not self.config.partitions.same_partition(initiator, target):
             self.counters.partition_violations[initiator, target] += 1
@@ -285,35 +307,28 @@ class SwitchAgent(TrayAgent):
         peer.call(request, self.forward_timeout, answered)
         return None
 
-    async def _answer_multicast(
-        self, source: ForwardPeer, request_id: int, request: switch_pb2.ForwardRequest
-    ) -> None:
-        try:
-            response = await self._multicast(request)
-        except FusionError as error:
-            response = error_response(request_id, error)
-        response.request_id = request_id
-        source.answer(response)
-
     # -- multicast -------------------------------------------------------------------------
 
-    async def _multicast(self, request: switch_pb2.ForwardRequest) -> switch_pb2.ForwardResponse:
+    def _multicast(
+        self, source: ForwardPeer, request_id: int, request: switch_pb2.ForwardRequest
+    ) -> Awaitable[None]:
+        """Send a multicast op's member ops on now (so they go out before any later frame of
+        the stream is handled) and return the work that combines their answers and answers
+        `source`. An op refused here raises (counted)."""
         op, plane, initiator = request.op, request.plane, request.initiator
         kind = op_kind(op)
         body = getattr(op, kind)
         _, group_id, offset = decode(body.address)
         try:
-            result, member_count = await self._multicast_op(
-                kind, body, group_id, offset, initiator, plane
-            )
+            sent = self._multicast_send(kind, body, group_id, offset, initiator, plane)
         except FusionError as error:
             self.counters.multicast_ops[kind, outcome(int(error.code))] += 1
             raise
-        self.counters.multicast_ops[kind, outcome(result.status.code)] += 1
-        result.member_count = member_count
-        return switch_pb2.ForwardResponse(status=OK, result=result)
+        return self._multicast_answer(source, request_id, kind, body, *sent)
 
-    async def _multicast_op(self, kind, body, group_id, offset, initiator, plane):  # type: ignore[no-untyped-def]
+    def _multicast_send(self, kind, body, group_id, offset, initiator, plane):  # type: ignore[no-untyped-def]
+        """Check a multicast op and send its member ops: (ingress port, member ports, member
+        ops, futures of their answers)."""
         table = self.config.multicast
         if kind == "store":
             length = len(body.data)
@@ -358,34 +373,51 @@ class SwitchAgent(TrayAgent):
                         )
                     )
                 )
-        responses = await asyncio.gather(
-            *(
-                peer.request(
-                    switch_pb2.ForwardRequest(
-                        initiator=initiator, target=member, plane=plane, op=member_op
-                    ),
-                    self.forward_timeout,
-                )
-                for peer, (member, _), member_op in zip(peers, targets, member_ops, strict=True)
+        answers = []
+        for peer, (member, _), member_op in zip(peers, targets, member_ops, strict=True):
+            request = switch_pb2.ForwardRequest(
+                initiator=initiator, target=member, plane=plane, op=member_op
             )
-        )
+            try:
+                answers.append(peer.start(request, self.forward_timeout))
+            except Unavailable as error:  # that stream just closed: the op fails as a whole
+                failed = asyncio.get_running_loop().create_future()
+                failed.set_exception(error)
+                answers.append(failed)
+        return ingress, ports, member_ops, answers
+
+    async def _multicast_answer(  # type: ignore[no-untyped-def]
+        self, source: ForwardPeer, request_id: int, kind, body, ingress, ports, member_ops, answers
+    ) -> None:
+        """Combine the member answers of a multicast op and answer its initiator."""
+        responses = await asyncio.gather(*answers, return_exceptions=True)
+        error = next((r for r in responses if isinstance(r, BaseException)), None)
+        if isinstance(error, FusionError):
+            self.counters.multicast_ops[kind, outcome(int(error.code))] += 1
+            source.answer(error_response(request_id, error))
+            return
+        if error is not None:
+            raise error
         now = time.time()
         for port, member_op, response in zip(ports, member_ops, responses, strict=True):
             sent, returned = payload_bytes(member_op)
             self.links.add_traffic(port, returned if not response.status.code else 0, sent, now)
+        result = memory_pb2.OpResult(status=OK, member_count=len(ports))
         for response in responses:
             status = response.status if response.status.code else response.result.status
             if status.code:
-                return memory_pb2.OpResult(status=status), len(targets)
-        result = memory_pb2.OpResult(status=OK)
-        if kind == "load_reduce":
-            values = np.stack(
-                [np.frombuffer(r.result.data, NUMPY_DTYPE[body.data_type]) for r in responses]
-            )
-            result.data = reduce_values(body.op, body.data_type, values).tobytes()
-        sent, returned = payload_bytes(memory_pb2.MemoryOp(**{kind: body}))
-        self.links.add_traffic(ingress, sent, returned, now)
-        return result, len(targets)
+                result.status.CopyFrom(status)
+                break
+        else:
+            if kind == "load_reduce":
+                values = np.stack(
+                    [np.frombuffer(r.result.data, NUMPY_DTYPE[body.data_type]) for r in responses]
+                )
+                result.data = reduce_values(body.op, body.data_type, values).tobytes()
+            sent, returned = payload_bytes(memory_pb2.MemoryOp(**{kind: body}))
+            self.links.add_traffic(ingress, sent, returned, now)
+        self.counters.multicast_ops[kind, outcome(result.status.code)] += 1
+        source.answer(switch_pb2.ForwardResponse(request_id=request_id, status=OK, result=result))
 
     # -- configuration ---------------------------------------------------------------------
 

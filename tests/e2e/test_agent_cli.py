@@ -51,3 +51,28 @@ def test_a_port_in_use_is_refused_not_shared() -> None:
         )
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_a_switch_tray_serves_its_data_plane_where_it_is_told() -> None:
+    """On the --listen host by default (a free port), not on --host; a taken --forward port is
+    refused by name."""
+    process = subprocess.Popen(
+        [AGENT, "--manifest", "mini", "--tray", "switch-1", "--listen", "127.0.0.2:0",
+         "--no-metrics"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        line = next(line for line in process.stderr if "serving gRPC" in line)
+        assert "gRPC on 127.0.0.2:" in line and ", data plane on 127.0.0.2:" in line, line
+    finally:
+        process.terminate()
+        process.communicate(timeout=15)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = agent("--manifest", "mini", "--tray", "switch-1", "--listen", "127.0.0.1:0",
+                       "--forward", f"127.0.0.1:{port}", "--no-metrics")  # fmt: skip
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port} (data plane)" in result.stderr

@@ -9,9 +9,10 @@ import struct
 import grpc
 import pytest
 
-from fusionrack.agent.frames import GrpcFrames, TcpFrames, encode
+from fusionrack.agent import switch as switch_module
+from fusionrack.agent.frames import MAX_BACKLOG_BYTES, GrpcFrames, TcpFrames, encode
 from fusionrack.agent.rack import LocalRack
-from fusionrack.emulator import Topology, fabric_address
+from fusionrack.emulator import Topology, Unavailable, fabric_address
 from fusionrack.v1 import memory_pb2, switch_pb2
 
 from .conftest import Clients
@@ -123,3 +124,91 @@ async def test_garbage_ends_that_connection_and_nothing_else(
     finally:
         writer.close()
     assert await store_and_load(clients) == b"framed"
+
+
+async def test_a_connection_that_never_says_hello_is_closed(
+    mini_rack: LocalRack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(switch_module, "HELLO_SECONDS", 0.2)
+    reader, writer = await connect(mini_rack, "switch-1")
+    try:
+        async with asyncio.timeout(3):
+            assert await reader.read() == b""
+    finally:
+        writer.close()
+
+
+async def test_stopping_closes_connections_still_waiting_for_their_hello(
+    mini_rack: LocalRack,
+) -> None:
+    reader, writer = await connect(mini_rack, "switch-2")
+    try:
+        await mini_rack.trays.pop("switch-2").stop(grace=0)
+        async with asyncio.timeout(3):
+            assert await reader.read() == b""
+    finally:
+        writer.close()
+
+
+async def test_a_bad_request_on_an_admitted_stream_is_answered_and_the_stream_lives_on(
+    mini_rack: LocalRack, clients: Clients, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader, writer = await connect(mini_rack, "switch-1")  # as compute-02, for a while
+    try:
+        writer.write(encode(hello("compute-02", mini_rack.topology.manifest.digest)))
+        first = await read_frame(reader)
+        assert first is not None and first.hello.tray == "switch-1"
+        bad = switch_pb2.ForwardRequest(
+            request_id=7, initiator=2, target=0, plane=0, packed_ops=b"\0" * 33
+        )
+        writer.write(encode(switch_pb2.ForwardFrame(request=bad)))
+        while (frame := await read_frame(reader)) is not None:
+            if frame.WhichOneof("frame") == "response":
+                break
+        assert frame is not None and frame.response.request_id == 7
+        assert frame.response.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert "33 bytes: not whole 32-byte records" in frame.response.status.message
+    finally:
+        writer.close()
+    assert "Traceback" not in caplog.text
+    await mini_rack.wait_ready()  # compute-02 takes its place back
+    assert await store_and_load(clients) == b"framed"
+
+
+class StuckTransport:
+    """A transport whose peer stopped reading: everything written stays buffered."""
+
+    def __init__(self) -> None:
+        self.buffered, self.aborted = 0, False
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def write(self, data: bytes) -> None:
+        self.buffered += len(data)
+
+    def writelines(self, chunks: tuple[bytes, ...]) -> None:
+        self.buffered += sum(map(len, chunks))
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_a_peer_that_stops_reading_is_cut_once_its_backlog_is_too_long() -> None:
+    closed = []
+    frames = TcpFrames(lambda frame: None, lambda: closed.append(True))
+    transport = StuckTransport()
+    frames.connection_made(transport)  # type: ignore[arg-type]
+    frame = switch_pb2.ForwardFrame(request=switch_pb2.ForwardRequest(packed_ops=b"\0" * (1 << 20)))
+    frames.send(frame)  # taken: the backlog is short
+    transport.buffered = MAX_BACKLOG_BYTES + 1  # the peer stopped reading long ago
+    with pytest.raises(Unavailable, match="stopped reading"):
+        frames.send(frame)
+    assert transport.aborted  # not close(): that would wait for the backlog to drain
+    assert transport.buffered == MAX_BACKLOG_BYTES + 1  # nothing more was queued
