@@ -212,3 +212,16 @@ def test_a_peer_that_stops_reading_is_cut_once_its_backlog_is_too_long() -> None
         frames.send(frame)
     assert transport.aborted  # not close(): that would wait for the backlog to drain
     assert transport.buffered == MAX_BACKLOG_BYTES + 1  # nothing more was queued
+
+
+async def test_agents_on_ipv6_loopback_reach_each_other_on_it(mini: Topology) -> None:
+    rack = await LocalRack.start(mini, listen=lambda tray: "[::1]:0", training_time=0.01)
+    clients = Clients(rack)
+    try:
+        await rack.wait_ready()
+        assert rack.agent("switch-1").forward_address.startswith("[::1]:")  # type: ignore[attr-defined]
+        assert isinstance(rack.agent("compute-01").peers["switch-1"].stream, TcpFrames)
+        assert await store_and_load(clients) == b"framed"
+    finally:
+        await clients.close()
+        await rack.stop()
