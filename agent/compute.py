@@ -49,7 +49,7 @@ from .dataplane import (
     packed_plane_shares,
     plane_shares,
 )
-from .forward import ForwardPeer
+from .forward import ForwardPeer, request_frame, response_frame
 from .frames import GrpcFrames, TcpFrames, split_address
 from .tray import TrayAgent
 
@@ -229,10 +229,12 @@ class ComputeAgent(TrayAgent):
     # -- target side: ops a switch brings in -----------------------------------------------
 
     def _on_request(
-        self, peer: ForwardPeer, request: switch_pb2.ForwardRequest
-    ) -> switch_pb2.ForwardResponse:
+        self, peer: ForwardPeer, frame: switch_pb2.ForwardFrame
+    ) -> switch_pb2.ForwardFrame:
         """Apply an op addressed to one of our accelerators, in arrival order."""
-        response = switch_pb2.ForwardResponse(request_id=request.request_id, status=OK)
+        request = frame.request
+        answer = response_frame(request_id=request.request_id, status=OK)
+        response = answer.response
         target = request.target
         self.counters.forwarded[peer.name, "in"] += 1
         try:
@@ -255,11 +257,11 @@ class ComputeAgent(TrayAgent):
                 raise InvalidArgument("forwarded request carries no ops")
         except FusionError as error:
             response.status.code, response.status.message = int(error.code), error.message
-            return response
+            return answer
         now = time.time()
         for plane, sent, returned in shares:
             self.links.add_traffic(target * self.per + plane, returned, sent, now)
-        return response
+        return answer
 
     # -- initiator side --------------------------------------------------------------------
 
@@ -322,17 +324,16 @@ class ComputeAgent(TrayAgent):
             if peer is None:
                 usable[plane] = False
                 continue
-            request = switch_pb2.ForwardRequest(
-                initiator=initiator, target=target, plane=plane, **payload
-            )
+            frame = request_frame(initiator=initiator, target=target, plane=plane, **payload)
             try:
-                response = await peer.request(request, self.forward_timeout)
+                response = await peer.request(frame, self.forward_timeout)
             except Unavailable:
                 usable[plane] = False
                 continue
             if response.status.code == ErrorCode.UNAVAILABLE:
                 usable[plane] = False
                 continue
+            request = frame.request
             kind = request.WhichOneof("payload")
             kind = op_kind(request.op) if kind == "op" else kind
             self._count_out(initiator, switch, kind, plane_shares(request))
@@ -348,7 +349,7 @@ class ComputeAgent(TrayAgent):
         peer = self.peers.get(switch)
         if peer is None:
             return None
-        request = switch_pb2.ForwardRequest(
+        frame = request_frame(
             initiator=initiator,
             target=target,
             plane=int(planes[0]),
@@ -356,7 +357,7 @@ class ComputeAgent(TrayAgent):
             packed_planes=planes.tobytes(),
         )
         try:
-            response = await peer.request(request, self.forward_timeout)
+            response = await peer.request(frame, self.forward_timeout)
         except Unavailable:
             return None
         if response.status.code == ErrorCode.UNAVAILABLE:

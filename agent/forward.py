@@ -18,29 +18,57 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 
+from google.protobuf.message import Message
+
 from fusionrack.emulator import FusionError, Unavailable
 from fusionrack.v1 import memory_pb2, switch_pb2
 
 from .frames import FrameStream
 
-__all__ = ["ForwardPeer", "error_response"]
+__all__ = ["ForwardPeer", "error_frame", "request_frame", "response_frame"]
 
 log = logging.getLogger(__name__)
 
-# What a request handler gives back: the answer now, an awaitable that answers later with
-# `peer.answer(...)` (run as an owned task), or None when it has arranged the answer itself.
+# Requests and answers travel as the frames that carry them, built in place and passed on as
+# read: wrapping a message in a frame copies it, and a packed batch is up to megabytes.
+
+# What a request handler, given the request's frame, gives back: the answer's frame now, an
+# awaitable that answers later with `peer.answer(...)` (run as an owned task), or None when it
+# has arranged the answer itself.
 RequestHandler = Callable[
-    ["ForwardPeer", switch_pb2.ForwardRequest],
-    switch_pb2.ForwardResponse | Awaitable[None] | None,
+    ["ForwardPeer", switch_pb2.ForwardFrame],
+    switch_pb2.ForwardFrame | Awaitable[None] | None,
 ]
 LinkStateHandler = Callable[["ForwardPeer", switch_pb2.LinkStateUpdate], None]
-# Gets the answer to a request, or the error that stands for it (no answer in time, stream gone).
-AnswerCallback = Callable[[switch_pb2.ForwardResponse | FusionError], None]
+# Gets the frame holding the answer to a request, or the error that stands for it (no answer
+# in time, stream gone).
+AnswerCallback = Callable[[switch_pb2.ForwardFrame | FusionError], None]
 
 
-def error_response(request_id: int, error: FusionError) -> switch_pb2.ForwardResponse:
+def _frame(part: str, fields: dict[str, object]) -> switch_pb2.ForwardFrame:
+    frame = switch_pb2.ForwardFrame()
+    body = getattr(frame, part)
+    for name, value in fields.items():
+        if isinstance(value, Message):
+            getattr(body, name).CopyFrom(value)
+        else:
+            setattr(body, name, value)
+    return frame
+
+
+def request_frame(**fields: object) -> switch_pb2.ForwardFrame:
+    """A frame carrying a ForwardRequest of `fields`, built in place."""
+    return _frame("request", fields)
+
+
+def response_frame(**fields: object) -> switch_pb2.ForwardFrame:
+    """A frame carrying a ForwardResponse of `fields`, built in place."""
+    return _frame("response", fields)
+
+
+def error_frame(request_id: int, error: FusionError) -> switch_pb2.ForwardFrame:
     """The answer to a request that failed as a whole with `error`."""
-    return switch_pb2.ForwardResponse(
+    return response_frame(
         request_id=request_id,
         status=memory_pb2.OpStatus(code=int(error.code), message=error.message),
     )
@@ -50,8 +78,8 @@ class ForwardPeer:
     """The local end of a Forward stream to the tray `name`, over `stream` (set by `attach`
     once the transport exists).
 
-    `on_request(peer, request)` is called for every request the other side sends, in order (see
-    RequestHandler). `on_link_state` gets the other side's link-state frames."""
+    `on_request(peer, frame)` is called for every request frame the other side sends, in order
+    (see RequestHandler). `on_link_state` gets the other side's link-state frames."""
 
     def __init__(
         self, name: str, on_request: RequestHandler, on_link_state: LinkStateHandler
@@ -81,31 +109,32 @@ class ForwardPeer:
         with contextlib.suppress(Unavailable):
             self.send(frame)
 
-    def answer(self, response: switch_pb2.ForwardResponse) -> None:
-        """Write the answer to a request (dropped if the stream is gone: nobody waits for it)."""
-        self.post(switch_pb2.ForwardFrame(response=response))
+    def answer(self, frame: switch_pb2.ForwardFrame) -> None:
+        """Write the frame answering a request (dropped if the stream is gone: nobody waits
+        for it)."""
+        self.post(frame)
 
     def call(
-        self, request: switch_pb2.ForwardRequest, timeout: float, on_answer: AnswerCallback
+        self, frame: switch_pb2.ForwardFrame, timeout: float, on_answer: AnswerCallback
     ) -> None:
-        """Send `request` (its id is assigned here); `on_answer` gets the answer, or Unavailable
-        if none comes within `timeout` seconds (the error names the tray that was slow) or the
-        stream ends first."""
+        """Send the request in `frame` (its id is assigned here); `on_answer` gets the answer's
+        frame, or Unavailable if none comes within `timeout` seconds (the error names the tray
+        that was slow) or the stream ends first."""
         if self.closed.is_set():
             raise Unavailable(f"the stream to tray {self.name} is closed")
         request_id = next(self._ids)
-        request.request_id = request_id
+        frame.request.request_id = request_id
         timer = asyncio.get_running_loop().call_later(timeout, self._expire, request_id, timeout)
         self._pending[request_id] = (on_answer, timer)
         try:
-            self.send(switch_pb2.ForwardFrame(request=request))
+            self.send(frame)
         except Unavailable:
             del self._pending[request_id]
             timer.cancel()
             raise
 
     def start(
-        self, request: switch_pb2.ForwardRequest, timeout: float
+        self, frame: switch_pb2.ForwardFrame, timeout: float
     ) -> asyncio.Future[switch_pb2.ForwardResponse]:
         """`call`, with the answer (or Unavailable) in a future: the request is on its way
         when this returns."""
@@ -113,22 +142,22 @@ class ForwardPeer:
             asyncio.get_running_loop().create_future()
         )
 
-        def settle(answer: switch_pb2.ForwardResponse | FusionError) -> None:
+        def settle(answer: switch_pb2.ForwardFrame | FusionError) -> None:
             if future.done():
                 return
             if isinstance(answer, FusionError):
                 future.set_exception(answer)
             else:
-                future.set_result(answer)
+                future.set_result(answer.response)
 
-        self.call(request, timeout, settle)
+        self.call(frame, timeout, settle)
         return future
 
     async def request(
-        self, request: switch_pb2.ForwardRequest, timeout: float
+        self, frame: switch_pb2.ForwardFrame, timeout: float
     ) -> switch_pb2.ForwardResponse:
         """`call`, awaited: the answer, or Unavailable."""
-        return await self.start(request, timeout)
+        return await self.start(frame, timeout)
 
     def _expire(self, request_id: int, timeout: float) -> None:
         entry = self._pending.pop(request_id, None)
@@ -157,17 +186,17 @@ class ForwardPeer:
             entry = self._pending.pop(frame.response.request_id, None)
             if entry is not None:
                 entry[1].cancel()
-                entry[0](frame.response)
+                entry[0](frame)
         elif kind == "request":
             try:
-                result = self._on_request(self, frame.request)
+                result = self._on_request(self, frame)
             except Exception:
                 log.exception("request on the stream to %s failed", self.name)
-                result = switch_pb2.ForwardResponse(
+                result = response_frame(
                     request_id=frame.request.request_id,
                     status=memory_pb2.OpStatus(code=13, message="internal error"),
                 )
-            if isinstance(result, switch_pb2.ForwardResponse):
+            if isinstance(result, switch_pb2.ForwardFrame):
                 self.answer(result)
             elif result is not None:
                 self.spawn(result)

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 FrameHandler = Callable[[switch_pb2.ForwardFrame], None]
 _LENGTH = struct.Struct("<I")
 _SMALL = 64 * 1024  # frames up to this size go out as one buffer (one copy, one write call)
+_READ_BYTES = 256 * 1024  # the read buffer of a connection, to begin with
 MAX_BACKLOG_BYTES = 256 * 1024 * 1024
 _MAX_BACKLOG_FRAMES = 65536  # the gRPC writer's queue, counted in frames
 
@@ -78,20 +79,24 @@ class FrameStream(Protocol):
         """End the stream (idempotent); `on_close` follows."""
 
 
-class TcpFrames(asyncio.Protocol):
+class TcpFrames(asyncio.BufferedProtocol):
     """The framed transport on one connection (a FrameStream). Frames longer than
-    `max_frame` bytes end the connection (a switch tray lowers it until the hello)."""
+    `max_frame` bytes end the connection (a switch tray lowers it until the hello).
+
+    The socket is read straight into one buffer (a BufferedProtocol), sized to the largest
+    frame seen: a frame is copied once on its way in, however many reads it takes."""
 
     def __init__(self, on_frame: FrameHandler, on_close: Callable[[], None]) -> None:
         self.on_frame = on_frame
         self.on_close = on_close
         self.max_frame = MAX_MESSAGE_BYTES
         self._transport: Any = None  # asyncio's or uvloop's (not asyncio.Transport subclasses)
-        self._buffer = bytearray()
+        self._buffer = memoryview(bytearray(_READ_BYTES))
+        self._start = self._end = 0  # the bytes read but not parsed yet
         self._closed = False
         self.peer_address = ""
 
-    # -- asyncio.Protocol ------------------------------------------------------------------
+    # -- asyncio.BufferedProtocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
@@ -102,35 +107,50 @@ class TcpFrames(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer_address = f"{peer[0]}:{peer[1]}" if peer else "?"
 
-    def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        offset, end = 0, len(buffer)
-        view = memoryview(buffer)
-        try:
-            while end - offset >= 4:
-                (length,) = _LENGTH.unpack_from(buffer, offset)
-                if length > self.max_frame:
-                    log.warning("a frame of %d bytes from %s: closing", length, self.peer_address)
-                    self.close()
-                    return
-                if end - offset - 4 < length:
-                    break
-                start = offset + 4
-                offset = start + length
-                try:
-                    frame = switch_pb2.ForwardFrame.FromString(view[start:offset])
-                except Exception:  # DecodeError, whichever protobuf backend raised it
-                    log.warning("an unreadable frame from %s: closing", self.peer_address)
-                    self.close()
-                    return
-                self.on_frame(frame)
-                if self._closed:
-                    return
-        finally:
-            view.release()
-            if offset and not self._closed:
-                del buffer[:offset]
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if len(self._buffer) - self._end < _READ_BYTES // 4:
+            self._make_room()
+        return self._buffer[self._end :]
+
+    def _make_room(self) -> None:
+        """Move the unparsed bytes to the front, into a larger buffer if the frame they begin
+        does not fit."""
+        start, end = self._start, self._end
+        pending = bytes(self._buffer[start:end])
+        need = len(pending) + _READ_BYTES // 4
+        if len(pending) >= 4:
+            need = max(need, 4 + _LENGTH.unpack_from(pending)[0])
+        if need > len(self._buffer):
+            self._buffer = memoryview(bytearray(max(need, 2 * len(self._buffer))))
+        self._buffer[: len(pending)] = pending
+        self._start, self._end = 0, len(pending)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._end += nbytes
+        buffer, offset, end = self._buffer, self._start, self._end
+        while end - offset >= 4:
+            (length,) = _LENGTH.unpack_from(buffer, offset)
+            if length > self.max_frame:
+                log.warning("a frame of %d bytes from %s: closing", length, self.peer_address)
+                self.close()
+                return
+            if end - offset - 4 < length:
+                break
+            start = offset + 4
+            offset = start + length
+            try:
+                frame = switch_pb2.ForwardFrame.FromString(buffer[start:offset])
+            except Exception:  # DecodeError, whichever protobuf backend raised it
+                log.warning("an unreadable frame from %s: closing", self.peer_address)
+                self.close()
+                return
+            self.on_frame(frame)
+            if self._closed:
+                return
+        if offset == end:
+            self._start = self._end = 0
+        else:
+            self._start = offset
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True

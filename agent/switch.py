@@ -39,7 +39,7 @@ from fusionrack.rpc import MAX_MESSAGE_BYTES, TlsFiles, grpc_errors, status_of
 from fusionrack.v1 import memory_pb2, switch_pb2, switch_pb2_grpc
 
 from .dataplane import OK, op_kind, outcome, payload_bytes, plane_shares
-from .forward import ForwardPeer, error_response
+from .forward import ForwardPeer, error_frame, request_frame, response_frame
 from .frames import FrameStream, GrpcFrames, TcpFrames, split_address
 from .tray import TrayAgent
 
@@ -236,12 +236,12 @@ class SwitchAgent(TrayAgent):
 
     # -- forwarding ------------------------------------------------------------------------
 
-    def _on_request(self, source: ForwardPeer, request: switch_pb2.ForwardRequest):  # type: ignore[no-untyped-def]
+    def _on_request(self, source: ForwardPeer, frame: switch_pb2.ForwardFrame):  # type: ignore[no-untyped-def]
         self.counters.forwarded[source.name, "in"] += 1
         try:
-            return self._route(source, request)
+            return self._route(source, frame)
         except FusionError as error:
-            return error_response(request.request_id, error)
+            return error_frame(frame.request.request_id, error)
 
     def _port(self, accelerator: int, plane: int) -> int:
         return accelerator * self.per + plane
@@ -259,9 +259,10 @@ class SwitchAgent(TrayAgent):
             raise Unavailable(f"compute tray {tray} is not connected to switch tray {self.name}")
         return peer
 
-    def _route(self, source: ForwardPeer, request: switch_pb2.ForwardRequest):  # type: ignore[no-untyped-def]
-        """Check a request and send it on to its target's tray; the answer goes back to
-        `source` from the callback that receives it. Multicast: a task that answers."""
+    def _route(self, source: ForwardPeer, frame: switch_pb2.ForwardFrame):  # type: ignore[no-untyped-def]
+        """Check a request and send its frame on to its target's tray; the answer's frame goes
+        back to `source` from the callback that receives it. Multicast: a task that answers."""
+        request = frame.request
         request_id = request.request_id  # the request travels on with the target's own id
         initiator, target = request.initiator, request.target
         shares = plane_shares(request)
@@ -290,21 +291,22 @@ class SwitchAgent(TrayAgent):
         ]
         peer = self._peer_of(target)
 
-        def answered(answer: switch_pb2.ForwardResponse | FusionError) -> None:
+        def answered(answer: switch_pb2.ForwardFrame | FusionError) -> None:
             if isinstance(answer, FusionError):
-                source.answer(error_response(request_id, answer))
+                source.answer(error_frame(request_id, answer))
                 return
             self.counters.forwarded[peer.name, "out"] += 1
             now = time.time()
+            failed = answer.response.status.code
             for (ingress, egress), (_, sent, returned) in zip(ports, shares, strict=True):
-                if answer.status.code:
+                if failed:
                     returned = 0
                 self.links.add_traffic(ingress, sent, returned, now)  # port rx = link up
                 self.links.add_traffic(egress, returned, sent, now)
-            answer.request_id = request_id
+            answer.response.request_id = request_id
             source.answer(answer)
 
-        peer.call(request, self.forward_timeout, answered)
+        peer.call(frame, self.forward_timeout, answered)
         return None
 
     # -- multicast -------------------------------------------------------------------------
@@ -375,11 +377,9 @@ class SwitchAgent(TrayAgent):
                 )
         answers = []
         for peer, (member, _), member_op in zip(peers, targets, member_ops, strict=True):
-            request = switch_pb2.ForwardRequest(
-                initiator=initiator, target=member, plane=plane, op=member_op
-            )
+            frame = request_frame(initiator=initiator, target=member, plane=plane, op=member_op)
             try:
-                answers.append(peer.start(request, self.forward_timeout))
+                answers.append(peer.start(frame, self.forward_timeout))
             except Unavailable as error:  # that stream just closed: the op fails as a whole
                 failed = asyncio.get_running_loop().create_future()
                 failed.set_exception(error)
@@ -394,7 +394,7 @@ class SwitchAgent(TrayAgent):
         error = next((r for r in responses if isinstance(r, BaseException)), None)
         if isinstance(error, FusionError):
             self.counters.multicast_ops[kind, outcome(int(error.code))] += 1
-            source.answer(error_response(request_id, error))
+            source.answer(error_frame(request_id, error))
             return
         if error is not None:
             raise error
@@ -417,7 +417,7 @@ class SwitchAgent(TrayAgent):
             sent, returned = payload_bytes(memory_pb2.MemoryOp(**{kind: body}))
             self.links.add_traffic(ingress, sent, returned, now)
         self.counters.multicast_ops[kind, outcome(result.status.code)] += 1
-        source.answer(switch_pb2.ForwardResponse(request_id=request_id, status=OK, result=result))
+        source.answer(response_frame(request_id=request_id, status=OK, result=result))
 
     # -- configuration ---------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import asyncio
 import struct
 
 import grpc
+import numpy as np
 import pytest
 
 from fusionrack.agent import switch as switch_module
@@ -225,3 +226,29 @@ async def test_agents_on_ipv6_loopback_reach_each_other_on_it(mini: Topology) ->
     finally:
         await clients.close()
         await rack.stop()
+
+
+def test_frames_read_in_any_pieces_come_out_whole_and_in_order() -> None:
+    """Frames of 0 B to 1 MiB, read in pieces of 1 B to 300 KiB, as a socket may deliver them."""
+    rng = np.random.default_rng(7)
+    sizes = [0, 1, 5, 1000, 70_000, 300_000, 1 << 20, 3, 64 * 1024, 200_000]
+    sent = [
+        switch_pb2.ForwardFrame(
+            request=switch_pb2.ForwardRequest(request_id=i, packed_ops=rng.bytes(size))
+        )
+        for i, size in enumerate(sizes * 3)
+    ]
+    stream = b"".join(encode(frame) for frame in sent)
+    got: list[switch_pb2.ForwardFrame] = []
+    frames = TcpFrames(got.append, lambda: None)
+    frames.connection_made(StuckTransport())  # type: ignore[arg-type]
+    position = 0
+    while position < len(stream):
+        room = frames.get_buffer(-1)
+        piece = min(
+            len(room), int(rng.choice([1, 7, 4096, 65536, 300_000])), len(stream) - position
+        )
+        room[:piece] = stream[position : position + piece]
+        frames.buffer_updated(piece)
+        position += piece
+    assert got == sent

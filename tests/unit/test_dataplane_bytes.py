@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fusionrack.agent.dataplane import packed_payload_bytes, payload_bytes, plane_shares
+from fusionrack.agent.dataplane import (
+    packed_payload_bytes,
+    packed_plane_shares,
+    payload_bytes,
+    plane_shares,
+)
 from fusionrack.emulator import AtomicOp, DataType, InvalidArgument, packed
 from fusionrack.v1 import memory_pb2, switch_pb2
 
@@ -58,3 +63,17 @@ def test_a_packed_request_on_several_planes_counts_each_planes_share() -> None:
     request.packed_planes = bytes(5)
     with pytest.raises(InvalidArgument, match="5 planes for 6 records"):
         plane_shares(request)
+
+
+def test_a_batch_of_one_kind_of_op_counts_the_same_on_its_fast_path() -> None:
+    words = np.arange(5, dtype=np.uint64) * 8
+    cas = packed.pack_atomics(words, AtomicOp.COMPARE_SWAP, DataType.U64, words, compare=words)
+    assert packed_payload_bytes(cas) == (5 * 16, 5 * 8)
+    loads = packed.pack_loads(words[:3], size=2)
+    assert packed_plane_shares(loads, np.array([0, 1, 0], np.uint8)) == [(0, 0, 4), (1, 0, 2)]
+    unknown = loads.copy()
+    unknown["opcode"] = 0  # refused at the target: moves nothing
+    assert packed_payload_bytes(unknown) == (0, 0)
+    # One record of another kind takes the general path, with the same rule.
+    mixed = np.concatenate([loads, cas[:1]])
+    assert packed_payload_bytes(mixed) == (16, 6 + 8)
