@@ -339,32 +339,6 @@ class ComputeAgent(TrayAgent):
             self._count_out(initiator, switch, kind, plane_shares(request))
             return response
 
-    async def _travel_tray(
-        self, initiator: int, target: int, planes: np.ndarray, piece: np.ndarray
-    ) -> switch_pb2.ForwardResponse | None:
-        """Carry packed records (`planes`: each one's plane, uint8) on several planes of one
-        switch tray as one request; None when a plane's port is unusable somewhere on the way
-        (nothing was applied)."""
-        switch = self.topology.switch_chips[int(planes[0])].tray
-        peer = self.peers.get(switch)
-        if peer is None:
-            return None
-        frame = request_frame(
-            initiator=initiator,
-            target=target,
-            plane=int(planes[0]),
-            packed_ops=piece.tobytes(),
-            packed_planes=planes.tobytes(),
-        )
-        try:
-            response = await peer.request(frame, self.forward_timeout)
-        except Unavailable:
-            return None
-        if response.status.code == ErrorCode.UNAVAILABLE:
-            return None
-        self._count_out(initiator, switch, "packed_ops", packed_plane_shares(piece, planes))
-        return response
-
     def _count_out(
         self,
         initiator: int,
@@ -529,20 +503,49 @@ class ComputeAgent(TrayAgent):
                 return
             settle(where, response)
 
-        async def piece(lo: int, hi: int) -> None:
+        # Every piece on its way at once, with no task per piece; a piece turned away on a
+        # plane (a port down on the way: nothing was applied) then travels plane by plane,
+        # moving to other planes as single ops do.
+        pieces = list(itertools.pairwise(cuts))
+        sent = [self._send_piece(initiator, int(key[lo]) // trays, plane[lo:hi], ordered[lo:hi])
+                for lo, hi in pieces]  # fmt: skip
+        answers = await asyncio.gather(*(f for f in sent if f is not None), return_exceptions=True)
+        answer_of = iter(answers)
+        retries = []
+        for (lo, hi), future in zip(pieces, sent, strict=True):
+            answer = next(answer_of) if future is not None else None
+            if isinstance(answer, switch_pb2.ForwardResponse) and (
+                answer.status.code != ErrorCode.UNAVAILABLE
+            ):
+                switch = self.topology.switch_chips[int(plane[lo])].tray
+                shares = packed_plane_shares(ordered[lo:hi], plane[lo:hi])
+                self._count_out(initiator, switch, "packed_ops", shares)
+                settle(slice(lo, hi), answer)
+                continue
+            if isinstance(answer, BaseException) and not isinstance(answer, Unavailable):
+                raise answer
             to, planes = int(key[lo]) // trays, plane[lo:hi]
-            if planes.min() == planes.max():
-                return await one_plane(to, slice(lo, hi))
-            response = await self._travel_tray(initiator, to, planes, ordered[lo:hi])
-            if response is not None:
-                return settle(slice(lo, hi), response)
-            # A plane of the tray is down on the way: each plane's share on its own, moving
-            # to other planes as single ops do.
-            await asyncio.gather(
-                *(one_plane(to, lo + np.flatnonzero(planes == p)) for p in np.unique(planes))
-            )
+            retries += [one_plane(to, lo + np.flatnonzero(planes == p)) for p in np.unique(planes)]
+        if retries:
+            await asyncio.gather(*retries)
 
-        await asyncio.gather(*(piece(lo, hi) for lo, hi in itertools.pairwise(cuts)))
+    def _send_piece(
+        self, initiator: int, target: int, planes: np.ndarray, piece: np.ndarray
+    ) -> asyncio.Future[switch_pb2.ForwardResponse] | None:
+        """Send packed records (`planes`: each one's plane, uint8, all of one switch tray) as
+        one request; the future of its answer, or None when the tray is not connected."""
+        peer = self.peers.get(self.topology.switch_chips[int(planes[0])].tray)
+        if peer is None:
+            return None
+        frame = request_frame(
+            initiator=initiator, target=target, plane=int(planes[0]), packed_ops=piece.tobytes()
+        )
+        if planes.min() != planes.max():
+            frame.request.packed_planes = planes.tobytes()
+        try:
+            return peer.start(frame, self.forward_timeout)
+        except Unavailable:
+            return None
 
 
 def _spans_granules(op: memory_pb2.MemoryOp) -> bool:
