@@ -243,10 +243,25 @@ async def start_server(
     return Server(server, port, f"{host}:{port}", health)
 
 
-def free_port_range(span: int, host: str = "127.0.0.1", start: int = 21000) -> int:
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel takes the local ports of outgoing connections from."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def free_port_range(span: int, host: str = "127.0.0.1", start: int = 10000) -> int:
     """A base port with `span` free ports above it on `host` (checked, then released), for
-    agents started on the base-port scheme (tests, benchmarks)."""
-    for base in range(start + os.getpid() % 2000 * 10, 60000 - span, 97):
+    agents started on the base-port scheme (tests, benchmarks). Below the ephemeral range when
+    there is room: a port in it may be taken by any outgoing connection between this check and
+    the bind."""
+    low, high = _ephemeral_ports()
+    below = range(start + os.getpid() % 1000 * 17, low - span, 97)
+    if not below:
+        below = range(start, low - span, 97)
+    for base in [*below, *range(high + 1, 65536 - span, 97)]:
         sockets: list[socket.socket] = []
         try:
             for port in range(base, base + span):
