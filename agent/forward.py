@@ -29,6 +29,8 @@ __all__ = ["ForwardPeer", "error_frame", "request_frame", "response_frame"]
 
 log = logging.getLogger(__name__)
 
+_INTERNAL = 13  # gRPC's INTERNAL: no domain error stands for a bug
+
 # Requests and answers travel as the frames that carry them, built in place and passed on as
 # read: wrapping a message in a frame copies it, and a packed batch is up to megabytes.
 
@@ -194,7 +196,7 @@ class ForwardPeer:
                 log.exception("request on the stream to %s failed", self.name)
                 result = response_frame(
                     request_id=frame.request.request_id,
-                    status=memory_pb2.OpStatus(code=13, message="internal error"),
+                    status=memory_pb2.OpStatus(code=_INTERNAL, message="internal error"),
                 )
             if isinstance(result, switch_pb2.ForwardFrame):
                 self.answer(result)
