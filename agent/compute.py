@@ -195,6 +195,7 @@ class ComputeAgent(TrayAgent):
         frames: TcpFrames | GrpcFrames
         pump = None
         if endpoint.address:
+            await channel.close()  # done with (left open, it logs the GOAWAY of a stopping tray)
             host, port = split_address(endpoint.address)
             if host in ("", "0.0.0.0", "::"):  # it listens everywhere: where we found it
                 host = split_address(self.switch_addresses[switch])[0]
