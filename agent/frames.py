@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 FrameHandler = Callable[[switch_pb2.ForwardFrame], None]
 _LENGTH = struct.Struct("<I")
 _SMALL = 64 * 1024  # frames up to this size go out as one buffer (one copy, one write call)
-_READ_BYTES = 256 * 1024  # the read buffer of a connection, to begin with
+_READ_BYTES = 64 * 1024  # the read buffer of a connection, to begin with (it grows to fit)
 MAX_BACKLOG_BYTES = 256 * 1024 * 1024
 _MAX_BACKLOG_FRAMES = 65536  # the gRPC writer's queue, counted in frames
 

@@ -20,6 +20,7 @@ Every metric is documented in docs/metrics.md.
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -391,8 +392,14 @@ class _LinkCollector(_Collector):
             "gauge",
             "Nominal bandwidth of the link, both directions together, in bytes per second",
         )
-        self._prefixes = {f: [f.prefix(k) for k in keys] for f in self._families()[1:]}
-        self._prefixes[self.state] = [self.state.prefix(k) for k in self.state_keys]
+
+    @functools.cached_property
+    def _prefixes(self) -> dict[_Family, list[str]]:
+        """Every series' name and labels, rendered at the first scrape rather than at start-up
+        (27 trays of a rack in one process would spend ~0.1 s on them before serving)."""
+        prefixes = {f: [f.prefix(k) for k in self.keys] for f in self._families()[1:]}
+        prefixes[self.state] = [self.state.prefix(k) for k in self.state_keys]
+        return prefixes
 
     def _families(self) -> list[_Family]:
         return [
