@@ -120,8 +120,9 @@ class TcpFrames(asyncio.BufferedProtocol):
         need = len(pending) + _READ_BYTES // 4
         if len(pending) >= 4:
             need = max(need, 4 + _LENGTH.unpack_from(pending)[0])
-        if need > len(self._buffer):
-            self._buffer = memoryview(bytearray(max(need, 2 * len(self._buffer))))
+        if need > len(self._buffer):  # with room for the next frames too (up to 8 MiB more)
+            slack = min(max(need, len(self._buffer)), 8 << 20)
+            self._buffer = memoryview(bytearray(need + slack))
         self._buffer[: len(pending)] = pending
         self._start, self._end = 0, len(pending)
 
