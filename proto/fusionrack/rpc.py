@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from fusionrack.emulator.errors import FusionError
 
 __all__ = [
+    "FAST_RECONNECT",
     "MAX_MESSAGE_BYTES",
     "Server",
     "TlsFiles",
@@ -276,8 +277,20 @@ def free_port_range(span: int, host: str = "127.0.0.1", start: int = 10000) -> i
     raise OSError(f"no {span} free consecutive ports on {host}")
 
 
-def open_channel(target: str, tls: TlsFiles | None = None) -> grpc.aio.Channel:
-    """A channel to `target` ("host:port") with the project's message limits."""
+# Channel options for waiting on a server that is coming up: redial every 50-200 ms rather than
+# after gRPC's default backoff (1 s, growing).
+FAST_RECONNECT = (
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 200),
+)
+
+
+def open_channel(
+    target: str, tls: TlsFiles | None = None, options: Iterable[tuple[str, Any]] = ()
+) -> grpc.aio.Channel:
+    """A channel to `target` ("host:port") with the project's message limits (and `options`)."""
+    every = [*_OPTIONS, *options]
     if tls and tls.enabled:
-        return grpc.aio.secure_channel(target, tls.channel_credentials(), options=_OPTIONS)
-    return grpc.aio.insecure_channel(target, options=_OPTIONS)
+        return grpc.aio.secure_channel(target, tls.channel_credentials(), options=every)
+    return grpc.aio.insecure_channel(target, options=every)
