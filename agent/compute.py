@@ -74,6 +74,7 @@ class ComputeAgent(TrayAgent):
         tray: str,
         switch_addresses: Mapping[str, str],
         *,
+        forward_addresses: Mapping[str, str] | None = None,
         tls: TlsFiles | None = None,
         forward_timeout: float = 5.0,
         training_time: float = 0.05,
@@ -90,6 +91,9 @@ class ComputeAgent(TrayAgent):
         if missing:
             raise InvalidArgument(f"no address for switch tray(s) {', '.join(missing)}")
         self.switch_addresses = dict(switch_addresses)
+        # Switch trays whose data-plane address is known (served from this process): no need
+        # to ask them for it.
+        self.forward_addresses = dict(forward_addresses or {})
         self.tls = tls
         self.forward_timeout = forward_timeout
         self.shared = {
@@ -164,14 +168,17 @@ class ComputeAgent(TrayAgent):
     async def _stream(self, switch: str, channel: grpc.aio.Channel, peer: ForwardPeer) -> None:
         """One stream to `switch`, on the framed transport when it offers one, until it ends."""
         stub = switch_pb2_grpc.SwitchStub(channel)
+        endpoint = switch_pb2.GetForwardEndpointResponse(
+            address=self.forward_addresses.get(switch, "")
+        )
         try:
-            endpoint = await stub.GetForwardEndpoint(
-                switch_pb2.GetForwardEndpointRequest(), timeout=self.forward_timeout
-            )
+            if not endpoint.address:
+                endpoint = await stub.GetForwardEndpoint(
+                    switch_pb2.GetForwardEndpointRequest(), timeout=self.forward_timeout
+                )
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise
-            endpoint = switch_pb2.GetForwardEndpointResponse()  # an agent with Forward only
 
         def first(frame: switch_pb2.ForwardFrame) -> None:
             """The switch tray's first frame: its hello, or why it turns us away."""

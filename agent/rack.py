@@ -60,6 +60,7 @@ async def serve_tray(
     *,
     listen: str = "127.0.0.1:0",
     switch_addresses: Mapping[str, str] | None = None,
+    forward_addresses: Mapping[str, str] | None = None,
     tls: TlsFiles | None = None,
     training_time: float = 0.05,
     forward_timeout: float = 5.0,
@@ -85,6 +86,7 @@ async def serve_tray(
             topology,
             tray,
             switch_addresses or {},
+            forward_addresses=forward_addresses,
             tls=tls,
             forward_timeout=forward_timeout,
             training_time=training_time,
@@ -181,7 +183,8 @@ class LocalRack:
         try:
             await serve_all(TrayKind.SWITCH)  # compute trays dial the switch trays
             switches = {name: t.server.address for name, t in rack.trays.items()}
-            await serve_all(TrayKind.COMPUTE, switch_addresses=switches)
+            forwards = {name: t.agent.forward_address for name, t in rack.trays.items()}  # type: ignore[attr-defined]
+            await serve_all(TrayKind.COMPUTE, switch_addresses=switches, forward_addresses=forwards)
         except BaseException:
             await rack.stop()
             raise
