@@ -92,7 +92,7 @@ class ComputeAgent(TrayAgent):
             raise InvalidArgument(f"no address for switch tray(s) {', '.join(missing)}")
         self.switch_addresses = dict(switch_addresses)
         # Switch trays whose data-plane address is known (served from this process): no need
-        # to ask them for it.
+        # to ask them for it the first time.
         self.forward_addresses = dict(forward_addresses or {})
         self.tls = tls
         self.forward_timeout = forward_timeout
@@ -168,8 +168,10 @@ class ComputeAgent(TrayAgent):
     async def _stream(self, switch: str, channel: grpc.aio.Channel, peer: ForwardPeer) -> None:
         """One stream to `switch`, on the framed transport when it offers one, until it ends."""
         stub = switch_pb2_grpc.SwitchStub(channel)
+        # A known address serves the first connection only: a restarted switch tray may
+        # serve its data plane elsewhere.
         endpoint = switch_pb2.GetForwardEndpointResponse(
-            address=self.forward_addresses.get(switch, "")
+            address=self.forward_addresses.pop(switch, "")
         )
         try:
             if not endpoint.address:
