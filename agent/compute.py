@@ -317,11 +317,14 @@ class ComputeAgent(TrayAgent):
         return result
 
     async def _travel(
-        self, initiator: int, target: int, address: int, **payload: object
+        self, initiator: int, target: int, address: int, avoid: int | None = None, **payload: object
     ) -> switch_pb2.ForwardResponse:
         """Carry a request to `target` through a switch, retrying other planes while the
-        target's end of a plane is unusable. Counts bytes on the initiator's link."""
+        target's end of a plane is unusable (and never on plane `avoid`, which just failed).
+        Counts bytes on the initiator's link."""
         usable = self.links.usable_planes(initiator).copy()
+        if avoid is not None:
+            usable[avoid] = False
         while True:
             plane = choose_plane(address, usable)
             if plane is None:
@@ -502,10 +505,10 @@ class ComputeAgent(TrayAgent):
                     response.packed_results, packed.PACKED_RESULT_DTYPE
                 )
 
-        async def one_plane(to: int, where: slice | np.ndarray) -> None:
+        async def one_plane(to: int, where: slice | np.ndarray, avoid: int | None = None) -> None:
             try:
                 response = await self._travel(
-                    initiator, to, int(ordered["address"][where][0]),
+                    initiator, to, int(ordered["address"][where][0]), avoid=avoid,
                     packed_ops=ordered[where].tobytes(),
                 )  # fmt: skip
             except FusionError as error:
@@ -535,6 +538,9 @@ class ComputeAgent(TrayAgent):
             if isinstance(answer, BaseException) and not isinstance(answer, Unavailable):
                 raise answer
             to, planes = int(key[lo]) // trays, plane[lo:hi]
+            if planes.min() == planes.max():  # that plane failed: straight to another
+                retries.append(one_plane(to, slice(lo, hi), avoid=int(planes[0])))
+                continue
             retries += [one_plane(to, lo + np.flatnonzero(planes == p)) for p in np.unique(planes)]
         if retries:
             await asyncio.gather(*retries)

@@ -124,7 +124,7 @@ class ForwardPeer:
         that was slow) or the stream ends first."""
         if self.closed.is_set():
             raise Unavailable(f"the stream to tray {self.name} is closed")
-        request_id = next(self._ids)
+        original, request_id = frame.request.request_id, next(self._ids)
         frame.request.request_id = request_id
         timer = asyncio.get_running_loop().call_later(timeout, self._expire, request_id, timeout)
         self._pending[request_id] = (on_answer, timer)
@@ -133,6 +133,7 @@ class ForwardPeer:
         except Unavailable:
             del self._pending[request_id]
             timer.cancel()
+            frame.request.request_id = original  # not sent: the frame is the caller's again
             raise
 
     def start(
@@ -190,12 +191,13 @@ class ForwardPeer:
                 entry[1].cancel()
                 entry[0](frame)
         elif kind == "request":
+            request_id = frame.request.request_id  # a handler may pass the frame on
             try:
                 result = self._on_request(self, frame)
             except Exception:
                 log.exception("request on the stream to %s failed", self.name)
                 result = response_frame(
-                    request_id=frame.request.request_id,
+                    request_id=request_id,
                     status=memory_pb2.OpStatus(code=_INTERNAL, message="internal error"),
                 )
             if isinstance(result, switch_pb2.ForwardFrame):

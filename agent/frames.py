@@ -47,6 +47,7 @@ FrameHandler = Callable[[switch_pb2.ForwardFrame], None]
 _LENGTH = struct.Struct("<I")
 _SMALL = 64 * 1024  # frames up to this size go out as one buffer (one copy, one write call)
 _READ_BYTES = 64 * 1024  # the read buffer of a connection, to begin with (it grows to fit)
+_KEEP_BYTES = 16 * 1024 * 1024  # a larger read buffer is dropped once empty
 MAX_BACKLOG_BYTES = 256 * 1024 * 1024
 _MAX_BACKLOG_FRAMES = 65536  # the gRPC writer's queue, counted in frames
 
@@ -150,6 +151,8 @@ class TcpFrames(asyncio.BufferedProtocol):
                 return
         if offset == end:
             self._start = self._end = 0
+            if len(buffer) > _KEEP_BYTES:  # after a very large frame: give the memory back
+                self._buffer = memoryview(bytearray(_READ_BYTES))
         else:
             self._start = offset
 

@@ -238,10 +238,11 @@ class SwitchAgent(TrayAgent):
 
     def _on_request(self, source: ForwardPeer, frame: switch_pb2.ForwardFrame):  # type: ignore[no-untyped-def]
         self.counters.forwarded[source.name, "in"] += 1
+        request_id = frame.request.request_id  # before `_route` gives the frame the target's
         try:
             return self._route(source, frame)
         except FusionError as error:
-            return error_frame(frame.request.request_id, error)
+            return error_frame(request_id, error)
 
     def _port(self, accelerator: int, plane: int) -> int:
         return accelerator * self.per + plane

@@ -233,7 +233,7 @@ async def _tray_ready(channel: grpc.aio.Channel) -> bool:
         reply = await tray_pb2_grpc.TrayStub(channel).GetStatus(
             tray_pb2.GetStatusRequest(), timeout=1
         )
-    except grpc.aio.AioRpcError:  # not up (yet)
+    except Exception:  # not up (yet): any failure means "no answer"
         return False
     status = reply.status
     return status.link_count > 0 and all(link.state == LinkState.ACTIVE for link in status.links)
@@ -251,8 +251,10 @@ async def wait_ready(
     total = len(waiting)
     # One channel per tray for the whole wait: a new one per poll would cost every tray a
     # connection every 50 ms, CPU that the agents coming up need.
-    channels = {t: open_channel(plan.grpc_address(t), options=FAST_RECONNECT) for t in waiting}
+    channels: dict[str, grpc.aio.Channel] = {}
     try:
+        for tray in waiting:
+            channels[tray] = open_channel(plan.grpc_address(tray), options=FAST_RECONNECT)
         while waiting:
             dead = [p for p in processes if p.poll() is not None]
             if dead:

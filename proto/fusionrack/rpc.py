@@ -277,11 +277,11 @@ def free_port_range(span: int, host: str = "127.0.0.1", start: int = 10000) -> i
     raise OSError(f"no {span} free consecutive ports on {host}")
 
 
-# Channel options for waiting on a server that is coming up: redial every 50-200 ms rather than
-# after gRPC's default backoff (1 s, growing).
+# Channel options for waiting on a server that is coming up: redial every 100-200 ms rather
+# than after gRPC's default backoff (1 s, growing). (Not grpc.min_reconnect_backoff_ms: that is
+# how long one connection attempt may take, and a loaded agent needs its default 20 s.)
 FAST_RECONNECT = (
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 200),
 )
 

@@ -14,6 +14,7 @@ from fusionrack.agent.rack import LocalRack
 from fusionrack.emulator import (
     AtomicOp,
     DataType,
+    choose_plane,
     choose_planes,
     fabric_address,
     multicast_address,
@@ -338,6 +339,31 @@ async def test_a_packed_batch_over_every_plane_counts_each_share_and_avoids_a_do
     assert results.ok.all() and set(results.values.tolist()) == {1}
     moved = target_end.down_bytes - before
     assert int(moved[3 * per + 2]) == 0 and int(moved.sum()) == 8 * 64
+
+
+async def test_a_one_plane_batch_turned_away_goes_straight_to_another_plane(
+    mini_rack: LocalRack, clients: Clients
+) -> None:
+    """Not back to the plane that just failed: one wasted round trip at most."""
+    words = np.array([fabric_address(3, 256 * i) for i in range(256)], np.uint64)
+    words = words[choose_planes(words, np.ones(4, bool)) == 2][:16]  # plane 2: switch-2/chip0
+    records = packed.pack_atomics(words, AtomicOp.ADD, U64, np.ones(16, np.uint64)).tobytes()
+    await inject(clients, "switch-2", 1, "compute-02/gpu1/nvlink2")  # the target's port, plane 2
+    switch = mini_rack.agent("switch-2").counters.forwarded
+    before = dict(switch)
+    reply = await clients.memory("compute-01").ExecutePacked(
+        memory_pb2.ExecutePackedRequest(initiator=0, ops=records)
+    )
+    results = packed.unpack_results(reply.results)
+    assert results.ok.all() and set(results.values.tolist()) == {0}
+    tried = switch["compute-01", "in"] - before.get(("compute-01", "in"), 0)
+    # The refused piece on plane 2, then its retry, which comes here again only on plane 3.
+    retry = choose_plane(int(words[0]), np.array([True, True, False, True]))
+    assert tried == 1 + (retry == 3), (tried, retry)
+    again = await clients.memory("compute-01").ExecutePacked(
+        memory_pb2.ExecutePackedRequest(initiator=0, ops=records)
+    )
+    assert set(packed.unpack_results(again.results).values.tolist()) == {1}  # each add once
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from fusionrack.agent import switch as switch_module
+from fusionrack.agent.forward import request_frame
 from fusionrack.agent.frames import MAX_BACKLOG_BYTES, GrpcFrames, TcpFrames, encode
 from fusionrack.agent.rack import LocalRack
-from fusionrack.emulator import Topology, Unavailable, fabric_address
+from fusionrack.agent.switch import SwitchAgent
+from fusionrack.emulator import Topology, Unavailable, fabric_address, packed
 from fusionrack.v1 import memory_pb2, switch_pb2
 
 from .conftest import Clients
@@ -252,3 +254,43 @@ def test_frames_read_in_any_pieces_come_out_whole_and_in_order() -> None:
         frames.buffer_updated(piece)
         position += piece
     assert got == sent
+
+
+class Recorder:
+    """A FrameStream that keeps what is sent on it, or refuses to send (a stream just cut)."""
+
+    def __init__(self) -> None:
+        self.sent: list[switch_pb2.ForwardFrame] = []
+        self.broken = False
+        self.on_frame = self.on_close = lambda *_: None
+
+    def send(self, frame: switch_pb2.ForwardFrame) -> None:
+        if self.broken:
+            raise Unavailable("cut")
+        self.sent.append(switch_pb2.ForwardFrame.FromString(frame.SerializeToString()))
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_request_the_switch_cannot_pass_on_is_answered_under_its_own_id(
+    mini: Topology,
+) -> None:
+    """Not under the id it was about to get on the target's stream: the initiator's own
+    request fails at once, and no other request of its is settled by mistake."""
+    switch = SwitchAgent(mini, "switch-1")
+    switch.links.usable[:] = True
+    initiator, target = Recorder(), Recorder()
+    source = switch._attach("compute-01", initiator)
+    switch._attach("compute-02", target)
+    initiator.sent.clear()
+    target.broken = True  # cut, and the switch tray has not noticed yet
+    words = np.array([fabric_address(3, 8)], np.uint64)
+    records = packed.pack_loads(words, size=8)
+    source.receive(
+        request_frame(request_id=6, initiator=0, target=3, plane=0, packed_ops=records.tobytes())
+    )
+    (answer,) = initiator.sent
+    assert answer.response.request_id == 6
+    assert answer.response.status.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    await switch.stop_ticker()
