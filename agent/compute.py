@@ -349,7 +349,9 @@ class ComputeAgent(TrayAgent):
             request = frame.request
             kind = request.WhichOneof("payload")
             kind = op_kind(request.op) if kind == "op" else kind
-            self._count_out(initiator, switch, kind, plane_shares(request))
+            self._count_out(
+                initiator, switch, kind, plane_shares(request), failed=bool(response.status.code)
+            )
             return response
 
     def _count_out(
@@ -358,10 +360,14 @@ class ComputeAgent(TrayAgent):
         switch: str,
         kind: str,
         shares: list[tuple[int, int, int]],
+        failed: bool = False,
     ) -> None:
-        """Bytes on the initiator's links (each plane's share) and the op counters."""
+        """Bytes on the initiator's links (each plane's share) and the op counters. A request
+        that `failed` as a whole (denied, say) went up and brought nothing back."""
         now = time.time()
         for plane, sent, returned in shares:
+            if failed:
+                returned = 0
             self.links.add_traffic(initiator * self.per + plane, sent, returned, now)
             self.counters.memory_bytes[kind] += sent + returned
         self.counters.forwarded[switch, "out"] += 1
@@ -532,7 +538,8 @@ class ComputeAgent(TrayAgent):
             ):
                 switch = self.topology.switch_chips[int(plane[lo])].tray
                 shares = packed_plane_shares(ordered[lo:hi], plane[lo:hi])
-                self._count_out(initiator, switch, "packed_ops", shares)
+                failed = bool(answer.status.code)
+                self._count_out(initiator, switch, "packed_ops", shares, failed=failed)
                 settle(slice(lo, hi), answer)
                 continue
             if isinstance(answer, BaseException) and not isinstance(answer, Unavailable):

@@ -277,6 +277,9 @@ class SwitchAgent(TrayAgent):
         self.topology.accelerator(target)
         if not self.config.partitions.same_partition(initiator, target):
             self.counters.partition_violations[initiator, target] += 1
+            now = time.time()
+            for plane, sent, _ in shares:  # it came up the initiator's link, and stops here
+                self.links.add_traffic(self._port(initiator, plane), sent, 0, now)
             top, parts = self.topology, self.config.partitions
 
             def where(index: int) -> str:

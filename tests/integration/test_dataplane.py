@@ -161,11 +161,22 @@ async def test_cross_partition_ops_are_denied_and_counted(
     await memory.Store(
         memory_pb2.StoreRequest(initiator=0, address=fabric_address(2, 0), data=b"in")
     )
+    ends = [mini_rack.agent(t).links for t in ("compute-01", "switch-1", "switch-2")]
+    before = [(e.up_bytes.copy(), e.down_bytes.copy()) for e in ends]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await memory.Store(
             memory_pb2.StoreRequest(initiator=0, address=fabric_address(3, 0), data=b"no")
         )
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # The 2 bytes went up gpu0's link on one plane, at both of its ends, and no further.
+    plane = choose_plane(fabric_address(3, 0), np.ones(4, bool))
+    initiator_end = ends[0].up_bytes - before[0][0]
+    port = ends[1 + plane // 2]
+    assert int(initiator_end[plane]) == 2 == int(initiator_end.sum())
+    assert int((port.up_bytes - before[1 + plane // 2][0])[plane]) == 2
+    for (up, down), end in zip(before, ends, strict=True):
+        assert int((end.down_bytes - down).sum()) == 0  # nothing came back
+        assert int((end.up_bytes - up).sum()) == 2 * (end is ends[0] or end is port)
     assert (
         "compute-01/gpu0 (partition 1) may not reach compute-02/gpu1 (partition 2)"
         in caught.value.details()
