@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
 from fusionrack.agent.rack import LocalRack
+from fusionrack.controller.main import RunningController, serve_controller
 from fusionrack.emulator.topology import Topology
 from fusionrack.rpc import open_channel
-from fusionrack.v1 import memory_pb2_grpc, switch_pb2_grpc, tray_pb2_grpc
+from fusionrack.v1 import (
+    common_pb2,
+    controller_pb2_grpc,
+    memory_pb2_grpc,
+    switch_pb2_grpc,
+    tray_pb2_grpc,
+)
 
 
 class Clients:
@@ -53,3 +63,46 @@ async def clients(mini_rack: LocalRack) -> AsyncIterator[Clients]:
     stubs = Clients(mini_rack)
     yield stubs
     await stubs.close()
+
+
+async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Wait until `condition()` holds (polled every 10 ms), failing after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def start_controller(rack: LocalRack, state: Path, **options: object) -> RunningController:
+    """A controller for `rack` (state in the SQLite file `state`), once it reaches every agent;
+    `options` go to `serve_controller`."""
+    addresses = {name: rack.address(name) for name in rack.trays}
+    running = await serve_controller(
+        rack.topology, state, addresses, listen="127.0.0.1:0", heartbeat=0.2, **options
+    )
+    await until(lambda: all(v.reachable for v in running.controller.agents.values()))
+    return running
+
+
+@pytest.fixture
+async def controller(mini_rack: LocalRack, tmp_path: Path) -> AsyncIterator[RunningController]:
+    running = await start_controller(mini_rack, tmp_path / "state.sqlite")
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def stub(controller: RunningController) -> AsyncIterator[controller_pb2_grpc.ControllerStub]:
+    async with open_channel(controller.server.address) as channel:
+        yield controller_pb2_grpc.ControllerStub(channel)
+
+
+def locations(*names: str) -> common_pb2.LocationList:
+    """Accelerators by "tray/index" name."""
+    return common_pb2.LocationList(
+        locations=[
+            common_pb2.Location(tray=n.split("/")[0], index=int(n.split("/")[1])) for n in names
+        ]
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -25,45 +24,7 @@ from fusionrack.v1 import (
     switch_pb2,
 )
 
-from .conftest import Clients
-
-
-async def start(rack: LocalRack, state: Path) -> RunningController:
-    addresses = {name: rack.address(name) for name in rack.trays}
-    running = await serve_controller(
-        rack.topology, state, addresses, listen="127.0.0.1:0", heartbeat=0.2
-    )
-    await until(lambda: all(v.reachable for v in running.controller.agents.values()))
-    return running
-
-
-async def until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-async def controller(mini_rack: LocalRack, tmp_path: Path) -> AsyncIterator[RunningController]:
-    running = await start(mini_rack, tmp_path / "state.sqlite")
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def stub(controller: RunningController) -> AsyncIterator[controller_pb2_grpc.ControllerStub]:
-    channel = open_channel(controller.server.address)
-    yield controller_pb2_grpc.ControllerStub(channel)
-    await channel.close()
-
-
-def locations(*names: str) -> common_pb2.LocationList:
-    return common_pb2.LocationList(
-        locations=[
-            common_pb2.Location(tray=n.split("/")[0], index=int(n.split("/")[1])) for n in names
-        ]
-    )
+from .conftest import Clients, locations, start_controller, until
 
 
 async def atomic_add(clients: Clients, initiator: int, target: int) -> grpc.StatusCode:
@@ -185,7 +146,7 @@ async def test_state_survives_a_restart_and_a_restarted_switch_is_reprogrammed(
     await channel.close()
     await controller.stop()
 
-    again = await start(mini_rack, tmp_path / "state.sqlite")
+    again = await start_controller(mini_rack, tmp_path / "state.sqlite")
     try:
         c = again.controller
         assert [p.name for p in c.config.partitions.list()] == ["keep", "default"]

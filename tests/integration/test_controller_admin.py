@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -25,27 +24,12 @@ from fusionrack.v1 import (
     tray_pb2_grpc,
 )
 
-from .test_controller import start, until
+from .conftest import start_controller, until
 from .test_metrics_http import fetch
 
 LINK = "compute-01/gpu0/nvlink1"  # accelerator 0, plane 1: switch-1
 DOWN, UP = common_pb2.ADMIN_STATE_DOWN, common_pb2.ADMIN_STATE_UP
 FAULT_KINDS = [common_pb2.EVENT_KIND_FAULT_INJECTED, common_pb2.EVENT_KIND_FAULT_CLEARED]
-
-
-@pytest.fixture
-async def controller(mini_rack: LocalRack, tmp_path: Path) -> AsyncIterator[RunningController]:
-    running = await start(mini_rack, tmp_path / "state.sqlite")
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest.fixture
-async def stub(controller: RunningController) -> AsyncIterator[controller_pb2_grpc.ControllerStub]:
-    async with open_channel(controller.server.address) as channel:
-        yield controller_pb2_grpc.ControllerStub(channel)
 
 
 def drain(target: str, state: int = DOWN, **fields: str) -> common_pb2.SetAdminStateRequest:
@@ -130,7 +114,7 @@ async def test_drains_survive_a_controller_restart_and_return_to_restarted_agent
         assert await admin_down_links(stub) == sorted([LINK, *switch_2])
     await controller.stop()
 
-    again = await start(mini_rack, tmp_path / "state.sqlite")
+    again = await start_controller(mini_rack, tmp_path / "state.sqlite")
     try:
         async with open_channel(again.server.address) as channel:
             stub = controller_pb2_grpc.ControllerStub(channel)
@@ -160,7 +144,7 @@ async def test_drains_survive_a_controller_restart_and_return_to_restarted_agent
             assert await admin_down_links(stub) == []
     finally:
         await again.stop()
-    third = await start(mini_rack, tmp_path / "state.sqlite")
+    third = await start_controller(mini_rack, tmp_path / "state.sqlite")
     try:
         assert third.controller.drained == {}
         await restart_agent(mini_rack, "compute-01")
@@ -389,7 +373,7 @@ async def test_keyed_fault_and_drain_requests_apply_once_even_across_a_restart(
         stream.cancel()
     await controller.stop()
 
-    again_running = await start(mini_rack, tmp_path / "state.sqlite")
+    again_running = await start_controller(mini_rack, tmp_path / "state.sqlite")
     try:
         async with open_channel(again_running.server.address) as channel:
             stub = controller_pb2_grpc.ControllerStub(channel)
@@ -550,7 +534,7 @@ async def test_trays_list_their_agents_metrics_address(
         mini_rack.topology, training_time=0.01, metrics=lambda tray: "127.0.0.1:0"
     )
     try:
-        running = await start(rack, tmp_path / "state.sqlite")
+        running = await start_controller(rack, tmp_path / "state.sqlite")
         try:
             async with open_channel(running.server.address) as channel:
                 stub = controller_pb2_grpc.ControllerStub(channel)

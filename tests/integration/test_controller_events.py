@@ -24,7 +24,7 @@ from fusionrack.emulator.topology import tray_port_span
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
-from .test_controller import locations, until
+from .conftest import locations, until
 from .test_metrics_http import fetch
 
 CONTROLLER = str(Path(sys.executable).with_name("fusion-controller"))

@@ -17,7 +17,7 @@ from fusionrack.controller.main import RunningController, serve_controller
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
-from .test_controller import until
+from .conftest import until
 from .test_metrics_http import CONTENT_TYPE, fetch
 
 HEALTHS = ("healthy", "degraded_bandwidth", "degraded", "unhealthy")

@@ -40,7 +40,7 @@ from fusionrack.v1 import (
     memory_pb2_grpc,
 )
 
-from .test_controller import locations, until
+from .conftest import locations, until
 
 TRAIN, SERVE = "train", "serve"  # compute-01's two GPUs, compute-02's
 TRAIN_LOAD = 0.5 + 0.45  # a ring all-reduce and an in-network one: above the 0.9 saturation mark

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -18,56 +18,19 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fusionrack.agent.rack import LocalRack, serve_tray
-from fusionrack.controller.main import RunningController, serve_controller
+from fusionrack.controller.main import RunningController
 from fusionrack.controller.metrics import build_controller_registry
 from fusionrack.emulator.topology import Topology
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, tray_pb2
 
-from .conftest import Clients
+from .conftest import Clients, locations, start_controller, until
 from .test_metrics_http import fetch
 
 LINE = 50e9  # bytes/s per direction of one mini link
 ALL_REDUCE = controller_pb2.TRAFFIC_PATTERN_ALL_REDUCE
 ALL_TO_ALL = controller_pb2.TRAFFIC_PATTERN_ALL_TO_ALL
 RING = controller_pb2.TRAFFIC_PATTERN_RING
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
-async def start_controller(rack: LocalRack, state: Path, **options: object) -> RunningController:
-    addresses = {name: rack.address(name) for name in rack.trays}
-    running = await serve_controller(
-        rack.topology, state, addresses, listen="127.0.0.1:0", heartbeat=0.2, **options
-    )
-    await until(lambda: all(v.reachable for v in running.controller.agents.values()))
-    return running
-
-
-@pytest.fixture
-async def controller(mini_rack: LocalRack, tmp_path: Path) -> AsyncIterator[RunningController]:
-    running = await start_controller(mini_rack, tmp_path / "state.sqlite")
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def stub(controller: RunningController) -> AsyncIterator[controller_pb2_grpc.ControllerStub]:
-    channel = open_channel(controller.server.address)
-    yield controller_pb2_grpc.ControllerStub(channel)
-    await channel.close()
-
-
-def locations(*names: str) -> common_pb2.LocationList:
-    return common_pb2.LocationList(
-        locations=[common_pb2.Location(tray=n.split("/")[0], index=int(n.split("/")[1]))
-                   for n in names]
-    )  # fmt: skip
 
 
 async def partition(stub: controller_pb2_grpc.ControllerStub, name: str, *members: str) -> None:
