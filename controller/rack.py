@@ -217,26 +217,28 @@ def _answers_tcp(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-async def _tray_status(address: str) -> tray_pb2.TrayStatus | None:
-    try:
-        async with open_channel(address) as channel:
-            reply = await tray_pb2_grpc.TrayStub(channel).GetStatus(
-                tray_pb2.GetStatusRequest(), timeout=1
-            )
-    except Exception:  # not up (yet): any failure means "no answer"
-        return None
-    return reply.status
-
-
-async def _tray_ready(channel: grpc.aio.Channel) -> bool:
+async def _status_on(channel: grpc.aio.Channel) -> tray_pb2.TrayStatus | None:
     try:
         reply = await tray_pb2_grpc.TrayStub(channel).GetStatus(
             tray_pb2.GetStatusRequest(), timeout=1
         )
     except Exception:  # not up (yet): any failure means "no answer"
-        return False
-    status = reply.status
-    return status.link_count > 0 and all(link.state == LinkState.ACTIVE for link in status.links)
+        return None
+    return reply.status
+
+
+async def _tray_status(address: str) -> tray_pb2.TrayStatus | None:
+    async with open_channel(address) as channel:
+        return await _status_on(channel)
+
+
+async def _tray_ready(channel: grpc.aio.Channel) -> bool:
+    status = await _status_on(channel)
+    return (
+        status is not None
+        and status.link_count > 0
+        and all(link.state == LinkState.ACTIVE for link in status.links)
+    )
 
 
 async def wait_ready(
