@@ -3,9 +3,16 @@ the target side for ops the switches bring in.
 
 An op from initiator *I* to a remote target leaves on one of *I*'s usable links (the plane
 hashed from the address, as `emulator.fabric`), travels on the Forward stream to that plane's
-switch tray, and comes back with the answer. If the switch reports the target's end of that
-plane unusable, the op retries on another plane; with none left it fails UNAVAILABLE. Batches
-are split by target and plane and the pieces travel concurrently.
+switch tray, and comes back with the answer. Batches are split by target and plane and the
+pieces travel concurrently.
+
+Exactly once: every request carries an identity (initiator, this agent's epoch, a sequence per
+initiator). A plane that turns a request away (UNAVAILABLE: not applied) or loses its answer
+(no answer in time, the stream ended, the switch says DEADLINE_EXCEEDED: maybe applied) is left
+for another, and the request travels again under the same identity; the target tray applies a
+request at most once (`emulator.ReplayWindow`) and answers a repeat with the first answer. Out
+of planes or of time, the op fails UNAVAILABLE if no attempt may have been applied, else
+DEADLINE_EXCEEDED (it may have been applied, once).
 """
 
 from __future__ import annotations
@@ -15,19 +22,23 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import grpc
 import numpy as np
 
 from fusionrack.emulator import (
+    Aborted,
     ComponentState,
+    DeadlineExceeded,
     ErrorCode,
     FailedPrecondition,
     FusionError,
     InvalidArgument,
     MemorySpace,
     NotFound,
+    ReplayWindow,
+    Seen,
     Topology,
     TrayKind,
     Unavailable,
@@ -49,7 +60,13 @@ from .dataplane import (
     packed_plane_shares,
     plane_shares,
 )
-from .forward import ForwardPeer, request_frame, response_frame
+from .forward import (
+    ForwardPeer,
+    error_frame,
+    heartbeat_interval_ms,
+    request_frame,
+    response_frame,
+)
 from .frames import GrpcFrames, TcpFrames, split_address
 from .tray import TrayAgent
 
@@ -61,6 +78,9 @@ PACKED_FORMAT = 1
 # Cap of the reconnect backoff to a switch tray: a restarted tray must carry traffic again
 # well within a second (dialling a local port that refuses costs next to nothing).
 RECONNECT_MAX = 0.2  # s
+# A switch tray answers our hello at once; one that has not within this time is hung.
+HELLO_SECONDS = 2.0
+_LOST = (ErrorCode.UNAVAILABLE, ErrorCode.DEADLINE_EXCEEDED)  # answers that try another plane
 
 
 class ComputeAgent(TrayAgent):
@@ -110,6 +130,16 @@ class ComputeAgent(TrayAgent):
         self.plane_tray = np.array(
             [trays.index(topology.switch_chips[plane].tray) for plane in range(self.per)]
         )
+        self.switch_planes = {
+            name: [p for p in range(self.per) if topology.switch_chips[p].tray == name]
+            for name in trays
+        }
+        # The identity of the requests our initiators send (see ForwardRequest.sequence): the
+        # start time orders this incarnation after every earlier one of the tray.
+        self.epoch = time.time_ns()
+        self._sequences = dict.fromkeys(self.accelerators, 0)
+        # What our accelerators answered to the requests they applied most recently.
+        self.replay: ReplayWindow[switch_pb2.ForwardResponse] = ReplayWindow()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -184,9 +214,11 @@ class ComputeAgent(TrayAgent):
 
         def first(frame: switch_pb2.ForwardFrame) -> None:
             """The switch tray's first frame: its hello, or why it turns us away."""
+            hello_wait.cancel()
             kind = frame.WhichOneof("frame")
             if kind == "hello" and frame.hello.tray == switch:
                 frames.on_frame = peer.receive
+                peer.keep_alive(frame.hello)
                 self.peers[switch] = peer
                 self._unreachable.pop(switch, None)
                 self._sent.pop(switch, None)
@@ -201,27 +233,36 @@ class ComputeAgent(TrayAgent):
                 self._cannot_reach(switch, f"refused: {frame.refused.message}")
             peer.close()
 
+        def no_hello() -> None:
+            self._cannot_reach(switch, f"it did not answer our hello within {HELLO_SECONDS:g} s")
+            peer.close()
+
+        # From the connection's start: a hung switch tray's kernel still accepts connections.
+        hello_wait = asyncio.get_running_loop().call_later(HELLO_SECONDS, no_hello)
         frames: TcpFrames | GrpcFrames
         pump = None
-        if endpoint.address:
-            await channel.close()  # done with (left open, it logs the GOAWAY of a stopping tray)
-            host, port = split_address(endpoint.address)
-            if host in ("", "0.0.0.0", "::"):  # it listens everywhere: where we found it
-                host = split_address(self.switch_addresses[switch])[0]
-            frames = TcpFrames(first, peer.close)
-            tls = self.tls.client_context() if self.tls and self.tls.enabled else None
-            await asyncio.get_running_loop().create_connection(
-                lambda: frames, host, port, ssl=tls, server_hostname=host if tls else None
-            )
-        else:
-            call = stub.Forward()
-            frames = GrpcFrames(call.write, first, peer.close)
-            pump = asyncio.ensure_future(frames.pump(call.read))  # closes the peer at the end
-        peer.attach(frames)
         try:
+            if endpoint.address:
+                # Done with it (left open, it logs the GOAWAY of a stopping tray).
+                await channel.close()
+                host, port = split_address(endpoint.address)
+                if host in ("", "0.0.0.0", "::"):  # it listens everywhere: where we found it
+                    host = split_address(self.switch_addresses[switch])[0]
+                frames = TcpFrames(first, peer.close)
+                tls = self.tls.client_context() if self.tls and self.tls.enabled else None
+                await asyncio.get_running_loop().create_connection(
+                    lambda: frames, host, port, ssl=tls, server_hostname=host if tls else None
+                )
+            else:
+                call = stub.Forward()
+                frames = GrpcFrames(call.write, first, peer.close)
+                pump = asyncio.ensure_future(frames.pump(call.read))  # closes the peer at the end
+            peer.attach(frames)
             peer.send(switch_pb2.ForwardFrame(hello=self._hello()))
+            peer.keep_alive()
             await peer.closed.wait()
         finally:
+            hello_wait.cancel()
             if pump is not None:
                 call.cancel()
                 pump.cancel()
@@ -233,7 +274,10 @@ class ComputeAgent(TrayAgent):
 
     def _hello(self) -> switch_pb2.ForwardHello:
         return switch_pb2.ForwardHello(
-            tray=self.name, boot_id=self.boot_id, manifest_digest=self.topology.manifest.digest
+            tray=self.name,
+            boot_id=self.boot_id,
+            manifest_digest=self.topology.manifest.digest,
+            heartbeat_interval_ms=heartbeat_interval_ms(),
         )
 
     # -- target side: ops a switch brings in -----------------------------------------------
@@ -241,11 +285,11 @@ class ComputeAgent(TrayAgent):
     def _on_request(
         self, peer: ForwardPeer, frame: switch_pb2.ForwardFrame
     ) -> switch_pb2.ForwardFrame:
-        """Apply an op addressed to one of our accelerators, in arrival order."""
+        """Apply an op addressed to one of our accelerators, in arrival order, at most once
+        (a request seen before gets its first answer)."""
         request = frame.request
-        answer = response_frame(request_id=request.request_id, status=OK)
-        response = answer.response
-        target = request.target
+        request_id, target = request.request_id, request.target
+        payload = request.WhichOneof("payload")
         self.counters.forwarded[peer.name, "in"] += 1
         try:
             shares = plane_shares(request)
@@ -256,18 +300,35 @@ class ComputeAgent(TrayAgent):
                     raise NotFound(f"accelerator {target} has no link on plane {plane}")
                 if not self.links.usable[index := target * self.per + plane]:
                     raise Unavailable(f"link {self.topology.links[index].name} is down")
-            payload = request.WhichOneof("payload")
+            # Loads change nothing: one applied twice does no harm and is not remembered.
+            identity = request.sequence and _changes_memory(request, payload)
+            if identity:
+                key = (request.initiator, request.epoch, request.sequence, target)
+                verdict = self.replay.check(*key)
+                if isinstance(verdict, Seen):
+                    answer = switch_pb2.ForwardFrame()
+                    answer.response.CopyFrom(verdict.answer)
+                    answer.response.request_id = request_id
+                    return answer
+                if verdict is not None:
+                    raise Aborted(f"not applied: {verdict.why}")
+            answer = response_frame(request_id=request_id, status=OK)
+            response = answer.response
             if payload == "op":
                 response.result.CopyFrom(apply_op(self.memory, request.op))
+                size = 64
             elif payload == "batch":
                 response.batch.results.extend(apply_op(self.memory, op) for op in request.batch.ops)
+                size = sum(64 + len(r.data) for r in response.batch.results)
             elif payload == "packed_ops":
                 response.packed_results = self.memory.execute_packed(request.packed_ops).tobytes()
+                size = 64 + len(response.packed_results)
             else:
                 raise InvalidArgument("forwarded request carries no ops")
+            if identity:
+                self.replay.remember(*key, response, size)
         except FusionError as error:
-            response.status.code, response.status.message = int(error.code), error.message
-            return answer
+            return error_frame(request_id, error)
         now = time.time()
         for plane, sent, returned in shares:
             self.links.add_traffic(target * self.per + plane, returned, sent, now)
@@ -316,36 +377,73 @@ class ComputeAgent(TrayAgent):
             result = failed(error)
         return result
 
+    def next_sequence(self, initiator: int) -> int:
+        """A new request identity of `initiator` (with `epoch`)."""
+        self._sequences[initiator] += 1
+        return self._sequences[initiator]
+
     async def _travel(
-        self, initiator: int, target: int, address: int, avoid: int | None = None, **payload: object
+        self,
+        initiator: int,
+        target: int,
+        address: int,
+        avoid: Iterable[int] = (),
+        sequence: int = 0,
+        lost: str = "",
+        **payload: object,
     ) -> switch_pb2.ForwardResponse:
-        """Carry a request to `target` through a switch, retrying other planes while the
-        target's end of a plane is unusable (and never on plane `avoid`, which just failed).
-        Counts bytes on the initiator's link."""
+        """Carry a request to `target` through a switch, trying other planes (never those in
+        `avoid`) while a plane turns it away or loses its answer; it keeps its identity
+        (`sequence`, new if 0) throughout. `lost` says why an earlier attempt of it lost its
+        answer (it may have been applied). Counts bytes on the initiator's link."""
         usable = self.links.usable_planes(initiator).copy()
-        if avoid is not None:
-            usable[avoid] = False
+        usable[list(avoid)] = False
+        sequence = sequence or self.next_sequence(initiator)
+        loop = asyncio.get_running_loop()
+        # Each attempt may take the agent's hop timeout; all of them together, two: time for
+        # one lost answer (a hung switch tray) and the retry that settles it.
+        deadline = loop.time() + 2 * self.forward_timeout
         while True:
             plane = choose_plane(address, usable)
-            if plane is None:
+            remaining = deadline - loop.time()
+            if plane is None or remaining <= 0:
+                toward = f"{'multicast group ' if address >> 63 else 'accelerator '}{target}"
+                if lost:
+                    raise DeadlineExceeded(
+                        f"the op toward {toward} may have been applied: {lost}; and "
+                        + ("no other link is left" if plane is None else "its time is up")
+                    )
                 raise Unavailable(
                     f"no usable link from {self.topology.accelerators[initiator].name} toward "
-                    f"{'multicast group ' if address >> 63 else 'accelerator '}{target}"
+                    f"{toward}"
                 )
             switch = self.topology.switch_chips[plane].tray
             peer = self.peers.get(switch)
             if peer is None:
                 usable[plane] = False
                 continue
-            frame = request_frame(initiator=initiator, target=target, plane=plane, **payload)
+            frame = request_frame(
+                initiator=initiator, target=target, plane=plane, sequence=sequence,
+                epoch=self.epoch, **payload,
+            )  # fmt: skip
             try:
-                response = await peer.request(frame, self.forward_timeout)
-            except Unavailable:
+                response = await peer.request(frame, min(remaining, self.forward_timeout))
+            except Unavailable:  # not sent: that tray's stream is gone
+                usable[self.switch_planes[switch]] = False
+                continue
+            except DeadlineExceeded as error:  # that tray is hung, or its stream just ended
+                lost = error.message
+                usable[self.switch_planes[switch]] = False
+                continue
+            code = response.status.code
+            if code in _LOST:
+                if code == ErrorCode.DEADLINE_EXCEEDED:
+                    lost = response.status.message
                 usable[plane] = False
                 continue
-            if response.status.code == ErrorCode.UNAVAILABLE:
-                usable[plane] = False
-                continue
+            if code == ErrorCode.ABORTED and lost:  # the first attempt may have been applied
+                response.status.code = ErrorCode.DEADLINE_EXCEEDED
+                response.status.message = f"the op may have been applied: {lost}"
             request = frame.request
             kind = request.WhichOneof("payload")
             kind = op_kind(request.op) if kind == "op" else kind
@@ -511,42 +609,51 @@ class ComputeAgent(TrayAgent):
                     response.packed_results, packed.PACKED_RESULT_DTYPE
                 )
 
-        async def one_plane(to: int, where: slice | np.ndarray, avoid: int | None = None) -> None:
+        async def one_plane(
+            to: int, where: slice | np.ndarray, avoid: Iterable[int] = (), sequence: int = 0,
+            lost: str = "",
+        ) -> None:  # fmt: skip
             try:
                 response = await self._travel(
                     initiator, to, int(ordered["address"][where][0]), avoid=avoid,
-                    packed_ops=ordered[where].tobytes(),
+                    sequence=sequence, lost=lost, packed_ops=ordered[where].tobytes(),
                 )  # fmt: skip
             except FusionError as error:
                 results["status"][rows[where]] = int(error.code)
                 return
             settle(where, response)
 
-        # Every piece on its way at once, with no task per piece; a piece turned away on a
+        # Every piece on its way at once, with no task per piece. A piece turned away on a
         # plane (a port down on the way: nothing was applied) then travels plane by plane,
-        # moving to other planes as single ops do.
+        # moving to other planes as single ops do. A piece whose answer was lost (it may have
+        # been applied) travels again whole, under its identity, through another switch tray.
         pieces = list(itertools.pairwise(cuts))
         sent = [self._send_piece(initiator, int(key[lo]) // trays, plane[lo:hi], ordered[lo:hi])
                 for lo, hi in pieces]  # fmt: skip
-        answers = await asyncio.gather(*(f for f in sent if f is not None), return_exceptions=True)
+        answers = await asyncio.gather(*(f for f, _ in sent if f is not None),
+                                       return_exceptions=True)  # fmt: skip
         answer_of = iter(answers)
         retries = []
-        for (lo, hi), future in zip(pieces, sent, strict=True):
+        for (lo, hi), (future, sequence) in zip(pieces, sent, strict=True):
             answer = next(answer_of) if future is not None else None
-            if isinstance(answer, switch_pb2.ForwardResponse) and (
-                answer.status.code != ErrorCode.UNAVAILABLE
-            ):
-                switch = self.topology.switch_chips[int(plane[lo])].tray
+            code = answer.status.code if isinstance(answer, switch_pb2.ForwardResponse) else None
+            switch = self.topology.switch_chips[int(plane[lo])].tray
+            if code is not None and code not in _LOST:
                 shares = packed_plane_shares(ordered[lo:hi], plane[lo:hi])
-                failed = bool(answer.status.code)
-                self._count_out(initiator, switch, "packed_ops", shares, failed=failed)
+                self._count_out(initiator, switch, "packed_ops", shares, failed=bool(code))
                 settle(slice(lo, hi), answer)
                 continue
-            if isinstance(answer, BaseException) and not isinstance(answer, Unavailable):
-                raise answer
             to, planes = int(key[lo]) // trays, plane[lo:hi]
+            if isinstance(answer, DeadlineExceeded) or code == ErrorCode.DEADLINE_EXCEEDED:
+                lost = (answer.message if isinstance(answer, DeadlineExceeded)
+                        else answer.status.message)  # fmt: skip
+                retries.append(one_plane(to, slice(lo, hi), avoid=self.switch_planes[switch],
+                                         sequence=sequence, lost=lost))  # fmt: skip
+                continue
+            if isinstance(answer, BaseException):
+                raise answer
             if planes.min() == planes.max():  # that plane failed: straight to another
-                retries.append(one_plane(to, slice(lo, hi), avoid=int(planes[0])))
+                retries.append(one_plane(to, slice(lo, hi), avoid=[int(planes[0])]))
                 continue
             retries += [one_plane(to, lo + np.flatnonzero(planes == p)) for p in np.unique(planes)]
         if retries:
@@ -554,21 +661,33 @@ class ComputeAgent(TrayAgent):
 
     def _send_piece(
         self, initiator: int, target: int, planes: np.ndarray, piece: np.ndarray
-    ) -> asyncio.Future[switch_pb2.ForwardResponse] | None:
+    ) -> tuple[asyncio.Future[switch_pb2.ForwardResponse] | None, int]:
         """Send packed records (`planes`: each one's plane, uint8, all of one switch tray) as
-        one request; the future of its answer, or None when the tray is not connected."""
+        one request: the future of its answer (None when it could not be sent) and its
+        sequence."""
         peer = self.peers.get(self.topology.switch_chips[int(planes[0])].tray)
         if peer is None:
-            return None
+            return None, 0
+        sequence = self.next_sequence(initiator)
         frame = request_frame(
-            initiator=initiator, target=target, plane=int(planes[0]), packed_ops=piece.tobytes()
-        )
+            initiator=initiator, target=target, plane=int(planes[0]), sequence=sequence,
+            epoch=self.epoch, packed_ops=piece.tobytes(),
+        )  # fmt: skip
         if planes.min() != planes.max():
             frame.request.packed_planes = planes.tobytes()
         try:
-            return peer.start(frame, self.forward_timeout)
+            return peer.start(frame, self.forward_timeout), sequence
         except Unavailable:
-            return None
+            return None, sequence
+
+
+def _changes_memory(request: switch_pb2.ForwardRequest, payload: str | None) -> bool:
+    """Whether applying the request twice could differ from once (anything but loads)."""
+    if payload == "op":
+        return request.op.WhichOneof("op") != "load"
+    if payload == "batch":
+        return any(op.WhichOneof("op") != "load" for op in request.batch.ops)
+    return True
 
 
 def _spans_granules(op: memory_pb2.MemoryOp) -> bool:

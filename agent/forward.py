@@ -8,6 +8,16 @@ Everything here is synchronous but the wait for an answer: a frame is handled in
 that read it, and an answer that is ready is written from there, so an op passing through an
 agent costs no task switch. A request whose answer needs more hops either answers through a
 callback (`call`, what a switch tray does for unicast ops) or runs as an owned task.
+
+A request that could not be sent fails with Unavailable (it was not applied); one that was
+sent and got no answer, in time or before the stream ended, fails with DeadlineExceeded (it
+may have been applied): the initiator's retry logic depends on telling the two apart.
+
+Heartbeats: each end sends a Heartbeat frame when it has sent nothing for HEARTBEAT_SECONDS,
+and ends a stream on which it has heard nothing for 8 of the other end's heartbeat intervals
+(its hello says them), so a hung peer (SIGSTOP, a frozen host) loses its links in under 2 s,
+not at the next request's deadline. Silence is counted in beats of this end's timer, not in
+seconds: when this process itself stalls, the stall counts as one beat, not as silence.
 """
 
 from __future__ import annotations
@@ -20,16 +30,33 @@ from collections.abc import Awaitable, Callable
 
 from google.protobuf.message import Message
 
-from fusionrack.emulator import FusionError, Unavailable
+from fusionrack.emulator import DeadlineExceeded, FusionError, Unavailable
 from fusionrack.v1 import memory_pb2, switch_pb2
 
 from .frames import FrameStream
 
-__all__ = ["ForwardPeer", "error_frame", "request_frame", "response_frame"]
+__all__ = [
+    "HEARTBEAT_SECONDS",
+    "ForwardPeer",
+    "error_frame",
+    "heartbeat_interval_ms",
+    "request_frame",
+    "response_frame",
+]
 
 log = logging.getLogger(__name__)
 
 _INTERNAL = 13  # gRPC's INTERNAL: no domain error stands for a bug
+
+HEARTBEAT_SECONDS = 0.2
+SILENT_BEATS = 8  # of the other end's intervals: 1.6 s between two of our agents
+_HEARTBEAT = switch_pb2.ForwardFrame(heartbeat=switch_pb2.Heartbeat())
+
+
+def heartbeat_interval_ms() -> int:
+    """What our hellos promise (ForwardHello.heartbeat_interval_ms)."""
+    return round(HEARTBEAT_SECONDS * 1000)
+
 
 # Requests and answers travel as the frames that carry them, built in place and passed on as
 # read: wrapping a message in a frame copies it, and a packed batch is up to megabytes.
@@ -94,6 +121,10 @@ class ForwardPeer:
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = asyncio.Event()
+        self._beat_timer: asyncio.TimerHandle | None = None
+        self._sent = self._heard = False  # since the last beat
+        self._silent_limit = 0  # beats of silence that end the stream (0: never)
+        self._silent = 0
 
     def attach(self, stream: FrameStream) -> None:
         self.stream = stream
@@ -105,6 +136,7 @@ class ForwardPeer:
         if self.closed.is_set() or self.stream is None:
             raise Unavailable(f"the stream to tray {self.name} is closed")
         self.stream.send(frame)
+        self._sent = True
 
     def post(self, frame: switch_pb2.ForwardFrame) -> None:
         """`send`, dropping the frame if the stream is gone (link states, answers)."""
@@ -120,27 +152,25 @@ class ForwardPeer:
         self, frame: switch_pb2.ForwardFrame, timeout: float, on_answer: AnswerCallback
     ) -> None:
         """Send the request in `frame` (its id is assigned here); `on_answer` gets the answer's
-        frame, or Unavailable if none comes within `timeout` seconds (the error names the tray
-        that was slow) or the stream ends first."""
-        if self.closed.is_set():
-            raise Unavailable(f"the stream to tray {self.name} is closed")
+        frame, or DeadlineExceeded if none comes within `timeout` seconds (the error names the
+        tray that was slow) or the stream ends first. Unavailable (raised) if it cannot be sent.
+        """
         original, request_id = frame.request.request_id, next(self._ids)
         frame.request.request_id = request_id
-        timer = asyncio.get_running_loop().call_later(timeout, self._expire, request_id, timeout)
-        self._pending[request_id] = (on_answer, timer)
         try:
             self.send(frame)
         except Unavailable:
-            del self._pending[request_id]
-            timer.cancel()
             frame.request.request_id = original  # not sent: the frame is the caller's again
             raise
+        # After the send: a send that cuts the stream (its backlog) closes it synchronously.
+        timer = asyncio.get_running_loop().call_later(timeout, self._expire, request_id, timeout)
+        self._pending[request_id] = (on_answer, timer)
 
     def start(
         self, frame: switch_pb2.ForwardFrame, timeout: float
     ) -> asyncio.Future[switch_pb2.ForwardResponse]:
-        """`call`, with the answer (or Unavailable) in a future: the request is on its way
-        when this returns."""
+        """`call`, with the answer (or DeadlineExceeded) in a future: the request is on its way
+        when this returns (Unavailable, raised, if it could not be sent)."""
         future: asyncio.Future[switch_pb2.ForwardResponse] = (
             asyncio.get_running_loop().create_future()
         )
@@ -159,13 +189,13 @@ class ForwardPeer:
     async def request(
         self, frame: switch_pb2.ForwardFrame, timeout: float
     ) -> switch_pb2.ForwardResponse:
-        """`call`, awaited: the answer, or Unavailable."""
+        """`call`, awaited: the answer; Unavailable if not sent, DeadlineExceeded if no answer."""
         return await self.start(frame, timeout)
 
     def _expire(self, request_id: int, timeout: float) -> None:
         entry = self._pending.pop(request_id, None)
         if entry is not None:
-            entry[0](Unavailable(f"tray {self.name} did not answer within {timeout:g} s"))
+            entry[0](DeadlineExceeded(f"tray {self.name} did not answer within {timeout:g} s"))
 
     def spawn(self, work: Awaitable[None]) -> None:
         """Run work concurrently; the task is owned and cancelled on close."""
@@ -184,6 +214,7 @@ class ForwardPeer:
     def receive(self, frame: switch_pb2.ForwardFrame) -> None:
         """Dispatch one frame read from the stream. A handler's bug is logged and answered
         INTERNAL: it must not end the stream for every other op on it."""
+        self._heard = True
         kind = frame.WhichOneof("frame")
         if kind == "response":
             entry = self._pending.pop(frame.response.request_id, None)
@@ -207,17 +238,49 @@ class ForwardPeer:
         elif kind == "link_state":
             self._on_link_state(self, frame.link_state)
 
+    # -- heartbeats ------------------------------------------------------------------------
+
+    def keep_alive(self, hello: switch_pb2.ForwardHello | None = None) -> None:
+        """Send heartbeats from now on (our hello is out) and, once the other end's `hello` is
+        read, end the stream when it falls silent for 8 of the intervals it promised."""
+        if hello is not None and hello.heartbeat_interval_ms:
+            limit = SILENT_BEATS * hello.heartbeat_interval_ms / 1000
+            self._silent_limit = max(1, round(limit / HEARTBEAT_SECONDS))
+            self._heard, self._silent = True, 0
+        if self._beat_timer is None and not self.closed.is_set():
+            loop = asyncio.get_running_loop()
+            self._beat_timer = loop.call_later(HEARTBEAT_SECONDS, self._beat)
+
+    def _beat(self) -> None:
+        if self.closed.is_set():
+            return
+        if not self._sent:
+            self.post(_HEARTBEAT)
+        self._sent = False
+        if self._silent_limit:
+            self._silent = 0 if self._heard else self._silent + 1
+            self._heard = False
+            if self._silent >= self._silent_limit:
+                log.warning("tray %s sent nothing for %.1f s: taking it as hung, ending the "
+                            "stream", self.name, self._silent * HEARTBEAT_SECONDS)  # fmt: skip
+                self.close()
+                return
+        self._beat_timer = asyncio.get_running_loop().call_later(HEARTBEAT_SECONDS, self._beat)
+
     def close(self) -> None:
-        """Fail every outstanding request with UNAVAILABLE; no more frames are sent."""
+        """Fail every outstanding request with DeadlineExceeded (it may have been applied); no
+        more frames are sent."""
         if self.closed.is_set():
             return
         self.closed.set()
+        if self._beat_timer is not None:
+            self._beat_timer.cancel()
         if self.stream is not None:
             self.stream.close()
         pending, self._pending = self._pending, {}
         for on_answer, timer in pending.values():
             timer.cancel()
-            on_answer(Unavailable(f"the stream to tray {self.name} ended"))
+            on_answer(DeadlineExceeded(f"the stream to tray {self.name} ended before its answer"))
         for task in list(self._tasks):
             task.cancel()
 

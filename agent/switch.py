@@ -22,6 +22,7 @@ import numpy as np
 from fusionrack import wire
 from fusionrack.emulator import (
     NUMPY_DTYPE,
+    ErrorCode,
     FabricConfig,
     FailedPrecondition,
     FusionError,
@@ -39,7 +40,13 @@ from fusionrack.rpc import MAX_MESSAGE_BYTES, TlsFiles, grpc_errors, status_of
 from fusionrack.v1 import memory_pb2, switch_pb2, switch_pb2_grpc
 
 from .dataplane import OK, op_kind, outcome, payload_bytes, plane_shares
-from .forward import ForwardPeer, error_frame, request_frame, response_frame
+from .forward import (
+    ForwardPeer,
+    error_frame,
+    heartbeat_interval_ms,
+    request_frame,
+    response_frame,
+)
 from .frames import FrameStream, GrpcFrames, TcpFrames, split_address
 from .tray import TrayAgent
 
@@ -128,9 +135,10 @@ class SwitchAgent(TrayAgent):
             )
         return None
 
-    def _attach(self, tray: str, stream: FrameStream) -> ForwardPeer:
-        """The peer of an admitted stream from compute tray `tray` (replacing an older one):
-        it gets the stream's frames from now on, and our hello and link states go out."""
+    def _attach(self, hello: switch_pb2.ForwardHello, stream: FrameStream) -> ForwardPeer:
+        """The peer of an admitted stream from the compute tray of `hello` (replacing an older
+        one): it gets the stream's frames from now on, and our hello and link states go out."""
+        tray = hello.tray
         peer = ForwardPeer(tray, self._on_request, self._on_link_state)
         peer.attach(stream)
         stream.on_frame = peer.receive
@@ -147,9 +155,11 @@ class SwitchAgent(TrayAgent):
                     tray=self.name,
                     boot_id=self.boot_id,
                     manifest_digest=self.topology.manifest.digest,
+                    heartbeat_interval_ms=heartbeat_interval_ms(),
                 )
             )
         )
+        peer.keep_alive(hello)
         self._send_link_state(tray)
         log.info("%s: compute tray %s connected", self.name, tray)
         return peer
@@ -191,7 +201,7 @@ class SwitchAgent(TrayAgent):
             error = self._admit(frame)
             if error is None:
                 frames.max_frame = MAX_MESSAGE_BYTES
-                self._attach(frame.hello.tray, frames)
+                self._attach(frame.hello, frames)
                 return
             refusal = memory_pb2.OpStatus(code=int(error.code), message=error.message)
             with contextlib.suppress(Unavailable):
@@ -218,7 +228,7 @@ class SwitchAgent(TrayAgent):
         if error is not None:
             await context.abort(status_of(error), error.message)
         frames = GrpcFrames(context.write, on_frame=lambda frame: None, on_close=lambda: None)
-        peer = self._attach(first.hello.tray, frames)
+        peer = self._attach(first.hello, frames)
         loop = asyncio.get_running_loop()
         reader = loop.create_task(frames.pump(context.read), name=f"{self.name}<-{peer.name}")
         closed = loop.create_task(peer.closed.wait(), name=f"{self.name}-{peer.name}-closed")
@@ -325,14 +335,15 @@ class SwitchAgent(TrayAgent):
         kind = op_kind(op)
         body = getattr(op, kind)
         _, group_id, offset = decode(body.address)
+        identity = request.sequence, request.epoch
         try:
-            sent = self._multicast_send(kind, body, group_id, offset, initiator, plane)
+            sent = self._multicast_send(kind, body, group_id, offset, initiator, plane, *identity)
         except FusionError as error:
             self.counters.multicast_ops[kind, outcome(int(error.code))] += 1
             raise
         return self._multicast_answer(source, request_id, kind, body, *sent)
 
-    def _multicast_send(self, kind, body, group_id, offset, initiator, plane):  # type: ignore[no-untyped-def]
+    def _multicast_send(self, kind, body, group_id, offset, initiator, plane, sequence, epoch):  # type: ignore[no-untyped-def]
         """Check a multicast op and send its member ops: (ingress port, member ports, member
         ops, futures of their answers)."""
         table = self.config.multicast
@@ -381,7 +392,12 @@ class SwitchAgent(TrayAgent):
                 )
         answers = []
         for peer, (member, _), member_op in zip(peers, targets, member_ops, strict=True):
-            frame = request_frame(initiator=initiator, target=member, plane=plane, op=member_op)
+            # Each member op keeps the request's identity: a multicast op sent again through
+            # another switch tray is applied once at every member.
+            frame = request_frame(
+                initiator=initiator, target=member, plane=plane, op=member_op,
+                sequence=sequence, epoch=epoch,
+            )  # fmt: skip
             try:
                 answers.append(peer.start(frame, self.forward_timeout))
             except Unavailable as error:  # that stream just closed: the op fails as a whole
@@ -395,13 +411,32 @@ class SwitchAgent(TrayAgent):
     ) -> None:
         """Combine the member answers of a multicast op and answer its initiator."""
         responses = await asyncio.gather(*answers, return_exceptions=True)
-        error = next((r for r in responses if isinstance(r, BaseException)), None)
-        if isinstance(error, FusionError):
-            self.counters.multicast_ops[kind, outcome(int(error.code))] += 1
-            source.answer(error_frame(request_id, error))
+        errors = [r for r in responses if isinstance(r, BaseException)]
+        for error in errors:
+            if not isinstance(error, FusionError):
+                raise error
+        # A member that refused its op whole (its link down: not applied there), or whose
+        # answer was lost (maybe applied), while others applied theirs: the op is applied at
+        # some members. DEADLINE_EXCEEDED makes the initiator send it again under the same
+        # identity, which completes it at the others and changes nothing where it was applied.
+        refused = [r for r in responses if not isinstance(r, BaseException) and r.status.code]
+        if errors or refused:
+            applied = len(errors) + len(refused) < len(responses)
+            if applied or any(not isinstance(e, Unavailable) for e in errors):
+                group = decode(body.address)[1]
+                why = errors[0] if errors else refused[0].status.message
+                status = memory_pb2.OpStatus(
+                    code=ErrorCode.DEADLINE_EXCEEDED,
+                    message=f"multicast {kind} to group {group} may have been applied at some "
+                    f"members, not all: {why}",
+                )
+            elif errors:
+                status = memory_pb2.OpStatus(code=int(errors[0].code), message=errors[0].message)
+            else:
+                status = refused[0].status
+            self.counters.multicast_ops[kind, outcome(status.code)] += 1
+            source.answer(response_frame(request_id=request_id, status=status))
             return
-        if error is not None:
-            raise error
         now = time.time()
         for port, member_op, response in zip(ports, member_ops, responses, strict=True):
             sent, returned = payload_bytes(member_op)

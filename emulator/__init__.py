@@ -9,6 +9,7 @@ Everything a shell needs is importable from here; the modules hold the details:
 * `links`: link states, counters and faults;
 * `partitions`, `multicast`, `config`: what switches are programmed with;
 * `placement`: which free accelerators a partition asked for by count gets;
+* `replay`: the window that applies a retried op at most once;
 * `traffic`: modelled collective traffic, its rates per link, and their integration;
 * `errors`, `enums`, `events`: the vocabulary shared with the shells and the v1 contract.
 """
@@ -44,7 +45,9 @@ from .enums import (
     TrayKind,
 )
 from .errors import (
+    Aborted,
     AlreadyExists,
+    DeadlineExceeded,
     ErrorCode,
     FailedPrecondition,
     FusionError,
@@ -123,6 +126,7 @@ from .partitions import (
 from .placement import (
     place,
 )
+from .replay import ReplayWindow, Seen, Stale
 from .topology import (
     Accelerator,
     Chiplet,
@@ -157,6 +161,7 @@ __all__ = [
     "NUMPY_DTYPE",
     "OFFSET_BITS",
     "OFFSET_MASK",
+    "Aborted",
     "Accelerator",
     "AcceleratorKind",
     "AcceleratorMemory",
@@ -170,6 +175,7 @@ __all__ = [
     "ComponentState",
     "Copy",
     "DataType",
+    "DeadlineExceeded",
     "ErrorCode",
     "Event",
     "EventKind",
@@ -205,10 +211,13 @@ __all__ = [
     "PartitionMemberType",
     "PartitionTable",
     "PermissionDenied",
+    "ReplayWindow",
     "ResiliencyMode",
     "ResourceExhausted",
     "Route",
+    "Seen",
     "SessionRates",
+    "Stale",
     "Store",
     "SwitchChip",
     "Topology",

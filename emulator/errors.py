@@ -10,7 +10,9 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "Aborted",
     "AlreadyExists",
+    "DeadlineExceeded",
     "ErrorCode",
     "FailedPrecondition",
     "FusionError",
@@ -29,11 +31,13 @@ class ErrorCode(enum.IntEnum):
 
     OK = 0
     INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
     NOT_FOUND = 5
     ALREADY_EXISTS = 6
     PERMISSION_DENIED = 7
     RESOURCE_EXHAUSTED = 8
     FAILED_PRECONDITION = 9
+    ABORTED = 10
     OUT_OF_RANGE = 11
     UNAVAILABLE = 14
 
@@ -94,6 +98,20 @@ class Unavailable(FusionError):
     """No usable path: every link between initiator and target is down."""
 
     code = ErrorCode.UNAVAILABLE
+
+
+class DeadlineExceeded(FusionError):
+    """No answer came in time for a request that was sent: it may have been applied (once,
+    never twice), or not. Only a read can tell."""
+
+    code = ErrorCode.DEADLINE_EXCEEDED
+
+
+class Aborted(FusionError):
+    """The op was not applied because it arrived out of sequence (after the target's window of
+    recent ops moved past it, or from an earlier incarnation of its initiator's tray)."""
+
+    code = ErrorCode.ABORTED
 
 
 class ManifestError(InvalidArgument):

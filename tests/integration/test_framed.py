@@ -281,8 +281,8 @@ async def test_a_request_the_switch_cannot_pass_on_is_answered_under_its_own_id(
     switch = SwitchAgent(mini, "switch-1")
     switch.links.usable[:] = True
     initiator, target = Recorder(), Recorder()
-    source = switch._attach("compute-01", initiator)
-    switch._attach("compute-02", target)
+    source = switch._attach(switch_pb2.ForwardHello(tray="compute-01"), initiator)
+    switch._attach(switch_pb2.ForwardHello(tray="compute-02"), target)
     initiator.sent.clear()
     target.broken = True  # cut, and the switch tray has not noticed yet
     words = np.array([fabric_address(3, 8)], np.uint64)

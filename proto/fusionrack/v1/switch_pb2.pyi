@@ -84,28 +84,36 @@ class GetForwardEndpointResponse(_message.Message):
     def __init__(self, address: _Optional[str] = ...) -> None: ...
 
 class ForwardFrame(_message.Message):
-    __slots__ = ("hello", "request", "response", "link_state", "refused")
+    __slots__ = ("hello", "request", "response", "link_state", "refused", "heartbeat")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     LINK_STATE_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     hello: ForwardHello
     request: ForwardRequest
     response: ForwardResponse
     link_state: LinkStateUpdate
     refused: _memory_pb2.OpStatus
-    def __init__(self, hello: _Optional[_Union[ForwardHello, _Mapping]] = ..., request: _Optional[_Union[ForwardRequest, _Mapping]] = ..., response: _Optional[_Union[ForwardResponse, _Mapping]] = ..., link_state: _Optional[_Union[LinkStateUpdate, _Mapping]] = ..., refused: _Optional[_Union[_memory_pb2.OpStatus, _Mapping]] = ...) -> None: ...
+    heartbeat: Heartbeat
+    def __init__(self, hello: _Optional[_Union[ForwardHello, _Mapping]] = ..., request: _Optional[_Union[ForwardRequest, _Mapping]] = ..., response: _Optional[_Union[ForwardResponse, _Mapping]] = ..., link_state: _Optional[_Union[LinkStateUpdate, _Mapping]] = ..., refused: _Optional[_Union[_memory_pb2.OpStatus, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ForwardHello(_message.Message):
-    __slots__ = ("tray", "boot_id", "manifest_digest")
+    __slots__ = ("tray", "boot_id", "manifest_digest", "heartbeat_interval_ms")
     TRAY_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     tray: str
     boot_id: str
     manifest_digest: str
-    def __init__(self, tray: _Optional[str] = ..., boot_id: _Optional[str] = ..., manifest_digest: _Optional[str] = ...) -> None: ...
+    heartbeat_interval_ms: int
+    def __init__(self, tray: _Optional[str] = ..., boot_id: _Optional[str] = ..., manifest_digest: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
 
 class OpBatch(_message.Message):
     __slots__ = ("ops",)
@@ -120,7 +128,7 @@ class OpBatchResult(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[_memory_pb2.OpResult, _Mapping]]] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
-    __slots__ = ("request_id", "initiator", "target", "plane", "op", "batch", "packed_ops", "packed_planes")
+    __slots__ = ("request_id", "initiator", "target", "plane", "op", "batch", "packed_ops", "packed_planes", "sequence", "epoch")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     INITIATOR_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +137,8 @@ class ForwardRequest(_message.Message):
     BATCH_FIELD_NUMBER: _ClassVar[int]
     PACKED_OPS_FIELD_NUMBER: _ClassVar[int]
     PACKED_PLANES_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     initiator: int
     target: int
@@ -137,7 +147,9 @@ class ForwardRequest(_message.Message):
     batch: OpBatch
     packed_ops: bytes
     packed_planes: bytes
-    def __init__(self, request_id: _Optional[int] = ..., initiator: _Optional[int] = ..., target: _Optional[int] = ..., plane: _Optional[int] = ..., op: _Optional[_Union[_memory_pb2.MemoryOp, _Mapping]] = ..., batch: _Optional[_Union[OpBatch, _Mapping]] = ..., packed_ops: _Optional[bytes] = ..., packed_planes: _Optional[bytes] = ...) -> None: ...
+    sequence: int
+    epoch: int
+    def __init__(self, request_id: _Optional[int] = ..., initiator: _Optional[int] = ..., target: _Optional[int] = ..., plane: _Optional[int] = ..., op: _Optional[_Union[_memory_pb2.MemoryOp, _Mapping]] = ..., batch: _Optional[_Union[OpBatch, _Mapping]] = ..., packed_ops: _Optional[bytes] = ..., packed_planes: _Optional[bytes] = ..., sequence: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class ForwardResponse(_message.Message):
     __slots__ = ("request_id", "status", "result", "batch", "packed_results")
