@@ -46,6 +46,24 @@ _OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
+# Keepalive: a peer that stops answering HTTP/2 pings (a SIGSTOPped agent, a frozen host) is
+# noticed within ~2 s, on idle connections too, and its calls fail UNAVAILABLE, instead of at
+# each call's deadline or never (a stream waiting to read). gRPC's C core answers pings
+# outside the GIL, so a busy Python process is not mistaken for a hung one.
+KEEPALIVE_MS = 1000
+_KEEPALIVE = [
+    ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_MS),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+# A server accepts its clients' pings at that rate (gRPC's default allows one in 5 minutes
+# without calls and closes the connection of a client that pings more often).
+_SERVER_KEEPALIVE = [
+    *_KEEPALIVE,
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_MS // 2),
+    ("grpc.http2.max_ping_strikes", 0),
+]
 
 T = TypeVar("T")
 
@@ -213,7 +231,7 @@ async def start_server(
     """Start a server for `services` ((add_XServicer_to_server, servicer, full service name)
     each) with health checking and reflection. Port 0 picks a free port."""
     # No SO_REUSEPORT (grpc's default): a second server on a taken port must fail, not share it.
-    server = grpc.aio.server(options=[*_OPTIONS, ("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(options=[*_OPTIONS, *_SERVER_KEEPALIVE, ("grpc.so_reuseport", 0)])
     names = []
     for add, servicer, name in services:
         add(servicer, server)
@@ -290,7 +308,7 @@ def open_channel(
     target: str, tls: TlsFiles | None = None, options: Iterable[tuple[str, Any]] = ()
 ) -> grpc.aio.Channel:
     """A channel to `target` ("host:port") with the project's message limits (and `options`)."""
-    every = [*_OPTIONS, *options]
+    every = [*_OPTIONS, *_KEEPALIVE, *options]
     if tls and tls.enabled:
         return grpc.aio.secure_channel(target, tls.channel_credentials(), options=every)
     return grpc.aio.insecure_channel(target, options=every)

@@ -12,73 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import numpy as np
 import pytest
+from faultrig import ProcessRack, eventually
 
-from fusionrack.emulator import Topology, fabric_address, load_manifest
+from fusionrack.emulator import fabric_address
 from fusionrack.emulator.fabric import choose_plane
-from fusionrack.emulator.topology import tray_port_span
-from fusionrack.rpc import free_port_range
-
-from .runner import Fusionctl
-
-
-class Rack:
-    """A rack up in the background (`rack up --detach`) from its own state directory."""
-
-    def __init__(self, manifest: str, state: Path) -> None:
-        self.topology = Topology(load_manifest(manifest))
-        span = tray_port_span(self.topology)
-        self.base = free_port_range(span + 2)  # every tray's ports, the controller's two
-        self.controller = f"127.0.0.1:{self.base + span}"
-        self.manifest, self.state = manifest, state
-        self.ctl = Fusionctl(self.controller)
-
-    async def up(self) -> None:
-        await self.ctl.ok(
-            "rack", "up", "--manifest", self.manifest, "--detach", "--base-port", str(self.base),
-            "--controller-listen", self.controller, "--state-dir", str(self.state), timeout=90,
-        )  # fmt: skip
-        self.record = json.loads((self.state / "rack.json").read_text())
-
-    def kill(self, name: str) -> None:
-        """SIGKILL `name` (a tray or "controller") and wait until it is gone."""
-        pids = json.loads((self.state / ("pids.json" if name == "controller" else "trays.json"))
-                          .read_text())  # fmt: skip
-        os.kill(pids[name], signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pids[name], 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"{name} (pid {pids[name]}) still runs after SIGKILL")
-
-    async def restart(self, name: str) -> None:
-        out = await self.ctl.ok("rack", "restart", name, "--state-dir", str(self.state), timeout=60)
-        assert out.startswith(f"{name} restarted in ")
-
-    async def down(self) -> None:
-        await self.ctl("rack", "down", "--state-dir", str(self.state), timeout=60)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 15) -> Any:
-    """The first truthy result of `check`, polled."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if result := await check():
-            return result
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.1)
 
 
 class Feed:
@@ -121,7 +65,7 @@ def health(partition: dict[str, Any]) -> str:
 async def test_a_rack_comes_back_from_killed_processes(
     tmp_path: Path, manifest: str, size: int
 ) -> None:
-    rack = Rack(manifest, tmp_path / "state")
+    rack = ProcessRack(manifest, tmp_path / "state")
     ctl, name = rack.ctl, rack.topology.name
     await rack.up()
     events: asyncio.subprocess.Process | None = None  # `fusionctl events --follow`
@@ -258,17 +202,16 @@ async def test_through_a_rack_changes_are_all_or_nothing(tmp_path: Path) -> None
     """A change a stopped switch tray cannot take is refused naming it and leaves every tray
     as it was; two creates racing for the same accelerators: one wins; a retried create with
     its idempotency key gives the first answer."""
-    rack = Rack("mini", tmp_path / "state")
+    rack = ProcessRack("mini", tmp_path / "state")
     ctl = rack.ctl
     await rack.up()
     try:
         before = (await ctl.json("domain"))["state"]["fabric_generation"]
-        pid = json.loads((rack.state / "trays.json").read_text())["switch-2"]
-        os.kill(pid, signal.SIGSTOP)  # hung: it answers nothing
+        rack.pause("switch-2")  # hung: it answers nothing
         try:
             refused = await ctl("partition", "create", "--name", "p", "--count", "2")
         finally:
-            os.kill(pid, signal.SIGCONT)
+            rack.resume("switch-2")
         assert refused.returncode == 1 and "switch-2" in refused.stderr, refused.stderr
         assert "aborted on every switch tray" in refused.stderr
         assert [p["name"] for p in (await ctl.json("partition", "list"))["partitions"]] == [

@@ -1,0 +1,91 @@
+"""Memory ops through switch trays that hang, die and come back, every tray its own process
+(`fusionctl rack up`): fetch-adds applied exactly once through every way into the data plane,
+and histories of loads, stores and compare-and-swaps that stay linearizable."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from faultrig import CHAOS_MANIFEST, CounterLoad, ProcessRack, read_word, run_while, word_through
+
+from fusionrack.emulator import LinkState
+from fusionrack.rpc import open_channel
+from fusionrack.v1 import tray_pb2, tray_pb2_grpc
+
+# 8 initiators, 2 on each of 4 compute trays; their targets are on the fifth, compute-05.
+INITIATORS = [(f"compute-0{tray}", 2 * (tray - 1) + k) for tray in range(1, 5) for k in (0, 1)]
+TARGET_TRAY, TARGET = "compute-05", 8
+
+
+@pytest.fixture
+async def rack(tmp_path: Path):  # type: ignore[no-untyped-def]
+    manifest = tmp_path / "chaos.yaml"
+    manifest.write_text(CHAOS_MANIFEST)
+    running = ProcessRack(manifest, tmp_path / "state", controller=False)
+    await running.up()
+    try:
+        yield running
+    finally:
+        await running.down()
+
+
+async def active_links(rack: ProcessRack, tray: str) -> int:
+    async with open_channel(rack.addresses[tray]) as channel:
+        status = await tray_pb2_grpc.TrayStub(channel).GetStatus(
+            tray_pb2.GetStatusRequest(), timeout=5
+        )
+    return sum(link.state == LinkState.ACTIVE for link in status.status.links)
+
+
+async def test_a_hung_switch_tray_loses_its_planes_to_heartbeats(rack: ProcessRack) -> None:
+    """Its links go DOWN at the compute trays while it is still stopped, well before the 5 s
+    request deadline would have said anything, and come back once it is resumed."""
+    assert await active_links(rack, "compute-01") == 12  # 2 GPUs x 6 planes
+    rack.pause("switch-2")
+    stopped = time.monotonic()
+    try:
+        while await active_links(rack, "compute-01") != 8:
+            assert time.monotonic() - stopped < 4, "switch-2's planes still up"
+            await asyncio.sleep(0.05)
+        # Every op goes on the planes left, at once.
+        load = CounterLoad(rack, INITIATORS[:2], word_through(rack.topology, TARGET, "switch-2"))
+        tally = await run_while(load.run, lambda: asyncio.sleep(0.3))
+        assert tally.ok > 0 and not tally.failed, tally
+    finally:
+        rack.resume("switch-2")
+    while await active_links(rack, "compute-01") != 12:
+        assert time.monotonic() - stopped < 20, "switch-2's planes not back"
+        await asyncio.sleep(0.05)
+
+
+async def test_fetch_adds_are_applied_exactly_once_through_hung_and_killed_switch_trays(
+    rack: ProcessRack,
+) -> None:
+    """8 initiators add 1 to one word through unary Atomic, Execute, ExecutePacked and Stream
+    while the switch tray its ops cross is stopped past the request deadline, resumed, killed
+    and restarted (two runs, two switch trays): the word ends equal to the number of adds
+    reported successful, and their old values are exactly 0..n-1 (none lost, none twice)."""
+    for run, switch in enumerate(("switch-1", "switch-3")):
+        address = word_through(rack.topology, TARGET, switch)
+        load = CounterLoad(rack, INITIATORS, address)
+
+        async def faults(switch: str = switch) -> None:
+            await asyncio.sleep(0.5)
+            rack.pause(switch)
+            await asyncio.sleep(6.0)  # past the agents' 5 s hop deadline
+            rack.resume(switch)
+            await asyncio.sleep(1.0)
+            rack.kill(switch)
+            await asyncio.sleep(0.5)
+            await rack.restart(switch)
+            await asyncio.sleep(0.5)
+
+        tally = await run_while(load.run, faults)
+        final = await read_word(rack, TARGET_TRAY, TARGET, address)
+        print(f"run {run + 1} ({switch}): word {final}; {tally}")
+        assert final == tally.ok, f"run {run + 1}: the word reads {final} after {tally}"
+        assert sorted(tally.olds) == list(range(final)), "an add saw another's old value"
+        assert set(tally.by_api) == set(CounterLoad.APIS), tally
