@@ -33,6 +33,7 @@ from e2e.runner import Fusionctl
 from fusionrack.emulator import (
     AtomicOp,
     DataType,
+    LinkState,
     Topology,
     choose_plane,
     fabric_address,
@@ -41,9 +42,23 @@ from fusionrack.emulator import (
 )
 from fusionrack.emulator.topology import tray_addresses, tray_port_span
 from fusionrack.rpc import free_port_range, open_channel
-from fusionrack.v1 import memory_pb2, memory_pb2_grpc
+from fusionrack.v1 import memory_pb2, memory_pb2_grpc, tray_pb2, tray_pb2_grpc
 
-__all__ = ["CHAOS_MANIFEST", "CounterLoad", "ProcessRack", "RegisterLoad", "Tally", "word_through"]
+__all__ = [
+    "CHAOS_MANIFEST",
+    "INITIATORS",
+    "TARGET",
+    "TARGET_TRAY",
+    "CounterLoad",
+    "ProcessRack",
+    "RegisterLoad",
+    "Tally",
+    "active_links",
+    "hang_kill_restart",
+    "read_word",
+    "run_while",
+    "word_through",
+]
 
 # 5 compute trays of 2 GPUs (8 initiators on 4 trays, targets on the fifth) and 3 switch trays
 # of 2 chips: 6 planes, so a switch tray lost leaves 4. Small enough to start in ~1 s.
@@ -67,6 +82,11 @@ trays:
   - kind: switch
     count: 3
 """
+
+# In the chaos rack: 8 initiators, 2 on each of 4 compute trays, and the fifth holds targets.
+INITIATORS = [(f"compute-0{tray}", 2 * (tray - 1) + k) for tray in range(1, 5) for k in (0, 1)]
+TARGET_TRAY, TARGET = "compute-05", 8
+HOP_DEADLINE = 5.0  # the agents' forward timeout
 
 U64 = DataType.U64
 DEADLINE = 30.0  # a client's deadline: far past the agents' own time for an op (10 s)
@@ -133,6 +153,29 @@ class ProcessRack:
             with contextlib.suppress(OSError, KeyError, ValueError):
                 self.resume(tray.name)
         await self.ctl("rack", "down", "--state-dir", str(self.state), timeout=60)
+
+
+async def hang_kill_restart(rack: ProcessRack, switch: str) -> None:
+    """What a switch tray goes through in the fault tests: SIGSTOPped past the hop deadline,
+    resumed, killed -9, restarted, with a little load-time between each."""
+    await asyncio.sleep(0.5)
+    rack.pause(switch)
+    await asyncio.sleep(HOP_DEADLINE + 1)
+    rack.resume(switch)
+    await asyncio.sleep(1.0)
+    rack.kill(switch)
+    await asyncio.sleep(0.5)
+    await rack.restart(switch)
+    await asyncio.sleep(0.5)
+
+
+async def active_links(rack: ProcessRack, tray: str) -> int:
+    """How many of `tray`'s links are ACTIVE, as its agent says."""
+    async with open_channel(rack.addresses[tray]) as channel:
+        status = await tray_pb2_grpc.TrayStub(channel).GetStatus(
+            tray_pb2.GetStatusRequest(), timeout=5
+        )
+    return sum(link.state == LinkState.ACTIVE for link in status.status.links)
 
 
 def word_through(topology: Topology, target: int, switch: str, skip: int = 0) -> int:

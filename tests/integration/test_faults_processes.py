@@ -9,15 +9,19 @@ import time
 from pathlib import Path
 
 import pytest
-from faultrig import CHAOS_MANIFEST, CounterLoad, ProcessRack, read_word, run_while, word_through
-
-from fusionrack.emulator import LinkState
-from fusionrack.rpc import open_channel
-from fusionrack.v1 import tray_pb2, tray_pb2_grpc
-
-# 8 initiators, 2 on each of 4 compute trays; their targets are on the fifth, compute-05.
-INITIATORS = [(f"compute-0{tray}", 2 * (tray - 1) + k) for tray in range(1, 5) for k in (0, 1)]
-TARGET_TRAY, TARGET = "compute-05", 8
+from faultrig import (
+    CHAOS_MANIFEST,
+    INITIATORS,
+    TARGET,
+    TARGET_TRAY,
+    CounterLoad,
+    ProcessRack,
+    active_links,
+    hang_kill_restart,
+    read_word,
+    run_while,
+    word_through,
+)
 
 
 @pytest.fixture
@@ -30,14 +34,6 @@ async def rack(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield running
     finally:
         await running.down()
-
-
-async def active_links(rack: ProcessRack, tray: str) -> int:
-    async with open_channel(rack.addresses[tray]) as channel:
-        status = await tray_pb2_grpc.TrayStub(channel).GetStatus(
-            tray_pb2.GetStatusRequest(), timeout=5
-        )
-    return sum(link.state == LinkState.ACTIVE for link in status.status.links)
 
 
 async def test_a_hung_switch_tray_loses_its_planes_to_heartbeats(rack: ProcessRack) -> None:
@@ -72,18 +68,7 @@ async def test_fetch_adds_are_applied_exactly_once_through_hung_and_killed_switc
         address = word_through(rack.topology, TARGET, switch)
         load = CounterLoad(rack, INITIATORS, address)
 
-        async def faults(switch: str = switch) -> None:
-            await asyncio.sleep(0.5)
-            rack.pause(switch)
-            await asyncio.sleep(6.0)  # past the agents' 5 s hop deadline
-            rack.resume(switch)
-            await asyncio.sleep(1.0)
-            rack.kill(switch)
-            await asyncio.sleep(0.5)
-            await rack.restart(switch)
-            await asyncio.sleep(0.5)
-
-        tally = await run_while(load.run, faults)
+        tally = await run_while(load.run, lambda s=switch: hang_kill_restart(rack, s))
         final = await read_word(rack, TARGET_TRAY, TARGET, address)
         print(f"run {run + 1} ({switch}): word {final}; {tally}")
         assert final == tally.ok, f"run {run + 1}: the word reads {final} after {tally}"

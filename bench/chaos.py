@@ -1,0 +1,131 @@
+"""Benchmark of the rack under faults: exactly-once memory ops, and how fast a hung switch tray is
+noticed.
+
+    python bench/chaos.py           # full run (~3 min)
+    python bench/chaos.py --quick   # ~40 s, for tests: the same figures from fewer runs
+
+Every tray is its own process (`fusionctl rack up`, the 5-compute-tray chaos rack of
+tests/faultrig.py); the load runs in this process.
+
+* exactly once: 8 initiators on 4 compute trays add 1 to one word through unary `Atomic`,
+  `Execute`, `ExecutePacked` and `Stream`, while the switch tray their ops cross is SIGSTOPped
+  for 6 s (past the 5 s hop deadline), resumed, killed -9 and restarted; one run per switch
+  tray, repeated. Figures: runs, ops reported successful, ops lost or applied twice (the word
+  minus the successes: target 0), ops told "may have been applied" (DEADLINE_EXCEEDED), the
+  error rate.
+* hung switch tray: SIGSTOP to links DOWN at a compute tray, vs the 5 s hop deadline that was
+  the only way to notice before heartbeats. Target: <= 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from faultrig import (
+    CHAOS_MANIFEST,
+    HOP_DEADLINE,
+    INITIATORS,
+    TARGET,
+    TARGET_TRAY,
+    CounterLoad,
+    ProcessRack,
+    active_links,
+    eventually,
+    hang_kill_restart,
+    read_word,
+    run_while,
+    word_through,
+)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+async def exactly_once(rack: ProcessRack, switch: str) -> tuple[int, int, int, int]:
+    """One run: (successes, word - successes, DEADLINE_EXCEEDED, other failures)."""
+    address = word_through(rack.topology, TARGET, switch)
+    load = CounterLoad(rack, INITIATORS, address)
+    tally = await run_while(load.run, lambda: hang_kill_restart(rack, switch))
+    final = await read_word(rack, TARGET_TRAY, TARGET, address)
+    other = sum(tally.failed.values()) - tally.unknown
+    return tally.ok, final - tally.ok, tally.unknown, other
+
+
+async def links_are(rack: ProcessRack, count: int) -> bool:
+    return await active_links(rack, "compute-01") == count
+
+
+async def detection(rack: ProcessRack, switch: str) -> float:
+    """Seconds from SIGSTOP of `switch` to its planes DOWN at compute-01."""
+    every = await active_links(rack, "compute-01")
+    planes = len(rack.topology.tray(switch).switch_chips) * 2  # compute-01 has 2 GPUs
+    rack.pause(switch)
+    stopped = time.monotonic()
+    try:
+        while await active_links(rack, "compute-01") != every - planes:
+            if time.monotonic() - stopped > 30:
+                raise AssertionError(f"{switch}'s planes still up after 30 s")
+            await asyncio.sleep(0.01)
+        return time.monotonic() - stopped
+    finally:
+        rack.resume(switch)
+        await eventually(lambda: links_are(rack, every), f"{switch}'s planes back", 30)
+
+
+async def main_async(quick: bool) -> int:
+    with tempfile.TemporaryDirectory(prefix="fusionrack-chaos-") as scratch:
+        manifest = Path(scratch) / "chaos.yaml"
+        manifest.write_text(CHAOS_MANIFEST)
+        rack = ProcessRack(manifest, Path(scratch) / "state", controller=False)
+        await rack.up()
+        try:
+            switches = [t.name for t in rack.topology.trays if t.switch_chips]
+            runs = [exactly_once(rack, switch) for switch in switches[: 1 if quick else None]
+                    for _ in range(1 if quick else 3)]  # fmt: skip
+            results = []
+            for number, run in enumerate(runs, 1):
+                results.append(await run)
+                ok, extra, unknown, other = results[-1]
+                print(f"  run {number}: {ok} ok, word - ok = {extra}, {unknown} maybe applied, "
+                      f"{other} other failures", flush=True)  # fmt: skip
+            seconds = [await detection(rack, switches[i % len(switches)])
+                       for i in range(2 if quick else 6)]  # fmt: skip
+        finally:
+            await rack.down()
+    ok = sum(r[0] for r in results)
+    wrong = sum(abs(r[1]) for r in results)
+    unknown = sum(r[2] for r in results)
+    other = sum(r[3] for r in results)
+    total = ok + unknown + other
+    print(f"{'measure':<52} {'result':>22} {'baseline':>14}  verdict")
+    print(f"{'exactly once: runs / ops reported successful':<52} "
+          f"{f'{len(results)} / {ok}':>22} {'':>14}")  # fmt: skip
+    print(f"{'exactly once: ops lost or applied twice':<52} {wrong:>22} {'0':>14}  "
+          f"{verdict(wrong == 0)}")  # fmt: skip
+    rate = (unknown + other) / total
+    print(f"{'exactly once: maybe applied / other failures':<52} "
+          f"{f'{unknown} / {other}':>22} {'':>14}  error rate {rate:.3%}")  # fmt: skip
+    median = statistics.median(seconds)
+    print(f"{'hung switch tray: SIGSTOP to planes down, median':<52} {f'{median:.2f} s':>22} "
+          f"{f'{HOP_DEADLINE:.1f} s':>14}  ratio {median / HOP_DEADLINE:.2f} "
+          f"{verdict(max(seconds) <= 2.0)} (max {max(seconds):.2f} s)")  # fmt: skip
+    return 0 if wrong == 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs, for tests")
+    return asyncio.run(main_async(parser.parse_args(argv).quick))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

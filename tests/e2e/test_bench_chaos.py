@@ -1,0 +1,23 @@
+"""`bench/chaos.py --quick` runs and prints its figures; none of its ops is lost or applied
+twice (its speed figures are not asserted here)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "chaos.py"
+
+
+def test_quick_chaos_bench_prints_its_figures_and_loses_nothing() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=240,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"runs / ops reported successful\s+1 / [1-9]\d*", result.stdout)
+    assert re.search(r"ops lost or applied twice\s+0\s+0\s+PASS", result.stdout)
+    assert re.search(r"planes down, median\s+\d+\.\d\d s\s+5\.0 s\s+ratio \d\.\d\d", result.stdout)
+    assert "Traceback" not in result.stderr
