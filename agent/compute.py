@@ -171,7 +171,9 @@ class ComputeAgent(TrayAgent):
             except Unavailable:
                 pass  # the switch tray is not there (yet): retry after the backoff
             except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                # UNAVAILABLE: not there yet; CANCELLED: it is stopping (its server cancels
+                # the calls it has open). Both are retried without a word.
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
                     self._cannot_reach(switch, error.details())
             except OSError as error:  # its data plane refused the connection, TLS failed, ...
                 self._cannot_reach(switch, f"data plane: {error}")
