@@ -272,11 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     restart = rack_verbs.add_parser(
         "restart",
         parents=output,
-        help="start a tray's agent or the controller of a background rack again (after a "
-        "crash or a kill -9; a running one is stopped first) and wait until it is ready",
+        help="start a tray's agent, the controller or the broker of a background rack again "
+        "(after a crash or a kill -9; a running one is stopped first) and wait until it is ready",
     )
     restart.add_argument(
-        "name", metavar="TRAY|controller", help="a tray of the rack (e.g. switch-1), or controller"
+        "name",
+        metavar="TRAY|controller|mosquitto",
+        help="a tray of the rack (e.g. switch-1), controller, or mosquitto (the MQTT broker)",
     )
     up.add_argument(
         "--manifest",

@@ -12,8 +12,9 @@ installed) on a free loopback port, scraping that targets file with the rules of
 `deploy/prometheus` (`prometheus.py`). In the foreground it stops everything on Ctrl-C (or when
 an agent or the controller exits); with `--detach` it leaves the rack running and `rack down`
 stops it later. `status` reads the state directory and checks that each process runs and answers.
-`restart` starts one tray's agent or the controller again (after a crash, a `kill -9`), as a
-process of its own recorded with the rack's, and waits until it is ready.
+`restart` starts one tray's agent, the controller or the broker (`mosquitto`) again (after a
+crash, a `kill -9`), as a process of its own recorded with the rack's, and waits until it is
+ready; the broker comes back on its port, and every client reconnects to it by itself.
 
 The state directory (`.fusionrack/<rack>` by default) holds `pids.json` (process ids),
 `rack.json` (how the rack was started: addresses of the controller, the broker and Prometheus),
@@ -50,7 +51,7 @@ from fusionrack.emulator import (
 )
 from fusionrack.emulator.topology import TrayAddresses, tray_addresses
 from fusionrack.rpc import FAST_RECONNECT, open_channel
-from fusionrack.v1 import controller_pb2, controller_pb2_grpc, tray_pb2, tray_pb2_grpc
+from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, tray_pb2, tray_pb2_grpc
 
 from .client import DEFAULT_CONTROLLER
 from .output import Palette, Progress, Word, colour_enabled, print_json, table
@@ -76,6 +77,7 @@ __all__ = [
 ]
 
 MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto")
+BROKER = "mosquitto"  # the broker's name in pids.json and for `rack restart`
 # Prometheus always listens on loopback, whatever --host says: its HTTP API has no
 # authentication, and it reaches the agents wherever they listen.
 PROMETHEUS_HOST = "127.0.0.1"
@@ -159,10 +161,25 @@ def _spare_port(plan: RackPlan, controller: str | None, host: str | None = None)
             return port
 
 
+def _mosquitto_binary() -> str | None:
+    return next((p for p in map(shutil.which, MOSQUITTO_PATHS) if p), None)
+
+
+def _wait_broker(url: str, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    host, port = url.removeprefix("mqtt://").rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while not _answers_tcp(host, int(port)):
+        if process.poll() is not None:
+            raise Unavailable(f"mosquitto exited with status {process.returncode}; see {log}")
+        if time.monotonic() > deadline:
+            raise Unavailable(f"mosquitto did not listen on {url} within {timeout:g} s; see {log}")
+        time.sleep(0.02)
+
+
 def start_mosquitto(
     plan: RackPlan, controller: str | None = None
 ) -> tuple[subprocess.Popen[bytes] | None, str | None]:
-    binary = next((p for p in map(shutil.which, MOSQUITTO_PATHS) if p), None)
+    binary = _mosquitto_binary()
     if binary is None:
         print("mosquitto is not installed: events go nowhere (apt-get install mosquitto)",
               file=sys.stderr)  # fmt: skip
@@ -232,12 +249,40 @@ async def _tray_status(address: str) -> tray_pb2.TrayStatus | None:
         return await _status_on(channel)
 
 
-async def _tray_ready(channel: grpc.aio.Channel) -> bool:
+async def _tray_ready(
+    channel: grpc.aio.Channel, drained: frozenset[tuple[int, int]] = frozenset()
+) -> bool:
+    """Every link of the tray ACTIVE, but those drained: ADMIN_DOWN where the drain is held,
+    DOWN at a switch tray across from it (`drained`: (accelerator, link) pairs)."""
     status = await _status_on(channel)
     return (
         status is not None
         and status.link_count > 0
-        and all(link.state == LinkState.ACTIVE for link in status.links)
+        and all(
+            link.state == LinkState.ACTIVE
+            or link.state == LinkState.ADMIN_DOWN
+            or (link.link.accelerator, link.link.link) in drained
+            for link in status.links
+        )
+    )
+
+
+async def drained_links(controller: str | None) -> frozenset[tuple[int, int]]:
+    """The links the rack's controller holds drained, as (accelerator, link) pairs: none when
+    there is no controller or it does not answer (then every link must come up)."""
+    if not controller:
+        return frozenset()
+    try:
+        async with open_channel(controller) as channel:
+            links = await controller_pb2_grpc.ControllerStub(channel).ListLinks(
+                common_pb2.ListLinksRequest(), timeout=2
+            )
+    except grpc.aio.AioRpcError:
+        return frozenset()
+    return frozenset(
+        (link.ref.accelerator, link.ref.link)
+        for link in links.links
+        if link.admin_state == common_pb2.ADMIN_STATE_DOWN
     )
 
 
@@ -247,6 +292,7 @@ async def wait_ready(
     timeout: float,  # the error names the trays still waiting
     progress: Progress | None = None,
     trays: list[str] | None = None,  # default: every tray
+    drained: frozenset[tuple[int, int]] = frozenset(),  # links not waited for
 ) -> float:
     started = time.monotonic()
     waiting = trays or [t.name for t in plan.topology.trays]
@@ -264,7 +310,7 @@ async def wait_ready(
                     f"an agent exited with status {dead[0].returncode}; "
                     f"see the logs in {plan.state_dir}"
                 )
-            ready = await asyncio.gather(*(_tray_ready(channels[t]) for t in waiting))
+            ready = await asyncio.gather(*(_tray_ready(channels[t], drained) for t in waiting))
             waiting = [t for t, ok in zip(waiting, ready, strict=True) if not ok]
             if waiting and time.monotonic() - started > timeout:
                 raise Unavailable(f"not ready after {timeout:g} s: {', '.join(waiting)}")
@@ -421,7 +467,7 @@ def rack_up(
         if prometheus_config is not None
         else (None, None)
     )
-    services = {name: p for name, p in (("mosquitto", broker), ("prometheus", monitor)) if p}
+    services = {name: p for name, p in ((BROKER, broker), ("prometheus", monitor)) if p}
     # One process per tray: fusion-agent forks them from one start-up (a Python start-up per
     # tray would cost 27 x ~0.3 s of imports on two cores); --in-process serves all in one.
     command = [*_agent_command(), *_agent_options(plan, mqtt_url), "--all"]
@@ -627,7 +673,7 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
         parts.append(document["controller"])
     if record.get("mqtt"):
         host, port = record["mqtt"].removeprefix("mqtt://").rsplit(":", 1)
-        pid = pids.get("mosquitto")
+        pid = pids.get(BROKER)
         document["broker"] = {"url": record["mqtt"], "pid": pid, "running": _running(pid),
                               "answers": _answers_tcp(host, int(port))}  # fmt: skip
         parts.append(document["broker"])
@@ -747,9 +793,10 @@ def rack_restart(
     output: str = "table",
     timeout: float = 30.0,
 ) -> int:
-    """Start the agent of tray `name`, or the controller (`name` "controller"), of a rack up in
-    the background again: stopped first if it still runs, then waited for until ready (a tray:
-    every link ACTIVE; the controller: every tray reachable)."""
+    """Start the agent of tray `name`, the controller (`name` "controller") or the broker
+    ("mosquitto") of a rack up in the background again: stopped first if it still runs, then
+    waited for until ready (a tray: every link ACTIVE; the controller: every tray reachable;
+    the broker: its port answers)."""
     topology, state_dir = _recorded(None, state_dir)
     pids, record = _read_json(state_dir / "pids.json"), _read_json(state_dir / "rack.json")
     if not pids or not record:
@@ -761,6 +808,12 @@ def rack_restart(
             raise FailedPrecondition("this rack was started without a controller (--no-controller)")
         command = _controller_command(plan, record["controller"], record.get("mqtt"))
         old = pids.get("controller")
+    elif name == BROKER:
+        if not record.get("mqtt"):
+            raise FailedPrecondition("this rack runs without a broker (--no-mqtt, or mosquitto "
+                                     "was not installed when it came up)")  # fmt: skip
+        command = [_mosquitto_binary() or "mosquitto", "-c", str(state_dir / "mosquitto.conf")]
+        old = pids.get(BROKER)
     else:
         topology.tray(name)  # NotFound naming the trays there are
         if record.get("in_process"):
@@ -779,8 +832,11 @@ def rack_restart(
     try:
         if name == "controller":
             asyncio.run(wait_controller(record["controller"], process, timeout, log, progress))
+        elif name == BROKER:
+            _wait_broker(record["mqtt"], process, timeout, log)
         else:
-            asyncio.run(wait_ready(plan, [process], timeout, progress, trays=[name]))
+            drained = asyncio.run(drained_links(record.get("controller")))
+            asyncio.run(wait_ready(plan, [process], timeout, progress, [name], drained))
     except BaseException:
         _terminate({name: process.pid})
         raise
@@ -790,7 +846,7 @@ def rack_restart(
     # Recorded with the rack's processes: `rack down` and `rack status` see it.
     pids[name] = process.pid
     (state_dir / "pids.json").write_text(json.dumps(pids) + "\n")
-    if name != "controller":
+    if name not in ("controller", BROKER):
         tray_pids[name] = process.pid
         (state_dir / "trays.json").write_text(json.dumps(tray_pids) + "\n")
     if output == "json":

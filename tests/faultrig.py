@@ -116,9 +116,9 @@ class ProcessRack:
         self.record = json.loads((self.state / "rack.json").read_text())
 
     def pid(self, name: str) -> int:
-        """The process of `name`, a tray or "controller"."""
-        pids = json.loads((self.state / ("pids.json" if name == "controller" else "trays.json"))
-                          .read_text())  # fmt: skip
+        """The process of `name`: a tray, "controller" or "mosquitto"."""
+        tray = name not in ("controller", "mosquitto")
+        pids = json.loads((self.state / ("trays.json" if tray else "pids.json")).read_text())
         return int(pids[name])
 
     def pause(self, name: str) -> None:
