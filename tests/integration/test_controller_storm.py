@@ -188,35 +188,45 @@ class Client:
                     self.tally.retried += 1
 
     async def resolve(self, stub: controller_pb2_grpc.ControllerStub) -> None:
-        """Settle the request the controller died under: retried under its key, or looked
-        for in the state."""
+        """Settle the request the controller died under: it landed whole or not at all (seen
+        in the state); a keyed one is then retried, which changes nothing if it landed and
+        applies it now if it did not."""
         call, self.pending = self.pending, None
         if call is None:
             return
-        if call.keyed:
-            try:
-                answer = await getattr(stub, call.method)(call.request, timeout=5)
-            except grpc.aio.AioRpcError as error:
-                refused = error.code().name
-            else:
-                refused = ""
-            if refused:
-                assert refused in REFUSED, f"{call.method}: {refused}"
-                return
-            call.apply(answer)
-            self.answered.append((call, answer.SerializeToString()))
-            self.tally.landed += 1  # now applied once, whether it was before or not
+        made = await self.settle(stub, call)
+        if made is not None:
+            self.tally.landed += 1
+        if not call.keyed:
             return
+        try:
+            answer = await getattr(stub, call.method)(call.request, timeout=5)
+        except grpc.aio.AioRpcError as error:
+            refused = error.code().name
+        else:
+            refused = ""
+        if refused:
+            assert made is None and refused in REFUSED, f"{call.method}: {refused}"
+            return
+        if made is None:
+            call.apply(answer)  # applied now, by the retry
+        else:  # the first answer, of what landed
+            assert made in (0, created_id(answer)), (call.method, made, answer)
+        self.answered.append((call, answer.SerializeToString()))
+
+    async def settle(self, stub: controller_pb2_grpc.ControllerStub, call: Call) -> int | None:
+        """Whether `call` landed (then the model has it): None if not, else the id it made
+        (0 for a request that makes none). Half of it is a failure."""
         before = self.model()
         actual = await self.actual(stub)
         if actual == before:
-            return
+            return None
         self.guess(call)
         assert actual == self.model(), (
             f"{self.name}: {call.method} half-applied: before {before}, now {actual}, "
             f"applied would be {self.model()}"
         )
-        self.tally.landed += 1
+        return 0
 
     def guess(self, call: Call) -> None:
         """Apply `call` to the model without its answer (it was lost with the controller)."""
@@ -392,41 +402,36 @@ class PartitionClient(Client):
         }
         return form, ids
 
-    async def resolve(self, stub: controller_pb2_grpc.ControllerStub) -> None:
-        call = self.pending
-        if (
-            call is not None
-            and not call.keyed
-            and call.method in ("CreatePartition", "CreateMulticastGroup", "StartTraffic")
-        ):
-            # Its answer (the new id) was lost: find what it made, if it made anything.
-            self.pending = None
-            before = self.model()
-            form, ids = await self.read(stub)
-            if form == before:
-                return
-            request = call.request
-            if call.method == "CreatePartition":
-                pid = next(pid for pid in ids if pid not in self.partitions)
-                call.apply(controller_pb2.CreatePartitionResponse(
-                    partition=common_pb2.Partition(id=pid)))  # fmt: skip
+    async def settle(self, stub: controller_pb2_grpc.ControllerStub, call: Call) -> int | None:
+        if call.method not in ("CreatePartition", "CreateMulticastGroup", "StartTraffic"):
+            return await super().settle(stub, call)
+        # Its answer (the new id) was lost: find what it made, if it made anything.
+        before = self.model()
+        form, ids = await self.read(stub)
+        if form == before:
+            return None
+        if call.method == "CreatePartition":
+            new = set(ids) - set(self.partitions)
+            assert len(new) == 1, (call.method, form)
+            made = new.pop()
+            call.apply(
+                controller_pb2.CreatePartitionResponse(partition=common_pb2.Partition(id=made))
+            )
+        else:
+            pid = call.request.partition.id
+            groups = call.method == "CreateMulticastGroup"
+            known = self.partitions[pid]["groups" if groups else "traffic"]
+            new = ids[pid][0 if groups else 1] - known
+            assert len(new) == 1, (call.method, new)
+            made = new.pop()
+            if groups:
+                call.apply(controller_pb2.CreateMulticastGroupResponse(
+                    group=common_pb2.MulticastGroup(id=made)))  # fmt: skip
             else:
-                pid = request.partition.id
-                known = self.partitions[pid]["groups" if call.method != "StartTraffic"
-                                             else "traffic"]  # fmt: skip
-                new = (ids[pid][0] if call.method != "StartTraffic" else ids[pid][1]) - known
-                assert len(new) == 1, (call.method, new)
-                made = new.pop()
-                if call.method == "StartTraffic":
-                    call.apply(controller_pb2.StartTrafficResponse(
-                        session=controller_pb2.TrafficSession(id=made)))  # fmt: skip
-                else:
-                    call.apply(controller_pb2.CreateMulticastGroupResponse(
-                        group=common_pb2.MulticastGroup(id=made)))  # fmt: skip
-            assert form == self.model(), f"{self.name}: {call.method} half-applied: {form}"
-            self.tally.landed += 1
-            return
-        await super().resolve(stub)
+                call.apply(controller_pb2.StartTrafficResponse(
+                    session=controller_pb2.TrafficSession(id=made)))  # fmt: skip
+        assert form == self.model(), f"{self.name}: {call.method} half-applied: {form}"
+        return made
 
     async def check(self, stub: controller_pb2_grpc.ControllerStub) -> None:
         form, ids = await self.read(stub)
@@ -473,6 +478,14 @@ class DrainClient(Client):
     async def check(self, stub: controller_pb2_grpc.ControllerStub) -> None:
         actual = await self.actual(stub)
         assert actual == self.model(), f"{self.name}: drained {actual} != acknowledged"
+
+
+def created_id(answer: Message) -> int:
+    """The id a creation's answer gives (0 for other answers)."""
+    for name in ("partition", "group", "session"):
+        if answer.DESCRIPTOR.fields_by_name.get(name) is not None and answer.HasField(name):
+            return int(getattr(answer, name).id)
+    return 0
 
 
 def desired(state: Path, topology: Topology) -> tuple[int, switch_pb2.SwitchConfig]:
