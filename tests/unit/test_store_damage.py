@@ -6,6 +6,7 @@ opening it is FailedPrecondition naming the file, what is wrong and what to do.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from fusionrack.controller.domain import Controller
-from fusionrack.controller.store import Remembered, StateStore
+from fusionrack.controller.store import Remembered, StateStore, _document_checksum
 from fusionrack.emulator import FabricConfig, FailedPrecondition, Topology
 
 CONTROLLER = str(Path(sys.executable).with_name("fusion-controller"))
@@ -60,7 +61,7 @@ def killed_store(path: Path, mini: Topology) -> dict[str, Any]:
     saved = document(mini)
     code = f"""
 import os, signal, time
-from fusionrack.controller.store import Remembered, StateStore
+from fusionrack.controller.store import Remembered, StateStore, _document_checksum
 store = StateStore({str(path)!r})
 for i in range(60):
     done = Remembered(f"key-{{i}}", "CreatePartition", "ab" * 16, b"answer" * 20, time.time())
@@ -275,14 +276,109 @@ def test_a_log_without_its_database_is_refused(tmp_path: Path, mini: Topology) -
 
 
 def test_a_document_that_is_not_json_is_refused(tmp_path: Path, mini: Topology) -> None:
+    # As a buggy writer would leave it: with a checksum that matches.
     path = tmp_path / "state.sqlite"
     write_store(path, mini, records=1)
+    text = '{"rack": "mini", "genera'
     with closing(sqlite3.connect(path)) as conn:
-        conn.execute('UPDATE desired_state SET document = \'{"rack": "mini", "genera\'')
+        conn.execute(
+            "UPDATE desired_state SET document = ?, checksum = ?", (text, _document_checksum(text))
+        )
         conn.commit()
     with StateStore(path) as store, pytest.raises(FailedPrecondition, match="not JSON") as raised:
         store.load("mini")
     assert str(path) in raised.value.message
+
+
+def test_a_changed_byte_inside_the_document_is_refused(tmp_path: Path, mini: Topology) -> None:
+    # Valid JSON, valid desired state, wrong: a member 0 became 1. SQLite sees nothing amiss.
+    path = tmp_path / "state.sqlite"
+    saved = write_store(path, mini, records=1)
+    data = bytearray(path.read_bytes())
+    text = json.dumps(saved, sort_keys=True, separators=(",", ":")).encode()
+    at = data.find(text)
+    assert at > 0
+    members = data.find(b'"members":[0', at)
+    data[members + len(b'"members":[')] = ord("2")
+    path.write_bytes(bytes(data))
+    refused(path, "document does not match its checksum")
+
+
+def test_a_changed_byte_inside_a_remembered_answer_is_refused(
+    tmp_path: Path, mini: Topology
+) -> None:
+    path = tmp_path / "state.sqlite"
+    with StateStore(path) as store:
+        store.save(document(mini), remember=Remembered("k-1", "CreatePartition", "ab" * 16,
+                                                       b"first-answer", time.time()))  # fmt: skip
+    data = bytearray(path.read_bytes())
+    at = data.find(b"first-answer")
+    data[at] = ord("F")
+    path.write_bytes(bytes(data))
+    refused(path, "idempotency record of key 'k-1'")
+
+
+def test_random_bytes_anywhere_are_refused_or_change_nothing(
+    tmp_path: Path, mini: Topology
+) -> None:
+    """Over free space a scribble is harmless; anywhere else it is refused, never read."""
+    original = tmp_path / "original.sqlite"
+    saved = write_store(original, mini)
+    with StateStore(original) as store:
+        answers = [store.remembered(f"key-{i:05d}-{'x' * 40}", "CreatePartition", "ab" * 16)
+                   for i in range(400)]  # fmt: skip
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    size, refusals, harmless = original.stat().st_size, 0, 0
+    for trial in range(60):
+        path = tmp_path / f"scribbled-{trial}.sqlite"
+        data = bytearray(original.read_bytes())
+        start = rng.randrange(100, size - 16)  # past the header, tested on its own
+        data[start : start + 16] = rng.randbytes(16)
+        path.write_bytes(bytes(data))
+        try:
+            with StateStore(path) as store:
+                found = store.load("mini")
+                again = [store.remembered(f"key-{i:05d}-{'x' * 40}", "CreatePartition",
+                                          "ab" * 16) for i in range(400)]  # fmt: skip
+        except FailedPrecondition as error:
+            why = error.message
+        else:
+            why = ""
+        if why:
+            assert str(path) in why
+            refusals += 1
+            continue
+        assert (found, again) == (saved, answers), f"seed {seed}, byte {start}: read changed"
+        harmless += 1
+    print(f"seed {seed}: {refusals} refused, {harmless} harmless")
+    assert refusals > 10, (seed, refusals, harmless)
+
+
+def test_a_version_1_file_gains_checksums_and_keeps_its_state(
+    tmp_path: Path, mini: Topology
+) -> None:
+    path = tmp_path / "state.sqlite"
+    saved = document(mini)
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE desired_state (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                     "document TEXT NOT NULL, saved REAL NOT NULL)")  # fmt: skip
+        conn.execute("CREATE TABLE idempotency (key TEXT PRIMARY KEY, method TEXT NOT NULL, "
+                     "request_digest TEXT NOT NULL, response BLOB NOT NULL, "
+                     "created REAL NOT NULL)")  # fmt: skip
+        conn.execute("INSERT INTO desired_state VALUES (1, ?, 1.0)", (json.dumps(saved),))
+        created = time.time()
+        conn.execute("INSERT INTO idempotency VALUES ('k', 'CreatePartition', ?, ?, ?)",
+                     ("ab" * 16, b"answer", created))  # fmt: skip
+        conn.execute("PRAGMA user_version = 1")
+    with StateStore(path) as store:
+        assert store.load("mini") == saved
+        assert store.remembered("k", "CreatePartition", "ab" * 16) == b"answer"
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    with StateStore(path) as store:  # and it opens again, checksums and all
+        assert store.load("mini") == saved
 
 
 def edited(mini: Topology, change: Any) -> dict[str, Any]:
