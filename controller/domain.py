@@ -345,6 +345,7 @@ class Controller:
             result = apply(candidate, now)
             generation = self.generation + 1
             outcome = "failed"
+            before = self.config, _copy_times(self.times), self.traffic.to_dict()
             try:
                 await self.program(candidate, generation)
                 candidate.generation = generation
@@ -355,7 +356,16 @@ class Controller:
                 if remember is not None:
                     key, method, digest, _ = remember
                     entry = Remembered(key, method, digest, response.SerializeToString(), now)
-                self.store.save(self.document(), remember=entry)
+                try:
+                    self.store.save(self.document(), remember=entry)
+                except BaseException:
+                    # Not on disk, so not desired (the client is told it failed, and a restart
+                    # would not have it): back to the saved state, and the switch trays that
+                    # took it, now ahead, are re-programmed by the reconcile loop.
+                    self.config, self.times = before[0], before[1]
+                    self.traffic.restore(before[2])
+                    self._reconcile_wanted.set()
+                    raise
                 outcome = "ok"
             finally:
                 self.provisioning[outcome].observe(time.perf_counter() - began)
@@ -400,6 +410,7 @@ class Controller:
             except BaseException:
                 self.drained = drained  # not kept on disk: not desired either
                 self.traffic.restore(traffic)
+                self._reconcile_wanted.set()  # the agents that took it are brought back
                 raise
             return response, True
 
@@ -1095,6 +1106,11 @@ def mismatch_event(view: AgentView) -> events_pb2.Event:
         EventKind.TOPOLOGY_MISMATCH, view.name, trays=[view.name],
         topology_mismatch={"tray": view.name, "differences": differences},
     )  # fmt: skip
+
+
+def _copy_times(times: dict[str, dict[int, list[float]]]) -> dict[str, dict[int, list[float]]]:
+    """A copy of `Controller.times` that changes to the original (in place) do not reach."""
+    return {kind: {k: list(v) for k, v in by_id.items()} for kind, by_id in times.items()}
 
 
 def _describe(error: BaseException) -> str:

@@ -60,7 +60,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from fusionrack.emulator import FailedPrecondition, InvalidArgument
+from fusionrack.emulator import FailedPrecondition, InvalidArgument, Unavailable
 
 __all__ = ["KEEP_SECONDS", "SCHEMA_VERSION", "Remembered", "StateStore"]
 
@@ -84,6 +84,25 @@ CREATE TABLE idempotency (
     checksum TEXT NOT NULL DEFAULT ''
 );
 """
+# Version 1, as files of that version hold it, and what makes it version 2.
+_SCHEMA_V1 = """
+CREATE TABLE desired_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    document TEXT NOT NULL,
+    saved REAL NOT NULL
+);
+CREATE TABLE idempotency (
+    key TEXT PRIMARY KEY,
+    method TEXT NOT NULL,
+    request_digest TEXT NOT NULL,
+    response BLOB NOT NULL,
+    created REAL NOT NULL
+);
+"""
+_TO_V2 = (
+    "ALTER TABLE desired_state ADD COLUMN checksum TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE idempotency ADD COLUMN checksum TEXT NOT NULL DEFAULT ''",
+)
 _TABLES = {"desired_state", "idempotency"}
 # Unix seconds computed by SQLite, so `save` needs no clock of its own (`unixepoch('subsec')`
 # needs SQLite 3.42; this form works everywhere).
@@ -142,6 +161,9 @@ class StateStore:
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise self.refusal(f"it is not a usable SQLite database ({exc})") from exc
+        except UnicodeDecodeError as exc:  # a text column overwritten with other bytes
+            conn.close()
+            raise self.refusal(f"a text inside it is not UTF-8 ({exc.reason})") from exc
         except BaseException:
             conn.close()
             raise
@@ -426,6 +448,14 @@ class StateStore:
         # Version 0 with tables is some other program's database: do not write into it.
         if tables != (_TABLES if version else set()):
             raise self._foreign(tables)
+        # The schema's own text is in the file too: a changed byte there changes a column's
+        # type or constraint, which integrity_check does not see.
+        schema = _schema_of(conn)
+        if version and schema not in _known_schemas(version):
+            raise self.refusal(
+                "its schema is not the one this controller writes (bytes inside its table "
+                "definitions were changed)"
+            )
         return version
 
     def _foreign(self, tables: set[str]) -> FailedPrecondition:
@@ -451,7 +481,7 @@ class StateStore:
             row = self._db.execute(
                 "SELECT document, checksum FROM desired_state WHERE id = 1"
             ).fetchone()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             raise self.refusal(f"its desired-state document cannot be read ({exc})") from exc
         if row is None:
             return None
@@ -481,6 +511,17 @@ class StateStore:
         except (TypeError, ValueError) as exc:
             raise InvalidArgument(f"the desired-state document is not JSON-able ({exc})") from exc
         conn = self._db
+        try:
+            self._write(conn, text, remember)
+        except sqlite3.Error as exc:
+            # The disk is full, failing, or the file went away: the change is not made.
+            raise Unavailable(
+                f"state store {self.path}: cannot save the change ({exc}); it was not made. "
+                "Free space or repair the disk under the state file, then send it again"
+            ) from exc
+
+    def _write(self, conn: sqlite3.Connection, text: str, remember: Remembered | None) -> None:
+        """The transaction of `save`."""
         with _transaction(conn):
             conn.execute(
                 "INSERT INTO desired_state (id, document, saved, checksum) "
@@ -611,8 +652,8 @@ def _record_checksum(
 
 def _add_checksums(conn: sqlite3.Connection) -> None:
     """Migrate a version-1 file to 2 (in the caller's transaction): checksum every row."""
-    conn.execute("ALTER TABLE desired_state ADD COLUMN checksum TEXT NOT NULL DEFAULT ''")
-    conn.execute("ALTER TABLE idempotency ADD COLUMN checksum TEXT NOT NULL DEFAULT ''")
+    for statement in _TO_V2:
+        conn.execute(statement)
     for (text,) in conn.execute("SELECT document FROM desired_state").fetchall():
         conn.execute("UPDATE desired_state SET checksum = ?", (_document_checksum(text),))
     rows = conn.execute(
@@ -624,3 +665,22 @@ def _add_checksums(conn: sqlite3.Connection) -> None:
             (_record_checksum(key, method, digest, bytes(response), created), key),
         )
     conn.execute("PRAGMA user_version = 2")
+
+
+def _schema_of(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """(type, name, SQL) of every table and index, as SQLite keeps them."""
+    return conn.execute(
+        "SELECT type, name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name"
+    ).fetchall()
+
+
+def _known_schemas(version: int) -> list[list[tuple[str, str, str]]]:
+    """The schemas a file of `version` can hold: made at that version, or migrated to it."""
+    paths = {1: [(_SCHEMA_V1,)], 2: [(_SCHEMA,), (_SCHEMA_V1, *_TO_V2)]}.get(version, [])
+    schemas = []
+    for statements in paths:
+        with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+            for script in statements:
+                conn.executescript(script)
+            schemas.append(_schema_of(conn))
+    return schemas

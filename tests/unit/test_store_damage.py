@@ -193,6 +193,17 @@ def test_a_path_under_a_file_is_refused(tmp_path: Path) -> None:
     assert str(path) in raised.value.message
 
 
+def test_a_changed_byte_in_the_schema_is_refused(tmp_path: Path, mini: Topology) -> None:
+    # CHECK (id = 1) -> CHECK (id = 7): SQLite's integrity check is content with either.
+    path = tmp_path / "state.sqlite"
+    write_store(path, mini, records=1)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"CHECK (id = 1)")
+    data[at + len(b"CHECK (id = ")] = ord("7")
+    path.write_bytes(bytes(data))
+    refused(path, "its schema is not the one this controller writes")
+
+
 def test_a_database_of_another_program_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite"
     with closing(sqlite3.connect(path)) as conn:
@@ -355,6 +366,22 @@ def test_random_bytes_anywhere_are_refused_or_change_nothing(
     assert refusals > 10, (seed, refusals, harmless)
 
 
+V1_SCHEMA = """
+CREATE TABLE desired_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    document TEXT NOT NULL,
+    saved REAL NOT NULL
+);
+CREATE TABLE idempotency (
+    key TEXT PRIMARY KEY,
+    method TEXT NOT NULL,
+    request_digest TEXT NOT NULL,
+    response BLOB NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+
 def test_a_version_1_file_gains_checksums_and_keeps_its_state(
     tmp_path: Path, mini: Topology
 ) -> None:
@@ -362,11 +389,10 @@ def test_a_version_1_file_gains_checksums_and_keeps_its_state(
     saved = document(mini)
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("CREATE TABLE desired_state (id INTEGER PRIMARY KEY CHECK (id = 1), "
-                     "document TEXT NOT NULL, saved REAL NOT NULL)")  # fmt: skip
-        conn.execute("CREATE TABLE idempotency (key TEXT PRIMARY KEY, method TEXT NOT NULL, "
-                     "request_digest TEXT NOT NULL, response BLOB NOT NULL, "
-                     "created REAL NOT NULL)")  # fmt: skip
+        # What version 1 of the store made, statement for statement.
+        for statement in V1_SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
         conn.execute("INSERT INTO desired_state VALUES (1, ?, 1.0)", (json.dumps(saved),))
         created = time.time()
         conn.execute("INSERT INTO idempotency VALUES ('k', 'CreatePartition', ?, ?, ?)",
