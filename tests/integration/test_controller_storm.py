@@ -126,6 +126,12 @@ class Call:
     request: Message
     apply: Callable[[Any], None]  # given the answer (None: lost, guessed)
     keyed: bool = False
+    refused: str = ""  # the status it must get: a request the controller has to refuse
+
+
+def never(_: Any) -> None:
+    """The `apply` of a request that must be refused."""
+    raise AssertionError("a request the controller had to refuse was answered OK")
 
 
 @dataclass
@@ -167,6 +173,7 @@ class Client:
             if code:
                 self.tally.codes[code] = self.tally.codes.get(code, 0) + 1
                 if code in REFUSED:
+                    assert code == call.refused, f"{call.method}: {code}: {details}"
                     self.tally.refused += 1
                     continue
                 assert code in UNKNOWN, f"{call.method}: {code}: {details}"
@@ -224,6 +231,9 @@ class Client:
         actual = await self.actual(stub)
         if actual == before:
             return None
+        assert not call.refused, (
+            f"{call.method}, which must be refused, changed {before} to {actual}"
+        )
         self.guess(call)
         assert actual == self.model(), (
             f"{self.name}: {call.method} half-applied: before {before}, now {actual}, "
@@ -273,6 +283,10 @@ class PartitionClient(Client):
             choices.append(lambda pid=pid: self.delete(pid))
             if free and len(part["members"]) == 1:
                 choices.append(lambda pid=pid: self.add(pid))
+            if len(part["members"]) == 1:  # refused: it would leave the partition empty
+                choices.append(lambda pid=pid: self.remove(pid, refused="FAILED_PRECONDITION"))
+            # Refused: the member is in already.
+            choices.append(lambda pid=pid: self.add(pid, refused="ALREADY_EXISTS"))
             if len(part["members"]) == 2 and not part["groups"] and not part["traffic"]:
                 choices.append(lambda pid=pid: self.remove(pid))
             if len(part["groups"]) < 2:
@@ -309,17 +323,20 @@ class PartitionClient(Client):
         )  # fmt: skip
         return Call("DeletePartition", request, lambda _: self.partitions.pop(pid), bool(key))
 
-    def add(self, pid: int) -> Call:
-        accelerator = self.rng.choice(sorted(self.free()))
+    def add(self, pid: int, refused: str = "") -> Call:
+        pool = self.partitions[pid]["members"] if refused else self.free()
+        accelerator = self.rng.choice(sorted(pool))
         key = self.key()
         request = controller_pb2.AddAcceleratorsRequest(
             partition=common_pb2.PartitionRef(id=pid),
             locations=self.locations({accelerator}), idempotency_key=key,
         )  # fmt: skip
         members = self.partitions[pid]["members"]
+        if refused:
+            return Call("AddAccelerators", request, never, bool(key), refused)
         return Call("AddAccelerators", request, lambda _: members.add(accelerator), bool(key))
 
-    def remove(self, pid: int) -> Call:
+    def remove(self, pid: int, refused: str = "") -> Call:
         accelerator = self.rng.choice(sorted(self.partitions[pid]["members"]))
         key = self.key()
         request = controller_pb2.RemoveAcceleratorsRequest(
@@ -327,6 +344,8 @@ class PartitionClient(Client):
             locations=self.locations({accelerator}), idempotency_key=key,
         )  # fmt: skip
         members = self.partitions[pid]["members"]
+        if refused:
+            return Call("RemoveAccelerators", request, never, bool(key), refused)
         return Call(
             "RemoveAccelerators", request, lambda _: members.discard(accelerator), bool(key)
         )
@@ -595,3 +614,4 @@ async def test_killed_in_a_storm_20_times_the_controller_loses_nothing_it_acknow
     )
     assert tally.acknowledged >= ROUNDS * 5
     assert tally.in_flight >= ROUNDS  # every kill caught requests in flight
+    assert tally.refused >= ROUNDS  # and requests that must be refused were, changing nothing
