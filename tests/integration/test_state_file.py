@@ -4,15 +4,18 @@ the switch trays, not found after a restart."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
+import pytest
 
 from fusionrack import wire
 from fusionrack.agent.rack import LocalRack
-from fusionrack.controller.main import RunningController
+from fusionrack.controller.main import RunningController, serve_controller
+from fusionrack.emulator import FailedPrecondition
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, switch_pb2
 
@@ -131,5 +134,41 @@ async def test_a_drain_a_full_disk_cannot_save_is_undone(
                 return (state == common_pb2.ADMIN_STATE_DOWN) == wanted_down
 
             await eventually(agent_agrees)
+    finally:
+        await running.stop()
+
+
+async def test_serve_controller_refuses_a_damaged_file_and_leaves_it_alone(
+    mini_rack: LocalRack, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.sqlite"
+    running = await start_controller(mini_rack, state)
+    try:
+        async with open_channel(running.server.address) as channel:
+            await controller_pb2_grpc.ControllerStub(channel).CreatePartition(
+                controller_pb2.CreatePartitionRequest(
+                    name="kept", locations=locations("compute-01/0")
+                )
+            )
+    finally:
+        await running.stop()
+    good = state.read_bytes()
+    addresses = {name: mini_rack.address(name) for name in mini_rack.trays}
+    for damage, words in (
+        (lambda: os.truncate(state, len(good) // 2), "truncated"),
+        (lambda: os.truncate(state, 0), "empty (0 bytes)"),
+    ):
+        state.write_bytes(good)
+        damage()
+        damaged = state.read_bytes()
+        with pytest.raises(FailedPrecondition) as raised:
+            await serve_controller(mini_rack.topology, state, addresses, listen="127.0.0.1:0")
+        assert str(state) in raised.value.message and words in raised.value.message
+        assert state.read_bytes() == damaged  # nothing written into it
+    state.write_bytes(good)  # and the file itself still serves
+    running = await start_controller(mini_rack, state)
+    try:
+        async with open_channel(running.server.address) as channel:
+            assert await names(controller_pb2_grpc.ControllerStub(channel)) == ["kept", "default"]
     finally:
         await running.stop()
