@@ -111,6 +111,47 @@ def test_a_store_left_by_sigkill_opens_with_every_change(tmp_path: Path, mini: T
         assert store.remembered("key-59", "CreatePartition", "ab" * 16) == b"answer" * 20
 
 
+def test_a_log_reused_after_a_checkpoint_opens_with_its_latest_state(
+    tmp_path: Path, mini: Topology
+) -> None:
+    # After a checkpoint SQLite writes the log again from its start, under new salts: the
+    # frames of the earlier pass stay behind the new ones, stale, and that is no damage.
+    path = tmp_path / "state.sqlite"
+    code = f"""
+import os, signal
+from fusionrack.controller.store import StateStore
+store = StateStore({str(path)!r})
+for i in range(80):
+    store.save({{"rack": "mini", "generation": i, "partitions": ["x" * 3000] * (i % 3)}})
+assert store._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0] == 0
+for i in range(80, 83):
+    store.save({{"rack": "mini", "generation": i, "partitions": []}})
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    log = wal_of(path).read_bytes()
+    salts = {log[32 + i * 4120 + 8 : 32 + i * 4120 + 16] for i in range((len(log) - 32) // 4120)}
+    assert len(salts) == 2  # this pass's frames and the earlier pass's, behind them
+    with StateStore(path) as store:
+        assert store.load("mini") == {"rack": "mini", "generation": 82, "partitions": []}
+
+
+def test_a_log_frame_whose_salts_were_overwritten_is_refused(
+    tmp_path: Path, mini: Topology
+) -> None:
+    # SQLite takes a frame with other salts for the end of the log: the commits after it
+    # would silently vanish.
+    path = tmp_path / "state.sqlite"
+    killed_store(path, mini)
+    with open(wal_of(path), "r+b") as log:
+        log.seek(32 + 10 * (24 + 4096) + 8)
+        log.write(b"\0" * 8)
+    refused(path, "silently drop the committed changes")
+
+
 # -- the main file ---------------------------------------------------------------------------
 
 
