@@ -286,6 +286,42 @@ def test_a_log_damaged_before_its_last_commit_is_refused(tmp_path: Path, mini: T
         refused(damaged, "silently drop the committed changes")
 
 
+def test_random_bytes_over_the_log_are_refused_or_change_nothing(
+    tmp_path: Path, mini: Topology
+) -> None:
+    """Anywhere before its last transaction (which a power loss may tear: see the store)."""
+    original = tmp_path / "original.sqlite"
+    saved = killed_store(original, mini)
+    base, log = original.read_bytes(), wal_of(original).read_bytes()
+    frame = 24 + 4096
+    commits = [i for i in range((len(log) - 32) // frame)
+               if int.from_bytes(log[32 + i * frame + 4 : 32 + i * frame + 8], "big")]  # fmt: skip
+    last = 32 + (commits[-2] + 1) * frame
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    refusals = 0
+    for trial in range(40):
+        path = tmp_path / f"scribbled-{trial}.sqlite"
+        path.write_bytes(base)
+        data = bytearray(log)
+        start = rng.randrange(0, last - 16)
+        data[start : start + 16] = rng.randbytes(16)
+        wal_of(path).write_bytes(bytes(data))
+        try:
+            with StateStore(path) as store:
+                found = store.load("mini")
+                answer = store.remembered("key-59", "CreatePartition", "ab" * 16)
+        except FailedPrecondition as error:
+            why = error.message
+        else:
+            why = ""
+        if why:
+            refusals += 1
+            continue
+        assert (found, answer) == (saved, b"answer" * 20), f"seed {seed}, byte {start}"
+    assert refusals > 30, (seed, refusals)
+
+
 def test_a_log_that_is_not_a_log_is_refused(tmp_path: Path, mini: Topology) -> None:
     path = tmp_path / "state.sqlite"
     killed_store(path, mini)
