@@ -43,6 +43,7 @@ from fusionrack.emulator import (
     FabricConfig,
     FailedPrecondition,
     FaultKind,
+    FusionError,
     InvalidArgument,
     LinkState,
     NotFound,
@@ -223,10 +224,40 @@ class Controller:
     # -- lifecycle -------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Desired state from the store (nothing: the manifest's factory defaults)."""
+        """Desired state from the store (nothing: the manifest's factory defaults).
+
+        A document that is not a desired state of this rack (unknown fields, accelerators or
+        groups the manifest lacks, malformed values) is FailedPrecondition naming the file:
+        the controller does not start rather than drive the rack from part of it.
+        """
         document = self.store.load(self.topology.name)
         if document is None:
             return
+        try:
+            self._load(document)
+        except (FusionError, KeyError, TypeError, ValueError, AttributeError) as error:
+            if isinstance(error, FailedPrecondition) and str(self.store.path) in error.message:
+                raise
+            why = error.message if isinstance(error, FusionError) else repr(error)
+            raise self.store.refusal(
+                f"its desired-state document is not a valid desired state of rack "
+                f"{self.topology.name} as its manifest describes it ({why})",
+                "restore the file from a backup, or start the controller with the manifest "
+                "this file was written under; to start this rack empty instead, move the file "
+                "and its -wal and -shm files away",
+            ) from error
+
+    def _load(self, document: dict[str, Any]) -> None:
+        """Take `document` as desired state (raises on any part that is not valid)."""
+        _check_fields("the document", document, _DOCUMENT_FIELDS)
+        for kind, fields in (
+            ("partitions", _PARTITION_FIELDS),
+            ("multicast_groups", _GROUP_FIELDS),
+        ):
+            for item in document.get(kind, []):
+                _check_fields(f"an entry of {kind!r}", item, fields)
+        for item in (document.get("traffic") or {}).get("sessions", []):
+            _check_fields("a traffic session", item, _SESSION_FIELDS)
         self.config = FabricConfig.from_dict(self.topology, document)
         self.generation = self.config.generation
         self.times = {
@@ -236,9 +267,7 @@ class Controller:
         self.drained = {}
         saved = document.get("drained") or {}
         if not isinstance(saved, dict) or not all(isinstance(d, dict) for d in saved.values()):
-            raise FailedPrecondition(
-                f"state store {self.store.path}: 'drained' is not an object of drains by name"
-            )
+            raise InvalidArgument("'drained' is not an object of drains by name")
         for name, drain in saved.items():
             if not self.is_admin_target(name):
                 # A manifest edited under an old state file: nothing left to drain there.
@@ -316,6 +345,7 @@ class Controller:
             result = apply(candidate, now)
             generation = self.generation + 1
             outcome = "failed"
+            before = self.config, _copy_times(self.times), self.traffic.to_dict()
             try:
                 await self.program(candidate, generation)
                 candidate.generation = generation
@@ -326,7 +356,16 @@ class Controller:
                 if remember is not None:
                     key, method, digest, _ = remember
                     entry = Remembered(key, method, digest, response.SerializeToString(), now)
-                self.store.save(self.document(), remember=entry)
+                try:
+                    self.store.save(self.document(), remember=entry)
+                except BaseException:
+                    # Not on disk, so not desired (the client is told it failed, and a restart
+                    # would not have it): back to the saved state, and the switch trays that
+                    # took it, now ahead, are re-programmed by the reconcile loop.
+                    self.config, self.times = before[0], before[1]
+                    self.traffic.restore(before[2])
+                    self._reconcile_wanted.set()
+                    raise
                 outcome = "ok"
             finally:
                 self.provisioning[outcome].observe(time.perf_counter() - began)
@@ -371,6 +410,7 @@ class Controller:
             except BaseException:
                 self.drained = drained  # not kept on disk: not desired either
                 self.traffic.restore(traffic)
+                self._reconcile_wanted.set()  # the agents that took it are brought back
                 raise
             return response, True
 
@@ -1018,6 +1058,29 @@ class Controller:
         return view
 
 
+# What a saved desired-state document holds (`Controller.document`); anything else is a file
+# written by something other than this controller, or damaged.
+_DOCUMENT_FIELDS = frozenset(
+    {"rack", "generation", "partitions", "multicast_groups", "times", "drained", "traffic"}
+)
+_PARTITION_FIELDS = frozenset(
+    {"id", "name", "members", "member_type", "resiliency", "multicast_group_limit"}
+)
+_GROUP_FIELDS = frozenset({"id", "partition", "size", "bindings"})
+_SESSION_FIELDS = frozenset(
+    {"id", "partition", "pattern", "load", "group", "source", "start", "expires"}
+)
+
+
+def _check_fields(what: str, item: object, fields: frozenset[str]) -> None:
+    """InvalidArgument unless `item` is an object whose keys are among `fields`."""
+    if not isinstance(item, dict):
+        raise InvalidArgument(f"{what} is not an object: {item!r:.80}")
+    unknown = sorted(set(item) - fields)
+    if unknown:
+        raise InvalidArgument(f"{what} has unknown fields {unknown}")
+
+
 def reachability_event(view: AgentView, *, changed: bool) -> events_pb2.Event:
     """A tray's agent came or went (`changed`), or is away now (a snapshot's restatement)."""
     state = ComponentState.OK if view.reachable else ComponentState.FAILED
@@ -1043,6 +1106,11 @@ def mismatch_event(view: AgentView) -> events_pb2.Event:
         EventKind.TOPOLOGY_MISMATCH, view.name, trays=[view.name],
         topology_mismatch={"tray": view.name, "differences": differences},
     )  # fmt: skip
+
+
+def _copy_times(times: dict[str, dict[int, list[float]]]) -> dict[str, dict[int, list[float]]]:
+    """A copy of `Controller.times` that changes to the original (in place) do not reach."""
+    return {kind: {k: list(v) for k, v in by_id.items()} for kind, by_id in times.items()}
 
 
 def _describe(error: BaseException) -> str:

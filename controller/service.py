@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -59,6 +60,34 @@ def _digest(request: Message) -> str:
     copy.CopyFrom(request)
     copy.ClearField("idempotency_key")  # type: ignore[arg-type]
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def answers_retries(
+    method: str, response_type: type[Message]
+) -> Callable[[Callable[..., Awaitable[Message]]], Callable[..., Awaitable[Message]]]:
+    """Servicer-method decorator: a request whose idempotency key was answered gets that
+    answer before the method looks at anything else. Without it a retried delete of a
+    partition or group was NOT_FOUND (the first one deleted it), and so was a retried change
+    of a partition deleted since.
+
+    `Controller.change` and `once` look again under their lock, so two copies of a request
+    in flight at once still apply once.
+    """
+
+    def decorate(handler: Callable[..., Awaitable[Message]]) -> Callable[..., Awaitable[Message]]:
+        @functools.wraps(handler)
+        async def wrapper(self: ControllerServicer, request: Any, context: Any) -> Message:
+            if request.idempotency_key:
+                cached = self.controller.store.remembered(
+                    request.idempotency_key, method, _digest(request)
+                )
+                if cached is not None:
+                    return response_type.FromString(cached)
+            return await handler(self, request, context)
+
+        return wrapper
+
+    return decorate
 
 
 class ControllerServicer(controller_pb2_grpc.ControllerServicer):
@@ -322,6 +351,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
     # -- partitions ------------------------------------------------------------------------
 
     @grpc_errors
+    @answers_retries("CreatePartition", controller_pb2.CreatePartitionResponse)
     async def CreatePartition(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         if request.WhichOneof("members") is None:
@@ -385,6 +415,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         )
 
     @grpc_errors
+    @answers_retries("DeletePartition", controller_pb2.DeletePartitionResponse)
     async def DeletePartition(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         partition_id = self._partition_key(request.partition)
@@ -457,10 +488,12 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         )
 
     @grpc_errors
+    @answers_retries("AddAccelerators", controller_pb2.AddAcceleratorsResponse)
     async def AddAccelerators(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         return await self._members_change("AddAccelerators", request, add=True)
 
     @grpc_errors
+    @answers_retries("RemoveAccelerators", controller_pb2.RemoveAcceleratorsResponse)
     async def RemoveAccelerators(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         return await self._members_change("RemoveAccelerators", request, add=False)
 
@@ -480,6 +513,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         raise InvalidArgument("name the accelerator: index, uid, location or name")
 
     @grpc_errors
+    @answers_retries("CreateMulticastGroup", controller_pb2.CreateMulticastGroupResponse)
     async def CreateMulticastGroup(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         partition_id = self._partition_key(request.partition)
@@ -528,6 +562,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         )
 
     @grpc_errors
+    @answers_retries("DeleteMulticastGroup", controller_pb2.DeleteMulticastGroupResponse)
     async def DeleteMulticastGroup(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         before = c.group_proto(request.id)
@@ -568,6 +603,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         return top.switch_chip_named(name).tray
 
     @grpc_errors
+    @answers_retries("InjectFault", common_pb2.InjectFaultResponse)
     async def InjectFault(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         name = wire.component_name(self.topology, request.fault.target)
@@ -586,6 +622,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         return response
 
     @grpc_errors
+    @answers_retries("ClearFault", common_pb2.ClearFaultResponse)
     async def ClearFault(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         tray = ""
@@ -630,6 +667,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         return controller_pb2.ListFaultsResponse(faults=faults)
 
     @grpc_errors
+    @answers_retries("SetAdminState", common_pb2.SetAdminStateResponse)
     async def SetAdminState(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         name = wire.component_name(self.topology, request.target)
@@ -654,6 +692,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
     # -- modelled traffic ------------------------------------------------------------------
 
     @grpc_errors
+    @answers_retries("StartTraffic", controller_pb2.StartTrafficResponse)
     async def StartTraffic(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         partition_id = self._partition_key(request.partition)
@@ -696,6 +735,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         )
 
     @grpc_errors
+    @answers_retries("StopTraffic", controller_pb2.StopTrafficResponse)
     async def StopTraffic(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         if request.all == bool(request.id):

@@ -111,6 +111,38 @@ async def test_an_idempotent_retry_returns_the_first_partition(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_a_retried_delete_or_member_change_gets_its_first_answer_not_an_error(
+    stub: controller_pb2_grpc.ControllerStub,
+) -> None:
+    # A client whose answer was lost retries: the first request already changed the state the
+    # retry names (the partition is gone, the member already added), yet it must be answered.
+    made = await stub.CreatePartition(
+        controller_pb2.CreatePartitionRequest(name="x", locations=locations("compute-01/0"))
+    )
+    ref = common_pb2.PartitionRef(id=made.partition.id)
+    add = controller_pb2.AddAcceleratorsRequest(
+        partition=ref, locations=locations("compute-01/1"), idempotency_key="add-1"
+    )
+    group = controller_pb2.CreateMulticastGroupRequest(
+        partition=ref, size_bytes=2 << 20, idempotency_key="group-1"
+    )
+    first_add = await stub.AddAccelerators(add)
+    assert await stub.AddAccelerators(add) == first_add
+    group_id = (await stub.CreateMulticastGroup(group)).group.id
+    drop_group = controller_pb2.DeleteMulticastGroupRequest(id=group_id, idempotency_key="dg-1")
+    first_drop = await stub.DeleteMulticastGroup(drop_group)
+    assert await stub.DeleteMulticastGroup(drop_group) == first_drop
+    delete = controller_pb2.DeletePartitionRequest(partition=ref, idempotency_key="del-1")
+    first_delete = await stub.DeletePartition(delete)
+    assert await stub.DeletePartition(delete) == first_delete
+    listed = await stub.ListPartitions(controller_pb2.ListPartitionsRequest())
+    assert [p.name for p in listed.partitions] == ["default"]
+    # Without a key a second delete is what it is: a request for a partition that is gone.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.DeletePartition(controller_pb2.DeletePartitionRequest(partition=ref))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 async def test_count_placement_keeps_a_partition_on_one_tray(
     stub: controller_pb2_grpc.ControllerStub,
 ) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fusionrack.controller.store import KEEP_SECONDS, Remembered, StateStore
+from fusionrack.controller.store import KEEP_SECONDS, SCHEMA_VERSION, Remembered, StateStore
 from fusionrack.emulator import FailedPrecondition, InvalidArgument
 
 DOC = {"rack": "mini", "generation": 3, "partitions": [{"id": 1, "name": "p", "members": [0, 1]}]}
@@ -71,12 +71,12 @@ os.kill(os.getpid(), signal.SIGKILL)
         assert store.remembered("k1", "CreatePartition", "ab" * 16) == b"resp"
 
 
-def test_the_file_is_in_wal_mode_with_schema_version_1(tmp_path: Path) -> None:
+def test_the_file_is_in_wal_mode_with_schema_version_2(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     StateStore(path).close()
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
 
 
 def test_a_remembered_response_is_returned_for_the_same_request(tmp_path: Path) -> None:
@@ -133,8 +133,8 @@ def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     StateStore(path).close()
     with closing(sqlite3.connect(path)) as conn:
-        conn.execute("PRAGMA user_version = 2")
-    with pytest.raises(FailedPrecondition, match="schema version 2") as raised:
+        conn.execute("PRAGMA user_version = 3")
+    with pytest.raises(FailedPrecondition, match="schema version 3") as raised:
         StateStore(path)
     assert str(path) in raised.value.message
 
