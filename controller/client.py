@@ -10,9 +10,11 @@ line on stderr:
   names the address and how to start a controller.
 
 The controller is `--controller`, else `$FUSIONRACK_CONTROLLER`, else 127.0.0.1:50051; TLS with
-`--tls-ca/--tls-cert/--tls-key` as the other tools. A session first waits for its channel to
-be READY (so a refusal is never mistaken for an unreachable server), and with `--wait` keeps
-trying while a controller starts, showing progress. When the outcome of a change is unknown
+`--tls-ca/--tls-cert/--tls-key` as the other tools; the bearer token `--token-file`, else
+`$FUSIONRACK_TOKEN_FILE`, else the admin token of a rack `fusionctl rack up` started here.
+A session first waits for its channel to be READY (so a refusal is never mistaken for an
+unreachable server), and with `--wait` keeps trying while a controller starts, showing
+progress. When the outcome of a change is unknown
 (connection lost, deadline), the error gives the request's idempotency key to retry it safely.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
@@ -31,6 +34,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
+from fusionrack.auth import TOKEN_FILES, Credentials
 from fusionrack.rpc import TlsFiles, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, memory_pb2_grpc
 
@@ -51,6 +55,7 @@ __all__ = [
 ]
 
 ENV_CONTROLLER = "FUSIONRACK_CONTROLLER"
+ENV_TOKEN_FILE = "FUSIONRACK_TOKEN_FILE"
 DEFAULT_CONTROLLER = "127.0.0.1:50051"  # fusion-controller's default --listen
 RPC_TIMEOUT = 10.0  # a change programs every switch tray (2 s per tray call at most)
 CONNECT_TIMEOUT = 3.0
@@ -84,6 +89,10 @@ class Session:
         self.args = args
         self.address: str = args.controller
         self.tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
+        # Presented to the controller only (a tray's Memory service needs none).
+        self.credentials = Credentials(
+            token=_token(getattr(args, "token_file", None), self.address)
+        )
         self.timeout: float = args.timeout
         self.wait: float = args.wait
         self.json = args.output == "json"
@@ -119,7 +128,8 @@ class Session:
         deadline = time.monotonic() + self.wait
         progress: Progress | None = None
         while True:
-            channel = open_channel(address, self.tls)
+            credentials = self.credentials if address == self.address else None
+            channel = open_channel(address, self.tls, credentials=credentials)
             if await _settle(channel, CONNECT_TIMEOUT) == grpc.ChannelConnectivity.READY:
                 break
             await channel.close()
@@ -280,6 +290,27 @@ def output_options(top: bool = False) -> argparse.ArgumentParser:
     return parent
 
 
+def _token(path: Path | None, controller: str) -> str | None:
+    """The bearer token to present: `path` (--token-file), else $FUSIONRACK_TOKEN_FILE, else
+    the admin token of the rack `fusionctl rack up` started from this directory whose
+    controller is `controller` (None: none; the controller then gives the anonymous role)."""
+    path = path or (Path(os.environ[ENV_TOKEN_FILE]) if os.environ.get(ENV_TOKEN_FILE) else None)
+    if path is None:
+        for record in sorted(Path(".fusionrack").glob("*/rack.json")):
+            try:
+                if json.loads(record.read_text()).get("controller") == controller:
+                    path = record.parent / TOKEN_FILES["admin"]
+                    break
+            except (OSError, ValueError):
+                continue
+        if path is None or not path.exists():
+            return None
+    try:
+        return path.read_text().strip() or None
+    except OSError as error:
+        raise Refused(f"cannot read the token file {path}: {error.strerror}") from None
+
+
 def connection_options(top: bool = False) -> argparse.ArgumentParser:
     """Where the controller is, and how to talk to it (see `output_options` for `top`)."""
 
@@ -314,6 +345,14 @@ def connection_options(top: bool = False) -> argparse.ArgumentParser:
         default=default(None),
         metavar="PEM",
         help="private key of --tls-cert",
+    )
+    group.add_argument(
+        "--token-file",
+        type=Path,
+        default=default(None),
+        metavar="PATH",
+        help=f"bearer token to present (default ${ENV_TOKEN_FILE}, else the admin token of "
+        "the rack `fusionctl rack up` started here with this controller)",
     )
     group.add_argument(
         "--timeout",

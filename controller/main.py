@@ -257,11 +257,11 @@ async def run(args: argparse.Namespace, topology: Topology) -> int:
         tokens = read_tokens({role: path for role, path in token_files.items() if path})
     except ValueError as error:
         raise SystemExit(f"fusion-controller: {error}") from None
-    if secret is None and not tokens and tls.ca is None:
+    if not tokens and tls.ca is None:
         log.warning(
-            "no --rack-secret-file, no token files and no --tls-ca: anyone who reaches the "
-            "controller may change partitions, faults and traffic (fine for experiments by "
-            "hand; `fusionctl rack up` always gives a secret and tokens)"
+            "no token files and no --tls-ca: anyone who reaches the controller may change "
+            "partitions, faults and traffic (fine for experiments by hand; `fusionctl rack up` "
+            "always gives tokens and a rack secret)"
         )
     running = await serve_controller(
         topology, state, addresses, listen=args.listen, tls=tls, metrics=args.metrics,

@@ -40,6 +40,13 @@ from typing import Any
 
 import grpc
 
+from fusionrack.auth import (
+    ROLES,
+    SECRET_FILE,
+    TOKEN_FILES,
+    generate_secret_file,
+    generate_token_file,
+)
 from fusionrack.emulator import (
     FailedPrecondition,
     LinkState,
@@ -342,9 +349,18 @@ def _spawn(name: str, command: list[str], state_dir: Path) -> subprocess.Popen[b
         log.close()
 
 
+def ensure_credentials(state_dir: Path) -> None:
+    """The rack secret and the API's tokens in `state_dir` (0600), made the first time and
+    kept across rack down and up, like the controller's state."""
+    generate_secret_file(state_dir / SECRET_FILE)
+    for role in ROLES:
+        generate_token_file(state_dir / TOKEN_FILES[role])
+
+
 def _agent_options(plan: RackPlan, mqtt_url: str | None) -> list[str]:
     """The `fusion-agent` options every tray of the rack shares."""
-    options = ["--manifest", plan.manifest, "--host", plan.host, "--base-port", str(plan.base_port)]
+    options = ["--manifest", plan.manifest, "--host", plan.host, "--base-port", str(plan.base_port),
+               "--rack-secret-file", str(plan.state_dir / SECRET_FILE)]  # fmt: skip
     return [*options, "--mqtt", mqtt_url] if mqtt_url else options
 
 
@@ -354,6 +370,9 @@ def _controller_command(plan: RackPlan, listen: str, mqtt_url: str | None) -> li
         "--manifest", plan.manifest, "--host", plan.host, "--base-port", str(plan.base_port),
         "--listen", listen, "--state", str(plan.state_dir / "controller.sqlite"),
         "--metrics", controller_metrics_address(listen),
+        "--rack-secret-file", str(plan.state_dir / SECRET_FILE),
+        "--admin-token-file", str(plan.state_dir / TOKEN_FILES["admin"]),
+        "--read-only-token-file", str(plan.state_dir / TOKEN_FILES["read-only"]),
         *(["--mqtt", mqtt_url] if mqtt_url else []),
     ]  # fmt: skip
 
@@ -409,6 +428,7 @@ def rack_up(
     if (state_dir / "pids.json").exists():
         raise Unavailable(f"a rack is already up from {state_dir} (fusionctl rack down)")
     _check_ports_free(plan, controller_listen)
+    ensure_credentials(state_dir)
     # Rendered first: a bad interval is refused before anything starts.
     prometheus_config = render_config(prometheus_interval) if prometheus else None
     # Written before Prometheus starts, so that it discovers every target at once (the agents'

@@ -41,7 +41,10 @@ from prometheus_client.core import CounterMetricFamily, Metric
 __all__ = [
     "AGENT_RULES",
     "CONTROLLER_RULES",
+    "ROLES",
+    "SECRET_FILE",
     "SECRET_METADATA",
+    "TOKEN_FILES",
     "Access",
     "Credentials",
     "Guard",
@@ -50,6 +53,7 @@ __all__ = [
     "RefusalCollector",
     "Rule",
     "generate_secret_file",
+    "generate_token_file",
     "identity_of_uris",
     "read_secret_file",
     "read_tokens",
@@ -160,6 +164,9 @@ CONTROLLER_RULES: Mapping[str, Rule] = {
 }
 
 ROLES = ("read-only", "admin")
+# Where `fusionctl rack up` keeps them in its state directory (each 0600).
+SECRET_FILE = "rack.secret"
+TOKEN_FILES = {"admin": "admin.token", "read-only": "read-only.token"}
 
 
 @dataclass(frozen=True)
