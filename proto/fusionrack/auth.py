@@ -348,9 +348,10 @@ class Guard:
                     "anonymous",
                 )
         if rule.access == Access.ADMIN and role != "admin":
+            anonymous = "" if token or identity else " (it presented no credentials)"
             return Refusal(
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"{_short(method)} needs the admin role; this caller has {role}",
+                f"{_short(method)} needs the admin role; this caller has {role}{anonymous}",
                 "role",
             )
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import urllib.request
@@ -17,7 +18,7 @@ from prometheus_server import PrometheusAPI
 from fusionrack.emulator import Topology, fabric_address, load_manifest
 from fusionrack.emulator.topology import tray_port_span
 from fusionrack.rpc import free_port_range
-from fusionrack.v1 import memory_pb2, memory_pb2_grpc
+from fusionrack.v1 import memory_pb2, memory_pb2_grpc, switch_pb2, switch_pb2_grpc
 
 FUSIONCTL = str(Path(sys.executable).with_name("fusionctl"))
 MINI_PORTS = tray_port_span(Topology(load_manifest("mini")))  # the trays' share of the scheme
@@ -80,6 +81,26 @@ def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: 
                 memory_pb2.LoadRequest(initiator=0, address=fabric_address(3, 0), size=2), timeout=5
             )
         assert loaded.data == b"up"
+        # The rack's credentials are private to its user; strangers cannot reprogram it.
+        for name in ("rack.secret", "admin.token", "read-only.token"):
+            assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
+        with grpc.insecure_channel(f"127.0.0.1:{base + 3}") as channel:  # switch-1's agent
+            with pytest.raises(grpc.RpcError) as refused:
+                switch_pb2_grpc.SwitchStub(channel).ApplyConfig(
+                    switch_pb2.ApplyConfigRequest(
+                        phase=switch_pb2.CONFIG_PHASE_ABORT, generation=1
+                    ),
+                    timeout=5,
+                )
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # Changes need the admin token; the controller programs the switches with the secret.
+        where = ("--controller", controller)
+        anonymous = fusionctl("partition", "create", "--name", "p", "--locations",
+                              "compute-01/1", *where)  # fmt: skip
+        assert anonymous.returncode == 1 and "needs the admin role" in anonymous.stderr
+        created = fusionctl("partition", "create", "--name", "p", "--locations", "compute-01/1",
+                            *where, "--token-file", str(state / "admin.token"))  # fmt: skip
+        assert created.returncode == 0, created.stderr
         # The controller answers, with every tray reachable; `rack status` sees it all.
         domain = fusionctl("domain", "--controller", controller, "-o", "json")
         assert domain.returncode == 0, domain.stderr
