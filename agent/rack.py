@@ -118,7 +118,7 @@ async def serve_tray(
             dcgm_compat=dcgm_compat,
             refresh=agent.integrate_traffic,
         )
-        registry.register(RefusalCollector(guard))
+        registry.register(RefusalCollector(guard, {"rack": topology.name, "tray": tray}))
         metrics = await start_metrics_server(registry, host, int(port))
         agent.metrics_address = f"{host}:{metrics.port}"
     try:

@@ -124,7 +124,7 @@ async def serve_controller(
         running = RunningController(controller, server, publisher=publisher)
         if metrics_at is not None:
             registry = build_controller_registry(controller, publisher)
-            registry.register(RefusalCollector(guard))
+            registry.register(RefusalCollector(guard, {"rack": topology.name}))
             running.metrics = await start_metrics_server(registry, *metrics_at)
         if publisher is not None:
             publisher.set_status("online", address=server.address, metrics=running.metrics_address)

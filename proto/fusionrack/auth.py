@@ -482,18 +482,19 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str, guard: Guard) -> grpc.
 class RefusalCollector:
     """`fusionrack_auth_refused_total{method,reason}`, read from a guard at scrape time."""
 
-    def __init__(self, guard: Guard) -> None:
+    def __init__(self, guard: Guard, labels: Mapping[str, str] | None = None) -> None:
         self.guard = guard
+        self.labels = dict(labels or {})  # the server's own (rack, tray)
 
     def collect(self) -> Iterable[Metric]:
         family = CounterMetricFamily(
             "fusionrack_auth_refused",
             "Calls and data-plane hellos refused for missing or wrong credentials, by method "
             "and reason (no-secret, wrong-secret, wrong-identity, wrong-token, anonymous, role)",
-            labels=["method", "reason"],
+            labels=[*self.labels, "method", "reason"],
         )
         for (method, reason), count in sorted(self.guard.refused.items()):
-            family.add_metric([method, reason], count)
+            family.add_metric([*self.labels.values(), method, reason], count)
         yield family
 
 

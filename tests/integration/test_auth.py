@@ -231,7 +231,9 @@ async def create(
 async def test_the_controller_api_has_an_admin_and_a_read_only_role(
     mini_rack: LocalRack, tmp_path: Path
 ) -> None:
-    running = await start_controller(mini_rack, tmp_path / "state.sqlite", tokens=TOKENS)
+    running = await start_controller(
+        mini_rack, tmp_path / "state.sqlite", tokens=TOKENS, metrics="127.0.0.1:0"
+    )
     address = running.server.address
     try:
         async with open_channel(address, credentials=bearer(READ_ONLY)) as channel:
@@ -267,6 +269,14 @@ async def test_the_controller_api_has_an_admin_and_a_read_only_role(
                 controller_pb2.ListPartitionsRequest()
             )
         assert sorted(p.name for p in listed.partitions) == ["by-admin", "by-rack", "default"]
+        url = f"http://{running.metrics_address}/metrics"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+        refused = [line for line in body.decode().splitlines()
+                   if line.startswith("fusionrack_auth_refused_total{")]  # fmt: skip
+        assert refused == [
+            'fusionrack_auth_refused_total{method="CreatePartition",rack="mini",reason="role"} 2.0',
+            'fusionrack_auth_refused_total{method="CreatePartition",rack="mini",reason="wrong-token"} 1.0',
+        ]
     finally:
         await running.stop()
 
