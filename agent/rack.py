@@ -7,9 +7,11 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fusionrack.auth import AGENT_RULES, SECRET_BYTES, Credentials, Guard, RefusalCollector
+from fusionrack.certs import component_files
 from fusionrack.emulator import Topology, TrayKind, Unavailable
 from fusionrack.rpc import Server, TlsFiles, start_server
 from fusionrack.v1 import (
@@ -163,13 +165,17 @@ class LocalRack:
         listen: Callable[[str], str] = lambda tray: "127.0.0.1:0",
         metrics: Callable[[str], str | None] = lambda tray: None,
         forward: Callable[[str], str | None] = lambda tray: None,
+        tls_dir: Path | None = None,
         **options: Any,
     ) -> LocalRack:
         """Serve every tray: `listen(tray)`, `metrics(tray)` and `forward(tray)` give the
         addresses ("host:0" for a free port); `options` go to `serve_tray` (tls, mqtt,
         dcgm_compat, framed, timings, rack_secret). The trays share a fresh rack secret
-        (`rack.secret`) unless `rack_secret` is given (None: an open rack)."""
+        (`rack.secret`) unless `rack_secret` is given (None: an open rack). With `tls_dir`
+        (`fusionrack.certs`), each tray serves and calls with its own certificate."""
         options.setdefault("rack_secret", secrets.token_bytes(SECRET_BYTES))
+        if tls_dir is not None:
+            options.pop("tls", None)  # each tray's own, below
         rack = cls(topology, secret=options["rack_secret"])
 
         async def serve_all(kind: TrayKind, **more: Any) -> None:
@@ -185,6 +191,7 @@ class LocalRack:
                         forward_listen=forward(name),
                         **more,
                         **options,
+                        **({"tls": component_files(tls_dir, name)} if tls_dir else {}),
                     )
                     for name in names
                 ),

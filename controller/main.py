@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fusionrack import __version__
 from fusionrack.auth import CONTROLLER_RULES, Guard, RefusalCollector, read_secret_file, read_tokens
+from fusionrack.certs import component_files
 from fusionrack.emulator import FusionError, Topology, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
 from fusionrack.metrics import MetricsServer, split_listen, start_metrics_server
@@ -213,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-key", type=Path, help="PEM private key of the controller")
     parser.add_argument("--tls-ca", type=Path, help="PEM CA that signs agents and clients")
     parser.add_argument(
+        "--tls-dir",
+        type=Path,
+        help="directory of the rack's certificates (fusionctl rack up --tls): use its "
+        "controller.pem/.key and ca.pem (instead of --tls-cert/--tls-key/--tls-ca)",
+    )
+    parser.add_argument(
         "--rack-secret-file",
         type=Path,
         default=os.environ.get("FUSIONRACK_RACK_SECRET_FILE") or None,
@@ -251,6 +258,8 @@ async def run(args: argparse.Namespace, topology: Topology) -> int:
     state = args.state or Path(".fusionrack") / f"{topology.name}-controller.sqlite"
     state.parent.mkdir(parents=True, exist_ok=True)
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
+    if args.tls_dir is not None:
+        tls = component_files(args.tls_dir, "controller")
     token_files = {"admin": args.admin_token_file, "read-only": args.read_only_token_file}
     try:
         secret = read_secret_file(args.rack_secret_file) if args.rack_secret_file else None
