@@ -35,6 +35,7 @@ import grpc
 from google.protobuf.message import Message
 
 from fusionrack.auth import TOKEN_FILES, Credentials
+from fusionrack.certs import component_files
 from fusionrack.rpc import TlsFiles, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, memory_pb2_grpc
 
@@ -89,10 +90,13 @@ class Session:
         self.args = args
         self.address: str = args.controller
         self.tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
+        found = _rack_of(self.address)
+        if not self.tls.enabled and found is not None and (found / "tls" / "ca.pem").exists():
+            # A rack `rack up --tls` started here: its admin client certificate.
+            self.tls = component_files(found / "tls", "client-admin")
         # Presented to the controller only (a tray's Memory service needs none).
-        self.credentials = Credentials(
-            token=_token(getattr(args, "token_file", None), self.address)
-        )
+        token = _token(getattr(args, "token_file", None), found)
+        self.credentials = Credentials(token=token)
         self.timeout: float = args.timeout
         self.wait: float = args.wait
         self.json = args.output == "json"
@@ -290,21 +294,27 @@ def output_options(top: bool = False) -> argparse.ArgumentParser:
     return parent
 
 
-def _token(path: Path | None, controller: str) -> str | None:
+def _rack_of(controller: str) -> Path | None:
+    """The state dir of the rack `fusionctl rack up` started from this directory whose
+    controller is `controller` (None: none)."""
+    for record in sorted(Path(".fusionrack").glob("*/rack.json")):
+        try:
+            if json.loads(record.read_text()).get("controller") == controller:
+                return record.parent
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _token(path: Path | None, rack: Path | None) -> str | None:
     """The bearer token to present: `path` (--token-file), else $FUSIONRACK_TOKEN_FILE, else
-    the admin token of the rack `fusionctl rack up` started from this directory whose
-    controller is `controller` (None: none; the controller then gives the anonymous role)."""
+    the admin token in the state dir `rack` (None: none; the controller then gives the
+    anonymous role)."""
     path = path or (Path(os.environ[ENV_TOKEN_FILE]) if os.environ.get(ENV_TOKEN_FILE) else None)
     if path is None:
-        for record in sorted(Path(".fusionrack").glob("*/rack.json")):
-            try:
-                if json.loads(record.read_text()).get("controller") == controller:
-                    path = record.parent / TOKEN_FILES["admin"]
-                    break
-            except (OSError, ValueError):
-                continue
-        if path is None or not path.exists():
+        if rack is None or not (rack / TOKEN_FILES["admin"]).exists():
             return None
+        path = rack / TOKEN_FILES["admin"]
     try:
         return path.read_text().strip() or None
     except OSError as error:
