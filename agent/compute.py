@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 import grpc
 import numpy as np
 
+from fusionrack.auth import Credentials
 from fusionrack.emulator import (
     Aborted,
     ComponentState,
@@ -96,6 +97,7 @@ class ComputeAgent(TrayAgent):
         *,
         forward_addresses: Mapping[str, str] | None = None,
         tls: TlsFiles | None = None,
+        rack_secret: bytes | None = None,
         forward_timeout: float = 5.0,
         training_time: float = 0.05,
     ) -> None:
@@ -115,6 +117,7 @@ class ComputeAgent(TrayAgent):
         # to ask them for it the first time.
         self.forward_addresses = dict(forward_addresses or {})
         self.tls = tls
+        self.rack_secret = rack_secret  # presented to the switch trays (hello, metadata)
         self.forward_timeout = forward_timeout
         self.shared = {
             name: [i for i in self.link_indices if topology.links[i].switch_tray == name]
@@ -256,7 +259,7 @@ class ComputeAgent(TrayAgent):
                     lambda: frames, host, port, ssl=tls, server_hostname=host if tls else None
                 )
             else:
-                call = stub.Forward()
+                call = stub.Forward(metadata=Credentials(self.rack_secret).metadata())
                 frames = GrpcFrames(call.write, first, peer.close)
                 pump = asyncio.ensure_future(frames.pump(call.read))  # closes the peer at the end
             peer.attach(frames)
@@ -280,6 +283,7 @@ class ComputeAgent(TrayAgent):
             boot_id=self.boot_id,
             manifest_digest=self.topology.manifest.digest,
             heartbeat_interval_ms=heartbeat_interval_ms(),
+            rack_secret=self.rack_secret or b"",
         )
 
     # -- target side: ops a switch brings in -----------------------------------------------

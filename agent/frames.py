@@ -174,6 +174,10 @@ class TcpFrames(asyncio.BufferedProtocol):
         else:
             self._transport.writelines((_LENGTH.pack(len(data)), data))
 
+    def get_extra_info(self, name: str) -> Any:
+        """The transport's `get_extra_info(name)` (the TLS peer certificate: "peercert")."""
+        return None if self._transport is None else self._transport.get_extra_info(name)
+
     def close(self) -> None:
         if self._closed or self._transport is None:
             return

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fusionrack import __version__
+from fusionrack.auth import read_secret_file
+from fusionrack.certs import component_files
 from fusionrack.emulator import FusionError, Topology, TrayKind, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
 from fusionrack.rpc import TlsFiles, run_server_loop, serve_until_signalled
@@ -86,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-key", type=Path, help="PEM private key of this agent")
     parser.add_argument("--tls-ca", type=Path, help="PEM CA that signs peers and clients")
     parser.add_argument(
+        "--tls-dir",
+        type=Path,
+        help="directory of the rack's certificates (fusionctl rack up --tls): each tray uses "
+        "its own <tray>.pem/.key and ca.pem (instead of --tls-cert/--tls-key/--tls-ca)",
+    )
+    parser.add_argument(
+        "--rack-secret-file",
+        type=Path,
+        default=os.environ.get("FUSIONRACK_RACK_SECRET_FILE") or None,
+        help="file holding the rack secret (hex) that fabric-internal calls must present "
+        "(default $FUSIONRACK_RACK_SECRET_FILE; without it and without --tls-ca anyone may call "
+        "them)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
     return parser  # fmt: skip
@@ -94,7 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace, topology: Topology, tray: str | None) -> int:
     """Serve `tray` (None: every tray, in this process) until SIGTERM or SIGINT."""
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
-    options = {"tls": tls, "mqtt": args.mqtt, "dcgm_compat": args.dcgm_compat}
+    if args.tls_dir is not None:
+        tls = component_files(args.tls_dir, tray) if tray else TlsFiles(ca=args.tls_dir / "ca.pem")
+    secret = None
+    if args.rack_secret_file is not None:
+        try:
+            secret = read_secret_file(args.rack_secret_file)
+        except ValueError as error:
+            raise SystemExit(f"fusion-agent: --rack-secret-file: {error}") from None
+    elif tls.ca is None:
+        log.warning(
+            "no --rack-secret-file and no --tls-ca: anyone who reaches these agents may "
+            "reprogram their switches, set traffic, admin states and faults and speak on the "
+            "data plane (fine for experiments by hand; `fusionctl rack up` always gives a secret)"
+        )
+    options = {"tls": tls, "mqtt": args.mqtt, "dcgm_compat": args.dcgm_compat,
+               "rack_secret": secret}  # fmt: skip
     scheme = tray_addresses(topology, args.host, args.base_port)
     trays: list[RunningTray]
     if tray is None:
@@ -111,7 +142,12 @@ async def run(args: argparse.Namespace, topology: Topology, tray: str | None) ->
             return scheme[name].forward if args.base_port else None
 
         rack = await LocalRack.start(
-            topology, listen=listen, metrics=metrics, forward=forward, **options
+            topology,
+            listen=listen,
+            metrics=metrics,
+            forward=forward,
+            tls_dir=args.tls_dir,
+            **options,
         )
         trays = list(rack.trays.values())
     else:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from fusionrack.auth import AGENT_RULES, SECRET_BYTES, Credentials, Guard, RefusalCollector
+from fusionrack.certs import component_files
 from fusionrack.emulator import Topology, TrayKind, Unavailable
 from fusionrack.rpc import Server, TlsFiles, start_server
 from fusionrack.v1 import (
@@ -69,17 +73,26 @@ async def serve_tray(
     framed: bool = True,
     dcgm_compat: bool = False,
     mqtt: str | None = None,
+    rack_secret: bytes | None = None,
 ) -> RunningTray:
     """Build the agent of `tray` and serve it; compute trays need every switch tray's address.
     `metrics_listen` ("host:port") serves /metrics; `mqtt` (a URL) publishes events. A switch
     tray serves the framed data plane on `forward_listen` (None: a free port on the gRPC host)
-    unless `framed` is false (then compute trays use its Forward RPC)."""
+    unless `framed` is false (then compute trays use its Forward RPC). With `rack_secret`
+    (or TLS with a CA), the fabric-internal RPCs and the data-plane hello need the rack's
+    credentials (`fusionrack.auth.AGENT_RULES`); without either, anyone may call them."""
     kind = topology.tray(tray).kind
+    guard = Guard(
+        AGENT_RULES,
+        secret=rack_secret,
+        tls_rack=topology.name if tls is not None and tls.ca is not None else None,
+    )
     agent: TrayAgent
     if kind == TrayKind.SWITCH:
         agent = SwitchAgent(
             topology, tray, forward_timeout=forward_timeout, training_time=training_time
         )
+        agent.guard = guard
         extra = (switch_pb2_grpc.add_SwitchServicer_to_server, SwitchServicer(agent), _SWITCH)
     else:
         agent = ComputeAgent(
@@ -88,6 +101,7 @@ async def serve_tray(
             switch_addresses or {},
             forward_addresses=forward_addresses,
             tls=tls,
+            rack_secret=rack_secret,
             forward_timeout=forward_timeout,
             training_time=training_time,
         )
@@ -106,13 +120,14 @@ async def serve_tray(
             dcgm_compat=dcgm_compat,
             refresh=agent.integrate_traffic,
         )
+        registry.register(RefusalCollector(guard, {"rack": topology.name, "tray": tray}))
         metrics = await start_metrics_server(registry, host, int(port))
         agent.metrics_address = f"{host}:{metrics.port}"
     try:
         if isinstance(agent, SwitchAgent) and framed:
             host = listen.rsplit(":", 1)[0]
             await agent.serve_framed(forward_listen or f"{host}:0", tls)
-        server = await start_server(services, listen, tls)
+        server = await start_server(services, listen, tls, guard)
     except BaseException:
         if isinstance(agent, SwitchAgent):
             await agent.stop()
@@ -139,6 +154,8 @@ class LocalRack:
 
     topology: Topology
     trays: dict[str, RunningTray] = field(default_factory=dict)
+    # What its agents require of fabric-internal calls (None: nothing).
+    secret: bytes | None = None
 
     @classmethod
     async def start(
@@ -148,12 +165,18 @@ class LocalRack:
         listen: Callable[[str], str] = lambda tray: "127.0.0.1:0",
         metrics: Callable[[str], str | None] = lambda tray: None,
         forward: Callable[[str], str | None] = lambda tray: None,
+        tls_dir: Path | None = None,
         **options: Any,
     ) -> LocalRack:
         """Serve every tray: `listen(tray)`, `metrics(tray)` and `forward(tray)` give the
         addresses ("host:0" for a free port); `options` go to `serve_tray` (tls, mqtt,
-        dcgm_compat, framed, timings)."""
-        rack = cls(topology)
+        dcgm_compat, framed, timings, rack_secret). The trays share a fresh rack secret
+        (`rack.secret`) unless `rack_secret` is given (None: an open rack). With `tls_dir`
+        (`fusionrack.certs`), each tray serves and calls with its own certificate."""
+        options.setdefault("rack_secret", secrets.token_bytes(SECRET_BYTES))
+        if tls_dir is not None:
+            options.pop("tls", None)  # each tray's own, below
+        rack = cls(topology, secret=options["rack_secret"])
 
         async def serve_all(kind: TrayKind, **more: Any) -> None:
             # Concurrently: 27 trays one after another take most of a second on their own.
@@ -168,6 +191,7 @@ class LocalRack:
                         forward_listen=forward(name),
                         **more,
                         **options,
+                        **({"tls": component_files(tls_dir, name)} if tls_dir else {}),
                     )
                     for name in names
                 ),
@@ -189,6 +213,10 @@ class LocalRack:
             await rack.stop()
             raise
         return rack
+
+    def credentials(self) -> Credentials:
+        """What a caller presents to make the rack's fabric-internal calls (its secret)."""
+        return Credentials(self.secret)
 
     def agent(self, tray: str) -> TrayAgent:
         return self.trays[tray].agent

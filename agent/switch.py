@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 
 from fusionrack import wire
+from fusionrack.auth import Guard, Identity, identity_of_uris
 from fusionrack.emulator import (
     NUMPY_DTYPE,
     ErrorCode,
@@ -30,6 +31,7 @@ from fusionrack.emulator import (
     PermissionDenied,
     Topology,
     TrayKind,
+    Unauthenticated,
     Unavailable,
     check_reduction,
     decode,
@@ -58,6 +60,8 @@ DEFAULT_PREPARE_TIMEOUT = 30.0
 # A framed connection must say hello within this time, in a frame of at most this size.
 HELLO_SECONDS = 5.0
 MAX_HELLO_BYTES = 64 * 1024
+# The method a refused framed hello is counted and logged under.
+FORWARD_HELLO = "/fusionrack.v1.Switch/Forward#hello"
 
 
 class SwitchAgent(TrayAgent):
@@ -95,6 +99,7 @@ class SwitchAgent(TrayAgent):
         self._unadmitted: set[TcpFrames] = set()  # its connections waiting for their hello
         self.forward_address = ""  # where it listens ("": Forward only)
         self._no_streams = asyncio.Event()  # set whenever the last stream has ended
+        self.guard: Guard | None = None  # who may say hello (set by whoever serves the agent)
 
     def config_generation(self) -> int:
         return self.config.generation
@@ -117,13 +122,26 @@ class SwitchAgent(TrayAgent):
 
     # -- streams ---------------------------------------------------------------------------
 
-    def _admit(self, first: switch_pb2.ForwardFrame) -> FusionError | None:
-        """Why a stream that starts with `first` is turned away (None: it is welcome)."""
+    def _admit(
+        self, first: switch_pb2.ForwardFrame, identity: Identity | None = None, peer: str = "?"
+    ) -> FusionError | None:
+        """Why a stream that starts with `first`, from `peer` over a connection whose
+        certificate names `identity`, is turned away (None: it is welcome)."""
         if self.stopping:
             return Unavailable(f"switch tray {self.name} is stopping")
         if first.WhichOneof("frame") != "hello":
             return FailedPrecondition("a Forward stream starts with a hello")
         hello = first.hello
+        if self.guard is not None and self.guard.enabled:
+            refusal = self.guard.check_hello(hello.rack_secret, identity, hello.tray)
+            if refusal is not None:
+                self.guard.refuse(FORWARD_HELLO, refusal, peer, identity)
+                error = (
+                    Unauthenticated
+                    if refusal.code == grpc.StatusCode.UNAUTHENTICATED
+                    else PermissionDenied
+                )
+                return error(refusal.message)
         if hello.manifest_digest != self.topology.manifest.digest:
             return FailedPrecondition(
                 f"tray {hello.tray} runs another manifest than switch tray {self.name} "
@@ -198,7 +216,9 @@ class SwitchAgent(TrayAgent):
         def first(frame: switch_pb2.ForwardFrame) -> None:
             deadline.cancel()
             self._unadmitted.discard(frames)
-            error = self._admit(frame)
+            peer = frames.get_extra_info("peername")
+            where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+            error = self._admit(frame, self._framed_identity(frames), where)
             if error is None:
                 frames.max_frame = MAX_MESSAGE_BYTES
                 self._attach(frame.hello, frames)
@@ -218,13 +238,24 @@ class SwitchAgent(TrayAgent):
         deadline = asyncio.get_running_loop().call_later(HELLO_SECONDS, frames.close)
         return frames
 
+    def _framed_identity(self, frames: TcpFrames) -> Identity | None:
+        """The identity in a framed connection's TLS peer certificate (None: none checked)."""
+        if self.guard is None or self.guard.tls_rack is None:
+            return None
+        cert = frames.get_extra_info("peercert") or {}
+        uris = [value for kind, value in cert.get("subjectAltName", ()) if kind == "URI"]
+        return identity_of_uris(uris, self.guard.tls_rack)
+
     async def serve_stream(self, context: grpc.aio.ServicerContext) -> None:
         """One compute tray's `Switch.Forward` call, from its hello to its end."""
         # context.read() rather than the iterator: one coroutine less per frame.
         first = await context.read()
         if first is grpc.aio.EOF:
             return
-        error = self._admit(first)  # checked after the wait: `stop` may have run meanwhile
+        # Checked after the wait: `stop` may have run meanwhile. (The call's credentials were
+        # checked as it started; the certificate must also name the tray of the hello.)
+        identity = self.guard.identity_of(context) if self.guard is not None else None
+        error = self._admit(first, identity, context.peer() or "?")
         if error is not None:
             await context.abort(status_of(error), error.message)
         frames = GrpcFrames(context.write, on_frame=lambda frame: None, on_close=lambda: None)

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fusionrack.auth import generate_secret_file
 from fusionrack.controller.rack import RackPlan, wait_ready
 from fusionrack.emulator import AtomicOp, DataType, Topology, fabric_address, load_manifest, packed
 from fusionrack.emulator.fabric import choose_planes
@@ -89,6 +90,8 @@ class Rack:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.scratch = tempfile.TemporaryDirectory(prefix="fusionrack-bench-")
         self.pids_file = Path(self.scratch.name) / "trays.json"
+        self.secret_file = Path(self.scratch.name) / "rack.secret"
+        generate_secret_file(self.secret_file)
 
     def start(self) -> None:
         common = [
@@ -99,6 +102,9 @@ class Rack:
             str(self.base),
             "--log-level",
             "WARNING",
+            # As `rack up` runs them: with the rack secret (so the figures include its checks).
+            "--rack-secret-file",
+            str(self.secret_file),
         ]
         from fusionrack.emulator import Topology, load_manifest
 

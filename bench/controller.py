@@ -96,6 +96,7 @@ class Bench:
             str(BIN / "fusion-controller"), "--manifest", MANIFEST,
             "--base-port", str(self.rack.base), "--listen", self.controller_address,
             "--state", str(Path(self.state.name) / "controller.sqlite"), "--log-level", "WARNING",
+            "--rack-secret-file", str(self.rack.secret_file),
         ])  # fmt: skip
         self.channel = open_channel(self.controller_address)
         self.stub = controller_pb2_grpc.ControllerStub(self.channel)
@@ -156,6 +157,7 @@ class Bench:
         restarted = subprocess.Popen([
             str(BIN / "fusion-agent"), "--manifest", MANIFEST, "--tray", name,
             "--base-port", str(self.rack.base), "--log-level", "WARNING",
+            "--rack-secret-file", str(self.rack.secret_file),
         ])  # fmt: skip
         self.rack.processes.append(restarted)
         address = self.rack.address(name)

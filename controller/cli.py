@@ -206,7 +206,7 @@ def _rack_up(args: argparse.Namespace) -> int:
         state_dir=args.state_dir, detach=args.detach, mqtt=not args.no_mqtt,
         controller_listen=None if args.no_controller else args.controller_listen,
         output=args.output, prometheus=args.prometheus,
-        prometheus_interval=args.prometheus_interval,
+        prometheus_interval=args.prometheus_interval, tls=args.tls,
     )  # fmt: skip
 
 
@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="A manifest is a YAML file or a preset name (`fusionctl manifest list`). "
         "Exit codes: 0 ok, 1 refused, 2 usage, 3 controller unreachable.",
         parents=[connection_options(top=True), output_options(top=True)],
+        # No abbreviations: `rack up --tls` is not a prefix of the global --tls-ca/-cert/-key.
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"fusionctl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -300,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="DIR",
             help="pids, logs, targets and controller state (default .fusionrack/<rack>)",
         )
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="mutual TLS everywhere: a CA and a certificate per component in <state dir>/tls "
+        "(made once, kept); fusionctl then uses its client-admin certificate",
+    )
     up.add_argument(
         "--in-process",
         action="store_true",

@@ -10,9 +10,11 @@ line on stderr:
   names the address and how to start a controller.
 
 The controller is `--controller`, else `$FUSIONRACK_CONTROLLER`, else 127.0.0.1:50051; TLS with
-`--tls-ca/--tls-cert/--tls-key` as the other tools. A session first waits for its channel to
-be READY (so a refusal is never mistaken for an unreachable server), and with `--wait` keeps
-trying while a controller starts, showing progress. When the outcome of a change is unknown
+`--tls-ca/--tls-cert/--tls-key` as the other tools; the bearer token `--token-file`, else
+`$FUSIONRACK_TOKEN_FILE`, else the admin token of a rack `fusionctl rack up` started here.
+A session first waits for its channel to be READY (so a refusal is never mistaken for an
+unreachable server), and with `--wait` keeps trying while a controller starts, showing
+progress. When the outcome of a change is unknown
 (connection lost, deadline), the error gives the request's idempotency key to retry it safely.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
@@ -31,6 +34,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
+from fusionrack.auth import TOKEN_FILES, Credentials
+from fusionrack.certs import component_files
 from fusionrack.rpc import TlsFiles, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, memory_pb2_grpc
 
@@ -51,6 +56,7 @@ __all__ = [
 ]
 
 ENV_CONTROLLER = "FUSIONRACK_CONTROLLER"
+ENV_TOKEN_FILE = "FUSIONRACK_TOKEN_FILE"
 DEFAULT_CONTROLLER = "127.0.0.1:50051"  # fusion-controller's default --listen
 RPC_TIMEOUT = 10.0  # a change programs every switch tray (2 s per tray call at most)
 CONNECT_TIMEOUT = 3.0
@@ -84,6 +90,13 @@ class Session:
         self.args = args
         self.address: str = args.controller
         self.tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
+        found = _rack_of(self.address)
+        if not self.tls.enabled and found is not None and (found / "tls" / "ca.pem").exists():
+            # A rack `rack up --tls` started here: its admin client certificate.
+            self.tls = component_files(found / "tls", "client-admin")
+        # Presented to the controller only (a tray's Memory service needs none).
+        token = _token(getattr(args, "token_file", None), found)
+        self.credentials = Credentials(token=token)
         self.timeout: float = args.timeout
         self.wait: float = args.wait
         self.json = args.output == "json"
@@ -119,7 +132,8 @@ class Session:
         deadline = time.monotonic() + self.wait
         progress: Progress | None = None
         while True:
-            channel = open_channel(address, self.tls)
+            credentials = self.credentials if address == self.address else None
+            channel = open_channel(address, self.tls, credentials=credentials)
             if await _settle(channel, CONNECT_TIMEOUT) == grpc.ChannelConnectivity.READY:
                 break
             await channel.close()
@@ -280,6 +294,33 @@ def output_options(top: bool = False) -> argparse.ArgumentParser:
     return parent
 
 
+def _rack_of(controller: str) -> Path | None:
+    """The state dir of the rack `fusionctl rack up` started from this directory whose
+    controller is `controller` (None: none)."""
+    for record in sorted(Path(".fusionrack").glob("*/rack.json")):
+        try:
+            if json.loads(record.read_text()).get("controller") == controller:
+                return record.parent
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _token(path: Path | None, rack: Path | None) -> str | None:
+    """The bearer token to present: `path` (--token-file), else $FUSIONRACK_TOKEN_FILE, else
+    the admin token in the state dir `rack` (None: none; the controller then gives the
+    anonymous role)."""
+    path = path or (Path(os.environ[ENV_TOKEN_FILE]) if os.environ.get(ENV_TOKEN_FILE) else None)
+    if path is None:
+        if rack is None or not (rack / TOKEN_FILES["admin"]).exists():
+            return None
+        path = rack / TOKEN_FILES["admin"]
+    try:
+        return path.read_text().strip() or None
+    except OSError as error:
+        raise Refused(f"cannot read the token file {path}: {error.strerror}") from None
+
+
 def connection_options(top: bool = False) -> argparse.ArgumentParser:
     """Where the controller is, and how to talk to it (see `output_options` for `top`)."""
 
@@ -314,6 +355,14 @@ def connection_options(top: bool = False) -> argparse.ArgumentParser:
         default=default(None),
         metavar="PEM",
         help="private key of --tls-cert",
+    )
+    group.add_argument(
+        "--token-file",
+        type=Path,
+        default=default(None),
+        metavar="PATH",
+        help=f"bearer token to present (default ${ENV_TOKEN_FILE}, else the admin token of "
+        "the rack `fusionctl rack up` started here with this controller)",
     )
     group.add_argument(
         "--timeout",

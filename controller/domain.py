@@ -35,6 +35,7 @@ from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 
 from fusionrack import wire
+from fusionrack.auth import Credentials
 from fusionrack.emulator import (
     AdminState,
     AlreadyExists,
@@ -186,6 +187,7 @@ class Controller:
         tls: TlsFiles | None = None,
         rpc_timeout: float = 2.0,
         heartbeat: float = 1.0,
+        rack_secret: bytes | None = None,
     ) -> None:
         self.topology = topology
         self.store = store
@@ -200,7 +202,8 @@ class Controller:
         self.bus = EventBus()
         self.agents: dict[str, AgentView] = {}
         for tray in topology.trays:
-            channel = open_channel(addresses[tray.name], tls)
+            # Every call presents the rack secret: the agents take their orders from us only.
+            channel = open_channel(addresses[tray.name], tls, credentials=Credentials(rack_secret))
             self.agents[tray.name] = AgentView(
                 tray.name,
                 tray.kind,

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from fusionrack import __version__
+from fusionrack.auth import CONTROLLER_RULES, Guard, RefusalCollector, read_secret_file, read_tokens
+from fusionrack.certs import component_files
 from fusionrack.emulator import FusionError, Topology, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
 from fusionrack.metrics import MetricsServer, split_listen, start_metrics_server
@@ -80,18 +83,33 @@ async def serve_controller(
     heartbeat: float = 1.0,
     metrics: str | None = None,
     mqtt: str | None = None,
+    rack_secret: bytes | None = None,
+    tokens: Mapping[str, str] | None = None,
+    anonymous: str | None = "read-only",
 ) -> RunningController:
     """Load desired state from `state`, watch the agents at `addresses`, serve on `listen`.
 
     `metrics` ("host:port", port 0 for a free one) serves Prometheus /metrics; `mqtt`
     (``mqtt://host:port``) mirrors status, events and partition state to that broker, which
-    may be absent: nothing waits for it.
+    may be absent: nothing waits for it. `rack_secret` goes on every call to the agents (and
+    gives a caller the admin role); `tokens` (bearer token -> role) and client certificates
+    (TLS with a CA) give the API's roles (`fusionrack.auth.CONTROLLER_RULES`), and a caller
+    with none gets `anonymous` (None: refused). With no secret, tokens or CA: open to all.
     """
     metrics_at = split_listen(metrics) if metrics is not None else None  # ValueError first
     if mqtt is not None:
         parse_mqtt_url(mqtt)
     store = StateStore(state)
-    controller = Controller(topology, store, addresses, tls=tls, heartbeat=heartbeat)
+    controller = Controller(
+        topology, store, addresses, tls=tls, heartbeat=heartbeat, rack_secret=rack_secret
+    )
+    guard = Guard(
+        CONTROLLER_RULES,
+        secret=rack_secret,
+        tokens=dict(tokens or {}),
+        tls_rack=topology.name if tls is not None and tls.ca is not None else None,
+        anonymous=anonymous,
+    )
     # Attached before the controller starts, so the first events (agents reached) are mirrored.
     publisher = ControllerPublisher(mqtt, controller) if mqtt is not None else None
     running = None
@@ -102,10 +120,12 @@ async def serve_controller(
               SERVICE)],
             listen,
             tls,
+            guard,
         )  # fmt: skip
         running = RunningController(controller, server, publisher=publisher)
         if metrics_at is not None:
             registry = build_controller_registry(controller, publisher)
+            registry.register(RefusalCollector(guard, {"rack": topology.name}))
             running.metrics = await start_metrics_server(registry, *metrics_at)
         if publisher is not None:
             publisher.set_status("online", address=server.address, metrics=running.metrics_address)
@@ -194,6 +214,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-key", type=Path, help="PEM private key of the controller")
     parser.add_argument("--tls-ca", type=Path, help="PEM CA that signs agents and clients")
     parser.add_argument(
+        "--tls-dir",
+        type=Path,
+        help="directory of the rack's certificates (fusionctl rack up --tls): use its "
+        "controller.pem/.key and ca.pem (instead of --tls-cert/--tls-key/--tls-ca)",
+    )
+    parser.add_argument(
+        "--rack-secret-file",
+        type=Path,
+        default=os.environ.get("FUSIONRACK_RACK_SECRET_FILE") or None,
+        help="file holding the rack secret (hex) the agents require; presenting it to the "
+        "controller gives the admin role (default $FUSIONRACK_RACK_SECRET_FILE)",
+    )
+    parser.add_argument(
+        "--admin-token-file", type=Path, help="file holding the bearer token of the admin role"
+    )
+    parser.add_argument(
+        "--read-only-token-file",
+        type=Path,
+        help="file holding the bearer token of the read-only role",
+    )
+    parser.add_argument(
+        "--refuse-anonymous",
+        action="store_true",
+        help="refuse callers with no token, certificate or secret (default: they get the "
+        "read-only role)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
     return parser  # fmt: skip
@@ -211,9 +258,24 @@ async def run(args: argparse.Namespace, topology: Topology) -> int:
     state = args.state or Path(".fusionrack") / f"{topology.name}-controller.sqlite"
     state.parent.mkdir(parents=True, exist_ok=True)
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
+    if args.tls_dir is not None:
+        tls = component_files(args.tls_dir, "controller")
+    token_files = {"admin": args.admin_token_file, "read-only": args.read_only_token_file}
+    try:
+        secret = read_secret_file(args.rack_secret_file) if args.rack_secret_file else None
+        tokens = read_tokens({role: path for role, path in token_files.items() if path})
+    except ValueError as error:
+        raise SystemExit(f"fusion-controller: {error}") from None
+    if not tokens and tls.ca is None:
+        log.warning(
+            "no token files and no --tls-ca: anyone who reaches the controller may change "
+            "partitions, faults and traffic (fine for experiments by hand; `fusionctl rack up` "
+            "always gives tokens and a rack secret)"
+        )
     running = await serve_controller(
         topology, state, addresses, listen=args.listen, tls=tls, metrics=args.metrics,
-        mqtt=args.mqtt,
+        mqtt=args.mqtt, rack_secret=secret, tokens=tokens,
+        anonymous=None if args.refuse_anonymous else "read-only",
     )  # fmt: skip
     log.info("controller of rack %s serving gRPC on %s, state in %s%s%s", topology.name,
              running.server.address, state,

@@ -41,6 +41,14 @@ from typing import Any
 
 import grpc
 
+from fusionrack.auth import (
+    ROLES,
+    SECRET_FILE,
+    TOKEN_FILES,
+    generate_secret_file,
+    generate_token_file,
+)
+from fusionrack.certs import component_files, make_rack_certificates
 from fusionrack.emulator import (
     FailedPrecondition,
     LinkState,
@@ -50,7 +58,7 @@ from fusionrack.emulator import (
     load_manifest,
 )
 from fusionrack.emulator.topology import TrayAddresses, tray_addresses
-from fusionrack.rpc import FAST_RECONNECT, open_channel
+from fusionrack.rpc import FAST_RECONNECT, TlsFiles, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, tray_pb2, tray_pb2_grpc
 
 from .client import DEFAULT_CONTROLLER
@@ -81,6 +89,7 @@ BROKER = "mosquitto"  # the broker's name in pids.json and for `rack restart`
 # Prometheus always listens on loopback, whatever --host says: its HTTP API has no
 # authentication, and it reaches the agents wherever they listen.
 PROMETHEUS_HOST = "127.0.0.1"
+TLS_DIR = "tls"  # in the state dir: the rack's certificates (`rack up --tls`)
 
 
 @dataclass
@@ -90,6 +99,13 @@ class RackPlan:
     host: str
     base_port: int
     state_dir: Path
+    tls: bool = False  # `rack up --tls`: certificates in state_dir / "tls"
+
+    @property
+    def client_tls(self) -> TlsFiles | None:
+        """What `rack up` and `rack status` present to the rack's servers (its admin client
+        certificate), None without TLS."""
+        return component_files(self.state_dir / TLS_DIR, "client-admin") if self.tls else None
 
     def addresses(self, tray: str) -> TrayAddresses:
         return tray_addresses(self.topology, self.host, self.base_port)[tray]
@@ -244,8 +260,8 @@ async def _status_on(channel: grpc.aio.Channel) -> tray_pb2.TrayStatus | None:
     return reply.status
 
 
-async def _tray_status(address: str) -> tray_pb2.TrayStatus | None:
-    async with open_channel(address) as channel:
+async def _tray_status(address: str, tls: TlsFiles | None = None) -> tray_pb2.TrayStatus | None:
+    async with open_channel(address, tls) as channel:
         return await _status_on(channel)
 
 
@@ -267,13 +283,15 @@ async def _tray_ready(
     )
 
 
-async def drained_links(controller: str | None) -> frozenset[tuple[int, int]]:
+async def drained_links(
+    controller: str | None, tls: TlsFiles | None = None
+) -> frozenset[tuple[int, int]]:
     """The links the rack's controller holds drained, as (accelerator, link) pairs: none when
     there is no controller or it does not answer (then every link must come up)."""
     if not controller:
         return frozenset()
     try:
-        async with open_channel(controller) as channel:
+        async with open_channel(controller, tls) as channel:
             links = await controller_pb2_grpc.ControllerStub(channel).ListLinks(
                 common_pb2.ListLinksRequest(), timeout=2
             )
@@ -302,7 +320,9 @@ async def wait_ready(
     channels: dict[str, grpc.aio.Channel] = {}
     try:
         for tray in waiting:
-            channels[tray] = open_channel(plan.grpc_address(tray), options=FAST_RECONNECT)
+            channels[tray] = open_channel(
+                plan.grpc_address(tray), plan.client_tls, options=FAST_RECONNECT
+            )
         while waiting:
             dead = [p for p in processes if p.poll() is not None]
             if dead:
@@ -325,9 +345,11 @@ async def wait_ready(
     return time.monotonic() - started
 
 
-async def _domain(address: str) -> controller_pb2.GetDomainResponse | None:
+async def _domain(
+    address: str, tls: TlsFiles | None = None
+) -> controller_pb2.GetDomainResponse | None:
     try:
-        async with open_channel(address) as channel:
+        async with open_channel(address, tls) as channel:
             return await controller_pb2_grpc.ControllerStub(channel).GetDomain(
                 controller_pb2.GetDomainRequest(), timeout=1
             )
@@ -341,13 +363,14 @@ async def wait_controller(
     timeout: float,
     log: Path,
     progress: Progress | None = None,
+    tls: TlsFiles | None = None,
 ) -> controller_pb2.GetDomainResponse:
     """Poll until the controller at `address` answers GetDomain with every tray reachable."""
     started = time.monotonic()
     while True:
         if process.poll() is not None:
             raise Unavailable(f"the controller exited with status {process.returncode}; see {log}")
-        domain = await _domain(address)  # a fresh channel each time: no reconnect backoff
+        domain = await _domain(address, tls)  # a fresh channel each time: no reconnect backoff
         if domain is None:
             detail = "not answering yet"
         elif domain.state.reachable_tray_count == domain.state.tray_count:
@@ -388,9 +411,20 @@ def _spawn(name: str, command: list[str], state_dir: Path) -> subprocess.Popen[b
         log.close()
 
 
+def ensure_credentials(state_dir: Path) -> None:
+    """The rack secret and the API's tokens in `state_dir` (0600), made the first time and
+    kept across rack down and up, like the controller's state."""
+    generate_secret_file(state_dir / SECRET_FILE)
+    for role in ROLES:
+        generate_token_file(state_dir / TOKEN_FILES[role])
+
+
 def _agent_options(plan: RackPlan, mqtt_url: str | None) -> list[str]:
     """The `fusion-agent` options every tray of the rack shares."""
-    options = ["--manifest", plan.manifest, "--host", plan.host, "--base-port", str(plan.base_port)]
+    options = ["--manifest", plan.manifest, "--host", plan.host, "--base-port", str(plan.base_port),
+               "--rack-secret-file", str(plan.state_dir / SECRET_FILE)]  # fmt: skip
+    if plan.tls:
+        options += ["--tls-dir", str(plan.state_dir / TLS_DIR)]
     return [*options, "--mqtt", mqtt_url] if mqtt_url else options
 
 
@@ -400,6 +434,10 @@ def _controller_command(plan: RackPlan, listen: str, mqtt_url: str | None) -> li
         "--manifest", plan.manifest, "--host", plan.host, "--base-port", str(plan.base_port),
         "--listen", listen, "--state", str(plan.state_dir / "controller.sqlite"),
         "--metrics", controller_metrics_address(listen),
+        "--rack-secret-file", str(plan.state_dir / SECRET_FILE),
+        "--admin-token-file", str(plan.state_dir / TOKEN_FILES["admin"]),
+        "--read-only-token-file", str(plan.state_dir / TOKEN_FILES["read-only"]),
+        *(["--tls-dir", str(plan.state_dir / TLS_DIR)] if plan.tls else []),
         *(["--mqtt", mqtt_url] if mqtt_url else []),
     ]  # fmt: skip
 
@@ -425,7 +463,8 @@ async def _bring_up(
         command = _controller_command(plan, controller_listen, mqtt_url)
         processes["controller"] = _spawn("controller", command, plan.state_dir)
         await wait_controller(controller_listen, processes["controller"], timeout,
-                              plan.state_dir / "controller.log", progress)  # fmt: skip
+                              plan.state_dir / "controller.log", progress,
+                              plan.client_tls)  # fmt: skip
     finally:
         progress.done()
 
@@ -444,6 +483,7 @@ def rack_up(
     timeout: float = 30.0,
     prometheus: bool = False,
     prometheus_interval: float = DEFAULT_INTERVAL,
+    tls: bool = False,
 ) -> int:
     """Bring a rack up (`controller_listen` None: without a controller; `prometheus`: with a
     Prometheus scraping and evaluating rules every `prometheus_interval` s); see the module
@@ -451,10 +491,15 @@ def rack_up(
     topology = Topology(load_manifest(manifest))
     state_dir = state_dir or Path(".fusionrack") / topology.name
     state_dir.mkdir(parents=True, exist_ok=True)
-    plan = RackPlan(topology, manifest, host, base_port, state_dir)
+    plan = RackPlan(topology, manifest, host, base_port, state_dir, tls)
     if (state_dir / "pids.json").exists():
         raise Unavailable(f"a rack is already up from {state_dir} (fusionctl rack down)")
     _check_ports_free(plan, controller_listen)
+    ensure_credentials(state_dir)
+    if tls:
+        make_rack_certificates(state_dir / TLS_DIR, topology.name,
+                               [(t.name, t.kind.name.lower()) for t in topology.trays],
+                               [host])  # fmt: skip
     # Rendered first: a bad interval is refused before anything starts.
     prometheus_config = render_config(prometheus_interval) if prometheus else None
     # Written before Prometheus starts, so that it discovers every target at once (the agents'
@@ -494,7 +539,7 @@ def rack_up(
     record = {
         "rack": topology.name, "manifest": manifest, "host": host, "base_port": base_port,
         "in_process": in_process, "controller": controller_listen, "mqtt": mqtt_url,
-        "prometheus": prometheus_url, "started": time.time(),
+        "prometheus": prometheus_url, "started": time.time(), "tls": tls,
     }  # fmt: skip
     (state_dir / "rack.json").write_text(json.dumps(record, indent=2) + "\n")
     # With -o json, stdout carries only the document; what people read goes to stderr.
@@ -642,9 +687,10 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
     if not up:
         return document
     host, base_port = record.get("host", "127.0.0.1"), record.get("base_port", 0)
-    plan = RackPlan(topology, record.get("manifest", topology.name), host, base_port, state_dir)
+    plan = RackPlan(topology, record.get("manifest", topology.name), host, base_port, state_dir,
+                    bool(record.get("tls")))  # fmt: skip
     statuses = await asyncio.gather(
-        *(_tray_status(plan.grpc_address(t.name)) for t in topology.trays)
+        *(_tray_status(plan.grpc_address(t.name), plan.client_tls) for t in topology.trays)
     )
     for tray, status in zip(topology.trays, statuses, strict=True):
         pid = tray_pids.get(tray.name, pids.get("agents"))
@@ -659,7 +705,7 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
     parts = list(document["trays"])
     if record.get("controller"):
         pid = pids.get("controller")
-        domain = await _domain(record["controller"])
+        domain = await _domain(record["controller"], plan.client_tls)
         state = domain.state if domain else None
         document["controller"] = {
             "address": record["controller"], "pid": pid, "running": _running(pid),
@@ -801,7 +847,8 @@ def rack_restart(
     pids, record = _read_json(state_dir / "pids.json"), _read_json(state_dir / "rack.json")
     if not pids or not record:
         raise Unavailable(f"no rack is up from {state_dir} (fusionctl rack up --detach)")
-    plan = RackPlan(topology, record["manifest"], record["host"], record["base_port"], state_dir)
+    plan = RackPlan(topology, record["manifest"], record["host"], record["base_port"], state_dir,
+                    bool(record.get("tls")))  # fmt: skip
     tray_pids = _read_json(state_dir / "trays.json") or {}
     if name == "controller":
         if not record.get("controller"):
@@ -831,11 +878,12 @@ def rack_restart(
     progress = Progress()
     try:
         if name == "controller":
-            asyncio.run(wait_controller(record["controller"], process, timeout, log, progress))
+            asyncio.run(wait_controller(record["controller"], process, timeout, log, progress,
+                                        plan.client_tls))  # fmt: skip
         elif name == BROKER:
             _wait_broker(record["mqtt"], process, timeout, log)
         else:
-            drained = asyncio.run(drained_links(record.get("controller")))
+            drained = asyncio.run(drained_links(record.get("controller"), plan.client_tls))
             asyncio.run(wait_ready(plan, [process], timeout, progress, [name], drained))
     except BaseException:
         _terminate({name: process.pid})

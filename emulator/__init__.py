@@ -57,6 +57,7 @@ from .errors import (
     OutOfRange,
     PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from .events import (
@@ -229,6 +230,7 @@ __all__ = [
     "Tray",
     "TrayKind",
     "TraySpec",
+    "Unauthenticated",
     "Unavailable",
     "accelerator_uid",
     "apply_reduction",

@@ -22,6 +22,7 @@ __all__ = [
     "OutOfRange",
     "PermissionDenied",
     "ResourceExhausted",
+    "Unauthenticated",
     "Unavailable",
 ]
 
@@ -40,6 +41,7 @@ class ErrorCode(enum.IntEnum):
     ABORTED = 10
     OUT_OF_RANGE = 11
     UNAVAILABLE = 14
+    UNAUTHENTICATED = 16
 
 
 class FusionError(Exception):
@@ -120,3 +122,9 @@ class ManifestError(InvalidArgument):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
+
+
+class Unauthenticated(FusionError):
+    """The caller presented no credentials, or wrong ones, for a call that needs them."""
+
+    code = ErrorCode.UNAUTHENTICATED

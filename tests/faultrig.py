@@ -102,7 +102,7 @@ class ProcessRack:
         self.base = free_port_range(span + 2)  # every tray's ports, the controller's two
         self.controller = f"127.0.0.1:{self.base + span}"
         self.manifest, self.state, self.with_controller = str(manifest), state, controller
-        self.ctl = Fusionctl(self.controller)
+        self.ctl = Fusionctl(self.controller, token_file=self.state / "admin.token")
         scheme = tray_addresses(self.topology, "127.0.0.1", self.base)
         self.addresses = {name: a.grpc for name, a in scheme.items()}
         self.record: dict[str, Any] = {}

@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from fusionrack.auth import Credentials, Guard, secret_interceptors
 from fusionrack.emulator.errors import FusionError
 
 __all__ = [
@@ -227,11 +228,16 @@ async def start_server(
     services: Iterable[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]],
     listen: str = "127.0.0.1:0",
     tls: TlsFiles | None = None,
+    guard: Guard | None = None,
 ) -> Server:
     """Start a server for `services` ((add_XServicer_to_server, servicer, full service name)
-    each) with health checking and reflection. Port 0 picks a free port."""
+    each) with health checking and reflection. Port 0 picks a free port. `guard` (if it
+    checks anything) decides who may call what."""
     # No SO_REUSEPORT (grpc's default): a second server on a taken port must fail, not share it.
-    server = grpc.aio.server(options=[*_OPTIONS, *_SERVER_KEEPALIVE, ("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(
+        options=[*_OPTIONS, *_SERVER_KEEPALIVE, ("grpc.so_reuseport", 0)],
+        interceptors=[guard.interceptor()] if guard is not None and guard.enabled else None,
+    )
     names = []
     for add, servicer, name in services:
         add(servicer, server)
@@ -305,10 +311,17 @@ FAST_RECONNECT = (
 
 
 def open_channel(
-    target: str, tls: TlsFiles | None = None, options: Iterable[tuple[str, Any]] = ()
+    target: str,
+    tls: TlsFiles | None = None,
+    options: Iterable[tuple[str, Any]] = (),
+    credentials: Credentials | None = None,
 ) -> grpc.aio.Channel:
-    """A channel to `target` ("host:port") with the project's message limits (and `options`)."""
+    """A channel to `target` ("host:port") with the project's message limits (and `options`);
+    every call on it presents `credentials` (the rack secret, a bearer token) in its metadata."""
     every = [*_OPTIONS, *_KEEPALIVE, *options]
+    interceptors = secret_interceptors(credentials) or None
     if tls and tls.enabled:
-        return grpc.aio.secure_channel(target, tls.channel_credentials(), options=every)
-    return grpc.aio.insecure_channel(target, options=every)
+        return grpc.aio.secure_channel(
+            target, tls.channel_credentials(), options=every, interceptors=interceptors
+        )
+    return grpc.aio.insecure_channel(target, options=every, interceptors=interceptors)

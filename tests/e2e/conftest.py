@@ -30,7 +30,12 @@ async def rack(mini: Topology) -> AsyncIterator[LocalRack]:
 async def controller(rack: LocalRack, tmp_path: Path) -> AsyncIterator[RunningController]:
     addresses = {name: rack.address(name) for name in rack.trays}
     running = await serve_controller(
-        rack.topology, tmp_path / "state.sqlite", addresses, listen="127.0.0.1:0", heartbeat=0.2
+        rack.topology,
+        tmp_path / "state.sqlite",
+        addresses,
+        listen="127.0.0.1:0",
+        rack_secret=rack.secret,
+        heartbeat=0.2,
     )
     try:
         deadline = asyncio.get_running_loop().time() + 5

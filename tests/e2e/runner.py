@@ -28,8 +28,11 @@ class Result:
 class Fusionctl:
     """Runs `fusionctl` with FUSIONRACK_CONTROLLER pointing at the test's controller."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, token_file: Path | None = None) -> None:
+        """`token_file`: the bearer token to present (a rack `rack up` started elsewhere)."""
         self.env = {**os.environ, "FUSIONRACK_CONTROLLER": address, "NO_COLOR": "1"}
+        if token_file is not None:
+            self.env["FUSIONRACK_TOKEN_FILE"] = str(token_file)
 
     async def start(self, *args: str) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(

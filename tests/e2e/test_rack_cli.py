@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import urllib.request
@@ -17,7 +18,7 @@ from prometheus_server import PrometheusAPI
 from fusionrack.emulator import Topology, fabric_address, load_manifest
 from fusionrack.emulator.topology import tray_port_span
 from fusionrack.rpc import free_port_range
-from fusionrack.v1 import memory_pb2, memory_pb2_grpc
+from fusionrack.v1 import memory_pb2, memory_pb2_grpc, switch_pb2, switch_pb2_grpc
 
 FUSIONCTL = str(Path(sys.executable).with_name("fusionctl"))
 MINI_PORTS = tray_port_span(Topology(load_manifest("mini")))  # the trays' share of the scheme
@@ -80,6 +81,26 @@ def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: 
                 memory_pb2.LoadRequest(initiator=0, address=fabric_address(3, 0), size=2), timeout=5
             )
         assert loaded.data == b"up"
+        # The rack's credentials are private to its user; strangers cannot reprogram it.
+        for name in ("rack.secret", "admin.token", "read-only.token"):
+            assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
+        with grpc.insecure_channel(f"127.0.0.1:{base + 3}") as channel:  # switch-1's agent
+            with pytest.raises(grpc.RpcError) as refused:
+                switch_pb2_grpc.SwitchStub(channel).ApplyConfig(
+                    switch_pb2.ApplyConfigRequest(
+                        phase=switch_pb2.CONFIG_PHASE_ABORT, generation=1
+                    ),
+                    timeout=5,
+                )
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # Changes need the admin token; the controller programs the switches with the secret.
+        where = ("--controller", controller)
+        anonymous = fusionctl("partition", "create", "--name", "p", "--locations",
+                              "compute-01/1", *where)  # fmt: skip
+        assert anonymous.returncode == 1 and "needs the admin role" in anonymous.stderr
+        created = fusionctl("partition", "create", "--name", "p", "--locations", "compute-01/1",
+                            *where, "--token-file", str(state / "admin.token"))  # fmt: skip
+        assert created.returncode == 0, created.stderr
         # The controller answers, with every tray reachable; `rack status` sees it all.
         domain = fusionctl("domain", "--controller", controller, "-o", "json")
         assert domain.returncode == 0, domain.stderr
@@ -202,3 +223,56 @@ def test_rack_up_prometheus_says_so_when_it_is_not_installed_and_goes_on(tmp_pat
     finally:
         down = fusionctl("rack", "down", "--state-dir", str(state))
     assert down.returncode == 0 and "prometheus" not in down.stdout, down.stdout
+
+
+@pytest.mark.parametrize("mode", ["--in-process", "--processes"])
+def test_rack_up_tls_runs_the_rack_on_mutual_tls_and_fusionctl_finds_its_certificates(
+    tmp_path: Path, mode: str
+) -> None:
+    base = free_port_range(MINI_PORTS + 2)
+    controller = f"127.0.0.1:{base + MINI_PORTS}"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        # From tmp_path: the default state dir, .fusionrack/mini, where fusionctl looks.
+        return subprocess.run([FUSIONCTL, *args], capture_output=True, text=True, timeout=60,
+                              check=False, cwd=tmp_path)  # fmt: skip
+
+    up = run("rack", "up", "--manifest", "mini", "--detach", "--tls", "--no-mqtt",
+             "--base-port", str(base), "--controller-listen", controller,
+             *([mode] if mode == "--in-process" else []))  # fmt: skip
+    tls = tmp_path / ".fusionrack" / "mini" / "tls"
+    try:
+        assert up.returncode == 0, up.stderr + up.stdout
+        assert stat.S_IMODE((tls / "ca.key").stat().st_mode) == 0o600
+        assert stat.S_IMODE((tls / "compute-01.key").stat().st_mode) == 0o600
+        # fusionctl takes the client-admin certificate (and token) from the state dir.
+        created = run("partition", "create", "--name", "p", "--locations", "compute-01/1",
+                      "--controller", controller)  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        status = run("rack", "status", "--manifest", "mini", "-o", "json")
+        assert json.loads(status.stdout)["healthy"], status.stdout
+        # Memory over mTLS, through the switches the controller programmed over mTLS.
+        credentials = grpc.ssl_channel_credentials(
+            (tls / "ca.pem").read_bytes(),
+            (tls / "client-admin.key").read_bytes(),
+            (tls / "client-admin.pem").read_bytes(),
+        )
+        with grpc.secure_channel(f"127.0.0.1:{base}", credentials) as channel:
+            memory = memory_pb2_grpc.MemoryStub(channel)
+            where = fabric_address(3, 0)
+            memory.Store(memory_pb2.StoreRequest(initiator=0, address=where, data=b"ok"), timeout=5)
+            loaded = memory.Load(
+                memory_pb2.LoadRequest(initiator=0, address=where, size=2), timeout=5
+            )
+        assert loaded.data == b"ok"
+        # No client certificate: refused at the handshake.
+        anonymous = grpc.ssl_channel_credentials((tls / "ca.pem").read_bytes())
+        with grpc.secure_channel(f"127.0.0.1:{base}", anonymous) as channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                memory_pb2_grpc.MemoryStub(channel).Load(
+                    memory_pb2.LoadRequest(initiator=0, address=where, size=2), timeout=5
+                )
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        down = run("rack", "down", "--manifest", "mini")
+    assert down.returncode == 0, down.stderr

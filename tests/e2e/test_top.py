@@ -100,7 +100,7 @@ async def test_one_frame_shows_the_trays_a_row_per_accelerator_and_the_partition
 
 
 async def test_traffic_shows_on_the_links_that_carried_it(ctl: Fusionctl, rack: LocalRack) -> None:
-    channel = open_channel(rack.address("compute-01"))
+    channel = open_channel(rack.address("compute-01"), credentials=rack.credentials())
     memory = memory_pb2_grpc.MemoryStub(channel)
     store = memory_pb2.StoreRequest(
         initiator=0, address=fabric_address(2, 0), data=b"\xa5" * (4 << 20)

@@ -31,7 +31,10 @@ class Clients:
 
     def _channel(self, tray: str):  # type: ignore[no-untyped-def]
         if tray not in self._channels:
-            self._channels[tray] = open_channel(self.rack.address(tray))
+            # The one place tests attach the rack's credentials (its secret) to agent calls.
+            self._channels[tray] = open_channel(
+                self.rack.address(tray), credentials=self.rack.credentials()
+            )
         return self._channels[tray]
 
     def memory(self, tray: str) -> memory_pb2_grpc.MemoryStub:
@@ -78,7 +81,13 @@ async def start_controller(rack: LocalRack, state: Path, **options: object) -> R
     `options` go to `serve_controller`."""
     addresses = {name: rack.address(name) for name in rack.trays}
     running = await serve_controller(
-        rack.topology, state, addresses, listen="127.0.0.1:0", heartbeat=0.2, **options
+        rack.topology,
+        state,
+        addresses,
+        listen="127.0.0.1:0",
+        rack_secret=rack.secret,
+        heartbeat=0.2,
+        **options,
     )
     await until(lambda: all(v.reachable for v in running.controller.agents.values()))
     return running

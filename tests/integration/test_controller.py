@@ -189,7 +189,11 @@ async def test_state_survives_a_restart_and_a_restarted_switch_is_reprogrammed(
         await old.stop(grace=0.1)
         await until(lambda: not c.agents["switch-2"].reachable)
         mini_rack.trays["switch-2"] = await serve_tray(
-            mini_rack.topology, "switch-2", listen=address, training_time=0.01
+            mini_rack.topology,
+            "switch-2",
+            listen=address,
+            training_time=0.01,
+            rack_secret=mini_rack.secret,
         )
         await until(lambda: c.agents["switch-2"].reachable)
         start_time = time.monotonic()
@@ -252,7 +256,7 @@ async def test_agents_running_another_manifest_are_a_mismatch_in_domain_and_even
     addresses = {name: mini_rack.address(name) for name in mini_rack.trays}
     running = await serve_controller(
         Topology(load_manifest(str(edited))), tmp_path / "s.sqlite", addresses,
-        listen="127.0.0.1:0", heartbeat=0.2,
+        listen="127.0.0.1:0", rack_secret=mini_rack.secret, heartbeat=0.2,
     )  # fmt: skip
     try:
         await until(lambda: all(v.mismatches for v in running.controller.agents.values()))

@@ -52,7 +52,7 @@ async def admin_down_links(stub: controller_pb2_grpc.ControllerStub) -> list[str
 
 async def agent_status(rack: LocalRack, tray: str) -> tray_pb2.TrayStatus:
     """The status an agent reports itself (a fresh channel: the agent may have restarted)."""
-    async with open_channel(rack.address(tray)) as channel:
+    async with open_channel(rack.address(tray), credentials=rack.credentials()) as channel:
         answer = await tray_pb2_grpc.TrayStub(channel).GetStatus(tray_pb2.GetStatusRequest())
         return answer.status
 
@@ -78,7 +78,12 @@ async def restart_agent(rack: LocalRack, tray: str) -> None:
     address = old.server.address
     await old.stop(grace=0.1)
     rack.trays[tray] = await serve_tray(
-        rack.topology, tray, listen=address, switch_addresses=switches, training_time=0.01
+        rack.topology,
+        tray,
+        listen=address,
+        switch_addresses=switches,
+        training_time=0.01,
+        rack_secret=rack.secret,
     )
 
 
@@ -159,7 +164,9 @@ async def test_an_agent_changed_behind_the_controllers_back_gets_the_desired_sta
     mini_rack: LocalRack, stub: controller_pb2_grpc.ControllerStub
 ) -> None:
     await stub.SetAdminState(drain(LINK))
-    async with open_channel(mini_rack.address("compute-01")) as channel:
+    async with open_channel(
+        mini_rack.address("compute-01"), credentials=mini_rack.credentials()
+    ) as channel:
         agent = tray_pb2_grpc.TrayStub(channel)
         await agent.SetAdminState(drain(LINK, UP))  # undrained at the agent itself
         await until(lambda: drained_at(mini_rack, "compute-01") == {LINK})
@@ -402,7 +409,9 @@ async def test_each_fault_reaches_subscribers_once_whichever_path_sees_it(
     injected = (await stub.InjectFault(link_down())).fault
     await stub.ClearFault(common_pb2.ClearFaultRequest(fault_id=injected.id))
     # Made at the agent itself: the controller learns of it from the tray's status.
-    async with open_channel(mini_rack.address("compute-02")) as channel:
+    async with open_channel(
+        mini_rack.address("compute-02"), credentials=mini_rack.credentials()
+    ) as channel:
         agent = tray_pb2_grpc.TrayStub(channel)
         direct = (await agent.InjectFault(link_down("compute-02/gpu1/nvlink0"))).fault
         view = controller.controller.agents["compute-02"]

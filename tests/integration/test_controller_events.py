@@ -89,6 +89,7 @@ async def mirrored(
         tmp_path / "state.sqlite",
         addresses,
         listen="127.0.0.1:0",
+        rack_secret=mini_rack.secret,
         heartbeat=0.2,
         mqtt=mosquitto.url,
     )
@@ -230,6 +231,7 @@ async def test_a_missing_broker_never_blocks_a_change(mini_rack: LocalRack, tmp_
         tmp_path / "state.sqlite",
         addresses,
         listen="127.0.0.1:0",
+        rack_secret=mini_rack.secret,
         heartbeat=0.2,
         mqtt=f"mqtt://127.0.0.1:{free_port()}",  # nobody listens there
     )

@@ -66,6 +66,7 @@ async def running(mini_rack: LocalRack, tmp_path: Path) -> AsyncIterator[Running
         tmp_path / "state.sqlite",
         addresses,
         listen="127.0.0.1:0",
+        rack_secret=mini_rack.secret,
         heartbeat=0.2,
         metrics="127.0.0.1:0",
     )
@@ -182,7 +183,11 @@ async def test_a_lost_switch_tray_shows_as_agent_down_degraded_health_and_a_repa
 
     # The tray comes back empty: the reconcile loop re-programs it.
     mini_rack.trays["switch-2"] = await serve_tray(
-        mini_rack.topology, "switch-2", listen=address, training_time=0.01
+        mini_rack.topology,
+        "switch-2",
+        listen=address,
+        training_time=0.01,
+        rack_secret=mini_rack.secret,
     )
     await until(lambda: controller.agents["switch-2"].reachable)
     await until(lambda: controller.agents["switch-2"].generation == controller.config.generation)

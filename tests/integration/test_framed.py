@@ -35,8 +35,11 @@ async def read_frame(reader: asyncio.StreamReader) -> switch_pb2.ForwardFrame | 
         return None
 
 
-def hello(tray: str, digest: str) -> switch_pb2.ForwardFrame:
-    return switch_pb2.ForwardFrame(hello=switch_pb2.ForwardHello(tray=tray, manifest_digest=digest))
+def hello(tray: str, digest: str, secret: bytes | None = None) -> switch_pb2.ForwardFrame:
+    """A compute tray's hello (with the rack secret the switch trays require, if given)."""
+    return switch_pb2.ForwardFrame(
+        hello=switch_pb2.ForwardHello(tray=tray, manifest_digest=digest, rack_secret=secret or b"")
+    )
 
 
 async def store_and_load(clients: Clients) -> bytes:
@@ -93,6 +96,8 @@ async def test_a_stream_that_is_not_a_compute_tray_is_refused_with_the_reason(  
         first = switch_pb2.ForwardFrame(request=switch_pb2.ForwardRequest(request_id=1))
     elif first == "switch tray":
         first = hello("switch-2", digest)
+    if first.WhichOneof("frame") == "hello":
+        first.hello.rack_secret = mini_rack.secret or b""  # past the secret: the next check
     reader, writer = await connect(mini_rack, "switch-1")
     try:
         writer.write(encode(first))
@@ -158,7 +163,9 @@ async def test_a_bad_request_on_an_admitted_stream_is_answered_and_the_stream_li
 ) -> None:
     reader, writer = await connect(mini_rack, "switch-1")  # as compute-02, for a while
     try:
-        writer.write(encode(hello("compute-02", mini_rack.topology.manifest.digest)))
+        writer.write(
+            encode(hello("compute-02", mini_rack.topology.manifest.digest, mini_rack.secret))
+        )
         first = await read_frame(reader)
         assert first is not None and first.hello.tray == "switch-1"
         bad = switch_pb2.ForwardRequest(

@@ -50,7 +50,7 @@ async def test_ops_cross_the_whole_rack_and_metrics_tell_the_same(gb200_rack: Lo
     rack = gb200_rack
     initiator, target = 1, 70  # compute-01/gpu1 -> compute-18/gpu2
     address = fabric_address(target, 4096)
-    async with open_channel(rack.address("compute-01")) as channel:
+    async with open_channel(rack.address("compute-01"), credentials=rack.credentials()) as channel:
         memory = memory_pb2_grpc.MemoryStub(channel)
         await memory.Store(
             memory_pb2.StoreRequest(initiator=initiator, address=address, data=b"z" * 64)

@@ -75,6 +75,7 @@ async def controller(
         tmp_path / "state.sqlite",
         {name: rack.address(name) for name in rack.trays},
         listen="127.0.0.1:0",
+        rack_secret=rack.secret,
         heartbeat=0.2,
         metrics="127.0.0.1:0",
         mqtt=mosquitto.url,
@@ -201,7 +202,9 @@ async def test_traffic_and_faults_reach_every_panel_and_fire_their_alerts(
         flap = fault(common_pb2.FAULT_KIND_LINK_FLAP, FLAPPING_LINK, flap_count=3)
         flap.fault.flap_period.FromMilliseconds(50)
         await stub.InjectFault(flap)
-        async with open_channel(rack.address("compute-01")) as memory_channel:
+        async with open_channel(
+            rack.address("compute-01"), credentials=rack.credentials()
+        ) as memory_channel:
             memory = memory_pb2_grpc.MemoryStub(memory_channel)
             # Twice, a scrape apart: a pair's counter appears with its first violation, which
             # rate() cannot see (the alert counts a new series whole; the panels need a rise).

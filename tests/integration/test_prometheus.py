@@ -69,7 +69,9 @@ async def test_series_keep_their_labels_and_link_alerts_tell_a_fault_from_a_drai
     assert sorted(m["kind"] for m in ends) == ["compute", "switch"]
 
     # A fault, and a drain.
-    async with open_channel(scraped_rack.address("compute-01")) as channel:
+    async with open_channel(
+        scraped_rack.address("compute-01"), credentials=scraped_rack.credentials()
+    ) as channel:
         tray = tray_pb2_grpc.TrayStub(channel)
         await tray.InjectFault(
             common_pb2.InjectFaultRequest(

@@ -323,7 +323,11 @@ async def test_a_restarted_agent_gets_its_table_again(
     await old.stop(grace=0.1)
     await until(lambda: not c.agents["switch-2"].reachable)
     mini_rack.trays["switch-2"] = await serve_tray(
-        mini_rack.topology, "switch-2", listen=address, training_time=0.01
+        mini_rack.topology,
+        "switch-2",
+        listen=address,
+        training_time=0.01,
+        rack_secret=mini_rack.secret,
     )
     await until(lambda: c.agents["switch-2"].reachable)
     await mini_rack.wait_ready()

@@ -104,16 +104,18 @@ class Heartbeat(_message.Message):
     def __init__(self) -> None: ...
 
 class ForwardHello(_message.Message):
-    __slots__ = ("tray", "boot_id", "manifest_digest", "heartbeat_interval_ms")
+    __slots__ = ("tray", "boot_id", "manifest_digest", "heartbeat_interval_ms", "rack_secret")
     TRAY_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_DIGEST_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    RACK_SECRET_FIELD_NUMBER: _ClassVar[int]
     tray: str
     boot_id: str
     manifest_digest: str
     heartbeat_interval_ms: int
-    def __init__(self, tray: _Optional[str] = ..., boot_id: _Optional[str] = ..., manifest_digest: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
+    rack_secret: bytes
+    def __init__(self, tray: _Optional[str] = ..., boot_id: _Optional[str] = ..., manifest_digest: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., rack_secret: _Optional[bytes] = ...) -> None: ...
 
 class OpBatch(_message.Message):
     __slots__ = ("ops",)
