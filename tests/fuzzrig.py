@@ -486,6 +486,7 @@ class Fuzzer:
                                        daemon=True)  # fmt: skip
         self.thread.start()
         self.channels: dict[str, grpc.aio.Channel] = {}
+        self.blocking: dict[str, grpc.Channel] = {}
         self.facts = Facts()
         self.rss_before: dict[str, int] = {}
 
@@ -500,6 +501,8 @@ class Fuzzer:
                 await channel.close()
 
         self.run(close_all())
+        for channel in self.blocking.values():
+            channel.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
@@ -732,31 +735,40 @@ class Fuzzer:
 
     async def bidi(self, server: str, method: Method, frames: list[bytes],
                    key: str | None = None, answers: int = 0) -> None:  # fmt: skip
-        """Write `frames` on a bidirectional stream, read until `answers` responses came (or
-        the stream ended, or the deadline), then half-close and read to its end."""
-        call = self.channel(server).stream_stream(method.path)(timeout=DEADLINE,
-                                                               **call_options())  # fmt: skip
-        start = time.monotonic()
-        code, ops, got = "OK", [], 0
-        cls = message_factory.GetMessageClass(method.response)
-        try:
-            for frame in frames:
-                await call.write(frame)
-            await call.done_writing()
-            while (answer := await call.read()) is not grpc.aio.EOF:
-                response = cls.FromString(answer)
-                ops.extend(op_statuses(response))
-                got += 1
-        except grpc.aio.AioRpcError as error:
-            code = error.code().name
-        except asyncio.InvalidStateError:  # the server ended the call while we wrote
-            code = (await call.code()).name
-        finally:
-            call.cancel()
+        """Write `frames` on a bidirectional stream, half-close it and read to its end. With
+        gRPC's blocking client in a thread: the asyncio client reports a stream the server
+        ended while its writes were still in flight as INTERNAL ("Internal error from
+        Core") instead of the server's status."""
         key = key or method.key
+        cls = message_factory.GetMessageClass(method.response)
+        start = time.monotonic()
+        code, ops, got, details = await asyncio.to_thread(self._bidi, server, method, frames, cls)
+        if code in BAD_CODES:
+            self.examples.setdefault((key, f"{code} message"), details.encode())
         self.record(key, code, time.monotonic() - start, b"".join(frames), DEADLINE, ops)
         if code == "OK" and got < answers:
             self._found(key, "unanswered", b"".join(frames), f"{got} of {answers} answers")
+
+    def _bidi(self, server: str, method: Method, frames: list[bytes],
+              cls: Any) -> tuple[str, list[int], int, str]:  # fmt: skip
+        call = self.blocking_channel(server).stream_stream(method.path)
+        ops: list[int] = []
+        got = 0
+        try:
+            for answer in call(iter(frames), timeout=DEADLINE, **call_options()):
+                ops.extend(op_statuses(cls.FromString(answer)))
+                got += 1
+        except grpc.RpcError as error:
+            return error.code().name, ops, got, error.details() or ""
+        return "OK", ops, got, ""
+
+    def blocking_channel(self, server: str) -> grpc.Channel:
+        if server not in self.blocking:
+            limit = 2 * MAX_MESSAGE_BYTES
+            options = [("grpc.max_send_message_length", limit),
+                       ("grpc.max_receive_message_length", limit)]  # fmt: skip
+            self.blocking[server] = grpc.insecure_channel(self.address(server), options=options)
+        return self.blocking[server]
 
     # -- cases from hypothesis ---------------------------------------------------------------
 
