@@ -903,6 +903,141 @@ class Fuzzer:
         if 1 not in {g.id for g in groups.groups}:
             await self._create_group(ctl)
 
+    # -- what a hostile client does besides --------------------------------------------------
+
+    def raw_bodies(self, cases: int, rng_seed: int) -> None:
+        """Random bytes as the body of every method with one request (most do not parse)."""
+        for method in methods():
+            if not method.client_streaming and method.key not in CONTROL_METHODS:
+                self._raw(method, cases, rng_seed)
+
+    def _raw(self, method: Method, cases: int, rng_seed: int) -> None:
+        send = self.server_stream if method.server_streaming else self.unary
+        key = f"{method.key} [raw bytes]"
+
+        @seed(rng_seed)
+        @settings(max_examples=cases, phases=[Phase.generate], database=None,
+                  deadline=None, suppress_health_check=list(HealthCheck))  # fmt: skip
+        @given(st.binary(max_size=200))
+        def case(body: bytes) -> None:
+            self.run(send(self.servers(method)[0], method, body, key=key), DEADLINE * 3)
+
+        case()
+
+    def oversized(self) -> None:
+        """A request just over the 64 MiB limit to one method of every service: refused
+        (RESOURCE_EXHAUSTED), nothing else."""
+        body = _bytes_field(3, MAX_MESSAGE_BYTES + 1 - 5)  # 5: the tag and length
+        chosen = ("Memory.Store", "Switch.ApplyConfig", "Tray.SetTraffic",
+                  "Controller.CreatePartition")  # fmt: skip
+        for method in methods():
+            if method.key in chosen:
+                for server in self.servers(method)[:1]:
+                    self.run(self.unary(server, method, body, key=f"{method.key} [oversized]"))
+        stream = next(m for m in methods() if m.key == "Memory.Stream")
+        self.run(self.bidi("compute-01", stream, [body], key="Memory.Stream [oversized]"))
+
+    def abandon_streams(self, count: int) -> None:
+        """`count` streams of every streaming method opened (with a first message where the
+        client streams) and dropped without a word, `count` at a time on one channel; then
+        the server must still answer at once."""
+        for method in methods():
+            if not (method.client_streaming or method.server_streaming):
+                continue
+            self.run(self._abandon(method, count), timeout=120)
+
+    async def _abandon(self, method: Method, count: int) -> None:
+        server = self.servers(method, _first_request(method))[0]
+        key = f"{method.key} [abandoned x{count}]"
+        first = _first_request(method).SerializeToString()
+        channel = grpc.aio.insecure_channel(self.address(server))
+        start = time.monotonic()
+        calls = []
+        try:
+            for _ in range(count):
+                if method.client_streaming:
+                    call = channel.stream_stream(method.path)(timeout=DEADLINE, **call_options())
+                    # A refused stream (Forward without a good hello) may end before the write.
+                    with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                        await call.write(first)
+                else:
+                    call = channel.unary_stream(method.path)(first, timeout=DEADLINE,
+                                                             **call_options())  # fmt: skip
+                calls.append(call)
+            await asyncio.sleep(0)
+        finally:
+            await channel.close(grace=None)  # every call on it cancelled at once
+        await self._still_answers(server, key, start)
+
+    async def _still_answers(self, server: str, key: str, start: float) -> None:
+        """Record whether `server` answers a cheap call within 5 s after an attack."""
+        code = "OK"
+        try:
+            if server == "controller":
+                await controller_pb2_grpc.ControllerStub(self.channel(server)).GetDomain(
+                    controller_pb2.GetDomainRequest(), timeout=5
+                )
+            else:
+                from fusionrack.v1 import tray_pb2_grpc
+
+                await tray_pb2_grpc.TrayStub(self.channel(server)).GetStatus(
+                    tray_pb2.GetStatusRequest(), timeout=5
+                )
+        except grpc.aio.AioRpcError as error:
+            code = error.code().name
+        self.record(key, code, time.monotonic() - start, b"", 120)
+        if code != "OK":
+            self._found(key, "no answer after", b"", code)
+
+    def never_read(self, seconds: float, watchers: int = 20) -> dict[str, tuple[int, int]]:
+        """`watchers` WatchStatus calls (a status every millisecond) on a tray and Subscribe
+        calls on the controller, never read, while the controller's events keep coming
+        (partitions created and deleted): the servers' RSS must stay bounded."""
+        return self.run(self._never_read(seconds, watchers), timeout=seconds + 120)
+
+    async def _never_read(self, seconds: float, watchers: int) -> dict[str, tuple[int, int]]:
+        before = self.rss()
+        watch = tray_pb2.WatchStatusRequest()
+        watch.heartbeat_interval.FromNanoseconds(1_000_000)
+        subscribe = controller_pb2.SubscribeRequest(include_snapshot=True)
+        opened = []
+        channels = [grpc.aio.insecure_channel(self.address(s))
+                    for s in ("compute-01", "controller")]  # fmt: skip
+        start = time.monotonic()
+        try:
+            for channel, path, body in (
+                (channels[0], "/fusionrack.v1.Tray/WatchStatus", watch),
+                (channels[1], "/fusionrack.v1.Controller/Subscribe", subscribe),
+            ):
+                for _ in range(watchers):
+                    opened.append(channel.unary_stream(path)(body.SerializeToString(),
+                                                             **call_options()))  # fmt: skip
+            ctl = controller_pb2_grpc.ControllerStub(self.channel("controller"))
+            n = 0
+            while time.monotonic() - start < seconds:
+                n += 1
+                created = await ctl.CreatePartition(
+                    controller_pb2.CreatePartitionRequest(name=f"churn{n}", count=1),
+                    timeout=DEADLINE,
+                )
+                await ctl.DeletePartition(
+                    controller_pb2.DeletePartitionRequest(
+                        partition=common_pb2.PartitionRef(id=created.partition.id)
+                    ),
+                    timeout=DEADLINE,
+                )
+        finally:
+            for channel in channels:
+                await channel.close(grace=None)
+        after = self.rss()
+        growth = {n: (before[n], after.get(n, 0)) for n in ("compute-01", "controller")}
+        for name, (was, now) in growth.items():
+            if now - was > 64 * 1024:
+                self._found(f"{name} [never-read watchers]", "rss", b"", f"{was} -> {now} KiB")
+        await self._still_answers("compute-01", "Tray.WatchStatus [never read]", start)
+        await self._still_answers("controller", "Controller.Subscribe [never read]", start)
+        return growth
+
     def fuzz_round(self, cases: int, rng_seed: int) -> None:
         """One round: the data plane and reads (then: the initial tables, the sentinel), the
         control mutations (then: the switches agree with the controller), undone (then: the
@@ -913,6 +1048,30 @@ class Fuzzer:
         self.check("the control phase", tables="controller")
         self.reset()
         self.check("the reset")
+
+
+def _bytes_field(number: int, size: int) -> bytes:
+    """A serialized message of one length-delimited field of `size` bytes."""
+    tag, length = (number << 3) | 2, size
+    varint = bytearray()
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        varint.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes([tag]) + bytes(varint) + bytes(size)
+
+
+def _first_request(method: Method) -> Any:
+    """A plausible first message of a streaming method."""
+    if method.name == "Forward":
+        return switch_pb2.ForwardFrame(hello=switch_pb2.ForwardHello(tray="nobody"))
+    if method.name == "Stream":
+        return memory_pb2.StreamRequest(
+            request_id=1, initiator=0,
+            op=memory_pb2.MemoryOp(load=memory_pb2.LoadOp(address=fabric_address(1, 0), size=8)),
+        )  # fmt: skip
+    return message_factory.GetMessageClass(method.request)()
 
 
 def _distinct_ids(requests: list[Any]) -> bool:

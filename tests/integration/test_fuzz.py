@@ -14,6 +14,7 @@ from faultrig import ProcessRack
 from fuzzrig import FUZZ_MANIFEST, Fuzzer, methods
 
 CASES = 25  # per RPC: the whole test stays well under a minute on two cores
+ABANDONED = 500  # streams of each streaming RPC opened and dropped
 
 
 @pytest.fixture
@@ -33,6 +34,11 @@ def fuzzer(tmp_path: Path) -> Iterator[Fuzzer]:
 
 def test_no_fuzzed_request_fails_a_server_or_breaks_the_rack(fuzzer: Fuzzer) -> None:
     fuzzer.fuzz_round(CASES, rng_seed=12)
+    fuzzer.raw_bodies(CASES, rng_seed=12)
+    fuzzer.oversized()
+    fuzzer.abandon_streams(ABANDONED)
+    fuzzer.never_read(seconds=3)
+    fuzzer.check("the attacks")
     growth = fuzzer.check_rss()
     report = fuzzer.report()
     print(report, "\nRSS KiB before/after:", growth)
