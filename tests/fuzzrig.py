@@ -31,6 +31,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import struct
 import threading
 import time
 from collections.abc import Iterable
@@ -1038,16 +1039,119 @@ class Fuzzer:
         await self._still_answers("controller", "Controller.Subscribe [never read]", start)
         return growth
 
+    def framed(self, cases: int, rng_seed: int) -> None:
+        """The framed data plane (Switch.GetForwardEndpoint) of every switch tray fed random
+        bytes, frames with lengths past the limit, and hellos (random, of other trays, or
+        admitted as FORGED_TRAY) followed by fuzzed frames, whole, cut short or with a byte
+        changed. A connection must be refused or answered, never fail a server."""
+        endpoints = self.run(self._endpoints())
+        frame = request_strategy(switch_pb2.ForwardFrame.DESCRIPTOR, self.facts)
+        encoded = frame.map(lambda f: _encode(self._forged(f)))
+        damaged = st.one_of(
+            encoded,
+            st.builds(lambda b, n: b[: max(0, len(b) - n)], encoded, st.integers(1, 8)),
+            st.builds(lambda b, i, v: _replace_byte(b, i, v), encoded, st.integers(0, 1 << 16),
+                      st.integers(0, 255)),
+        )  # fmt: skip
+        first = st.one_of(
+            self.hellos().map(_encode),
+            st.binary(max_size=64),
+            st.sampled_from([0xFFFFFFFF, MAX_MESSAGE_BYTES + 1, (64 << 10) + 1, 0]).map(
+                lambda n: struct.pack("<I", n)
+            ),
+        )
+        strategy = st.tuples(first, st.lists(damaged, max_size=6))
+
+        @seed(rng_seed)
+        @settings(max_examples=cases, phases=[Phase.generate], database=None, deadline=None,
+                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @given(strategy)
+        def case(drawn: tuple[bytes, list[bytes]]) -> None:
+            for address in endpoints:
+                self.run(self._framed_one(address, [drawn[0], *drawn[1]]), DEADLINE * 3)
+
+        case()
+
+    async def _endpoints(self) -> list[str]:
+        found = []
+        for name in SERVICES["fusionrack.v1.Switch"] or ():
+            answer = await switch_pb2_grpc.SwitchStub(self.channel(name)).GetForwardEndpoint(
+                switch_pb2.GetForwardEndpointRequest(), timeout=DEADLINE
+            )
+            if answer.address:
+                found.append(answer.address)
+        return found
+
+    async def _framed_one(self, address: str, chunks: list[bytes]) -> None:
+        """One connection: write `chunks`, read frames for up to 0.5 s after the last one (or
+        until the switch closes), and record how it ended."""
+        key = "Switch [framed transport]"
+        host, _, port = address.rpartition(":")
+        start = time.monotonic()
+        reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        code, ops = "open", []
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            buffer = b""
+            try:
+                async with asyncio.timeout(0.5):
+                    while data := await reader.read(1 << 16):
+                        buffer += data
+                    code = "closed"
+            except TimeoutError:
+                pass
+            except ConnectionError:
+                code = "reset"
+            for reply in _decode_frames(buffer):
+                if reply.WhichOneof("frame") == "refused":
+                    code = f"refused {_CODE_NAMES.get(reply.refused.code, reply.refused.code)}"
+                ops.extend(op_statuses(reply))
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        self.record(key, code, time.monotonic() - start, b"".join(chunks), DEADLINE, ops)
+
     def fuzz_round(self, cases: int, rng_seed: int) -> None:
         """One round: the data plane and reads (then: the initial tables, the sentinel), the
         control mutations (then: the switches agree with the controller), undone (then: the
         initial tables again)."""
         self.fuzz_all(cases, rng_seed, control=False)
+        self.framed(cases, rng_seed)
         self.check("the data-plane phase")
         self.fuzz_all(cases, rng_seed, control=True)
         self.check("the control phase", tables="controller")
         self.reset()
         self.check("the reset")
+
+
+def _encode(frame: Any) -> bytes:
+    """A frame as the framed transport carries it: 4-byte little-endian length, bytes."""
+    data = frame.SerializeToString()
+    return struct.pack("<I", len(data)) + data
+
+
+def _replace_byte(data: bytes, index: int, value: int) -> bytes:
+    if not data:
+        return data
+    raw = bytearray(data)
+    raw[index % len(raw)] = value
+    return bytes(raw)
+
+
+def _decode_frames(buffer: bytes) -> list[Any]:
+    """The whole frames in `buffer`."""
+    frames, at = [], 0
+    while at + 4 <= len(buffer):
+        (length,) = struct.unpack_from("<I", buffer, at)
+        if at + 4 + length > len(buffer):
+            break
+        frames.append(switch_pb2.ForwardFrame.FromString(buffer[at + 4 : at + 4 + length]))
+        at += 4 + length
+    return frames
 
 
 def _bytes_field(number: int, size: int) -> bytes:
