@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             fuzzer.close()
             asyncio.run(rack.down())
-    print(fuzzer.report())
+            print(fuzzer.report())  # also when the run itself broke off
     print("\nUNKNOWN / INTERNAL per RPC (call statuses and per-op statuses):")
     bad = 0
     for key in sorted(fuzzer.tallies):

@@ -543,20 +543,15 @@ class Fuzzer:
                                                    timeout=DEADLINE)).accelerators  # fmt: skip
         uid = {a.index: a.uid for a in accelerators}
         existing = await ctl.ListPartitions(controller_pb2.ListPartitionsRequest(), timeout=10)
-        if not existing.partitions:
-            await ctl.CreatePartition(
-                controller_pb2.CreatePartitionRequest(
-                    name="fuzz", id=1, uids=common_pb2.UidList(uids=[uid[a] for a in MEMBERS])
-                ),
-                timeout=DEADLINE,
-            )
-            await self._create_group(ctl)
         self.facts = Facts(
             accelerators=len(accelerators),
             trays=tuple(t.name for t in self.rack.topology.trays),
-            uids=tuple(uid.values()),
+            uids=tuple(uid[i] for i in range(len(accelerators))),
             digest=self.rack.topology.manifest.digest,
         )
+        if not existing.partitions:
+            await self._create_partition(ctl)
+            await self._create_group(ctl)
         for offset in SENTINEL_OFFSETS:
             await self._memory_on(FORGED_TRAY).Store(
                 memory_pb2.StoreRequest(initiator=SENTINEL, address=self._sentinel(offset),
@@ -565,6 +560,15 @@ class Fuzzer:
             )  # fmt: skip
         self.initial_tables = await self._switch_tables()
         self.rss_before = self.rss()
+
+    async def _create_partition(self, ctl: Any) -> None:
+        uids = [self.facts.uids[a] for a in MEMBERS]
+        await ctl.CreatePartition(
+            controller_pb2.CreatePartitionRequest(
+                name="fuzz", id=1, uids=common_pb2.UidList(uids=uids)
+            ),
+            timeout=DEADLINE,
+        )
 
     @staticmethod
     async def _create_group(ctl: Any) -> None:
@@ -901,6 +905,8 @@ class Fuzzer:
             if missing := [uid[a] for a in MEMBERS if a not in have]:
                 await ctl.AddAccelerators(controller_pb2.AddAcceleratorsRequest(
                     partition=ref, uids=common_pb2.UidList(uids=missing)), timeout=t)  # fmt: skip
+        if 1 not in {p.id for p in parts.partitions}:
+            await self._create_partition(ctl)
         if 1 not in {g.id for g in groups.groups}:
             await self._create_group(ctl)
 
