@@ -71,6 +71,7 @@ __all__ = [
     "SERVICES",
     "Facts",
     "Fuzzer",
+    "authenticated_hello",
     "call_options",
     "request_strategy",
 ]
@@ -128,10 +129,17 @@ POOL_FILES = (common_pb2, controller_pb2, memory_pb2, switch_pb2, tray_pb2)
 
 
 def call_options() -> dict[str, Any]:
-    """How a fuzz call is authenticated: keyword arguments for every call (metadata,
-    credentials). None yet; when the rack has credentials, point this at them (and fuzz with
-    and without)."""
+    """How a fuzz call is authenticated: keyword arguments for every gRPC call (metadata,
+    call credentials). None yet; when the rack has credentials, point this (and
+    `authenticated_hello`) at them, and fuzz with and without: UNAUTHENTICATED is a fine
+    answer to a call without."""
     return {}
+
+
+def authenticated_hello(hello: Any) -> Any:
+    """The framed transport's and Forward's admitted hello, with the rack's credentials once
+    there are any (none yet)."""
+    return hello
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,8 +485,11 @@ class Fuzzer:
     """Fuzz calls against a running `ProcessRack` from a synchronous caller (hypothesis drives
     the cases); the calls themselves run on an event loop of a thread of their own."""
 
-    def __init__(self, rack: ProcessRack) -> None:
-        self.rack = rack
+    def __init__(self, rack: ProcessRack, *, forge: bool = True) -> None:
+        """`forge`: also send Forward streams and framed connections an admitted hello as
+        FORGED_TRAY (the real tray and the fuzzer then take the switch's stream from each
+        other until the rack authenticates its fabric-internal calls)."""
+        self.rack, self.forge = rack, forge
         self.tallies: dict[str, Tally] = collections.defaultdict(Tally)
         self.findings: list[Finding] = []
         self.examples: dict[tuple[str, str], bytes] = {}  # smallest request per finding
@@ -836,17 +847,21 @@ class Fuzzer:
         trays that are not compute trays, and an admitted hello as FORGED_TRAY."""
         hello = switch_pb2.ForwardHello
         frame = switch_pb2.ForwardFrame
-        return st.one_of(
+        hellos = st.one_of(
             request_strategy(switch_pb2.ForwardFrame.DESCRIPTOR, self.facts),
             st.builds(lambda t, hb: frame(hello=hello(tray=t, manifest_digest=self.facts.digest,
                                                      heartbeat_interval_ms=hb)),
                       st.sampled_from(["switch-1", "nobody", "", "compute-01\x00"]),
                       st.sampled_from([0, 1, 200, (1 << 32) - 1])),
-            st.builds(lambda hb: frame(hello=hello(tray=FORGED_TRAY, boot_id="fuzz",
-                                                  manifest_digest=self.facts.digest,
-                                                  heartbeat_interval_ms=hb)),
+            st.builds(lambda hb: frame(hello=authenticated_hello(hello(
+                tray=FORGED_TRAY, boot_id="fuzz", manifest_digest=self.facts.digest,
+                heartbeat_interval_ms=hb))),
                       st.sampled_from([0, 200, 1])),
         )  # fmt: skip
+        if not self.forge:
+            return hellos.filter(lambda f: f.WhichOneof("frame") != "hello"
+                                 or f.hello.tray != FORGED_TRAY)  # fmt: skip
+        return hellos
 
     def fuzz_all(self, cases: int, rng_seed: int, *, control: bool) -> None:
         """Every method of one phase: the data plane and reads, or the control mutations."""
