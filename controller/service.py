@@ -357,10 +357,15 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         if request.WhichOneof("members") is None:
             raise InvalidArgument("give the members: locations, uids or a count")
         if request.WhichOneof("members") == "count":
-            member_type = PartitionMemberType(request.member_type or PartitionMemberType.LOCATION)
+            member_type = wire.enum_value(
+                PartitionMemberType, request.member_type or PartitionMemberType.LOCATION,
+                "member_type",
+            )  # fmt: skip
         else:
             refs, member_type = self._members(request)
-        resiliency = ResiliencyMode(request.resiliency_mode or DEFAULT_RESILIENCY)
+        resiliency = wire.enum_value(
+            ResiliencyMode, request.resiliency_mode or DEFAULT_RESILIENCY, "resiliency_mode"
+        )
         limit = request.multicast_group_limit if request.HasField("multicast_group_limit") else None
 
         def apply(config: FabricConfig, now: float) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -92,6 +94,102 @@ def grpc_errors(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[
         raise AssertionError("unreachable")  # context.abort always raises
 
     return wrapper
+
+
+class _Undecodable:
+    """A request whose bytes do not parse as its message (stands in for it until the handler
+    turns it into INVALID_ARGUMENT)."""
+
+    def __init__(self, type_name: str, error: DecodeError) -> None:
+        self.message = f"the request is not a valid {type_name} message: {error}"
+
+
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """`deserializer`, answering bytes that do not parse with an `_Undecodable` instead of
+    raising: gRPC would answer the call UNKNOWN ("Unexpected DecodeError")."""
+    owner = getattr(deserializer, "__self__", None)
+    type_name = owner.DESCRIPTOR.full_name if owner is not None else "request"
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as error:
+            return _Undecodable(type_name, error)
+
+    return parse
+
+
+class _CheckedReads:
+    """A servicer context whose `read()` aborts the call with INVALID_ARGUMENT at a message
+    that does not parse."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def read(self) -> Any:
+        message = await self._context.read()
+        if isinstance(message, _Undecodable):
+            await self._context.abort(grpc.StatusCode.INVALID_ARGUMENT, message.message)
+        return message
+
+
+def _checked(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """`handler` with a request that does not parse answered INVALID_ARGUMENT, naming the
+    message type and the parse error."""
+    if handler.request_deserializer is None:
+        return handler
+    deserializer = _tolerant(handler.request_deserializer)
+    if handler.request_streaming:
+        behavior = handler.stream_stream or handler.stream_unary
+
+        async def streaming(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await behavior(requests, _CheckedReads(context))
+
+        kind = "stream_stream" if handler.stream_stream else "stream_unary"
+        return handler._replace(request_deserializer=deserializer, **{kind: streaming})
+    kind = "unary_stream" if handler.response_streaming else "unary_unary"
+    behavior = getattr(handler, kind)
+    if inspect.isasyncgenfunction(behavior):
+
+        async def generator(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, _Undecodable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            async for response in behavior(request, context):
+                yield response
+
+        wrapped: Any = generator
+    else:
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, _Undecodable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            return await behavior(request, context)
+
+    return handler._replace(request_deserializer=deserializer, **{kind: wrapped})
+
+
+class _CheckedRegistration:
+    """What a generated `add_XServicer_to_server` is given instead of the server: it registers
+    the service's handlers `_checked`. (The generated code registers the same handlers twice,
+    as a generic handler and as registered methods; the second call carries them by name.)"""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self.server = server
+        self.registered = False
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # registered below, from the same handlers
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        checked = {name: _checked(handler) for name, handler in handlers.items()}
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, checked),)
+        )
+        self.server.add_registered_method_handlers(service, checked)
+        self.registered = True
 
 
 @dataclass(frozen=True)
@@ -240,7 +338,10 @@ async def start_server(
     )
     names = []
     for add, servicer, name in services:
-        add(servicer, server)
+        registration = _CheckedRegistration(server)
+        add(servicer, registration)
+        if not registration.registered:
+            raise RuntimeError(f"{name}: its stubs registered no method handlers")
         names.append(name)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -6,6 +6,9 @@ component health, counters, reachability) is filled in by whoever owns it.
 
 from __future__ import annotations
 
+from enum import IntEnum
+from typing import TypeVar
+
 from google.protobuf import timestamp_pb2
 
 from fusionrack.emulator import (
@@ -23,6 +26,7 @@ from fusionrack.v1 import common_pb2, switch_pb2
 __all__ = [
     "accelerator",
     "component_name",
+    "enum_value",
     "fabric_config",
     "link",
     "link_matches",
@@ -33,6 +37,18 @@ __all__ = [
     "timestamp",
     "tray_info",
 ]
+
+E = TypeVar("E", bound=IntEnum)
+
+
+def enum_value(kind: type[E], number: int, what: str) -> E:
+    """The member of `kind` a request's enum field holds: proto3 enums accept any number, so
+    one no version of the proto defines is INVALID_ARGUMENT naming the values there are."""
+    try:
+        return kind(number)
+    except ValueError:
+        names = ", ".join(member.name for member in kind if member.value)
+        raise InvalidArgument(f"{what} {number} is not one of {names}") from None
 
 
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:

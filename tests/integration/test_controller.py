@@ -89,6 +89,11 @@ async def test_bad_requests_name_the_problem(stub: controller_pb2_grpc.Controlle
         (controller_pb2.CreatePartitionRequest(name="e", locations=locations("compute-09/0")),
          "NOT_FOUND", "compute-09"),
         (controller_pb2.CreatePartitionRequest(name="f"), "INVALID_ARGUMENT", "members"),
+        # Enum numbers no version of the proto defines (found by the fuzzer: INTERNAL).
+        (controller_pb2.CreatePartitionRequest(name="g", count=1, resiliency_mode=-100),
+         "INVALID_ARGUMENT", "resiliency_mode -100 is not one of FULL_BANDWIDTH"),
+        (controller_pb2.CreatePartitionRequest(name="h", count=1, member_type=7),
+         "INVALID_ARGUMENT", "member_type 7 is not one of LOCATION, UID"),
     ]  # fmt: skip
     for request, code, words in cases:
         with pytest.raises(grpc.aio.AioRpcError) as caught:

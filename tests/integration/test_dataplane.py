@@ -20,7 +20,8 @@ from fusionrack.emulator import (
     multicast_address,
     packed,
 )
-from fusionrack.v1 import common_pb2, memory_pb2, switch_pb2
+from fusionrack.rpc import open_channel
+from fusionrack.v1 import common_pb2, memory_pb2, memory_pb2_grpc, switch_pb2
 
 from .conftest import Clients
 
@@ -469,3 +470,36 @@ async def test_bad_requests_get_a_clear_status_and_the_agent_lives_on(
     await memory.Store(
         memory_pb2.StoreRequest(initiator=0, address=fabric_address(3, 0), data=b"alive")
     )
+
+
+async def test_a_request_that_does_not_parse_is_invalid_argument_naming_its_type(
+    mini_rack: LocalRack,
+) -> None:
+    """Bytes that are no valid message, as a unary request, a server stream's request and a
+    message on a bidirectional stream: INVALID_ARGUMENT naming the message type (gRPC itself
+    answers UNKNOWN "Unexpected DecodeError"; found by the fuzzer)."""
+    junk = b"\x55"  # field 10, wire type 5 (32-bit), with no bytes after it
+    async with open_channel(mini_rack.address("compute-01")) as channel:
+        calls = [
+            channel.unary_unary("/fusionrack.v1.Memory/Load")(junk, timeout=5),
+            _first(channel.unary_stream("/fusionrack.v1.Tray/WatchStatus")(junk, timeout=5)),
+            _first(channel.stream_stream("/fusionrack.v1.Memory/Stream")(iter([junk]),
+                                                                          timeout=5)),
+        ]  # fmt: skip
+        for call, name in zip(calls, ("LoadRequest", "WatchStatusRequest", "StreamRequest"),
+                              strict=True):  # fmt: skip
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert f"not a valid fusionrack.v1.{name} message" in caught.value.details()
+        # The agent serves on.
+        answer = await memory_pb2_grpc.MemoryStub(channel).Load(
+            memory_pb2.LoadRequest(initiator=0, address=fabric_address(0, 0), size=8), timeout=5
+        )
+        assert answer.data == bytes(8)
+
+
+async def _first(call):  # type: ignore[no-untyped-def]
+    async for message in call:
+        return message
+    return None

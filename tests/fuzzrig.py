@@ -1,0 +1,1209 @@
+"""Every RPC of the rack fuzzed from the proto descriptors: shared by the quick fuzz test
+(tests/integration/test_fuzz.py) and the long run (bench/fuzz.py).
+
+* `request_strategy(descriptor, facts)`: a hypothesis strategy for any request message, built
+  field by field from its descriptor (a new RPC or field is fuzzed without new code): integers
+  at the edges of each field's wire type, enums with unknown numbers, huge repeated fields,
+  unicode and NUL in strings, random bytes, and for the packed format records that are valid,
+  nearly valid and random. Fields whose name says what they hold (an address, an initiator, a
+  tray) also draw values of the rack under test, so cases get past the first check.
+* `Fuzzer`: calls every method of every service (`SERVICES`) against a rack of real processes
+  (`tests/faultrig.ProcessRack`), and the things a hostile client does besides: raw random bytes
+  as bodies, messages just over the limit, streams opened and abandoned, watchers that never
+  read, the framed data plane fed random and nearly valid frames. It counts cases and statuses
+  per RPC and keeps findings: UNKNOWN or INTERNAL (also inside per-op results), calls past
+  their deadline, dead processes, RSS growth, a broken invariant.
+* `call_options()`: how a fuzz call is authenticated, in one place (none yet).
+
+Invariants. Memory fuzzing runs on compute trays 1-4 (initiators 0-7) of a rack whose only
+partition holds accelerators 0-7; the sentinel words live in accelerator 9 (compute tray 5),
+which is in no partition: nothing the fuzzer sends may reach them, whatever its address, so an
+unchanged sentinel checks isolation too. Fuzzed control calls (controller mutations,
+ApplyConfig, faults, admin states, traffic) run in their own phase, after which every switch
+tray's committed tables must equal what the controller says (the record of the fuzzed calls
+that succeeded); then the harness undoes them through the controller, and the tables must be
+the initial ones again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from faultrig import ProcessRack
+from google.protobuf import descriptor as pbd
+from google.protobuf import message_factory
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
+
+from fusionrack.emulator import (
+    AtomicOp,
+    DataType,
+    fabric_address,
+    multicast_address,
+    packed,
+)
+from fusionrack.rpc import MAX_MESSAGE_BYTES
+from fusionrack.v1 import (
+    common_pb2,
+    controller_pb2,
+    controller_pb2_grpc,
+    memory_pb2,
+    switch_pb2,
+    switch_pb2_grpc,
+    tray_pb2,
+)
+
+__all__ = [
+    "FUZZ_MANIFEST",
+    "SENTINEL",
+    "SERVICES",
+    "Facts",
+    "Fuzzer",
+    "authenticated_hello",
+    "call_options",
+    "request_strategy",
+]
+
+# 5 compute trays of 2 GPUs, 3 switch trays of 2 chips, no default partition (the harness
+# makes its own, leaving accelerators 8 and 9 out).
+FUZZ_MANIFEST = """\
+version: 1
+name: fuzz
+description: "Fuzzing: 10 GPUs on 5 compute trays, 3 switch trays x 2 chips"
+fabric:
+  generation: nvlink5
+  switch_chips_per_tray: 2
+  ports_per_switch_chip: 16
+  link_bandwidth: 100GB/s
+  links_per_accelerator: 6
+  default_partition: false
+  multicast: {max_groups: 16, max_groups_per_partition: 4, granularity: 64KiB}
+trays:
+  - kind: compute
+    count: 5
+    accelerators: 2
+    accelerator: {kind: gpu, model: B200, hbm: 1GiB}
+  - kind: switch
+    count: 3
+"""
+MEMBERS = list(range(8))  # the fuzz partition
+SENTINEL = 9  # accelerator holding the sentinel words (compute-05, in no partition)
+SENTINEL_OFFSETS = (0, 4096, 1 << 29)
+SENTINEL_WORD = 0x5E47_14E1_DEAD_BEEF
+MEMORY_TRAYS = ("compute-01", "compute-02", "compute-03", "compute-04")
+FORGED_TRAY = "compute-05"  # the compute tray whose hello the Forward fuzzer forges
+
+# Which servers serve a service (None: the controller).
+SERVICES: dict[str, tuple[str, ...] | None] = {
+    "fusionrack.v1.Memory": MEMORY_TRAYS,
+    "fusionrack.v1.Switch": ("switch-1", "switch-2", "switch-3"),
+    "fusionrack.v1.Tray": ("compute-01", "switch-1"),
+    "fusionrack.v1.Controller": None,
+}
+# Methods that change the fabric's control state: fuzzed in their own phase.
+CONTROL_METHODS = {
+    "Switch.ApplyConfig", "Tray.InjectFault", "Tray.ClearFault", "Tray.SetAdminState",
+    "Tray.SetTraffic", "Controller.CreatePartition", "Controller.DeletePartition",
+    "Controller.AddAccelerators", "Controller.RemoveAccelerators",
+    "Controller.CreateMulticastGroup", "Controller.DeleteMulticastGroup",
+    "Controller.SetAdminState", "Controller.InjectFault", "Controller.ClearFault",
+    "Controller.StartTraffic", "Controller.StopTraffic",
+}  # fmt: skip
+# Statuses that say the server failed, not the request.
+BAD_CODES = {"UNKNOWN", "INTERNAL"}
+DEADLINE = 10.0  # every fuzz call's deadline
+SLACK = 2.0  # a call that returns later than its deadline plus this has overrun it
+POOL_FILES = (common_pb2, controller_pb2, memory_pb2, switch_pb2, tray_pb2)
+
+
+def call_options() -> dict[str, Any]:
+    """How a fuzz call is authenticated: keyword arguments for every gRPC call (metadata,
+    call credentials). None yet; when the rack has credentials, point this (and
+    `authenticated_hello`) at them, and fuzz with and without: UNAUTHENTICATED is a fine
+    answer to a call without."""
+    return {}
+
+
+def authenticated_hello(hello: Any) -> Any:
+    """The framed transport's and Forward's admitted hello, with the rack's credentials once
+    there are any (none yet)."""
+    return hello
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategies from descriptors.
+# ---------------------------------------------------------------------------------------------
+
+_INT_RANGES = {
+    pbd.FieldDescriptor.TYPE_INT32: (-(1 << 31), (1 << 31) - 1),
+    pbd.FieldDescriptor.TYPE_SINT32: (-(1 << 31), (1 << 31) - 1),
+    pbd.FieldDescriptor.TYPE_SFIXED32: (-(1 << 31), (1 << 31) - 1),
+    pbd.FieldDescriptor.TYPE_INT64: (-(1 << 63), (1 << 63) - 1),
+    pbd.FieldDescriptor.TYPE_SINT64: (-(1 << 63), (1 << 63) - 1),
+    pbd.FieldDescriptor.TYPE_SFIXED64: (-(1 << 63), (1 << 63) - 1),
+    pbd.FieldDescriptor.TYPE_UINT32: (0, (1 << 32) - 1),
+    pbd.FieldDescriptor.TYPE_FIXED32: (0, (1 << 32) - 1),
+    pbd.FieldDescriptor.TYPE_UINT64: (0, (1 << 64) - 1),
+    pbd.FieldDescriptor.TYPE_FIXED64: (0, (1 << 64) - 1),
+    pbd.FieldDescriptor.TYPE_ENUM: (-(1 << 31), (1 << 31) - 1),
+}
+_EDGES = (0, 1, -1, 2, 7, 8, 255, 256, 4095, 4096, 65535, 65536, 32766, 32767, 1 << 22,
+          (1 << 22) + 1, (1 << 31) - 1, 1 << 31, (1 << 32) - 1, 1 << 32, 1 << 48, 1 << 53,
+          (1 << 62), (1 << 63) - 1, 1 << 63, (1 << 64) - 1, -(1 << 31), -(1 << 63))  # fmt: skip
+MAX_DEPTH = 4
+
+
+@dataclass
+class Facts:
+    """What the strategies know of the rack under test, so that cases reach past the first
+    check: its accelerators, trays, uids, digest, partition and group ids."""
+
+    accelerators: int = 10
+    trays: tuple[str, ...] = ()
+    uids: tuple[int, ...] = ()
+    digest: str = ""
+    hbm_bytes: int = 1 << 30
+    ids: tuple[int, ...] = (1, 2, 32766)
+    avoid: int = SENTINEL  # accelerator no fuzzed op may name as initiator on a forged stream
+
+    def addresses(self) -> st.SearchStrategy[int]:
+        """Addresses the rack has (any accelerator, offsets near both ends of its HBM and
+        misaligned ones), multicast ones, and any 64-bit number."""
+        offsets = st.one_of(
+            st.sampled_from([0, 1, 3, 4, 8, 4096, self.hbm_bytes - 8, self.hbm_bytes - 1,
+                             self.hbm_bytes, self.hbm_bytes + 8, (1 << 48) - 1]),
+            st.integers(0, self.hbm_bytes - 1),
+        )  # fmt: skip
+        targets = st.integers(0, self.accelerators + 2)
+        return st.one_of(
+            st.builds(fabric_address, targets, offsets),
+            st.builds(multicast_address, st.integers(0, 20), offsets),
+            st.integers(0, (1 << 64) - 1),
+            st.sampled_from([1 << 62, (1 << 63) | (1 << 62), (1 << 64) - 1]),
+        )
+
+
+def _hinted_int(name: str, low: int, high: int, facts: Facts) -> st.SearchStrategy[int] | None:
+    """Values of the rack for an integer field whose name says what it holds."""
+    small = st.integers(0, facts.accelerators + 2)
+    if name in {"address", "source", "destination"}:
+        return facts.addresses()
+    if name in {"initiator", "target", "accelerator", "accelerators", "index", "plane",
+                "chiplet", "switch_chip", "port", "link", "accelerator_index"}:  # fmt: skip
+        return small
+    if name in {"size", "size_bytes", "offset"}:
+        return st.sampled_from([0, 1, 2, 4, 8, 64, 4096, 65536, 1 << 22, (1 << 22) + 1])
+    if name in {"id", "partition_id", "group_id", "generation", "count", "sequence", "epoch",
+                "request_id", "format_version"}:  # fmt: skip
+        return st.one_of(st.sampled_from(facts.ids), st.integers(0, 40))
+    if name in {"uid", "uids"} and facts.uids:
+        return st.sampled_from(facts.uids)
+    return None
+
+
+def _hinted_str(name: str, facts: Facts) -> st.SearchStrategy[str] | None:
+    if name == "manifest_digest" and facts.digest:
+        return st.just(facts.digest)
+    if facts.trays and name in {"tray", "name", "fault_id", "partition", "idempotency_key"}:
+        return st.sampled_from([*facts.trays, "fuzz", ""])
+    return None
+
+
+def _clip(values: Iterable[int], low: int, high: int) -> list[int]:
+    return sorted({v for v in values if low <= v <= high})
+
+
+def scalar_strategy(f: pbd.FieldDescriptor, facts: Facts) -> st.SearchStrategy[Any]:
+    """One value of a non-message field."""
+    t = f.type
+    if t in _INT_RANGES:
+        low, high = _INT_RANGES[t]
+        branches = [st.sampled_from(_clip(_EDGES, low, high)), st.integers(low, high)]
+        if t == pbd.FieldDescriptor.TYPE_ENUM:
+            branches.insert(0, st.sampled_from([v.number for v in f.enum_type.values]))
+        elif (hint := _hinted_int(f.name, low, high, facts)) is not None:
+            branches.insert(0, hint.filter(lambda v: low <= v <= high))
+        return st.one_of(branches)
+    if t == pbd.FieldDescriptor.TYPE_BOOL:
+        return st.booleans()
+    if t in (pbd.FieldDescriptor.TYPE_DOUBLE, pbd.FieldDescriptor.TYPE_FLOAT):
+        floats = st.floats(width=32 if t == pbd.FieldDescriptor.TYPE_FLOAT else 64)
+        return st.one_of(st.sampled_from([0.0, -0.0, 1e-9, 0.5, 1.0, 2.0]), floats)
+    if t == pbd.FieldDescriptor.TYPE_STRING:
+        text = st.one_of(
+            st.text(max_size=40),
+            st.text(alphabet=st.characters(codec="utf-8"), max_size=300),
+            st.sampled_from(["\x00", "a\x00b", "é漢🚀", " ", "../../etc", "x" * 300]),
+            st.integers(256, 70000).map(lambda n: "n" * n),
+        )
+        hint = _hinted_str(f.name, facts)
+        return st.one_of(hint, text) if hint is not None else text
+    if t == pbd.FieldDescriptor.TYPE_BYTES:
+        return bytes_strategy(f, facts)
+    raise AssertionError(f"field {f.full_name}: type {t} not handled")
+
+
+def bytes_strategy(f: pbd.FieldDescriptor, facts: Facts) -> st.SearchStrategy[bytes]:
+    if f.name in {"ops", "packed_ops"}:
+        return packed_ops_strategy(facts)
+    if f.name == "packed_planes":
+        return st.one_of(st.binary(max_size=40), st.integers(0, 40).map(lambda n: bytes(n)))
+    return st.one_of(
+        st.binary(max_size=64),
+        st.sampled_from([1, 4, 8, 4096, 1 << 22, (1 << 22) + 1, 5 << 20]).flatmap(
+            lambda n: st.integers(0, 255).map(lambda b: bytes([b]) * n)
+        ),
+    )
+
+
+def _record(facts: Facts) -> st.SearchStrategy[np.ndarray]:
+    """One valid packed record (LOAD, STORE or ATOMIC) on an address of the rack."""
+    aligned = facts.addresses().map(lambda a: a & ~7)
+    loads = st.builds(lambda a, s: packed.pack_loads([a - a % s], s),
+                      aligned, st.sampled_from([1, 2, 4, 8]))  # fmt: skip
+    stores = st.builds(lambda a, v: packed.pack_stores([a], [v]), aligned,
+                       st.integers(0, (1 << 64) - 1))  # fmt: skip
+    atomics = st.builds(
+        lambda a, op, v: packed.pack_atomics([a], op, DataType.U64, [v]),
+        aligned,
+        st.sampled_from([AtomicOp.ADD, AtomicOp.OR, AtomicOp.EXCHANGE, AtomicOp.MAX]),
+        st.integers(0, (1 << 64) - 1),
+    )
+    return st.one_of(loads, stores, atomics)
+
+
+def _mutate(record: np.ndarray, byte: int, value: int) -> bytes:
+    raw = bytearray(record.tobytes())
+    raw[byte % len(raw)] = value
+    return bytes(raw)
+
+
+def packed_ops_strategy(facts: Facts) -> st.SearchStrategy[bytes]:
+    """Packed records: valid, nearly valid (one byte changed), random, a length that is not a
+    multiple of 32, and many."""
+    valid = st.lists(_record(facts), min_size=1, max_size=8).map(
+        lambda rs: b"".join(r.tobytes() for r in rs)
+    )
+    nearly = st.builds(_mutate, _record(facts), st.integers(0, 31), st.integers(0, 255))
+    many = st.tuples(_record(facts), st.integers(1000, 70000)).map(lambda t: t[0].tobytes() * t[1])
+    return st.one_of(
+        valid,
+        nearly,
+        st.lists(nearly, max_size=8).map(b"".join),
+        st.integers(0, 8).flatmap(lambda n: st.binary(min_size=32 * n, max_size=32 * n)),
+        st.binary(max_size=100),
+        many,
+    )
+
+
+HUGE_BYTES = 16 << 20  # a huge repeated field stays under the 64 MiB message limit
+
+
+def _size(value: Any) -> int:
+    if hasattr(value, "ByteSize"):
+        return value.ByteSize() + 4
+    return len(value) + 2 if isinstance(value, (str, bytes)) else 10
+
+
+def _repeated(element: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]]:
+    huge = st.tuples(element, st.sampled_from([1000, 10000, 100000])).map(
+        lambda t: [t[0]] * max(1, min(t[1], HUGE_BYTES // _size(t[0])))
+    )
+    return st.one_of(st.lists(element, max_size=4), huge)
+
+
+_STRATEGIES: dict[tuple[str, int], st.SearchStrategy[Any]] = {}
+
+
+def request_strategy(desc: pbd.Descriptor, facts: Facts, depth: int = 0) -> st.SearchStrategy[Any]:
+    """Any message of type `desc`: every field set or not, oneofs on one case or none."""
+    key = (desc.full_name, depth)
+    if key in _STRATEGIES:
+        return _STRATEGIES[key]
+    cls = message_factory.GetMessageClass(desc)
+    if depth >= MAX_DEPTH:
+        return st.just(cls())
+    fields: dict[str, st.SearchStrategy[Any]] = {}
+    for f in desc.fields:
+        if f.containing_oneof is not None and not f.containing_oneof.name.startswith("_"):
+            continue
+        fields[f.name] = _field_strategy(f, facts, depth)
+    oneofs = []
+    for oneof in desc.oneofs:
+        if oneof.name.startswith("_"):  # proto3 `optional`: a field of its own
+            continue
+        cases = [st.tuples(st.just(f.name), _field_strategy(f, facts, depth)) for f in oneof.fields]
+        oneofs.append(st.one_of(st.none(), *cases))
+
+    def build(values: dict[str, Any], chosen: list[tuple[str, Any] | None]) -> Any:
+        message = cls()
+        for name, value in [*values.items(), *(c for c in chosen if c is not None)]:
+            _set(message, desc.fields_by_name[name], value)
+        return message
+
+    strategy = st.builds(build, st.fixed_dictionaries({}, optional=fields),
+                         st.tuples(*oneofs).map(list))  # fmt: skip
+    _STRATEGIES[key] = strategy
+    return strategy
+
+
+def _field_strategy(f: pbd.FieldDescriptor, facts: Facts, depth: int) -> st.SearchStrategy[Any]:
+    if f.message_type is not None and f.message_type.GetOptions().map_entry:
+        key = scalar_strategy(f.message_type.fields_by_name["key"], facts)
+        value_field = f.message_type.fields_by_name["value"]
+        value = (
+            request_strategy(value_field.message_type, facts, depth + 1)
+            if value_field.message_type
+            else scalar_strategy(value_field, facts)
+        )
+        return st.dictionaries(key, value, max_size=4)
+    element = (
+        st.deferred(lambda: request_strategy(f.message_type, facts, depth + 1))
+        if f.message_type is not None
+        else scalar_strategy(f, facts)
+    )
+    return _repeated(element) if _is_repeated(f) else element
+
+
+def _is_repeated(f: pbd.FieldDescriptor) -> bool:
+    return bool(f.is_repeated)
+
+
+def _set(message: Any, f: pbd.FieldDescriptor, value: Any) -> None:
+    if f.message_type is not None and f.message_type.GetOptions().map_entry:
+        target = getattr(message, f.name)
+        for k, v in value.items():
+            if f.message_type.fields_by_name["value"].message_type:
+                target[k].CopyFrom(v)
+            else:
+                target[k] = v
+    elif _is_repeated(f):
+        getattr(message, f.name).extend(value)
+    elif f.message_type is not None:
+        getattr(message, f.name).CopyFrom(value)
+    else:
+        setattr(message, f.name, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Method:
+    """One RPC, from its descriptor."""
+
+    service: str  # full service name
+    name: str
+    request: pbd.Descriptor
+    response: pbd.Descriptor
+    client_streaming: bool
+    server_streaming: bool
+
+    @property
+    def path(self) -> str:
+        return f"/{self.service}/{self.name}"
+
+    @property
+    def key(self) -> str:
+        """ "Service.Method", as reports show it."""
+        return f"{self.service.rsplit('.', 1)[-1]}.{self.name}"
+
+
+def methods() -> list[Method]:
+    """Every method of every fuzzed service, from the generated descriptors."""
+    found = []
+    for module in POOL_FILES:
+        for service in module.DESCRIPTOR.services_by_name.values():
+            if service.full_name not in SERVICES:
+                continue
+            for m in service.methods:
+                found.append(Method(service.full_name, m.name, m.input_type, m.output_type,
+                                    m.client_streaming, m.server_streaming))  # fmt: skip
+    return found
+
+
+def op_statuses(message: Any) -> list[int]:
+    """Every OpStatus code inside `message` (per-op results of batches and streams) and the
+    statuses of packed result records."""
+    codes = []
+    if message.DESCRIPTOR.full_name == "fusionrack.v1.OpStatus":
+        return [message.code]
+    for f, value in message.ListFields():
+        if f.name in {"results", "packed_results"} and f.type == pbd.FieldDescriptor.TYPE_BYTES:
+            usable = len(value) - len(value) % packed.RESULT_RECORD_BYTES
+            records = np.frombuffer(value[:usable], packed.PACKED_RESULT_DTYPE)
+            codes.extend(int(c) for c in np.unique(records["status"]))
+        elif f.message_type is not None:
+            for item in value if _is_repeated(f) else [value]:
+                codes.extend(op_statuses(item))
+    return codes
+
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+# ---------------------------------------------------------------------------------------------
+# The fuzzer.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What one RPC (or attack) was answered."""
+
+    cases: int = 0
+    statuses: collections.Counter[str] = field(default_factory=collections.Counter)
+    op_statuses: collections.Counter[str] = field(default_factory=collections.Counter)
+    slowest: float = 0.0
+
+
+@dataclass
+class Finding:
+    what: str  # "INTERNAL", "deadline", "dead process", "rss", "invariant", ...
+    where: str  # the RPC or process
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}: {self.detail}"
+
+
+class Fuzzer:
+    """Fuzz calls against a running `ProcessRack` from a synchronous caller (hypothesis drives
+    the cases); the calls themselves run on an event loop of a thread of their own."""
+
+    def __init__(self, rack: ProcessRack, *, forge: bool = True) -> None:
+        """`forge`: also send Forward streams and framed connections an admitted hello as
+        FORGED_TRAY (the real tray and the fuzzer then take the switch's stream from each
+        other until the rack authenticates its fabric-internal calls)."""
+        self.rack, self.forge = rack, forge
+        self.tallies: dict[str, Tally] = collections.defaultdict(Tally)
+        self.findings: list[Finding] = []
+        self.examples: dict[tuple[str, str], bytes] = {}  # smallest request per finding
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fuzz loop",
+                                       daemon=True)  # fmt: skip
+        self.thread.start()
+        self.channels: dict[str, grpc.aio.Channel] = {}
+        self.blocking: dict[str, grpc.Channel] = {}
+        self.facts = Facts()
+        self.rss_before: dict[str, int] = {}
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def run(self, coro: Any, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        async def close_all() -> None:
+            for channel in self.channels.values():
+                await channel.close()
+
+        self.run(close_all())
+        for channel in self.blocking.values():
+            channel.close()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def address(self, server: str) -> str:
+        return self.rack.controller if server == "controller" else self.rack.addresses[server]
+
+    def channel(self, server: str) -> grpc.aio.Channel:
+        """One channel per server, allowed to send more than the servers accept."""
+        if server not in self.channels:
+            limit = 2 * MAX_MESSAGE_BYTES
+            options = [("grpc.max_send_message_length", limit),
+                       ("grpc.max_receive_message_length", limit)]  # fmt: skip
+            self.channels[server] = grpc.aio.insecure_channel(self.address(server), options=options)
+        return self.channels[server]
+
+    def servers(self, method: Method, request: Any = None) -> tuple[str, ...]:
+        """Where a case goes: a Memory request to the tray of its initiator (when it names
+        one of the fuzzed trays' accelerators), so it gets past the first check."""
+        trays = SERVICES[method.service] or ("controller",)
+        if method.service == "fusionrack.v1.Memory":
+            first = request[0] if isinstance(request, list) else request
+            initiator = getattr(first, "initiator", 0)
+            return (trays[initiator // 2] if initiator < 2 * len(trays) else trays[0],)
+        return trays
+
+    # -- the rack's facts and invariants ------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Make the rack's starting state (the fuzz partition, a multicast group in it, the
+        sentinel words) and learn its facts."""
+        self.run(self._prepare())
+
+    async def _prepare(self) -> None:
+        ctl = controller_pb2_grpc.ControllerStub(self.channel("controller"))
+        accelerators = (await ctl.ListAccelerators(controller_pb2.ListAcceleratorsRequest(),
+                                                   timeout=DEADLINE)).accelerators  # fmt: skip
+        uid = {a.index: a.uid for a in accelerators}
+        existing = await ctl.ListPartitions(controller_pb2.ListPartitionsRequest(), timeout=10)
+        self.facts = Facts(
+            accelerators=len(accelerators),
+            trays=tuple(t.name for t in self.rack.topology.trays),
+            uids=tuple(uid[i] for i in range(len(accelerators))),
+            digest=self.rack.topology.manifest.digest,
+        )
+        if not existing.partitions:
+            await self._create_partition(ctl)
+            await self._create_group(ctl)
+        for offset in SENTINEL_OFFSETS:
+            await self._memory_on(FORGED_TRAY).Store(
+                memory_pb2.StoreRequest(initiator=SENTINEL, address=self._sentinel(offset),
+                                        data=SENTINEL_WORD.to_bytes(8, "little")),
+                timeout=DEADLINE,
+            )  # fmt: skip
+        self.initial_tables = await self._switch_tables()
+        self.rss_before = self.rss()
+
+    async def _create_partition(self, ctl: Any) -> None:
+        uids = [self.facts.uids[a] for a in MEMBERS]
+        await ctl.CreatePartition(
+            controller_pb2.CreatePartitionRequest(
+                name="fuzz", id=1, uids=common_pb2.UidList(uids=uids)
+            ),
+            timeout=DEADLINE,
+        )
+
+    @staticmethod
+    async def _create_group(ctl: Any) -> None:
+        await ctl.CreateMulticastGroup(
+            controller_pb2.CreateMulticastGroupRequest(
+                partition=common_pb2.PartitionRef(id=1), size_bytes=65536, id=1,
+                members=[controller_pb2.MulticastMemberSpec(
+                    accelerator=common_pb2.AcceleratorRef(index=a), offset=1 << 20)
+                    for a in MEMBERS[:4]],
+            ),
+            timeout=DEADLINE,
+        )  # fmt: skip
+
+    def _memory_on(self, tray: str) -> Any:
+        from fusionrack.v1 import memory_pb2_grpc
+
+        return memory_pb2_grpc.MemoryStub(self.channel(tray))
+
+    @staticmethod
+    def _sentinel(offset: int) -> int:
+        return fabric_address(SENTINEL, offset)
+
+    async def _sentinels(self) -> list[int]:
+        words = []
+        for offset in SENTINEL_OFFSETS:
+            answer = await self._memory_on(FORGED_TRAY).Load(
+                memory_pb2.LoadRequest(initiator=SENTINEL, address=self._sentinel(offset),
+                                       size=8),
+                timeout=DEADLINE,
+            )  # fmt: skip
+            words.append(int.from_bytes(answer.data, "little"))
+        return words
+
+    async def _switch_tables(self) -> dict[str, tuple[Any, ...]]:
+        """Every switch tray's committed partitions and groups, comparable."""
+        tables = {}
+        for name in SERVICES["fusionrack.v1.Switch"] or ():
+            answer = await switch_pb2_grpc.SwitchStub(self.channel(name)).GetConfig(
+                switch_pb2.GetConfigRequest(), timeout=DEADLINE
+            )
+            tables[name] = _tables(answer.config)
+        return tables
+
+    async def _controller_tables(self) -> tuple[Any, ...]:
+        """The tables the controller's desired state makes."""
+        ctl = controller_pb2_grpc.ControllerStub(self.channel("controller"))
+        parts = await ctl.ListPartitions(controller_pb2.ListPartitionsRequest(), timeout=DEADLINE)
+        groups = await ctl.ListMulticastGroups(controller_pb2.ListMulticastGroupsRequest(),
+                                               timeout=DEADLINE)  # fmt: skip
+        entries = sorted((p.id, tuple(sorted(m.accelerator for m in p.members)))
+                         for p in parts.partitions)  # fmt: skip
+        return (tuple(entries), tuple(sorted(g.id for g in groups.groups)))
+
+    def rss(self) -> dict[str, int]:
+        """Resident set size in KiB of every process of the rack."""
+        sizes = {}
+        for name in [*(t.name for t in self.rack.topology.trays), "controller"]:
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                status = Path(f"/proc/{self.rack.pid(name)}/status").read_text()
+                sizes[name] = int(status.split("VmRSS:")[1].split()[0])
+        return sizes
+
+    def check(self, phase: str, *, tables: str = "initial") -> None:
+        """Findings for the invariants after a phase: every process alive, the sentinel words
+        intact, the switch tables equal to the initial ones or to the controller's."""
+        for name in [*(t.name for t in self.rack.topology.trays), "controller"]:
+            try:
+                os.kill(self.rack.pid(name), 0)
+            except ProcessLookupError:
+                self.findings.append(Finding("dead process", name, f"after {phase}"))
+        try:
+            words = self.run(self._sentinels(), timeout=60)
+            if words != [SENTINEL_WORD] * len(SENTINEL_OFFSETS):
+                seen = [hex(w) for w in words]
+                self.findings.append(Finding("invariant", "sentinel", f"after {phase}: {seen}"))
+            now = self.run(self._settled_tables(tables), timeout=60)
+            if now is not None:
+                self.findings.append(Finding("invariant", "partition table",
+                                             f"after {phase}: {now}"))  # fmt: skip
+        except grpc.aio.AioRpcError as error:
+            self.findings.append(Finding("invariant", "check", f"after {phase}: {error}"))
+
+    async def _settled_tables(self, against: str) -> str | None:
+        """None once the switch trays' tables equal what they should (polled for a few
+        seconds: the controller's reconcile may still be pushing), else what differs."""
+        deadline = time.monotonic() + 10
+        while True:
+            switches = await self._switch_tables()
+            want = self.initial_tables if against == "initial" else None
+            if want is None:
+                expected = await self._controller_tables()
+                want = dict.fromkeys(switches, expected)
+            if switches == want:
+                return None
+            if time.monotonic() > deadline:
+                return f"switches {switches} vs {against} {want}"
+            await asyncio.sleep(0.2)
+
+    def check_rss(self, limit_kib: int = 256 * 1024) -> dict[str, tuple[int, int]]:
+        """RSS before and after per process; growth past `limit_kib` is a finding."""
+        after = self.rss()
+        growth = {n: (self.rss_before.get(n, 0), kib) for n, kib in after.items()}
+        for name, (before, now) in growth.items():
+            if now - before > limit_kib:
+                self.findings.append(Finding("rss", name, f"{before} -> {now} KiB"))
+        return growth
+
+    # -- one call ----------------------------------------------------------------------------
+
+    def record(self, key: str, code: str, elapsed: float, request: bytes, deadline: float,
+               ops: Iterable[int] = ()) -> None:  # fmt: skip
+        tally = self.tallies[key]
+        tally.cases += 1
+        tally.statuses[code] += 1
+        tally.slowest = max(tally.slowest, elapsed)
+        for number in ops:
+            tally.op_statuses[_CODE_NAMES.get(number, str(number))] += 1
+            if _CODE_NAMES.get(number) in BAD_CODES:
+                self._found(key, f"op {_CODE_NAMES[number]}", request)
+        if code in BAD_CODES:
+            self._found(key, code, request)
+        if code == "DEADLINE_EXCEEDED" or elapsed > deadline + SLACK:
+            self._found(key, "deadline", request, f"{elapsed:.1f} s")
+
+    def _found(self, key: str, what: str, request: bytes, detail: str = "") -> None:
+        known = self.examples.get((key, what))
+        if known is None:
+            self.findings.append(Finding(what, key, detail))
+        if known is None or len(request) < len(known):
+            self.examples[(key, what)] = request
+
+    async def unary(self, server: str, method: Method, body: bytes, key: str | None = None,
+                    deadline: float = DEADLINE) -> None:  # fmt: skip
+        """One unary call with a raw body; its status (and per-op statuses) recorded."""
+        call = self.channel(server).unary_unary(method.path)
+        start = time.monotonic()
+        code, ops = "OK", []
+        try:
+            answer = await call(body, timeout=deadline, **call_options())
+            response = message_factory.GetMessageClass(method.response).FromString(answer)
+            ops = op_statuses(response)
+        except grpc.aio.AioRpcError as error:
+            code = error.code().name
+            if code in BAD_CODES:
+                self.examples.setdefault((key or method.key, f"{code} message"),
+                                         (error.details() or "").encode())  # fmt: skip
+        self.record(key or method.key, code, time.monotonic() - start, body, deadline, ops)
+
+    async def server_stream(self, server: str, method: Method, body: bytes,
+                            key: str | None = None) -> None:  # fmt: skip
+        """Open a server stream, read what comes within 0.2 s (at most 2 messages), and
+        cancel it: its status is the error it ended with, or OK for a stream still open."""
+        call = self.channel(server).unary_stream(method.path)(body, timeout=DEADLINE,
+                                                              **call_options())  # fmt: skip
+        start = time.monotonic()
+        code = "OK"
+        try:
+            async with asyncio.timeout(0.2):
+                for _ in range(2):
+                    if await call.read() is grpc.aio.EOF:
+                        break
+        except TimeoutError:
+            pass
+        except grpc.aio.AioRpcError as error:
+            code = error.code().name
+        finally:
+            call.cancel()
+        self.record(key or method.key, code, time.monotonic() - start, body, DEADLINE)
+
+    async def bidi(self, server: str, method: Method, frames: list[bytes],
+                   key: str | None = None, answers: int = 0) -> None:  # fmt: skip
+        """Write `frames` on a bidirectional stream, half-close it and read to its end. With
+        gRPC's blocking client in a thread: the asyncio client reports a stream the server
+        ended while its writes were still in flight as INTERNAL ("Internal error from
+        Core") instead of the server's status."""
+        key = key or method.key
+        cls = message_factory.GetMessageClass(method.response)
+        start = time.monotonic()
+        code, ops, got, details = await asyncio.to_thread(self._bidi, server, method, frames, cls)
+        if code in BAD_CODES:
+            self.examples.setdefault((key, f"{code} message"), details.encode())
+        self.record(key, code, time.monotonic() - start, b"".join(frames), DEADLINE, ops)
+        if code == "OK" and got < answers:
+            self._found(key, "unanswered", b"".join(frames), f"{got} of {answers} answers")
+
+    def _bidi(self, server: str, method: Method, frames: list[bytes],
+              cls: Any) -> tuple[str, list[int], int, str]:  # fmt: skip
+        call = self.blocking_channel(server).stream_stream(method.path)
+        ops: list[int] = []
+        got = 0
+        try:
+            for answer in call(iter(frames), timeout=DEADLINE, **call_options()):
+                ops.extend(op_statuses(cls.FromString(answer)))
+                got += 1
+        except grpc.RpcError as error:
+            return error.code().name, ops, got, error.details() or ""
+        return "OK", ops, got, ""
+
+    def blocking_channel(self, server: str) -> grpc.Channel:
+        if server not in self.blocking:
+            limit = 2 * MAX_MESSAGE_BYTES
+            options = [("grpc.max_send_message_length", limit),
+                       ("grpc.max_receive_message_length", limit)]  # fmt: skip
+            self.blocking[server] = grpc.insecure_channel(self.address(server), options=options)
+        return self.blocking[server]
+
+    # -- cases from hypothesis ---------------------------------------------------------------
+
+    def fuzz_method(self, method: Method, cases: int, rng_seed: int) -> None:
+        """`cases` hypothesis-drawn requests of `method`, each sent to every server of it."""
+        request = request_strategy(method.request, self.facts)
+        if method.client_streaming:
+            strategy: st.SearchStrategy[Any] = st.lists(request, min_size=1, max_size=6)
+            if method.name == "Forward":
+                strategy = st.tuples(self.hellos(), strategy).map(lambda t: [t[0], *t[1]])
+        else:
+            strategy = request
+
+        @seed(rng_seed)
+        @settings(max_examples=cases, phases=[Phase.generate], database=None, deadline=None,
+                  suppress_health_check=list(HealthCheck), derandomize=False)  # fmt: skip
+        @given(strategy)
+        def case(drawn: Any) -> None:
+            for server in self.servers(method, drawn):
+                self.run(self._one(server, method, drawn), timeout=DEADLINE * 3)
+
+        case()
+
+    async def _one(self, server: str, method: Method, drawn: Any) -> None:
+        if method.client_streaming:
+            frames = [self._forged(m) for m in drawn] if method.name == "Forward" else drawn
+            bodies = [m.SerializeToString() for m in frames]
+            answers = len(bodies) if method.name == "Stream" and _distinct_ids(frames) else 0
+            await self.bidi(server, method, bodies, answers=answers)
+        elif method.server_streaming:
+            await self.server_stream(server, method, drawn.SerializeToString())
+        else:
+            await self.unary(server, method, drawn.SerializeToString())
+            if method.key == "Switch.ApplyConfig":
+                await self._abort_fuzzed_prepare(server, drawn)
+
+    def _forged(self, frame: Any) -> Any:
+        """A fuzzed Forward frame, kept off the sentinel: on a stream admitted as FORGED_TRAY,
+        a request naming SENTINEL as its initiator would pass the partition check (an
+        accelerator reaches its own memory), so such requests name accelerator 0 instead."""
+        if frame.WhichOneof("frame") == "request" and frame.request.initiator == SENTINEL:
+            frame.request.initiator = 0
+        return frame
+
+    async def _abort_fuzzed_prepare(self, server: str, request: Any) -> None:
+        """A fuzzed PREPARE that was staged is aborted at once, so no later fuzzed COMMIT can
+        make fuzzed tables live behind the controller's back (fabric-internal calls will need
+        the rack's credentials; until then the fuzzer keeps clear of that)."""
+        stub = switch_pb2_grpc.SwitchStub(self.channel(server))
+        config = await stub.GetConfig(switch_pb2.GetConfigRequest(), timeout=DEADLINE)
+        if config.prepared_generation and request.phase == switch_pb2.CONFIG_PHASE_PREPARE:
+            await stub.ApplyConfig(
+                switch_pb2.ApplyConfigRequest(phase=switch_pb2.CONFIG_PHASE_ABORT,
+                                              generation=config.prepared_generation),
+                timeout=DEADLINE,
+            )  # fmt: skip
+
+    def hellos(self) -> st.SearchStrategy[Any]:
+        """First frames of a Forward stream: random ones, hellos of the right manifest from
+        trays that are not compute trays, and an admitted hello as FORGED_TRAY."""
+        hello = switch_pb2.ForwardHello
+        frame = switch_pb2.ForwardFrame
+        hellos = st.one_of(
+            request_strategy(switch_pb2.ForwardFrame.DESCRIPTOR, self.facts),
+            st.builds(lambda t, hb: frame(hello=hello(tray=t, manifest_digest=self.facts.digest,
+                                                     heartbeat_interval_ms=hb)),
+                      st.sampled_from(["switch-1", "nobody", "", "compute-01\x00"]),
+                      st.sampled_from([0, 1, 200, (1 << 32) - 1])),
+            st.builds(lambda hb: frame(hello=authenticated_hello(hello(
+                tray=FORGED_TRAY, boot_id="fuzz", manifest_digest=self.facts.digest,
+                heartbeat_interval_ms=hb))),
+                      st.sampled_from([0, 200, 1])),
+        )  # fmt: skip
+        if not self.forge:
+            return hellos.filter(lambda f: f.WhichOneof("frame") != "hello"
+                                 or f.hello.tray != FORGED_TRAY)  # fmt: skip
+        return hellos
+
+    def fuzz_all(self, cases: int, rng_seed: int, *, control: bool) -> None:
+        """Every method of one phase: the data plane and reads, or the control mutations."""
+        for method in methods():
+            if (method.key in CONTROL_METHODS) == control:
+                self.fuzz_method(method, cases, rng_seed)
+
+    def report(self) -> str:
+        """Cases and statuses per RPC, then the findings with the smallest request of each."""
+        lines = [f"{'rpc':42} {'cases':>6}  statuses (per-op statuses)"]
+        for key in sorted(self.tallies):
+            tally = self.tallies[key]
+            statuses = ", ".join(f"{c} {n}" for c, n in tally.statuses.most_common())
+            ops = ", ".join(f"{c} {n}" for c, n in tally.op_statuses.most_common())
+            lines.append(f"{key:42} {tally.cases:6}  {statuses}" + (f" ({ops})" if ops else ""))
+        lines.append(f"findings: {len(self.findings)}")
+        lines.extend(f"  {finding}" for finding in self.findings)
+        for (key, what), example in sorted(self.examples.items()):
+            lines.append(f"  example {key} {what}: {example[:200]!r}")
+        return "\n".join(lines)
+
+    def reset(self) -> None:
+        """Undo what the control phase's fuzzed calls did, through the controller: traffic
+        stopped, faults cleared, partitions and groups back to the starting ones."""
+        self.run(self._reset(), timeout=120)
+
+    async def _reset(self) -> None:
+        ctl = controller_pb2_grpc.ControllerStub(self.channel("controller"))
+        t = DEADLINE
+        await ctl.StopTraffic(controller_pb2.StopTrafficRequest(all=True), timeout=t)
+        for fault in (await ctl.ListFaults(controller_pb2.ListFaultsRequest(), timeout=t)).faults:
+            await ctl.ClearFault(common_pb2.ClearFaultRequest(fault_id=fault.id), timeout=t)
+        groups = await ctl.ListMulticastGroups(controller_pb2.ListMulticastGroupsRequest(),
+                                               timeout=t)  # fmt: skip
+        for group in groups.groups:
+            if group.id != 1:
+                await ctl.DeleteMulticastGroup(
+                    controller_pb2.DeleteMulticastGroupRequest(id=group.id), timeout=t
+                )
+        parts = await ctl.ListPartitions(controller_pb2.ListPartitionsRequest(), timeout=t)
+        for part in parts.partitions:
+            if part.id != 1:
+                await ctl.DeletePartition(
+                    controller_pb2.DeletePartitionRequest(
+                        partition=common_pb2.PartitionRef(id=part.id)
+                    ),
+                    timeout=t,
+                )
+                continue
+            have = {m.accelerator: m.uid for m in part.members}
+            uid = dict(zip(range(self.facts.accelerators), self.facts.uids, strict=True))
+            ref = common_pb2.PartitionRef(id=1)
+            if extra := [u for a, u in have.items() if a not in MEMBERS]:
+                await ctl.RemoveAccelerators(controller_pb2.RemoveAcceleratorsRequest(
+                    partition=ref, uids=common_pb2.UidList(uids=extra)), timeout=t)  # fmt: skip
+            if missing := [uid[a] for a in MEMBERS if a not in have]:
+                await ctl.AddAccelerators(controller_pb2.AddAcceleratorsRequest(
+                    partition=ref, uids=common_pb2.UidList(uids=missing)), timeout=t)  # fmt: skip
+        if 1 not in {p.id for p in parts.partitions}:
+            await self._create_partition(ctl)
+        if 1 not in {g.id for g in groups.groups}:
+            await self._create_group(ctl)
+
+    # -- what a hostile client does besides --------------------------------------------------
+
+    def raw_bodies(self, cases: int, rng_seed: int) -> None:
+        """Random bytes as the body of every method with one request (most do not parse)."""
+        for method in methods():
+            if not method.client_streaming and method.key not in CONTROL_METHODS:
+                self._raw(method, cases, rng_seed)
+
+    def _raw(self, method: Method, cases: int, rng_seed: int) -> None:
+        send = self.server_stream if method.server_streaming else self.unary
+        key = f"{method.key} [raw bytes]"
+
+        @seed(rng_seed)
+        @settings(max_examples=cases, phases=[Phase.generate], database=None,
+                  deadline=None, suppress_health_check=list(HealthCheck))  # fmt: skip
+        @given(st.binary(max_size=200))
+        def case(body: bytes) -> None:
+            self.run(send(self.servers(method)[0], method, body, key=key), DEADLINE * 3)
+
+        case()
+
+    def oversized(self) -> None:
+        """A request just over the 64 MiB limit to one method of every service: refused
+        (RESOURCE_EXHAUSTED), nothing else."""
+        body = _bytes_field(3, MAX_MESSAGE_BYTES + 1 - 5)  # 5: the tag and length
+        chosen = ("Memory.Store", "Switch.ApplyConfig", "Tray.SetTraffic",
+                  "Controller.CreatePartition")  # fmt: skip
+        for method in methods():
+            if method.key in chosen:
+                for server in self.servers(method)[:1]:
+                    self.run(self.unary(server, method, body, key=f"{method.key} [oversized]"))
+        stream = next(m for m in methods() if m.key == "Memory.Stream")
+        self.run(self.bidi("compute-01", stream, [body], key="Memory.Stream [oversized]"))
+
+    def abandon_streams(self, count: int) -> None:
+        """`count` streams of every streaming method opened (with a first message where the
+        client streams) and dropped without a word, `count` at a time on one channel; then
+        the server must still answer at once."""
+        for method in methods():
+            if not (method.client_streaming or method.server_streaming):
+                continue
+            self.run(self._abandon(method, count), timeout=120)
+
+    async def _abandon(self, method: Method, count: int) -> None:
+        server = self.servers(method, _first_request(method))[0]
+        key = f"{method.key} [abandoned x{count}]"
+        first = _first_request(method).SerializeToString()
+        channel = grpc.aio.insecure_channel(self.address(server))
+        start = time.monotonic()
+        calls = []
+        try:
+            for _ in range(count):
+                if method.client_streaming:
+                    call = channel.stream_stream(method.path)(timeout=DEADLINE, **call_options())
+                    # A refused stream (Forward without a good hello) may end before the write.
+                    with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                        await call.write(first)
+                else:
+                    call = channel.unary_stream(method.path)(first, timeout=DEADLINE,
+                                                             **call_options())  # fmt: skip
+                calls.append(call)
+            await asyncio.sleep(0)
+        finally:
+            await channel.close(grace=None)  # every call on it cancelled at once
+        await self._still_answers(server, key, start)
+
+    async def _still_answers(self, server: str, key: str, start: float) -> None:
+        """Record whether `server` answers a cheap call within 5 s after an attack."""
+        code = "OK"
+        try:
+            if server == "controller":
+                await controller_pb2_grpc.ControllerStub(self.channel(server)).GetDomain(
+                    controller_pb2.GetDomainRequest(), timeout=5
+                )
+            else:
+                from fusionrack.v1 import tray_pb2_grpc
+
+                await tray_pb2_grpc.TrayStub(self.channel(server)).GetStatus(
+                    tray_pb2.GetStatusRequest(), timeout=5
+                )
+        except grpc.aio.AioRpcError as error:
+            code = error.code().name
+        self.record(key, code, time.monotonic() - start, b"", 120)
+        if code != "OK":
+            self._found(key, "no answer after", b"", code)
+
+    def never_read(self, seconds: float, watchers: int = 20) -> dict[str, tuple[int, int]]:
+        """`watchers` WatchStatus calls (a status every millisecond) on a tray and Subscribe
+        calls on the controller, never read, while the controller's events keep coming
+        (partitions created and deleted): the servers' RSS must stay bounded."""
+        return self.run(self._never_read(seconds, watchers), timeout=seconds + 120)
+
+    async def _never_read(self, seconds: float, watchers: int) -> dict[str, tuple[int, int]]:
+        before = self.rss()
+        watch = tray_pb2.WatchStatusRequest()
+        watch.heartbeat_interval.FromNanoseconds(1_000_000)
+        subscribe = controller_pb2.SubscribeRequest(include_snapshot=True)
+        opened = []
+        channels = [grpc.aio.insecure_channel(self.address(s))
+                    for s in ("compute-01", "controller")]  # fmt: skip
+        start = time.monotonic()
+        try:
+            for channel, path, body in (
+                (channels[0], "/fusionrack.v1.Tray/WatchStatus", watch),
+                (channels[1], "/fusionrack.v1.Controller/Subscribe", subscribe),
+            ):
+                for _ in range(watchers):
+                    opened.append(channel.unary_stream(path)(body.SerializeToString(),
+                                                             **call_options()))  # fmt: skip
+            ctl = controller_pb2_grpc.ControllerStub(self.channel("controller"))
+            n = 0
+            while time.monotonic() - start < seconds:
+                n += 1
+                created = await ctl.CreatePartition(
+                    controller_pb2.CreatePartitionRequest(name=f"churn{n}", count=1),
+                    timeout=DEADLINE,
+                )
+                await ctl.DeletePartition(
+                    controller_pb2.DeletePartitionRequest(
+                        partition=common_pb2.PartitionRef(id=created.partition.id)
+                    ),
+                    timeout=DEADLINE,
+                )
+        finally:
+            for channel in channels:
+                await channel.close(grace=None)
+        after = self.rss()
+        growth = {n: (before[n], after.get(n, 0)) for n in ("compute-01", "controller")}
+        for name, (was, now) in growth.items():
+            if now - was > 64 * 1024:
+                self._found(f"{name} [never-read watchers]", "rss", b"", f"{was} -> {now} KiB")
+        await self._still_answers("compute-01", "Tray.WatchStatus [never read]", start)
+        await self._still_answers("controller", "Controller.Subscribe [never read]", start)
+        return growth
+
+    def framed(self, cases: int, rng_seed: int) -> None:
+        """The framed data plane (Switch.GetForwardEndpoint) of every switch tray fed random
+        bytes, frames with lengths past the limit, and hellos (random, of other trays, or
+        admitted as FORGED_TRAY) followed by fuzzed frames, whole, cut short or with a byte
+        changed. A connection must be refused or answered, never fail a server."""
+        endpoints = self.run(self._endpoints())
+        frame = request_strategy(switch_pb2.ForwardFrame.DESCRIPTOR, self.facts)
+        encoded = frame.map(lambda f: _encode(self._forged(f)))
+        damaged = st.one_of(
+            encoded,
+            st.builds(lambda b, n: b[: max(0, len(b) - n)], encoded, st.integers(1, 8)),
+            st.builds(lambda b, i, v: _replace_byte(b, i, v), encoded, st.integers(0, 1 << 16),
+                      st.integers(0, 255)),
+        )  # fmt: skip
+        first = st.one_of(
+            self.hellos().map(_encode),
+            st.binary(max_size=64),
+            st.sampled_from([0xFFFFFFFF, MAX_MESSAGE_BYTES + 1, (64 << 10) + 1, 0]).map(
+                lambda n: struct.pack("<I", n)
+            ),
+        )
+        strategy = st.tuples(first, st.lists(damaged, max_size=6))
+
+        @seed(rng_seed)
+        @settings(max_examples=cases, phases=[Phase.generate], database=None, deadline=None,
+                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @given(strategy)
+        def case(drawn: tuple[bytes, list[bytes]]) -> None:
+            for address in endpoints:
+                self.run(self._framed_one(address, [drawn[0], *drawn[1]]), DEADLINE * 3)
+
+        case()
+
+    async def _endpoints(self) -> list[str]:
+        found = []
+        for name in SERVICES["fusionrack.v1.Switch"] or ():
+            answer = await switch_pb2_grpc.SwitchStub(self.channel(name)).GetForwardEndpoint(
+                switch_pb2.GetForwardEndpointRequest(), timeout=DEADLINE
+            )
+            if answer.address:
+                found.append(answer.address)
+        return found
+
+    async def _framed_one(self, address: str, chunks: list[bytes]) -> None:
+        """One connection: write `chunks`, read frames for up to 0.5 s after the last one (or
+        until the switch closes), and record how it ended."""
+        key = "Switch [framed transport]"
+        host, _, port = address.rpartition(":")
+        start = time.monotonic()
+        reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        code, ops = "open", []
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            buffer = b""
+            try:
+                async with asyncio.timeout(0.5):
+                    while data := await reader.read(1 << 16):
+                        buffer += data
+                    code = "closed"
+            except TimeoutError:
+                pass
+            except ConnectionError:
+                code = "reset"
+            for reply in _decode_frames(buffer):
+                if reply.WhichOneof("frame") == "refused":
+                    code = f"refused {_CODE_NAMES.get(reply.refused.code, reply.refused.code)}"
+                ops.extend(op_statuses(reply))
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        self.record(key, code, time.monotonic() - start, b"".join(chunks), DEADLINE, ops)
+
+    def fuzz_round(self, cases: int, rng_seed: int) -> None:
+        """One round: the data plane and reads (then: the initial tables, the sentinel), the
+        control mutations (then: the switches agree with the controller), undone (then: the
+        initial tables again)."""
+        self.fuzz_all(cases, rng_seed, control=False)
+        self.framed(cases, rng_seed)
+        self.check("the data-plane phase")
+        self.fuzz_all(cases, rng_seed, control=True)
+        self.check("the control phase", tables="controller")
+        self.reset()
+        self.check("the reset")
+
+
+def _encode(frame: Any) -> bytes:
+    """A frame as the framed transport carries it: 4-byte little-endian length, bytes."""
+    data = frame.SerializeToString()
+    return struct.pack("<I", len(data)) + data
+
+
+def _replace_byte(data: bytes, index: int, value: int) -> bytes:
+    if not data:
+        return data
+    raw = bytearray(data)
+    raw[index % len(raw)] = value
+    return bytes(raw)
+
+
+def _decode_frames(buffer: bytes) -> list[Any]:
+    """The whole frames in `buffer`."""
+    frames, at = [], 0
+    while at + 4 <= len(buffer):
+        (length,) = struct.unpack_from("<I", buffer, at)
+        if at + 4 + length > len(buffer):
+            break
+        frames.append(switch_pb2.ForwardFrame.FromString(buffer[at + 4 : at + 4 + length]))
+        at += 4 + length
+    return frames
+
+
+def _bytes_field(number: int, size: int) -> bytes:
+    """A serialized message of one length-delimited field of `size` bytes."""
+    tag, length = (number << 3) | 2, size
+    varint = bytearray()
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        varint.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes([tag]) + bytes(varint) + bytes(size)
+
+
+def _first_request(method: Method) -> Any:
+    """A plausible first message of a streaming method."""
+    if method.name == "Forward":
+        return switch_pb2.ForwardFrame(hello=switch_pb2.ForwardHello(tray="nobody"))
+    if method.name == "Stream":
+        return memory_pb2.StreamRequest(
+            request_id=1, initiator=0,
+            op=memory_pb2.MemoryOp(load=memory_pb2.LoadOp(address=fabric_address(1, 0), size=8)),
+        )  # fmt: skip
+    return message_factory.GetMessageClass(method.request)()
+
+
+def _distinct_ids(requests: list[Any]) -> bool:
+    ids = [r.request_id for r in requests]
+    return len(set(ids)) == len(ids)
+
+
+def _tables(config: Any) -> tuple[Any, ...]:
+    entries = sorted((p.id, tuple(sorted(p.accelerators))) for p in config.partitions)
+    return (tuple(entries), tuple(sorted(g.id for g in config.multicast_groups)))
