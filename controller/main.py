@@ -266,17 +266,18 @@ async def run(args: argparse.Namespace, topology: Topology) -> int:
         tokens = read_tokens({role: path for role, path in token_files.items() if path})
     except ValueError as error:
         raise SystemExit(f"fusion-controller: {error}") from None
-    if not tokens and tls.ca is None:
-        log.warning(
-            "no token files and no --tls-ca: anyone who reaches the controller may change "
-            "partitions, faults and traffic (fine for experiments by hand; `fusionctl rack up` "
-            "always gives tokens and a rack secret)"
-        )
     running = await serve_controller(
         topology, state, addresses, listen=args.listen, tls=tls, metrics=args.metrics,
         mqtt=args.mqtt, rack_secret=secret, tokens=tokens,
         anonymous=None if args.refuse_anonymous else "read-only",
     )  # fmt: skip
+    # Warned once serving, so a refusal to start (a damaged store) is the first line.
+    if not tokens and secret is None and tls.ca is None:
+        log.warning(
+            "no token files, no --rack-secret-file and no --tls-ca: anyone who reaches the "
+            "controller may change partitions, faults and traffic (fine for experiments by "
+            "hand; `fusionctl rack up` always gives tokens and a rack secret)"
+        )
     log.info("controller of rack %s serving gRPC on %s, state in %s%s%s", topology.name,
              running.server.address, state,
              f", metrics on http://{running.metrics_address}/metrics" if running.metrics else "",

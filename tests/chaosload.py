@@ -89,7 +89,9 @@ class ControlLoad:
 
     async def run(self, stop: asyncio.Event) -> None:
         # A restarted controller is found as soon as it listens, not after gRPC's backoff.
-        async with open_channel(self.rack.controller, options=FAST_RECONNECT) as channel:
+        async with open_channel(
+            self.rack.controller, options=FAST_RECONNECT, credentials=self.rack.credentials()
+        ) as channel:
             stub = controller_pb2_grpc.ControllerStub(channel)
             await asyncio.gather(
                 *(self._churn(stub, n, pool, stop) for n, pool in enumerate(CHURN_POOLS)),
@@ -314,7 +316,9 @@ async def chaos_under_load(rack: ProcessRack, *, dead_for: float = 1.0,
     """The run (see module doc) on an `up` chaos rack: each victim killed -9, left dead for
     `dead_for` s, restarted; `settle` s of load between victims."""
     report = ChaosReport()
-    async with open_channel(rack.controller, options=FAST_RECONNECT) as channel:
+    async with open_channel(
+        rack.controller, options=FAST_RECONNECT, credentials=rack.credentials()
+    ) as channel:
         stub = controller_pb2_grpc.ControllerStub(channel)
         top = rack.topology
         load = (await stub.CreatePartition(controller_pb2.CreatePartitionRequest(

@@ -30,6 +30,7 @@ import grpc
 import numpy as np
 from e2e.runner import Fusionctl
 
+from fusionrack.auth import Credentials, read_secret_file
 from fusionrack.emulator import (
     AtomicOp,
     DataType,
@@ -114,6 +115,12 @@ class ProcessRack:
             *(() if self.with_controller else ("--no-controller",)), timeout=90,
         )  # fmt: skip
         self.record = json.loads((self.state / "rack.json").read_text())
+
+    def credentials(self) -> Credentials:
+        """The rack secret and admin token `rack up` made in the state directory: what the
+        rack's own parts and its administrator present (fabric-internal calls, mutations)."""
+        return Credentials(read_secret_file(self.state / "rack.secret"),
+                           (self.state / "admin.token").read_text().strip())  # fmt: skip
 
     def pid(self, name: str) -> int:
         """The process of `name`: a tray, "controller" or "mosquitto"."""

@@ -13,7 +13,7 @@
   read, the framed data plane fed random and nearly valid frames. It counts cases and statuses
   per RPC and keeps findings: UNKNOWN or INTERNAL (also inside per-op results), calls past
   their deadline, dead processes, RSS growth, a broken invariant.
-* `call_options()`: how a fuzz call is authenticated, in one place (none yet).
+* `call_options()`: how a fuzz call is authenticated, in one place (the rack's credentials).
 
 Invariants. Memory fuzzing runs on compute trays 1-4 (initiators 0-7) of a rack whose only
 partition holds accelerators 0-7; the sentinel words live in accelerator 9 (compute tray 5),
@@ -47,6 +47,7 @@ from google.protobuf import message_factory
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
+from fusionrack.auth import Credentials
 from fusionrack.emulator import (
     AtomicOp,
     DataType,
@@ -54,7 +55,7 @@ from fusionrack.emulator import (
     multicast_address,
     packed,
 )
-from fusionrack.rpc import MAX_MESSAGE_BYTES
+from fusionrack.rpc import MAX_MESSAGE_BYTES, open_channel
 from fusionrack.v1 import (
     common_pb2,
     controller_pb2,
@@ -128,17 +129,17 @@ SLACK = 2.0  # a call that returns later than its deadline plus this has overrun
 POOL_FILES = (common_pb2, controller_pb2, memory_pb2, switch_pb2, tray_pb2)
 
 
-def call_options() -> dict[str, Any]:
-    """How a fuzz call is authenticated: keyword arguments for every gRPC call (metadata,
-    call credentials). None yet; when the rack has credentials, point this (and
-    `authenticated_hello`) at them, and fuzz with and without: UNAUTHENTICATED is a fine
-    answer to a call without."""
-    return {}
+def call_options(credentials: Credentials | None) -> dict[str, Any]:
+    """How a fuzz call is authenticated: keyword arguments for every gRPC call. With the rack's
+    credentials (its secret and admin token) the fuzzer reaches past the guard into every
+    method; without, UNAUTHENTICATED or PERMISSION_DENIED is a fine answer."""
+    return {"metadata": credentials.metadata()} if credentials else {}
 
 
-def authenticated_hello(hello: Any) -> Any:
-    """The framed transport's and Forward's admitted hello, with the rack's credentials once
-    there are any (none yet)."""
+def authenticated_hello(credentials: Credentials | None, hello: Any) -> Any:
+    """The framed transport's and Forward's admitted hello: with the rack's secret, if any."""
+    if credentials and credentials.secret:
+        hello.rack_secret = credentials.secret
     return hello
 
 
@@ -485,11 +486,16 @@ class Fuzzer:
     """Fuzz calls against a running `ProcessRack` from a synchronous caller (hypothesis drives
     the cases); the calls themselves run on an event loop of a thread of their own."""
 
-    def __init__(self, rack: ProcessRack, *, forge: bool = True) -> None:
+    def __init__(self, rack: ProcessRack, *, forge: bool = True,
+                 authenticated: bool = True) -> None:  # fmt: skip
         """`forge`: also send Forward streams and framed connections an admitted hello as
-        FORGED_TRAY (the real tray and the fuzzer then take the switch's stream from each
-        other until the rack authenticates its fabric-internal calls)."""
+        FORGED_TRAY (with the rack's secret, when `authenticated`, the fuzzer is one of the
+        rack's own parts: it and the real tray then take the switch's stream from each
+        other)."""
         self.rack, self.forge = rack, forge
+        # `authenticated`: calls carry the rack's secret and admin token (else none).
+        self.credentials = rack.credentials() if authenticated else None
+        self.auth = call_options(self.credentials)
         self.tallies: dict[str, Tally] = collections.defaultdict(Tally)
         self.findings: list[Finding] = []
         self.examples: dict[tuple[str, str], bytes] = {}  # smallest request per finding
@@ -498,6 +504,7 @@ class Fuzzer:
                                        daemon=True)  # fmt: skip
         self.thread.start()
         self.channels: dict[str, grpc.aio.Channel] = {}
+        self.owned: dict[str, grpc.aio.Channel] = {}
         self.blocking: dict[str, grpc.Channel] = {}
         self.facts = Facts()
         self.rss_before: dict[str, int] = {}
@@ -509,7 +516,7 @@ class Fuzzer:
 
     def close(self) -> None:
         async def close_all() -> None:
-            for channel in self.channels.values():
+            for channel in [*self.channels.values(), *self.owned.values()]:
                 await channel.close()
 
         self.run(close_all())
@@ -531,6 +538,14 @@ class Fuzzer:
             self.channels[server] = grpc.aio.insecure_channel(self.address(server), options=options)
         return self.channels[server]
 
+    def own(self, server: str) -> grpc.aio.Channel:
+        """The rig's own channel to a server (set-up, invariants): always with the rack's
+        credentials, whatever the fuzz calls present."""
+        if server not in self.owned:
+            self.owned[server] = open_channel(self.address(server),
+                                              credentials=self.rack.credentials())  # fmt: skip
+        return self.owned[server]
+
     def servers(self, method: Method, request: Any = None) -> tuple[str, ...]:
         """Where a case goes: a Memory request to the tray of its initiator (when it names
         one of the fuzzed trays' accelerators), so it gets past the first check."""
@@ -549,7 +564,7 @@ class Fuzzer:
         self.run(self._prepare())
 
     async def _prepare(self) -> None:
-        ctl = controller_pb2_grpc.ControllerStub(self.channel("controller"))
+        ctl = controller_pb2_grpc.ControllerStub(self.own("controller"))
         accelerators = (await ctl.ListAccelerators(controller_pb2.ListAcceleratorsRequest(),
                                                    timeout=DEADLINE)).accelerators  # fmt: skip
         uid = {a.index: a.uid for a in accelerators}
@@ -596,7 +611,7 @@ class Fuzzer:
     def _memory_on(self, tray: str) -> Any:
         from fusionrack.v1 import memory_pb2_grpc
 
-        return memory_pb2_grpc.MemoryStub(self.channel(tray))
+        return memory_pb2_grpc.MemoryStub(self.own(tray))
 
     @staticmethod
     def _sentinel(offset: int) -> int:
@@ -617,7 +632,7 @@ class Fuzzer:
         """Every switch tray's committed partitions and groups, comparable."""
         tables = {}
         for name in SERVICES["fusionrack.v1.Switch"] or ():
-            answer = await switch_pb2_grpc.SwitchStub(self.channel(name)).GetConfig(
+            answer = await switch_pb2_grpc.SwitchStub(self.own(name)).GetConfig(
                 switch_pb2.GetConfigRequest(), timeout=DEADLINE
             )
             tables[name] = _tables(answer.config)
@@ -625,7 +640,7 @@ class Fuzzer:
 
     async def _controller_tables(self) -> tuple[Any, ...]:
         """The tables the controller's desired state makes."""
-        ctl = controller_pb2_grpc.ControllerStub(self.channel("controller"))
+        ctl = controller_pb2_grpc.ControllerStub(self.own("controller"))
         parts = await ctl.ListPartitions(controller_pb2.ListPartitionsRequest(), timeout=DEADLINE)
         groups = await ctl.ListMulticastGroups(controller_pb2.ListMulticastGroupsRequest(),
                                                timeout=DEADLINE)  # fmt: skip
@@ -718,7 +733,7 @@ class Fuzzer:
         start = time.monotonic()
         code, ops = "OK", []
         try:
-            answer = await call(body, timeout=deadline, **call_options())
+            answer = await call(body, timeout=deadline, **self.auth)
             response = message_factory.GetMessageClass(method.response).FromString(answer)
             ops = op_statuses(response)
         except grpc.aio.AioRpcError as error:
@@ -733,7 +748,7 @@ class Fuzzer:
         """Open a server stream, read what comes within 0.2 s (at most 2 messages), and
         cancel it: its status is the error it ended with, or OK for a stream still open."""
         call = self.channel(server).unary_stream(method.path)(body, timeout=DEADLINE,
-                                                              **call_options())  # fmt: skip
+                                                              **self.auth)  # fmt: skip
         start = time.monotonic()
         code = "OK"
         try:
@@ -771,7 +786,7 @@ class Fuzzer:
         ops: list[int] = []
         got = 0
         try:
-            for answer in call(iter(frames), timeout=DEADLINE, **call_options()):
+            for answer in call(iter(frames), timeout=DEADLINE, **self.auth):
                 ops.extend(op_statuses(cls.FromString(answer)))
                 got += 1
         except grpc.RpcError as error:
@@ -831,9 +846,9 @@ class Fuzzer:
 
     async def _abort_fuzzed_prepare(self, server: str, request: Any) -> None:
         """A fuzzed PREPARE that was staged is aborted at once, so no later fuzzed COMMIT can
-        make fuzzed tables live behind the controller's back (fabric-internal calls will need
-        the rack's credentials; until then the fuzzer keeps clear of that)."""
-        stub = switch_pb2_grpc.SwitchStub(self.channel(server))
+        make fuzzed tables live behind the controller's back (an authenticated fuzzer holds
+        the rack's secret, so the switch takes its ApplyConfig as the controller's)."""
+        stub = switch_pb2_grpc.SwitchStub(self.own(server))
         config = await stub.GetConfig(switch_pb2.GetConfigRequest(), timeout=DEADLINE)
         if config.prepared_generation and request.phase == switch_pb2.CONFIG_PHASE_PREPARE:
             await stub.ApplyConfig(
@@ -853,7 +868,7 @@ class Fuzzer:
                                                      heartbeat_interval_ms=hb)),
                       st.sampled_from(["switch-1", "nobody", "", "compute-01\x00"]),
                       st.sampled_from([0, 1, 200, (1 << 32) - 1])),
-            st.builds(lambda hb: frame(hello=authenticated_hello(hello(
+            st.builds(lambda hb: frame(hello=authenticated_hello(self.credentials, hello(
                 tray=FORGED_TRAY, boot_id="fuzz", manifest_digest=self.facts.digest,
                 heartbeat_interval_ms=hb))),
                       st.sampled_from([0, 200, 1])),
@@ -889,7 +904,7 @@ class Fuzzer:
         self.run(self._reset(), timeout=120)
 
     async def _reset(self) -> None:
-        ctl = controller_pb2_grpc.ControllerStub(self.channel("controller"))
+        ctl = controller_pb2_grpc.ControllerStub(self.own("controller"))
         t = DEADLINE
         await ctl.StopTraffic(controller_pb2.StopTrafficRequest(all=True), timeout=t)
         for fault in (await ctl.ListFaults(controller_pb2.ListFaultsRequest(), timeout=t)).faults:
@@ -978,13 +993,13 @@ class Fuzzer:
         try:
             for _ in range(count):
                 if method.client_streaming:
-                    call = channel.stream_stream(method.path)(timeout=DEADLINE, **call_options())
+                    call = channel.stream_stream(method.path)(timeout=DEADLINE, **self.auth)
                     # A refused stream (Forward without a good hello) may end before the write.
                     with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
                         await call.write(first)
                 else:
                     call = channel.unary_stream(method.path)(first, timeout=DEADLINE,
-                                                             **call_options())  # fmt: skip
+                                                             **self.auth)  # fmt: skip
                 calls.append(call)
             await asyncio.sleep(0)
         finally:
@@ -996,13 +1011,13 @@ class Fuzzer:
         code = "OK"
         try:
             if server == "controller":
-                await controller_pb2_grpc.ControllerStub(self.channel(server)).GetDomain(
+                await controller_pb2_grpc.ControllerStub(self.own(server)).GetDomain(
                     controller_pb2.GetDomainRequest(), timeout=5
                 )
             else:
                 from fusionrack.v1 import tray_pb2_grpc
 
-                await tray_pb2_grpc.TrayStub(self.channel(server)).GetStatus(
+                await tray_pb2_grpc.TrayStub(self.own(server)).GetStatus(
                     tray_pb2.GetStatusRequest(), timeout=5
                 )
         except grpc.aio.AioRpcError as error:
@@ -1033,8 +1048,8 @@ class Fuzzer:
             ):
                 for _ in range(watchers):
                     opened.append(channel.unary_stream(path)(body.SerializeToString(),
-                                                             **call_options()))  # fmt: skip
-            ctl = controller_pb2_grpc.ControllerStub(self.channel("controller"))
+                                                             **self.auth))  # fmt: skip
+            ctl = controller_pb2_grpc.ControllerStub(self.own("controller"))
             n = 0
             while time.monotonic() - start < seconds:
                 n += 1
@@ -1096,7 +1111,7 @@ class Fuzzer:
     async def _endpoints(self) -> list[str]:
         found = []
         for name in SERVICES["fusionrack.v1.Switch"] or ():
-            answer = await switch_pb2_grpc.SwitchStub(self.channel(name)).GetForwardEndpoint(
+            answer = await switch_pb2_grpc.SwitchStub(self.own(name)).GetForwardEndpoint(
                 switch_pb2.GetForwardEndpointRequest(), timeout=DEADLINE
             )
             if answer.address:

@@ -82,10 +82,15 @@ class ControllerProcess:
     def start(self) -> None:
         self.address = f"127.0.0.1:{free_port_range(1)}"
         agents = [f"--agent={name}={self.rack.address(name)}" for name in self.rack.trays]
+        # The agents' rack secret: the controller presents it to them, and the test to it.
+        secret = self.state.with_name("rack.secret")
+        assert self.rack.secret is not None
+        secret.write_text(self.rack.secret.hex())
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [CONTROLLER, "--manifest", "mini", "--state", str(self.state),
-                 "--listen", self.address, "--log-level", "WARNING", *agents],
+                 "--listen", self.address, "--log-level", "WARNING",
+                 "--rack-secret-file", str(secret), *agents],
                 stdout=subprocess.DEVNULL, stderr=log,
             )  # fmt: skip
 
@@ -533,7 +538,9 @@ async def switches_agree(rack: LocalRack, state: Path) -> None:
         for tray in topology.trays:
             if tray.kind.name != "SWITCH":
                 continue
-            async with open_channel(rack.address(tray.name)) as channel:
+            async with open_channel(
+                rack.address(tray.name), credentials=rack.credentials()
+            ) as channel:
                 got = await switch_pb2_grpc.SwitchStub(channel).GetConfig(
                     switch_pb2.GetConfigRequest(), timeout=5
                 )
@@ -569,7 +576,9 @@ async def test_killed_in_a_storm_20_times_the_controller_loses_nothing_it_acknow
     try:
         controller.start()
         for round_ in range(ROUNDS):
-            async with open_channel(controller.address, options=FAST_RECONNECT) as channel:
+            async with open_channel(
+                controller.address, options=FAST_RECONNECT, credentials=storm_rack.credentials()
+            ) as channel:
                 stub = controller_pb2_grpc.ControllerStub(channel)
                 await controller.ready(stub)
                 if round_ == 0:
@@ -596,7 +605,9 @@ async def test_killed_in_a_storm_20_times_the_controller_loses_nothing_it_acknow
                 async with asyncio.timeout(30):
                     await asyncio.gather(*storms)
             controller.start()
-        async with open_channel(controller.address, options=FAST_RECONNECT) as channel:
+        async with open_channel(
+            controller.address, options=FAST_RECONNECT, credentials=storm_rack.credentials()
+        ) as channel:
             stub = controller_pb2_grpc.ControllerStub(channel)
             await controller.ready(stub)
             for client in clients:
