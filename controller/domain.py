@@ -58,7 +58,7 @@ from fusionrack.emulator import (
 )
 from fusionrack.emulator.partitions import DEFAULT_PARTITION_ID, HealthReport, Partition
 from fusionrack.metrics import Histogram
-from fusionrack.rpc import TlsFiles, open_channel
+from fusionrack.rpc import FAST_RECONNECT, TlsFiles, open_channel
 from fusionrack.v1 import (
     common_pb2,
     controller_pb2,
@@ -203,7 +203,11 @@ class Controller:
         self.agents: dict[str, AgentView] = {}
         for tray in topology.trays:
             # Every call presents the rack secret: the agents take their orders from us only.
-            channel = open_channel(addresses[tray.name], tls, credentials=Credentials(rack_secret))
+            # A restarted tray is redialled within 200 ms, not after gRPC's growing backoff
+            # (which left a switch tray unprogrammed, its partitions degraded, for ~2 s).
+            channel = open_channel(
+                addresses[tray.name], tls, FAST_RECONNECT, credentials=Credentials(rack_secret)
+            )
             self.agents[tray.name] = AgentView(
                 tray.name,
                 tray.kind,
