@@ -38,9 +38,11 @@ test: $(STAMP) system-deps lint
 	$(BIN)/pytest
 
 RACK ?= gb200-nvl72
+# With Prometheus installed, the rack comes with the dashboards' data source.
+PROMETHEUS_FLAG = $(if $(shell command -v prometheus),--prometheus)
 up: $(STAMP)
 	@scripts/install-system-deps.sh --only mosquitto
-	$(BIN)/fusionctl rack up --manifest $(RACK)
+	$(BIN)/fusionctl rack up --manifest $(RACK) $(PROMETHEUS_FLAG)
 
 bench: $(STAMP)
 	$(BIN)/python bench/core.py

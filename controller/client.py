@@ -9,7 +9,7 @@ line on stderr:
 * 3 (`Unreachable`): nothing answers at the address (or the connection broke); the message
   names the address and how to start a controller.
 
-The controller is `--controller`, else `$FUSIONRACK_CONTROLLER`, else 127.0.0.1:50051; TLS with
+The controller is `--controller`, else `$FUSIONRACK_CONTROLLER`, else 127.0.0.1:20051; TLS with
 `--tls-ca/--tls-cert/--tls-key` as the other tools; the bearer token `--token-file`, else
 `$FUSIONRACK_TOKEN_FILE`, else the admin token of a rack `fusionctl rack up` started here.
 A session first waits for its channel to be READY (so a refusal is never mistaken for an
@@ -57,7 +57,7 @@ __all__ = [
 
 ENV_CONTROLLER = "FUSIONRACK_CONTROLLER"
 ENV_TOKEN_FILE = "FUSIONRACK_TOKEN_FILE"
-DEFAULT_CONTROLLER = "127.0.0.1:50051"  # fusion-controller's default --listen
+DEFAULT_CONTROLLER = "127.0.0.1:20051"  # fusion-controller's default --listen
 RPC_TIMEOUT = 10.0  # a change programs every switch tray (2 s per tray call at most)
 CONNECT_TIMEOUT = 3.0
 

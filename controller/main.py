@@ -37,7 +37,7 @@ __all__ = ["DEFAULT_LISTEN", "RunningController", "main", "serve_controller"]
 
 log = logging.getLogger("fusion-controller")
 
-DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_LISTEN = "127.0.0.1:20051"  # below the ephemeral ports, as DEFAULT_BASE_PORT
 SERVICE = controller_pb2.DESCRIPTOR.services_by_name["Controller"].full_name
 
 

@@ -104,7 +104,9 @@ class Tray:
     switch_chips: tuple[int, ...]  # global chip indices (switch trays)
 
 
-DEFAULT_BASE_PORT = 50100
+# Below the kernel's ephemeral range (32768-60999 on Linux): a port there may already be the
+# local end of some outgoing connection, and the rack would fail to start now and then.
+DEFAULT_BASE_PORT = 20100
 
 
 class TrayAddresses(NamedTuple):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +38,8 @@ from fusionrack.controller.output import (
     print_json,
     table,
 )
+from fusionrack.emulator.manifest import list_presets, load_manifest
+from fusionrack.emulator.topology import Topology, tray_addresses
 from fusionrack.v1 import common_pb2, controller_pb2
 
 
@@ -108,6 +111,16 @@ def test_enum_words_both_ways() -> None:
     assert ATOMIC_OP("cas") == common_pb2.ATOMIC_OP_COMPARE_SWAP
     with pytest.raises(argparse.ArgumentTypeError, match="down, init, active, admin_down"):
         LINK_STATE("up")
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_default_ports_lie_below_the_kernels_ephemeral_range(preset: str) -> None:
+    # A port in the ephemeral range may be the local end of someone's outgoing connection.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    controller = int(DEFAULT_LISTEN.rsplit(":", 1)[1])
+    trays = tray_addresses(Topology(load_manifest(preset))).values()
+    ports = [int(address.rsplit(":", 1)[1]) for tray in trays for address in tray]
+    assert max([*ports, controller + 1]) < low  # +1: the controller's /metrics
 
 
 def test_output_and_connection_options_go_before_or_after_the_command(

@@ -68,8 +68,8 @@ def test_the_shipped_config_passes_promtool_check_config() -> None:
 def test_the_config_rack_up_writes_scrapes_its_targets_file(tmp_path: Path, mini: Topology) -> None:
     """What `rack up --prometheus` writes into a state directory: promtool loads it with the
     rules and the targets file beside it, without a warning."""
-    plan = RackPlan(mini, "mini", "127.0.0.1", 50100, tmp_path)
-    write_targets(plan, "127.0.0.1:50051")
+    plan = RackPlan(mini, "mini", "127.0.0.1", 20100, tmp_path)
+    write_targets(plan, "127.0.0.1:20051")
     (tmp_path / "prometheus.yml").write_text(render_config(1.0))
     result = promtool("check", "config", str(tmp_path / "prometheus.yml"))
     assert passes(result), explain(result)
