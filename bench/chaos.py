@@ -60,7 +60,8 @@ def verdict(ok: bool) -> str:
 
 async def exactly_once(rack: ProcessRack, switch: str) -> tuple[int, int, int, int]:
     """One run: (successes, word - successes, DEADLINE_EXCEEDED, other failures)."""
-    address = word_through(rack.topology, TARGET, switch)
+    # skip=1: not the word the chaos-under-load run counts on later on the same rack
+    address = word_through(rack.topology, TARGET, switch, skip=1)
     load = CounterLoad(rack, INITIATORS, address)
     tally = await run_while(load.run, lambda: hang_kill_restart(rack, switch))
     final = await read_word(rack, TARGET_TRAY, TARGET, address)
@@ -98,17 +99,6 @@ RECOVERY = {
 }
 
 
-async def under_load(scratch: Path, run: int) -> ChaosReport:
-    """One chaos-under-load run on a fresh rack with its controller and broker."""
-    manifest = scratch / "chaos.yaml"
-    rack = ProcessRack(manifest, scratch / f"load-{run}")
-    await rack.up()
-    try:
-        return await chaos_under_load(rack)
-    finally:
-        await rack.down()
-
-
 def print_under_load(reports: list[ChaosReport]) -> bool:
     """The chaos-under-load rows; True when no op failed or was lost and nothing acknowledged
     was lost (the recovery targets are verdicts, not failures)."""
@@ -139,27 +129,40 @@ def print_under_load(reports: list[ChaosReport]) -> bool:
     return lost == 0 and failed == 0 and wrong == 0
 
 
+async def switch_faults(
+    rack: ProcessRack, quick: bool
+) -> tuple[list[tuple[int, int, int, int]], list[float]]:
+    """The exactly-once runs and the hung-switch detections: (runs' results, seconds)."""
+    switches = [t.name for t in rack.topology.trays if t.switch_chips]
+    results = []
+    for switch in switches[: 1 if quick else None]:
+        for _ in range(1 if quick else 3):
+            results.append(await exactly_once(rack, switch))
+            ok, extra, unknown, other = results[-1]
+            print(f"  run {len(results)}: {ok} ok, word - ok = {extra}, {unknown} maybe applied, "
+                  f"{other} other failures", flush=True)  # fmt: skip
+    seconds = [await detection(rack, switches[i % len(switches)]) for i in range(2 if quick else 6)]
+    return results, seconds
+
+
 async def main_async(quick: bool) -> int:
+    reports: list[ChaosReport] = []
+    results: list[tuple[int, int, int, int]] = []
+    seconds: list[float] = []
     with tempfile.TemporaryDirectory(prefix="fusionrack-chaos-") as scratch:
         manifest = Path(scratch) / "chaos.yaml"
         manifest.write_text(CHAOS_MANIFEST)
-        reports = [await under_load(Path(scratch), run) for run in range(1 if quick else 3)]
-        rack = ProcessRack(manifest, Path(scratch) / "state", controller=False)
-        await rack.up()
-        try:
-            switches = [t.name for t in rack.topology.trays if t.switch_chips]
-            runs = [exactly_once(rack, switch) for switch in switches[: 1 if quick else None]
-                    for _ in range(1 if quick else 3)]  # fmt: skip
-            results = []
-            for number, run in enumerate(runs, 1):
-                results.append(await run)
-                ok, extra, unknown, other = results[-1]
-                print(f"  run {number}: {ok} ok, word - ok = {extra}, {unknown} maybe applied, "
-                      f"{other} other failures", flush=True)  # fmt: skip
-            seconds = [await detection(rack, switches[i % len(switches)])
-                       for i in range(2 if quick else 6)]  # fmt: skip
-        finally:
-            await rack.down()
+        for rack_number in range(1 if quick else 3):  # chaos under load needs a fresh rack
+            rack = ProcessRack(manifest, Path(scratch) / f"rack-{rack_number}")
+            await rack.up()
+            try:
+                if rack_number == 0:
+                    results, seconds = await switch_faults(rack, quick)
+                reports.append(await chaos_under_load(rack))
+                print(f"  chaos under load {rack_number + 1}: {reports[-1].memory_ops} memory ops, "
+                      f"recovered {reports[-1].recovered_seconds}", flush=True)  # fmt: skip
+            finally:
+                await rack.down()
     ok = sum(r[0] for r in results)
     wrong = sum(abs(r[1]) for r in results)
     unknown = sum(r[2] for r in results)

@@ -33,9 +33,10 @@ from faultrig import (
     ProcessRack,
     read_word,
     word_through,
+    write_word,
 )
 
-from fusionrack.emulator import TrayKind
+from fusionrack.emulator import TrayKind, fabric_address
 from fusionrack.emulator.partitions import DEFAULT_PARTITION_ID
 from fusionrack.rpc import FAST_RECONNECT, open_channel
 from fusionrack.v1 import (
@@ -56,6 +57,11 @@ LOAD_MEMBERS = [0, 1, 2, 3, TARGET]
 CHURN_POOLS = [[4, 5], [6, 7]]
 DRAINED_TRAY = "compute-03"
 VICTIMS = ("compute-04", "switch-2", "controller", "mosquitto")
+# A word in the HBM of a compute tray that is killed and of one that is not, each written by
+# its own accelerator (a local op needs no partition) before the kill: the first is lost with
+# its tray, the second kept. Offset 8 is no word of the memory load (those are 256-aligned).
+HBM_MARK = 0x600D_F00D_0000_0008
+HBM_WORDS = {"compute-04": 6, TARGET_TRAY: TARGET}
 
 RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 CALL_TIMEOUT = 5.0  # one attempt
@@ -307,6 +313,7 @@ class ChaosReport:
     control: ControlLoad | None = None
     restart_seconds: dict[str, float] = field(default_factory=dict)  # `rack restart` to ready
     recovered_seconds: dict[str, float] = field(default_factory=dict)  # ready to recovered
+    hbm_after_loss: dict[str, int] = field(default_factory=dict)  # tray -> its HBM_MARK word
     mismatch: str | None = None  # end state vs what was acknowledged
     fabric: str | None = None  # a switch tray's config vs the controller's, at the end
 
@@ -345,11 +352,15 @@ async def chaos_under_load(rack: ProcessRack, *, dead_for: float = 1.0,
             enter("steady")
             await asyncio.sleep(settle * 2)
             for victim in VICTIMS:
+                if victim in HBM_WORDS:
+                    await mark_hbm(rack)
                 enter(f"{victim} dead")
                 rack.kill(victim)
                 await asyncio.sleep(dead_for)
                 enter(f"{victim} restarting")
                 report.restart_seconds[victim] = await rack.restart(victim)
+                if victim in HBM_WORDS:
+                    report.hbm_after_loss = await read_hbm(rack)
                 enter(f"{victim} recovering")
                 if victim == "mosquitto":
                     check = lambda: broker_republished(rack, load.id)  # noqa: E731
@@ -383,6 +394,18 @@ async def chaos_under_load(rack: ProcessRack, *, dead_for: float = 1.0,
         differs = {k: (v, state[k]) for k, v in model.items() if state[k] != v}
         report.mismatch = f"acknowledged vs held: {differs}" if differs else None
     return report
+
+
+async def mark_hbm(rack: ProcessRack) -> None:
+    """Write HBM_MARK into each word of HBM_WORDS."""
+    for tray, accelerator in HBM_WORDS.items():
+        await write_word(rack, tray, accelerator, fabric_address(accelerator, 8), HBM_MARK)
+
+
+async def read_hbm(rack: ProcessRack) -> dict[str, int]:
+    """tray -> its word of HBM_WORDS."""
+    return {tray: await read_word(rack, tray, accelerator, fabric_address(accelerator, 8))
+            for tray, accelerator in HBM_WORDS.items()}  # fmt: skip
 
 
 async def _none(value: Awaitable[Any]) -> bool:

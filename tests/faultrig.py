@@ -59,6 +59,7 @@ __all__ = [
     "read_word",
     "run_while",
     "word_through",
+    "write_word",
 ]
 
 # 5 compute trays of 2 GPUs (8 initiators on 4 trays, targets on the fifth) and 3 switch trays
@@ -320,6 +321,15 @@ async def read_word(rack: ProcessRack, tray: str, initiator: int, address: int) 
             memory_pb2.LoadRequest(initiator=initiator, address=address, size=8), timeout=DEADLINE
         )
     return int.from_bytes(answer.data, "little")
+
+
+async def write_word(rack: ProcessRack, tray: str, initiator: int, address: int,
+                     value: int) -> None:  # fmt: skip
+    async with open_channel(rack.addresses[tray]) as channel:
+        await memory_pb2_grpc.MemoryStub(channel).Store(
+            memory_pb2.StoreRequest(initiator=initiator, address=address,
+                                    data=value.to_bytes(8, "little")), timeout=DEADLINE,
+        )  # fmt: skip
 
 
 @dataclass

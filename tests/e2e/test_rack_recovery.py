@@ -61,7 +61,8 @@ def health(partition: dict[str, Any]) -> str:
     return partition["health"].removeprefix("PARTITION_HEALTH_")
 
 
-@pytest.mark.parametrize(("manifest", "size"), [("mini", 2), ("gb200-nvl72", 8)])
+# The full rack only: the mini one ran the same steps on fewer processes, for 30 s of the suite.
+@pytest.mark.parametrize(("manifest", "size"), [("gb200-nvl72", 8)])
 async def test_a_rack_comes_back_from_killed_processes(
     tmp_path: Path, manifest: str, size: int
 ) -> None:

@@ -1,13 +1,14 @@
 """Chaos under load (tests/chaosload.py): while memory ops run, partitions, multicast groups,
 traffic sessions and drains churn and a traffic session runs, a compute tray, a switch tray, the
 controller and the broker are killed -9 in turn and restarted. Nothing acknowledged is lost, the
-memory load never fails, and every switch tray ends with the controller's config."""
+memory load never fails, the killed compute tray alone loses its HBM, and every switch tray ends
+with the controller's config."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from chaosload import VICTIMS, chaos_under_load
+from chaosload import HBM_MARK, VICTIMS, chaos_under_load
 from faultrig import CHAOS_MANIFEST, ProcessRack
 
 
@@ -31,6 +32,8 @@ async def test_killing_each_part_under_load_loses_nothing_acknowledged(tmp_path:
     assert report.memory_ops > 0 and not report.memory_failed, report.memory_failed
     assert all(report.memory_by_phase[f"{victim} dead"] > 0 for victim in VICTIMS)
     assert report.memory_lost_or_twice == 0
+    # A killed compute tray loses its HBM, as on hardware; the other trays keep theirs.
+    assert report.hbm_after_loss == {"compute-04": 0, "compute-05": HBM_MARK}
     assert control.acked > 0
     assert report.mismatch is None, report.mismatch
     assert report.fabric is None, report.fabric
