@@ -21,10 +21,9 @@ from pathlib import Path
 
 from fusionrack import __version__
 from fusionrack.auth import read_secret_file
-from fusionrack.certs import component_files
 from fusionrack.emulator import FusionError, Topology, TrayKind, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
-from fusionrack.rpc import TlsFiles, run_server_loop, serve_until_signalled
+from fusionrack.rpc import TlsFiles, component_files, run_server_loop, serve_until_signalled
 
 from .rack import LocalRack, RunningTray, serve_tray
 

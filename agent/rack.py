@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from fusionrack.auth import AGENT_RULES, SECRET_BYTES, Credentials, Guard, RefusalCollector
-from fusionrack.certs import component_files
 from fusionrack.emulator import Topology, TrayKind, Unavailable
-from fusionrack.rpc import Server, TlsFiles, start_server
+from fusionrack.rpc import Server, TlsFiles, component_files, start_server
 from fusionrack.v1 import (
     memory_pb2,
     memory_pb2_grpc,

@@ -35,8 +35,7 @@ import grpc
 from google.protobuf.message import Message
 
 from fusionrack.auth import TOKEN_FILES, Credentials
-from fusionrack.certs import component_files
-from fusionrack.rpc import TlsFiles, open_channel
+from fusionrack.rpc import TlsFiles, component_files, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, memory_pb2_grpc
 
 from .output import Palette, Progress, colour_enabled, print_json, table

@@ -19,12 +19,18 @@ from pathlib import Path
 
 from fusionrack import __version__
 from fusionrack.auth import CONTROLLER_RULES, Guard, RefusalCollector, read_secret_file, read_tokens
-from fusionrack.certs import component_files
 from fusionrack.emulator import FusionError, Topology, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
 from fusionrack.metrics import MetricsServer, split_listen, start_metrics_server
 from fusionrack.mqtt import parse_mqtt_url
-from fusionrack.rpc import Server, TlsFiles, run_server_loop, serve_until_signalled, start_server
+from fusionrack.rpc import (
+    Server,
+    TlsFiles,
+    component_files,
+    run_server_loop,
+    serve_until_signalled,
+    start_server,
+)
 from fusionrack.v1 import controller_pb2, controller_pb2_grpc
 
 from .domain import Controller

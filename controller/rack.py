@@ -48,7 +48,6 @@ from fusionrack.auth import (
     generate_secret_file,
     generate_token_file,
 )
-from fusionrack.certs import component_files, make_rack_certificates
 from fusionrack.emulator import (
     FailedPrecondition,
     LinkState,
@@ -58,7 +57,7 @@ from fusionrack.emulator import (
     load_manifest,
 )
 from fusionrack.emulator.topology import TrayAddresses, tray_addresses
-from fusionrack.rpc import FAST_RECONNECT, TlsFiles, open_channel
+from fusionrack.rpc import FAST_RECONNECT, TlsFiles, component_files, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, tray_pb2, tray_pb2_grpc
 
 from .client import DEFAULT_CONTROLLER
@@ -497,6 +496,8 @@ def rack_up(
     _check_ports_free(plan, controller_listen)
     ensure_credentials(state_dir)
     if tls:
+        from fusionrack.certs import make_rack_certificates  # cryptography only when needed
+
         make_rack_certificates(state_dir / TLS_DIR, topology.name,
                                [(t.name, t.kind.name.lower()) for t in topology.trays],
                                [host])  # fmt: skip

@@ -19,9 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fusionrack.rpc import TlsFiles
-
-__all__ = ["CLIENT_ROLES", "component_files", "make_rack_certificates"]
+__all__ = ["CLIENT_ROLES", "make_rack_certificates"]
 
 CLIENT_ROLES = ("admin", "read-only")
 VALID_DAYS = 365
@@ -118,8 +116,3 @@ def make_rack_certificates(
     _write(directory / "ca.key", _key_pem(ca_key), private=True)
     # Last: its presence says the directory is complete.
     _write(directory / "ca.pem", ca.public_bytes(serialization.Encoding.PEM), private=False)
-
-
-def component_files(directory: Path, name: str) -> TlsFiles:
-    """The TLS files of component `name` ("controller", a tray, "client-admin", ...)."""
-    return TlsFiles(directory / f"{name}.pem", directory / f"{name}.key", directory / "ca.pem")

@@ -14,10 +14,10 @@ import pytest
 
 from fusionrack.agent.frames import encode
 from fusionrack.agent.rack import LocalRack
-from fusionrack.certs import component_files, make_rack_certificates
+from fusionrack.certs import make_rack_certificates
 from fusionrack.controller.main import RunningController, serve_controller
 from fusionrack.emulator import Topology, fabric_address
-from fusionrack.rpc import TlsFiles, open_channel
+from fusionrack.rpc import TlsFiles, component_files, open_channel
 from fusionrack.v1 import (
     controller_pb2,
     controller_pb2_grpc,
