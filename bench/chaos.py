@@ -59,14 +59,15 @@ def verdict(ok: bool) -> str:
 
 
 async def exactly_once(rack: ProcessRack, switch: str) -> tuple[int, int, int, int]:
-    """One run: (successes, word - successes, DEADLINE_EXCEEDED, other failures)."""
+    """One run: (successes, the word's rise - successes, DEADLINE_EXCEEDED, other failures)."""
     # skip=1: not the word the chaos-under-load run counts on later on the same rack
     address = word_through(rack.topology, TARGET, switch, skip=1)
     load = CounterLoad(rack, INITIATORS, address)
+    before = await read_word(rack, TARGET_TRAY, TARGET, address)  # runs repeat on one word
     tally = await run_while(load.run, lambda: hang_kill_restart(rack, switch))
     final = await read_word(rack, TARGET_TRAY, TARGET, address)
     other = sum(tally.failed.values()) - tally.unknown
-    return tally.ok, final - tally.ok, tally.unknown, other
+    return tally.ok, final - before - tally.ok, tally.unknown, other
 
 
 async def links_are(rack: ProcessRack, count: int) -> bool:
@@ -139,7 +140,7 @@ async def switch_faults(
         for _ in range(1 if quick else 3):
             results.append(await exactly_once(rack, switch))
             ok, extra, unknown, other = results[-1]
-            print(f"  run {len(results)}: {ok} ok, word - ok = {extra}, {unknown} maybe applied, "
+            print(f"  run {len(results)}: {ok} ok, rise - ok = {extra}, {unknown} maybe applied, "
                   f"{other} other failures", flush=True)  # fmt: skip
     seconds = [await detection(rack, switches[i % len(switches)]) for i in range(2 if quick else 6)]
     return results, seconds
