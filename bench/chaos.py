@@ -11,7 +11,7 @@ tests/faultrig.py); the load runs in this process.
   `Execute`, `ExecutePacked` and `Stream`, while the switch tray their ops cross is SIGSTOPped
   for 6 s (past the 5 s hop deadline), resumed, killed -9 and restarted; one run per switch
   tray, repeated. Figures: runs, ops reported successful, ops lost or applied twice (the word
-  minus the successes: target 0), ops told "may have been applied" (DEADLINE_EXCEEDED), the
+  rise minus the successes: target 0), ops told "may have been applied" (DEADLINE_EXCEEDED), the
   error rate.
 * hung switch tray: SIGSTOP to links DOWN at a compute tray, vs the 5 s hop deadline that was
   the only way to notice before heartbeats. Target: <= 2 s.
