@@ -1,8 +1,8 @@
 """Benchmark of the rack under faults: exactly-once memory ops, how fast a hung switch tray is
 noticed, and how the rack rides out each of its parts killed under load.
 
-    python bench/chaos.py           # full run (~5 min)
-    python bench/chaos.py --quick   # ~80 s, for tests: the same figures from fewer runs
+    python bench/chaos.py           # full run (~3.5 min)
+    python bench/chaos.py --quick   # ~45 s, for tests: the same figures from fewer runs
 
 Every tray is its own process (`fusionctl rack up`, the 5-compute-tray chaos rack of
 tests/faultrig.py); the load runs in this process.
@@ -10,9 +10,9 @@ tests/faultrig.py); the load runs in this process.
 * exactly once: 8 initiators on 4 compute trays add 1 to one word through unary `Atomic`,
   `Execute`, `ExecutePacked` and `Stream`, while the switch tray their ops cross is SIGSTOPped
   for 6 s (past the 5 s hop deadline), resumed, killed -9 and restarted; one run per switch
-  tray, repeated. Figures: runs, ops reported successful, ops lost or applied twice (the word
-  rise minus the successes: target 0), ops told "may have been applied" (DEADLINE_EXCEEDED), the
-  error rate.
+  tray, repeated. Figures: runs, ops reported successful, ops lost or applied twice (the
+  word's rise minus the successes: target 0), ops told "may have been applied"
+  (DEADLINE_EXCEEDED), the error rate.
 * hung switch tray: SIGSTOP to links DOWN at a compute tray, vs the 5 s hop deadline that was
   the only way to notice before heartbeats. Target: <= 2 s.
 * chaos under load (tests/chaosload.py, the chaos test's run): memory ops, partition / multicast /
