@@ -61,7 +61,8 @@ VICTIMS = ("compute-04", "switch-2", "controller", "mosquitto")
 # its own accelerator (a local op needs no partition) before the kill: the first is lost with
 # its tray, the second kept. Offset 8 is no word of the memory load (those are 256-aligned).
 HBM_MARK = 0x600D_F00D_0000_0008
-HBM_WORDS = {"compute-04": 6, TARGET_TRAY: TARGET}
+HBM_LOST = VICTIMS[0]
+HBM_WORDS = {HBM_LOST: 6, TARGET_TRAY: TARGET}
 
 RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 CALL_TIMEOUT = 5.0  # one attempt
@@ -352,14 +353,14 @@ async def chaos_under_load(rack: ProcessRack, *, dead_for: float = 1.0,
             enter("steady")
             await asyncio.sleep(settle * 2)
             for victim in VICTIMS:
-                if victim in HBM_WORDS:
+                if victim == HBM_LOST:
                     await mark_hbm(rack)
                 enter(f"{victim} dead")
                 rack.kill(victim)
                 await asyncio.sleep(dead_for)
                 enter(f"{victim} restarting")
                 report.restart_seconds[victim] = await rack.restart(victim)
-                if victim in HBM_WORDS:
+                if victim == HBM_LOST:
                     report.hbm_after_loss = await read_hbm(rack)
                 enter(f"{victim} recovering")
                 if victim == "mosquitto":
