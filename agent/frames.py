@@ -220,15 +220,24 @@ class GrpcFrames:
 
     async def _write_all(self) -> None:
         try:
-            while True:
+            while not self._closed:
                 await self._wake.wait()
                 self._wake.clear()
-                while self._queue:
+                while self._queue and not self._closed:
                     await self._write(self._queue.popleft())
         except asyncio.CancelledError:
             raise
         except Exception:  # the call is over, however gRPC says it (AioRpcError, ...)
             self.close()
+
+    async def finish(self, timeout: float) -> None:
+        """After `close`, on the server: wait up to `timeout` seconds for the write in flight.
+        A handler that returns while gRPC still holds one of its writes cannot end the call
+        (gRPC core refuses the status: TOO_MANY_OPERATIONS) and the client waits out its
+        deadline; cancelling the writer does not take the write back from gRPC."""
+        if not self._writer.done():
+            await asyncio.wait({self._writer}, timeout=timeout)
+        self._writer.cancel()
 
     async def pump(self, read: Callable[[], Awaitable[object]]) -> None:
         """Read frames with `read` into `on_frame` until the call ends, then close."""
@@ -246,6 +255,6 @@ class GrpcFrames:
         if self._closed:
             return
         self._closed = True
-        if self._writer is not asyncio.current_task():
-            self._writer.cancel()
+        self._queue.clear()
+        self._wake.set()  # the writer ends after the write in flight (see `finish`)
         self.on_close()

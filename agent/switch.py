@@ -274,6 +274,7 @@ class SwitchAgent(TrayAgent):
                     await task
             self._detach(peer)
             await peer.drain_tasks()
+            await frames.finish(timeout=self.forward_timeout)
 
     # -- forwarding ------------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                 fuzzer.fuzz_round(args.cases, seed)
                 fuzzer.raw_bodies(args.cases, seed)
                 fuzzer.oversized()
+                fuzzer.taken_back(args.cases * 4)
                 fuzzer.abandon_streams(args.abandon)
                 never = fuzzer.never_read(args.never_read)
                 fuzzer.check(f"round {round_number + 1}")

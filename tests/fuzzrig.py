@@ -47,6 +47,7 @@ from google.protobuf import message_factory
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
+from fusionrack.agent.forward import heartbeat_interval_ms
 from fusionrack.auth import Credentials
 from fusionrack.emulator import (
     AtomicOp,
@@ -125,6 +126,7 @@ CONTROL_METHODS = {
 # Statuses that say the server failed, not the request.
 BAD_CODES = {"UNKNOWN", "INTERNAL"}
 DEADLINE = 10.0  # every fuzz call's deadline
+TAKEN_BACK_DEADLINE = 3.0  # a taken-back Forward stream ends in milliseconds
 SLACK = 2.0  # a call that returns later than its deadline plus this has overrun it
 POOL_FILES = (common_pb2, controller_pb2, memory_pb2, switch_pb2, tray_pb2)
 
@@ -764,8 +766,8 @@ class Fuzzer:
             call.cancel()
         self.record(key or method.key, code, time.monotonic() - start, body, DEADLINE)
 
-    async def bidi(self, server: str, method: Method, frames: list[bytes],
-                   key: str | None = None, answers: int = 0) -> None:  # fmt: skip
+    async def bidi(self, server: str, method: Method, frames: list[bytes], key: str | None = None,
+                   answers: int = 0, deadline: float = DEADLINE) -> None:  # fmt: skip
         """Write `frames` on a bidirectional stream, half-close it and read to its end. With
         gRPC's blocking client in a thread: the asyncio client reports a stream the server
         ended while its writes were still in flight as INTERNAL ("Internal error from
@@ -773,20 +775,22 @@ class Fuzzer:
         key = key or method.key
         cls = message_factory.GetMessageClass(method.response)
         start = time.monotonic()
-        code, ops, got, details = await asyncio.to_thread(self._bidi, server, method, frames, cls)
+        code, ops, got, details = await asyncio.to_thread(
+            self._bidi, server, method, frames, cls, deadline
+        )
         if code in BAD_CODES:
             self.examples.setdefault((key, f"{code} message"), details.encode())
-        self.record(key, code, time.monotonic() - start, b"".join(frames), DEADLINE, ops)
+        self.record(key, code, time.monotonic() - start, b"".join(frames), deadline, ops)
         if code == "OK" and got < answers:
             self._found(key, "unanswered", b"".join(frames), f"{got} of {answers} answers")
 
-    def _bidi(self, server: str, method: Method, frames: list[bytes],
-              cls: Any) -> tuple[str, list[int], int, str]:  # fmt: skip
+    def _bidi(self, server: str, method: Method, frames: list[bytes], cls: Any,
+              deadline: float) -> tuple[str, list[int], int, str]:  # fmt: skip
         call = self.blocking_channel(server).stream_stream(method.path)
         ops: list[int] = []
         got = 0
         try:
-            for answer in call(iter(frames), timeout=DEADLINE, **self.auth):
+            for answer in call(iter(frames), timeout=deadline, **self.auth):
                 ops.extend(op_statuses(cls.FromString(answer)))
                 got += 1
         except grpc.RpcError as error:
@@ -973,6 +977,24 @@ class Fuzzer:
                     self.run(self.unary(server, method, body, key=f"{method.key} [oversized]"))
         stream = next(m for m in methods() if m.key == "Memory.Stream")
         self.run(self.bidi("compute-01", stream, [body], key="Memory.Stream [oversized]"))
+
+    def taken_back(self, count: int) -> None:
+        """`count` Forward streams admitted as FORGED_TRAY on switch-1, each half-closed after
+        two requests: the real tray's reconnect takes the switch's stream back within
+        milliseconds, often while the switch is writing to the forged one, whose call must
+        then end at once (it once stayed open to its deadline: a handler that returned with a
+        write still in gRPC's hands could not send its status)."""
+        forward = next(m for m in methods() if m.key == "Switch.Forward")
+        hello = switch_pb2.ForwardHello(tray=FORGED_TRAY, boot_id="fuzz",
+                                        manifest_digest=self.facts.digest,
+                                        heartbeat_interval_ms=heartbeat_interval_ms())  # fmt: skip
+        batch = switch_pb2.ForwardFrame(request=switch_pb2.ForwardRequest(batch={}))
+        frames = [switch_pb2.ForwardFrame(hello=authenticated_hello(self.credentials, hello)),
+                  batch, batch]  # fmt: skip
+        bodies = [frame.SerializeToString() for frame in frames]
+        for _ in range(count):
+            self.run(self.bidi("switch-1", forward, bodies, key="Switch.Forward [taken back]",
+                               deadline=TAKEN_BACK_DEADLINE))  # fmt: skip
 
     def abandon_streams(self, count: int) -> None:
         """`count` streams of every streaming method opened (with a first message where the

@@ -301,3 +301,34 @@ async def test_a_request_the_switch_cannot_pass_on_is_answered_under_its_own_id(
     assert answer.response.request_id == 6
     assert answer.response.status.code == grpc.StatusCode.UNAVAILABLE.value[0]
     await switch.stop_ticker()
+
+
+async def test_a_forward_call_closed_mid_write_finishes_that_write_first() -> None:
+    # gRPC keeps a write it has started even when the task awaiting it is cancelled, and a
+    # server handler that returns meanwhile cannot send its status: the client then waits out
+    # its deadline. So close() lets the write in flight finish, and finish() waits for it.
+    release, written = asyncio.Event(), []
+
+    async def write(frame: switch_pb2.ForwardFrame) -> None:
+        await release.wait()
+        written.append(frame.request.request_id)
+
+    closed = []
+    frames = GrpcFrames(write, lambda frame: None, lambda: closed.append(True))
+    for request_id in (1, 2):
+        frames.send(request_frame(request_id=request_id))
+    await asyncio.sleep(0.01)  # the writer is in the first write
+    frames.close()
+    assert closed == [True]
+    finishing = asyncio.ensure_future(frames.finish(timeout=5))
+    await asyncio.sleep(0.05)
+    assert not finishing.done()
+    release.set()
+    await asyncio.wait_for(finishing, 1)
+    assert written == [1]  # the write in flight done, the frame queued behind it dropped
+
+    stuck = GrpcFrames(lambda frame: asyncio.Event().wait(), lambda frame: None, lambda: None)
+    stuck.send(request_frame(request_id=3))
+    await asyncio.sleep(0.01)
+    stuck.close()
+    await asyncio.wait_for(stuck.finish(timeout=0.05), 1)  # a write that never ends: given up
