@@ -93,6 +93,8 @@ class SwitchAgent(TrayAgent):
             for t in topology.trays
             if t.kind == TrayKind.COMPUTE
         }
+        # Whose link an op from each accelerator comes up: a tray speaks only for its own.
+        self._tray_of = [topology.tray_of_accelerator(a.index).name for a in topology.accelerators]
         self.links.start_down(self.link_indices)  # until each compute tray is heard from
         self.stopping = False
         self._framed: asyncio.Server | None = None  # the framed transport's listener
@@ -312,7 +314,12 @@ class SwitchAgent(TrayAgent):
         for plane, _, _ in shares:
             if plane not in self.planes:
                 raise FailedPrecondition(f"plane {plane} is not a chip of switch tray {self.name}")
-        self.topology.accelerator(initiator)
+        if self._tray_of[self.topology.accelerator(initiator).index] != source.name:
+            raise PermissionDenied(
+                f"tray {source.name} sent an op as {self.topology.accelerators[initiator].name} "
+                f"of {self._tray_of[initiator]}: a compute tray's links carry only its own "
+                "accelerators' ops"
+            )
         payload = request.WhichOneof("payload")
         if payload == "op" and decode_multicast(request.op):
             return self._multicast(source, request_id, request)

@@ -185,6 +185,40 @@ async def test_a_bad_request_on_an_admitted_stream_is_answered_and_the_stream_li
     assert await store_and_load(clients) == b"framed"
 
 
+async def test_a_compute_tray_speaks_only_for_its_own_accelerators(
+    mini_rack: LocalRack, clients: Clients
+) -> None:
+    # An admitted tray naming another tray's accelerator as initiator would get past the
+    # partition check as that accelerator: the switch knows whose link the op came up.
+    address = fabric_address(1, 64)  # accelerator 1, compute-01, in accelerator 0's partition
+    await clients.memory("compute-01").Store(
+        memory_pb2.StoreRequest(initiator=0, address=address, data=b"kept")
+    )
+    reader, writer = await connect(mini_rack, "switch-1")  # as compute-02, for a while
+    try:
+        writer.write(
+            encode(hello("compute-02", mini_rack.topology.manifest.digest, mini_rack.secret))
+        )
+        assert (await read_frame(reader)) is not None  # the switch's hello
+        store = memory_pb2.MemoryOp(store=memory_pb2.StoreOp(address=address, data=b"evil"))
+        spoofed = switch_pb2.ForwardRequest(request_id=9, initiator=0, target=1, plane=0, op=store)
+        writer.write(encode(switch_pb2.ForwardFrame(request=spoofed)))
+        while (frame := await read_frame(reader)) is not None:
+            if frame.WhichOneof("frame") == "response":
+                break
+        assert frame is not None and frame.response.request_id == 9
+        assert frame.response.status.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+        assert "tray compute-02 sent an op as" in frame.response.status.message
+        assert "carry only its own accelerators' ops" in frame.response.status.message
+    finally:
+        writer.close()
+    await mini_rack.wait_ready()
+    loaded = await clients.memory("compute-01").Load(
+        memory_pb2.LoadRequest(initiator=0, address=address, size=4)
+    )
+    assert loaded.data == b"kept"
+
+
 class StuckTransport:
     """A transport whose peer stopped reading: everything written stays buffered."""
 
