@@ -7,10 +7,11 @@
 A rack of real processes (`fusionctl rack up`, the fuzz rack of tests/fuzzrig.py, with its
 controller) is fuzzed from the proto descriptors: every method of Memory, Switch, Tray and
 Controller with hypothesis-drawn requests, raw random bodies, requests just over 64 MiB,
-thousands of streams opened and abandoned, watchers that never read, and the framed data plane
-fed random and nearly valid frames. Printed: cases and statuses per RPC, UNKNOWN/INTERNAL per
-RPC, and the findings (dead processes, calls past their deadline, RSS growth, invariant
-breaks). Exits 1 when there is a finding.
+Forward streams admitted as a real tray and taken back by it, thousands of streams opened and
+abandoned, watchers that never read, and the framed data plane fed random and nearly valid
+frames. Printed: cases and statuses per RPC, UNKNOWN/INTERNAL per RPC, and the findings (dead
+processes, calls past their deadline, RSS growth, invariant breaks). Exits 1 when there is a
+finding.
 """
 
 from __future__ import annotations
