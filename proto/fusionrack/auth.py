@@ -521,13 +521,10 @@ class Credentials:
         return bool(self.secret or self.token)
 
 
-class _MetadataInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Adds the credentials' metadata to every call of a channel."""
+class _Metadata:
+    """Adds the credentials' metadata to the calls a subclass intercepts. One interceptor per
+    call kind: grpc.aio files an interceptor under the first kind it implements only, so one
+    object implementing all four would intercept unary-unary calls alone."""
 
     def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
         self.pairs = pairs
@@ -539,15 +536,23 @@ class _MetadataInterceptor(
             details.wait_for_ready,
         )  # fmt: skip
 
+
+class _UnaryUnary(_Metadata, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def, override]
         return await continuation(self._details(details), request)
 
+
+class _UnaryStream(_Metadata, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def, override]
         return await continuation(self._details(details), request)
 
+
+class _StreamUnary(_Metadata, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation, details, requests):  # type: ignore[no-untyped-def, override]
         return await continuation(self._details(details), requests)
 
+
+class _StreamStream(_Metadata, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation, details, requests):  # type: ignore[no-untyped-def, override]
         return await continuation(self._details(details), requests)
 
@@ -556,7 +561,8 @@ def secret_interceptors(credentials: Credentials | None) -> list[grpc.aio.Client
     """Client interceptors that present `credentials` on every call (none for none)."""
     if not credentials:
         return []
-    return [_MetadataInterceptor(credentials.metadata())]
+    pairs = credentials.metadata()
+    return [kind(pairs) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
 
 
 # -- files ----------------------------------------------------------------------------------

@@ -298,6 +298,15 @@ async def test_a_controller_that_refuses_anonymous_callers(
                 controller_pb2.GetDomainRequest()
             )
             assert domain.state.tray_count == 4
+            # Streams present the token too (grpc.aio once took our interceptor for unary
+            # calls only): the snapshot of a Subscribe comes, up to its end marker.
+            events = controller_pb2_grpc.ControllerStub(channel).Subscribe(
+                controller_pb2.SubscribeRequest(include_snapshot=True), timeout=10
+            )
+            async for event in events:
+                if event.WhichOneof("item") == "snapshot_end":
+                    break
+            events.cancel()
         await until(lambda: running.controller.agents["switch-1"].reachable)
     finally:
         await running.stop()
