@@ -158,28 +158,35 @@ async def test_stopping_closes_connections_still_waiting_for_their_hello(
         writer.close()
 
 
-async def test_a_bad_request_on_an_admitted_stream_is_answered_and_the_stream_lives_on(
-    mini_rack: LocalRack, clients: Clients, caplog: pytest.LogCaptureFixture
-) -> None:
-    reader, writer = await connect(mini_rack, "switch-1")  # as compute-02, for a while
+async def answer_as_compute_02(
+    rack: LocalRack, request: switch_pb2.ForwardRequest
+) -> switch_pb2.ForwardResponse:
+    """The answer of switch-1 to `request` sent on a framed stream admitted as compute-02 (which
+    takes compute-02's place until the real tray takes it back)."""
+    reader, writer = await connect(rack, "switch-1")
     try:
-        writer.write(
-            encode(hello("compute-02", mini_rack.topology.manifest.digest, mini_rack.secret))
-        )
+        writer.write(encode(hello("compute-02", rack.topology.manifest.digest, rack.secret)))
         first = await read_frame(reader)
         assert first is not None and first.hello.tray == "switch-1"
-        bad = switch_pb2.ForwardRequest(
-            request_id=7, initiator=2, target=0, plane=0, packed_ops=b"\0" * 33
-        )
-        writer.write(encode(switch_pb2.ForwardFrame(request=bad)))
+        writer.write(encode(switch_pb2.ForwardFrame(request=request)))
         while (frame := await read_frame(reader)) is not None:
             if frame.WhichOneof("frame") == "response":
                 break
-        assert frame is not None and frame.response.request_id == 7
-        assert frame.response.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-        assert "33 bytes: not whole 32-byte records" in frame.response.status.message
+        assert frame is not None and frame.response.request_id == request.request_id
+        return frame.response
     finally:
         writer.close()
+
+
+async def test_a_bad_request_on_an_admitted_stream_is_answered_and_the_stream_lives_on(
+    mini_rack: LocalRack, clients: Clients, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = switch_pb2.ForwardRequest(
+        request_id=7, initiator=2, target=0, plane=0, packed_ops=b"\0" * 33
+    )
+    answer = await answer_as_compute_02(mini_rack, bad)
+    assert answer.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "33 bytes: not whole 32-byte records" in answer.status.message
     assert "Traceback" not in caplog.text
     await mini_rack.wait_ready()  # compute-02 takes its place back
     assert await store_and_load(clients) == b"framed"
@@ -194,24 +201,12 @@ async def test_a_compute_tray_speaks_only_for_its_own_accelerators(
     await clients.memory("compute-01").Store(
         memory_pb2.StoreRequest(initiator=0, address=address, data=b"kept")
     )
-    reader, writer = await connect(mini_rack, "switch-1")  # as compute-02, for a while
-    try:
-        writer.write(
-            encode(hello("compute-02", mini_rack.topology.manifest.digest, mini_rack.secret))
-        )
-        assert (await read_frame(reader)) is not None  # the switch's hello
-        store = memory_pb2.MemoryOp(store=memory_pb2.StoreOp(address=address, data=b"evil"))
-        spoofed = switch_pb2.ForwardRequest(request_id=9, initiator=0, target=1, plane=0, op=store)
-        writer.write(encode(switch_pb2.ForwardFrame(request=spoofed)))
-        while (frame := await read_frame(reader)) is not None:
-            if frame.WhichOneof("frame") == "response":
-                break
-        assert frame is not None and frame.response.request_id == 9
-        assert frame.response.status.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
-        assert "tray compute-02 sent an op as" in frame.response.status.message
-        assert "carry only its own accelerators' ops" in frame.response.status.message
-    finally:
-        writer.close()
+    store = memory_pb2.MemoryOp(store=memory_pb2.StoreOp(address=address, data=b"evil"))
+    spoofed = switch_pb2.ForwardRequest(request_id=9, initiator=0, target=1, plane=0, op=store)
+    answer = await answer_as_compute_02(mini_rack, spoofed)
+    assert answer.status.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    assert "tray compute-02 sent an op as" in answer.status.message
+    assert "carry only its own accelerators' ops" in answer.status.message
     await mini_rack.wait_ready()
     loaded = await clients.memory("compute-01").Load(
         memory_pb2.LoadRequest(initiator=0, address=address, size=4)
