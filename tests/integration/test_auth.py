@@ -303,10 +303,13 @@ async def test_a_controller_that_refuses_anonymous_callers(
             events = controller_pb2_grpc.ControllerStub(channel).Subscribe(
                 controller_pb2.SubscribeRequest(include_snapshot=True), timeout=10
             )
+            items = []
             async for event in events:
-                if event.WhichOneof("item") == "snapshot_end":
+                items.append(event.WhichOneof("item"))
+                if items[-1] == "snapshot_end":
                     break
             events.cancel()
+            assert items[-1:] == ["snapshot_end"] and "event" in items
         await until(lambda: running.controller.agents["switch-1"].reachable)
     finally:
         await running.stop()
