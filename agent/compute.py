@@ -327,7 +327,8 @@ class ComputeAgent(TrayAgent):
                 response.batch.results.extend(apply_op(self.memory, op) for op in request.batch.ops)
                 size = sum(64 + len(r.data) for r in response.batch.results)
             elif payload == "packed_ops":
-                response.packed_results = self.memory.execute_packed(request.packed_ops).tobytes()
+                results = packed.execute_packed(self.memory, request.packed_ops)
+                response.packed_results = results.tobytes()
                 size = 64 + len(response.packed_results)
             else:
                 raise InvalidArgument("forwarded request carries no ops")
@@ -571,7 +572,7 @@ class ComputeAgent(TrayAgent):
         local = valid & (target == initiator)
         if local.any():
             rows = np.flatnonzero(local)
-            results[rows] = self.memory.execute_packed(records[rows])
+            results[rows] = packed.execute_packed(self.memory, records[rows])
         remote = np.flatnonzero(valid & ~local)
         if len(remote):
             plane = choose_planes(address[remote], self.links.usable_planes(initiator))

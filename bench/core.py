@@ -11,7 +11,7 @@ allocated during timing).
 * single ops: `MemorySpace.atomic` fetch-add (U64 ADD), `load` and `store` of 8 bytes, one
   Python call per op, vs indexing a ``memoryview.cast('Q')`` of the same mapping; and
   `fabric.route` of one op between random accelerators of a 72-GPU rack (no target);
-* batches: `MemorySpace.execute_packed` on packed batches (validation, conflict detection,
+* batches: `packed.execute_packed` on packed batches (validation, conflict detection,
   results included; the batch is prebuilt bytes, as it arrives from the wire), vs the bare
   numpy gather / scatter / gather-add-scatter on precomputed word indices (no validation, and
   wrong for repeated words). Two conditions:
@@ -43,6 +43,7 @@ from fusionrack.emulator.manifest import load_manifest
 from fusionrack.emulator.memory import MemorySpace
 from fusionrack.emulator.packed import (
     PACKED_OP_DTYPE,
+    execute_packed,
     pack_atomics,
     pack_loads,
     pack_stores,
@@ -216,7 +217,7 @@ def bench_batches(
         plans["mixed"].append((idx[kind == 0], idx[kind == 1], values[kind == 1], idx[kind == 2]))
     for kind in kinds:
         batches[kind] = [b.tobytes() for b in batches[kind]]  # type: ignore[attr-defined]
-        res = unpack_results(w.space.execute_packed(batches[kind][0]))
+        res = unpack_results(execute_packed(w.space, batches[kind][0]))
         assert res.ok.all(), f"{kind}: a benchmark op failed"
     words = w.words
 
@@ -232,10 +233,9 @@ def bench_batches(
     rows = []
     for kind in kinds:
         next_batch, next_plan = cycle(batches[kind]), cycle(plans[kind])
-        execute = w.space.execute_packed
 
-        def ours(execute=execute, next_batch=next_batch) -> int:
-            execute(next_batch())
+        def ours(space=w.space, next_batch=next_batch) -> int:
+            execute_packed(space, next_batch())
             return n
 
         def base(kind=kind, next_plan=next_plan) -> int:
@@ -302,9 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{WORKING_SET >> 20} MiB working set; medians"
     )
     misses = print_table("single ops (one call per op)", single, "memoryview")
-    misses += print_table(
-        "packed batches (MemorySpace.execute_packed)", hot + small + cold, "raw numpy"
-    )
+    misses += print_table("packed batches (packed.execute_packed)", hot + small + cold, "raw numpy")
     print(
         f"\n{'all targets met' if not misses else f'{misses} target(s) missed'} "
         f"({time.perf_counter() - started:.1f} s)"

@@ -41,7 +41,7 @@ import mmap
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -56,9 +56,6 @@ from .errors import (
     OutOfRange,
     ResourceExhausted,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .packed import PackedOps
 
 if sys.byteorder != "little":  # pragma: no cover - every supported host is little-endian
     raise ImportError(
@@ -840,13 +837,6 @@ class MemorySpace:
             except (TypeError, ValueError, OverflowError) as exc:  # wrongly typed fields
                 append(OpResult(ErrorCode.INVALID_ARGUMENT, None, f"malformed op {op!r}: {exc}"))
         return results
-
-    def execute_packed(self, ops: PackedOps, out: np.ndarray | None = None) -> np.ndarray:
-        """Apply a packed batch (see `packed`) vectorized; returns the packed results (an array
-        of `packed.PACKED_RESULT_DTYPE`; ``.tobytes()`` is the wire form)."""
-        from .packed import execute_packed
-
-        return execute_packed(self, ops, out)
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from fusionrack.emulator.memory import (
     combine,
     reduce_values,
 )
+from fusionrack.emulator.packed import execute_packed
 
 try:
     from .memory_reference import ALLOWED, FORMAT, RANGE, WIDTH, ReferenceMemory, f32
@@ -427,7 +428,7 @@ def test_closed_space_fails_cleanly():
     with raises(FailedPrecondition, ErrorCode.FAILED_PRECONDITION, "closed"):
         sp.load(fabric_address(0, 0), 1)
     with raises(FailedPrecondition, ErrorCode.FAILED_PRECONDITION, "closed"):
-        sp.execute_packed(b"\0" * 32)
+        execute_packed(sp, b"\0" * 32)
     view[0] = 1  # still valid memory
     del view
 

@@ -27,6 +27,7 @@ from fusionrack.emulator.packed import (
     RESULT_RECORD_BYTES,
     decode_values,
     encode_operands,
+    execute_packed,
     explain,
     pack_atomics,
     pack_loads,
@@ -71,7 +72,7 @@ def run_model(model: ReferenceMemory, rows: list[tuple[int, ...]]) -> list[tuple
 def check_against_model(space: MemorySpace, rows: list[tuple[int, ...]], model=None) -> None:
     model = model or ReferenceMemory(space.sizes)
     expected = run_model(model, rows)
-    res = unpack_results(space.execute_packed(records_array(rows).tobytes()))
+    res = unpack_results(execute_packed(space, records_array(rows).tobytes()))
     got = list(zip(res.status.tolist(), res.values.tolist(), strict=True))
     for i, (g, e) in enumerate(zip(got, expected, strict=True)):
         assert g == e, (i, rows[i], g, e)
@@ -100,20 +101,20 @@ def test_results_are_little_endian_value_status_reserved(space):
     a = fabric_address(0, 8)
     space.store(a, struct.pack("<Q", 0x1122334455667788))
     batch = np.concatenate([pack_loads([a], size=2), pack_loads([fabric_address(UNKNOWN, 0)])])
-    raw = space.execute_packed(batch.tobytes()).tobytes()
+    raw = execute_packed(space, batch.tobytes()).tobytes()
     assert raw == struct.pack("<QII", 0x7788, 0, 0) + struct.pack("<QII", 0, NOT_FOUND, 0)
 
 
 @pytest.mark.parametrize("nbytes", [1, 31, 33, 65])
 def test_buffer_not_a_multiple_of_32_is_rejected_as_a_whole(space, nbytes):
     with pytest.raises(InvalidArgument) as info:
-        space.execute_packed(b"\0" * nbytes)
+        execute_packed(space, b"\0" * nbytes)
     assert info.value.code == ErrorCode.INVALID_ARGUMENT
     assert f"malformed packed batch: {nbytes} bytes is not a multiple of 32" in info.value.message
 
 
 def test_empty_batch_and_all_buffer_kinds(space):
-    assert len(space.execute_packed(b"")) == 0
+    assert len(execute_packed(space, b"")) == 0
     a = fabric_address(2, 16)
     batch = pack_atomics([a, a], AtomicOp.ADD, DataType.U64, [1, 1])
     raw = batch.tobytes()
@@ -121,15 +122,15 @@ def test_empty_batch_and_all_buffer_kinds(space):
     expected_values = [0, 1]
     for buf in (raw, bytearray(raw), memoryview(raw), batch, np.frombuffer(raw, np.uint8)):
         space.store(a, bytes(8))
-        assert unpack_results(space.execute_packed(buf)).values.tolist() == expected_values
+        assert unpack_results(execute_packed(space, buf)).values.tolist() == expected_values
     space.store(a, bytes(8))
-    assert unpack_results(space.execute_packed(unaligned)).values.tolist() == expected_values
+    assert unpack_results(execute_packed(space, unaligned)).values.tolist() == expected_values
     out = np.empty(2, PACKED_RESULT_DTYPE)
-    assert space.execute_packed(raw, out) is out
+    assert execute_packed(space, raw, out) is out
     with pytest.raises(InvalidArgument):
-        space.execute_packed(raw, np.empty(3, PACKED_RESULT_DTYPE))
+        execute_packed(space, raw, np.empty(3, PACKED_RESULT_DTYPE))
     with pytest.raises(InvalidArgument, match="not a bytes-like object"):
-        space.execute_packed(object())  # type: ignore[arg-type]
+        execute_packed(space, object())  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,7 +172,7 @@ A0 = fabric_address(0, 64)
 def test_invalid_ops_get_their_status_and_change_nothing(space, row, status, fragment):
     # as the only op (one-class path) and among valid ops (per-op classes path)
     for rows in ([row], [(1, 8, 0, 0, 0, A0, 0, 0), row, (2, 8, 0, 0, 0, A0 + 8, 5, 0)]):
-        results = unpack_results(space.execute_packed(records_array(rows)))
+        results = unpack_results(execute_packed(space, records_array(rows)))
         i = rows.index(row)
         assert results.status[i] == status
         assert results.values[i] == 0
@@ -193,7 +194,7 @@ def test_sign_extended_i32_operands_are_accepted(space):
         (3, 4, 8, 3, 0, a, 7, 2**64 - 2),  # CAS expecting -2 (sign-extended): hit
         (3, 4, 6, 1, 0, a + 4, minus_one, 0),  # U32 may not be sign-extended
     ]
-    res = unpack_results(space.execute_packed(records_array(rows)))
+    res = unpack_results(execute_packed(space, records_array(rows)))
     assert res.status.tolist() == [OK, OK, OK, INVALID]
     assert res.values.tolist() == [0, 0xFFFF_FFFF, 0xFFFF_FFFE, 0]
     assert struct.unpack("<i", space.load(a, 4)) == (7,)
@@ -207,7 +208,8 @@ def test_sign_extended_i32_operands_are_accepted(space):
 def test_hot_word_fetch_adds_see_every_earlier_add(space):
     a = fabric_address(2, BIG - 8)
     n = 1000
-    res = unpack_results(space.execute_packed(pack_atomics([a] * n, AtomicOp.ADD, DataType.U64, 1)))
+    batch = pack_atomics([a] * n, AtomicOp.ADD, DataType.U64, 1)
+    res = unpack_results(execute_packed(space, batch))
     assert res.ok.all()
     assert res.values.tolist() == list(range(n))
     assert space.load(a, 8) == n.to_bytes(8, "little")
@@ -225,7 +227,7 @@ def test_rounds_apply_each_word_in_batch_order(space):
             pack_atomics(words, AtomicOp.EXCHANGE, DataType.U64, 0),
         ]
     )
-    res = unpack_results(space.execute_packed(batch))
+    res = unpack_results(execute_packed(space, batch))
     assert res.ok.all()
     v = res.values.reshape(5, 64)
     base = np.arange(64) + 100
@@ -240,13 +242,13 @@ def test_rounds_apply_each_word_in_batch_order(space):
 def test_pure_load_batches_with_repeats(space):
     space.store(fabric_address(0, 0), bytes(range(16)))
     a = [fabric_address(0, 0)] * 3 + [fabric_address(0, 8)] * 2 + [fabric_address(0, 4)]
-    res = unpack_results(space.execute_packed(pack_loads(a, size=4)))
+    res = unpack_results(execute_packed(space, pack_loads(a, size=4)))
     assert res.values.tolist() == [0x03020100] * 3 + [0x0B0A0908] * 2 + [0x07060504]
 
 
 def test_increasing_addresses_take_the_no_conflict_path(space):
     words = [fabric_address(0, 8 * i) for i in range(1000)] + [fabric_address(2, 0)]
-    res = unpack_results(space.execute_packed(pack_atomics(words, AtomicOp.ADD, DataType.U64, 3)))
+    res = unpack_results(execute_packed(space, pack_atomics(words, AtomicOp.ADD, DataType.U64, 3)))
     assert res.ok.all() and not res.values.any()
     assert space.load(fabric_address(0, 8 * 999), 8) == (3).to_bytes(8, "little")
 
@@ -418,7 +420,7 @@ def test_packed_batches_match_the_reference_model(rows):
         check_against_model(sp, rows)
         # validation does not depend on memory: explain agrees with every status
         recs = records_array(rows)
-        statuses = unpack_results(sp.execute_packed(recs)).status.tolist()
+        statuses = unpack_results(execute_packed(sp, recs)).status.tolist()
         for i, status in enumerate(statuses):
             message = explain(sp, recs, i)
             assert (message == "") == (status == OK)
@@ -440,7 +442,7 @@ def test_a_batch_equals_its_ops_one_by_one(rows):
 
 
 def space_results(sp: MemorySpace, rows) -> list[tuple[int, int]]:
-    res = unpack_results(sp.execute_packed(records_array(rows)))
+    res = unpack_results(execute_packed(sp, records_array(rows)))
     return list(zip(res.status.tolist(), res.values.tolist(), strict=True))
 
 
@@ -451,16 +453,16 @@ def space_results(sp: MemorySpace, rows) -> list[tuple[int, int]]:
 def test_builders_and_readers_round_trip(space):
     a = fabric_address(0, 0)
     f = pack_atomics([a, a], AtomicOp.ADD, DataType.F64, [1.5, -0.25])
-    res = unpack_results(space.execute_packed(f.tobytes()))
+    res = unpack_results(execute_packed(space, f.tobytes()))
     assert res.typed(DataType.F64).tolist() == [0.0, 1.5]
     assert struct.unpack("<d", space.load(a, 8)) == (1.25,)
     i = pack_atomics([a + 8], AtomicOp.MIN, DataType.I32, [-3])
     assert int(i["operand"][0]) == 0xFFFF_FFFD
-    assert unpack_results(space.execute_packed(i)).ok.all()
+    assert unpack_results(execute_packed(space, i)).ok.all()
     assert struct.unpack("<i", space.load(a + 8, 4)) == (-3,)
     s = pack_stores([a + 16], [-1], size=2)
     assert int(s["operand"][0]) == 0xFFFF
-    raw_results = space.execute_packed(s).tobytes()
+    raw_results = execute_packed(space, s).tobytes()
     assert unpack_results(raw_results).status.tolist() == [OK]
     assert unpack_results(memoryview(raw_results)).values.tolist() == [0]
     with pytest.raises(InvalidArgument, match="not a multiple of 16"):
@@ -481,7 +483,7 @@ def test_pack_op_list_converts_what_the_format_expresses(space):
         Atomic(a, AtomicOp.COMPARE_SWAP, DataType.U32, 9, compare=0x0201),
         Load(a, 4),
     ]
-    res = unpack_results(space.execute_packed(pack_op_list(ops)))
+    res = unpack_results(execute_packed(space, pack_op_list(ops)))
     assert res.values.tolist() == [0, 0x0201, 0x0201, 9]
     assert [r.code for r in space.execute(ops)] == [ErrorCode.OK] * 4
     for bad in (Load(a, 3), Copy(a, a, 8), Store(a, b"")):
