@@ -20,13 +20,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import grpc
 import numpy as np
 
 from fusionrack import wire
 from fusionrack.emulator import (
+    FabricConfig,
     FusionError,
     Topology,
     TrafficRates,
@@ -34,10 +36,9 @@ from fusionrack.emulator import (
     TrafficTable,
     traffic_rates,
 )
-from fusionrack.v1 import common_pb2, controller_pb2, tray_pb2
+from fusionrack.v1 import common_pb2, controller_pb2, tray_pb2, tray_pb2_grpc
 
-if TYPE_CHECKING:
-    from .domain import AgentView, Controller
+from .store import StateStore
 
 __all__ = ["TrafficControl"]
 
@@ -46,6 +47,37 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 0.2  # a push that failed is tried again after this (and at the tray's next status)
 
 Row = tuple[int, float, float]  # (link index, up bytes/s, down bytes/s)
+
+
+class AgentView(Protocol):
+    """What traffic control reads of one tray's agent (the controller's `domain.AgentView`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def reachable(self) -> bool: ...
+    @property
+    def tray(self) -> tray_pb2_grpc.TrayStub: ...
+
+
+class Controller(Protocol):
+    """What traffic control needs of its controller (`domain.Controller`), named here so that
+    the controller may hold a TrafficControl without the two modules importing each other."""
+
+    @property
+    def topology(self) -> Topology: ...
+    @property
+    def config(self) -> FabricConfig: ...
+    @property
+    def agents(self) -> Mapping[str, AgentView]: ...
+    @property
+    def rpc_timeout(self) -> float: ...
+    @property
+    def lock(self) -> asyncio.Lock: ...
+    @property
+    def store(self) -> StateStore: ...
+    def usable(self) -> np.ndarray: ...
+    def document(self) -> dict[str, Any]: ...
 
 
 class TrafficControl:
