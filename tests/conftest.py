@@ -3,7 +3,11 @@ mosquitto, a real Prometheus."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from mqtt_broker import Mosquitto, MosquittoMissing
@@ -11,6 +15,24 @@ from prometheus_server import Prometheus, PrometheusMissing
 
 from fusionrack.emulator.manifest import load_manifest
 from fusionrack.emulator.topology import Topology
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def unpacked_wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The project built as a wheel (no download) and unpacked: (the wheel, its site folder),
+    a plain install's tree with every `fusionrack.*` package under one folder."""
+    where = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(where), str(ROOT)],
+        check=True, capture_output=True, timeout=300, cwd=where,
+    )  # fmt: skip
+    (wheel,) = where.glob("fusionrack-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(where / "site")
+    return wheel, where / "site"
 
 
 @pytest.fixture(scope="session")

@@ -8,19 +8,13 @@ import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def test_the_wheel_installs_one_namespace_with_stubs_and_presets(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
-    (wheel,) = tmp_path.glob("fusionrack-*.whl")
+def test_the_wheel_installs_one_namespace_with_stubs_and_presets(
+    unpacked_wheel: tuple[Path, Path], tmp_path: Path
+) -> None:
+    wheel, site = unpacked_wheel
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        archive.extractall(tmp_path / "site")
     assert {name.split("/")[0] for name in names} == {
         "fusionrack",
         wheel.name.split("-py")[0] + ".dist-info",
@@ -49,10 +43,10 @@ def test_the_wheel_installs_one_namespace_with_stubs_and_presets(tmp_path: Path)
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False,
-        cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     location, rack, rules = result.stdout.split()
-    assert location.startswith(str(tmp_path / "site"))
+    assert location.startswith(str(site))
     assert rack == "gb200-nvl72"
     assert rules == "1"  # `rack up --prometheus` finds the rules inside the install
