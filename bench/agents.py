@@ -39,11 +39,11 @@ from pathlib import Path
 import numpy as np
 
 from fusionrack.auth import generate_secret_file
-from fusionrack.controller.rack import RackPlan, wait_ready
 from fusionrack.emulator import AtomicOp, DataType, Topology, fabric_address, load_manifest, packed
 from fusionrack.emulator.fabric import choose_planes
 from fusionrack.emulator.topology import tray_port_span
 from fusionrack.entry import grpc_environment
+from fusionrack.fusionctl.launcher.rack import RackPlan, wait_ready
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc
 

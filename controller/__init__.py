@@ -1,1 +1,1 @@
-"""The central controller and the `fusionctl` command line."""
+"""The controller daemon, `fusion-controller`: desired state, fabric programming, events."""

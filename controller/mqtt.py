@@ -60,9 +60,9 @@ from fusionrack.mqtt import (
     rfc3339,
 )
 from fusionrack.v1 import common_pb2, events_pb2
+from fusionrack.wire import to_json  # the same JSON as `fusionctl -o json`
 
 from .domain import Controller
-from .output import to_json  # the same JSON as `fusionctl -o json`
 
 __all__ = ["ControllerPublisher"]
 

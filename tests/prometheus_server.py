@@ -1,12 +1,13 @@
 """A real Prometheus on a free loopback port, for the tests that need one.
 
 It runs the configuration `fusionctl rack up --prometheus` runs (the shipped
-`deploy/prometheus/prometheus.yml` rendered by `fusionrack.controller.prometheus.render_config`:
-the same scrape job, `honor_labels`, recording rules and alerts), scraping the file_sd targets
-file in its own directory. A test writes its targets with `set_targets` (Prometheus sees the
-file change at once, through inotify) and asks the HTTP API with `query`, `targets`, `rules`,
-`alerts`, or polls with `wait_for` (blocking) / `poll` (from async tests whose event loop serves
-the scraped agents: the HTTP calls then run in a thread).
+`deploy/prometheus/prometheus.yml` rendered by `render_config` of
+`fusionrack.fusionctl.launcher.prometheus`: the same scrape job, `honor_labels`, recording
+rules and alerts), scraping the file_sd targets file in its own directory. A test writes its
+targets with `set_targets` (Prometheus sees the file change at once, through inotify) and asks
+the HTTP API with `query`, `targets`, `rules`, `alerts`, or polls with `wait_for` (blocking) /
+`poll` (from async tests whose event loop serves the scraped agents: the HTTP calls then run in
+a thread).
 
 `make test` installs Prometheus (scripts/install-system-deps.sh, Debian package 'prometheus');
 a machine without it fails these tests with a message saying so, it never skips them.
@@ -30,7 +31,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from fusionrack.controller.prometheus import render_config
+from fusionrack.fusionctl.launcher.prometheus import render_config
 
 __all__ = ["Prometheus", "PrometheusAPI", "PrometheusMissing", "find_binary"]
 

@@ -30,9 +30,9 @@ from prometheus_server import Prometheus
 
 from fusionrack.agent.rack import LocalRack
 from fusionrack.controller.main import RunningController, serve_controller
-from fusionrack.controller.prometheus import config_dir
 from fusionrack.emulator import fabric_address
 from fusionrack.emulator.topology import Topology
+from fusionrack.fusionctl.launcher.prometheus import config_dir
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import (
     common_pb2,
@@ -117,7 +117,7 @@ def prometheus(tmp_path: Path) -> Any:
 
 
 def targets(rack: LocalRack, controller: RunningController) -> list[dict[str, Any]]:
-    """The file_sd groups `fusionctl rack up` writes (controller/rack.py, write_targets)."""
+    """The file_sd groups `fusionctl rack up` writes (fusionctl/launcher/rack.py, write_targets)."""
     name = rack.topology.name
     groups = [
         {"targets": [t.agent.metrics_address],

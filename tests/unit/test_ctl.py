@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from fusionrack.controller import client
-from fusionrack.controller.arguments import (
+from fusionrack.controller.main import DEFAULT_LISTEN
+from fusionrack.emulator.manifest import list_presets, load_manifest
+from fusionrack.emulator.topology import Topology, tray_addresses
+from fusionrack.fusionctl import client
+from fusionrack.fusionctl.arguments import (
     ATOMIC_OP,
     LINK_STATE,
     TRAFFIC_PATTERN,
@@ -26,9 +29,8 @@ from fusionrack.controller.arguments import (
     seconds,
     uids,
 )
-from fusionrack.controller.cli import build_parser
-from fusionrack.controller.main import DEFAULT_LISTEN
-from fusionrack.controller.output import (
+from fusionrack.fusionctl.main import build_parser
+from fusionrack.fusionctl.output import (
     GREEN,
     RED,
     RESET,
@@ -38,8 +40,6 @@ from fusionrack.controller.output import (
     print_json,
     table,
 )
-from fusionrack.emulator.manifest import list_presets, load_manifest
-from fusionrack.emulator.topology import Topology, tray_addresses
 from fusionrack.v1 import common_pb2, controller_pb2
 
 

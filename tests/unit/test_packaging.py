@@ -22,7 +22,7 @@ def test_the_wheel_installs_one_namespace_with_stubs_and_presets(
     for expected in (
         "fusionrack/emulator/topology.py",
         "fusionrack/agent/__init__.py",
-        "fusionrack/controller/cli.py",
+        "fusionrack/fusionctl/main.py",
         "fusionrack/racks/gb200-nvl72.yaml",
         "fusionrack/prometheus/prometheus.yml",
         "fusionrack/prometheus/rules/recording.yml",
@@ -34,9 +34,9 @@ def test_the_wheel_installs_one_namespace_with_stubs_and_presets(
         assert expected in names, f"{expected} missing from the wheel"
     # Import from the unpacked wheel, not from the source tree: presets must come along.
     probe = (
-        "import fusionrack.emulator, fusionrack.agent, fusionrack.controller.cli, fusionrack.v1\n"
+        "import fusionrack.emulator, fusionrack.agent, fusionrack.fusionctl.main, fusionrack.v1\n"
         "from fusionrack.emulator.manifest import load_manifest\n"
-        "from fusionrack.controller.prometheus import render_config\n"
+        "from fusionrack.fusionctl.launcher.prometheus import render_config\n"
         "print(fusionrack.emulator.__file__)\n"
         "print(load_manifest('gb200-nvl72').name)\n"
         "print(render_config(5).count('/fusionrack/prometheus/rules/*.yml'))\n"

@@ -10,9 +10,9 @@ from datetime import datetime
 
 import pytest
 
-from fusionrack.controller.cli import build_parser
-from fusionrack.controller.output import GREEN, RED, RESET
-from fusionrack.controller.topview import (
+from fusionrack.fusionctl.main import build_parser
+from fusionrack.fusionctl.output import GREEN, RED, RESET
+from fusionrack.fusionctl.topview import (
     AcceleratorRow,
     Cell,
     PartitionLine,

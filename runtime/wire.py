@@ -7,9 +7,10 @@ component health, counters, reachability) is filled in by whoever owns it.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.message import Message
 
 from fusionrack.emulator import (
     FabricConfig,
@@ -35,6 +36,7 @@ __all__ = [
     "partition",
     "switch_config",
     "timestamp",
+    "to_json",
     "tray_info",
 ]
 
@@ -245,3 +247,12 @@ def fabric_config(
             group_id=group.id,
         )
     return fabric
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    """A v1 message in the proto3 JSON mapping with the proto's own field names: every field
+    present (zeros and empty lists too, so the shape never changes), enums by name, 64-bit
+    integers as strings, bytes as base64. `json_format.ParseDict` reads it back."""
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )

@@ -60,8 +60,8 @@ from fusionrack.emulator.topology import TrayAddresses, tray_addresses
 from fusionrack.rpc import FAST_RECONNECT, TlsFiles, component_files, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, tray_pb2, tray_pb2_grpc
 
-from .client import DEFAULT_CONTROLLER
-from .output import Palette, Progress, Word, colour_enabled, print_json, table
+from ..client import DEFAULT_CONTROLLER
+from ..output import Palette, Progress, Word, colour_enabled, print_json, table
 from .prometheus import (
     DEFAULT_INTERVAL,
     config_dir,

@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
-from google.protobuf import json_format
 from google.protobuf.message import Message
+
+from fusionrack.wire import to_json
 
 __all__ = [
     "Palette",
@@ -105,15 +106,6 @@ def human_bytes(value: float, unit: str = "B", base: int = 1024) -> str:
 
 def rate(value: float) -> str:
     return human_bytes(value, "B/s", 1000)
-
-
-def to_json(message: Message) -> dict[str, Any]:
-    """A v1 message in the proto3 JSON mapping with the proto's own field names: every field
-    present (zeros and empty lists too, so the shape never changes), enums by name, 64-bit
-    integers as strings, bytes as base64. `json_format.ParseDict` reads it back."""
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
 
 
 def print_json(value: Message | Any, *, lines: bool = False, stream: TextIO | None = None) -> None:

@@ -39,6 +39,7 @@ from .client import (
     output_options,
     runner,
 )
+from .commands import Commands
 from .output import print_json
 from .terminal import Screen
 from .topview import Sample, build_snapshot, frame_json, render_frame
@@ -258,10 +259,10 @@ def _interval(text: str) -> float:
     return value
 
 
-def register(commands: Any) -> None:
-    """Add `top` to `fusionctl`'s subcommands."""
+def register(commands: Commands) -> None:
+    """Add `top` to `fusionctl`."""
     what = "a live view of the rack: trays, link utilization heatmap, partitions, events"
-    parser = commands.add_parser(
+    parser = commands.root.add_parser(
         "top",
         help=what,
         description=what + ". Quit with q or Ctrl-C. Not on a terminal, with --once or -o json: "

@@ -59,6 +59,6 @@ def controller() -> int:
 def fusionctl() -> int:
     """`fusionctl`."""
     prepare()
-    from fusionrack.controller.cli import main
+    from fusionrack.fusionctl.main import main
 
     return main()

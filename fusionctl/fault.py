@@ -1,0 +1,110 @@
+"""`fusionctl fault list|inject|clear`, `drain`, `undrain`: breaking the rack on purpose, and
+taking links or trays out of service (admin down) and back.
+"""
+
+from __future__ import annotations
+
+from fusionrack.v1 import common_pb2, controller_pb2
+
+from .arguments import FAULT_KIND, choices
+from .client import Session
+from .commands import Commands, key_option
+from .views import FAULT_HEADER, fault_rows
+
+__all__ = ["register"]
+
+
+async def _list(s: Session) -> int:
+    response = await s.call("ListFaults", controller_pb2.ListFaultsRequest(tray=s.args.tray or ""))
+    return s.show(response, lambda r: s.table(fault_rows(r.faults), FAULT_HEADER))
+
+
+async def _inject(s: Session) -> int:
+    a = s.args
+    spec = common_pb2.FaultSpec(
+        kind=a.kind,
+        target=common_pb2.ComponentRef(name=a.target),
+        bit_error_rate=a.ber or 0.0,
+        flap_count=a.flap_count or 0,
+    )
+    if a.flap_period is not None:
+        spec.flap_period.FromNanoseconds(int(a.flap_period * 1e9))
+    request = common_pb2.InjectFaultRequest(fault=spec, idempotency_key=s.key)
+    response = await s.call("InjectFault", request)
+    return s.show(response, lambda r: "injected:\n" + s.table(fault_rows([r.fault]), FAULT_HEADER))
+
+
+async def _clear(s: Session) -> int:
+    request = common_pb2.ClearFaultRequest(
+        fault_id=s.args.fault_id or "", all=s.args.all, idempotency_key=s.key
+    )
+    response = await s.call("ClearFault", request)
+
+    def human(r: common_pb2.ClearFaultResponse) -> str:
+        if not r.faults:
+            return "no active faults"
+        return f"cleared {len(r.faults)}:\n" + s.table(fault_rows(r.faults), FAULT_HEADER)
+
+    return s.show(response, human)
+
+
+async def _set_admin_state(s: Session) -> int:
+    drain = s.args.command == "drain"
+    request = common_pb2.SetAdminStateRequest(
+        target=common_pb2.ComponentRef(name=s.args.target),
+        admin_state=common_pb2.ADMIN_STATE_DOWN if drain else common_pb2.ADMIN_STATE_UP,
+        reason=s.args.reason or "",
+        idempotency_key=s.key,
+    )
+    response = await s.call("SetAdminState", request)
+    verb = "drained" if drain else "returned to service"
+    return s.show(response, lambda r: f"{s.args.target} {verb} ({len(r.links)} links)")
+
+
+def register(commands: Commands) -> None:
+    """Add `fault`, `drain` and `undrain` to `fusionctl`."""
+    add, group = commands.add, commands.group
+
+    verbs = group("fault", "inject, list and clear faults")
+    p = add(verbs, "list", _list, "active faults of the rack")
+    p.add_argument("--tray", help="only faults held by this tray's agent")
+    p = add(verbs, "inject", _inject, "break something on purpose")
+    p.add_argument("kind", type=FAULT_KIND, metavar="KIND", help=choices(FAULT_KIND))
+    p.add_argument(
+        "target",
+        metavar="TARGET",
+        help="a link (compute-01/gpu0/nvlink3), chiplet, switch chip (switch-1/chip0) "
+        "or tray, as KIND requires",
+    )
+    p.add_argument("--ber", type=float, help="degraded_ber: the bit error rate, e.g. 1e-9")
+    p.add_argument(
+        "--flap-period",
+        type=float,
+        metavar="SECONDS",
+        help="link_flap: length of each down / up phase (default 1)",
+    )
+    p.add_argument(
+        "--flap-count",
+        type=int,
+        metavar="N",
+        help="link_flap: down phases before it clears itself (default: until cleared)",
+    )
+    key_option(p)
+    p = add(verbs, "clear", _clear, "clear a fault by id, or every fault")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("fault_id", nargs="?", metavar="FAULT_ID", help="e.g. compute-01/1")
+    which.add_argument("--all", action="store_true", help="clear every active fault of the rack")
+    key_option(p)
+
+    for name, what in (
+        ("drain", "take a link or a whole tray out of service (admin down)"),
+        ("undrain", "return a drained link or tray to service"),
+    ):
+        p = add(commands.root, name, _set_admin_state, what)
+        p.add_argument(
+            "target",
+            metavar="TARGET",
+            help="a link (compute-01/gpu0/nvlink3) or a tray (compute-01)",
+        )
+        p.add_argument("--reason", help="why, for the event and the logs")
+        key_option(p)

@@ -1,0 +1,148 @@
+"""`fusionctl rack up|down|status|restart`: the command line of the rack launcher. The options
+are parsed here; what they do (start and stop processes, wait for readiness, record the rack
+in its state directory) is `launcher/`, loaded only when a rack command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fusionrack.emulator.topology import DEFAULT_BASE_PORT
+
+from .client import DEFAULT_CONTROLLER, output_options
+from .commands import Commands
+from .launcher.prometheus import DEFAULT_INTERVAL as DEFAULT_PROMETHEUS_INTERVAL
+
+__all__ = ["register"]
+
+
+def _rack_up(args: argparse.Namespace) -> int:
+    from .launcher.rack import rack_up  # starts processes and talks gRPC: only load it when asked
+
+    return rack_up(
+        args.manifest, in_process=args.in_process, base_port=args.base_port, host=args.host,
+        state_dir=args.state_dir, detach=args.detach, mqtt=not args.no_mqtt,
+        controller_listen=None if args.no_controller else args.controller_listen,
+        output=args.output, prometheus=args.prometheus,
+        prometheus_interval=args.prometheus_interval, tls=args.tls,
+    )  # fmt: skip
+
+
+def _rack_down(args: argparse.Namespace) -> int:
+    from .launcher.rack import rack_down
+
+    return rack_down(args.manifest, args.state_dir, args.output)
+
+
+def _rack_status(args: argparse.Namespace) -> int:
+    from .launcher.rack import rack_status
+
+    return rack_status(args.manifest, args.state_dir, args.output)
+
+
+def _rack_restart(args: argparse.Namespace) -> int:
+    from .launcher.rack import rack_restart
+
+    return rack_restart(args.name, args.state_dir, args.output)
+
+
+def register(commands: Commands) -> None:
+    """Add `rack` to `fusionctl`."""
+    output = [output_options()]
+    rack = commands.root.add_parser("rack", help="bring an emulated rack up or down, or check it")
+    rack_verbs = rack.add_subparsers(dest="verb", required=True, metavar="VERB")
+    up = rack_verbs.add_parser(
+        "up",
+        parents=output,
+        help="start every tray agent and the controller, and wait until all are ready",
+    )
+    down = rack_verbs.add_parser(
+        "down", parents=output, help="stop a rack started with `rack up --detach`"
+    )
+    status = rack_verbs.add_parser(
+        "status",
+        parents=output,
+        help="what runs (trays, controller, broker) and whether it answers (exit 1 if not all)",
+    )
+    restart = rack_verbs.add_parser(
+        "restart",
+        parents=output,
+        help="start a tray's agent, the controller or the broker of a background rack again "
+        "(after a crash or a kill -9; a running one is stopped first) and wait until it is ready",
+    )
+    restart.add_argument(
+        "name",
+        metavar="TRAY|controller|mosquitto",
+        help="a tray of the rack (e.g. switch-1), controller, or mosquitto (the MQTT broker)",
+    )
+    up.add_argument(
+        "--manifest",
+        default="gb200-nvl72",
+        metavar="PATH|NAME",
+        help="rack manifest or preset (default gb200-nvl72)",
+    )
+    for verb in (down, status):
+        verb.add_argument(
+            "--manifest",
+            metavar="PATH|NAME",
+            help="rack manifest or preset (default: the one --state-dir was started with, "
+            "else gb200-nvl72)",
+        )
+    for verb in (up, down, status, restart):
+        verb.add_argument(
+            "--state-dir",
+            type=Path,
+            metavar="DIR",
+            help="pids, logs, targets and controller state (default .fusionrack/<rack>)",
+        )
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="mutual TLS everywhere: a CA and a certificate per component in <state dir>/tls "
+        "(made once, kept); fusionctl then uses its client-admin certificate",
+    )
+    up.add_argument(
+        "--in-process",
+        action="store_true",
+        help="all agents in one process (faster; the controller has its own)",
+    )
+    up.add_argument(
+        "--base-port",
+        type=int,
+        default=DEFAULT_BASE_PORT,
+        help=f"gRPC port of slot 1; tray in slot s: base+3(s-1), metrics +1, "
+        f"switch trays' data plane +2 (default {DEFAULT_BASE_PORT})",
+    )
+    up.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    up.add_argument(
+        "--controller-listen",
+        default=DEFAULT_CONTROLLER,
+        metavar="HOST:PORT",
+        help=f"gRPC address of the controller (default {DEFAULT_CONTROLLER})",
+    )
+    up.add_argument(
+        "--no-controller", action="store_true", help="start no controller (bring your own)"
+    )
+    up.add_argument(
+        "--detach", action="store_true", help="leave the rack running in the background"
+    )
+    up.add_argument("--no-mqtt", action="store_true", help="start no broker, publish no events")
+    up.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also start Prometheus (when installed) on a free 127.0.0.1 port, scraping the "
+        "rack with the recording rules and alerts of deploy/prometheus; data in the state dir",
+    )
+    up.add_argument(
+        "--prometheus-interval",
+        type=float,
+        default=DEFAULT_PROMETHEUS_INTERVAL,
+        metavar="SECONDS",
+        help="with --prometheus: seconds between scrapes and between rule evaluations "
+        f"(default {DEFAULT_PROMETHEUS_INTERVAL:g})",
+    )
+    up.set_defaults(run=_rack_up)
+    down.set_defaults(run=_rack_down)
+    status.set_defaults(run=_rack_status)
+    restart.set_defaults(run=_rack_restart)
