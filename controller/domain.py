@@ -16,6 +16,11 @@ Generations only grow: a change that was aborted still used its number, and afte
 the controller starts above both its saved generation and every generation a tray reports. A
 change committed to the trays but not saved (the controller died in between) was never
 acknowledged to its client; reconciling rolls it back.
+
+The `Controller` is one class of ~750 lines because changes, reconciliation, admin states,
+watching the agents and partition health all read and write the same state under one lock;
+what only reads it lives apart: the views of the agents (`agents.py`), the events made of what
+they report (`announce.py`), modelled traffic (`traffic.py`), the RPCs (`service.py`).
 """
 
 from __future__ import annotations
@@ -23,10 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -38,20 +41,13 @@ from fusionrack import wire
 from fusionrack.auth import Credentials
 from fusionrack.emulator import (
     AdminState,
-    AlreadyExists,
-    ComponentState,
     EventKind,
     FabricConfig,
     FailedPrecondition,
-    FaultKind,
     FusionError,
     InvalidArgument,
-    LinkState,
     NotFound,
-    OutOfRange,
     PartitionHealth,
-    PermissionDenied,
-    ResourceExhausted,
     Topology,
     TrayKind,
     Unavailable,
@@ -62,26 +58,19 @@ from fusionrack.rpc import FAST_RECONNECT, TlsFiles, open_channel
 from fusionrack.v1 import (
     common_pb2,
     controller_pb2,
-    events_pb2,
     switch_pb2,
     switch_pb2_grpc,
     tray_pb2,
     tray_pb2_grpc,
 )
 
+from .agents import AgentView, describe_error, forward
+from .announce import Announcer, mismatch_event, reachability_event
 from .events import EventBus, new_event
 from .store import Remembered, StateStore
 from .traffic import TrafficControl
 
-__all__ = [
-    "PROVISIONING_BUCKETS",
-    "PROVISIONING_OUTCOMES",
-    "AgentView",
-    "Controller",
-    "forward",
-    "mismatch_event",
-    "reachability_event",
-]
+__all__ = ["PROVISIONING_BUCKETS", "PROVISIONING_OUTCOMES", "Controller"]
 
 log = logging.getLogger(__name__)
 
@@ -89,90 +78,12 @@ log = logging.getLogger(__name__)
 # within a second of coming back.
 RECONNECT_MAX = 0.2  # s
 
-# A link with a LINK_FLAP fault is one LINK_FLAPPING event a second, with the transitions since
-# the one before: a 10 ms flap must not become a hundred events a second on every stream.
-FLAP_EVENT_INTERVAL = 1.0  # s
-
 # Seconds from a change's arrival (lock wait included) to the fabric programmed and the state
 # saved: a few ms on loopback, up to the RPC timeout when a switch tray does not answer.
 PROVISIONING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 PROVISIONING_OUTCOMES = ("ok", "failed")
 
 R = TypeVar("R")
-
-# A forwarded request refused by its agent keeps the agent's status and words.
-_AGENT_ERRORS = {
-    error.code.name: error
-    for error in (InvalidArgument, OutOfRange, NotFound, AlreadyExists, PermissionDenied,
-                  ResourceExhausted, FailedPrecondition, Unavailable)
-}  # fmt: skip
-
-
-async def forward(tray: str, call: Awaitable[R]) -> R:
-    """The answer of `tray`'s agent to a forwarded request; its refusal (INVALID_ARGUMENT,
-    NOT_FOUND, ...) passes through as the agent's status and message, anything else (it went
-    away, timed out) is UNAVAILABLE naming the tray."""
-    try:
-        return await call
-    except grpc.aio.AioRpcError as error:
-        kind = _AGENT_ERRORS.get(error.code().name)
-        if kind is None or kind is Unavailable:
-            raise Unavailable(
-                f"the agent of tray {tray} did not answer: {error.code().name}: {error.details()}"
-            ) from None
-        raise kind(error.details() or error.code().name) from None
-
-
-@dataclass
-class AgentView:
-    """What the controller knows of one tray's agent."""
-
-    name: str
-    kind: TrayKind
-    address: str
-    channel: grpc.aio.Channel
-    tray: tray_pb2_grpc.TrayStub
-    switch: switch_pb2_grpc.SwitchStub | None
-    reachable: bool = False
-    boot_id: str = ""
-    generation: int = 0  # committed config generation (switch trays)
-    metrics_address: str = ""  # its /metrics, as its inventory last said
-    status: tray_pb2.TrayStatus | None = None
-    mismatches: list[controller_pb2.TopologyMismatch] = field(default_factory=list)
-    # Compute trays: link index -> state as last reported, and the indices of usable links
-    # (kept per status so health is not re-derived from 1296 messages at every change).
-    link_states: dict[int, int] = field(default_factory=dict)
-    usable_links: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    # Faults of its current boot by id: the fault while active, None once cleared. Both the
-    # controller's own InjectFault/ClearFault answers and the status stream update it, so each
-    # fault is announced once whichever path sees it first, and a status taken before a change
-    # (statuses and answers race) cannot undo it: a cleared id is never active again (ids are
-    # not reused within a boot), and a fault missing from a status older than it is not gone.
-    faults: dict[str, common_pb2.Fault | None] = field(default_factory=dict)
-    # The tray's own state and its chiplets' or switch chips', by name, as last reported.
-    component_states: dict[str, int] = field(default_factory=dict)
-    # Compute trays: links with a LINK_FLAP fault -> their coalesced LINK_FLAPPING state.
-    flapping: dict[int, Flapping] = field(default_factory=dict)
-
-    def active_faults(self) -> list[common_pb2.Fault]:
-        return [f for f in self.faults.values() if f is not None]
-
-
-@dataclass
-class Flapping:
-    """A flapping link: its transitions not yet announced, when it last was, in which state."""
-
-    state: int  # the link state the last event gave
-    transitions: int = 0
-    announced: float = -math.inf  # time of the last LINK_FLAPPING event (monotonic)
-
-
-def component_states(
-    status: tray_pb2.TrayStatus,
-) -> list[tuple[common_pb2.ComponentRef, str, int]]:
-    """(ref, name, state) of a tray and of its chiplets or switch chips, from its status."""
-    states = [(common_pb2.ComponentRef(tray=status.tray), status.tray, status.state)]
-    return states + [(c.component, c.name, c.state) for c in status.components]
 
 
 class Controller:
@@ -227,6 +138,21 @@ class Controller:
         self._reconcile_wanted = asyncio.Event()
         # Modelled traffic: sessions (desired state, saved with the rest), rates, agent tables.
         self.traffic = TrafficControl(self)
+        self.announce = Announcer(
+            topology,
+            self.agents,
+            lambda accelerator: self.config.partitions.partition_of(accelerator),
+        )
+
+    def faults_changed(
+        self,
+        view: AgentView,
+        injected: Iterable[common_pb2.Fault] = (),
+        cleared: Iterable[common_pb2.Fault] = (),
+    ) -> None:
+        """Record faults of `view`'s tray that a call's answer says were injected or cleared,
+        and publish an event for each the controller did not know of yet."""
+        self.bus.publish(self.announce.faults_changed(view, injected, cleared))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -452,7 +378,7 @@ class Controller:
             view, error = failed[0]
             raise Unavailable(
                 f"switch tray {view.name} could not prepare generation {generation} "
-                f"({_describe(error)}); the change was aborted on every switch tray"
+                f"({describe_error(error)}); the change was aborted on every switch tray"
             )
         commit = switch_pb2.ApplyConfigRequest(
             phase=switch_pb2.CONFIG_PHASE_COMMIT, generation=generation
@@ -493,7 +419,7 @@ class Controller:
                 await self.reconcile()
             except Exception as error:  # keep the loop alive; the next status retries
                 self.reconcile_failures += 1
-                log.warning("reconcile failed: %s", _describe(error))
+                log.warning("reconcile failed: %s", describe_error(error))
                 await asyncio.sleep(0.2)
                 self._reconcile_wanted.set()
 
@@ -650,7 +576,7 @@ class Controller:
         try:
             await self._enforce_admin(view)  # e.g. the links an undrained tray still drains
         except grpc.aio.AioRpcError as error:
-            log.warning("%s: admin states not re-applied yet: %s", view.name, _describe(error))
+            log.warning("%s: admin states not re-applied yet: %s", view.name, describe_error(error))
             self._reconcile_wanted.set()
         # The links whose admin state is now the one asked for (an undrained link of a drained
         # tray stays drained).
@@ -693,7 +619,7 @@ class Controller:
                 finally:
                     call.cancel()
             except (TimeoutError, grpc.aio.AioRpcError) as error:
-                log.debug("%s: %s", view.name, _describe(error))
+                log.debug("%s: %s", view.name, describe_error(error))
             self._set_reachable(view, False)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RECONNECT_MAX)
@@ -726,8 +652,8 @@ class Controller:
             self.bus.publish([mismatch_event(view)])
 
     def _on_status(self, view: AgentView, status: tray_pb2.TrayStatus) -> None:
-        self.bus.publish(self._fault_changes(view, status))
-        self.bus.publish(self._component_changes(view, status))
+        self.bus.publish(self.announce.fault_changes(view, status))
+        self.bus.publish(self.announce.component_changes(view, status))
         view.status = status
         view.boot_id = status.boot_id
         if view.kind == TrayKind.SWITCH:
@@ -735,235 +661,12 @@ class Controller:
             if view.generation != self.config.generation:
                 self._reconcile_wanted.set()
         else:
-            self.bus.publish(self._link_changes(view, status))
+            self.bus.publish(self.announce.link_changes(view, status))
         if self.admin_fixes(view, status):  # restarted empty, or changed behind our back
             self._reconcile_wanted.set()
         self._set_reachable(view, True)
         self.update_health()
         self.traffic.on_status(view, status)  # restarted without its traffic table, ...
-
-    def _fault_changes(
-        self, view: AgentView, status: tray_pb2.TrayStatus
-    ) -> list[events_pb2.Event]:
-        """Keep a tray's faults; FAULT_INJECTED for each new one, FAULT_CLEARED for each gone
-        (a finished flap, a clear made at the agent, a restart). The first status ever seen is
-        the present, not news: like link states, it is restated by Subscribe's snapshot."""
-        events = []
-        if not view.boot_id:
-            view.faults = {f.id: f for f in status.faults}
-            return events
-        if status.boot_id != view.boot_id:  # restarted: it lost every fault of its last run
-            events = [self.fault_event(EventKind.FAULT_CLEARED, f) for f in view.active_faults()]
-            view.faults = {}
-        present = {f.id: f for f in status.faults}
-        events += self.faults_changed(view, injected=present.values(), publish=False)
-        taken = status.time.ToNanoseconds()
-        gone = [
-            f
-            for f in view.active_faults()
-            if f.id not in present and taken > f.inject_time.ToNanoseconds()
-        ]
-        return events + self.faults_changed(view, cleared=gone, publish=False)
-
-    def faults_changed(
-        self,
-        view: AgentView,
-        injected: Iterable[common_pb2.Fault] = (),
-        cleared: Iterable[common_pb2.Fault] = (),
-        *,
-        publish: bool = True,
-    ) -> list[events_pb2.Event]:
-        """Record faults of `view`'s tray seen injected or cleared (by an agent's answer or its
-        status); an event for each the controller did not know of yet."""
-        events = []
-        for fault in injected:
-            if fault.id not in view.faults:  # new (a cleared id is never active again)
-                view.faults[fault.id] = fault
-                events.append(self.fault_event(EventKind.FAULT_INJECTED, fault))
-        for fault in cleared:
-            if view.faults.get(fault.id, fault) is not None:  # active, or never seen
-                view.faults[fault.id] = None
-                events.append(self.fault_event(EventKind.FAULT_CLEARED, fault))
-        if publish:
-            self.bus.publish(events)
-        return events
-
-    def _concerned(self, name: str) -> tuple[list[str], list[int]]:
-        """Trays and accelerators a link, chiplet, switch chip or tray concerns (for events)."""
-        top = self.topology
-        try:
-            link = top.link_named(name)
-            return [top.tray_of_accelerator(link.accelerator).name, link.switch_tray], [
-                link.accelerator
-            ]
-        except NotFound:
-            pass
-        try:
-            accelerator = top.chiplet(name).accelerator
-            return [top.tray_of_accelerator(accelerator).name], [accelerator]
-        except NotFound:
-            pass
-        try:
-            tray = top.tray(name)
-            return [tray.name], list(tray.accelerators)
-        except NotFound:
-            pass
-        try:
-            return [top.switch_chip_named(name).tray], []
-        except NotFound:
-            return [], []
-
-    def partitions_of(self, accelerators: Iterable[int]) -> list[int]:
-        found = {self.config.partitions.partition_of(a) for a in accelerators}
-        return sorted(p for p in found if p is not None)
-
-    def fault_event(self, kind: EventKind, fault: common_pb2.Fault) -> events_pb2.Event:
-        """FAULT_INJECTED or FAULT_CLEARED of `fault`."""
-        trays, accelerators = self._concerned(fault.target_name)
-        trays = list(dict.fromkeys([fault.tray, *trays]))
-        return new_event(
-            kind, fault.target_name, trays=trays, accelerators=accelerators,
-            partition_ids=self.partitions_of(accelerators), fault=fault,
-        )  # fmt: skip
-
-    def admin_event(self, name: str, down: bool, reason: str) -> events_pb2.Event:
-        """ADMIN_STATE_CHANGED of a link or tray (`name`), as an operator set it."""
-        top = self.topology
-        trays, accelerators = self._concerned(name)
-        try:
-            link = top.link_named(name)
-            target = common_pb2.ComponentRef(
-                link=common_pb2.LinkRef(accelerator=link.accelerator, link=link.plane)
-            )
-        except NotFound:
-            target = common_pb2.ComponentRef(tray=name)
-        return new_event(
-            EventKind.ADMIN_STATE_CHANGED, name, trays=trays, accelerators=accelerators,
-            partition_ids=self.partitions_of(accelerators),
-            admin_state_changed={
-                "target": target,
-                "admin_state": int(AdminState.DOWN if down else AdminState.UP),
-                "reason": reason,
-            },
-        )  # fmt: skip
-
-    def link_event(self, index: int, state: int, previous: int = 0) -> events_pb2.Event:
-        """LINK_STATE_CHANGED of link `index` (`previous` unset: a snapshot's restatement)."""
-        top = self.topology
-        link = top.links[index]
-        body: dict[str, Any] = {
-            "link": common_pb2.LinkRef(accelerator=link.accelerator, link=link.plane),
-            "state": state,
-        }
-        if previous:
-            body["previous"] = previous
-        return new_event(
-            EventKind.LINK_STATE_CHANGED,
-            link.name,
-            trays=[top.tray_of_accelerator(link.accelerator).name, link.switch_tray],
-            accelerators=[link.accelerator],
-            partition_ids=self._partition_ids(link.accelerator),
-            link_state_changed=body,
-        )
-
-    def component_event(
-        self, view: AgentView, ref: common_pb2.ComponentRef, name: str, state: int,
-        previous: int = 0,
-    ) -> events_pb2.Event:  # fmt: skip
-        """COMPONENT_STATE_CHANGED of a tray, chiplet or switch chip of `view`'s tray, naming
-        the fault that holds it there if any (`previous` unset: a snapshot's restatement)."""
-        held = [f.id for f in view.active_faults() if f.target_name == name]
-        accelerators = [ref.chiplet] if ref.HasField("chiplet") else []
-        if ref.HasField("tray"):
-            accelerators = list(self.topology.tray(view.name).accelerators)
-        body: dict[str, Any] = {
-            "component": ref,
-            "state": state,
-            "reason": f"fault {', '.join(held)}" if held else "",
-        }
-        if previous:
-            body["previous"] = previous
-        return new_event(
-            EventKind.COMPONENT_STATE_CHANGED, name, trays=[view.name], accelerators=accelerators,
-            partition_ids=self.partitions_of(accelerators), component_state_changed=body,
-        )  # fmt: skip
-
-    def _component_changes(
-        self, view: AgentView, status: tray_pb2.TrayStatus
-    ) -> list[events_pb2.Event]:
-        """Keep a tray's component states; an event for each that changed since its last report
-        (none for the first report after the tray (re)appears: Subscribe's snapshot has it)."""
-        events, states = [], {}
-        for ref, name, state in component_states(status):
-            states[name] = state
-            before = view.component_states.get(name)
-            if before is not None and before != state:
-                events.append(self.component_event(view, ref, name, state, before))
-        view.component_states = states
-        return events
-
-    def flapping_event(self, index: int, report: common_pb2.LinkStatus, transitions: int) -> Any:
-        """LINK_FLAPPING of link `index`: its state now and the transitions since the last."""
-        top = self.topology
-        link = top.links[index]
-        return new_event(
-            EventKind.LINK_FLAPPING,
-            link.name,
-            trays=[top.tray_of_accelerator(link.accelerator).name, link.switch_tray],
-            accelerators=[link.accelerator],
-            partition_ids=self._partition_ids(link.accelerator),
-            link_flapping={
-                "link": report.link,
-                "state": report.state,
-                "transitions": transitions,
-                "link_down_total": report.link_down_total,
-            },
-        )
-
-    def _link_changes(self, view: AgentView, status: tray_pb2.TrayStatus) -> list[events_pb2.Event]:
-        """Keep a compute tray's link states; an event for each link whose state changed since
-        its last report (none for the first report after the tray (re)appears). A link with a
-        LINK_FLAP fault gets coalesced LINK_FLAPPING events instead, and once the fault is gone
-        a LINK_STATE_CHANGED to the state it ended in, if the last event told another."""
-        top = self.topology
-        per = top.links_per_accelerator
-        flapping = {
-            f.target_name
-            for v in self.agents.values()
-            for f in v.active_faults()
-            if f.spec.kind == FaultKind.LINK_FLAP
-        }
-        ended = {i: f for i, f in view.flapping.items() if top.links[i].name not in flapping}
-        for index in ended:
-            del view.flapping[index]
-        now = time.monotonic()
-        states, usable, events = {}, [], []
-        for report in status.links:
-            index = report.link.accelerator * per + report.link.link
-            states[index] = report.state
-            if report.state == LinkState.ACTIVE and report.admin_state != AdminState.DOWN:
-                usable.append(index)
-            before = view.link_states.get(index)
-            if before is None or before == report.state:
-                continue
-            if top.links[index].name not in flapping:
-                events.append(self.link_event(index, report.state, before))
-                ended.pop(index, None)  # told now
-                continue
-            flap = view.flapping.setdefault(index, Flapping(state=before))
-            flap.transitions += 1
-            if now - flap.announced >= FLAP_EVENT_INTERVAL:
-                events.append(self.flapping_event(index, report, flap.transitions))
-                flap.state, flap.transitions, flap.announced = report.state, 0, now
-        for index, flap in ended.items():
-            if states.get(index, flap.state) != flap.state:
-                events.append(self.link_event(index, states[index], flap.state))
-        view.link_states, view.usable_links = states, np.array(usable, np.int64)
-        return events
-
-    def _partition_ids(self, accelerator: int) -> list[int]:
-        partition = self.config.partitions.partition_of(accelerator)
-        return [] if partition is None else [partition]
 
     def _set_reachable(self, view: AgentView, reachable: bool) -> None:
         if view.reachable == reachable:
@@ -1088,39 +791,6 @@ def _check_fields(what: str, item: object, fields: frozenset[str]) -> None:
         raise InvalidArgument(f"{what} has unknown fields {unknown}")
 
 
-def reachability_event(view: AgentView, *, changed: bool) -> events_pb2.Event:
-    """A tray's agent came or went (`changed`), or is away now (a snapshot's restatement)."""
-    state = ComponentState.OK if view.reachable else ComponentState.FAILED
-    body = {
-        "component": common_pb2.ComponentRef(tray=view.name),
-        "state": int(state),
-        "reason": "agent answers" if view.reachable else "agent unreachable",
-    }
-    if changed:
-        body["previous"] = int(ComponentState.FAILED if view.reachable else ComponentState.OK)
-    return new_event(
-        EventKind.COMPONENT_STATE_CHANGED, view.name, trays=[view.name],
-        component_state_changed=body,
-    )  # fmt: skip
-
-
-def mismatch_event(view: AgentView) -> events_pb2.Event:
-    """The differences between a tray's agent and the manifest."""
-    differences = [
-        {"field": m.field, "expected": m.expected, "observed": m.observed} for m in view.mismatches
-    ]
-    return new_event(
-        EventKind.TOPOLOGY_MISMATCH, view.name, trays=[view.name],
-        topology_mismatch={"tray": view.name, "differences": differences},
-    )  # fmt: skip
-
-
 def _copy_times(times: dict[str, dict[int, list[float]]]) -> dict[str, dict[int, list[float]]]:
     """A copy of `Controller.times` that changes to the original (in place) do not reach."""
     return {kind: {k: list(v) for k, v in by_id.items()} for kind, by_id in times.items()}
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, grpc.aio.AioRpcError):
-        return f"{error.code().name}: {error.details()}"
-    return str(error) or type(error).__name__

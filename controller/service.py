@@ -1,4 +1,11 @@
-"""The `Controller` gRPC service over `domain.Controller`."""
+"""The `Controller` gRPC service over `domain.Controller`.
+
+One method per RPC of the contract (controller.proto), each checking its request, making its
+change through `Controller.change` (under the one lock, idempotency keys remembered with the
+state) and building its answer. It stays one module of ~850 lines because the methods are the
+service's surface and share its helpers (`answers_retries`, `_change`, member and partition
+lookups); what they call lives in `domain.py`, `announce.py` and `traffic.py`.
+"""
 
 from __future__ import annotations
 
@@ -40,13 +47,9 @@ from fusionrack.emulator.traffic import pattern_name
 from fusionrack.rpc import grpc_errors
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
-from .domain import (
-    Controller,
-    component_states,
-    forward,
-    mismatch_event,
-    reachability_event,
-)
+from .agents import component_states, forward
+from .announce import mismatch_event, reachability_event
+from .domain import Controller
 from .events import Subscription, new_event
 
 __all__ = ["ControllerServicer"]
@@ -691,7 +694,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         )
         if applied:  # a retry answered from memory changed nothing: no second event
             down = request.admin_state == common_pb2.ADMIN_STATE_DOWN
-            c.bus.publish([c.admin_event(name, down, request.reason)])
+            c.bus.publish([c.announce.admin_event(name, down, request.reason)])
         return response
 
     # -- modelled traffic ------------------------------------------------------------------
@@ -847,7 +850,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             # Components not OK: the tray itself (TRAY_LOSS), its chiplets or switch chips.
             for ref, name, state in component_states(view.status):
                 if state and state != ComponentState.OK:
-                    events.append(c.component_event(view, ref, name, state))
+                    events.append(c.announce.component_event(view, ref, name, state))
         # Links not ACTIVE, as ListLinks shows them: at the accelerator end, DOWN while its
         # compute tray's agent is away, ADMIN_DOWN when drained.
         for view in c.agents.values():
@@ -858,9 +861,9 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
                 if c.link_admin_down(index):
                     state = int(LinkState.ADMIN_DOWN)
                 if state != LinkState.ACTIVE:
-                    events.append(c.link_event(index, state))
+                    events.append(c.announce.link_event(index, state))
         for name, drain in c.drained.items():
-            events.append(c.admin_event(name, True, drain["reason"]))
+            events.append(c.announce.admin_event(name, True, drain["reason"]))
         for fault in sorted(faults, key=lambda f: f.inject_time.ToNanoseconds()):
-            events.append(c.fault_event(EventKind.FAULT_INJECTED, fault))
+            events.append(c.announce.fault_event(EventKind.FAULT_INJECTED, fault))
         return events

@@ -23,7 +23,6 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-import grpc
 import numpy as np
 
 from fusionrack import wire
@@ -36,8 +35,9 @@ from fusionrack.emulator import (
     TrafficTable,
     traffic_rates,
 )
-from fusionrack.v1 import common_pb2, controller_pb2, tray_pb2, tray_pb2_grpc
+from fusionrack.v1 import common_pb2, controller_pb2, tray_pb2
 
+from .agents import AgentView, describe_error
 from .store import StateStore
 
 __all__ = ["TrafficControl"]
@@ -47,17 +47,6 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 0.2  # a push that failed is tried again after this (and at the tray's next status)
 
 Row = tuple[int, float, float]  # (link index, up bytes/s, down bytes/s)
-
-
-class AgentView(Protocol):
-    """What traffic control reads of one tray's agent (the controller's `domain.AgentView`)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def reachable(self) -> bool: ...
-    @property
-    def tray(self) -> tray_pb2_grpc.TrayStub: ...
 
 
 class Controller(Protocol):
@@ -225,7 +214,7 @@ class TrafficControl:
                 if isinstance(result, BaseException):
                     failed += 1
                     log.warning("%s: traffic table %d not taken: %s", view.name, generation,
-                                _describe(result))  # fmt: skip
+                                describe_error(result))  # fmt: skip
                 elif self.wanted[view.name][0] == generation:
                     self.applied[view.name] = generation
             return failed
@@ -291,9 +280,3 @@ class TrafficControl:
                 log.info("traffic session %d ended (its duration is over)", session.id)
             self.refresh()
         await self.push()
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, grpc.aio.AioRpcError):
-        return f"{error.code().name}: {error.details()}"
-    return str(error) or type(error).__name__
