@@ -43,7 +43,8 @@ from fusionrack.emulator import AtomicOp, DataType, Topology, fabric_address, lo
 from fusionrack.emulator.fabric import choose_planes
 from fusionrack.emulator.topology import tray_port_span
 from fusionrack.entry import grpc_environment
-from fusionrack.fusionctl.launcher.rack import RackPlan, wait_ready
+from fusionrack.fusionctl.launcher.plan import RackPlan
+from fusionrack.fusionctl.launcher.readiness import wait_ready
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc
 

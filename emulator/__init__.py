@@ -25,6 +25,14 @@ from .addressing import (
     fabric_address,
     multicast_address,
 )
+from .atomics import (
+    DTYPE_WIDTH,
+    NUMPY_DTYPE,
+    atomic_supported,
+    check_reduction,
+    combine,
+    reduce_values,
+)
 from .config import (
     FabricConfig,
 )
@@ -92,9 +100,7 @@ from .manifest import (
     resolve_manifest,
 )
 from .memory import (
-    DTYPE_WIDTH,
     MAX_ACCESS_BYTES,
-    NUMPY_DTYPE,
     AcceleratorMemory,
     Atomic,
     Copy,
@@ -103,10 +109,6 @@ from .memory import (
     MemorySpace,
     OpResult,
     Store,
-    atomic_supported,
-    check_reduction,
-    combine,
-    reduce_values,
 )
 from .multicast import (
     MAX_GROUP_ID,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .addressing import MAX_TARGET, multicast_address
+from .atomics import NUMPY_DTYPE, check_reduction, combine, reduce_values
 from .enums import AtomicOp, DataType, EventKind
 from .errors import (
     AlreadyExists,
@@ -30,15 +31,7 @@ from .errors import (
     ResourceExhausted,
 )
 from .events import Event
-from .memory import (
-    MAX_ACCESS_BYTES,
-    NUMPY_DTYPE,
-    AcceleratorMemory,
-    MemorySpace,
-    check_reduction,
-    combine,
-    reduce_values,
-)
+from .memory import MAX_ACCESS_BYTES, AcceleratorMemory, MemorySpace
 from .partitions import PartitionTable
 
 __all__ = ["MAX_GROUP_ID", "MulticastGroup", "MulticastTable", "apply_reduction"]

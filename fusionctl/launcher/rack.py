@@ -26,20 +26,13 @@ kept across `rack down` / `rack up` like the controller's state).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import grpc
 
 from fusionrack.auth import (
     ROLES,
@@ -48,366 +41,42 @@ from fusionrack.auth import (
     generate_secret_file,
     generate_token_file,
 )
-from fusionrack.emulator import (
-    FailedPrecondition,
-    LinkState,
-    Topology,
-    TrayKind,
-    Unavailable,
-    load_manifest,
-)
-from fusionrack.emulator.topology import TrayAddresses, tray_addresses
-from fusionrack.rpc import FAST_RECONNECT, TlsFiles, component_files, open_channel
-from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, tray_pb2, tray_pb2_grpc
+from fusionrack.emulator import FailedPrecondition, Topology, Unavailable, load_manifest
+from fusionrack.v1 import controller_pb2
 
 from ..client import DEFAULT_CONTROLLER
 from ..output import Palette, Progress, Word, colour_enabled, print_json, table
+from .plan import TLS_DIR, RackPlan, check_ports_free, controller_metrics_address, write_targets
+from .processes import (
+    agent_command,
+    is_agent,
+    launch_prometheus,
+    mosquitto_binary,
+    program_command,
+    running,
+    spawn,
+    start_mosquitto,
+    stop_processes,
+    terminate,
+    wait_broker,
+)
 from .prometheus import (
     DEFAULT_INTERVAL,
     config_dir,
-    find_prometheus,
     prometheus_answers,
     render_config,
-    start_prometheus,
     wait_prometheus,
 )
+from .readiness import (
+    answers_tcp,
+    drained_links,
+    get_domain,
+    tray_status,
+    wait_controller,
+    wait_ready,
+)
 
-__all__ = [
-    "RackPlan",
-    "rack_down",
-    "rack_restart",
-    "rack_status",
-    "rack_up",
-    "status_document",
-    "wait_controller",
-    "wait_ready",
-]
-
-MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto")
 BROKER = "mosquitto"  # the broker's name in pids.json and for `rack restart`
-# Prometheus always listens on loopback, whatever --host says: its HTTP API has no
-# authentication, and it reaches the agents wherever they listen.
-PROMETHEUS_HOST = "127.0.0.1"
-TLS_DIR = "tls"  # in the state dir: the rack's certificates (`rack up --tls`)
-
-
-@dataclass
-class RackPlan:
-    topology: Topology
-    manifest: str
-    host: str
-    base_port: int
-    state_dir: Path
-    tls: bool = False  # `rack up --tls`: certificates in state_dir / "tls"
-
-    @property
-    def client_tls(self) -> TlsFiles | None:
-        """What `rack up` and `rack status` present to the rack's servers (its admin client
-        certificate), None without TLS."""
-        return component_files(self.state_dir / TLS_DIR, "client-admin") if self.tls else None
-
-    def addresses(self, tray: str) -> TrayAddresses:
-        return tray_addresses(self.topology, self.host, self.base_port)[tray]
-
-    def grpc_address(self, tray: str) -> str:
-        return self.addresses(tray).grpc
-
-    def metrics_address(self, tray: str) -> str:
-        return self.addresses(tray).metrics
-
-
-def _command(script: str, module: str) -> list[str]:
-    """The console script installed next to this Python, else `python -m module`."""
-    found = Path(sys.executable).with_name(script)
-    if found.exists():
-        return [str(found)]
-    return [sys.executable, "-m", module]
-
-
-def _agent_command() -> list[str]:
-    return _command("fusion-agent", "fusionrack.agent.main")
-
-
-def controller_metrics_address(controller: str) -> str:
-    """Where `rack up`'s controller serves /metrics: the port after its gRPC port."""
-    host, port = controller.rsplit(":", 1)
-    return f"{host}:{int(port) + 1}"
-
-
-def _planned_addresses(plan: RackPlan, controller: str | None) -> list[tuple[str, str]]:
-    """(address, owner) of every port the rack will listen on, but the broker's."""
-    wanted = []
-    for tray in plan.topology.trays:
-        grpc_address, metrics, forward = plan.addresses(tray.name)
-        wanted += [(grpc_address, tray.name), (metrics, tray.name)]
-        if tray.kind == TrayKind.SWITCH:
-            wanted.append((forward, f"{tray.name}'s data plane"))
-    if controller:
-        wanted.append((controller, "the controller"))
-        wanted.append((controller_metrics_address(controller), "the controller's /metrics"))
-    return wanted
-
-
-def _check_ports_free(plan: RackPlan, controller: str | None) -> None:
-    for address, owner in _planned_addresses(plan, controller):
-        host, port = address.rsplit(":", 1)
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
-            try:
-                s.bind((host, int(port)))
-            except OSError:
-                controllers = owner.startswith("the controller")
-                flag = "--controller-listen" if controllers else "--base-port"
-                raise Unavailable(
-                    f"port {port} ({owner}) is in use: is a rack already up? "
-                    f"Stop it with `fusionctl rack down`, or pick {flag}"
-                ) from None
-
-
-def _spare_port(plan: RackPlan, controller: str | None, host: str | None = None) -> int:
-    """A free port on `host` (default the rack's; the system's pick) that is none of the
-    rack's own, for the broker and Prometheus."""
-    planned = {int(a.rsplit(":", 1)[1]) for a, _ in _planned_addresses(plan, controller)}
-    while True:
-        with socket.socket() as s:
-            s.bind((host or plan.host, 0))
-            port = s.getsockname()[1]
-        if port not in planned:
-            return port
-
-
-def _mosquitto_binary() -> str | None:
-    return next((p for p in map(shutil.which, MOSQUITTO_PATHS) if p), None)
-
-
-def _wait_broker(url: str, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
-    host, port = url.removeprefix("mqtt://").rsplit(":", 1)
-    deadline = time.monotonic() + timeout
-    while not _answers_tcp(host, int(port)):
-        if process.poll() is not None:
-            raise Unavailable(f"mosquitto exited with status {process.returncode}; see {log}")
-        if time.monotonic() > deadline:
-            raise Unavailable(f"mosquitto did not listen on {url} within {timeout:g} s; see {log}")
-        time.sleep(0.02)
-
-
-def start_mosquitto(
-    plan: RackPlan, controller: str | None = None
-) -> tuple[subprocess.Popen[bytes] | None, str | None]:
-    binary = _mosquitto_binary()
-    if binary is None:
-        print("mosquitto is not installed: events go nowhere (apt-get install mosquitto)",
-              file=sys.stderr)  # fmt: skip
-        return None, None
-    port = _spare_port(plan, controller)
-    conf = plan.state_dir / "mosquitto.conf"
-    # `listener PORT ADDRESS`: a bare `listener PORT` would bind every interface.
-    # set_tcp_nodelay: without it Nagle holds back PUBACKs and QoS 1 publishing crawls.
-    conf.write_text(
-        f"listener {port} {plan.host}\nallow_anonymous true\npersistence false\n"
-        "set_tcp_nodelay true\n"
-    )
-    log = open(plan.state_dir / "mosquitto.log", "ab")  # noqa: SIM115 - handed to the child
-    process = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if _answers_tcp(plan.host, port):
-            return process, f"mqtt://{plan.host}:{port}"
-        if process.poll() is not None:
-            break
-        time.sleep(0.02)
-    process.kill()
-    print(f"mosquitto did not start (see {plan.state_dir / 'mosquitto.log'}): no events",
-          file=sys.stderr)  # fmt: skip
-    return None, None
-
-
-def launch_prometheus(
-    plan: RackPlan, controller: str | None, config: str
-) -> tuple[subprocess.Popen[bytes] | None, str | None]:
-    """Start Prometheus with `config` (rendered prometheus.yml) on a free loopback port, its
-    TSDB in the state directory: (process, URL), or (None, None) saying why when there is no
-    `prometheus` to run. `wait_prometheus` tells when it is ready."""
-    binary = find_prometheus()
-    if binary is None:
-        print("prometheus is not installed: no Prometheus (apt-get install prometheus)",
-              file=sys.stderr)  # fmt: skip
-        return None, None
-    path = plan.state_dir / "prometheus.yml"
-    path.write_text(config)  # beside targets.json, which it names by a relative path
-    port = _spare_port(plan, controller, PROMETHEUS_HOST)
-    process = start_prometheus(binary, path, plan.state_dir / "prometheus",
-                               f"{PROMETHEUS_HOST}:{port}",
-                               plan.state_dir / "prometheus.log")  # fmt: skip
-    return process, f"http://{PROMETHEUS_HOST}:{port}"
-
-
-def _answers_tcp(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex((host, port)) == 0
-
-
-async def _status_on(channel: grpc.aio.Channel) -> tray_pb2.TrayStatus | None:
-    try:
-        reply = await tray_pb2_grpc.TrayStub(channel).GetStatus(
-            tray_pb2.GetStatusRequest(), timeout=1
-        )
-    except Exception:  # not up (yet): any failure means "no answer"
-        return None
-    return reply.status
-
-
-async def _tray_status(address: str, tls: TlsFiles | None = None) -> tray_pb2.TrayStatus | None:
-    async with open_channel(address, tls) as channel:
-        return await _status_on(channel)
-
-
-async def _tray_ready(
-    channel: grpc.aio.Channel, drained: frozenset[tuple[int, int]] = frozenset()
-) -> bool:
-    """Every link of the tray ACTIVE, but those drained: ADMIN_DOWN where the drain is held,
-    DOWN at a switch tray across from it (`drained`: (accelerator, link) pairs)."""
-    status = await _status_on(channel)
-    return (
-        status is not None
-        and status.link_count > 0
-        and all(
-            link.state == LinkState.ACTIVE
-            or link.state == LinkState.ADMIN_DOWN
-            or (link.link.accelerator, link.link.link) in drained
-            for link in status.links
-        )
-    )
-
-
-async def drained_links(
-    controller: str | None, tls: TlsFiles | None = None
-) -> frozenset[tuple[int, int]]:
-    """The links the rack's controller holds drained, as (accelerator, link) pairs: none when
-    there is no controller or it does not answer (then every link must come up)."""
-    if not controller:
-        return frozenset()
-    try:
-        async with open_channel(controller, tls) as channel:
-            links = await controller_pb2_grpc.ControllerStub(channel).ListLinks(
-                common_pb2.ListLinksRequest(), timeout=2
-            )
-    except grpc.aio.AioRpcError:
-        return frozenset()
-    return frozenset(
-        (link.ref.accelerator, link.ref.link)
-        for link in links.links
-        if link.admin_state == common_pb2.ADMIN_STATE_DOWN
-    )
-
-
-async def wait_ready(
-    plan: RackPlan,
-    processes: list[subprocess.Popen[bytes]],
-    timeout: float,  # the error names the trays still waiting
-    progress: Progress | None = None,
-    trays: list[str] | None = None,  # default: every tray
-    drained: frozenset[tuple[int, int]] = frozenset(),  # links not waited for
-) -> float:
-    started = time.monotonic()
-    waiting = trays or [t.name for t in plan.topology.trays]
-    total = len(waiting)
-    # One channel per tray for the whole wait: a new one per poll would cost every tray a
-    # connection every 50 ms, CPU that the agents coming up need.
-    channels: dict[str, grpc.aio.Channel] = {}
-    try:
-        for tray in waiting:
-            channels[tray] = open_channel(
-                plan.grpc_address(tray), plan.client_tls, options=FAST_RECONNECT
-            )
-        while waiting:
-            dead = [p for p in processes if p.poll() is not None]
-            if dead:
-                raise Unavailable(
-                    f"an agent exited with status {dead[0].returncode}; "
-                    f"see the logs in {plan.state_dir}"
-                )
-            ready = await asyncio.gather(*(_tray_ready(channels[t], drained) for t in waiting))
-            waiting = [t for t, ok in zip(waiting, ready, strict=True) if not ok]
-            if waiting and time.monotonic() - started > timeout:
-                raise Unavailable(f"not ready after {timeout:g} s: {', '.join(waiting)}")
-            if waiting:
-                if progress is not None:
-                    progress.update("waiting for the tray agents",
-                                    f"{total - len(waiting)}/{total} ready")  # fmt: skip
-                await asyncio.sleep(0.05)
-    finally:
-        for channel in channels.values():
-            await channel.close()
-    return time.monotonic() - started
-
-
-async def _domain(
-    address: str, tls: TlsFiles | None = None
-) -> controller_pb2.GetDomainResponse | None:
-    try:
-        async with open_channel(address, tls) as channel:
-            return await controller_pb2_grpc.ControllerStub(channel).GetDomain(
-                controller_pb2.GetDomainRequest(), timeout=1
-            )
-    except grpc.aio.AioRpcError:
-        return None
-
-
-async def wait_controller(
-    address: str,
-    process: subprocess.Popen[bytes],
-    timeout: float,
-    log: Path,
-    progress: Progress | None = None,
-    tls: TlsFiles | None = None,
-) -> controller_pb2.GetDomainResponse:
-    """Poll until the controller at `address` answers GetDomain with every tray reachable."""
-    started = time.monotonic()
-    while True:
-        if process.poll() is not None:
-            raise Unavailable(f"the controller exited with status {process.returncode}; see {log}")
-        domain = await _domain(address, tls)  # a fresh channel each time: no reconnect backoff
-        if domain is None:
-            detail = "not answering yet"
-        elif domain.state.reachable_tray_count == domain.state.tray_count:
-            return domain
-        else:
-            state = domain.state
-            detail = f"{state.reachable_tray_count}/{state.tray_count} trays reachable"
-        if time.monotonic() - started > timeout:
-            raise Unavailable(f"the controller at {address} is not ready after {timeout:g} s "
-                              f"({detail}); see {log}")  # fmt: skip
-        if progress is not None:
-            progress.update("waiting for the controller", detail)
-        await asyncio.sleep(0.05)
-
-
-def write_targets(plan: RackPlan, controller: str | None) -> Path:
-    """Prometheus file_sd targets: one group per tray, labelled with rack, tray and kind, and
-    the controller's (kind "controller")."""
-    path = plan.state_dir / "targets.json"
-    groups = [
-        {"targets": [plan.metrics_address(t.name)],
-         "labels": {"rack": plan.topology.name, "tray": t.name, "kind": t.kind.name.lower()}}
-        for t in plan.topology.trays
-    ]  # fmt: skip
-    if controller:
-        groups.append({"targets": [controller_metrics_address(controller)],
-                       "labels": {"rack": plan.topology.name, "kind": "controller"}})  # fmt: skip
-    path.write_text(json.dumps(groups, indent=2) + "\n")
-    return path
-
-
-def _spawn(name: str, command: list[str], state_dir: Path) -> subprocess.Popen[bytes]:
-    log = open(state_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-    try:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-    finally:
-        log.close()
 
 
 def ensure_credentials(state_dir: Path) -> None:
@@ -429,7 +98,7 @@ def _agent_options(plan: RackPlan, mqtt_url: str | None) -> list[str]:
 
 def _controller_command(plan: RackPlan, listen: str, mqtt_url: str | None) -> list[str]:
     return [
-        *_command("fusion-controller", "fusionrack.controller.main"),
+        *program_command("fusion-controller", "fusionrack.controller.main"),
         "--manifest", plan.manifest, "--host", plan.host, "--base-port", str(plan.base_port),
         "--listen", listen, "--state", str(plan.state_dir / "controller.sqlite"),
         "--metrics", controller_metrics_address(listen),
@@ -453,14 +122,14 @@ async def _bring_up(
     filled as they start, so the caller can stop them whatever happens)."""
     progress = Progress()
     try:
-        processes["agents"] = _spawn("agents", agents_command, plan.state_dir)
+        processes["agents"] = spawn("agents", agents_command, plan.state_dir)
         await wait_ready(plan, [processes["agents"]], timeout, progress)
         if controller_listen is None:
             return
         # Started once the agents answer: a controller dialing too early would sit out gRPC's
         # reconnect backoff (a second or more) before it sees them.
         command = _controller_command(plan, controller_listen, mqtt_url)
-        processes["controller"] = _spawn("controller", command, plan.state_dir)
+        processes["controller"] = spawn("controller", command, plan.state_dir)
         await wait_controller(controller_listen, processes["controller"], timeout,
                               plan.state_dir / "controller.log", progress,
                               plan.client_tls)  # fmt: skip
@@ -493,7 +162,7 @@ def rack_up(
     plan = RackPlan(topology, manifest, host, base_port, state_dir, tls)
     if (state_dir / "pids.json").exists():
         raise Unavailable(f"a rack is already up from {state_dir} (fusionctl rack down)")
-    _check_ports_free(plan, controller_listen)
+    check_ports_free(plan, controller_listen)
     ensure_credentials(state_dir)
     if tls:
         from fusionrack.certs import make_rack_certificates  # cryptography only when needed
@@ -516,7 +185,7 @@ def rack_up(
     services = {name: p for name, p in ((BROKER, broker), ("prometheus", monitor)) if p}
     # One process per tray: fusion-agent forks them from one start-up (a Python start-up per
     # tray would cost 27 x ~0.3 s of imports on two cores); --in-process serves all in one.
-    command = [*_agent_command(), *_agent_options(plan, mqtt_url), "--all"]
+    command = [*agent_command(), *_agent_options(plan, mqtt_url), "--all"]
     if not in_process:
         command += ["--fork", "--pids-file", str(state_dir / "trays.json")]
     processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -527,11 +196,11 @@ def rack_up(
         if monitor and prometheus_url and not wait_prometheus(prometheus_url, monitor):
             print(f"prometheus did not start (see {state_dir / 'prometheus.log'}): "
                   "no Prometheus", file=sys.stderr)  # fmt: skip
-            _stop({}, {"prometheus": monitor})
+            stop_processes({}, {"prometheus": monitor})
             del services["prometheus"]
             prometheus_url = None
     except BaseException:
-        _stop(processes, services)
+        stop_processes(processes, services)
         raise
     elapsed = time.monotonic() - started
     pids = {name: p.pid for name, p in processes.items()}
@@ -571,9 +240,9 @@ def rack_up(
                   f"{state_dir / (exited + '.log')}): stopping the rack", file=notes)  # fmt: skip
             break
         time.sleep(0.2)
-    _stop(processes, services)
+    stop_processes(processes, services)
     restarted = _read_json(state_dir / "pids.json") or {}  # by `rack restart`, meanwhile
-    _terminate({name: pid for name, pid in restarted.items()
+    terminate({name: pid for name, pid in restarted.items()
                 if name not in processes and name not in services})  # fmt: skip
     (state_dir / "pids.json").unlink(missing_ok=True)
     (state_dir / "rack.json").unlink(missing_ok=True)
@@ -613,54 +282,6 @@ def _print_table(
               f"(or FUSIONRACK_CONTROLLER={controller})")  # fmt: skip
 
 
-def _stop(
-    processes: dict[str, subprocess.Popen[bytes]], services: dict[str, subprocess.Popen[bytes]]
-) -> None:
-    """Stop the agents and the controller, then the services they use (broker, Prometheus)."""
-    # The controller first, so it does not log every agent going away.
-    ordered = sorted(processes.items(), key=lambda item: item[0] != "controller")
-    for _, p in ordered:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            if p is processes.get("controller"):
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    p.wait(timeout=5)
-    for _, p in ordered:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    for service in services.values():
-        service.terminate()
-    for service in services.values():
-        try:
-            service.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            service.kill()
-            service.wait()
-
-
-def _running(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process took the pid
-        return False
-    return True
-
-
-def _is_agent(pid: int) -> bool:
-    """Whether `pid` runs a fusion-agent (not another process that took a recorded pid)."""
-    try:
-        return b"fusion-agent" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -691,7 +312,7 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
     plan = RackPlan(topology, record.get("manifest", topology.name), host, base_port, state_dir,
                     bool(record.get("tls")))  # fmt: skip
     statuses = await asyncio.gather(
-        *(_tray_status(plan.grpc_address(t.name), plan.client_tls) for t in topology.trays)
+        *(tray_status(plan.grpc_address(t.name), plan.client_tls) for t in topology.trays)
     )
     for tray, status in zip(topology.trays, statuses, strict=True):
         pid = tray_pids.get(tray.name, pids.get("agents"))
@@ -699,17 +320,17 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
             "name": tray.name, "kind": tray.kind.name.lower(), "slot": tray.slot,
             "address": plan.grpc_address(tray.name),
             "metrics_address": plan.metrics_address(tray.name),
-            "pid": pid, "running": _running(pid), "answers": status is not None,
+            "pid": pid, "running": running(pid), "answers": status is not None,
             "active_links": status.active_link_count if status else 0,
             "links": status.link_count if status else 0,
         })  # fmt: skip
     parts = list(document["trays"])
     if record.get("controller"):
         pid = pids.get("controller")
-        domain = await _domain(record["controller"], plan.client_tls)
+        domain = await get_domain(record["controller"], plan.client_tls)
         state = domain.state if domain else None
         document["controller"] = {
-            "address": record["controller"], "pid": pid, "running": _running(pid),
+            "address": record["controller"], "pid": pid, "running": running(pid),
             "answers": domain is not None,
             "control_plane_state": controller_pb2.ControlPlaneState.Name(
                 state.control_plane_state).removeprefix("CONTROL_PLANE_STATE_").lower()
@@ -721,14 +342,14 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
     if record.get("mqtt"):
         host, port = record["mqtt"].removeprefix("mqtt://").rsplit(":", 1)
         pid = pids.get(BROKER)
-        document["broker"] = {"url": record["mqtt"], "pid": pid, "running": _running(pid),
-                              "answers": _answers_tcp(host, int(port))}  # fmt: skip
+        document["broker"] = {"url": record["mqtt"], "pid": pid, "running": running(pid),
+                              "answers": answers_tcp(host, int(port))}  # fmt: skip
         parts.append(document["broker"])
     if record.get("prometheus"):
         pid = pids.get("prometheus")
         answers = await asyncio.to_thread(prometheus_answers, record["prometheus"])
         document["prometheus"] = {"url": record["prometheus"], "pid": pid,
-                                  "running": _running(pid), "answers": answers}  # fmt: skip
+                                  "running": running(pid), "answers": answers}  # fmt: skip
         parts.append(document["prometheus"])
     document["healthy"] = all(p["running"] and p["answers"] for p in parts)
     return document
@@ -801,11 +422,11 @@ def rack_down(
             print(f"no rack is up from {state_dir}")
         return 0
     pids: dict[str, int] = json.loads(pids_file.read_text())
-    order = _terminate(pids)
+    order = terminate(pids)
     # A tray process outlives its forking parent if its stop hangs past the parent's SIGKILL
     # (agents exit by themselves 5 s after SIGTERM; this is for one that cannot).
     trays = _read_json(state_dir / "trays.json") or {}
-    _terminate({name: pid for name, pid in trays.items() if _is_agent(pid)}, wait=1.0)
+    terminate({name: pid for name, pid in trays.items() if is_agent(pid)}, wait=1.0)
     pids_file.unlink()
     (state_dir / "rack.json").unlink(missing_ok=True)
     if output == "json":
@@ -813,25 +434,6 @@ def rack_down(
     else:
         print(f"rack {topology.name} stopped ({len(pids)} processes: {', '.join(order)})")
     return 0
-
-
-def _terminate(pids: dict[str, int], wait: float = 10.0) -> list[str]:
-    """SIGTERM the processes `pids` names, the controller first (so that it does not log every
-    agent going away); SIGKILL what still runs after `wait` s. Returns the names in order."""
-    order = sorted(pids, key=lambda name: name != "controller")
-    for name in order:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pids[name], signal.SIGTERM)
-    deadline = time.monotonic() + wait
-    for name in order:
-        while time.monotonic() < deadline:
-            if not _running(pids[name]):
-                break
-            time.sleep(0.05)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pids[name], signal.SIGKILL)
-    return order
 
 
 def rack_restart(
@@ -860,7 +462,7 @@ def rack_restart(
         if not record.get("mqtt"):
             raise FailedPrecondition("this rack runs without a broker (--no-mqtt, or mosquitto "
                                      "was not installed when it came up)")  # fmt: skip
-        command = [_mosquitto_binary() or "mosquitto", "-c", str(state_dir / "mosquitto.conf")]
+        command = [mosquitto_binary() or "mosquitto", "-c", str(state_dir / "mosquitto.conf")]
         old = pids.get(BROKER)
     else:
         topology.tray(name)  # NotFound naming the trays there are
@@ -869,12 +471,12 @@ def rack_restart(
                 f"the agents of rack {topology.name} run in one process (rack up --in-process): "
                 "restart the whole rack (rack down, rack up)"
             )
-        command = [*_agent_command(), *_agent_options(plan, record.get("mqtt")), "--tray", name]
+        command = [*agent_command(), *_agent_options(plan, record.get("mqtt")), "--tray", name]
         old = pids.get(name, tray_pids.get(name))
-    if _running(old):
-        _terminate({name: old})
+    if running(old):
+        terminate({name: old})
     started = time.monotonic()
-    process = _spawn(name, command, state_dir)
+    process = spawn(name, command, state_dir)
     log = state_dir / f"{name}.log"
     progress = Progress()
     try:
@@ -882,12 +484,12 @@ def rack_restart(
             asyncio.run(wait_controller(record["controller"], process, timeout, log, progress,
                                         plan.client_tls))  # fmt: skip
         elif name == BROKER:
-            _wait_broker(record["mqtt"], process, timeout, log)
+            wait_broker(record["mqtt"], process, timeout, log)
         else:
             drained = asyncio.run(drained_links(record.get("controller"), plan.client_tls))
             asyncio.run(wait_ready(plan, [process], timeout, progress, [name], drained))
     except BaseException:
-        _terminate({name: process.pid})
+        terminate({name: process.pid})
         raise
     finally:
         progress.done()

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fusionrack.emulator.addressing import fabric_address, multicast_address
+from fusionrack.emulator.atomics import atomic_supported, combine, reduce_values
 from fusionrack.emulator.enums import AtomicOp, DataType
 from fusionrack.emulator.errors import (
     ErrorCode,
@@ -38,9 +39,6 @@ from fusionrack.emulator.memory import (
     MemorySpace,
     OpResult,
     Store,
-    atomic_supported,
-    combine,
-    reduce_values,
 )
 from fusionrack.emulator.packed import execute_packed
 

@@ -16,8 +16,8 @@ from grafana_panels import RECORDING_RULES  # the dashboards query these by name
 from prometheus_server import PrometheusMissing, find_binary
 
 from fusionrack.emulator import InvalidArgument, Topology
+from fusionrack.fusionctl.launcher.plan import RackPlan, write_targets
 from fusionrack.fusionctl.launcher.prometheus import config_dir, render_config
-from fusionrack.fusionctl.launcher.rack import RackPlan, write_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "prometheus"

@@ -1,0 +1,193 @@
+"""The processes of a rack: starting a program (`fusion-agent`, `fusion-controller`, mosquitto,
+Prometheus) with its log in the state directory, and finding, stopping and reaping them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fusionrack.emulator import Unavailable
+
+from .plan import RackPlan, spare_port
+from .prometheus import find_prometheus, start_prometheus
+from .readiness import answers_tcp
+
+__all__ = [
+    "agent_command",
+    "is_agent",
+    "launch_prometheus",
+    "mosquitto_binary",
+    "program_command",
+    "running",
+    "spawn",
+    "start_mosquitto",
+    "stop_processes",
+    "terminate",
+    "wait_broker",
+]
+
+MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto")
+# Prometheus always listens on loopback, whatever --host says: its HTTP API has no
+# authentication, and it reaches the agents wherever they listen.
+PROMETHEUS_HOST = "127.0.0.1"
+
+
+def program_command(script: str, module: str) -> list[str]:
+    """The console script installed next to this Python, else `python -m module`."""
+    found = Path(sys.executable).with_name(script)
+    if found.exists():
+        return [str(found)]
+    return [sys.executable, "-m", module]
+
+
+def agent_command() -> list[str]:
+    return program_command("fusion-agent", "fusionrack.agent.main")
+
+
+def mosquitto_binary() -> str | None:
+    return next((p for p in map(shutil.which, MOSQUITTO_PATHS) if p), None)
+
+
+def wait_broker(url: str, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    host, port = url.removeprefix("mqtt://").rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while not answers_tcp(host, int(port)):
+        if process.poll() is not None:
+            raise Unavailable(f"mosquitto exited with status {process.returncode}; see {log}")
+        if time.monotonic() > deadline:
+            raise Unavailable(f"mosquitto did not listen on {url} within {timeout:g} s; see {log}")
+        time.sleep(0.02)
+
+
+def start_mosquitto(
+    plan: RackPlan, controller: str | None = None
+) -> tuple[subprocess.Popen[bytes] | None, str | None]:
+    binary = mosquitto_binary()
+    if binary is None:
+        print("mosquitto is not installed: events go nowhere (apt-get install mosquitto)",
+              file=sys.stderr)  # fmt: skip
+        return None, None
+    port = spare_port(plan, controller)
+    conf = plan.state_dir / "mosquitto.conf"
+    # `listener PORT ADDRESS`: a bare `listener PORT` would bind every interface.
+    # set_tcp_nodelay: without it Nagle holds back PUBACKs and QoS 1 publishing crawls.
+    conf.write_text(
+        f"listener {port} {plan.host}\nallow_anonymous true\npersistence false\n"
+        "set_tcp_nodelay true\n"
+    )
+    log = open(plan.state_dir / "mosquitto.log", "ab")  # noqa: SIM115 - handed to the child
+    process = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if answers_tcp(plan.host, port):
+            return process, f"mqtt://{plan.host}:{port}"
+        if process.poll() is not None:
+            break
+        time.sleep(0.02)
+    process.kill()
+    print(f"mosquitto did not start (see {plan.state_dir / 'mosquitto.log'}): no events",
+          file=sys.stderr)  # fmt: skip
+    return None, None
+
+
+def launch_prometheus(
+    plan: RackPlan, controller: str | None, config: str
+) -> tuple[subprocess.Popen[bytes] | None, str | None]:
+    """Start Prometheus with `config` (rendered prometheus.yml) on a free loopback port, its
+    TSDB in the state directory: (process, URL), or (None, None) saying why when there is no
+    `prometheus` to run. `wait_prometheus` tells when it is ready."""
+    binary = find_prometheus()
+    if binary is None:
+        print("prometheus is not installed: no Prometheus (apt-get install prometheus)",
+              file=sys.stderr)  # fmt: skip
+        return None, None
+    path = plan.state_dir / "prometheus.yml"
+    path.write_text(config)  # beside targets.json, which it names by a relative path
+    port = spare_port(plan, controller, PROMETHEUS_HOST)
+    process = start_prometheus(binary, path, plan.state_dir / "prometheus",
+                               f"{PROMETHEUS_HOST}:{port}",
+                               plan.state_dir / "prometheus.log")  # fmt: skip
+    return process, f"http://{PROMETHEUS_HOST}:{port}"
+
+
+def spawn(name: str, command: list[str], state_dir: Path) -> subprocess.Popen[bytes]:
+    log = open(state_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    finally:
+        log.close()
+
+
+def stop_processes(
+    processes: dict[str, subprocess.Popen[bytes]], services: dict[str, subprocess.Popen[bytes]]
+) -> None:
+    """Stop the agents and the controller, then the services they use (broker, Prometheus)."""
+    # The controller first, so it does not log every agent going away.
+    ordered = sorted(processes.items(), key=lambda item: item[0] != "controller")
+    for _, p in ordered:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            if p is processes.get("controller"):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=5)
+    for _, p in ordered:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    for service in services.values():
+        service.terminate()
+    for service in services.values():
+        try:
+            service.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait()
+
+
+def running(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process took the pid
+        return False
+    return True
+
+
+def is_agent(pid: int) -> bool:
+    """Whether `pid` runs a fusion-agent (not another process that took a recorded pid)."""
+    try:
+        return b"fusion-agent" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def terminate(pids: dict[str, int], wait: float = 10.0) -> list[str]:
+    """SIGTERM the processes `pids` names, the controller first (so that it does not log every
+    agent going away); SIGKILL what still runs after `wait` s. Returns the names in order."""
+    order = sorted(pids, key=lambda name: name != "controller")
+    for name in order:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pids[name], signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    for name in order:
+        while time.monotonic() < deadline:
+            if not running(pids[name]):
+                break
+            time.sleep(0.05)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pids[name], signal.SIGKILL)
+    return order
