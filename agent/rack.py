@@ -22,7 +22,8 @@ from fusionrack.v1 import (
     tray_pb2_grpc,
 )
 
-from .compute import ComputeAgent, MemoryServicer
+from .compute import ComputeAgent
+from .memory_service import MemoryServicer
 from .metrics import MetricsServer, build_registry, start_metrics_server
 from .mqtt import EventPublisher
 from .switch import SwitchAgent, SwitchServicer

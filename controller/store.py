@@ -12,6 +12,9 @@ transaction: after a crash (SIGKILL, power loss) either both are there or neithe
 retried request can never apply twice nor be answered without its change. Commits use
 `synchronous=FULL`, so a commit that returned is on disk.
 
+It is one module of ~700 lines because most of it is the checks of a damaged file (below),
+each with its message and what to do, tested one by one (tests/unit/test_store_damage.py).
+
 Only the stdlib `sqlite3` module is used, synchronously: every call is a short transaction on a
 local file, cheap enough to make from the controller's asyncio loop.
 
