@@ -117,6 +117,24 @@ def target(
     return query
 
 
+# The link error counters of docs/metrics.md, with the legend a panel gives each.
+LINK_ERRORS = (
+    ("crc_flit_errors", "CRC flit"),
+    ("crc_data_errors", "CRC data"),
+    ("replays", "replay"),
+    ("recoveries", "recovery"),
+    ("ecc_corrected_errors", "ECC corrected bits"),
+)
+
+
+def link_error_rates(count: int = len(LINK_ERRORS)) -> list[Any]:
+    """The rack-wide rate of each of the first `count` link error counters, one query each."""
+    return [
+        target(f"sum(rate(fusionrack_link_{name}_total{{{RACK}}}[$__rate_interval]))", legend)
+        for name, legend in LINK_ERRORS[:count]
+    ]
+
+
 # Query formats (the default is a time series).
 TABLE = PromQueryFormat.TABLE
 HEATMAP = PromQueryFormat.HEATMAP

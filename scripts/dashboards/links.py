@@ -16,6 +16,7 @@ from .common import (
     colour_by_name,
     fusionrack_dashboard,
     heatmap,
+    link_error_rates,
     query_variable,
     rack_variable,
     row,
@@ -202,19 +203,7 @@ def links() -> dashboard.Dashboard:
             timeseries(
                 "Error rates by kind",
                 "Error counters of every link end of the rack, per second.",
-                [
-                    target(
-                        f"sum(rate(fusionrack_link_{name}_total{{{RACK}}}[$__rate_interval]))",
-                        legend,
-                    )
-                    for name, legend in (
-                        ("crc_flit_errors", "CRC flit"),
-                        ("crc_data_errors", "CRC data"),
-                        ("replays", "replay"),
-                        ("recoveries", "recovery"),
-                        ("ecc_corrected_errors", "ECC corrected bits"),
-                    )
-                ],
+                link_error_rates(),
                 unit="cps",
             ),
             timeseries(

@@ -17,6 +17,7 @@ from .common import (
     fixed_colour,
     fusionrack_dashboard,
     gauge,
+    link_error_rates,
     rack_variable,
     row,
     stat,
@@ -155,18 +156,7 @@ def rack_overview() -> dashboard.Dashboard:
                 "Link errors by kind",
                 "Error counters of every link end of the rack, per second: CRC flit and CRC "
                 "data errors, replays, recoveries.",
-                [
-                    target(
-                        f"sum(rate(fusionrack_link_{name}_total{{{RACK}}}[$__rate_interval]))",
-                        legend,
-                    )
-                    for name, legend in (
-                        ("crc_flit_errors", "CRC flit"),
-                        ("crc_data_errors", "CRC data"),
-                        ("replays", "replay"),
-                        ("recoveries", "recovery"),
-                    )
-                ],
+                link_error_rates(4),  # the ECC counter is on the links dashboard
                 unit="cps",
                 w=8,
             ),
