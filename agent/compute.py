@@ -13,6 +13,9 @@ for another, and the request travels again under the same identity; the target t
 request at most once (`emulator.ReplayWindow`) and answers a repeat with the first answer. Out
 of planes or of time, the op fails UNAVAILABLE if no attempt may have been applied, else
 DEADLINE_EXCEEDED (it may have been applied, once).
+
+`ComputeAgent` is one class of ~600 lines because both sides share its streams to the switch
+trays, its links and its replay window; its gRPC surface is `memory_service.py`.
 """
 
 from __future__ import annotations
