@@ -15,8 +15,9 @@ here) serves `render()` on `GET /metrics` from an asyncio server in the agent's 
 `MetricsServer` for why not a thread).
 
 The rendering is hand-written, not prometheus_client's `generate_latest`, for a measured reason:
-a switch tray's 2,325 samples render in 1.2 ms instead of 18 ms (bench/metrics.py, table in
-docs/metrics.md), and a render blocks the agent's event loop, data plane included. That is
+a switch tray's 2,325 samples render in 1.6 ms instead of 26 ms through `generate_latest`
+(`python bench/metrics.py` on two cores; docs/metrics.md has the table), and a render blocks
+the agent's event loop, data plane included. That is
 also why this module stays one of ~700 lines: its collectors (static info, links, data plane
 counters, the DCGM view) share the memoized label sets and the renderer.
 
