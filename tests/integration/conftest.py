@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from racks import running_controller, running_rack
 
 from fusionrack.agent.rack import LocalRack
-from fusionrack.controller.main import RunningController, serve_controller
+from fusionrack.controller.main import RunningController
 from fusionrack.emulator.topology import Topology
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import (
@@ -53,12 +52,8 @@ class Clients:
 
 @pytest.fixture
 async def mini_rack(mini: Topology) -> AsyncIterator[LocalRack]:
-    rack = await LocalRack.start(mini, training_time=0.01)
-    try:
-        await rack.wait_ready()
+    async with running_rack(mini) as rack:
         yield rack
-    finally:
-        await rack.stop()
 
 
 @pytest.fixture
@@ -68,38 +63,10 @@ async def clients(mini_rack: LocalRack) -> AsyncIterator[Clients]:
     await stubs.close()
 
 
-async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    """Wait until `condition()` holds (polled every 10 ms), failing after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
-async def start_controller(rack: LocalRack, state: Path, **options: object) -> RunningController:
-    """A controller for `rack` (state in the SQLite file `state`), once it reaches every agent;
-    `options` go to `serve_controller`."""
-    addresses = {name: rack.address(name) for name in rack.trays}
-    running = await serve_controller(
-        rack.topology,
-        state,
-        addresses,
-        listen="127.0.0.1:0",
-        rack_secret=rack.secret,
-        heartbeat=0.2,
-        **options,
-    )
-    await until(lambda: all(v.reachable for v in running.controller.agents.values()))
-    return running
-
-
 @pytest.fixture
 async def controller(mini_rack: LocalRack, tmp_path: Path) -> AsyncIterator[RunningController]:
-    running = await start_controller(mini_rack, tmp_path / "state.sqlite")
-    try:
+    async with running_controller(mini_rack, tmp_path / "state.sqlite") as running:
         yield running
-    finally:
-        await running.stop()
 
 
 @pytest.fixture

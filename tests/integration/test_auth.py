@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from racks import running_rack, start_controller, until
 
 from fusionrack.agent.frames import encode
 from fusionrack.agent.rack import LocalRack
@@ -29,7 +30,7 @@ from fusionrack.v1 import (
     tray_pb2_grpc,
 )
 
-from .conftest import Clients, locations, start_controller, until
+from .conftest import Clients, locations
 from .test_controller import atomic_add
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
@@ -38,12 +39,8 @@ WRONG = Credentials(b"\x01" * 32)
 
 @pytest.fixture
 async def mini_rack(mini: Topology) -> AsyncIterator[LocalRack]:
-    running = await LocalRack.start(mini, metrics=lambda tray: "127.0.0.1:0", training_time=0.01)
-    try:
-        await running.wait_ready()
+    async with running_rack(mini, metrics=lambda tray: "127.0.0.1:0") as running:
         yield running
-    finally:
-        await running.stop()
 
 
 @pytest.fixture

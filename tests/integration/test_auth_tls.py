@@ -11,11 +11,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from racks import running_controller, running_rack
 
 from fusionrack.agent.frames import encode
 from fusionrack.agent.rack import LocalRack
 from fusionrack.certs import make_rack_certificates
-from fusionrack.controller.main import RunningController, serve_controller
+from fusionrack.controller.main import RunningController
 from fusionrack.emulator import Topology, fabric_address
 from fusionrack.rpc import TlsFiles, component_files, open_channel
 from fusionrack.v1 import (
@@ -29,7 +30,7 @@ from fusionrack.v1 import (
     tray_pb2_grpc,
 )
 
-from .conftest import locations, until
+from .conftest import locations
 
 
 def trays(topology: Topology) -> list[tuple[str, str]]:
@@ -46,31 +47,18 @@ def pki(tmp_path_factory: pytest.TempPathFactory, mini: Topology) -> Path:
 @pytest.fixture
 async def rack(mini: Topology, pki: Path) -> AsyncIterator[LocalRack]:
     # No secret: the certificates alone must do.
-    running = await LocalRack.start(mini, tls_dir=pki, rack_secret=None, training_time=0.01)
-    try:
-        await running.wait_ready()
+    async with running_rack(mini, tls_dir=pki, rack_secret=None) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 @pytest.fixture
 async def controller(
     rack: LocalRack, pki: Path, tmp_path: Path
 ) -> AsyncIterator[RunningController]:
-    running = await serve_controller(
-        rack.topology,
-        tmp_path / "state.sqlite",
-        {name: rack.address(name) for name in rack.trays},
-        listen="127.0.0.1:0",
-        tls=component_files(pki, "controller"),
-        heartbeat=0.2,
-    )
-    try:
-        await until(lambda: all(v.reachable for v in running.controller.agents.values()))
+    state = tmp_path / "state.sqlite"
+    tls = component_files(pki, "controller")
+    async with running_controller(rack, state, tls=tls) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 async def apply_as(rack: LocalRack, tls: TlsFiles) -> grpc.StatusCode:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from racks import start_controller, until
 
 import fusionrack.racks
 from fusionrack.agent.rack import LocalRack, serve_tray
@@ -24,7 +25,7 @@ from fusionrack.v1 import (
     switch_pb2,
 )
 
-from .conftest import Clients, locations, start_controller, until
+from .conftest import Clients, locations
 
 
 async def atomic_add(clients: Clients, initiator: int, target: int) -> grpc.StatusCode:

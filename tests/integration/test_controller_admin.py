@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from racks import start_controller, until
 
 from fusionrack.agent.rack import LocalRack, serve_tray
 from fusionrack.controller.main import RunningController
@@ -24,7 +25,6 @@ from fusionrack.v1 import (
     tray_pb2_grpc,
 )
 
-from .conftest import start_controller, until
 from .test_metrics_http import fetch
 
 LINK = "compute-01/gpu0/nvlink1"  # accelerator 0, plane 1: switch-1

@@ -11,13 +11,13 @@ from pathlib import Path
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from racks import until
 
 from fusionrack.agent.rack import LocalRack, serve_tray
 from fusionrack.controller.main import RunningController, serve_controller
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
-from .conftest import until
 from .test_metrics_http import CONTENT_TYPE, fetch
 
 HEALTHS = ("healthy", "degraded_bandwidth", "degraded", "unhealthy")

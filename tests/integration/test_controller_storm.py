@@ -33,6 +33,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.message import Message
+from racks import running_rack
 
 from fusionrack import wire
 from fusionrack.agent.rack import LocalRack
@@ -63,12 +64,8 @@ FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnec
 
 @pytest.fixture
 async def storm_rack(mini: Topology) -> AsyncIterator[LocalRack]:
-    rack = await LocalRack.start(mini, training_time=0.01)
-    try:
-        await rack.wait_ready()
+    async with running_rack(mini) as rack:
         yield rack
-    finally:
-        await rack.stop()
 
 
 class ControllerProcess:

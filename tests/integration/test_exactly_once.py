@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 import numpy as np
 import pytest
+from racks import running_rack, until
 
 from fusionrack.agent.compute import ComputeAgent
 from fusionrack.agent.forward import request_frame
@@ -27,19 +28,15 @@ from fusionrack.emulator import (
 )
 from fusionrack.v1 import common_pb2, memory_pb2, memory_pb2_grpc, switch_pb2
 
-from .conftest import Clients, until
+from .conftest import Clients
 
 TIMEOUT = 0.5  # the agents' time for one op: short, so that lost answers are quick to see
 
 
 @pytest.fixture
 async def rack(mini: Topology) -> AsyncIterator[LocalRack]:
-    running = await LocalRack.start(mini, training_time=0.01, forward_timeout=TIMEOUT)
-    try:
-        await running.wait_ready()
+    async with running_rack(mini, forward_timeout=TIMEOUT) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from racks import running_rack
 
 from fusionrack.agent.rack import LocalRack
 from fusionrack.emulator import AtomicOp, DataType, Topology, fabric_address
@@ -38,12 +39,8 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 @pytest.fixture
 async def gb200_rack(gb200: Topology):  # type: ignore[no-untyped-def]
-    rack = await LocalRack.start(gb200, metrics=lambda tray: "127.0.0.1:0", training_time=0.01)
-    try:
-        await rack.wait_ready(20)
+    async with running_rack(gb200, ready_timeout=20, metrics=lambda tray: "127.0.0.1:0") as rack:
         yield rack
-    finally:
-        await rack.stop()
 
 
 async def test_ops_cross_the_whole_rack_and_metrics_tell_the_same(gb200_rack: LocalRack) -> None:

@@ -27,9 +27,10 @@ import yaml
 from grafana_panels import panel_queries, variable_queries
 from mqtt_broker import Mosquitto
 from prometheus_server import Prometheus
+from racks import running_controller, running_rack, until
 
 from fusionrack.agent.rack import LocalRack
-from fusionrack.controller.main import RunningController, serve_controller
+from fusionrack.controller.main import RunningController
 from fusionrack.emulator import fabric_address
 from fusionrack.emulator.topology import Topology
 from fusionrack.fusionctl.launcher.prometheus import config_dir
@@ -42,7 +43,7 @@ from fusionrack.v1 import (
     memory_pb2_grpc,
 )
 
-from .conftest import locations, until
+from .conftest import locations
 
 TRAIN, SERVE = "train", "serve"  # compute-01's two GPUs, compute-02's
 TRAIN_LOAD = 0.5 + 0.45  # a ring all-reduce and an in-network one: above the 0.9 saturation mark
@@ -54,39 +55,18 @@ FLAPPING_LINK = "compute-01/gpu1/nvlink3"
 
 @pytest.fixture
 async def rack(mini: Topology, mosquitto: Mosquitto) -> AsyncIterator[LocalRack]:
-    running = await LocalRack.start(
-        mini,
-        metrics=lambda tray: "127.0.0.1:0",
-        dcgm_compat=True,
-        training_time=0.01,
-        mqtt=mosquitto.url,
-    )
-    try:
-        await running.wait_ready()
+    options = {"metrics": lambda tray: "127.0.0.1:0", "dcgm_compat": True, "mqtt": mosquitto.url}
+    async with running_rack(mini, **options) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 @pytest.fixture
 async def controller(
     rack: LocalRack, mosquitto: Mosquitto, tmp_path: Path
 ) -> AsyncIterator[RunningController]:
-    served = await serve_controller(
-        rack.topology,
-        tmp_path / "state.sqlite",
-        {name: rack.address(name) for name in rack.trays},
-        listen="127.0.0.1:0",
-        rack_secret=rack.secret,
-        heartbeat=0.2,
-        metrics="127.0.0.1:0",
-        mqtt=mosquitto.url,
-    )
-    try:
-        await until(lambda: all(v.reachable for v in served.controller.agents.values()))
+    state = tmp_path / "state.sqlite"
+    async with running_controller(rack, state, metrics="127.0.0.1:0", mqtt=mosquitto.url) as served:
         yield served
-    finally:
-        await served.stop()
 
 
 def quick_alerts(folder: Path) -> Path:

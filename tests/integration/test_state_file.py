@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from racks import start_controller
 
 from fusionrack import wire
 from fusionrack.agent.rack import LocalRack
@@ -19,7 +20,7 @@ from fusionrack.emulator import FailedPrecondition
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, switch_pb2
 
-from .conftest import Clients, locations, start_controller
+from .conftest import Clients, locations
 
 
 async def names(stub: controller_pb2_grpc.ControllerStub) -> list[str]:

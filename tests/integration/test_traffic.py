@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from racks import start_controller, until
 
 from fusionrack.agent.rack import LocalRack, serve_tray
 from fusionrack.controller.main import RunningController
@@ -24,7 +25,7 @@ from fusionrack.emulator.topology import Topology
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, tray_pb2
 
-from .conftest import Clients, locations, start_controller, until
+from .conftest import Clients, locations
 from .test_metrics_http import fetch
 
 LINE = 50e9  # bytes/s per direction of one mini link

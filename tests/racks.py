@@ -1,0 +1,67 @@
+"""Racks for tests, in this process: the one way a test starts a `LocalRack` and waits for it,
+starts a controller for it, and waits for a condition."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from fusionrack.agent.rack import LocalRack
+from fusionrack.controller.main import RunningController, serve_controller
+from fusionrack.emulator.topology import Topology
+
+__all__ = ["running_controller", "running_rack", "start_controller", "until"]
+
+
+@contextlib.asynccontextmanager
+async def running_rack(
+    topology: Topology, *, ready_timeout: float = 10.0, **options: Any
+) -> AsyncIterator[LocalRack]:
+    """A rack of `topology` with every link ACTIVE (links train in 10 ms unless `options` say
+    otherwise; the rest of `options` go to `LocalRack.start`), stopped on exit."""
+    options.setdefault("training_time", 0.01)
+    rack = await LocalRack.start(topology, **options)
+    try:
+        await rack.wait_ready(ready_timeout)
+        yield rack
+    finally:
+        await rack.stop()
+
+
+async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Wait until `condition()` holds (polled every 10 ms), failing after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def start_controller(rack: LocalRack, state: Path, **options: Any) -> RunningController:
+    """A controller for `rack` (state in the SQLite file `state`), once it reaches every agent;
+    `options` go to `serve_controller` (and override its defaults)."""
+    settings: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "rack_secret": rack.secret,
+        "heartbeat": 0.2,
+        **options,
+    }
+    addresses = {name: rack.address(name) for name in rack.trays}
+    running = await serve_controller(rack.topology, state, addresses, **settings)
+    await until(lambda: all(v.reachable for v in running.controller.agents.values()))
+    return running
+
+
+@contextlib.asynccontextmanager
+async def running_controller(
+    rack: LocalRack, state: Path, **options: Any
+) -> AsyncIterator[RunningController]:
+    """`start_controller`, stopped on exit."""
+    running = await start_controller(rack, state, **options)
+    try:
+        yield running
+    finally:
+        await running.stop()
