@@ -55,6 +55,7 @@ __all__ = [
     "RegisterLoad",
     "Tally",
     "active_links",
+    "grpc_code_name",
     "hang_kill_restart",
     "read_word",
     "run_while",

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from faultrig import ProcessRack
+from faultrig import ProcessRack, grpc_code_name
 from google.protobuf import descriptor as pbd
 from google.protobuf import message_factory
 from hypothesis import HealthCheck, Phase, given, seed, settings
@@ -75,7 +75,7 @@ __all__ = [
 
 # 5 compute trays of 2 GPUs, 3 switch trays of 2 chips, no default partition (the harness
 # makes its own, leaving accelerators 8 and 9 out).
-from fuzzstrategies import CODE_NAMES, Facts, op_statuses, request_strategy
+from fuzzstrategies import Facts, op_statuses, request_strategy
 
 FUZZ_MANIFEST = """\
 version: 1
@@ -426,9 +426,9 @@ class Fuzzer:
         tally.statuses[code] += 1
         tally.slowest = max(tally.slowest, elapsed)
         for number in ops:
-            tally.op_statuses[CODE_NAMES.get(number, str(number))] += 1
-            if CODE_NAMES.get(number) in BAD_CODES:
-                self._found(key, f"op {CODE_NAMES[number]}", request)
+            tally.op_statuses[grpc_code_name(number)] += 1
+            if grpc_code_name(number) in BAD_CODES:
+                self._found(key, f"op {grpc_code_name(number)}", request)
         if code in BAD_CODES:
             self._found(key, code, request)
         if code == "DEADLINE_EXCEEDED" or elapsed > deadline + SLACK:
@@ -878,7 +878,7 @@ class Fuzzer:
                 code = "reset"
             for reply in _decode_frames(buffer):
                 if reply.WhichOneof("frame") == "refused":
-                    code = f"refused {CODE_NAMES.get(reply.refused.code, reply.refused.code)}"
+                    code = f"refused {grpc_code_name(reply.refused.code)}"
                 ops.extend(op_statuses(reply))
         finally:
             writer.close()

@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import numpy as np
 from google.protobuf import descriptor as pbd
 from google.protobuf import message_factory
@@ -29,7 +28,7 @@ from fusionrack.emulator import (
     packed,
 )
 
-__all__ = ["CODE_NAMES", "Facts", "op_statuses", "packed_ops_strategy", "request_strategy"]
+__all__ = ["Facts", "op_statuses", "packed_ops_strategy", "request_strategy"]
 
 # 5 compute trays of 2 GPUs, 3 switch trays of 2 chips, no default partition (the harness
 # makes its own, leaving accelerators 8 and 9 out).
@@ -309,9 +308,6 @@ def op_statuses(message: Any) -> list[int]:
             for item in value if _is_repeated(f) else [value]:
                 codes.extend(op_statuses(item))
     return codes
-
-
-CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 # ---------------------------------------------------------------------------------------------

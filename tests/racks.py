@@ -51,7 +51,11 @@ async def start_controller(rack: LocalRack, state: Path, **options: Any) -> Runn
     }
     addresses = {name: rack.address(name) for name in rack.trays}
     running = await serve_controller(rack.topology, state, addresses, **settings)
-    await until(lambda: all(v.reachable for v in running.controller.agents.values()))
+    try:
+        await until(lambda: all(v.reachable for v in running.controller.agents.values()))
+    except BaseException:
+        await running.stop()  # a test that fails here must not leave a controller behind
+        raise
     return running
 
 
