@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--manifest", required=True, metavar="PATH|NAME", help="rack manifest or preset"
     )
+    parser.add_argument(
+        "--rack-name",
+        metavar="NAME",
+        help="the rack's name instead of the manifest's (racks of a fleet from one preset); "
+        "every agent and the controller of a rack must be given the same",
+    )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--tray", help="the tray to serve, e.g. compute-01 or switch-3")
     which.add_argument("--all", action="store_true", help="serve every tray in this process")
@@ -232,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     try:
-        topology = Topology(load_manifest(args.manifest))
+        topology = Topology(load_manifest(args.manifest, args.rack_name))
         if args.fork:
             if not args.all or not args.base_port:
                 raise SystemExit("fusion-agent: --fork needs --all and a --base-port")

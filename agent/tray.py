@@ -32,7 +32,7 @@ from fusionrack.emulator import (
 from fusionrack.rpc import grpc_errors
 from fusionrack.v1 import common_pb2, switch_pb2, tray_pb2, tray_pb2_grpc
 
-from .forward import ForwardPeer
+from .forward import ForwardPeer, serve_here
 from .metrics import DataPlaneCounters
 
 __all__ = ["TrayAgent", "TrayServicer"]
@@ -57,6 +57,7 @@ class TrayAgent:
         self.links = LinkHealth(topology, training_time=training_time)
         self.link_indices = sorted(topology.link_indices_of_tray(tray))
         self.boot_id = uuid.uuid4().hex
+        serve_here(self.boot_id, self.name)
         self.start_time = time.time()
         self.address = ""  # set once the server listens
         self.metrics_address = ""

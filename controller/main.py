@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--manifest", required=True, metavar="PATH|NAME", help="rack manifest or preset"
     )
     parser.add_argument(
+        "--rack-name",
+        metavar="NAME",
+        help="the rack's name instead of the manifest's (racks of a fleet from one preset); "
+        "every agent and the controller of a rack must be given the same",
+    )
+    parser.add_argument(
         "--state",
         type=Path,
         metavar="PATH.sqlite",
@@ -301,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
     try:
-        topology = Topology(load_manifest(args.manifest))
+        topology = Topology(load_manifest(args.manifest, args.rack_name))
         return run_server_loop(run(args, topology))
     except (FusionError, OSError) as error:
         print(f"fusion-controller: {error}", file=sys.stderr)

@@ -38,7 +38,7 @@ import difflib
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -437,7 +437,21 @@ def resolve_manifest(path_or_name: str) -> tuple[str, str]:
     return preset.read_text(encoding="utf-8"), f"preset {path_or_name}"
 
 
-def load_manifest(path_or_name: str) -> Manifest:
-    """Read, parse and validate a manifest file or preset."""
+def load_manifest(path_or_name: str, rack_name: str | None = None) -> Manifest:
+    """Read, parse and validate a manifest file or preset; `rack_name` names the rack instead of
+    the manifest's `name` (the racks of a fleet built from one preset: rack-01, rack-02...)."""
     text, source = resolve_manifest(path_or_name)
-    return parse_manifest(text, source)
+    manifest = parse_manifest(text, source)
+    return renamed(manifest, rack_name) if rack_name else manifest
+
+
+def renamed(manifest: Manifest, name: str) -> Manifest:
+    """`manifest` as the rack `name`. Its digest covers the name too, so trays of two racks
+    built from one manifest refuse each other's streams as trays of different manifests do."""
+    if not _NAME_RE.match(name):
+        raise ManifestError("name", f"rack name {name!r}: use letters, digits, '.', '_', '-' "
+                            "(max 63)")  # fmt: skip
+    if name == manifest.name:
+        return manifest
+    digest = hashlib.sha256(f"{manifest.digest}\nrack {name}".encode()).hexdigest()
+    return replace(manifest, name=name, digest=digest)

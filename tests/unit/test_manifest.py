@@ -206,3 +206,20 @@ def test_bandwidths_parse(text: Any, expected: int) -> None:
 def test_bad_sizes_are_refused(bad: Any) -> None:
     with pytest.raises(ManifestError):
         parse_size(bad, "x")
+
+
+def test_a_rack_name_renames_the_rack_and_its_digest() -> None:
+    preset = load_manifest("gb200-nvl72")
+    first, second = load_manifest("gb200-nvl72", "rack-01"), load_manifest("gb200-nvl72", "rack-02")
+    assert (first.name, second.name) == ("rack-01", "rack-02")
+    assert first.trays == preset.trays and first.fabric == preset.fabric
+    # Trays of two racks of one preset must not take each other for trays of their own rack.
+    assert len({preset.digest, first.digest, second.digest}) == 3
+    assert load_manifest("gb200-nvl72", "rack-01").digest == first.digest
+    assert Topology(first).name == "rack-01"
+    assert load_manifest("gb200-nvl72", "gb200-nvl72").digest == preset.digest
+
+
+def test_a_bad_rack_name_is_refused() -> None:
+    with pytest.raises(ManifestError, match="rack name 'rack 1'"):
+        load_manifest("gb200-nvl72", "rack 1")
