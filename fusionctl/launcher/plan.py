@@ -7,6 +7,7 @@ import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fusionrack.emulator import Topology, TrayKind, Unavailable
 from fusionrack.emulator.topology import TrayAddresses, tray_addresses
@@ -17,7 +18,9 @@ __all__ = [
     "RackPlan",
     "check_ports_free",
     "controller_metrics_address",
+    "planned_ports",
     "spare_port",
+    "target_groups",
     "write_targets",
 ]
 
@@ -35,6 +38,13 @@ class RackPlan:
     base_port: int
     state_dir: Path
     tls: bool = False  # `rack up --tls`: certificates in state_dir / "tls"
+    renamed: bool = False  # the rack is not named as its manifest (a fleet's: --rack-name)
+
+    @property
+    def name_options(self) -> list[str]:
+        """What tells `fusion-agent` and `fusion-controller` which rack this is."""
+        options = ["--manifest", self.manifest]
+        return [*options, "--rack-name", self.topology.name] if self.renamed else options
 
     @property
     def client_tls(self) -> TlsFiles | None:
@@ -88,22 +98,25 @@ def check_ports_free(plan: RackPlan, controller: str | None) -> None:
                 ) from None
 
 
-def spare_port(plan: RackPlan, controller: str | None, host: str | None = None) -> int:
-    """A free port on `host` (default the rack's; the system's pick) that is none of the
-    rack's own, for the broker and Prometheus."""
-    planned = {int(a.rsplit(":", 1)[1]) for a, _ in _planned_addresses(plan, controller)}
+def planned_ports(plan: RackPlan, controller: str | None) -> set[int]:
+    """Every port the rack will listen on, but the broker's and Prometheus's."""
+    return {int(address.rsplit(":", 1)[1]) for address, _ in _planned_addresses(plan, controller)}
+
+
+def spare_port(host: str, taken: set[int]) -> int:
+    """A free port on `host` (the system's pick) that is none of `taken` (the racks' own), for
+    the broker and Prometheus."""
     while True:
         with socket.socket() as s:
-            s.bind((host or plan.host, 0))
+            s.bind((host, 0))
             port = s.getsockname()[1]
-        if port not in planned:
+        if port not in taken:
             return port
 
 
-def write_targets(plan: RackPlan, controller: str | None) -> Path:
-    """Prometheus file_sd targets: one group per tray, labelled with rack, tray and kind, and
-    the controller's (kind "controller")."""
-    path = plan.state_dir / "targets.json"
+def target_groups(plan: RackPlan, controller: str | None) -> list[dict[str, Any]]:
+    """Prometheus file_sd groups of a rack: one per tray, labelled with rack, tray and kind,
+    and the controller's (kind "controller")."""
     groups = [
         {"targets": [plan.metrics_address(t.name)],
          "labels": {"rack": plan.topology.name, "tray": t.name, "kind": t.kind.name.lower()}}
@@ -112,5 +125,11 @@ def write_targets(plan: RackPlan, controller: str | None) -> Path:
     if controller:
         groups.append({"targets": [controller_metrics_address(controller)],
                        "labels": {"rack": plan.topology.name, "kind": "controller"}})  # fmt: skip
+    return groups
+
+
+def write_targets(state_dir: Path, groups: list[dict[str, Any]]) -> Path:
+    """The file_sd targets file `targets.json` in `state_dir`, which Prometheus re-reads."""
+    path = state_dir / "targets.json"
     path.write_text(json.dumps(groups, indent=2) + "\n")
     return path

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fusionrack.emulator import Unavailable
 
-from .plan import RackPlan, spare_port
+from .plan import spare_port
 from .prometheus import find_prometheus, start_prometheus
 from .readiness import answers_tcp
 
@@ -66,54 +66,54 @@ def wait_broker(url: str, process: subprocess.Popen[bytes], timeout: float, log:
 
 
 def start_mosquitto(
-    plan: RackPlan, controller: str | None = None
+    state_dir: Path, host: str, taken: set[int]
 ) -> tuple[subprocess.Popen[bytes] | None, str | None]:
+    """Start a broker on `host`, on a free port that is none of `taken`, its config and log in
+    `state_dir`: (process, URL), or (None, None) saying why when it cannot run."""
     binary = mosquitto_binary()
     if binary is None:
         print("mosquitto is not installed: events go nowhere (apt-get install mosquitto)",
               file=sys.stderr)  # fmt: skip
         return None, None
-    port = spare_port(plan, controller)
-    conf = plan.state_dir / "mosquitto.conf"
+    port = spare_port(host, taken)
+    conf = state_dir / "mosquitto.conf"
     # `listener PORT ADDRESS`: a bare `listener PORT` would bind every interface.
     # set_tcp_nodelay: without it Nagle holds back PUBACKs and QoS 1 publishing crawls.
     conf.write_text(
-        f"listener {port} {plan.host}\nallow_anonymous true\npersistence false\n"
-        "set_tcp_nodelay true\n"
+        f"listener {port} {host}\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n"
     )
-    log = open(plan.state_dir / "mosquitto.log", "ab")  # noqa: SIM115 - handed to the child
+    log = open(state_dir / "mosquitto.log", "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
     log.close()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if answers_tcp(plan.host, port):
-            return process, f"mqtt://{plan.host}:{port}"
+        if answers_tcp(host, port):
+            return process, f"mqtt://{host}:{port}"
         if process.poll() is not None:
             break
         time.sleep(0.02)
     process.kill()
-    print(f"mosquitto did not start (see {plan.state_dir / 'mosquitto.log'}): no events",
+    print(f"mosquitto did not start (see {state_dir / 'mosquitto.log'}): no events",
           file=sys.stderr)  # fmt: skip
     return None, None
 
 
 def launch_prometheus(
-    plan: RackPlan, controller: str | None, config: str
+    state_dir: Path, config: str, taken: set[int]
 ) -> tuple[subprocess.Popen[bytes] | None, str | None]:
-    """Start Prometheus with `config` (rendered prometheus.yml) on a free loopback port, its
-    TSDB in the state directory: (process, URL), or (None, None) saying why when there is no
-    `prometheus` to run. `wait_prometheus` tells when it is ready."""
+    """Start Prometheus with `config` (rendered prometheus.yml) on a free loopback port that is
+    none of `taken`, its TSDB in `state_dir`: (process, URL), or (None, None) saying why when
+    there is no `prometheus` to run. `wait_prometheus` tells when it is ready."""
     binary = find_prometheus()
     if binary is None:
         print("prometheus is not installed: no Prometheus (apt-get install prometheus)",
               file=sys.stderr)  # fmt: skip
         return None, None
-    path = plan.state_dir / "prometheus.yml"
+    path = state_dir / "prometheus.yml"
     path.write_text(config)  # beside targets.json, which it names by a relative path
-    port = spare_port(plan, controller, PROMETHEUS_HOST)
-    process = start_prometheus(binary, path, plan.state_dir / "prometheus",
-                               f"{PROMETHEUS_HOST}:{port}",
-                               plan.state_dir / "prometheus.log")  # fmt: skip
+    port = spare_port(PROMETHEUS_HOST, taken)
+    process = start_prometheus(binary, path, state_dir / "prometheus", f"{PROMETHEUS_HOST}:{port}",
+                               state_dir / "prometheus.log")  # fmt: skip
     return process, f"http://{PROMETHEUS_HOST}:{port}"
 
 

@@ -46,7 +46,15 @@ from fusionrack.v1 import controller_pb2
 
 from ..client import DEFAULT_CONTROLLER
 from ..output import Palette, Progress, Word, colour_enabled, print_json, table
-from .plan import TLS_DIR, RackPlan, check_ports_free, controller_metrics_address, write_targets
+from .plan import (
+    TLS_DIR,
+    RackPlan,
+    check_ports_free,
+    controller_metrics_address,
+    planned_ports,
+    target_groups,
+    write_targets,
+)
 from .processes import (
     agent_command,
     is_agent,
@@ -89,7 +97,7 @@ def ensure_credentials(state_dir: Path) -> None:
 
 def _agent_options(plan: RackPlan, mqtt_url: str | None) -> list[str]:
     """The `fusion-agent` options every tray of the rack shares."""
-    options = ["--manifest", plan.manifest, "--host", plan.host, "--base-port", str(plan.base_port),
+    options = [*plan.name_options, "--host", plan.host, "--base-port", str(plan.base_port),
                "--rack-secret-file", str(plan.state_dir / SECRET_FILE)]  # fmt: skip
     if plan.tls:
         options += ["--tls-dir", str(plan.state_dir / TLS_DIR)]
@@ -99,7 +107,7 @@ def _agent_options(plan: RackPlan, mqtt_url: str | None) -> list[str]:
 def _controller_command(plan: RackPlan, listen: str, mqtt_url: str | None) -> list[str]:
     return [
         *program_command("fusion-controller", "fusionrack.controller.main"),
-        "--manifest", plan.manifest, "--host", plan.host, "--base-port", str(plan.base_port),
+        *plan.name_options, "--host", plan.host, "--base-port", str(plan.base_port),
         "--listen", listen, "--state", str(plan.state_dir / "controller.sqlite"),
         "--metrics", controller_metrics_address(listen),
         "--rack-secret-file", str(plan.state_dir / SECRET_FILE),
@@ -110,31 +118,67 @@ def _controller_command(plan: RackPlan, listen: str, mqtt_url: str | None) -> li
     ]  # fmt: skip
 
 
-async def _bring_up(
+def prepare(plan: RackPlan, controller: str | None) -> None:
+    """Everything a rack needs before its processes start: its state directory (refused if a
+    rack is already up from it), its ports free, its secret and tokens, its certificates."""
+    plan.state_dir.mkdir(parents=True, exist_ok=True)
+    if (plan.state_dir / "pids.json").exists():
+        raise Unavailable(f"a rack is already up from {plan.state_dir} (fusionctl rack down)")
+    check_ports_free(plan, controller)
+    ensure_credentials(plan.state_dir)
+    if plan.tls:
+        from fusionrack.certs import make_rack_certificates  # cryptography only when needed
+
+        make_rack_certificates(plan.state_dir / TLS_DIR, plan.topology.name,
+                               [(t.name, t.kind.name.lower()) for t in plan.topology.trays],
+                               [plan.host])  # fmt: skip
+
+
+def agents_command(plan: RackPlan, mqtt_url: str | None, in_process: bool) -> list[str]:
+    """`fusion-agent` serving every tray of the rack: in one process, or one per tray forked
+    from one start-up (a Python start-up per tray would cost 27 x ~0.3 s of imports on two
+    cores)."""
+    command = [*agent_command(), *_agent_options(plan, mqtt_url), "--all"]
+    if not in_process:
+        command += ["--fork", "--pids-file", str(plan.state_dir / "trays.json")]
+    return command
+
+
+async def bring_up(
     plan: RackPlan,
-    agents_command: list[str],
+    agents: list[str],
     controller_listen: str | None,
     mqtt_url: str | None,
     processes: dict[str, subprocess.Popen[bytes]],
     timeout: float,
+    progress: Progress | None,
 ) -> None:
-    """Start the agents, wait for them, then the controller, and wait for it (`processes` is
-    filled as they start, so the caller can stop them whatever happens)."""
-    progress = Progress()
-    try:
-        processes["agents"] = spawn("agents", agents_command, plan.state_dir)
-        await wait_ready(plan, [processes["agents"]], timeout, progress)
-        if controller_listen is None:
-            return
-        # Started once the agents answer: a controller dialing too early would sit out gRPC's
-        # reconnect backoff (a second or more) before it sees them.
-        command = _controller_command(plan, controller_listen, mqtt_url)
-        processes["controller"] = spawn("controller", command, plan.state_dir)
-        await wait_controller(controller_listen, processes["controller"], timeout,
-                              plan.state_dir / "controller.log", progress,
-                              plan.client_tls)  # fmt: skip
-    finally:
-        progress.done()
+    """Start the agents (`agents`, the command), wait for them, then the controller, and wait
+    for it (`processes` is filled as they start, so the caller can stop them whatever
+    happens)."""
+    processes["agents"] = spawn("agents", agents, plan.state_dir)
+    await wait_ready(plan, [processes["agents"]], timeout, progress)
+    if controller_listen is None:
+        return
+    # Started once the agents answer: a controller dialing too early would sit out gRPC's
+    # reconnect backoff (a second or more) before it sees them.
+    command = _controller_command(plan, controller_listen, mqtt_url)
+    processes["controller"] = spawn("controller", command, plan.state_dir)
+    await wait_controller(controller_listen, processes["controller"], timeout,
+                          plan.state_dir / "controller.log", progress,
+                          plan.client_tls)  # fmt: skip
+
+
+def record(plan: RackPlan, pids: dict[str, int], **started: Any) -> None:
+    """Write the rack's `pids.json` and `rack.json` (how it was started: `started`), which
+    `rack status`, `rack down` and `rack restart` read."""
+    (plan.state_dir / "pids.json").write_text(json.dumps(pids) + "\n")
+    document = {
+        "rack": plan.topology.name, "manifest": plan.manifest, "renamed": plan.renamed,
+        "host": plan.host, "base_port": plan.base_port, "tls": plan.tls, **started,
+        "started": time.time(),
+    }  # fmt: skip
+    (plan.state_dir / "rack.json").write_text(json.dumps(document, indent=2) + "\n")
 
 
 def rack_up(
@@ -158,40 +202,29 @@ def rack_up(
     doc."""
     topology = Topology(load_manifest(manifest))
     state_dir = state_dir or Path(".fusionrack") / topology.name
-    state_dir.mkdir(parents=True, exist_ok=True)
     plan = RackPlan(topology, manifest, host, base_port, state_dir, tls)
-    if (state_dir / "pids.json").exists():
-        raise Unavailable(f"a rack is already up from {state_dir} (fusionctl rack down)")
-    check_ports_free(plan, controller_listen)
-    ensure_credentials(state_dir)
-    if tls:
-        from fusionrack.certs import make_rack_certificates  # cryptography only when needed
-
-        make_rack_certificates(state_dir / TLS_DIR, topology.name,
-                               [(t.name, t.kind.name.lower()) for t in topology.trays],
-                               [host])  # fmt: skip
+    prepare(plan, controller_listen)
     # Rendered first: a bad interval is refused before anything starts.
     prometheus_config = render_config(prometheus_interval) if prometheus else None
     # Written before Prometheus starts, so that it discovers every target at once (the agents'
     # addresses are planned: a scrape before they listen only counts as down).
-    targets = write_targets(plan, controller_listen)
-    broker, mqtt_url = start_mosquitto(plan, controller_listen) if mqtt else (None, None)
+    targets = write_targets(state_dir, target_groups(plan, controller_listen))
+    taken = planned_ports(plan, controller_listen)
+    broker, mqtt_url = start_mosquitto(state_dir, host, taken) if mqtt else (None, None)
     # Started before the agents: its start-up (~1 s) overlaps theirs.
     monitor, prometheus_url = (
-        launch_prometheus(plan, controller_listen, prometheus_config)
+        launch_prometheus(state_dir, prometheus_config, taken)
         if prometheus_config is not None
         else (None, None)
     )
     services = {name: p for name, p in ((BROKER, broker), ("prometheus", monitor)) if p}
-    # One process per tray: fusion-agent forks them from one start-up (a Python start-up per
-    # tray would cost 27 x ~0.3 s of imports on two cores); --in-process serves all in one.
-    command = [*agent_command(), *_agent_options(plan, mqtt_url), "--all"]
-    if not in_process:
-        command += ["--fork", "--pids-file", str(state_dir / "trays.json")]
     processes: dict[str, subprocess.Popen[bytes]] = {}
     started = time.monotonic()
+    progress = Progress()
     try:
-        asyncio.run(_bring_up(plan, command, controller_listen, mqtt_url, processes, timeout))
+        asyncio.run(bring_up(plan, agents_command(plan, mqtt_url, in_process), controller_listen,
+                             mqtt_url, processes, timeout, progress))  # fmt: skip
+        progress.done()
         # Ready by now, mostly: it started with the agents.
         if monitor and prometheus_url and not wait_prometheus(prometheus_url, monitor):
             print(f"prometheus did not start (see {state_dir / 'prometheus.log'}): "
@@ -200,18 +233,14 @@ def rack_up(
             del services["prometheus"]
             prometheus_url = None
     except BaseException:
+        progress.done()
         stop_processes(processes, services)
         raise
     elapsed = time.monotonic() - started
     pids = {name: p.pid for name, p in processes.items()}
     pids.update({name: p.pid for name, p in services.items()})
-    (state_dir / "pids.json").write_text(json.dumps(pids) + "\n")
-    record = {
-        "rack": topology.name, "manifest": manifest, "host": host, "base_port": base_port,
-        "in_process": in_process, "controller": controller_listen, "mqtt": mqtt_url,
-        "prometheus": prometheus_url, "started": time.time(), "tls": tls,
-    }  # fmt: skip
-    (state_dir / "rack.json").write_text(json.dumps(record, indent=2) + "\n")
+    record(plan, pids, in_process=in_process, controller=controller_listen, mqtt=mqtt_url,
+           prometheus=prometheus_url)  # fmt: skip
     # With -o json, stdout carries only the document; what people read goes to stderr.
     notes = sys.stderr if output == "json" else sys.stdout
     if output == "json":
@@ -308,9 +337,7 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
     }  # fmt: skip
     if not up:
         return document
-    host, base_port = record.get("host", "127.0.0.1"), record.get("base_port", 0)
-    plan = RackPlan(topology, record.get("manifest", topology.name), host, base_port, state_dir,
-                    bool(record.get("tls")))  # fmt: skip
+    plan = _plan_of(topology, record, state_dir)
     statuses = await asyncio.gather(
         *(tray_status(plan.grpc_address(t.name), plan.client_tls) for t in topology.trays)
     )
@@ -388,11 +415,20 @@ def _status_table(document: dict[str, Any]) -> str:
 def _recorded(manifest: str | None, state_dir: Path | None) -> tuple[Topology, Path]:
     """The rack of `manifest` (None: the one recorded in `state_dir`, else gb200-nvl72) and its
     state directory."""
+    name = None
     if manifest is None:
         record = _read_json(state_dir / "rack.json") if state_dir else None
         manifest = record["manifest"] if record else "gb200-nvl72"
-    topology = Topology(load_manifest(manifest))
+        name = record["rack"] if record and record.get("renamed") else None
+    topology = Topology(load_manifest(manifest, name))
     return topology, state_dir or Path(".fusionrack") / topology.name
+
+
+def _plan_of(topology: Topology, record: dict[str, Any], state_dir: Path) -> RackPlan:
+    """The plan of the rack `rack.json` recorded (`record`) in `state_dir`."""
+    return RackPlan(topology, record.get("manifest", topology.name),
+                    record.get("host", "127.0.0.1"), record.get("base_port", 0), state_dir,
+                    bool(record.get("tls")), bool(record.get("renamed")))  # fmt: skip
 
 
 def rack_status(
@@ -410,6 +446,20 @@ def rack_status(
     return 0 if document["healthy"] else 1
 
 
+def stop_rack(state_dir: Path) -> list[str]:
+    """Stop every process of the rack up from `state_dir` and forget them: their names, in the
+    order stopped."""
+    pids: dict[str, int] = _read_json(state_dir / "pids.json") or {}
+    order = terminate(pids)
+    # A tray process outlives its forking parent if its stop hangs past the parent's SIGKILL
+    # (agents exit by themselves 5 s after SIGTERM; this is for one that cannot).
+    trays = _read_json(state_dir / "trays.json") or {}
+    terminate({name: pid for name, pid in trays.items() if is_agent(pid)}, wait=1.0)
+    (state_dir / "pids.json").unlink(missing_ok=True)
+    (state_dir / "rack.json").unlink(missing_ok=True)
+    return order
+
+
 def rack_down(
     manifest: str | None = None, state_dir: Path | None = None, output: str = "table"
 ) -> int:
@@ -421,18 +471,11 @@ def rack_down(
         else:
             print(f"no rack is up from {state_dir}")
         return 0
-    pids: dict[str, int] = json.loads(pids_file.read_text())
-    order = terminate(pids)
-    # A tray process outlives its forking parent if its stop hangs past the parent's SIGKILL
-    # (agents exit by themselves 5 s after SIGTERM; this is for one that cannot).
-    trays = _read_json(state_dir / "trays.json") or {}
-    terminate({name: pid for name, pid in trays.items() if is_agent(pid)}, wait=1.0)
-    pids_file.unlink()
-    (state_dir / "rack.json").unlink(missing_ok=True)
+    order = stop_rack(state_dir)
     if output == "json":
         print_json({"rack": topology.name, "state_dir": str(state_dir), "stopped": order})
     else:
-        print(f"rack {topology.name} stopped ({len(pids)} processes: {', '.join(order)})")
+        print(f"rack {topology.name} stopped ({len(order)} processes: {', '.join(order)})")
     return 0
 
 
@@ -450,8 +493,7 @@ def rack_restart(
     pids, record = _read_json(state_dir / "pids.json"), _read_json(state_dir / "rack.json")
     if not pids or not record:
         raise Unavailable(f"no rack is up from {state_dir} (fusionctl rack up --detach)")
-    plan = RackPlan(topology, record["manifest"], record["host"], record["base_port"], state_dir,
-                    bool(record.get("tls")))  # fmt: skip
+    plan = _plan_of(topology, record, state_dir)
     tray_pids = _read_json(state_dir / "trays.json") or {}
     if name == "controller":
         if not record.get("controller"):

@@ -16,7 +16,7 @@ from grafana_panels import RECORDING_RULES  # the dashboards query these by name
 from prometheus_server import PrometheusMissing, find_binary
 
 from fusionrack.emulator import InvalidArgument, Topology
-from fusionrack.fusionctl.launcher.plan import RackPlan, write_targets
+from fusionrack.fusionctl.launcher.plan import RackPlan, target_groups, write_targets
 from fusionrack.fusionctl.launcher.prometheus import config_dir, render_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ def test_the_config_rack_up_writes_scrapes_its_targets_file(tmp_path: Path, mini
     """What `rack up --prometheus` writes into a state directory: promtool loads it with the
     rules and the targets file beside it, without a warning."""
     plan = RackPlan(mini, "mini", "127.0.0.1", 20100, tmp_path)
-    write_targets(plan, "127.0.0.1:20051")
+    write_targets(tmp_path, target_groups(plan, "127.0.0.1:20051"))
     (tmp_path / "prometheus.yml").write_text(render_config(1.0))
     result = promtool("check", "config", str(tmp_path / "prometheus.yml"))
     assert passes(result), explain(result)
