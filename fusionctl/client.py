@@ -9,7 +9,8 @@ line on stderr:
 * 3 (`Unreachable`): nothing answers at the address (or the connection broke); the message
   names the address and how to start a controller.
 
-The controller is `--controller`, else `$FUSIONRACK_CONTROLLER`, else 127.0.0.1:20051; TLS with
+The controller is `--controller`, else `$FUSIONRACK_CONTROLLER`, else 127.0.0.1:20051, unless
+`--rack NAME` (or `$FUSIONRACK_RACK`) names a rack of a fleet (`fleets.py`); TLS with
 `--tls-ca/--tls-cert/--tls-key` as the other tools; the bearer token `--token-file`, else
 `$FUSIONRACK_TOKEN_FILE`, else the admin token of a rack `fusionctl rack up` started here.
 A session first waits for its channel to be READY (so a refusal is never mistaken for an
@@ -38,6 +39,7 @@ from fusionrack.auth import TOKEN_FILES, Credentials
 from fusionrack.rpc import TlsFiles, component_files, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, memory_pb2_grpc
 
+from .fleets import ENV_FLEET_DIR, fleet_dir, fleet_rack
 from .output import Palette, Progress, colour_enabled, print_json, table
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
 ]
 
 ENV_CONTROLLER = "FUSIONRACK_CONTROLLER"
+ENV_RACK = "FUSIONRACK_RACK"
 ENV_TOKEN_FILE = "FUSIONRACK_TOKEN_FILE"
 DEFAULT_CONTROLLER = "127.0.0.1:20051"  # fusion-controller's default --listen
 RPC_TIMEOUT = 10.0  # a change programs every switch tray (2 s per tray call at most)
@@ -89,7 +92,11 @@ class Session:
         self.args = args
         self.address: str = args.controller
         self.tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
-        found = _rack_of(self.address)
+        if getattr(args, "rack", None):  # a rack of the fleet `fleet up` started here
+            rack = fleet_rack(args.rack)
+            self.address, found = rack["controller"], Path(rack["state_dir"])
+        else:
+            found = _rack_of(self.address)
         if not self.tls.enabled and found is not None and (found / "tls" / "ca.pem").exists():
             # A rack `rack up --tls` started here: its admin client certificate.
             self.tls = component_files(found / "tls", "client-admin")
@@ -294,9 +301,10 @@ def output_options(top: bool = False) -> argparse.ArgumentParser:
 
 
 def _rack_of(controller: str) -> Path | None:
-    """The state dir of the rack `fusionctl rack up` started from this directory whose
-    controller is `controller` (None: none)."""
-    for record in sorted(Path(".fusionrack").glob("*/rack.json")):
+    """The state dir of the rack `fusionctl rack up` or `fleet up` started from this directory
+    whose controller is `controller` (None: none)."""
+    records = [*Path(".fusionrack").glob("*/rack.json"), *fleet_dir().glob("*/rack.json")]
+    for record in sorted(set(records)):
         try:
             if json.loads(record.read_text()).get("controller") == controller:
                 return record.parent
@@ -333,6 +341,14 @@ def connection_options(top: bool = False) -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         default=default(os.environ.get(ENV_CONTROLLER) or DEFAULT_CONTROLLER),
         help=f"controller address (default ${ENV_CONTROLLER}, else {DEFAULT_CONTROLLER})",
+    )
+    group.add_argument(
+        "--rack",
+        metavar="NAME",
+        default=default(os.environ.get(ENV_RACK) or None),
+        help=f"talk to this rack of the fleet `fusionctl fleet up` started here, instead of "
+        f"--controller (default ${ENV_RACK}; the fleet in ${ENV_FLEET_DIR}, else "
+        ".fusionrack/fleet)",
     )
     group.add_argument(
         "--tls-ca",

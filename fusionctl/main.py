@@ -1,7 +1,8 @@
 """`fusionctl`: the command line of fusionrack, one module per noun.
 
 `manifest` reads rack manifests; `rack up|down|status|restart` brings an emulated rack (tray
-agents, controller, broker) up and down (`rack.py` parses, `launcher/` does it); every other
+agents, controller, broker) up and down, `fleet up|status|down` many racks (`rack.py` and
+`fleet.py` parse, `launcher/` does it); every other
 command talks to a running controller through `client.Session`: `inventory.py` (domain,
 topology, trays, accelerators, links), `partition.py`, `mcast.py`, `mem.py` (to a tray agent),
 `fault.py` (fault, drain, undrain), `traffic.py`, `events.py`, and `top.py` (a live view of the
@@ -18,12 +19,12 @@ from collections.abc import Sequence
 from fusionrack import __version__
 from fusionrack.emulator.errors import FusionError
 
-from . import events, fault, inventory, manifest, mcast, mem, partition, rack, top, traffic
+from . import events, fault, fleet, inventory, manifest, mcast, mem, partition, rack, top, traffic
 from .client import connection_options, output_options
 from .commands import Commands
 
 # In the order `fusionctl --help` lists them.
-NOUNS = (manifest, rack, inventory, partition, mcast, mem, fault, traffic, events, top)
+NOUNS = (manifest, rack, fleet, inventory, partition, mcast, mem, fault, traffic, events, top)
 
 __all__ = ["build_parser", "main"]
 

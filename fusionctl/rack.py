@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fusionrack.emulator import InvalidArgument
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT
 
 from .client import DEFAULT_CONTROLLER, output_options
 from .commands import Commands
+from .fleets import fleet_rack
 from .launcher.prometheus import DEFAULT_INTERVAL as DEFAULT_PROMETHEUS_INTERVAL
 
 __all__ = ["register"]
@@ -29,22 +31,31 @@ def _rack_up(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
+def _state_dir(args: argparse.Namespace) -> Path | None:
+    """--state-dir, or the state directory of the fleet's rack --rack names."""
+    if not args.rack:
+        return args.state_dir
+    if args.state_dir is not None:
+        raise InvalidArgument("give --rack (a rack of the fleet) or --state-dir, not both")
+    return Path(fleet_rack(args.rack)["state_dir"])
+
+
 def _rack_down(args: argparse.Namespace) -> int:
     from .launcher.rack import rack_down
 
-    return rack_down(args.manifest, args.state_dir, args.output)
+    return rack_down(args.manifest, _state_dir(args), args.output)
 
 
 def _rack_status(args: argparse.Namespace) -> int:
     from .launcher.rack import rack_status
 
-    return rack_status(args.manifest, args.state_dir, args.output)
+    return rack_status(args.manifest, _state_dir(args), args.output)
 
 
 def _rack_restart(args: argparse.Namespace) -> int:
     from .launcher.rack import rack_restart
 
-    return rack_restart(args.name, args.state_dir, args.output)
+    return rack_restart(args.name, _state_dir(args), args.output)
 
 
 def register(commands: Commands) -> None:
@@ -95,6 +106,12 @@ def register(commands: Commands) -> None:
             type=Path,
             metavar="DIR",
             help="pids, logs, targets and controller state (default .fusionrack/<rack>)",
+        )
+    for verb in (down, status, restart):
+        verb.add_argument(
+            "--rack",
+            metavar="NAME",
+            help="a rack of the fleet `fusionctl fleet up` started here (its state directory)",
         )
     up.add_argument(
         "--tls",

@@ -175,9 +175,10 @@ def is_agent(pid: int) -> bool:
 
 
 def terminate(pids: dict[str, int], wait: float = 10.0) -> list[str]:
-    """SIGTERM the processes `pids` names, the controller first (so that it does not log every
-    agent going away); SIGKILL what still runs after `wait` s. Returns the names in order."""
-    order = sorted(pids, key=lambda name: name != "controller")
+    """SIGTERM the processes `pids` names, controllers first (so that they do not log every
+    agent going away: "controller", or "<rack>/controller"); SIGKILL what still runs after
+    `wait` s. Returns the names in order."""
+    order = sorted(pids, key=lambda name: name.rsplit("/", 1)[-1] != "controller")
     for name in order:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pids[name], signal.SIGTERM)

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from fusionrack.auth import (
     ROLES,
@@ -152,24 +152,29 @@ async def bring_up(
     processes: dict[str, subprocess.Popen[bytes]],
     timeout: float,
     progress: Progress | None,
+    *,
+    at_once: bool = False,
 ) -> None:
     """Start the agents (`agents`, the command), wait for them, then the controller, and wait
     for it (`processes` is filled as they start, so the caller can stop them whatever
-    happens)."""
+    happens). `at_once`: start the controller with the agents and poll only it until it
+    reaches every tray (what a fleet does: polling every tray of tens of racks would take the
+    CPU they need to start), then check the links once."""
     processes["agents"] = spawn("agents", agents, plan.state_dir)
-    await wait_ready(plan, [processes["agents"]], timeout, progress)
+    if controller_listen is None or not at_once:
+        await wait_ready(plan, [processes["agents"]], timeout, progress)
     if controller_listen is None:
         return
-    # Started once the agents answer: a controller dialing too early would sit out gRPC's
-    # reconnect backoff (a second or more) before it sees them.
     command = _controller_command(plan, controller_listen, mqtt_url)
     processes["controller"] = spawn("controller", command, plan.state_dir)
     await wait_controller(controller_listen, processes["controller"], timeout,
                           plan.state_dir / "controller.log", progress,
                           plan.client_tls)  # fmt: skip
+    if at_once:
+        await wait_ready(plan, [processes["agents"]], timeout, progress)
 
 
-def record(plan: RackPlan, pids: dict[str, int], **started: Any) -> None:
+def record_rack(plan: RackPlan, pids: dict[str, int], **started: Any) -> None:
     """Write the rack's `pids.json` and `rack.json` (how it was started: `started`), which
     `rack status`, `rack down` and `rack restart` read."""
     (plan.state_dir / "pids.json").write_text(json.dumps(pids) + "\n")
@@ -239,7 +244,7 @@ def rack_up(
     elapsed = time.monotonic() - started
     pids = {name: p.pid for name, p in processes.items()}
     pids.update({name: p.pid for name, p in services.items()})
-    record(plan, pids, in_process=in_process, controller=controller_listen, mqtt=mqtt_url,
+    record_rack(plan, pids, in_process=in_process, controller=controller_listen, mqtt=mqtt_url,
            prometheus=prometheus_url)  # fmt: skip
     # With -o json, stdout carries only the document; what people read goes to stderr.
     notes = sys.stderr if output == "json" else sys.stdout
@@ -254,6 +259,23 @@ def rack_up(
               + (f" --state-dir {state_dir}" if custom else ""), file=notes)  # fmt: skip
         return 0
     print("press Ctrl-C to stop the rack", file=notes, flush=True)
+    wait_until_stopped({name: (p, state_dir / f"{name}.log") for name, p in processes.items()},
+                       "the rack", notes)  # fmt: skip
+    stop_processes(processes, services)
+    restarted = read_json(state_dir / "pids.json") or {}  # by `rack restart`, meanwhile
+    terminate({name: pid for name, pid in restarted.items()
+                if name not in processes and name not in services})  # fmt: skip
+    (state_dir / "pids.json").unlink(missing_ok=True)
+    (state_dir / "rack.json").unlink(missing_ok=True)
+    print("rack stopped", file=notes)
+    return 0
+
+
+def wait_until_stopped(
+    processes: dict[str, tuple[subprocess.Popen[bytes], Path]], what: str, notes: TextIO
+) -> None:
+    """Return on Ctrl-C or SIGTERM, or when one of `processes` (name: (process, its log))
+    exits, saying so on `notes`: a foreground `rack up` or `fleet up` then stops `what`."""
     stop = False
 
     def interrupt(*_: object) -> None:
@@ -263,20 +285,12 @@ def rack_up(
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     while not stop:
-        exited = next((name for name, p in processes.items() if p.poll() is not None), None)
-        if exited is not None:
-            print(f"the {exited} process exited (status {processes[exited].returncode}; see "
-                  f"{state_dir / (exited + '.log')}): stopping the rack", file=notes)  # fmt: skip
-            break
+        for name, (process, log) in processes.items():
+            if process.poll() is not None:
+                print(f"the {name} process exited (status {process.returncode}; see {log}): "
+                      f"stopping {what}", file=notes)  # fmt: skip
+                return
         time.sleep(0.2)
-    stop_processes(processes, services)
-    restarted = _read_json(state_dir / "pids.json") or {}  # by `rack restart`, meanwhile
-    terminate({name: pid for name, pid in restarted.items()
-                if name not in processes and name not in services})  # fmt: skip
-    (state_dir / "pids.json").unlink(missing_ok=True)
-    (state_dir / "rack.json").unlink(missing_ok=True)
-    print("rack stopped", file=notes)
-    return 0
 
 
 def _print_table(
@@ -311,7 +325,8 @@ def _print_table(
               f"(or FUSIONRACK_CONTROLLER={controller})")  # fmt: skip
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """The JSON document in `path`, None when it is missing or not JSON."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -327,9 +342,10 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
     null, "trays": [{"name", "kind", "slot", "address", "metrics_address", "pid", "running",
     "answers", "active_links", "links"}]}`; `healthy`: every process started runs and answers.
     """
-    pids = _read_json(state_dir / "pids.json") or {}
-    record = _read_json(state_dir / "rack.json") or {}
-    tray_pids = _read_json(state_dir / "trays.json") or {}
+    pids = read_json(state_dir / "pids.json") or {}
+    record = read_json(state_dir / "rack.json") or {}
+    tray_pids = read_json(state_dir / "trays.json") or {}
+    shared = record.get("shared_pids", {})  # a fleet's broker and Prometheus
     up = bool(pids)
     document: dict[str, Any] = {
         "rack": topology.name, "state_dir": str(state_dir), "up": up, "healthy": False,
@@ -368,12 +384,12 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
         parts.append(document["controller"])
     if record.get("mqtt"):
         host, port = record["mqtt"].removeprefix("mqtt://").rsplit(":", 1)
-        pid = pids.get(BROKER)
+        pid = pids.get(BROKER, shared.get(BROKER))
         document["broker"] = {"url": record["mqtt"], "pid": pid, "running": running(pid),
                               "answers": answers_tcp(host, int(port))}  # fmt: skip
         parts.append(document["broker"])
     if record.get("prometheus"):
-        pid = pids.get("prometheus")
+        pid = pids.get("prometheus", shared.get("prometheus"))
         answers = await asyncio.to_thread(prometheus_answers, record["prometheus"])
         document["prometheus"] = {"url": record["prometheus"], "pid": pid,
                                   "running": running(pid), "answers": answers}  # fmt: skip
@@ -417,7 +433,7 @@ def _recorded(manifest: str | None, state_dir: Path | None) -> tuple[Topology, P
     state directory."""
     name = None
     if manifest is None:
-        record = _read_json(state_dir / "rack.json") if state_dir else None
+        record = read_json(state_dir / "rack.json") if state_dir else None
         manifest = record["manifest"] if record else "gb200-nvl72"
         name = record["rack"] if record and record.get("renamed") else None
     topology = Topology(load_manifest(manifest, name))
@@ -446,18 +462,21 @@ def rack_status(
     return 0 if document["healthy"] else 1
 
 
-def stop_rack(state_dir: Path) -> list[str]:
-    """Stop every process of the rack up from `state_dir` and forget them: their names, in the
-    order stopped."""
-    pids: dict[str, int] = _read_json(state_dir / "pids.json") or {}
-    order = terminate(pids)
+def stop_racks(state_dirs: list[Path]) -> list[list[str]]:
+    """Stop every process of the racks up from `state_dirs`, all at once, and forget them: for
+    each rack, the names of its processes in the order stopped (its controller first, so that
+    it does not log every agent going away)."""
+    pids = [read_json(state_dir / "pids.json") or {} for state_dir in state_dirs]
+    terminate({f"{i}/{name}": pid for i, rack in enumerate(pids) for name, pid in rack.items()})
     # A tray process outlives its forking parent if its stop hangs past the parent's SIGKILL
     # (agents exit by themselves 5 s after SIGTERM; this is for one that cannot).
-    trays = _read_json(state_dir / "trays.json") or {}
-    terminate({name: pid for name, pid in trays.items() if is_agent(pid)}, wait=1.0)
-    (state_dir / "pids.json").unlink(missing_ok=True)
-    (state_dir / "rack.json").unlink(missing_ok=True)
-    return order
+    trays = [read_json(state_dir / "trays.json") or {} for state_dir in state_dirs]
+    terminate({f"{i}/{name}": pid for i, rack in enumerate(trays) for name, pid in rack.items()
+               if is_agent(pid)}, wait=1.0)  # fmt: skip
+    for state_dir in state_dirs:
+        (state_dir / "pids.json").unlink(missing_ok=True)
+        (state_dir / "rack.json").unlink(missing_ok=True)
+    return [sorted(rack, key=lambda name: name != "controller") for rack in pids]
 
 
 def rack_down(
@@ -471,7 +490,7 @@ def rack_down(
         else:
             print(f"no rack is up from {state_dir}")
         return 0
-    order = stop_rack(state_dir)
+    [order] = stop_racks([state_dir])
     if output == "json":
         print_json({"rack": topology.name, "state_dir": str(state_dir), "stopped": order})
     else:
@@ -490,17 +509,20 @@ def rack_restart(
     waited for until ready (a tray: every link ACTIVE; the controller: every tray reachable;
     the broker: its port answers)."""
     topology, state_dir = _recorded(None, state_dir)
-    pids, record = _read_json(state_dir / "pids.json"), _read_json(state_dir / "rack.json")
+    pids, record = read_json(state_dir / "pids.json"), read_json(state_dir / "rack.json")
     if not pids or not record:
         raise Unavailable(f"no rack is up from {state_dir} (fusionctl rack up --detach)")
     plan = _plan_of(topology, record, state_dir)
-    tray_pids = _read_json(state_dir / "trays.json") or {}
+    tray_pids = read_json(state_dir / "trays.json") or {}
     if name == "controller":
         if not record.get("controller"):
             raise FailedPrecondition("this rack was started without a controller (--no-controller)")
         command = _controller_command(plan, record["controller"], record.get("mqtt"))
         old = pids.get("controller")
     elif name == BROKER:
+        if record.get("fleet"):
+            raise FailedPrecondition(f"the broker is the whole fleet's, not rack {topology.name}'s "
+                                     "(fusionctl fleet down, fleet up)")  # fmt: skip
         if not record.get("mqtt"):
             raise FailedPrecondition("this rack runs without a broker (--no-mqtt, or mosquitto "
                                      "was not installed when it came up)")  # fmt: skip

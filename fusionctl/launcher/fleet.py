@@ -1,0 +1,378 @@
+"""`fusionctl fleet up` / `status` / `down`: many racks on one machine, each its own NVLink
+domain with its own name (`rack-01`, ...), its own agents process (every tray of the rack in
+one process, as `rack up --in-process`), its own controller, state directory, rack secret and
+tokens; the fleet shares one MQTT broker and, with `--prometheus`, one Prometheus scraping
+every rack from one file_sd targets file (every target labelled with its rack).
+
+Ports: rack i (from 0) serves its trays from `base + i * stride` on, by the base-port scheme of
+one rack (`fusion-agent --help`), and its controller on the two ports after its trays (gRPC,
+then /metrics); the stride is the rack's span rounded up to a hundred. With gb200 racks and the
+default base: rack-01's trays on 30000-30080, its controller at 30081; rack-02 from 30100. The
+racks of a `--fleet FILE` may differ: each starts at the hundred after the one before it.
+
+The fleet's state directory (`.fusionrack/fleet` by default) holds `fleet.json` (`fleets.py`),
+the shared broker's and Prometheus's files, `targets.json`, and one state directory per rack,
+as `rack up` makes one (`fusionctl rack status --rack rack-01` reads it; `rack restart --rack
+rack-01 controller` restarts that rack's controller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fusionrack.emulator import InvalidArgument, Topology, Unavailable, load_manifest
+from fusionrack.emulator.topology import tray_port_span
+
+from ..fleets import DEFAULT_BASE_PORT, DEFAULT_PRESET, FLEET_FILE, fleet_dir, read_fleet
+from ..output import Palette, Progress, Word, colour_enabled, print_json, table
+from .plan import RackPlan, planned_ports, target_groups, write_targets
+from .processes import launch_prometheus, running, start_mosquitto, stop_processes, terminate
+from .prometheus import DEFAULT_INTERVAL, prometheus_answers, render_config, wait_prometheus
+from .rack import (
+    BROKER,
+    agents_command,
+    bring_up,
+    prepare,
+    read_json,
+    record_rack,
+    stop_racks,
+    wait_until_stopped,
+)
+from .readiness import answers_tcp, get_domain
+
+__all__ = [
+    "fleet_down",
+    "fleet_status",
+    "fleet_up",
+    "parse_fleet",
+    "rack_names",
+]
+
+_STRIDE = 100  # racks start on hundreds: rack-02's ports are easy to tell from rack-01's
+
+
+@dataclass
+class Member:
+    """A rack of the fleet: its plan and where its controller listens."""
+
+    plan: RackPlan
+    controller: str
+
+    @property
+    def name(self) -> str:
+        return self.plan.topology.name
+
+
+def rack_names(count: int) -> list[str]:
+    """rack-01, rack-02, ... (three digits from 100 racks on, so that they sort)."""
+    width = max(2, len(str(count)))
+    return [f"rack-{n:0{width}d}" for n in range(1, count + 1)]
+
+
+def parse_fleet(path: Path) -> list[tuple[str, str]]:
+    """The racks (name, manifest) of a fleet file: YAML
+
+        racks:
+          - name: gb-01
+            manifest: gb200-nvl72       # a preset, or a file (relative to the fleet file)
+          - name: "trn-{n:02d}"         # with count: {n} counts the group's racks from 1
+            manifest: trn4-fusion
+            count: 4
+
+    InvalidArgument naming the entry and what is wrong."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InvalidArgument(f"cannot read the fleet file {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise InvalidArgument(f"the fleet file {path} is not valid YAML: {error}") from None
+    entries = document.get("racks") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise InvalidArgument(f"{path}: expected a mapping with a non-empty list `racks`")
+    racks: list[tuple[str, str]] = []
+    for i, entry in enumerate(entries):
+        where = f"{path}: racks[{i}]"
+        if not isinstance(entry, dict) or set(entry) - {"name", "manifest", "count"}:
+            raise InvalidArgument(f"{where}: expected a mapping of name, manifest and count")
+        name, manifest = entry.get("name"), entry.get("manifest", DEFAULT_PRESET)
+        count = entry.get("count", 1)
+        if not isinstance(name, str) or not isinstance(manifest, str):
+            raise InvalidArgument(f"{where}: name and manifest must be strings")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise InvalidArgument(f"{where}.count: expected a whole number >= 1, got {count!r}")
+        if count > 1 and "{n" not in name:
+            raise InvalidArgument(f"{where}.name: {count} racks need a name template with {{n}}")
+        if not Path(manifest).is_absolute() and (path.parent / manifest).is_file():
+            manifest = str(path.parent / manifest)
+        try:
+            names = [name.format(n=n) for n in range(1, count + 1)]
+        except (KeyError, IndexError, ValueError) as error:
+            raise InvalidArgument(f"{where}.name: bad template {name!r}: {error}") from None
+        racks += [(rack, manifest) for rack in names]
+    seen: set[str] = set()
+    for rack, _ in racks:
+        if rack in seen:
+            raise InvalidArgument(f"{path}: two racks are named {rack!r}")
+        seen.add(rack)
+    return racks
+
+
+def plan_fleet(
+    racks: list[tuple[str, str]], host: str, base_port: int, directory: Path
+) -> list[Member]:
+    """Where every rack listens (see the module doc) and keeps its state."""
+    members, base = [], base_port
+    for name, manifest in racks:
+        topology = Topology(load_manifest(manifest, name))
+        span = tray_port_span(topology)
+        plan = RackPlan(topology, manifest, host, base, directory / name, renamed=True)
+        members.append(Member(plan, f"{host}:{base + span}"))
+        base += -(-(span + 2) // _STRIDE) * _STRIDE
+    if base - 1 > 65535:
+        raise InvalidArgument(
+            f"{len(racks)} racks from port {base_port} need ports up to {base - 1}: "
+            "pick a lower --base-port, or fewer racks"
+        )
+    return members
+
+
+def fleet_up(
+    racks: list[tuple[str, str]],
+    *,
+    base_port: int = DEFAULT_BASE_PORT,
+    host: str = "127.0.0.1",
+    state_dir: Path | None = None,
+    detach: bool = False,
+    mqtt: bool = True,
+    prometheus: bool = False,
+    prometheus_interval: float = DEFAULT_INTERVAL,
+    output: str = "table",
+    timeout: float = 60.0,
+) -> int:
+    """Bring the racks (name, manifest) up as one fleet; see the module doc."""
+    directory = fleet_dir(state_dir)
+    if read_fleet(directory) is not None:
+        raise Unavailable(f"a fleet is already up from {directory} (fusionctl fleet down)")
+    members = plan_fleet(racks, host, base_port, directory)
+    # Rendered first: a bad interval is refused before anything starts.
+    prometheus_config = render_config(prometheus_interval) if prometheus else None
+    for member in members:
+        prepare(member.plan, member.controller)
+    groups = [group for m in members for group in target_groups(m.plan, m.controller)]
+    targets = write_targets(directory, groups)
+    taken = set().union(*(planned_ports(m.plan, m.controller) for m in members))
+    broker, mqtt_url = start_mosquitto(directory, host, taken) if mqtt else (None, None)
+    monitor, prometheus_url = (
+        launch_prometheus(directory, prometheus_config, taken)
+        if prometheus_config is not None
+        else (None, None)
+    )
+    services = {name: p for name, p in ((BROKER, broker), ("prometheus", monitor)) if p}
+    processes: dict[str, dict[str, subprocess.Popen[bytes]]] = {m.name: {} for m in members}
+    started = time.monotonic()
+    try:
+        asyncio.run(_bring_up_all(members, mqtt_url, processes, timeout))
+        if monitor and prometheus_url and not wait_prometheus(prometheus_url, monitor):
+            print(f"prometheus did not start (see {directory / 'prometheus.log'}): "
+                  "no Prometheus", file=sys.stderr)  # fmt: skip
+            stop_processes({}, {"prometheus": monitor})
+            del services["prometheus"]
+            prometheus_url = None
+    except BaseException:
+        for rack in processes.values():
+            stop_processes(rack, {})
+        stop_processes({}, services)
+        raise
+    elapsed = time.monotonic() - started
+    shared = {name: p.pid for name, p in services.items()}
+    for member in members:
+        pids = {name: p.pid for name, p in processes[member.name].items()}
+        record_rack(member.plan, pids, in_process=True, controller=member.controller,
+                    mqtt=mqtt_url, prometheus=prometheus_url, fleet=str(directory),
+                    shared_pids=shared)  # fmt: skip
+    fleet = {
+        "racks": [{
+            "name": m.name, "manifest": m.plan.manifest, "controller": m.controller,
+            "state_dir": str(m.plan.state_dir), "base_port": m.plan.base_port,
+            "trays": len(m.plan.topology.trays),
+            "accelerators": len(m.plan.topology.accelerators),
+        } for m in members],
+        "host": host, "mqtt": mqtt_url, "prometheus": prometheus_url, "targets": str(targets),
+        "pids": shared, "started": time.time(),
+    }  # fmt: skip
+    (directory / FLEET_FILE).write_text(json.dumps(fleet, indent=2) + "\n")
+    notes = sys.stderr if output == "json" else sys.stdout
+    document = asyncio.run(status_document(directory))
+    if output == "json":
+        print_json(document)
+    else:
+        print(f"fleet of {len(members)} racks up in {elapsed:.2f} s (one agents process and "
+              f"one controller per rack)")  # fmt: skip
+        print(_status_table(document))
+        print(f"events: {mqtt_url or 'off'}; Prometheus file_sd targets: {targets}")
+        if prometheus_url:
+            print(f"prometheus: {prometheus_url} (every rack; the dashboards' rack variable "
+                  "picks one)")  # fmt: skip
+        print(f"talk to one rack with --rack NAME, e.g. fusionctl --rack {members[0].name} "
+              "domain")  # fmt: skip
+    custom = state_dir is not None
+    where = f" --state-dir {directory}" if custom else ""
+    if detach:
+        print(f"running in the background; stop it with: fusionctl fleet down{where}", file=notes)
+        return 0
+    print("press Ctrl-C to stop the fleet", file=notes, flush=True)
+    wait_until_stopped(
+        {f"{rack}'s {name}": (p, directory / rack / f"{name}.log")
+         for rack, named in processes.items() for name, p in named.items()},
+        "the fleet", notes,
+    )  # fmt: skip
+    # Our children: stopped and reaped here (the controllers first, so that they do not log
+    # every agent going away).
+    children = {f"{rack}/{name}": named[name] for name in ("controller", "agents")
+                for rack, named in processes.items() if name in named}  # fmt: skip
+    stop_processes(children, services)
+    _forget(directory, [m.plan.state_dir for m in members])
+    print("fleet stopped", file=notes)
+    return 0
+
+
+async def _bring_up_all(
+    members: list[Member],
+    mqtt_url: str | None,
+    processes: dict[str, dict[str, subprocess.Popen[bytes]]],
+    timeout: float,
+) -> None:
+    """Every rack at once, each with its controller started beside its agents (`bring_up`,
+    `at_once`); one progress line counts the racks ready."""
+    progress, ready = Progress(), 0
+
+    async def one(member: Member) -> None:
+        nonlocal ready
+        command = agents_command(member.plan, mqtt_url, in_process=True)
+        await bring_up(member.plan, command, member.controller, mqtt_url,
+                       processes[member.name], timeout, None, at_once=True)  # fmt: skip
+        ready += 1
+        progress.update("bringing the racks up", f"{ready}/{len(members)} ready")
+
+    progress.update("bringing the racks up", f"0/{len(members)} ready")
+    try:
+        await asyncio.gather(*(one(member) for member in members))
+    finally:
+        progress.done()
+
+
+async def status_document(directory: Path) -> dict[str, Any]:
+    """What `fleet status -o json` prints: the fleet's record, checked live.
+
+    `{"state_dir", "up", "ready", "racks": [{"name", "manifest", "state", "controller",
+    "trays", "reachable_trays", "accelerators", "state_dir", "base_port", "pid", "running"}],
+    "broker": {"url", "pid", "running", "answers"} | null, "prometheus": {...} | null}`; a
+    rack's `state` is READY when its controller reaches every tray, DEGRADED when it answers
+    but does not, DOWN when it does not answer; `ready`: every rack READY."""
+    fleet = read_fleet(directory)
+    document: dict[str, Any] = {"state_dir": str(directory), "up": fleet is not None,
+                                "ready": False, "racks": [], "broker": None,
+                                "prometheus": None}  # fmt: skip
+    if fleet is None:
+        return document
+    domains = await asyncio.gather(*(get_domain(rack["controller"]) for rack in fleet["racks"]))
+    for rack, domain in zip(fleet["racks"], domains, strict=True):
+        pids = read_json(Path(rack["state_dir"]) / "pids.json") or {}
+        state = domain.state if domain else None
+        document["racks"].append({
+            "name": rack["name"], "manifest": rack["manifest"],
+            "state": "DOWN" if state is None else
+                     "READY" if state.reachable_tray_count == state.tray_count else "DEGRADED",
+            "controller": rack["controller"], "trays": rack["trays"],
+            "reachable_trays": state.reachable_tray_count if state else 0,
+            "accelerators": rack["accelerators"], "state_dir": rack["state_dir"],
+            "base_port": rack["base_port"], "pid": pids.get("controller"),
+            "running": running(pids.get("controller")) and running(pids.get("agents")),
+        })  # fmt: skip
+    if fleet.get("mqtt"):
+        host, port = fleet["mqtt"].removeprefix("mqtt://").rsplit(":", 1)
+        pid = fleet["pids"].get(BROKER)
+        document["broker"] = {"url": fleet["mqtt"], "pid": pid, "running": running(pid),
+                              "answers": answers_tcp(host, int(port))}  # fmt: skip
+    if fleet.get("prometheus"):
+        pid = fleet["pids"].get("prometheus")
+        answers = await asyncio.to_thread(prometheus_answers, fleet["prometheus"])
+        document["prometheus"] = {"url": fleet["prometheus"], "pid": pid,
+                                  "running": running(pid), "answers": answers}  # fmt: skip
+    document["ready"] = all(rack["state"] == "READY" for rack in document["racks"])
+    return document
+
+
+def _status_table(document: dict[str, Any]) -> str:
+    paint = Palette(colour_enabled())
+    rows = [
+        (rack["name"], rack["manifest"], Word(rack["state"].lower()),
+         f"{rack['reachable_trays']}/{rack['trays']}", rack["accelerators"], rack["controller"])
+        for rack in document["racks"]
+    ]  # fmt: skip
+    return table(rows, ("RACK", "MANIFEST", "STATE", "TRAYS", "ACCELERATORS", "CONTROLLER"), paint)
+
+
+def fleet_status(state_dir: Path | None = None, output: str = "table") -> int:
+    """Print every rack of the fleet and its state; 0 when every rack is READY."""
+    directory = fleet_dir(state_dir)
+    document = asyncio.run(status_document(directory))
+    if output == "json":
+        print_json(document)
+    elif not document["up"]:
+        print(f"no fleet is up from {directory}")
+    else:
+        ready = sum(rack["state"] == "READY" for rack in document["racks"])
+        print(f"fleet in {directory}: {ready}/{len(document['racks'])} racks ready")
+        print(_status_table(document))
+        for name in ("broker", "prometheus"):
+            part = document[name]
+            if part:
+                state = "answers" if part["answers"] else "silent"
+                print(f"{name}: {part['url']} (pid {part['pid']}, {state})")
+    return 0 if document["ready"] else 1
+
+
+def fleet_down(state_dir: Path | None = None, output: str = "table") -> int:
+    """Stop every rack of the fleet, then its broker and Prometheus."""
+    directory = fleet_dir(state_dir)
+    fleet = read_fleet(directory)
+    if fleet is None:
+        if output == "json":
+            print_json({"state_dir": str(directory), "stopped": []})
+        else:
+            print(f"no fleet is up from {directory}")
+        return 0
+    stopped = _stop_fleet(directory)
+    if output == "json":
+        print_json({"state_dir": str(directory), "stopped": stopped})
+    else:
+        print(f"fleet stopped ({len(stopped)} racks: {', '.join(stopped)})")
+    return 0
+
+
+def _stop_fleet(directory: Path) -> list[str]:
+    """Stop the racks of the fleet up in the background from `directory` (all at once), then
+    the shared services; forget the fleet. The names of the racks stopped."""
+    fleet = read_fleet(directory) or {"racks": [], "pids": {}}
+    stop_racks([Path(rack["state_dir"]) for rack in fleet["racks"]])
+    terminate(fleet["pids"])
+    (directory / FLEET_FILE).unlink(missing_ok=True)
+    return [rack["name"] for rack in fleet["racks"]]
+
+
+def _forget(directory: Path, state_dirs: list[Path]) -> None:
+    """The records of a fleet whose processes are gone."""
+    for state_dir in state_dirs:
+        (state_dir / "pids.json").unlink(missing_ok=True)
+        (state_dir / "rack.json").unlink(missing_ok=True)
+    (directory / FLEET_FILE).unlink(missing_ok=True)
