@@ -10,19 +10,18 @@ base port finds the others without further configuration.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
+import asyncio
 import logging
 import os
-import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fusionrack import __version__
 from fusionrack.auth import read_secret_file
 from fusionrack.emulator import FusionError, Topology, TrayKind, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
+from fusionrack.forks import fork_each, fork_jobs, notify_ready, parent_waits
 from fusionrack.rpc import TlsFiles, component_files, run_server_loop, serve_until_signalled
 
 from .rack import LocalRack, RunningTray, serve_tray
@@ -40,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fusion-agent {__version__}")
     parser.add_argument(
-        "--manifest", required=True, metavar="PATH|NAME", help="rack manifest or preset"
+        "--manifest", metavar="PATH|NAME", help="rack manifest or preset (required but with --each)"
     )
     parser.add_argument(
         "--rack-name",
@@ -51,13 +50,23 @@ def build_parser() -> argparse.ArgumentParser:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--tray", help="the tray to serve, e.g. compute-01 or switch-3")
     which.add_argument("--all", action="store_true", help="serve every tray in this process")
+    which.add_argument(
+        "--each",
+        type=Path,
+        metavar="FILE",
+        help='one process per entry of FILE, forked from this one: a JSON list of {"name", '
+        '"argv": [fusion-agent arguments], "log": path} (the racks of a fleet)',
+    )
     parser.add_argument(
         "--fork",
         action="store_true",
         help="with --all: one process per tray, forked from this one (fast start)",
     )
     parser.add_argument(
-        "--pids-file", type=Path, metavar="PATH", help="with --fork: write {tray: pid} here"
+        "--pids-file",
+        type=Path,
+        metavar="PATH",
+        help="with --fork or --each: write {tray or name: pid} here",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument(
@@ -184,6 +193,10 @@ async def run(args: argparse.Namespace, topology: Topology, tray: str | None) ->
                  if agent.metrics_address else "",
                  f", events to {args.mqtt}" if args.mqtt else "")  # fmt: skip
 
+    if parent_waits():  # a fleet: the next rack starts once this one is quiet
+        await _settle(trays)
+        notify_ready()
+
     async def shutdown() -> None:
         # Compute trays first, so their streams end before the switches go.
         for running in sorted(trays, key=lambda t: t.agent.tray.kind != TrayKind.COMPUTE):
@@ -194,49 +207,36 @@ async def run(args: argparse.Namespace, topology: Topology, tray: str | None) ->
     return 0
 
 
+async def _settle(trays: list[RunningTray], timeout: float = 10.0) -> None:
+    """Until every link of every tray is ACTIVE, or `timeout` s: most of a rack's start-up
+    work is done only then (links train once the streams are up)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if all(t.agent.links_active() for t in trays):
+            return
+        await asyncio.sleep(0.05)
+
+
 def run_forked(args: argparse.Namespace, topology: Topology) -> int:
-    """One process per tray, forked from this one once everything is imported: a tray costs
-    a fork instead of a Python start-up, and the children share the imported pages. No gRPC
-    object exists before the fork (gRPC does not survive one). This process forwards SIGTERM /
-    SIGINT to the trays and waits for them; each tray's process can be killed on its own."""
-    children: dict[int, str] = {}
-    for tray in topology.trays:
-        pid = os.fork()
-        if pid == 0:  # the tray's process
-            code = 1
-            try:
-                code = run_server_loop(run(args, topology, tray.name))
-            except BaseException:
-                log.exception("tray %s failed", tray.name)
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        children[pid] = tray.name
-    if args.pids_file:
-        args.pids_file.write_text(json.dumps({name: pid for pid, name in children.items()}) + "\n")
+    """One process per tray, forked from this one once everything is imported (`fork_jobs`);
+    each tray's process can be killed on its own."""
 
-    def forward(signum: int, _frame: object) -> None:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
+    def serve(tray: str) -> Callable[[], int]:
+        return lambda: run_server_loop(run(args, topology, tray))
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    status = 0
-    while children:
-        pid, code = os.wait()
-        name = children.pop(pid, None)
-        if name is not None and code:
-            log.warning("tray %s exited with status %d", name, os.waitstatus_to_exitcode(code))
-            status = 1
-    return status
+    return fork_jobs({tray.name: serve(tray.name) for tray in topology.trays}, args.pids_file)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    if args.each is not None:
+        return fork_each(args.each, args.pids_file, main, "fusion-agent")
+    if args.manifest is None:
+        parser.error("--manifest is required")
     try:
         topology = Topology(load_manifest(args.manifest, args.rack_name))
         if args.fork:

@@ -382,6 +382,10 @@ class TrayAgent:
     def config_generation(self) -> int:
         return 0
 
+    def links_active(self) -> bool:
+        """Whether every link with an end on this tray is ACTIVE."""
+        return all(self.links.effective_state(i) == LinkState.ACTIVE for i in self.link_indices)
+
     def status(self) -> tray_pb2.TrayStatus:
         statuses = [self.link_status(i) for i in self.link_indices]
         return tray_pb2.TrayStatus(
@@ -430,10 +434,20 @@ class TrayAgent:
         return info
 
     async def watch(self, heartbeat: float) -> AsyncIterator[tray_pb2.TrayStatus]:
-        """The status now, then on every change (and every `heartbeat` s when > 0)."""
+        """The status now, then on every change (and every `heartbeat` s when > 0: the last
+        status again, as of now, not built anew: every status change bumps the sequence, and
+        building one is most of an idle rack's work)."""
+        last: tray_pb2.TrayStatus | None = None
         while True:
             changed = self._changed
-            yield self.status()
+            if last is None or last.sequence != self.sequence:
+                last = self.status()
+                yield last
+            else:
+                beat = tray_pb2.TrayStatus()
+                beat.CopyFrom(last)
+                beat.time.CopyFrom(wire.timestamp(time.time()))
+                yield beat
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (the
             # server stopping) that comes as the event is set, and this loop would never end.
             with contextlib.suppress(TimeoutError):

@@ -21,6 +21,7 @@ from fusionrack import __version__
 from fusionrack.auth import CONTROLLER_RULES, Guard, RefusalCollector, read_secret_file, read_tokens
 from fusionrack.emulator import FusionError, Topology, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
+from fusionrack.forks import fork_each, notify_ready
 from fusionrack.metrics import MetricsServer, split_listen, start_metrics_server
 from fusionrack.mqtt import parse_mqtt_url
 from fusionrack.rpc import (
@@ -173,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fusion-controller {__version__}")
     parser.add_argument(
-        "--manifest", required=True, metavar="PATH|NAME", help="rack manifest or preset"
+        "--manifest", metavar="PATH|NAME", help="rack manifest or preset (required but with --each)"
     )
     parser.add_argument(
         "--rack-name",
@@ -255,6 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
+    parser.add_argument(
+        "--each",
+        type=Path,
+        metavar="FILE",
+        help="one controller per entry of FILE, each forked from this process: a JSON list of "
+        '{"name", "argv": [fusion-controller arguments], "log": path} (the racks of a fleet)',
+    )
+    parser.add_argument(
+        "--pids-file", type=Path, metavar="PATH", help="with --each: write {name: pid} here"
+    )
     return parser  # fmt: skip
 
 
@@ -283,6 +294,7 @@ async def run(args: argparse.Namespace, topology: Topology) -> int:
         mqtt=args.mqtt, rack_secret=secret, tokens=tokens,
         anonymous=None if args.refuse_anonymous else "read-only",
     )  # fmt: skip
+    notify_ready()
     # Warned once serving, so a refusal to start (a damaged store) is the first line.
     if not tokens and secret is None and tls.ca is None:
         log.warning(
@@ -304,8 +316,13 @@ async def run(args: argparse.Namespace, topology: Topology) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
+    if args.each is not None:
+        return fork_each(args.each, args.pids_file, main, "fusion-controller")
+    if args.manifest is None:
+        parser.error("--manifest is required")
     try:
         topology = Topology(load_manifest(args.manifest, args.rack_name))
         return run_server_loop(run(args, topology))

@@ -104,9 +104,17 @@ def _agent_options(plan: RackPlan, mqtt_url: str | None) -> list[str]:
     return [*options, "--mqtt", mqtt_url] if mqtt_url else options
 
 
-def _controller_command(plan: RackPlan, listen: str, mqtt_url: str | None) -> list[str]:
+def controller_command(plan: RackPlan, listen: str, mqtt_url: str | None) -> list[str]:
+    return [*controller_program(), *controller_arguments(plan, listen, mqtt_url)]
+
+
+def controller_program() -> list[str]:
+    return program_command("fusion-controller", "fusionrack.controller.main")
+
+
+def controller_arguments(plan: RackPlan, listen: str, mqtt_url: str | None) -> list[str]:
+    """The `fusion-controller` arguments of the rack's controller, listening on `listen`."""
     return [
-        *program_command("fusion-controller", "fusionrack.controller.main"),
         *plan.name_options, "--host", plan.host, "--base-port", str(plan.base_port),
         "--listen", listen, "--state", str(plan.state_dir / "controller.sqlite"),
         "--metrics", controller_metrics_address(listen),
@@ -138,10 +146,15 @@ def agents_command(plan: RackPlan, mqtt_url: str | None, in_process: bool) -> li
     """`fusion-agent` serving every tray of the rack: in one process, or one per tray forked
     from one start-up (a Python start-up per tray would cost 27 x ~0.3 s of imports on two
     cores)."""
-    command = [*agent_command(), *_agent_options(plan, mqtt_url), "--all"]
+    return [*agent_command(), *agent_arguments(plan, mqtt_url, in_process)]
+
+
+def agent_arguments(plan: RackPlan, mqtt_url: str | None, in_process: bool) -> list[str]:
+    """The `fusion-agent` arguments of `agents_command`."""
+    arguments = [*_agent_options(plan, mqtt_url), "--all"]
     if not in_process:
-        command += ["--fork", "--pids-file", str(plan.state_dir / "trays.json")]
-    return command
+        arguments += ["--fork", "--pids-file", str(plan.state_dir / "trays.json")]
+    return arguments
 
 
 async def bring_up(
@@ -152,26 +165,20 @@ async def bring_up(
     processes: dict[str, subprocess.Popen[bytes]],
     timeout: float,
     progress: Progress | None,
-    *,
-    at_once: bool = False,
 ) -> None:
     """Start the agents (`agents`, the command), wait for them, then the controller, and wait
     for it (`processes` is filled as they start, so the caller can stop them whatever
-    happens). `at_once`: start the controller with the agents and poll only it until it
-    reaches every tray (what a fleet does: polling every tray of tens of racks would take the
-    CPU they need to start), then check the links once."""
+    happens)."""
     processes["agents"] = spawn("agents", agents, plan.state_dir)
-    if controller_listen is None or not at_once:
-        await wait_ready(plan, [processes["agents"]], timeout, progress)
+    await wait_ready(plan, [processes["agents"]], timeout, progress)
     if controller_listen is None:
         return
-    command = _controller_command(plan, controller_listen, mqtt_url)
+    # Started once the agents answer: it finds them at once rather than on a retry.
+    command = controller_command(plan, controller_listen, mqtt_url)
     processes["controller"] = spawn("controller", command, plan.state_dir)
     await wait_controller(controller_listen, processes["controller"], timeout,
                           plan.state_dir / "controller.log", progress,
                           plan.client_tls)  # fmt: skip
-    if at_once:
-        await wait_ready(plan, [processes["agents"]], timeout, progress)
 
 
 def record_rack(plan: RackPlan, pids: dict[str, int], **started: Any) -> None:
@@ -517,7 +524,7 @@ def rack_restart(
     if name == "controller":
         if not record.get("controller"):
             raise FailedPrecondition("this rack was started without a controller (--no-controller)")
-        command = _controller_command(plan, record["controller"], record.get("mqtt"))
+        command = controller_command(plan, record["controller"], record.get("mqtt"))
         old = pids.get("controller")
     elif name == BROKER:
         if record.get("fleet"):

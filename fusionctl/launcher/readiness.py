@@ -22,6 +22,7 @@ from .plan import RackPlan
 
 __all__ = [
     "answers_tcp",
+    "controller_ready",
     "drained_links",
     "get_domain",
     "tray_status",
@@ -142,6 +143,20 @@ async def get_domain(
             )
     except grpc.aio.AioRpcError:
         return None
+
+
+async def controller_ready(channel: grpc.aio.Channel) -> bool:
+    """Whether the controller on `channel` reaches every tray and sees every link up (or
+    drained): one rack ready, in two calls to its controller."""
+    stub = controller_pb2_grpc.ControllerStub(channel)
+    try:
+        domain = await stub.GetDomain(controller_pb2.GetDomainRequest(), timeout=1)
+        if domain.state.reachable_tray_count != domain.state.tray_count:
+            return False
+        links = await stub.ListLinks(common_pb2.ListLinksRequest(), timeout=1)
+    except grpc.aio.AioRpcError:
+        return False
+    return all(link.state in (LinkState.ACTIVE, LinkState.ADMIN_DOWN) for link in links.links)
 
 
 async def wait_controller(
