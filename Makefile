@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/agents.py
 	$(BIN)/python bench/controller.py
+	$(BIN)/python bench/fleet.py
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

@@ -1,0 +1,151 @@
+"""`fusionctl fleet up` / `status` / `down` and `--rack NAME` as a user runs them: real agents
+and controllers forked per rack, one real broker and one real Prometheus for the fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import aiomqtt
+from prometheus_server import PrometheusAPI
+
+from fusionrack.fusionctl.launcher.processes import running
+from fusionrack.rpc import free_port_range
+
+FUSIONCTL = str(Path(sys.executable).with_name("fusionctl"))
+RACK_PORTS = 100  # a mini rack's share of a fleet's ports: its trays, then its controller
+
+
+def fusionctl(*args: str, fleet: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FUSIONRACK_FLEET_DIR": str(fleet), "NO_COLOR": "1"}
+    env.pop("FUSIONRACK_CONTROLLER", None)
+    return subprocess.run([FUSIONCTL, *args], capture_output=True, text=True, timeout=timeout,
+                          check=False, env=env)  # fmt: skip
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout
+
+
+def retained_statuses(url: str, racks: list[str]) -> dict[str, str]:
+    """topic -> status of every tray's retained status document on the fleet's broker."""
+    host, port = url.removeprefix("mqtt://").rsplit(":", 1)
+
+    async def read() -> dict[str, str]:
+        found: dict[str, str] = {}
+        async with aiomqtt.Client(host, int(port)) as client:
+            for rack in racks:
+                await client.subscribe(f"fusionrack/{rack}/trays/+/status", qos=1)
+            async with asyncio.timeout(10):
+                async for message in client.messages:
+                    found[str(message.topic)] = json.loads(bytes(message.payload))["status"]
+                    if len(found) == 4 * len(racks):
+                        return found
+        return found
+
+    return asyncio.run(read())
+
+
+def test_a_fleet_of_racks_comes_up_each_its_own_domain_and_goes_down(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet"
+    base = free_port_range(2 * RACK_PORTS)
+    up = fusionctl("fleet", "up", "--racks", "2", "--manifest", "mini", "--base-port", str(base),
+                   "--detach", "--prometheus", "--prometheus-interval", "0.5", "-o", "json",
+                   fleet=fleet)  # fmt: skip
+    try:
+        document = json.loads(ok(up))
+        racks = document["racks"]
+        assert [(r["name"], r["manifest"], r["state"], r["trays"], r["accelerators"])
+                for r in racks] == [("rack-01", "mini", "READY", 4, 4),
+                                    ("rack-02", "mini", "READY", 4, 4)]  # fmt: skip
+        assert [r["controller"] for r in racks] == [
+            f"127.0.0.1:{base + 12}",
+            f"127.0.0.1:{base + RACK_PORTS + 12}",
+        ]
+        assert document["ready"] and document["broker"]["answers"]
+        assert json.loads(ok(fusionctl("fleet", "status", "-o", "json", fleet=fleet)))["ready"]
+
+        # Each rack is its own domain: a partition made on rack-01 is not on rack-02.
+        ok(fusionctl("--rack", "rack-01", "partition", "create", "--name", "jobs", "--count",
+                     "2", fleet=fleet))  # fmt: skip
+        listed = {rack: json.loads(ok(fusionctl("partition", "list", "--rack", rack, "-o",
+                                                "json", fleet=fleet)))
+                  for rack in ("rack-01", "rack-02")}  # fmt: skip
+        names = {rack: sorted(p["name"] for p in doc["partitions"]) for rack, doc in listed.items()}
+        assert names == {"rack-01": ["default", "jobs"], "rack-02": ["default"]}
+        domain = json.loads(ok(fusionctl("--rack", "rack-02", "domain", "-o", "json",
+                                         fleet=fleet)))  # fmt: skip
+        assert domain["properties"]["rack"] == "rack-02"
+        missing = fusionctl("--rack", "rack-09", "domain", fleet=fleet)
+        assert missing.returncode == 1
+        assert "has no rack 'rack-09'; it has rack-01, rack-02" in missing.stderr
+        status = json.loads(ok(fusionctl("rack", "status", "--rack", "rack-02", "-o", "json",
+                                         fleet=fleet)))  # fmt: skip
+        assert status["rack"] == "rack-02" and status["healthy"], status
+
+        # One broker: every tray of both racks announces itself there.
+        statuses = retained_statuses(document["broker"]["url"], ["rack-01", "rack-02"])
+        assert sorted(statuses) == sorted(
+            f"fusionrack/{rack}/trays/{tray}/status" for rack in ("rack-01", "rack-02")
+            for tray in ("compute-01", "compute-02", "switch-1", "switch-2")
+        )  # fmt: skip
+        assert set(statuses.values()) == {"online"}
+
+        # One Prometheus, every target labelled with its rack; the dashboards' rack variable
+        # (label_values over fusionrack_controller_info) offers both.
+        prometheus = PrometheusAPI(document["prometheus"]["url"])
+
+        def scraped(api: PrometheusAPI) -> tuple[dict[str, str], list[str]] | None:
+            trays = {
+                s["metric"]["rack"]: s["value"][1]
+                for s in api.query('count by (rack) (up{kind!="controller"} == 1)')
+            }
+            controllers = sorted(s["metric"]["rack"]
+                                 for s in api.query("fusionrack_controller_info"))  # fmt: skip
+            done = trays == {"rack-01": "4", "rack-02": "4"} and len(controllers) == 2
+            return (trays, controllers) if done else None
+
+        _, controllers = prometheus.wait_for(scraped, "every tray and controller scraped")
+        assert controllers == ["rack-01", "rack-02"]
+
+        again = fusionctl("fleet", "up", "--racks", "1", "--base-port", str(base), fleet=fleet)
+        assert again.returncode == 1 and "a fleet is already up" in again.stderr
+    finally:
+        pids = [
+            json.loads((fleet / rack / "pids.json").read_text())
+            for rack in ("rack-01", "rack-02")
+            if (fleet / rack / "pids.json").exists()
+        ]
+        down = fusionctl("fleet", "down", "-o", "json", fleet=fleet)
+    assert json.loads(ok(down))["stopped"] == ["rack-01", "rack-02"]
+    assert pids and not any(running(pid) for rack in pids for pid in rack.values())
+    after = fusionctl("fleet", "status", fleet=fleet)
+    assert after.returncode == 1 and f"no fleet is up from {fleet}" in after.stdout
+
+
+def test_a_fleet_file_names_racks_of_different_manifests(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet"
+    manifest = (Path(__file__).parents[2] / "deploy" / "racks" / "mini.yaml").read_text()
+    (tmp_path / "tiny.yaml").write_text(manifest.replace("name: mini", "name: tiny"))
+    (tmp_path / "lab.yaml").write_text(
+        "racks:\n"
+        "  - name: 'gpu-{n}'\n    manifest: mini\n    count: 2\n"
+        "  - name: asic-1\n    manifest: tiny.yaml\n"
+    )
+    base = free_port_range(3 * RACK_PORTS)
+    up = fusionctl("fleet", "up", "--fleet", str(tmp_path / "lab.yaml"), "--base-port", str(base),
+                   "--detach", "--no-mqtt", fleet=fleet)  # fmt: skip
+    try:
+        assert "fleet of 3 racks up in" in ok(up)
+        status = json.loads(ok(fusionctl("fleet", "status", "-o", "json", fleet=fleet)))
+        assert [(r["name"], Path(r["manifest"]).name, r["state"]) for r in status["racks"]] == [
+            ("gpu-1", "mini", "READY"), ("gpu-2", "mini", "READY"), ("asic-1", "tiny.yaml", "READY")
+        ]  # fmt: skip
+        assert status["broker"] is None
+    finally:
+        ok(fusionctl("fleet", "down", fleet=fleet))
