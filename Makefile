@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install system-deps lint test up bench protos dashboards clean
+.PHONY: help install system-deps lint test up bench protos dashboards kubernetes clean
 
 help:
 	@echo "make up            bring up an emulated gb200-nvl72 rack (Ctrl-C stops it; RACK=name for another)"
@@ -13,6 +13,7 @@ help:
 	@echo "make bench         run the benchmarks with full figures"
 	@echo "make protos        regenerate the gRPC stubs from proto/fusionrack/v1/*.proto"
 	@echo "make dashboards    regenerate deploy/grafana/dashboards/*.json from scripts/gen_dashboards.py"
+	@echo "make kubernetes    regenerate deploy/kubernetes/ (a rack, a fleet) from scripts/gen_kubernetes.py"
 	@echo "make install       create $(VENV) and install fusionrack with its test tools"
 	@echo "make clean         remove $(VENV) and caches"
 
@@ -56,6 +57,9 @@ protos: $(STAMP)
 
 dashboards: $(STAMP)
 	$(BIN)/python scripts/gen_dashboards.py
+
+kubernetes: $(STAMP)
+	$(BIN)/python scripts/gen_kubernetes.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
