@@ -17,7 +17,6 @@ import os
 import select
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,12 +57,12 @@ def fork_jobs(
     jobs: dict[str, Callable[[], int]],
     pids_file: Path | None = None,
     concurrency: int = 0,
-    before: Callable[[str], None] | None = None,
+    may_start: Callable[[str], bool] | None = None,
 ) -> int:
     """Run every job (name: what the child runs, its exit status) in a child of its own; wait
     for them all. 0 when every child exited with 0. With `concurrency`, at most that many
     children are starting at once: the next is forked when one says it is ready
-    (`notify_ready`) or exits. `before(name)` returns when that job may start. Tens of racks
+    (`notify_ready`) or exits, and a job only once `may_start(name)` says so. Tens of racks
     starting all at once on two cores starve each other: a rack late with its heartbeats is
     taken as lost, and the reconnections cost more CPU again."""
     global _ready_fd
@@ -80,18 +79,27 @@ def fork_jobs(
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for name, job in jobs.items():
-        while concurrency and len(starting) >= concurrency and not stopping:
-            with contextlib.suppress(InterruptedError):
-                readable, _, _ = select.select(list(starting), [], [], 1.0)
-                for fd in readable:
-                    os.read(fd, 1)  # "r", or nothing: the child exited
-                    os.close(fd)
-                    del starting[fd]
-        if before is not None and not stopping:
-            before(name)
-        if stopping:
-            break
+
+    def settle(timeout: float) -> None:
+        """Wait up to `timeout` s for starting children to be ready (or gone)."""
+        with contextlib.suppress(InterruptedError):
+            readable, _, _ = select.select(list(starting), [], [], timeout)
+            for fd in readable:
+                os.read(fd, 1)  # "r", or nothing: the child exited
+                os.close(fd)
+                del starting[fd]
+
+    waiting = list(jobs)
+    while waiting and not stopping:
+        if concurrency and len(starting) >= concurrency:
+            settle(1.0)
+            continue
+        name = next((n for n in waiting if may_start is None or may_start(n)), None)
+        if name is None:
+            settle(0.05)
+            continue
+        waiting.remove(name)
+        job = jobs[name]
         ready_r, ready_w = os.pipe() if concurrency else (-1, -1)
         pid = os.fork()
         if pid == 0:  # the child
@@ -191,11 +199,9 @@ def fork_each(
 
         return run
 
-    def after(name: str) -> None:
-        if entries[name].get("after"):
-            wanted = Path(entries[name]["after"])
-            while not wanted.exists():
-                time.sleep(0.05)
+    def may_start(name: str) -> bool:
+        after = entries[name].get("after")
+        return not after or Path(after).exists()
 
     jobs = {name: job(entry) for name, entry in entries.items()}
-    return fork_jobs(jobs, pids_file, concurrency=2 * (os.cpu_count() or 1), before=after)
+    return fork_jobs(jobs, pids_file, concurrency=2 * (os.cpu_count() or 1), may_start=may_start)
