@@ -222,6 +222,7 @@ class MqttPublisher:
         self.backoff_max = backoff_max
         self.max_inflight = max_inflight
         self.stop_timeout = STOP_TIMEOUT  # s; an attribute so tests and callers may change it
+        self.ack_timeout = TIMEOUT  # s; CONNACK and PUBACK waits (likewise)
 
         self.published = 0
         self.dropped = 0
@@ -417,7 +418,7 @@ class MqttPublisher:
             will=aiomqtt.Will(self.status_topic, will, qos=1, retain=True),
             clean_session=True,
             keepalive=KEEPALIVE,
-            timeout=TIMEOUT,
+            timeout=self.ack_timeout,
             max_inflight_messages=max(20, self.max_inflight),
             # Small packets where latency matters: send each at once (no Nagle).
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
@@ -508,8 +509,22 @@ class MqttPublisher:
         # acknowledgements trickling back while new PUBLISHes go out, 16 in flight gave ~14k
         # events/s on loopback where one at a time gave ~5k (and waiting for a whole batch to be
         # acked before the next, ~0.5k: mosquitto's Nagle holds PUBACKs for delayed ACKs).
-        inflight: dict[asyncio.Task[None], tuple[str, bytes]] = {}  # in the order sent
+        # In the order sent: (topic, payload), when sent.
+        inflight: dict[asyncio.Task[None], tuple[tuple[str, bytes], float]] = {}
         failures: list[BaseException] = []
+        # One watchdog for the window instead of a PUBACK timeout per publish (aiomqtt's is
+        # a wait_for, a task and a timer each: a fifth of the CPU of an event).
+        loop = asyncio.get_running_loop()
+
+        def watch() -> None:
+            nonlocal watchdog
+            oldest = next(iter(inflight.values()), None)  # of the publishes not acked yet
+            if oldest is not None and loop.time() - oldest[1] > self.ack_timeout and not failures:
+                failures.append(aiomqtt.MqttError(f"no PUBACK within {self.ack_timeout:g} s"))
+                self._wakeup.set()
+            watchdog = loop.call_later(self.ack_timeout / 5, watch)
+
+        watchdog = loop.call_later(self.ack_timeout / 5, watch)
 
         def settle(task: asyncio.Task[None]) -> None:
             if task.cancelled():
@@ -532,9 +547,10 @@ class MqttPublisher:
                 elif self._outbox and len(inflight) < self.max_inflight:
                     topic, payload = item = self._outbox.popleft()
                     task = asyncio.create_task(
-                        client.publish(topic, payload, qos=1), name=f"mqtt-publish:{self.source}"
+                        client.publish(topic, payload, qos=1, timeout=math.inf),
+                        name=f"mqtt-publish:{self.source}",
                     )
-                    inflight[task] = item
+                    inflight[task] = (item, loop.time())
                     task.add_done_callback(settle)
                 elif self._stopping and not self._outbox and not inflight:
                     return  # flushed
@@ -543,11 +559,12 @@ class MqttPublisher:
                     await self._wakeup.wait()
             raise failures[0]
         finally:
+            watchdog.cancel()
             # Book-keeping first and without awaiting: a second cancellation may come at the
             # first await. Whatever has no PUBACK yet goes back to the head of the outbox (if one
             # is acked after all, it will be sent twice: at least once).
             unacked = []
-            for task, item in inflight.items():
+            for task, (item, _) in inflight.items():
                 if task.done() and not task.cancelled() and task.exception() is None:
                     self.published += 1  # acked, its callback not run yet
                     self._counts["published"] = self._counts.get("published", 0) + 1

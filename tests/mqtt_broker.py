@@ -131,6 +131,15 @@ class Mosquitto:
         """SIGTERM: a clean shutdown (saves the persistence file), then wait for the exit."""
         self._signal(signal.SIGTERM, timeout)
 
+    def pause(self) -> None:
+        """SIGSTOP: a hung broker (its listening socket still accepts connections)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL: the broker dies at once, as in a crash."""
         self._signal(signal.SIGKILL, 10.0)

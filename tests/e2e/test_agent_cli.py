@@ -26,7 +26,9 @@ def agent(*args: str) -> subprocess.CompletedProcess[str]:
             1,
             "--fork needs --all and a --base-port",
         ),
-        (("--manifest", "mini"), 2, "one of the arguments --tray --all is required"),
+        (("--manifest", "mini"), 2, "one of the arguments --tray --all --each is required"),
+        (("--all",), 2, "fusion-agent: error: --manifest is required"),
+        (("--each", "/nonexistent.json"), 1, "cannot read --each /nonexistent.json"),
     ],
 )
 def test_bad_invocations_exit_with_a_message(args: tuple[str, ...], code: int, says: str) -> None:

@@ -377,6 +377,36 @@ async def test_the_publisher_reconnects_after_the_broker_restarts(mosquitto: Mos
         await pub.stop()
 
 
+async def test_a_broker_that_stops_acknowledging_is_left_and_nothing_is_lost(
+    mosquitto: Mosquitto,
+) -> None:
+    """A hung broker (SIGSTOP: its socket still accepts) gets no PUBACK out: the publisher
+    gives up on the connection after its ack timeout, and once the broker is back every event
+    arrives."""
+    prefix = "fusionrack/r8/trays/t8"
+    pub = EventPublisher(mosquitto.url, "r8", "t8", **FAST)
+    pub.ack_timeout = 0.5
+    await pub.start()
+    try:
+        async with subscriber(mosquitto, f"{prefix}/events/#") as sub:
+            await until(lambda: pub.connected, "the publisher to connect")
+            mosquitto.pause()
+            try:
+                for n in range(3):
+                    pub.publish(event(n))
+                await until(lambda: not pub.connected, "the publisher to give up", within=5)
+                assert pub.published == 0
+            finally:
+                mosquitto.resume()
+            await until(lambda: pub.published == 3, "the events once the broker is back")
+            received: set[int] = set()
+            while received != {0, 1, 2}:  # at least once: those the hung broker had may repeat
+                received.add(doc(await receive(sub, "the events"))["body"]["n"])
+        assert pub.connections >= 2 and pub.dropped == 0
+    finally:
+        await pub.stop()
+
+
 @pytest.mark.parametrize("when", [float("inf"), float("nan"), 1e20])
 def test_an_event_time_that_is_not_epoch_seconds_is_refused(when: float) -> None:
     pub = EventPublisher("mqtt://127.0.0.1:1883", "r9", "t9")
