@@ -82,6 +82,10 @@ class Member:
         return self.plan.topology.name
 
 
+def _racks(count: int) -> str:
+    return f"{count} rack" if count == 1 else f"{count} racks"
+
+
 def rack_names(count: int) -> list[str]:
     """rack-01, rack-02, ... (three digits from 100 racks on, so that they sort)."""
     width = max(2, len(str(count)))
@@ -225,7 +229,7 @@ def fleet_up(
     if output == "json":
         print_json(document)
     else:
-        print(f"fleet of {len(members)} racks up in {elapsed:.2f} s (one agents process and "
+        print(f"fleet of {_racks(len(members))} up in {elapsed:.2f} s (one agents process and "
               f"one controller per rack)")  # fmt: skip
         print(_status_table(document))
         print(f"events: {mqtt_url or 'off'}; Prometheus file_sd targets: {targets}")
@@ -412,7 +416,7 @@ def fleet_down(state_dir: Path | None = None, output: str = "table") -> int:
     if output == "json":
         print_json({"state_dir": str(directory), "stopped": stopped})
     else:
-        print(f"fleet stopped ({len(stopped)} racks: {', '.join(stopped)})")
+        print(f"fleet stopped ({_racks(len(stopped))}: {', '.join(stopped)})")
     return 0
 
 

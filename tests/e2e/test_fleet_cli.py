@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +150,33 @@ def test_a_fleet_file_names_racks_of_different_manifests(tmp_path: Path) -> None
         assert status["broker"] is None
     finally:
         ok(fusionctl("fleet", "down", fleet=fleet))
+
+
+def test_a_fleet_in_the_foreground_stops_on_ctrl_c(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet"
+    base = free_port_range(RACK_PORTS)
+    env = {**os.environ, "NO_COLOR": "1"}
+    process = subprocess.Popen(
+        [FUSIONCTL, "fleet", "up", "--racks", "1", "--manifest", "mini", "--no-mqtt",
+         "--base-port", str(base), "--state-dir", str(fleet)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "press Ctrl-C to stop the fleet" in line:
+                break
+        assert any("fleet of 1 rack up in" in line for line in lines), "".join(lines)
+        pids = json.loads((fleet / "rack-01" / "pids.json").read_text())
+        assert all(running(pid) for pid in pids.values())
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert "fleet stopped" in out
+    assert not any(running(pid) for pid in pids.values())
+    assert not (fleet / "fleet.json").exists() and not (fleet / "rack-01" / "pids.json").exists()
