@@ -55,7 +55,10 @@ def test_a_child_waits_for_the_ready_file_it_is_after(tmp_path: Path) -> None:
         {"name": "a", "argv": ["a", "0.4"], "log": str(tmp_path / "a.log"), "ready_file": ready},
     ]
     process = run_each(tmp_path, entries)
-    assert process.wait(timeout=30) == 0
+    try:
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
     # b is first in the file but starts only once a is ready; then both are recorded.
     assert events(tmp_path) == [("start", "a"), ("ready", "a"), ("start", "b"), ("ready", "b")]
     assert sorted(json.loads((tmp_path / "pids.json").read_text())) == ["a", "b"]
@@ -71,10 +74,13 @@ def test_a_parent_stopped_while_it_waits_stops_its_children_and_forks_no_more(
          "after": str(tmp_path / "never")},
     ]  # fmt: skip
     process = run_each(tmp_path, entries)
-    deadline = time.monotonic() + 20
-    while not (tmp_path / "events").exists():
-        assert time.monotonic() < deadline, "child a never started"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=10) != 0  # a was killed by the signal it was forwarded
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "events").exists():
+            assert time.monotonic() < deadline, "child a never started"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) != 0  # a was killed by the signal it was forwarded
+    finally:
+        process.kill()
     assert events(tmp_path) == [("start", "a")]
