@@ -40,7 +40,7 @@ from fusionrack.v1 import controller_pb2, controller_pb2_grpc
 
 from .domain import Controller
 from .etcd import SCHEME, parse_etcd_url
-from .etcdstore import EtcdStore
+from .etcdstore import CONNECT_TIMEOUT, EtcdStore
 from .forwarding import Forwarder
 from .leadership import DEFAULT_LEASE_TTL, Leadership
 from .metrics import build_controller_registry
@@ -111,6 +111,7 @@ async def serve_controller(
     controller_id: str | None = None,
     advertise: str | None = None,
     lease_ttl: int = DEFAULT_LEASE_TTL,
+    store_timeout: float = CONNECT_TIMEOUT,
 ) -> RunningController:
     """Load desired state from `state`, watch the agents at `addresses`, serve on `listen`.
 
@@ -133,7 +134,7 @@ async def serve_controller(
     desired: DesiredStateStore
     leadership = None
     if store is not None:
-        etcd = await EtcdStore.open(parse_etcd_url(store), topology.name)
+        etcd = await EtcdStore.open(parse_etcd_url(store), topology.name, timeout=store_timeout)
         desired = etcd
         leadership = Leadership(
             etcd.client,
@@ -267,6 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the --listen address)",
     )
     parser.add_argument(
+        "--store-timeout",
+        type=float,
+        default=CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait at start for a member of the etcd cluster to answer "
+        f"(default {CONNECT_TIMEOUT:g})",
+    )
+    parser.add_argument(
         "--lease-ttl",
         type=int,
         default=DEFAULT_LEASE_TTL,
@@ -385,7 +394,7 @@ async def run(args: argparse.Namespace, topology: Topology) -> int:
         mqtt=args.mqtt, rack_secret=secret, tokens=tokens,
         anonymous=None if args.refuse_anonymous else "read-only",
         store=args.store, controller_id=args.controller_id, advertise=args.advertise,
-        lease_ttl=args.lease_ttl,
+        lease_ttl=args.lease_ttl, store_timeout=args.store_timeout,
     )  # fmt: skip
     notify_ready()
     # Warned once serving, so a refusal to start (a damaged store) is the first line.

@@ -9,6 +9,7 @@ minimum TTL (2 s), as on a cluster a user runs.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import socket
@@ -125,10 +126,8 @@ class Etcd:
         if self.running:
             assert self._proc is not None
             self._proc.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
         self._reap()
 
     def _reap(self) -> None:
