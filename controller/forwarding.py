@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 FORWARDED_METADATA = "fusionrack-forwarded-by"  # the id of the standby that forwarded a call
 DEFAULT_TIMEOUT = 10.0  # s, when the caller set no deadline
+# A leader that has not answered in this long hangs (paused, cut off): the caller is told
+# UNAVAILABLE while it has time left to try another controller (its change keeps its key).
+LEADER_TIMEOUT = 5.0
 
 
 class Forwarder:
@@ -92,7 +95,8 @@ class Forwarder:
         if self.credentials is None and "authorization" in metadata:
             outgoing.append(("authorization", str(metadata["authorization"])))
         remaining = context.time_remaining()
-        timeout = DEFAULT_TIMEOUT if remaining is None else max(0.0, remaining - 0.05)
+        remaining = DEFAULT_TIMEOUT if remaining is None else max(0.0, remaining - 0.05)
+        timeout = min(remaining, LEADER_TIMEOUT)
         stub = controller_pb2_grpc.ControllerStub(self._channel(leader.address))
         self.forwarded += 1
         try:
@@ -104,6 +108,13 @@ class Forwarder:
                 channel.get_state() != grpc.ChannelConnectivity.READY
             ):
                 details = f"the leader {leader.id} at {leader.address} cannot be reached: {details}"
+            elif code == grpc.StatusCode.DEADLINE_EXCEEDED and timeout < remaining:
+                code = grpc.StatusCode.UNAVAILABLE
+                details = (
+                    f"the leader {leader.id} at {leader.address} did not answer {method} within "
+                    f"{timeout:g} s: it may have made the change; send it again with the same "
+                    "idempotency key"
+                )
             context.set_trailing_metadata(((LEADER_METADATA, leader.address),))
             await context.abort(code, details)
         raise AssertionError("unreachable")  # context.abort always raises

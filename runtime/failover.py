@@ -12,9 +12,13 @@ their addresses, ``"HOST:PORT,HOST:PORT,..."``, to `fusionrack.rpc.open_channel`
 A unary call that fails UNAVAILABLE (the controller cannot be reached, died under the call, or
 has no leader to forward a change to: an election takes a few seconds) is sent again to the
 next controller, after a short pause, until its deadline (`timeout`, else `DEFAULT_BUDGET`).
+An attempt that has no answer within `ATTEMPT_SECONDS` (a controller that hangs: paused, or
+cut off without a reset) is given up for the next controller too, while the deadline allows.
 It is sent *unchanged*: a change keeps its idempotency key, so it is applied once however many
-times it is sent. A change that has no key gets one (a fresh UUID, on a copy of the request),
-since without one a change sent again after its answer was lost could apply twice. Other
+times it is sent (a controller that gets it while the first is still being made waits for it,
+then answers its first answer). A change that has no key gets one (a fresh UUID, on a copy of
+the request), since without one a change sent again after its answer was lost could apply
+twice. Other
 failures (a refusal) come back at once. Streams (`Subscribe`) are opened on a controller that
 answers and are not re-sent: subscribe again (with its snapshot) when one ends.
 """
@@ -34,6 +38,9 @@ __all__ = ["DEFAULT_BUDGET", "FailoverChannel", "split_addresses"]
 DEFAULT_BUDGET = 15.0  # s a call without a deadline keeps trying: an election is ~2-3 s
 PAUSE = 0.05  # s before trying the next controller; doubles, up to MAX_PAUSE
 MAX_PAUSE = 0.4
+# An attempt longer than this moves on to the next controller: a change takes milliseconds, or
+# up to ~2 x 2 s when a switch tray does not answer (the controller's two phases' timeouts).
+ATTEMPT_SECONDS = 5.0
 
 
 def split_addresses(target: str) -> list[str]:
@@ -133,10 +140,13 @@ class _FailoverUnary:
         while True:
             index = owner.current
             remaining = deadline - time.monotonic()
+            attempt = min(remaining, ATTEMPT_SECONDS)
             try:
-                answer = await self.calls[index](request, timeout=max(0.0, remaining), **kwargs)
+                answer = await self.calls[index](request, timeout=max(0.0, attempt), **kwargs)
             except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                code = error.code()
+                hung = code == grpc.StatusCode.DEADLINE_EXCEEDED and attempt < remaining
+                if code != grpc.StatusCode.UNAVAILABLE and not hung:
                     raise
                 if deadline - time.monotonic() <= pause:
                     raise
