@@ -37,7 +37,7 @@ __all__ = ["DEFAULT_BUDGET", "FailoverChannel", "split_addresses"]
 
 DEFAULT_BUDGET = 15.0  # s a call without a deadline keeps trying: an election is ~2-3 s
 PAUSE = 0.05  # s before trying the next controller; doubles, up to MAX_PAUSE
-MAX_PAUSE = 0.4
+MAX_PAUSE = 0.2
 # An attempt longer than this moves on to the next controller: a change takes milliseconds, or
 # up to ~2 x 2 s when a switch tray does not answer (the controller's two phases' timeouts).
 ATTEMPT_SECONDS = 5.0

@@ -75,6 +75,14 @@ class Etcd:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def version(self) -> str:
+        """The member's release, as `etcd --version` says it (e.g. "3.4.23")."""
+        out = subprocess.run(
+            [self.binary, "--version"], capture_output=True, text=True, check=False
+        )
+        first = out.stdout.splitlines()[0] if out.stdout else ""
+        return first.rsplit(" ", 1)[-1]
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
