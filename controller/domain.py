@@ -197,10 +197,11 @@ class Controller:
             return
         self._take(document)
 
-    def _take(self, document: dict[str, Any]) -> None:
-        """`_load`, its errors as the store's refusal."""
+    def _take(self, document: dict[str, Any], *, following: bool = False) -> None:
+        """`_load`, its errors as the store's refusal (`following`: a standby taking the
+        leader's latest, which is not worth a line in the log)."""
         try:
-            self._load(document)
+            self._load(document, following=following)
         except (FusionError, KeyError, TypeError, ValueError, AttributeError) as error:
             if isinstance(error, FailedPrecondition) and self.store.where in error.message:
                 raise
@@ -213,7 +214,7 @@ class Controller:
                 "with its -wal and -shm files; an etcd key deleted with etcdctl del)",
             ) from error
 
-    def _load(self, document: dict[str, Any]) -> None:
+    def _load(self, document: dict[str, Any], *, following: bool = False) -> None:
         """Take `document` as desired state (raises on any part that is not valid)."""
         _check_fields("the document", document, _DOCUMENT_FIELDS)
         for kind, fields in (
@@ -245,7 +246,8 @@ class Controller:
                 "since": float(drain.get("since", 0.0)),
             }
         self.traffic.load(document.get("traffic"), time.time())
-        log.info(
+        log.log(
+            logging.DEBUG if following else logging.INFO,
             "loaded %d partition(s), %d multicast group(s), %d drained link(s) or tray(s) and "
             "%d traffic session(s) at generation %d",
             len(self.config.partitions),
@@ -310,7 +312,7 @@ class Controller:
                 continue  # its own save
             async with self.lock:
                 try:
-                    self._take(document)
+                    self._take(document, following=True)
                 except FailedPrecondition as error:
                     log.error("the desired state in the store cannot be used: %s", error.message)
                     continue

@@ -221,7 +221,9 @@ class EtcdStore:
                 async for event in self.client.watch(self.document_key, revision + 1):
                     revision = event.kv.mod_revision
                     if event.type == kv_pb2.Event.PUT:
-                        yield self._document(event.kv.value, self.rack)
+                        document = self._followed(event.kv.value)
+                        if document is not None:
+                            yield document
             except (grpc.aio.AioRpcError, EtcdUnavailable) as error:
                 log.debug("watch of %s broke: %s", self.document_key.decode(), error)
                 self.client.next_member()
@@ -232,7 +234,18 @@ class EtcdStore:
                     continue
                 if held is not None and held.mod_revision > revision:
                     revision = held.mod_revision
-                    yield self._document(held.value, self.rack)
+                    document = self._followed(held.value)
+                    if document is not None:
+                        yield document
+
+    def _followed(self, value: bytes) -> dict[str, Any] | None:
+        """The document a standby follows, or None (logged) if it cannot be read: the standby
+        keeps what it has; were it to lead, loading it again refuses it."""
+        try:
+            return self._document(value, self.rack)
+        except FailedPrecondition as error:
+            log.error("%s", error.message)
+            return None
 
     # -- idempotency records -------------------------------------------------------------------
 

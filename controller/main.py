@@ -42,7 +42,7 @@ from .domain import Controller
 from .etcd import SCHEME, parse_etcd_url
 from .etcdstore import CONNECT_TIMEOUT, EtcdStore
 from .forwarding import Forwarder
-from .leadership import DEFAULT_LEASE_TTL, Leadership
+from .leadership import DEFAULT_LEASE_TTL, Leadership, SoleLeadership
 from .metrics import build_controller_registry
 from .mqtt import ControllerPublisher
 from .service import ControllerServicer
@@ -132,7 +132,8 @@ async def serve_controller(
     if mqtt is not None:
         parse_mqtt_url(mqtt)
     desired: DesiredStateStore
-    leadership = None
+    leadership: Leadership | None = None
+    sole = SoleLeadership(controller_id or "")  # without a shared store: it leads, alone
     if store is not None:
         etcd = await EtcdStore.open(parse_etcd_url(store), topology.name, timeout=store_timeout)
         desired = etcd
@@ -153,7 +154,7 @@ async def serve_controller(
         tls=tls,
         heartbeat=heartbeat,
         rack_secret=rack_secret,
-        leadership=leadership,
+        leadership=leadership or sole,
     )
     forwarder = Forwarder(controller.leadership, tls=tls, rack_secret=rack_secret)
     guard = Guard(
@@ -178,9 +179,10 @@ async def serve_controller(
         running = RunningController(
             controller, server, publisher=publisher, leadership=leadership, forwarder=forwarder
         )
+        named = leadership or sole
+        named.address = advertise or server.address
+        named.id = controller_id or f"{socket.gethostname()}/{named.address}"
         if leadership is not None:
-            leadership.address = advertise or server.address
-            leadership.id = controller_id or f"{socket.gethostname()}/{leadership.address}"
             leadership.start()
         if metrics_at is not None:
             registry = build_controller_registry(controller, publisher)

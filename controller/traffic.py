@@ -260,7 +260,8 @@ class TrafficControl:
     async def run_expiry(self) -> None:
         """End sessions when their duration is over (saved, recomputed, pushed)."""
         while True:
-            deadline = self.table.next_expiry()
+            # A standby ends nothing: it waits until woken (it leads, or its sessions change).
+            deadline = self.table.next_expiry() if self.controller.leads else None
             delay = None if deadline is None else max(0.0, deadline - time.time())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
