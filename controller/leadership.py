@@ -192,7 +192,10 @@ class Leadership:
     # -- the loop ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0  # sessions in a row that ended early: etcd away, or refusing us
         while True:
+            began = loop.time()
             try:
                 await self._session()
             except (Unavailable, grpc.aio.AioRpcError) as error:
@@ -201,7 +204,9 @@ class Leadership:
             except Exception:  # keep campaigning whatever happened
                 log.exception("%s: the election failed", self.id)
             await self._depose()
-            await asyncio.sleep(RETRY_SECONDS)
+            failures = failures + 1 if loop.time() - began < self.granted_ttl else 0
+            # At once after a session that held; backing off to 1 s while etcd stays away.
+            await asyncio.sleep(min(1.0, RETRY_SECONDS * 2 ** max(0, failures - 1)))
 
     async def _session(self) -> None:
         """One lease: keep it alive and campaign with it, until it or the leadership is lost."""
