@@ -86,6 +86,9 @@ class SwitchAgent(TrayAgent):
         # Until a controller programs it: the manifest's factory default (default partition).
         self.config = FabricConfig(topology)
         self.prepared: tuple[FabricConfig, float] | None = None
+        # The newest leadership epoch of a controller that programmed this tray: older ones are
+        # deposed leaders and refused (ApplyConfigRequest.controller_epoch).
+        self.controller_epoch = 0
         self.shared = {
             t.name: [
                 i for i in self.link_indices if topology.links[i].accelerator in t.accelerators
@@ -507,6 +510,18 @@ class SwitchAgent(TrayAgent):
                 "%s: prepared generation %d expired", self.name, self.prepared[0].generation
             )
             self.prepared = None
+        epoch = request.controller_epoch
+        if epoch < self.controller_epoch:
+            raise FailedPrecondition(
+                f"controller epoch {epoch} is older than epoch {self.controller_epoch}, whose "
+                "leader programs this tray now: a deposed controller may not change it"
+            )
+        if epoch > self.controller_epoch:
+            if self.prepared is not None:
+                log.info("%s: controller epoch %d drops generation %d staged before it",
+                         self.name, epoch, self.prepared[0].generation)  # fmt: skip
+                self.prepared = None
+            self.controller_epoch = epoch
         if phase == switch_pb2.CONFIG_PHASE_PREPARE:
             if generation <= self.config.generation:
                 raise FailedPrecondition(
@@ -538,6 +553,7 @@ class SwitchAgent(TrayAgent):
         return switch_pb2.ApplyConfigResponse(
             committed_generation=self.config.generation,
             prepared_generation=self.prepared[0].generation if self.prepared else 0,
+            controller_epoch=self.controller_epoch,
         )
 
 
@@ -563,6 +579,7 @@ class SwitchServicer(switch_pb2_grpc.SwitchServicer):
             committed_generation=agent.config.generation,
             config=wire.switch_config(agent.config),
             prepared_generation=agent.prepared[0].generation if agent.prepared else 0,
+            controller_epoch=agent.controller_epoch,
         )
 
     async def Forward(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802

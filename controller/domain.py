@@ -17,6 +17,13 @@ the controller starts above both its saved generation and every generation a tra
 change committed to the trays but not saved (the controller died in between) was never
 acknowledged to its client; reconciling rolls it back.
 
+With a shared store (etcd), only the leader of the rack's controllers changes anything
+(`leadership.py`): a standby follows the desired state the leader saves and watches the agents,
+so it answers reads, but never programs a tray, pushes traffic or writes. A new leader loads the
+desired state and `take_over` re-programs every switch tray at a new generation under its epoch
+(`ApplyConfigRequest.controller_epoch`): the trays then refuse its predecessor, whatever it
+still sends, and any change the predecessor committed but did not save is rolled back.
+
 The `Controller` is one class of ~750 lines because changes, reconciliation, admin states,
 watching the agents and partition health all read and write the same state under one lock;
 what only reads it lives apart: the views of the agents (`agents.py`), the events made of what
@@ -67,7 +74,9 @@ from fusionrack.v1 import (
 from .agents import AgentView, describe_error, forward
 from .announce import Announcer, mismatch_event, reachability_event
 from .events import EventBus, new_event
-from .store import Remembered, StateStore
+from .leadership import LeadershipView, NotLeader, SoleLeadership
+from .store import Remembered
+from .stores import DesiredStateStore
 from .traffic import TrafficControl
 
 __all__ = ["PROVISIONING_BUCKETS", "PROVISIONING_OUTCOMES", "Controller"]
@@ -92,16 +101,20 @@ class Controller:
     def __init__(
         self,
         topology: Topology,
-        store: StateStore,
+        store: DesiredStateStore,
         addresses: dict[str, str],
         *,
         tls: TlsFiles | None = None,
         rpc_timeout: float = 2.0,
         heartbeat: float = 1.0,
         rack_secret: bytes | None = None,
+        leadership: LeadershipView | None = None,
     ) -> None:
         self.topology = topology
         self.store = store
+        # Who leads the rack's controllers (with a store of its own, always this one).
+        self.leadership: LeadershipView = leadership or SoleLeadership(topology.name)
+        self.epoch = 0  # the leadership epoch the switch trays are programmed under
         self.rpc_timeout = rpc_timeout
         self.heartbeat = heartbeat
         self.config = FabricConfig(topology)
@@ -156,31 +169,52 @@ class Controller:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def load(self) -> None:
+    @property
+    def leads(self) -> bool:
+        """Whether this controller leads its rack now (it alone may change anything)."""
+        return self.leadership.leads
+
+    def check_leads(self) -> None:
+        """NotLeader unless this controller leads now (checked before every write and switch
+        phase: a deposed leader stops at the next step, not at the next change)."""
+        if not self.leadership.leads:
+            leader = self.leadership.leader
+            who = f"{leader.id} at {leader.address}" if leader else "nobody yet (an election is on)"
+            raise NotLeader(
+                f"this controller ({self.leadership.id}) does not lead rack {self.topology.name} "
+                f"now; the leader is {who}. Nothing was changed: send the request again"
+            )
+
+    async def load(self) -> None:
         """Desired state from the store (nothing: the manifest's factory defaults).
 
         A document that is not a desired state of this rack (unknown fields, accelerators or
-        groups the manifest lacks, malformed values) is FailedPrecondition naming the file:
+        groups the manifest lacks, malformed values) is FailedPrecondition naming the store:
         the controller does not start rather than drive the rack from part of it.
         """
-        document = self.store.load(self.topology.name)
+        document = await self.store.load(self.topology.name)
         if document is None:
             return
+        self._take(document)
+
+    def _take(self, document: dict[str, Any], *, following: bool = False) -> None:
+        """`_load`, its errors as the store's refusal (`following`: a standby taking the
+        leader's latest, which is not worth a line in the log)."""
         try:
-            self._load(document)
+            self._load(document, following=following)
         except (FusionError, KeyError, TypeError, ValueError, AttributeError) as error:
-            if isinstance(error, FailedPrecondition) and str(self.store.path) in error.message:
+            if isinstance(error, FailedPrecondition) and self.store.where in error.message:
                 raise
             why = error.message if isinstance(error, FusionError) else repr(error)
             raise self.store.refusal(
                 f"its desired-state document is not a valid desired state of rack "
                 f"{self.topology.name} as its manifest describes it ({why})",
-                "restore the file from a backup, or start the controller with the manifest "
-                "this file was written under; to start this rack empty instead, move the file "
-                "and its -wal and -shm files away",
+                "restore it from a backup, or start the controller with the manifest it was "
+                "written under; to start this rack empty instead, move it away (a state file "
+                "with its -wal and -shm files; an etcd key deleted with etcdctl del)",
             ) from error
 
-    def _load(self, document: dict[str, Any]) -> None:
+    def _load(self, document: dict[str, Any], *, following: bool = False) -> None:
         """Take `document` as desired state (raises on any part that is not valid)."""
         _check_fields("the document", document, _DOCUMENT_FIELDS)
         for kind, fields in (
@@ -212,7 +246,8 @@ class Controller:
                 "since": float(drain.get("since", 0.0)),
             }
         self.traffic.load(document.get("traffic"), time.time())
-        log.info(
+        log.log(
+            logging.DEBUG if following else logging.INFO,
             "loaded %d partition(s), %d multicast group(s), %d drained link(s) or tray(s) and "
             "%d traffic session(s) at generation %d",
             len(self.config.partitions),
@@ -223,13 +258,65 @@ class Controller:
         )
 
     async def start(self) -> None:
-        self.load()
+        await self.load()
         loop = asyncio.get_running_loop()
         for view in self.agents.values():
             self._tasks.append(loop.create_task(self._watch(view), name=f"watch-{view.name}"))
         self._tasks.append(loop.create_task(self._reconcile_loop(), name="reconcile"))
         self._tasks.append(loop.create_task(self.traffic.run_pusher(), name="traffic-push"))
         self._tasks.append(loop.create_task(self.traffic.run_expiry(), name="traffic-expiry"))
+        if self.store.shared:
+            self._tasks.append(loop.create_task(self._follow_store(), name="follow-store"))
+
+    # -- leadership (a shared store) -------------------------------------------------------
+
+    async def take_over(self, epoch: int) -> None:
+        """Lead at `epoch`: the latest desired state from the store, then every reachable
+        switch tray re-programmed with it at a generation above any in use, under the new
+        epoch (which fences the previous leader out of those trays). A tray that cannot be
+        reached now is re-programmed by the reconcile loop when it comes back."""
+        async with self.lock:
+            self.store.fence(epoch)
+            self.epoch = epoch
+            await self.load()
+            switches = [v for v in self.agents.values() if v.kind == TrayKind.SWITCH]
+            reachable = [v for v in switches if v.reachable]
+            generation = max([self.generation, *(v.generation for v in switches)]) + 1
+            self.generation = generation
+            results = await asyncio.gather(
+                *(self._program_one(v, generation) for v in reachable), return_exceptions=True
+            )
+            for view, result in zip(reachable, results, strict=True):
+                if isinstance(result, Exception):
+                    log.warning("%s not re-programmed on taking over: %s", view.name,
+                                describe_error(result))  # fmt: skip
+            self.config.generation = generation
+            await self.store.save(self.document())
+            self.update_health()
+            log.info("leading at epoch %d: %d of %d switch tray(s) at generation %d", epoch,
+                     sum(not isinstance(r, Exception) for r in results), len(switches),
+                     generation)  # fmt: skip
+        self._reconcile_wanted.set()  # admin states, trays that were away
+        self.traffic.refresh()
+        self.traffic.wake()
+
+    async def step_down(self) -> None:
+        """No longer the leader: no more writes (the store refuses them too)."""
+        self.store.fence(0)
+        log.warning("standing by: changes go to the leader")
+
+    async def _follow_store(self) -> None:
+        """A standby takes every document the leader saves as its desired state."""
+        async for document in self.store.documents():
+            if self.leads:
+                continue  # its own save
+            async with self.lock:
+                try:
+                    self._take(document, following=True)
+                except FailedPrecondition as error:
+                    log.error("the desired state in the store cannot be used: %s", error.message)
+                    continue
+                self.update_health()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -270,9 +357,10 @@ class Controller:
         async with self.lock:
             if remember is not None:
                 # Checked under the lock: two concurrent retries must not both apply.
-                cached = self.store.remembered(*remember[:3])
+                cached = await self.store.remembered(*remember[:3])
                 if cached is not None:
                     return remember[3].FromString(cached), False
+            self.check_leads()
             candidate = FabricConfig.from_dict(self.topology, self.config.to_dict())
             now = time.time()
             result = apply(candidate, now)
@@ -290,7 +378,7 @@ class Controller:
                     key, method, digest, _ = remember
                     entry = Remembered(key, method, digest, response.SerializeToString(), now)
                 try:
-                    self.store.save(self.document(), remember=entry)
+                    await self.store.save(self.document(), remember=entry)
                 except BaseException:
                     # Not on disk, so not desired (the client is told it failed, and a restart
                     # would not have it): back to the saved state, and the switch trays that
@@ -324,9 +412,10 @@ class Controller:
         exclusive = remember is not None or saves_document
         async with self.lock if exclusive else contextlib.nullcontext():
             if remember is not None:
-                cached = self.store.remembered(*remember[:3])
+                cached = await self.store.remembered(*remember[:3])
                 if cached is not None:
                     return remember[3].FromString(cached), False
+            self.check_leads()
             drained = {name: dict(drain) for name, drain in self.drained.items()}
             traffic = self.traffic.to_dict()
             response = await act()
@@ -336,10 +425,10 @@ class Controller:
                 entry = Remembered(key, method, digest, response.SerializeToString(), time.time())
             if not saves_document:
                 if entry is not None:
-                    self.store.remember(entry)
+                    await self.store.remember(entry)
                 return response, True
             try:
-                self.store.save(self.document(), remember=entry)
+                await self.store.save(self.document(), remember=entry)
             except BaseException:
                 self.drained = drained  # not kept on disk: not desired either
                 self.traffic.restore(traffic)
@@ -363,6 +452,7 @@ class Controller:
             generation=generation,
             config=tables,
             prepare_timeout=duration_pb2.Duration(seconds=30),
+            controller_epoch=self.epoch,
         )
         results = await asyncio.gather(
             *(self._apply(v, prepare) for v in switches), return_exceptions=True
@@ -372,7 +462,9 @@ class Controller:
         ]
         if failed:
             abort = switch_pb2.ApplyConfigRequest(
-                phase=switch_pb2.CONFIG_PHASE_ABORT, generation=generation
+                phase=switch_pb2.CONFIG_PHASE_ABORT,
+                generation=generation,
+                controller_epoch=self.epoch,
             )
             await asyncio.gather(*(self._apply(v, abort) for v in switches), return_exceptions=True)
             view, error = failed[0]
@@ -381,7 +473,7 @@ class Controller:
                 f"({describe_error(error)}); the change was aborted on every switch tray"
             )
         commit = switch_pb2.ApplyConfigRequest(
-            phase=switch_pb2.CONFIG_PHASE_COMMIT, generation=generation
+            phase=switch_pb2.CONFIG_PHASE_COMMIT, generation=generation, controller_epoch=self.epoch
         )
         results = await asyncio.gather(
             *(self._apply(v, commit) for v in switches), return_exceptions=True
@@ -398,6 +490,7 @@ class Controller:
         self, view: AgentView, request: switch_pb2.ApplyConfigRequest
     ) -> switch_pb2.ApplyConfigResponse:
         assert view.switch is not None
+        self.check_leads()  # a deposed leader sends no further phase
         return await view.switch.ApplyConfig(request, timeout=self.rpc_timeout)
 
     # -- reconciliation --------------------------------------------------------------------
@@ -415,6 +508,8 @@ class Controller:
         while True:
             await self._reconcile_wanted.wait()
             self._reconcile_wanted.clear()
+            if not self.leads:
+                continue  # a standby repairs nothing; `take_over` wakes the loop
             try:
                 await self.reconcile()
             except Exception as error:  # keep the loop alive; the next status retries
@@ -456,7 +551,7 @@ class Controller:
             generation = max(self.generation, *(v.generation for v in stale)) + 1
             await self.program(self.config, generation)
             self.config.generation = generation
-            self.store.save(self.document())
+            await self.store.save(self.document())
         else:
             for view in stale:
                 await self._program_one(view, committed)
@@ -468,10 +563,15 @@ class Controller:
         tables = wire.switch_config(self.config)
         for request in (
             switch_pb2.ApplyConfigRequest(
-                phase=switch_pb2.CONFIG_PHASE_PREPARE, generation=generation, config=tables
+                phase=switch_pb2.CONFIG_PHASE_PREPARE,
+                generation=generation,
+                config=tables,
+                controller_epoch=self.epoch,
             ),
             switch_pb2.ApplyConfigRequest(
-                phase=switch_pb2.CONFIG_PHASE_COMMIT, generation=generation
+                phase=switch_pb2.CONFIG_PHASE_COMMIT,
+                generation=generation,
+                controller_epoch=self.epoch,
             ),
         ):
             await self._apply(view, request)

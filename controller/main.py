@@ -3,8 +3,11 @@
 Agent addresses follow the base-port scheme of `fusion-agent` (tray in slot s on
 base + 3(s - 1)) unless `--agent NAME=HOST:PORT` says otherwise. Desired state is kept in a
 SQLite file (WAL): a controller killed and restarted with the same `--state` has every
-partition and multicast group, and re-programs any switch tray that lost them. `--metrics`
-serves Prometheus /metrics; `--mqtt` mirrors its status, events and partition state to a broker.
+partition and multicast group, and re-programs any switch tray that lost them. With `--store
+etcd://HOST:PORT,...` it is kept in etcd instead, shared by two or three controllers of the
+rack, which elect their leader there (standbys answer reads and forward changes to it; a
+standby leads within ~2.5 s of the leader's death). `--metrics` serves Prometheus /metrics;
+`--mqtt` mirrors its status, events and partition state to a broker.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,10 +39,14 @@ from fusionrack.rpc import (
 from fusionrack.v1 import controller_pb2, controller_pb2_grpc
 
 from .domain import Controller
+from .etcd import SCHEME, parse_etcd_url
+from .etcdstore import CONNECT_TIMEOUT, EtcdStore
+from .forwarding import Forwarder
+from .leadership import DEFAULT_LEASE_TTL, Leadership, SoleLeadership
 from .metrics import build_controller_registry
 from .mqtt import ControllerPublisher
 from .service import ControllerServicer
-from .store import StateStore
+from .stores import DesiredStateStore, SqliteStore
 
 __all__ = ["DEFAULT_LISTEN", "RunningController", "main", "serve_controller"]
 
@@ -56,6 +64,8 @@ class RunningController:
     server: Server
     metrics: MetricsServer | None = None
     publisher: ControllerPublisher | None = None
+    leadership: Leadership | None = None  # with a shared (etcd) store
+    forwarder: Forwarder | None = None
     stopped: bool = False
 
     @property
@@ -71,13 +81,17 @@ class RunningController:
         if self.stopped:
             return
         self.stopped = True
+        if self.leadership is not None:
+            await self.leadership.stop()  # revokes its lease: a standby takes over at once
         await self.server.stop(grace)
         await self.controller.stop()
+        if self.forwarder is not None:
+            await self.forwarder.close()
         if self.publisher is not None:
             await self.publisher.stop()  # flushes what the last changes queued, says offline
         if self.metrics is not None:
             await self.metrics.close()
-        self.controller.store.close()
+        await self.controller.store.close()
 
 
 async def serve_controller(
@@ -93,8 +107,19 @@ async def serve_controller(
     rack_secret: bytes | None = None,
     tokens: Mapping[str, str] | None = None,
     anonymous: str | None = "read-only",
+    store: str | None = None,
+    controller_id: str | None = None,
+    advertise: str | None = None,
+    lease_ttl: int = DEFAULT_LEASE_TTL,
+    store_timeout: float = CONNECT_TIMEOUT,
 ) -> RunningController:
     """Load desired state from `state`, watch the agents at `addresses`, serve on `listen`.
+
+    `store` (``etcd://host:port,...``) keeps the desired state in etcd instead of the SQLite
+    file `state`, shared with the rack's other controllers: this one then campaigns for the
+    leadership (an etcd lease of `lease_ttl` s) as `controller_id` (default: host name and
+    gRPC address), telling the others to reach it at `advertise` (default: the address it
+    listens on), and stands by until elected.
 
     `metrics` ("host:port", port 0 for a free one) serves Prometheus /metrics; `mqtt`
     (``mqtt://host:port``) mirrors status, events and partition state to that broker, which
@@ -106,10 +131,32 @@ async def serve_controller(
     metrics_at = split_listen(metrics) if metrics is not None else None  # ValueError first
     if mqtt is not None:
         parse_mqtt_url(mqtt)
-    store = StateStore(state)
+    desired: DesiredStateStore
+    leadership: Leadership | None = None
+    sole = SoleLeadership(controller_id or "")  # without a shared store: it leads, alone
+    if store is not None:
+        etcd = await EtcdStore.open(parse_etcd_url(store), topology.name, timeout=store_timeout)
+        desired = etcd
+        leadership = Leadership(
+            etcd.client,
+            topology.name,
+            controller_id or "",  # named below, once the address is known
+            ttl=lease_ttl,
+            on_elected=lambda epoch: controller.take_over(epoch),
+            on_deposed=lambda: controller.step_down(),
+        )
+    else:
+        desired = SqliteStore(state)
     controller = Controller(
-        topology, store, addresses, tls=tls, heartbeat=heartbeat, rack_secret=rack_secret
+        topology,
+        desired,
+        addresses,
+        tls=tls,
+        heartbeat=heartbeat,
+        rack_secret=rack_secret,
+        leadership=leadership or sole,
     )
+    forwarder = Forwarder(controller.leadership, tls=tls, rack_secret=rack_secret)
     guard = Guard(
         CONTROLLER_RULES,
         secret=rack_secret,
@@ -122,14 +169,21 @@ async def serve_controller(
     running = None
     try:
         await controller.start()
+        servicer = ControllerServicer(controller, forwarder)
         server = await start_server(
-            [(controller_pb2_grpc.add_ControllerServicer_to_server, ControllerServicer(controller),
-              SERVICE)],
+            [(controller_pb2_grpc.add_ControllerServicer_to_server, servicer, SERVICE)],
             listen,
             tls,
             guard,
-        )  # fmt: skip
-        running = RunningController(controller, server, publisher=publisher)
+        )
+        running = RunningController(
+            controller, server, publisher=publisher, leadership=leadership, forwarder=forwarder
+        )
+        named = leadership or sole
+        named.address = advertise or server.address
+        named.id = controller_id or f"{socket.gethostname()}/{named.address}"
+        if leadership is not None:
+            leadership.start()
         if metrics_at is not None:
             registry = build_controller_registry(controller, publisher)
             registry.register(RefusalCollector(guard, {"rack": topology.name}))
@@ -142,9 +196,10 @@ async def serve_controller(
             await running.stop(grace=0)
         else:
             await controller.stop()
+            await forwarder.close()
             if publisher is not None:
                 await publisher.stop()
-            store.close()
+            await desired.close()
         raise
     return running
 
@@ -154,6 +209,14 @@ def _listen_address(value: str) -> str:
         split_listen(value)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
+def _etcd_url(value: str) -> str:
+    try:
+        parse_etcd_url(value)
+    except FusionError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
     return value
 
 
@@ -187,6 +250,40 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="PATH.sqlite",
         help="desired-state file (default .fusionrack/<rack>-controller.sqlite)",
+    )
+    parser.add_argument(
+        "--store",
+        type=_etcd_url,
+        metavar=f"{SCHEME}HOST:PORT[,HOST:PORT...]",
+        help="keep desired state in this etcd cluster instead of --state, shared with the "
+        "rack's other controllers; they elect a leader there (the others stand by)",
+    )
+    parser.add_argument(
+        "--controller-id",
+        metavar="NAME",
+        help="this controller's name in the election (default: host name/advertised address)",
+    )
+    parser.add_argument(
+        "--advertise",
+        metavar="HOST:PORT",
+        help="the gRPC address other controllers and clients reach this one at "
+        "(default: the --listen address)",
+    )
+    parser.add_argument(
+        "--store-timeout",
+        type=float,
+        default=CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait at start for a member of the etcd cluster to answer "
+        f"(default {CONNECT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=DEFAULT_LEASE_TTL,
+        metavar="SECONDS",
+        help=f"leader lease: a standby leads within about this long of the leader's death "
+        f"(default {DEFAULT_LEASE_TTL}; etcd's minimum with its default timings)",
     )
     parser.add_argument(
         "--listen",
@@ -278,8 +375,13 @@ async def run(args: argparse.Namespace, topology: Topology) -> int:
         if not address:
             raise SystemExit(f"fusion-controller: --agent {item!r}: give NAME=HOST:PORT")
         addresses[name] = address
+    if args.store and args.state:
+        raise SystemExit("fusion-controller: give --state (SQLite) or --store (etcd), not both")
+    if args.lease_ttl < 1:
+        raise SystemExit("fusion-controller: --lease-ttl must be at least 1 second")
     state = args.state or Path(".fusionrack") / f"{topology.name}-controller.sqlite"
-    state.parent.mkdir(parents=True, exist_ok=True)
+    if not args.store:
+        state.parent.mkdir(parents=True, exist_ok=True)
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
     if args.tls_dir is not None:
         tls = component_files(args.tls_dir, "controller")
@@ -293,6 +395,8 @@ async def run(args: argparse.Namespace, topology: Topology) -> int:
         topology, state, addresses, listen=args.listen, tls=tls, metrics=args.metrics,
         mqtt=args.mqtt, rack_secret=secret, tokens=tokens,
         anonymous=None if args.refuse_anonymous else "read-only",
+        store=args.store, controller_id=args.controller_id, advertise=args.advertise,
+        lease_ttl=args.lease_ttl, store_timeout=args.store_timeout,
     )  # fmt: skip
     notify_ready()
     # Warned once serving, so a refusal to start (a damaged store) is the first line.
@@ -303,7 +407,7 @@ async def run(args: argparse.Namespace, topology: Topology) -> int:
             "hand; `fusionctl rack up` always gives tokens and a rack secret)"
         )
     log.info("controller of rack %s serving gRPC on %s, state in %s%s%s", topology.name,
-             running.server.address, state,
+             running.server.address, running.controller.store.location,
              f", metrics on http://{running.metrics_address}/metrics" if running.metrics else "",
              f", events to {args.mqtt}" if args.mqtt else "")  # fmt: skip
 

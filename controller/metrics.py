@@ -66,6 +66,23 @@ class ControllerCollector:
         generation.add_metric([rack], c.config.generation)
         yield generation
 
+        # -- leadership (several controllers on etcd; one alone always leads) ----------------
+        leads = self._gauge(
+            "leader",
+            "1 while this controller leads its rack (makes changes, programs the switch trays), "
+            "0 while it stands by.",
+            ("controller_id",),
+        )
+        leads.add_metric([rack, c.leadership.id], int(c.leadership.leads))
+        yield leads
+        epoch = self._gauge(
+            "leadership_epoch",
+            "Epoch of the leadership this controller knows of (0: none, or a SQLite store).",
+        )
+        leader = c.leadership.leader
+        epoch.add_metric([rack], leader.epoch if leader is not None else 0)
+        yield epoch
+
         # -- partitions and multicast groups ------------------------------------------------
         partitions = c.config.partitions.list()
         by_health = dict.fromkeys(PartitionHealth, 0)

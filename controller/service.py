@@ -2,7 +2,8 @@
 
 One method per RPC of the contract (controller.proto), each checking its request, making its
 change through `Controller.change` (under the one lock, idempotency keys remembered with the
-state) and building its answer. It stays one module of ~850 lines because the methods are the
+state) and building its answer; on a standby the leader makes the change
+(`made_by_leader` forwards it). It stays one module of ~850 lines because the methods are the
 service's surface and share its helpers (`answers_retries`, `_change`, member and partition
 lookups); what they call lives in `domain.py`, `announce.py` and `traffic.py`.
 """
@@ -51,6 +52,8 @@ from .agents import component_states, forward
 from .announce import mismatch_event, reachability_event
 from .domain import Controller
 from .events import Subscription, new_event
+from .forwarding import Forwarder
+from .leadership import Leader
 
 __all__ = ["ControllerServicer"]
 
@@ -81,7 +84,7 @@ def answers_retries(
         @functools.wraps(handler)
         async def wrapper(self: ControllerServicer, request: Any, context: Any) -> Message:
             if request.idempotency_key:
-                cached = self.controller.store.remembered(
+                cached = await self.controller.store.remembered(
                     request.idempotency_key, method, _digest(request)
                 )
                 if cached is not None:
@@ -93,12 +96,30 @@ def answers_retries(
     return decorate
 
 
+def made_by_leader(
+    handler: Callable[..., Awaitable[Message]],
+) -> Callable[..., Awaitable[Message]]:
+    """Servicer-method decorator of every change: on a standby, the leader makes it (the
+    request is forwarded and the leader's answer returned, `forwarding.Forwarder`). Inside
+    `answers_retries`: a retry the shared store remembers is answered by any controller."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: ControllerServicer, request: Any, context: Any) -> Message:
+        if not self.controller.leads:
+            return await self.forwarder.forward(handler.__name__, request, context)
+        return await handler(self, request, context)
+
+    wrapper.made_by_leader = True  # type: ignore[attr-defined]  # checked by a test
+    return wrapper
+
+
 class ControllerServicer(controller_pb2_grpc.ControllerServicer):
     """Requests checked, turned into changes of the desired state, answered."""
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: Controller, forwarder: Forwarder | None = None) -> None:
         self.controller = controller
         self.topology = controller.topology
+        self.forwarder = forwarder or Forwarder(controller.leadership)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -237,8 +258,26 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             drained_trays=[t.name for t in top.trays if t.name in c.drained],
             drained_links=[link.name for link in top.links if link.name in c.drained],
             active_fault_count=sum(len(v.active_faults()) for v in c.agents.values()),
+            leadership=self._leadership(),
         )
         return controller_pb2.GetDomainResponse(properties=properties, state=state)
+
+    def _leadership(self) -> controller_pb2.ControlPlaneLeadership:
+        c = self.controller
+        view = c.leadership
+        leads, leader = view.leads, view.leader
+        if leader is None and leads:
+            leader = Leader(view.id, "", view.epoch)
+        return controller_pb2.ControlPlaneLeadership(
+            leader=leads,
+            controller_id=view.id,
+            leader_id=leader.id if leader else "",
+            leader_address=leader.address if leader else "",
+            epoch=leader.epoch if leader else 0,
+            store=c.store.location,
+            shared_store=c.store.shared,
+            since=wire.timestamp(view.since),
+        )
 
     def _tray(self, name: str) -> common_pb2.TrayInfo:
         view = self.controller.agents[name]
@@ -355,6 +394,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     @grpc_errors
     @answers_retries("CreatePartition", controller_pb2.CreatePartitionResponse)
+    @made_by_leader
     async def CreatePartition(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         if request.WhichOneof("members") is None:
@@ -424,6 +464,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     @grpc_errors
     @answers_retries("DeletePartition", controller_pb2.DeletePartitionResponse)
+    @made_by_leader
     async def DeletePartition(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         partition_id = self._partition_key(request.partition)
@@ -497,11 +538,13 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     @grpc_errors
     @answers_retries("AddAccelerators", controller_pb2.AddAcceleratorsResponse)
+    @made_by_leader
     async def AddAccelerators(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         return await self._members_change("AddAccelerators", request, add=True)
 
     @grpc_errors
     @answers_retries("RemoveAccelerators", controller_pb2.RemoveAcceleratorsResponse)
+    @made_by_leader
     async def RemoveAccelerators(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         return await self._members_change("RemoveAccelerators", request, add=False)
 
@@ -522,6 +565,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     @grpc_errors
     @answers_retries("CreateMulticastGroup", controller_pb2.CreateMulticastGroupResponse)
+    @made_by_leader
     async def CreateMulticastGroup(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         partition_id = self._partition_key(request.partition)
@@ -571,6 +615,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     @grpc_errors
     @answers_retries("DeleteMulticastGroup", controller_pb2.DeleteMulticastGroupResponse)
+    @made_by_leader
     async def DeleteMulticastGroup(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         before = c.group_proto(request.id)
@@ -612,6 +657,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     @grpc_errors
     @answers_retries("InjectFault", common_pb2.InjectFaultResponse)
+    @made_by_leader
     async def InjectFault(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         name = wire.component_name(self.topology, request.fault.target)
@@ -631,6 +677,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     @grpc_errors
     @answers_retries("ClearFault", common_pb2.ClearFaultResponse)
+    @made_by_leader
     async def ClearFault(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         tray = ""
@@ -676,6 +723,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     @grpc_errors
     @answers_retries("SetAdminState", common_pb2.SetAdminStateResponse)
+    @made_by_leader
     async def SetAdminState(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         name = wire.component_name(self.topology, request.target)
@@ -701,6 +749,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     @grpc_errors
     @answers_retries("StartTraffic", controller_pb2.StartTrafficResponse)
+    @made_by_leader
     async def StartTraffic(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         partition_id = self._partition_key(request.partition)
@@ -744,6 +793,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     @grpc_errors
     @answers_retries("StopTraffic", controller_pb2.StopTrafficResponse)
+    @made_by_leader
     async def StopTraffic(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
         if request.all == bool(request.id):

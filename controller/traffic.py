@@ -38,7 +38,7 @@ from fusionrack.emulator import (
 from fusionrack.v1 import common_pb2, controller_pb2, tray_pb2
 
 from .agents import AgentView, describe_error
-from .store import StateStore
+from .stores import DesiredStateStore
 
 __all__ = ["TrafficControl"]
 
@@ -64,7 +64,9 @@ class Controller(Protocol):
     @property
     def lock(self) -> asyncio.Lock: ...
     @property
-    def store(self) -> StateStore: ...
+    def store(self) -> DesiredStateStore: ...
+    @property
+    def leads(self) -> bool: ...
     def usable(self) -> np.ndarray: ...
     def document(self) -> dict[str, Any]: ...
 
@@ -189,6 +191,11 @@ class TrafficControl:
         if status.traffic_generation != self.wanted[view.name][0]:
             self._push_wanted.set()
 
+    def wake(self) -> None:
+        """Push and expire now (a new leader takes over the tables and the expiries)."""
+        self._push_wanted.set()
+        self._expiry_changed.set()
+
     def lost(self, view: AgentView) -> None:
         """A tray's agent went away: what it has is unknown until it reports again."""
         self.applied[view.name] = None
@@ -198,6 +205,8 @@ class TrafficControl:
         how many pushes failed (they are tried again)."""
         async with self._push_lock:
             c = self.controller
+            if not c.leads:
+                return 0  # the leader gives the agents their tables
             todo = [
                 (view, *self.wanted[view.name])
                 for view in c.agents.values()
@@ -251,7 +260,8 @@ class TrafficControl:
     async def run_expiry(self) -> None:
         """End sessions when their duration is over (saved, recomputed, pushed)."""
         while True:
-            deadline = self.table.next_expiry()
+            # A standby ends nothing: it waits until woken (it leads, or its sessions change).
+            deadline = self.table.next_expiry() if self.controller.leads else None
             delay = None if deadline is None else max(0.0, deadline - time.time())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
@@ -267,12 +277,14 @@ class TrafficControl:
     async def _expire(self) -> None:
         c = self.controller
         async with c.lock:
+            if not c.leads:
+                return  # the leader ends sessions; a standby hears of it from the store
             saved = self.to_dict()
             ended = self.table.expire(time.time())
             if not ended:
                 return
             try:
-                c.store.save(c.document())
+                await c.store.save(c.document())
             except BaseException:
                 self.restore(saved)  # not on disk: not ended either
                 raise

@@ -9,8 +9,10 @@ line on stderr:
 * 3 (`Unreachable`): nothing answers at the address (or the connection broke); the message
   names the address and how to start a controller.
 
-The controller is `--controller`, else `$FUSIONRACK_CONTROLLER`, else 127.0.0.1:20051, unless
-`--rack NAME` (or `$FUSIONRACK_RACK`) names a rack of a fleet (`fleets.py`); TLS with
+The controller is `--controller`, else `$FUSIONRACK_CONTROLLER`, else 127.0.0.1:20051 (a rack's
+controllers as `A,B,C`: a call that finds no leader goes to the next, with its idempotency key,
+until its deadline; `fusionrack.failover`), unless `--rack NAME` (or `$FUSIONRACK_RACK`) names a
+rack of a fleet (`fleets.py`); TLS with
 `--tls-ca/--tls-cert/--tls-key` as the other tools; the bearer token `--token-file`, else
 `$FUSIONRACK_TOKEN_FILE`, else the admin token of a rack `fusionctl rack up` started here.
 A session first waits for its channel to be READY (so a refusal is never mistaken for an
@@ -340,7 +342,9 @@ def connection_options(top: bool = False) -> argparse.ArgumentParser:
         "--controller",
         metavar="HOST:PORT",
         default=default(os.environ.get(ENV_CONTROLLER) or DEFAULT_CONTROLLER),
-        help=f"controller address (default ${ENV_CONTROLLER}, else {DEFAULT_CONTROLLER})",
+        help=f"controller address, or every controller of the rack as HOST:PORT,HOST:PORT "
+        f"(a change then goes to the next when one has no leader; default ${ENV_CONTROLLER}, "
+        f"else {DEFAULT_CONTROLLER})",
     )
     group.add_argument(
         "--rack",

@@ -90,6 +90,17 @@ def domain_lines(paint: Palette, r: controller_pb2.GetDomainResponse) -> list[st
         f"{enum_word(common_pb2.ResiliencyMode, p.default_resiliency_mode)}, accesses up to "
         f"{human_bytes(p.max_access_bytes)}",
     ]
+    lead = st.leadership
+    if lead.shared_store:  # several controllers: say who answered and who leads
+        role = "leader" if lead.leader else "standby"
+        leader = (
+            f"{lead.leader_id} at {lead.leader_address} (epoch {lead.epoch})"
+            if lead.leader_id
+            else "nobody (an election is under way)"
+        )
+        lines.append(
+            f"  controller     {lead.controller_id} ({role}); leader {leader}; store {lead.store}"
+        )
     drained = [*st.drained_trays, *st.drained_links]
     if drained or st.active_fault_count:
         lines.append(

@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from fusionrack.auth import Credentials, Guard, secret_interceptors
 from fusionrack.emulator.errors import FusionError
+from fusionrack.failover import FailoverChannel, split_addresses
 
 __all__ = [
     "FAST_RECONNECT",
@@ -426,7 +427,15 @@ def open_channel(
     credentials: Credentials | None = None,
 ) -> grpc.aio.Channel:
     """A channel to `target` ("host:port") with the project's message limits (and `options`);
-    every call on it presents `credentials` (the rack secret, a bearer token) in its metadata."""
+    every call on it presents `credentials` (the rack secret, a bearer token) in its metadata.
+
+    Several controllers of one rack, ``"host:port,host:port,..."``: a `FailoverChannel` over
+    them, whose unary calls go to the next when one finds no leader (`fusionrack.failover`)."""
+    addresses = split_addresses(target)
+    if len(addresses) > 1:
+        return FailoverChannel(  # type: ignore[return-value]  # it quacks as the stubs need
+            addresses, [open_channel(a, tls, options, credentials) for a in addresses]
+        )
     every = [*_OPTIONS, *_KEEPALIVE, *options]
     interceptors = secret_interceptors(credentials) or None
     if tls and tls.enabled:

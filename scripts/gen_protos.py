@@ -1,7 +1,8 @@
-"""Generate the Python stubs of the v1 contract from proto/fusionrack/v1/*.proto.
+"""Generate the Python stubs of the v1 contract from proto/fusionrack/v1/*.proto, and of
+etcd's v3 API (vendored in proto/fusionrack/etcdv3/, which the controller's etcd store speaks).
 
     python scripts/gen_protos.py            # regenerate in place (commit the result)
-    python scripts/gen_protos.py --out DIR  # write DIR/fusionrack/v1/*_pb2{.py,.pyi,_grpc.py}
+    python scripts/gen_protos.py --out DIR  # write DIR/fusionrack/{v1,etcdv3}/*_pb2*
 
 This is the one way the stubs are made: grpc_tools' bundled protoc with the proto root
 ``proto/`` (so generated imports read ``from fusionrack.v1 import common_pb2``), plus the
@@ -20,7 +21,9 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
-PACKAGE_DIR = Path("fusionrack", "v1")
+PACKAGE_DIR = Path("fusionrack", "v1")  # the public contract
+# etcd's own API, apart from the contract: vendored, not ours to document or change.
+PACKAGE_DIRS = (PACKAGE_DIR, Path("fusionrack", "etcdv3"))
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 
 
@@ -30,14 +33,16 @@ def well_known_include() -> Path:
 
 
 def proto_files(proto_root: Path = PROTO_ROOT) -> list[str]:
-    """The contract's .proto files, relative to the proto root, in a stable order."""
+    """The .proto files of every package, relative to the proto root, in a stable order."""
     return sorted(
-        p.relative_to(proto_root).as_posix() for p in (proto_root / PACKAGE_DIR).glob("*.proto")
+        p.relative_to(proto_root).as_posix()
+        for package in PACKAGE_DIRS
+        for p in (proto_root / package).glob("*.proto")
     )
 
 
 def run_protoc(args: list[str], proto_root: Path = PROTO_ROOT) -> None:
-    """Run the bundled protoc on every contract file with `args` (output options) added."""
+    """Run the bundled protoc on every .proto file with `args` (output options) added."""
     argv = [
         "grpc_tools.protoc",
         f"-I{proto_root}",
@@ -51,14 +56,19 @@ def run_protoc(args: list[str], proto_root: Path = PROTO_ROOT) -> None:
 
 
 def generated_files(out: Path) -> list[Path]:
-    """Generated stub files present under `out`'s package directory."""
-    folder = out / PACKAGE_DIR
-    return sorted(p for p in folder.glob("*") if p.name.endswith(GENERATED_SUFFIXES))
+    """Generated stub files present under `out`'s package directories."""
+    return sorted(
+        p
+        for package in PACKAGE_DIRS
+        for p in (out / package).glob("*")
+        if p.name.endswith(GENERATED_SUFFIXES)
+    )
 
 
 def generate(out: Path) -> list[Path]:
     """Write fresh stubs under `out`, removing stale ones of protos that no longer exist."""
-    (out / PACKAGE_DIR).mkdir(parents=True, exist_ok=True)
+    for package in PACKAGE_DIRS:
+        (out / package).mkdir(parents=True, exist_ok=True)
     for stale in generated_files(out):
         stale.unlink()
     run_protoc([f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}"])
@@ -71,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         "--out",
         type=Path,
         default=PROTO_ROOT,
-        help="output root; stubs land in OUT/fusionrack/v1 (default: proto/, in place)",
+        help="output root; stubs land in OUT/fusionrack/v1 and OUT/fusionrack/etcdv3 "
+        "(default: proto/, in place)",
     )
     args = parser.parse_args(argv)
     files = generate(args.out.resolve())

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Installs the real services the tests run against (mosquitto, prometheus/promtool) when they
+# Installs the real services the tests run against (mosquitto, prometheus/promtool, etcd) when they
 # are missing. Needs root for apt-get; otherwise says what to install and carries on, so a
 # developer without root still gets the tests that do not need them to fail loudly, not hang.
 set -euo pipefail
 
-# `--only mosquitto`: what `make up` needs (events); the tests need both.
-wanted=(mosquitto prometheus)
+# `--only mosquitto`: what `make up` needs (events); the tests need all three.
+wanted=(mosquitto prometheus etcd-server)
 if [ "${1:-}" = "--only" ] && [ -n "${2:-}" ]; then wanted=("$2"); fi
 missing=()
 for package in "${wanted[@]}"; do
     case "$package" in
         mosquitto) command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto) ;;
         prometheus) command -v prometheus >/dev/null 2>&1 || missing+=(prometheus) ;;
+        # The controllers' shared store (fusion-controller --store etcd://...).
+        etcd-server) command -v etcd >/dev/null 2>&1 || missing+=(etcd-server) ;;
     esac
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -1,5 +1,5 @@
 """Shared fixtures: topologies of the shipped presets (built once per session), a real
-mosquitto, a real Prometheus."""
+mosquitto, a real Prometheus, a real etcd."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from etcd_server import Etcd, EtcdMissing
 from mqtt_broker import Mosquitto, MosquittoMissing
 from prometheus_server import Prometheus, PrometheusMissing
 
@@ -76,6 +77,22 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     try:
         server = Prometheus(tmp_path_factory.mktemp("prometheus"), interval=1.0)
     except PrometheusMissing as exc:
+        raise pytest.fail.Exception(str(exc), pytrace=False) from None
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
+    """A real etcd member on free 127.0.0.1 ports, its own one per test (no key leaks between
+    tests), with etcd's default timings; restartable (`kill`/`start`). Fails, never skips, when
+    etcd is missing: `make test` installs it."""
+    try:
+        server = Etcd(tmp_path_factory.mktemp("etcd"))
+    except EtcdMissing as exc:
         raise pytest.fail.Exception(str(exc), pytrace=False) from None
     server.start()
     try:

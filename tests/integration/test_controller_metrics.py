@@ -106,6 +106,10 @@ async def test_partitions_provisioning_agents_and_identity(
     assert provisioned(before, "ok") == provisioned(before, "failed") == 0
     assert before["fusionrack_controller_multicast_groups", labels()] == 0
     assert before["fusionrack_controller_config_generation", labels()] == 0
+    # Alone with its SQLite file, the controller leads, at no epoch.
+    controller_id = running.controller.leadership.id
+    assert before["fusionrack_controller_leader", labels(controller_id=controller_id)] == 1
+    assert before["fusionrack_controller_leadership_epoch", labels()] == 0
 
     created = await stub.CreatePartition(controller_pb2.CreatePartitionRequest(name="p", count=2))
     await stub.CreateMulticastGroup(

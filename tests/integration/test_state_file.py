@@ -62,7 +62,7 @@ async def test_a_change_a_full_disk_cannot_save_is_refused_and_not_made(
                 )
             )
             # A full disk, for real: SQLite may not grow the file past the pages it has.
-            db = running.controller.store._db
+            db = running.controller.store.file._db
             pages = db.execute("PRAGMA page_count").fetchone()[0]
             db.execute(f"PRAGMA max_page_count = {pages}")
             failed = None
@@ -109,7 +109,7 @@ async def test_a_drain_a_full_disk_cannot_save_is_undone(
     try:
         async with open_channel(running.server.address) as channel:
             stub = controller_pb2_grpc.ControllerStub(channel)
-            db = running.controller.store._db
+            db = running.controller.store.file._db
             pages = db.execute("PRAGMA page_count").fetchone()[0]
             db.execute(f"PRAGMA max_page_count = {pages}")
             link = "compute-01/gpu0/nvlink0"

@@ -20,6 +20,8 @@ from google.protobuf import descriptor_pb2
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gen_protos.py"
 V1_DIR = ROOT / "proto" / "fusionrack" / "v1"
+# etcd's API, vendored beside the contract (the controller's etcd store speaks it).
+GENERATED_DIRS = (V1_DIR, ROOT / "proto" / "fusionrack" / "etcdv3")
 REGENERATE = "run `python scripts/gen_protos.py` and commit the result"
 
 # Proto enums that mirror a core enum under another name or in another module than enums.py.
@@ -114,18 +116,26 @@ def _upper_snake(name: str) -> str:
 # -- (1) committed stubs are what the protos generate --------------------------------------------
 
 
-def test_committed_stubs_match_a_fresh_generation(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def fresh_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stubs the generator makes now, under a temporary root."""
+    out = tmp_path_factory.mktemp("stubs")
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(tmp_path)],
+        [sys.executable, str(SCRIPT), "--out", str(out)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 0, f"{SCRIPT.name} failed:\n{result.stdout}{result.stderr}"
-    fresh_dir = tmp_path / "fusionrack" / "v1"
+    return out
+
+
+@pytest.mark.parametrize("committed_dir", GENERATED_DIRS, ids=lambda d: d.name)
+def test_committed_stubs_match_a_fresh_generation(fresh_root: Path, committed_dir: Path) -> None:
+    fresh_dir = fresh_root / committed_dir.relative_to(ROOT / "proto")
     suffixes = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
     fresh = {p.name: p for p in fresh_dir.iterdir() if p.name.endswith(suffixes)}
-    committed = {p.name: p for p in V1_DIR.iterdir() if p.name.endswith(suffixes)}
+    committed = {p.name: p for p in committed_dir.iterdir() if p.name.endswith(suffixes)}
     assert fresh, "the generator produced no stubs"
 
     problems = [f"missing: {name}" for name in sorted(fresh.keys() - committed.keys())]
@@ -138,7 +148,7 @@ def test_committed_stubs_match_a_fresh_generation(tmp_path: Path) -> None:
         if fresh[name].read_bytes() != committed[name].read_bytes()
     ]
     assert not problems, (
-        f"generated stubs in {V1_DIR.relative_to(ROOT)} are out of date; {REGENERATE}:\n  "
+        f"generated stubs in {committed_dir.relative_to(ROOT)} are out of date; {REGENERATE}:\n  "
         + "\n  ".join(problems)
     )
 

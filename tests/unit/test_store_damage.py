@@ -23,6 +23,7 @@ import pytest
 
 from fusionrack.controller.domain import Controller
 from fusionrack.controller.store import Remembered, StateStore, _document_checksum
+from fusionrack.controller.stores import SqliteStore
 from fusionrack.emulator import FabricConfig, FailedPrecondition, Topology
 
 CONTROLLER = str(Path(sys.executable).with_name("fusion-controller"))
@@ -516,15 +517,16 @@ async def test_a_document_that_is_not_a_valid_desired_state_is_refused(
     path = tmp_path / "state.sqlite"
     with StateStore(path) as store:
         store.save(edited(mini, change))
-    with StateStore(path) as store:
-        controller = Controller(mini, store, {t.name: "127.0.0.1:9" for t in mini.trays})
-        try:
-            with pytest.raises(FailedPrecondition) as raised:
-                controller.load()
-        finally:
-            await controller.stop()
+    store = SqliteStore(path)
+    controller = Controller(mini, store, {t.name: "127.0.0.1:9" for t in mini.trays})
+    try:
+        with pytest.raises(FailedPrecondition) as raised:
+            await controller.load()
+    finally:
+        await controller.stop()
+        await store.close()
     message = raised.value.message
-    assert str(path) in message and "restore the file from a backup" in message, message
+    assert str(path) in message and "restore it from a backup" in message, message
     if case != "times malformed":
         assert words in message, message
 
@@ -533,12 +535,13 @@ async def test_a_valid_document_loads_whole(tmp_path: Path, mini: Topology) -> N
     path = tmp_path / "state.sqlite"
     with StateStore(path) as store:
         store.save(document(mini))
-    with StateStore(path) as store:
-        controller = Controller(mini, store, {t.name: "127.0.0.1:9" for t in mini.trays})
-        try:
-            controller.load()
-        finally:
-            await controller.stop()
+    store = SqliteStore(path)
+    controller = Controller(mini, store, {t.name: "127.0.0.1:9" for t in mini.trays})
+    try:
+        await controller.load()
+    finally:
+        await controller.stop()
+        await store.close()
     assert [p.name for p in controller.config.partitions.list() if not p.is_default] == [
         "train",
         "serve",

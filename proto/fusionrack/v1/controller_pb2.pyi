@@ -102,7 +102,7 @@ class TopologyMismatch(_message.Message):
     def __init__(self, tray: _Optional[str] = ..., field: _Optional[str] = ..., expected: _Optional[str] = ..., observed: _Optional[str] = ...) -> None: ...
 
 class DomainState(_message.Message):
-    __slots__ = ("control_plane_state", "state_change_time", "partition_count", "multicast_group_count", "available_multicast_groups", "free_accelerator_count", "tray_count", "reachable_tray_count", "unreachable_trays", "stale_trays", "fabric_generation", "topology_mismatches", "drained_trays", "drained_links", "active_fault_count")
+    __slots__ = ("control_plane_state", "state_change_time", "partition_count", "multicast_group_count", "available_multicast_groups", "free_accelerator_count", "tray_count", "reachable_tray_count", "unreachable_trays", "stale_trays", "fabric_generation", "topology_mismatches", "drained_trays", "drained_links", "active_fault_count", "leadership")
     CONTROL_PLANE_STATE_FIELD_NUMBER: _ClassVar[int]
     STATE_CHANGE_TIME_FIELD_NUMBER: _ClassVar[int]
     PARTITION_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +118,7 @@ class DomainState(_message.Message):
     DRAINED_TRAYS_FIELD_NUMBER: _ClassVar[int]
     DRAINED_LINKS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FAULT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LEADERSHIP_FIELD_NUMBER: _ClassVar[int]
     control_plane_state: ControlPlaneState
     state_change_time: _timestamp_pb2.Timestamp
     partition_count: int
@@ -133,7 +134,28 @@ class DomainState(_message.Message):
     drained_trays: _containers.RepeatedScalarFieldContainer[str]
     drained_links: _containers.RepeatedScalarFieldContainer[str]
     active_fault_count: int
-    def __init__(self, control_plane_state: _Optional[_Union[ControlPlaneState, str]] = ..., state_change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., partition_count: _Optional[int] = ..., multicast_group_count: _Optional[int] = ..., available_multicast_groups: _Optional[int] = ..., free_accelerator_count: _Optional[int] = ..., tray_count: _Optional[int] = ..., reachable_tray_count: _Optional[int] = ..., unreachable_trays: _Optional[_Iterable[str]] = ..., stale_trays: _Optional[_Iterable[str]] = ..., fabric_generation: _Optional[int] = ..., topology_mismatches: _Optional[_Iterable[_Union[TopologyMismatch, _Mapping]]] = ..., drained_trays: _Optional[_Iterable[str]] = ..., drained_links: _Optional[_Iterable[str]] = ..., active_fault_count: _Optional[int] = ...) -> None: ...
+    leadership: ControlPlaneLeadership
+    def __init__(self, control_plane_state: _Optional[_Union[ControlPlaneState, str]] = ..., state_change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., partition_count: _Optional[int] = ..., multicast_group_count: _Optional[int] = ..., available_multicast_groups: _Optional[int] = ..., free_accelerator_count: _Optional[int] = ..., tray_count: _Optional[int] = ..., reachable_tray_count: _Optional[int] = ..., unreachable_trays: _Optional[_Iterable[str]] = ..., stale_trays: _Optional[_Iterable[str]] = ..., fabric_generation: _Optional[int] = ..., topology_mismatches: _Optional[_Iterable[_Union[TopologyMismatch, _Mapping]]] = ..., drained_trays: _Optional[_Iterable[str]] = ..., drained_links: _Optional[_Iterable[str]] = ..., active_fault_count: _Optional[int] = ..., leadership: _Optional[_Union[ControlPlaneLeadership, _Mapping]] = ...) -> None: ...
+
+class ControlPlaneLeadership(_message.Message):
+    __slots__ = ("leader", "controller_id", "leader_id", "leader_address", "epoch", "store", "shared_store", "since")
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    SHARED_STORE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    leader: bool
+    controller_id: str
+    leader_id: str
+    leader_address: str
+    epoch: int
+    store: str
+    shared_store: bool
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, leader: _Optional[bool] = ..., controller_id: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., epoch: _Optional[int] = ..., store: _Optional[str] = ..., shared_store: _Optional[bool] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetDomainRequest(_message.Message):
     __slots__ = ()

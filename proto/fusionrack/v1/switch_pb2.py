@@ -27,47 +27,47 @@ from fusionrack.v1 import memory_pb2 as fusionrack_dot_v1_dot_memory__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66usionrack/v1/switch.proto\x12\rfusionrack.v1\x1a\x1a\x66usionrack/v1/common.proto\x1a\x1a\x66usionrack/v1/memory.proto\x1a\x1egoogle/protobuf/duration.proto\"7\n\x13PartitionTableEntry\x12\n\n\x02id\x18\x01 \x01(\r\x12\x14\n\x0c\x61\x63\x63\x65lerators\x18\x02 \x03(\r\"\x7f\n\x0cSwitchConfig\x12\x36\n\npartitions\x18\x01 \x03(\x0b\x32\".fusionrack.v1.PartitionTableEntry\x12\x37\n\x10multicast_groups\x18\x02 \x03(\x0b\x32\x1d.fusionrack.v1.MulticastGroup\"\xb4\x01\n\x12\x41pplyConfigRequest\x12)\n\x05phase\x18\x01 \x01(\x0e\x32\x1a.fusionrack.v1.ConfigPhase\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12+\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x1b.fusionrack.v1.SwitchConfig\x12\x32\n\x0fprepare_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"P\n\x13\x41pplyConfigResponse\x12\x1c\n\x14\x63ommitted_generation\x18\x01 \x01(\x04\x12\x1b\n\x13prepared_generation\x18\x02 \x01(\x04\"\x12\n\x10GetConfigRequest\"{\n\x11GetConfigResponse\x12\x1c\n\x14\x63ommitted_generation\x18\x01 \x01(\x04\x12+\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1b.fusionrack.v1.SwitchConfig\x12\x1b\n\x13prepared_generation\x18\x03 \x01(\x04\"\x1b\n\x19GetForwardEndpointRequest\"-\n\x1aGetForwardEndpointResponse\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"\xbc\x02\n\x0c\x46orwardFrame\x12,\n\x05hello\x18\x01 \x01(\x0b\x32\x1b.fusionrack.v1.ForwardHelloH\x00\x12\x30\n\x07request\x18\x02 \x01(\x0b\x32\x1d.fusionrack.v1.ForwardRequestH\x00\x12\x32\n\x08response\x18\x03 \x01(\x0b\x32\x1e.fusionrack.v1.ForwardResponseH\x00\x12\x34\n\nlink_state\x18\x04 \x01(\x0b\x32\x1e.fusionrack.v1.LinkStateUpdateH\x00\x12*\n\x07refused\x18\x05 \x01(\x0b\x32\x17.fusionrack.v1.OpStatusH\x00\x12-\n\theartbeat\x18\x06 \x01(\x0b\x32\x18.fusionrack.v1.HeartbeatH\x00\x42\x07\n\x05\x66rame\"\x0b\n\tHeartbeat\"z\n\x0c\x46orwardHello\x12\x0c\n\x04tray\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x03 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\r\x12\x13\n\x0brack_secret\x18\n \x01(\x0c\"/\n\x07OpBatch\x12$\n\x03ops\x18\x01 \x03(\x0b\x32\x17.fusionrack.v1.MemoryOp\"9\n\rOpBatchResult\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.fusionrack.v1.OpResult\"\xff\x01\n\x0e\x46orwardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x11\n\tinitiator\x18\x02 \x01(\r\x12\x0e\n\x06target\x18\x03 \x01(\r\x12\r\n\x05plane\x18\x04 \x01(\r\x12%\n\x02op\x18\x05 \x01(\x0b\x32\x17.fusionrack.v1.MemoryOpH\x00\x12\'\n\x05\x62\x61tch\x18\x06 \x01(\x0b\x32\x16.fusionrack.v1.OpBatchH\x00\x12\x14\n\npacked_ops\x18\x07 \x01(\x0cH\x00\x12\x15\n\rpacked_planes\x18\x08 \x01(\x0c\x12\x10\n\x08sequence\x18\t \x01(\x04\x12\r\n\x05\x65poch\x18\n \x01(\x04\x42\t\n\x07payload\"\xcd\x01\n\x0f\x46orwardResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\'\n\x06status\x18\x02 \x01(\x0b\x32\x17.fusionrack.v1.OpStatus\x12)\n\x06result\x18\x03 \x01(\x0b\x32\x17.fusionrack.v1.OpResultH\x00\x12-\n\x05\x62\x61tch\x18\x04 \x01(\x0b\x32\x1c.fusionrack.v1.OpBatchResultH\x00\x12\x18\n\x0epacked_results\x18\x05 \x01(\x0cH\x00\x42\t\n\x07payload\";\n\x0fLinkStateUpdate\x12(\n\x05links\x18\x01 \x03(\x0b\x32\x19.fusionrack.v1.LinkStatus*v\n\x0b\x43onfigPhase\x12\x1c\n\x18\x43ONFIG_PHASE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43ONFIG_PHASE_PREPARE\x10\x01\x12\x17\n\x13\x43ONFIG_PHASE_COMMIT\x10\x02\x12\x16\n\x12\x43ONFIG_PHASE_ABORT\x10\x03\x32\xe2\x02\n\x06Switch\x12T\n\x0b\x41pplyConfig\x12!.fusionrack.v1.ApplyConfigRequest\x1a\".fusionrack.v1.ApplyConfigResponse\x12N\n\tGetConfig\x12\x1f.fusionrack.v1.GetConfigRequest\x1a .fusionrack.v1.GetConfigResponse\x12G\n\x07\x46orward\x12\x1b.fusionrack.v1.ForwardFrame\x1a\x1b.fusionrack.v1.ForwardFrame(\x01\x30\x01\x12i\n\x12GetForwardEndpoint\x12(.fusionrack.v1.GetForwardEndpointRequest\x1a).fusionrack.v1.GetForwardEndpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66usionrack/v1/switch.proto\x12\rfusionrack.v1\x1a\x1a\x66usionrack/v1/common.proto\x1a\x1a\x66usionrack/v1/memory.proto\x1a\x1egoogle/protobuf/duration.proto\"7\n\x13PartitionTableEntry\x12\n\n\x02id\x18\x01 \x01(\r\x12\x14\n\x0c\x61\x63\x63\x65lerators\x18\x02 \x03(\r\"\x7f\n\x0cSwitchConfig\x12\x36\n\npartitions\x18\x01 \x03(\x0b\x32\".fusionrack.v1.PartitionTableEntry\x12\x37\n\x10multicast_groups\x18\x02 \x03(\x0b\x32\x1d.fusionrack.v1.MulticastGroup\"\xce\x01\n\x12\x41pplyConfigRequest\x12)\n\x05phase\x18\x01 \x01(\x0e\x32\x1a.fusionrack.v1.ConfigPhase\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12+\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x1b.fusionrack.v1.SwitchConfig\x12\x32\n\x0fprepare_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10\x63ontroller_epoch\x18\x05 \x01(\x04\"j\n\x13\x41pplyConfigResponse\x12\x1c\n\x14\x63ommitted_generation\x18\x01 \x01(\x04\x12\x1b\n\x13prepared_generation\x18\x02 \x01(\x04\x12\x18\n\x10\x63ontroller_epoch\x18\x03 \x01(\x04\"\x12\n\x10GetConfigRequest\"\x95\x01\n\x11GetConfigResponse\x12\x1c\n\x14\x63ommitted_generation\x18\x01 \x01(\x04\x12+\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1b.fusionrack.v1.SwitchConfig\x12\x1b\n\x13prepared_generation\x18\x03 \x01(\x04\x12\x18\n\x10\x63ontroller_epoch\x18\x04 \x01(\x04\"\x1b\n\x19GetForwardEndpointRequest\"-\n\x1aGetForwardEndpointResponse\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"\xbc\x02\n\x0c\x46orwardFrame\x12,\n\x05hello\x18\x01 \x01(\x0b\x32\x1b.fusionrack.v1.ForwardHelloH\x00\x12\x30\n\x07request\x18\x02 \x01(\x0b\x32\x1d.fusionrack.v1.ForwardRequestH\x00\x12\x32\n\x08response\x18\x03 \x01(\x0b\x32\x1e.fusionrack.v1.ForwardResponseH\x00\x12\x34\n\nlink_state\x18\x04 \x01(\x0b\x32\x1e.fusionrack.v1.LinkStateUpdateH\x00\x12*\n\x07refused\x18\x05 \x01(\x0b\x32\x17.fusionrack.v1.OpStatusH\x00\x12-\n\theartbeat\x18\x06 \x01(\x0b\x32\x18.fusionrack.v1.HeartbeatH\x00\x42\x07\n\x05\x66rame\"\x0b\n\tHeartbeat\"z\n\x0c\x46orwardHello\x12\x0c\n\x04tray\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x17\n\x0fmanifest_digest\x18\x03 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\r\x12\x13\n\x0brack_secret\x18\n \x01(\x0c\"/\n\x07OpBatch\x12$\n\x03ops\x18\x01 \x03(\x0b\x32\x17.fusionrack.v1.MemoryOp\"9\n\rOpBatchResult\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.fusionrack.v1.OpResult\"\xff\x01\n\x0e\x46orwardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x11\n\tinitiator\x18\x02 \x01(\r\x12\x0e\n\x06target\x18\x03 \x01(\r\x12\r\n\x05plane\x18\x04 \x01(\r\x12%\n\x02op\x18\x05 \x01(\x0b\x32\x17.fusionrack.v1.MemoryOpH\x00\x12\'\n\x05\x62\x61tch\x18\x06 \x01(\x0b\x32\x16.fusionrack.v1.OpBatchH\x00\x12\x14\n\npacked_ops\x18\x07 \x01(\x0cH\x00\x12\x15\n\rpacked_planes\x18\x08 \x01(\x0c\x12\x10\n\x08sequence\x18\t \x01(\x04\x12\r\n\x05\x65poch\x18\n \x01(\x04\x42\t\n\x07payload\"\xcd\x01\n\x0f\x46orwardResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\'\n\x06status\x18\x02 \x01(\x0b\x32\x17.fusionrack.v1.OpStatus\x12)\n\x06result\x18\x03 \x01(\x0b\x32\x17.fusionrack.v1.OpResultH\x00\x12-\n\x05\x62\x61tch\x18\x04 \x01(\x0b\x32\x1c.fusionrack.v1.OpBatchResultH\x00\x12\x18\n\x0epacked_results\x18\x05 \x01(\x0cH\x00\x42\t\n\x07payload\";\n\x0fLinkStateUpdate\x12(\n\x05links\x18\x01 \x03(\x0b\x32\x19.fusionrack.v1.LinkStatus*v\n\x0b\x43onfigPhase\x12\x1c\n\x18\x43ONFIG_PHASE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43ONFIG_PHASE_PREPARE\x10\x01\x12\x17\n\x13\x43ONFIG_PHASE_COMMIT\x10\x02\x12\x16\n\x12\x43ONFIG_PHASE_ABORT\x10\x03\x32\xe2\x02\n\x06Switch\x12T\n\x0b\x41pplyConfig\x12!.fusionrack.v1.ApplyConfigRequest\x1a\".fusionrack.v1.ApplyConfigResponse\x12N\n\tGetConfig\x12\x1f.fusionrack.v1.GetConfigRequest\x1a .fusionrack.v1.GetConfigResponse\x12G\n\x07\x46orward\x12\x1b.fusionrack.v1.ForwardFrame\x1a\x1b.fusionrack.v1.ForwardFrame(\x01\x30\x01\x12i\n\x12GetForwardEndpoint\x12(.fusionrack.v1.GetForwardEndpointRequest\x1a).fusionrack.v1.GetForwardEndpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fusionrack.v1.switch_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONFIGPHASE']._serialized_start=1896
-  _globals['_CONFIGPHASE']._serialized_end=2014
+  _globals['_CONFIGPHASE']._serialized_start=1975
+  _globals['_CONFIGPHASE']._serialized_end=2093
   _globals['_PARTITIONTABLEENTRY']._serialized_start=133
   _globals['_PARTITIONTABLEENTRY']._serialized_end=188
   _globals['_SWITCHCONFIG']._serialized_start=190
   _globals['_SWITCHCONFIG']._serialized_end=317
   _globals['_APPLYCONFIGREQUEST']._serialized_start=320
-  _globals['_APPLYCONFIGREQUEST']._serialized_end=500
-  _globals['_APPLYCONFIGRESPONSE']._serialized_start=502
-  _globals['_APPLYCONFIGRESPONSE']._serialized_end=582
-  _globals['_GETCONFIGREQUEST']._serialized_start=584
-  _globals['_GETCONFIGREQUEST']._serialized_end=602
-  _globals['_GETCONFIGRESPONSE']._serialized_start=604
-  _globals['_GETCONFIGRESPONSE']._serialized_end=727
-  _globals['_GETFORWARDENDPOINTREQUEST']._serialized_start=729
-  _globals['_GETFORWARDENDPOINTREQUEST']._serialized_end=756
-  _globals['_GETFORWARDENDPOINTRESPONSE']._serialized_start=758
-  _globals['_GETFORWARDENDPOINTRESPONSE']._serialized_end=803
-  _globals['_FORWARDFRAME']._serialized_start=806
-  _globals['_FORWARDFRAME']._serialized_end=1122
-  _globals['_HEARTBEAT']._serialized_start=1124
-  _globals['_HEARTBEAT']._serialized_end=1135
-  _globals['_FORWARDHELLO']._serialized_start=1137
-  _globals['_FORWARDHELLO']._serialized_end=1259
-  _globals['_OPBATCH']._serialized_start=1261
-  _globals['_OPBATCH']._serialized_end=1308
-  _globals['_OPBATCHRESULT']._serialized_start=1310
-  _globals['_OPBATCHRESULT']._serialized_end=1367
-  _globals['_FORWARDREQUEST']._serialized_start=1370
-  _globals['_FORWARDREQUEST']._serialized_end=1625
-  _globals['_FORWARDRESPONSE']._serialized_start=1628
-  _globals['_FORWARDRESPONSE']._serialized_end=1833
-  _globals['_LINKSTATEUPDATE']._serialized_start=1835
-  _globals['_LINKSTATEUPDATE']._serialized_end=1894
-  _globals['_SWITCH']._serialized_start=2017
-  _globals['_SWITCH']._serialized_end=2371
+  _globals['_APPLYCONFIGREQUEST']._serialized_end=526
+  _globals['_APPLYCONFIGRESPONSE']._serialized_start=528
+  _globals['_APPLYCONFIGRESPONSE']._serialized_end=634
+  _globals['_GETCONFIGREQUEST']._serialized_start=636
+  _globals['_GETCONFIGREQUEST']._serialized_end=654
+  _globals['_GETCONFIGRESPONSE']._serialized_start=657
+  _globals['_GETCONFIGRESPONSE']._serialized_end=806
+  _globals['_GETFORWARDENDPOINTREQUEST']._serialized_start=808
+  _globals['_GETFORWARDENDPOINTREQUEST']._serialized_end=835
+  _globals['_GETFORWARDENDPOINTRESPONSE']._serialized_start=837
+  _globals['_GETFORWARDENDPOINTRESPONSE']._serialized_end=882
+  _globals['_FORWARDFRAME']._serialized_start=885
+  _globals['_FORWARDFRAME']._serialized_end=1201
+  _globals['_HEARTBEAT']._serialized_start=1203
+  _globals['_HEARTBEAT']._serialized_end=1214
+  _globals['_FORWARDHELLO']._serialized_start=1216
+  _globals['_FORWARDHELLO']._serialized_end=1338
+  _globals['_OPBATCH']._serialized_start=1340
+  _globals['_OPBATCH']._serialized_end=1387
+  _globals['_OPBATCHRESULT']._serialized_start=1389
+  _globals['_OPBATCHRESULT']._serialized_end=1446
+  _globals['_FORWARDREQUEST']._serialized_start=1449
+  _globals['_FORWARDREQUEST']._serialized_end=1704
+  _globals['_FORWARDRESPONSE']._serialized_start=1707
+  _globals['_FORWARDRESPONSE']._serialized_end=1912
+  _globals['_LINKSTATEUPDATE']._serialized_start=1914
+  _globals['_LINKSTATEUPDATE']._serialized_end=1973
+  _globals['_SWITCH']._serialized_start=2096
+  _globals['_SWITCH']._serialized_end=2450
 # @@protoc_insertion_point(module_scope)

@@ -40,38 +40,44 @@ class SwitchConfig(_message.Message):
     def __init__(self, partitions: _Optional[_Iterable[_Union[PartitionTableEntry, _Mapping]]] = ..., multicast_groups: _Optional[_Iterable[_Union[_common_pb2.MulticastGroup, _Mapping]]] = ...) -> None: ...
 
 class ApplyConfigRequest(_message.Message):
-    __slots__ = ("phase", "generation", "config", "prepare_timeout")
+    __slots__ = ("phase", "generation", "config", "prepare_timeout", "controller_epoch")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     PREPARE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     phase: ConfigPhase
     generation: int
     config: SwitchConfig
     prepare_timeout: _duration_pb2.Duration
-    def __init__(self, phase: _Optional[_Union[ConfigPhase, str]] = ..., generation: _Optional[int] = ..., config: _Optional[_Union[SwitchConfig, _Mapping]] = ..., prepare_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    controller_epoch: int
+    def __init__(self, phase: _Optional[_Union[ConfigPhase, str]] = ..., generation: _Optional[int] = ..., config: _Optional[_Union[SwitchConfig, _Mapping]] = ..., prepare_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., controller_epoch: _Optional[int] = ...) -> None: ...
 
 class ApplyConfigResponse(_message.Message):
-    __slots__ = ("committed_generation", "prepared_generation")
+    __slots__ = ("committed_generation", "prepared_generation", "controller_epoch")
     COMMITTED_GENERATION_FIELD_NUMBER: _ClassVar[int]
     PREPARED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     committed_generation: int
     prepared_generation: int
-    def __init__(self, committed_generation: _Optional[int] = ..., prepared_generation: _Optional[int] = ...) -> None: ...
+    controller_epoch: int
+    def __init__(self, committed_generation: _Optional[int] = ..., prepared_generation: _Optional[int] = ..., controller_epoch: _Optional[int] = ...) -> None: ...
 
 class GetConfigRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetConfigResponse(_message.Message):
-    __slots__ = ("committed_generation", "config", "prepared_generation")
+    __slots__ = ("committed_generation", "config", "prepared_generation", "controller_epoch")
     COMMITTED_GENERATION_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     PREPARED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     committed_generation: int
     config: SwitchConfig
     prepared_generation: int
-    def __init__(self, committed_generation: _Optional[int] = ..., config: _Optional[_Union[SwitchConfig, _Mapping]] = ..., prepared_generation: _Optional[int] = ...) -> None: ...
+    controller_epoch: int
+    def __init__(self, committed_generation: _Optional[int] = ..., config: _Optional[_Union[SwitchConfig, _Mapping]] = ..., prepared_generation: _Optional[int] = ..., controller_epoch: _Optional[int] = ...) -> None: ...
 
 class GetForwardEndpointRequest(_message.Message):
     __slots__ = ()
