@@ -21,7 +21,7 @@ from fusionrack import __version__
 from fusionrack.auth import read_secret_file
 from fusionrack.emulator import FusionError, Topology, TrayKind, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
-from fusionrack.forks import fork_each, fork_jobs, notify_ready, parent_waits
+from fusionrack.forks import add_rack_arguments, fork_each, fork_jobs, notify_ready, parent_waits
 from fusionrack.rpc import TlsFiles, component_files, run_server_loop, serve_until_signalled
 
 from .rack import LocalRack, RunningTray, serve_tray
@@ -38,15 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n")[1],
     )
     parser.add_argument("--version", action="version", version=f"fusion-agent {__version__}")
-    parser.add_argument(
-        "--manifest", metavar="PATH|NAME", help="rack manifest or preset (required but with --each)"
-    )
-    parser.add_argument(
-        "--rack-name",
-        metavar="NAME",
-        help="the rack's name instead of the manifest's (racks of a fleet from one preset); "
-        "every agent and the controller of a rack must be given the same",
-    )
+    add_rack_arguments(parser)
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--tray", help="the tray to serve, e.g. compute-01 or switch-3")
     which.add_argument("--all", action="store_true", help="serve every tray in this process")

@@ -25,7 +25,7 @@ from fusionrack import __version__
 from fusionrack.auth import CONTROLLER_RULES, Guard, RefusalCollector, read_secret_file, read_tokens
 from fusionrack.emulator import FusionError, Topology, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
-from fusionrack.forks import fork_each, notify_ready
+from fusionrack.forks import add_rack_arguments, fork_each, notify_ready
 from fusionrack.metrics import MetricsServer, split_listen, start_metrics_server
 from fusionrack.mqtt import parse_mqtt_url
 from fusionrack.rpc import (
@@ -236,15 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n")[1],
     )
     parser.add_argument("--version", action="version", version=f"fusion-controller {__version__}")
-    parser.add_argument(
-        "--manifest", metavar="PATH|NAME", help="rack manifest or preset (required but with --each)"
-    )
-    parser.add_argument(
-        "--rack-name",
-        metavar="NAME",
-        help="the rack's name instead of the manifest's (racks of a fleet from one preset); "
-        "every agent and the controller of a rack must be given the same",
-    )
+    add_rack_arguments(parser)
     parser.add_argument(
         "--state",
         type=Path,

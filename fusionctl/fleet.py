@@ -12,7 +12,7 @@ from fusionrack.emulator import InvalidArgument
 from .client import output_options
 from .commands import Commands
 from .fleets import DEFAULT_BASE_PORT, DEFAULT_PRESET, ENV_FLEET_DIR
-from .launcher.prometheus import DEFAULT_INTERVAL as DEFAULT_PROMETHEUS_INTERVAL
+from .launcher.prometheus import add_interval_option
 
 __all__ = ["register"]
 
@@ -121,14 +121,7 @@ def register(commands: Commands) -> None:
         help="also start one Prometheus (when installed) scraping every rack, with the rules "
         "and alerts of deploy/prometheus",
     )
-    up.add_argument(
-        "--prometheus-interval",
-        type=float,
-        default=DEFAULT_PROMETHEUS_INTERVAL,
-        metavar="SECONDS",
-        help="with --prometheus: seconds between scrapes and between rule evaluations "
-        f"(default {DEFAULT_PROMETHEUS_INTERVAL:g})",
-    )
+    add_interval_option(up)
     up.set_defaults(run=_fleet_up)
     status.set_defaults(run=_fleet_status)
     down.set_defaults(run=_fleet_down)

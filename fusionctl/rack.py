@@ -14,7 +14,7 @@ from fusionrack.emulator.topology import DEFAULT_BASE_PORT
 from .client import DEFAULT_CONTROLLER, output_options
 from .commands import Commands
 from .fleets import fleet_rack
-from .launcher.prometheus import DEFAULT_INTERVAL as DEFAULT_PROMETHEUS_INTERVAL
+from .launcher.prometheus import add_interval_option
 
 __all__ = ["register"]
 
@@ -151,14 +151,7 @@ def register(commands: Commands) -> None:
         help="also start Prometheus (when installed) on a free 127.0.0.1 port, scraping the "
         "rack with the recording rules and alerts of deploy/prometheus; data in the state dir",
     )
-    up.add_argument(
-        "--prometheus-interval",
-        type=float,
-        default=DEFAULT_PROMETHEUS_INTERVAL,
-        metavar="SECONDS",
-        help="with --prometheus: seconds between scrapes and between rule evaluations "
-        f"(default {DEFAULT_PROMETHEUS_INTERVAL:g})",
-    )
+    add_interval_option(up)
     up.set_defaults(run=_rack_up)
     down.set_defaults(run=_rack_down)
     status.set_defaults(run=_rack_status)

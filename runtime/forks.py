@@ -10,6 +10,7 @@ waits for them; each child can also be stopped or killed on its own.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -21,7 +22,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["fork_each", "fork_jobs", "notify_ready", "parent_waits", "read_each_file"]
+__all__ = [
+    "add_rack_arguments",
+    "fork_each",
+    "fork_jobs",
+    "notify_ready",
+    "parent_waits",
+    "read_each_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -205,3 +213,17 @@ def fork_each(
 
     jobs = {name: job(entry) for name, entry in entries.items()}
     return fork_jobs(jobs, pids_file, concurrency=2 * (os.cpu_count() or 1), may_start=may_start)
+
+
+def add_rack_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--manifest` and `--rack-name`, which name the rack to `fusion-agent` and
+    `fusion-controller` alike (`--manifest` is required but with `--each`: checked by them)."""
+    parser.add_argument(
+        "--manifest", metavar="PATH|NAME", help="rack manifest or preset (required but with --each)"
+    )
+    parser.add_argument(
+        "--rack-name",
+        metavar="NAME",
+        help="the rack's name instead of the manifest's (racks of a fleet from one preset); "
+        "every agent and the controller of a rack must be given the same",
+    )

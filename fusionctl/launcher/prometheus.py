@@ -14,6 +14,7 @@ config and its TSDB in a directory of the caller's; `wait_prometheus` polls `/-/
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 import time
@@ -27,6 +28,7 @@ from fusionrack.emulator import InvalidArgument
 
 __all__ = [
     "DEFAULT_INTERVAL",
+    "add_interval_option",
     "config_dir",
     "find_prometheus",
     "prometheus_answers",
@@ -36,6 +38,20 @@ __all__ = [
 ]
 
 DEFAULT_INTERVAL = 5.0  # seconds between scrapes and between rule evaluations
+
+
+def add_interval_option(parser: argparse.ArgumentParser) -> None:
+    """`--prometheus-interval` of `rack up` and `fleet up`."""
+    parser.add_argument(
+        "--prometheus-interval",
+        type=float,
+        default=DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help="with --prometheus: seconds between scrapes and between rule evaluations "
+        f"(default {DEFAULT_INTERVAL:g})",
+    )
+
+
 # A scrape of the largest tray takes milliseconds (docs/metrics.md); a target slower than this
 # is as good as down.
 MAX_SCRAPE_TIMEOUT = 10.0
