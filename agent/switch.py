@@ -503,7 +503,6 @@ class SwitchAgent(TrayAgent):
     # -- configuration ---------------------------------------------------------------------
 
     def apply(self, request: switch_pb2.ApplyConfigRequest) -> switch_pb2.ApplyConfigResponse:
-        phase, generation = request.phase, request.generation
         now = time.time()
         if self.prepared is not None and self.prepared[1] < now:
             log.warning(
@@ -511,6 +510,7 @@ class SwitchAgent(TrayAgent):
             )
             self.prepared = None
         epoch = request.controller_epoch
+        previous = self.controller_epoch, self.prepared  # a refused phase changes neither
         if epoch < self.controller_epoch:
             raise FailedPrecondition(
                 f"controller epoch {epoch} is older than epoch {self.controller_epoch}, whose "
@@ -522,6 +522,19 @@ class SwitchAgent(TrayAgent):
                          self.name, epoch, self.prepared[0].generation)  # fmt: skip
                 self.prepared = None
             self.controller_epoch = epoch
+        try:
+            self._apply_phase(request, now)
+        except BaseException:
+            self.controller_epoch, self.prepared = previous
+            raise
+        return switch_pb2.ApplyConfigResponse(
+            committed_generation=self.config.generation,
+            prepared_generation=self.prepared[0].generation if self.prepared else 0,
+            controller_epoch=self.controller_epoch,
+        )
+
+    def _apply_phase(self, request: switch_pb2.ApplyConfigRequest, now: float) -> None:
+        phase, generation = request.phase, request.generation
         if phase == switch_pb2.CONFIG_PHASE_PREPARE:
             if generation <= self.config.generation:
                 raise FailedPrecondition(
@@ -550,11 +563,6 @@ class SwitchAgent(TrayAgent):
                 self.prepared = None
         else:
             raise InvalidArgument(f"config phase {phase}: give PREPARE, COMMIT or ABORT")
-        return switch_pb2.ApplyConfigResponse(
-            committed_generation=self.config.generation,
-            prepared_generation=self.prepared[0].generation if self.prepared else 0,
-            controller_epoch=self.controller_epoch,
-        )
 
 
 def decode_multicast(op: memory_pb2.MemoryOp) -> bool:

@@ -491,7 +491,26 @@ class Controller:
     ) -> switch_pb2.ApplyConfigResponse:
         assert view.switch is not None
         self.check_leads()  # a deposed leader sends no further phase
-        return await view.switch.ApplyConfig(request, timeout=self.rpc_timeout)
+        try:
+            return await view.switch.ApplyConfig(request, timeout=self.rpc_timeout)
+        except grpc.aio.AioRpcError as error:
+            if self.store.shared or error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            # A controller that is not elected has nobody to be fenced from: a newer epoch on
+            # the tray is some other caller's (one holding the rack secret), not a successor's.
+            # It takes that epoch and sends the phase again, rather than lose the tray.
+            config = await view.switch.GetConfig(
+                switch_pb2.GetConfigRequest(), timeout=self.rpc_timeout
+            )
+            if config.controller_epoch <= request.controller_epoch:
+                raise
+            log.warning("%s was programmed under epoch %d by another caller: taking it",
+                        view.name, config.controller_epoch)  # fmt: skip
+            self.epoch = max(self.epoch, config.controller_epoch)
+            again = switch_pb2.ApplyConfigRequest()
+            again.CopyFrom(request)  # the caller's is shared with the other trays' calls
+            again.controller_epoch = self.epoch
+            return await view.switch.ApplyConfig(again, timeout=self.rpc_timeout)
 
     # -- reconciliation --------------------------------------------------------------------
 

@@ -570,7 +570,8 @@ class Fuzzer:
         if config.prepared_generation and request.phase == switch_pb2.CONFIG_PHASE_PREPARE:
             await stub.ApplyConfig(
                 switch_pb2.ApplyConfigRequest(phase=switch_pb2.CONFIG_PHASE_ABORT,
-                                              generation=config.prepared_generation),
+                                              generation=config.prepared_generation,
+                                              controller_epoch=config.controller_epoch),
                 timeout=DEADLINE,
             )  # fmt: skip
 

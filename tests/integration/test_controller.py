@@ -288,3 +288,38 @@ async def test_agents_running_another_manifest_are_a_mismatch_in_domain_and_even
             stream.cancel()
     finally:
         await running.stop()
+
+
+async def test_a_controller_that_is_not_elected_is_not_locked_out_by_a_stray_epoch(
+    mini_rack: LocalRack, stub: controller_pb2_grpc.ControllerStub, clients: Clients
+) -> None:
+    """A caller holding the rack secret programs switch-1 under a huge controller epoch (as
+    the fuzzer did): a refused phase leaves the tray's epoch as it was, an accepted one raises
+    it, and the rack's only controller (SQLite, not elected) still changes the fabric."""
+    switch = clients.switch("switch-1")
+    stray = 4_644_797
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await switch.ApplyConfig(
+            switch_pb2.ApplyConfigRequest(
+                phase=switch_pb2.CONFIG_PHASE_COMMIT, generation=99, controller_epoch=stray
+            )
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    config = await switch.GetConfig(switch_pb2.GetConfigRequest())
+    assert config.controller_epoch == 0  # the refused COMMIT raised nothing
+    staged = await switch.ApplyConfig(switch_pb2.ApplyConfigRequest(
+        phase=switch_pb2.CONFIG_PHASE_PREPARE, generation=50, controller_epoch=stray,
+        config=config.config))  # fmt: skip
+    assert staged.controller_epoch == stray and staged.prepared_generation == 50
+    await switch.ApplyConfig(
+        switch_pb2.ApplyConfigRequest(
+            phase=switch_pb2.CONFIG_PHASE_ABORT, generation=50, controller_epoch=stray
+        )
+    )
+    created = await stub.CreatePartition(controller_pb2.CreatePartitionRequest(
+        name="after", locations=locations("compute-01/0", "compute-02/0")))  # fmt: skip
+    assert created.partition.id == 1
+    for name in ("switch-1", "switch-2"):
+        config = await clients.switch(name).GetConfig(switch_pb2.GetConfigRequest())
+        assert [list(e.accelerators) for e in config.config.partitions] == [[0, 2]]
+    assert (await switch.GetConfig(switch_pb2.GetConfigRequest())).controller_epoch == stray
