@@ -57,6 +57,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
+from paho.mqtt.client import MQTT_ERR_SUCCESS
 
 __all__ = [
     "ENVELOPE_VERSION",
@@ -505,17 +506,28 @@ class MqttPublisher:
             self.client_id,
             len(self._outbox),
         )
-        # A sliding window of QoS 1 publishes, each its own task awaiting its PUBACK: with
-        # acknowledgements trickling back while new PUBLISHes go out, 16 in flight gave ~14k
-        # events/s on loopback where one at a time gave ~5k (and waiting for a whole batch to be
-        # acked before the next, ~0.5k: mosquitto's Nagle holds PUBACKs for delayed ACKs).
-        # In the order sent: (topic, payload), when sent.
-        inflight: dict[asyncio.Task[None], tuple[tuple[str, bytes], float]] = {}
+        # A sliding window of QoS 1 publishes: with acknowledgements trickling back while new
+        # PUBLISHes go out, 16 in flight gave ~14k events/s on loopback where one at a time gave
+        # ~5k (and waiting for a whole batch to be acked before the next, ~0.5k: mosquitto's
+        # Nagle holds PUBACKs for delayed ACKs). Events go to paho directly, their PUBACKs
+        # counted in its on_publish callback: aiomqtt's publish() is a coroutine awaiting each
+        # PUBACK (an Event, a wait_for and, to overlap them, a task per event), which made up
+        # half of the CPU a rack's boot events cost; aiomqtt has no call that does not wait.
+        # Status and retained documents, rare, still go through aiomqtt's publish().
+        paho = client._client
+        inflight: dict[int, tuple[tuple[str, bytes], float]] = {}  # mid -> item, when sent
         failures: list[BaseException] = []
-        # One watchdog for the window instead of a PUBACK timeout per publish (aiomqtt's is
-        # a wait_for, a task and a timer each: a fifth of the CPU of an event).
         loop = asyncio.get_running_loop()
+        chained = paho.on_publish  # aiomqtt's, which settles its own publish() calls
 
+        def on_publish(*args: Any) -> None:  # (client, userdata, mid, reason, properties)
+            chained(*args)
+            if inflight.pop(args[2], None) is not None:
+                self.published += 1
+                self._counts["published"] = self._counts.get("published", 0) + 1
+                self._wakeup.set()
+
+        # One watchdog for the window instead of a PUBACK timeout per publish.
         def watch() -> None:
             nonlocal watchdog
             oldest = next(iter(inflight.values()), None)  # of the publishes not acked yet
@@ -525,19 +537,7 @@ class MqttPublisher:
             watchdog = loop.call_later(self.ack_timeout / 5, watch)
 
         watchdog = loop.call_later(self.ack_timeout / 5, watch)
-
-        def settle(task: asyncio.Task[None]) -> None:
-            if task.cancelled():
-                return  # the finally below requeues it
-            error = task.exception()
-            if error is None:
-                if inflight.pop(task, None) is not None:
-                    self.published += 1
-                    self._counts["published"] = self._counts.get("published", 0) + 1
-            elif not failures:
-                failures.append(error)
-            self._wakeup.set()
-
+        paho.on_publish = on_publish
         try:
             while not failures:
                 if self._status_dirty:
@@ -546,12 +546,11 @@ class MqttPublisher:
                     await self._send_retained(client)
                 elif self._outbox and len(inflight) < self.max_inflight:
                     topic, payload = item = self._outbox.popleft()
-                    task = asyncio.create_task(
-                        client.publish(topic, payload, qos=1, timeout=math.inf),
-                        name=f"mqtt-publish:{self.source}",
-                    )
-                    inflight[task] = (item, loop.time())
-                    task.add_done_callback(settle)
+                    info = paho.publish(topic, payload, qos=1)
+                    if info.rc != MQTT_ERR_SUCCESS:
+                        self._outbox.appendleft(item)
+                        raise aiomqtt.MqttCodeError(info.rc, "could not publish")
+                    inflight[info.mid] = (item, loop.time())
                 elif self._stopping and not self._outbox and not inflight:
                     return  # flushed
                 else:
@@ -560,22 +559,11 @@ class MqttPublisher:
             raise failures[0]
         finally:
             watchdog.cancel()
-            # Book-keeping first and without awaiting: a second cancellation may come at the
-            # first await. Whatever has no PUBACK yet goes back to the head of the outbox (if one
-            # is acked after all, it will be sent twice: at least once).
-            unacked = []
-            for task, (item, _) in inflight.items():
-                if task.done() and not task.cancelled() and task.exception() is None:
-                    self.published += 1  # acked, its callback not run yet
-                    self._counts["published"] = self._counts.get("published", 0) + 1
-                else:
-                    unacked.append(item)
-                    task.cancel()
-            tasks = list(inflight)
-            inflight.clear()  # late callbacks count nothing
-            self._requeue(unacked)
-            if tasks:
-                await asyncio.wait(tasks)  # they are ours: see them end
+            paho.on_publish = chained
+            # Whatever has no PUBACK yet goes back to the head of the outbox (if one is acked
+            # after all, it will be sent twice: at least once).
+            self._requeue([item for item, _ in inflight.values()])
+            inflight.clear()
 
     async def _send_status(self, client: aiomqtt.Client) -> None:
         self._status_dirty = False
