@@ -265,7 +265,9 @@ class MqttPublisher:
     def enqueue(self, topic: str, payload: bytes) -> None:
         """Queue one event for `topic`; drops (and counts) the oldest queued one when full."""
         if self._stopping:
-            self._count_drop(1, "the publisher is stopping")
+            # Expected, not worth a warning: a stopping tray's links go down after its
+            # publisher has said "offline".
+            self._count_drop(1, "the publisher is stopping", logging.DEBUG)
             return
         if len(self._outbox) >= self.outbox_size:
             self._outbox.popleft()
@@ -295,13 +297,15 @@ class MqttPublisher:
         self._retained_dirty[topic] = None
         self._wakeup.set()
 
-    def _count_drop(self, n: int, why: str) -> None:
+    def _count_drop(self, n: int, why: str, level: int = logging.WARNING) -> None:
         before = self.dropped
         self.dropped += n
         self._counts["dropped"] = self._counts.get("dropped", 0) + n
         # Log at 1, 2, 4, 8... drops: visible without flooding the log while the broker is away.
         if self.dropped.bit_length() > before.bit_length():
-            log.warning("mqtt %s: dropped %d event(s) so far: %s", self.source, self.dropped, why)
+            log.log(
+                level, "mqtt %s: dropped %d event(s) so far: %s", self.source, self.dropped, why
+            )
 
     def _status_doc(self, status: str, when: float, details: dict[str, Any]) -> bytes:
         return _dumps(
