@@ -73,7 +73,7 @@ from fusionrack.v1 import (
 
 from .agents import AgentView, describe_error, forward
 from .announce import Announcer, mismatch_event, reachability_event
-from .events import EventBus, new_event
+from .events import EventBus, group_event, new_event, partition_event
 from .leadership import LeadershipView, NotLeader, SoleLeadership
 from .store import Remembered
 from .stores import DesiredStateStore
@@ -306,17 +306,48 @@ class Controller:
         log.warning("standing by: changes go to the leader")
 
     async def _follow_store(self) -> None:
-        """A standby takes every document the leader saves as its desired state."""
+        """A standby takes every document the leader saves as its desired state, and announces
+        what changed in it as the leader did (its Subscribe streams partition events too)."""
         async for document in self.store.documents():
             if self.leads:
                 continue  # its own save
             async with self.lock:
+                before = self.config
                 try:
                     self._take(document, following=True)
                 except FailedPrecondition as error:
                     log.error("the desired state in the store cannot be used: %s", error.message)
                     continue
+                self.bus.publish(self._desired_changes(before))
                 self.update_health()
+
+    def _desired_changes(self, before: FabricConfig) -> list[Any]:
+        """The events of the partitions and multicast groups that differ between `before` and
+        the desired state now, built as the leader's service built them for its changes."""
+        top, events = self.topology, []
+        # Not the default partition: its members are the rest, it changes with the others.
+        old = {p.id: p for p in before.partitions.list() if not p.is_default}
+        new = {p.id: p for p in self.config.partitions.list() if not p.is_default}
+        old_groups = {g.id: wire.multicast_group(g) for g in before.multicast.list()}
+        new_groups = {g.id: wire.multicast_group(g) for g in self.config.multicast.list()}
+        # An id in both whose group differs was deleted and made anew between two documents.
+        recreated = {i for i in old_groups.keys() & new_groups.keys()
+                     if old_groups[i] != new_groups[i]}  # fmt: skip
+        for i in sorted(old_groups.keys() - new_groups.keys() | recreated):
+            events.append(group_event(EventKind.MULTICAST_GROUP_DELETED, old_groups[i]))
+        for i in sorted(old.keys() - new.keys()):
+            events.append(partition_event(EventKind.PARTITION_DELETED, wire.partition(top, old[i])))
+        for i, partition in sorted(new.items()):
+            if i not in old:
+                kind = EventKind.PARTITION_CREATED
+            elif wire.partition(top, partition) != wire.partition(top, old[i]):
+                kind = EventKind.PARTITION_UPDATED
+            else:
+                continue
+            events.append(partition_event(kind, self.partition_proto(partition)))
+        for i in sorted(new_groups.keys() - old_groups.keys() | recreated):
+            events.append(group_event(EventKind.MULTICAST_GROUP_CREATED, self.group_proto(i)))
+        return events
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -16,9 +16,9 @@ import uuid
 from collections.abc import Callable, Iterable
 
 from fusionrack import wire
-from fusionrack.v1 import controller_pb2, events_pb2
+from fusionrack.v1 import common_pb2, controller_pb2, events_pb2
 
-__all__ = ["EventBus", "Subscription", "new_event"]
+__all__ = ["EventBus", "Subscription", "group_event", "new_event", "partition_event"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,28 @@ def new_event(kind: int, subject: str, **fields: object) -> events_pb2.Event:
     )
     event.time.CopyFrom(wire.timestamp(time.time()))
     return event
+
+
+def partition_event(kind: int, partition: common_pb2.Partition) -> events_pb2.Event:
+    """A PARTITION_CREATED / _UPDATED / _DELETED event carrying `partition`."""
+    return new_event(
+        kind,
+        partition.name,
+        partition_ids=[partition.id],
+        accelerators=[m.accelerator for m in partition.members],
+        partition=partition,
+    )
+
+
+def group_event(kind: int, group: common_pb2.MulticastGroup) -> events_pb2.Event:
+    """A MULTICAST_GROUP_CREATED / _DELETED event carrying `group`."""
+    return new_event(
+        kind,
+        f"mcast-{group.id}",
+        partition_ids=[group.partition_id],
+        accelerators=[m.accelerator for m in group.members],
+        multicast_group=group,
+    )
 
 
 class Subscription:

@@ -82,6 +82,8 @@ class RunningController:
             return
         self.stopped = True
         if self.leadership is not None:
+            if self.publisher is not None:
+                await self.publisher.stop()  # "offline" before a successor says "online"
             await self.leadership.stop()  # revokes its lease: a standby takes over at once
         await self.server.stop(grace)
         await self.controller.stop()
@@ -142,8 +144,8 @@ async def serve_controller(
             topology.name,
             controller_id or "",  # named below, once the address is known
             ttl=lease_ttl,
-            on_elected=lambda epoch: controller.take_over(epoch),
-            on_deposed=lambda: controller.step_down(),
+            on_elected=lambda epoch: elected(epoch),
+            on_deposed=lambda: deposed(),
         )
     else:
         desired = SqliteStore(state)
@@ -157,6 +159,17 @@ async def serve_controller(
         leadership=leadership or sole,
     )
     forwarder = Forwarder(controller.leadership, tls=tls, rack_secret=rack_secret)
+
+    async def elected(epoch: int) -> None:
+        if publisher is not None:
+            publisher.lead()
+        await controller.take_over(epoch)
+
+    async def deposed() -> None:
+        if publisher is not None:
+            publisher.hold()
+        await controller.step_down()
+
     guard = Guard(
         CONTROLLER_RULES,
         secret=rack_secret,
@@ -166,6 +179,8 @@ async def serve_controller(
     )
     # Attached before the controller starts, so the first events (agents reached) are mirrored.
     publisher = ControllerPublisher(mqtt, controller) if mqtt is not None else None
+    if publisher is not None and leadership is not None:
+        publisher.hold()  # until elected: the leader speaks for the rack
     running = None
     try:
         await controller.start()

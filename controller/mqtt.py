@@ -42,6 +42,13 @@ Topics (``<rack>`` is the manifest's rack name):
   retained message. On connecting, the controller also clears any retained partition topic it
   does not hold (left by a run that stopped before it could clear it): a late subscriber to
   ``fusionrack/<rack>/partitions/+`` sees exactly the partitions that exist.
+
+Controllers sharing an etcd store: only the leader speaks for the rack, with the one client id
+``fusionrack-<rack>-controller``. A standby does not connect (`hold`); once elected it connects,
+which takes over any session its predecessor left (the broker closes it), says ``online`` with
+its own address, and sends every partition's document again. A subscriber sees the failover as
+``online`` (old leader), ``offline`` (its will, or ``stopped`` on a clean hand-over), ``online``
+(new leader), and each change's event once.
 """
 
 from __future__ import annotations
@@ -99,6 +106,8 @@ class ControllerPublisher(MqttPublisher):
 
     def on_event(self, event: events_pb2.Event) -> None:
         """Queue `event`; the partition documents are refreshed once the burst is over."""
+        if self.held:
+            return  # a standby: the leader speaks for the rack
         kind = common_pb2.EventKind.Name(event.kind).removeprefix("EVENT_KIND_")
         case = event.WhichOneof("body")
         body = to_json(getattr(event, case)) if case else {}
@@ -140,6 +149,14 @@ class ControllerPublisher(MqttPublisher):
         for gone in sorted(set(self._states) - present):
             del self._states[gone]
             self.set_retained(self.partition_topic(gone), None)
+
+    # -- leadership (controllers sharing an etcd store) -------------------------------------
+
+    def lead(self) -> None:
+        """This controller now leads its rack: speak for it (status, events, partitions)."""
+        self.refresh()
+        self.set_status(self.status, **self._details)  # stamped now, by the new leader
+        self.release()
 
     # -- lifecycle ------------------------------------------------------------------------
 

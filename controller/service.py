@@ -51,7 +51,7 @@ from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 from .agents import component_states, forward
 from .announce import mismatch_event, reachability_event
 from .domain import Controller
-from .events import Subscription, new_event
+from .events import Subscription, group_event, new_event, partition_event
 from .forwarding import Forwarder
 from .leadership import Leader
 
@@ -175,32 +175,14 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     def _partition_events(self, kind: EventKind) -> Callable[[Message], list[Any]]:
         def events(response: Any) -> list[Any]:
-            p = response.partition
-            return [
-                new_event(
-                    kind,
-                    p.name,
-                    partition_ids=[p.id],
-                    accelerators=[m.accelerator for m in p.members],
-                    partition=p,
-                )
-            ]
+            return [partition_event(kind, response.partition)]
 
         return events
 
     @staticmethod
     def _group_events(kind: EventKind) -> Callable[[Message], list[Any]]:
         def events(response: Any) -> list[Any]:
-            g = response.group
-            return [
-                new_event(
-                    kind,
-                    f"mcast-{g.id}",
-                    partition_ids=[g.partition_id],
-                    accelerators=[m.accelerator for m in g.members],
-                    multicast_group=g,
-                )
-            ]
+            return [group_event(kind, response.group)]
 
         return events
 
@@ -469,6 +451,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         c = self.controller
         partition_id = self._partition_key(request.partition)
         before = c.partition_proto(c.config.partitions.get(partition_id))
+        groups_before = {g.id: c.group_proto(g.id) for g in c.config.multicast.list(partition_id)}
 
         def apply(config: FabricConfig, now: float) -> list[int]:
             groups = [g.id for g in config.multicast.list(partition_id)]
@@ -488,13 +471,21 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
                 partition=before, deleted_multicast_groups=groups
             )
 
+        def events(response: Any) -> list[Any]:
+            # Its groups' deletions first, as if deleted one by one before it.
+            gone = [groups_before[i] for i in response.deleted_multicast_groups]
+            return [
+                *(group_event(EventKind.MULTICAST_GROUP_DELETED, group) for group in gone),
+                partition_event(EventKind.PARTITION_DELETED, response.partition),
+            ]
+
         return await self._change(
             "DeletePartition",
             request,
             apply,
             respond,
             controller_pb2.DeletePartitionResponse,
-            self._partition_events(EventKind.PARTITION_DELETED),
+            events,
         )
 
     async def _members_change(self, method: str, request: Any, add: bool) -> Message:

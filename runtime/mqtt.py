@@ -51,7 +51,7 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -243,6 +243,9 @@ class MqttPublisher:
         self._wakeup = asyncio.Event()  # outbox, status or retained state changed, or stopping
         self._stop_requested = asyncio.Event()
         self._stopping = False
+        self._held = asyncio.Event()  # set by hold(): no connection until release()
+        self._released = asyncio.Event()
+        self._released.set()
         self._task: asyncio.Task[None] | None = None
         self._had_connection = False  # in the current attempt
         self._rng = random.Random()
@@ -264,10 +267,11 @@ class MqttPublisher:
 
     def enqueue(self, topic: str, payload: bytes) -> None:
         """Queue one event for `topic`; drops (and counts) the oldest queued one when full."""
-        if self._stopping:
+        if self._stopping or self._held.is_set():
             # Expected, not worth a warning: a stopping tray's links go down after its
-            # publisher has said "offline".
-            self._count_drop(1, "the publisher is stopping", logging.DEBUG)
+            # publisher has said "offline"; a held publisher stands aside.
+            why = "the publisher is stopping" if self._stopping else "the publisher is held"
+            self._count_drop(1, why, logging.DEBUG)
             return
         if len(self._outbox) >= self.outbox_size:
             self._outbox.popleft()
@@ -328,6 +332,32 @@ class MqttPublisher:
             self._status_time = time.time()
         self._task = asyncio.create_task(self._run_logged(), name=f"mqtt-publisher:{self.source}")
 
+    @property
+    def held(self) -> bool:
+        return self._held.is_set()
+
+    def hold(self) -> None:
+        """Stand aside until `release()`: end the connection now, without flushing and without
+        a status (a clean disconnect: the will does not fire), and connect no more. What is
+        queued, and what is queued meanwhile, is dropped (counted). For a publisher that
+        speaks for something only while it holds a role, e.g. a rack's leading controller:
+        the status and retained documents stay as it left them, for the next holder of the
+        role (the same client id, which takes over any session left behind) to replace."""
+        if self._held.is_set():
+            return
+        self._held.set()
+        self._released.clear()
+        self._wakeup.set()
+        dropped = len(self._outbox)
+        self._outbox.clear()
+        if dropped:
+            self._count_drop(dropped, "the publisher is held", logging.INFO)
+
+    def release(self) -> None:
+        """Connect again (if started): status and retained documents are sent anew."""
+        self._held.clear()
+        self._released.set()
+
     async def stop(self) -> None:
         """Flush (if connected), publish retained ``offline``, disconnect, await the task."""
         self._stopping = True
@@ -379,11 +409,19 @@ class MqttPublisher:
         delay = self.backoff_initial
         quiet = False  # after the first failure in a row, retries log at DEBUG only
         while not self._stopping:
+            if not self._released.is_set():
+                await _first(self._released.wait(), self._stop_requested.wait())
+                continue
             client = self._new_client()
             self._had_connection = False
             try:
                 await self._session(client)
-                return  # a clean stop
+                if self._stopping:
+                    return  # a clean stop
+                if self._outbox:  # held: what was in flight came back
+                    self._count_drop(len(self._outbox), "the publisher is held", logging.INFO)
+                    self._outbox.clear()
+                continue
             except Exception as exc:
                 if self._stopping:
                     return  # nothing to retry for; the broker has our will
@@ -453,7 +491,8 @@ class MqttPublisher:
         # out); its message iterator, though, raises as soon as the connection drops.
         watch = asyncio.create_task(self._watch(client), name=f"mqtt-watch:{self.source}")
         pump = asyncio.create_task(self._pump(client), name=f"mqtt-pump:{self.source}")
-        tasks = (watch, pump)
+        held = asyncio.create_task(self._held.wait(), name=f"mqtt-held:{self.source}")
+        tasks = (watch, pump, held)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
@@ -466,6 +505,9 @@ class MqttPublisher:
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
+        if held.done() and not held.cancelled() and not self._stopping:
+            log.info("mqtt %s: held: disconnecting, status left as it is", self.source)
+            return
         errors = [t.exception() for t in tasks if not t.cancelled() and t.exception()]
         if errors:
             raise errors[0]
@@ -616,6 +658,16 @@ def _abandon(client: aiomqtt.Client) -> None:
     if close is not None:
         with contextlib.suppress(Exception):
             close()
+
+
+async def _first(*waits: Awaitable[Any]) -> None:
+    """Return when the first of `waits` is done; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _leaf(exc: BaseException) -> BaseException:

@@ -14,6 +14,8 @@ epoch, with nothing left staged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import random
 import signal
@@ -24,9 +26,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import grpc
 import pytest
 from etcd_server import Etcd
+from mqtt_broker import Mosquitto
 from racks import running_rack
 
 from fusionrack import wire
@@ -66,6 +70,7 @@ class EtcdController:
         assert rack.secret is not None
         self.secret.write_text(rack.secret.hex())
         self.process: subprocess.Popen[bytes] | None = None
+        self.mqtt: list[str] = []  # ["--mqtt", URL] to mirror to a broker
 
     def start(self) -> None:
         agents = [f"--agent={name}={self.rack.address(name)}" for name in self.rack.trays]
@@ -73,7 +78,7 @@ class EtcdController:
             self.process = subprocess.Popen(
                 [CONTROLLER, "--manifest", "mini", "--store", self.etcd.url,
                  "--controller-id", self.name, "--listen", self.address, "--log-level", "INFO",
-                 "--rack-secret-file", str(self.secret), *agents],
+                 "--rack-secret-file", str(self.secret), *self.mqtt, *agents],
                 stdout=subprocess.DEVNULL, stderr=log,
             )  # fmt: skip
 
@@ -390,4 +395,147 @@ async def test_a_paused_leader_resumes_deposed_and_changes_nothing(
         assert line.encode() in out, out.decode()
     finally:
         for controller in both:
+            controller.stop()
+
+
+async def mqtt_messages(
+    client: aiomqtt.Client, quiet: float = 1.0
+) -> list[tuple[str, dict[str, Any] | None]]:
+    """(topic, document) of what `client` receives until nothing came for `quiet` s (or, if
+    messages never stop, for 15 s)."""
+    got: list[tuple[str, dict[str, Any] | None]] = []
+    deadline = time.monotonic() + 15
+    with contextlib.suppress(TimeoutError):
+        while time.monotonic() < deadline:
+            async with asyncio.timeout(quiet):
+                message = await anext(aiter(client.messages))
+            assert isinstance(message.payload, bytes)
+            got.append((message.topic.value, json.loads(message.payload or b"null")))
+    return got
+
+
+async def subscribed(channel: grpc.aio.Channel, kinds: list[int]) -> Any:
+    """A Subscribe stream of `kinds`, past its snapshot (so surely registered)."""
+    stream = controller_pb2_grpc.ControllerStub(channel).Subscribe(
+        controller_pb2.SubscribeRequest(kinds=kinds, include_snapshot=True)
+    )
+    while (await stream.read()).WhichOneof("item") != "snapshot_end":
+        pass
+    return stream
+
+
+async def test_with_mqtt_only_the_leader_speaks_for_the_rack_and_a_standby_streams_its_changes(
+    rack: LocalRack, etcd: Etcd, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    trio = controllers_of(rack, etcd, tmp_path, "one", "two", "three")
+    status_topic = "fusionrack/mini/controller/status"
+    wanted = [
+        getattr(common_pb2, f"EVENT_KIND_{kind}")
+        for kind in ("PARTITION_CREATED", "PARTITION_UPDATED", "PARTITION_DELETED",
+                     "MULTICAST_GROUP_CREATED", "MULTICAST_GROUP_DELETED")
+    ]  # fmt: skip
+    try:
+        for controller in trio:
+            controller.mqtt = ["--mqtt", mosquitto.url]
+            controller.start()
+        leader, _ = await leader_of(trio, rack)
+        standby = next(c for c in trio if c is not leader)
+        addresses = ",".join(c.address for c in trio)
+        async with (
+            aiomqtt.Client(mosquitto.host, mosquitto.port) as watcher,
+            open_channel(addresses, credentials=rack.credentials()) as channel,
+            open_channel(standby.address, credentials=rack.credentials()) as at_standby,
+        ):
+            await watcher.subscribe("fusionrack/mini/controller/#", qos=1)
+            await watcher.subscribe("fusionrack/mini/partitions/+", qos=1)
+            # The retained status names the leader, and stays put: three controllers with one
+            # client id would take the broker's session from each other over and over.
+            first = await mqtt_messages(watcher, quiet=2.0)
+            statuses = [doc for topic, doc in first if topic == status_topic]
+            assert [(d["status"], d["details"].get("address")) for d in statuses if d] == [
+                ("online", leader.address)
+            ], first
+            stream = await subscribed(at_standby, wanted)
+            stub = controller_pb2_grpc.ControllerStub(channel)
+            made = await stub.CreatePartition(
+                controller_pb2.CreatePartitionRequest(
+                    name="train", locations=common_pb2.LocationList(
+                        locations=[common_pb2.Location(tray="compute-01", index=0)])),
+                timeout=10,
+            )  # fmt: skip
+            await stub.AddAccelerators(
+                controller_pb2.AddAcceleratorsRequest(
+                    partition=common_pb2.PartitionRef(name="train"),
+                    locations=common_pb2.LocationList(
+                        locations=[common_pb2.Location(tray="compute-02", index=0)]),
+                ),
+                timeout=10,
+            )  # fmt: skip
+            group = await stub.CreateMulticastGroup(
+                controller_pb2.CreateMulticastGroupRequest(
+                    partition=common_pb2.PartitionRef(name="train"), size_bytes=64 * 1024
+                ),
+                timeout=10,
+            )
+            # The standby's Subscribe streams the leader's changes, with their bodies.
+            seen = []
+            async with asyncio.timeout(10):
+                while len(seen) < 3:
+                    seen.append((await stream.read()).event)
+            assert [(e.kind, e.subject) for e in seen] == [
+                (common_pb2.EVENT_KIND_PARTITION_CREATED, "train"),
+                (common_pb2.EVENT_KIND_PARTITION_UPDATED, "train"),
+                (common_pb2.EVENT_KIND_MULTICAST_GROUP_CREATED, f"mcast-{group.group.id}"),
+            ]
+            assert seen[0].partition.id == made.partition.id
+            assert len(seen[1].partition.members) == 2 and list(seen[1].partition_ids) == [
+                made.partition.id
+            ]
+            assert seen[2].multicast_group.id == group.group.id
+            # On MQTT, each change once: from the leader alone.
+            after = await mqtt_messages(watcher)
+            kinds = [t.rsplit("/", 1)[1] for t, _ in after if "/events/" in t]
+            for kind in ("partition_created", "partition_updated", "multicast_group_created"):
+                assert kinds.count(kind) == 1, after
+            assert not [d for t, d in after if t == status_topic], after
+
+            # The leader dies: its will says so, and the new leader says it speaks now.
+            leader.kill()
+            await first_to_lead([c for c in trio if c is not leader], rack)
+            new_leader, _ = await leader_of([c for c in trio if c is not leader], rack)
+            still = next(c for c in trio if c not in (leader, new_leader))
+            async with open_channel(still.address, credentials=rack.credentials()) as at_still:
+                stream = await subscribed(at_still, wanted)
+                await stub.DeletePartition(
+                    controller_pb2.DeletePartitionRequest(
+                        partition=common_pb2.PartitionRef(name="train"),
+                        delete_multicast_groups=True,
+                    ),
+                    timeout=10,
+                )
+                async with asyncio.timeout(10):
+                    gone = [(await stream.read()).event for _ in range(2)]
+            # As the leader announces it: the group deleted with the partition, then it.
+            assert [(e.kind, e.subject) for e in gone] == [
+                (common_pb2.EVENT_KIND_MULTICAST_GROUP_DELETED, f"mcast-{group.group.id}"),
+                (common_pb2.EVENT_KIND_PARTITION_DELETED, "train"),
+            ]
+            after = await mqtt_messages(watcher)
+            statuses = [(d["status"], d["details"].get("address")) for t, d in after
+                        if t == status_topic and d]  # fmt: skip
+            assert statuses == [("offline", None), ("online", new_leader.address)], after
+            kinds = [t.rsplit("/", 1)[1] for t, _ in after if "/events/" in t]
+            assert kinds.count("partition_deleted") == 1, after
+            assert kinds.count("multicast_group_deleted") == 1, after
+            assert (f"fusionrack/mini/partitions/{made.partition.id}", None) in after
+        # Late subscribers see the present: the new leader online, the partition gone.
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as late:
+            await late.subscribe(status_topic, qos=1)
+            await late.subscribe("fusionrack/mini/partitions/+", qos=1)
+            present = dict(await mqtt_messages(late))
+        assert present[status_topic]["details"]["address"] == new_leader.address
+        assert f"fusionrack/mini/partitions/{made.partition.id}" not in present
+        assert "fusionrack/mini/partitions/32766" in present
+    finally:
+        for controller in trio:
             controller.stop()

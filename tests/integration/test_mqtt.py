@@ -289,6 +289,30 @@ async def test_a_clean_stop_flushes_the_events_then_publishes_offline(
     assert doc(retained)["status"] == "offline"
 
 
+async def test_a_held_publisher_leaves_quietly_and_speaks_again_once_released(
+    mosquitto: Mosquitto,
+) -> None:
+    # What a rack's controller does when it loses and regains the leadership (hold/release).
+    pub = EventPublisher(mosquitto.url, "r6", "t6", **FAST)
+    async with subscriber(mosquitto, "fusionrack/r6/trays/t6/#") as sub:
+        await pub.start()
+        await until(lambda: pub.connected, "the publisher to connect")
+        assert is_status("online")(await receive(sub, "the online status"))
+        pub.hold()
+        await until(lambda: not pub.connected, "the held publisher to disconnect")
+        pub.publish(event(1))  # not its turn: dropped, counted
+        assert (pub.held, pub.dropped, pub.pending) == (True, 1, 0)
+        await asyncio.sleep(0.5)  # time enough for a reconnection it must not make
+        assert not pub.connected and pub.connections == 1
+        pub.release()
+        pub.publish(event(2))
+        status = await receive(sub, "the status again", lambda m: m.topic.value.endswith("status"))
+        assert doc(status)["status"] == "online"  # neither "offline" nor the will in between
+        assert doc(await receive(sub, "the event after the release"))["body"]["n"] == 2
+        assert (pub.connections, pub.published) == (2, 1)
+        await pub.stop()
+
+
 async def test_without_a_broker_events_queue_and_flow_once_it_appears(mosquitto: Mosquitto) -> None:
     events = "fusionrack/r5/trays/t5/events/#"
     async with subscriber(mosquitto, events, identifier="sub-r5", persistent=True):
