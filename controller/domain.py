@@ -87,6 +87,9 @@ log = logging.getLogger(__name__)
 # within a second of coming back.
 RECONNECT_MAX = 0.2  # s
 
+# How often the leader deletes expired idempotency records (keys live for a day).
+PRUNE_INTERVAL = 3600.0  # s
+
 # Seconds from a change's arrival (lock wait included) to the fabric programmed and the state
 # saved: a few ms on loopback, up to the RPC timeout when a switch tray does not answer.
 PROVISIONING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -149,6 +152,8 @@ class Controller:
         self.provisioning = {o: Histogram(PROVISIONING_BUCKETS) for o in PROVISIONING_OUTCOMES}
         self._tasks: list[asyncio.Task[None]] = []
         self._reconcile_wanted = asyncio.Event()
+        self.prune_interval = PRUNE_INTERVAL  # s; an attribute so tests may shorten it
+        self.pruned = 0  # idempotency records deleted as expired
         # Modelled traffic: sessions (desired state, saved with the rest), rates, agent tables.
         self.traffic = TrafficControl(self)
         self.announce = Announcer(
@@ -265,6 +270,7 @@ class Controller:
         self._tasks.append(loop.create_task(self._reconcile_loop(), name="reconcile"))
         self._tasks.append(loop.create_task(self.traffic.run_pusher(), name="traffic-push"))
         self._tasks.append(loop.create_task(self.traffic.run_expiry(), name="traffic-expiry"))
+        self._tasks.append(loop.create_task(self._prune_loop(), name="prune"))
         if self.store.shared:
             self._tasks.append(loop.create_task(self._follow_store(), name="follow-store"))
 
@@ -348,6 +354,22 @@ class Controller:
         for i in sorted(new_groups.keys() - old_groups.keys() | recreated):
             events.append(group_event(EventKind.MULTICAST_GROUP_CREATED, self.group_proto(i)))
         return events
+
+    async def _prune_loop(self) -> None:
+        """Now and then, the leader deletes the idempotency records that have expired (a key is
+        honoured for KEEP_SECONDS): without it the store grows with every keyed change."""
+        while True:
+            if self.leads:
+                try:
+                    gone = await self.store.prune(time.time())
+                except (FusionError, grpc.aio.AioRpcError) as error:
+                    log.warning("pruning expired idempotency records failed (retried in %g s): %s",
+                                self.prune_interval, getattr(error, "message", error))  # fmt: skip
+                else:
+                    self.pruned += gone
+                    if gone:
+                        log.info("pruned %d expired idempotency record(s)", gone)
+            await asyncio.sleep(self.prune_interval)
 
     async def stop(self) -> None:
         for task in self._tasks:

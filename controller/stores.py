@@ -67,6 +67,11 @@ class DesiredStateStore(Protocol):
         """Record the answer to a request that changed no document."""
         ...
 
+    async def prune(self, now: float) -> int:
+        """Delete the idempotency records that expired before `now` (the leader's job); how
+        many went."""
+        ...
+
     def fence(self, epoch: int) -> None:
         """Write only while leadership `epoch` holds (0: refuse every write). A store nobody
         else shares ignores it."""
@@ -116,6 +121,9 @@ class SqliteStore:
 
     async def remember(self, entry: Remembered) -> None:
         self.file.remember(entry)
+
+    async def prune(self, now: float) -> int:
+        return self.file.prune(now)
 
     def fence(self, epoch: int) -> None:
         """One controller, one file: nobody to fence out."""
