@@ -24,6 +24,7 @@ import grpc
 
 from fusionrack.emulator import InvalidArgument, Unavailable
 from fusionrack.etcdv3 import kv_pb2, rpc_pb2, rpc_pb2_grpc
+from fusionrack.rpc import TlsFiles
 
 __all__ = [
     "SCHEME",
@@ -91,12 +92,27 @@ def put(key: bytes, value: bytes, lease: int = 0) -> rpc_pb2.RequestOp:
 class EtcdClient:
     """Channels to the members of one etcd cluster, and the calls the controller makes."""
 
-    def __init__(self, members: Sequence[str], *, timeout: float = CALL_TIMEOUT) -> None:
+    def __init__(
+        self,
+        members: Sequence[str],
+        *,
+        timeout: float = CALL_TIMEOUT,
+        tls: TlsFiles | None = None,
+    ) -> None:
+        """`tls`: speak TLS to every member, trusting `tls.ca` (None: the system's roots) and,
+        for an etcd that requires client certificates, presenting `tls.cert`/`tls.key`."""
         if not members:
             raise InvalidArgument("an etcd client needs at least one member address")
         self.members = list(members)
         self.timeout = timeout
-        self._channels = [grpc.aio.insecure_channel(m, options=_OPTIONS) for m in self.members]
+        self.tls = tls if tls is not None and tls.enabled else None
+        if self.tls is None:
+            self._channels = [grpc.aio.insecure_channel(m, options=_OPTIONS) for m in members]
+        else:
+            credentials = self.tls.channel_credentials()
+            self._channels = [
+                grpc.aio.secure_channel(m, credentials, options=_OPTIONS) for m in members
+            ]
         self._current = 0
 
     @property
@@ -213,9 +229,17 @@ async def wait_reachable(client: EtcdClient, timeout: float) -> rpc_pb2.StatusRe
             return await client.status(timeout=max(0.1, min(1.0, deadline - loop.time())))
         except EtcdUnavailable as error:
             if loop.time() >= deadline:
+                remedy = (
+                    "start etcd there, or give --store the addresses of its members "
+                    "(etcd://HOST:PORT,...)"
+                )
+                if client.tls is not None:
+                    remedy += (
+                        "; with TLS, check that --etcd-ca signed etcd's certificate (for the "
+                        "address given) and, if etcd asks for one, --etcd-cert/--etcd-key"
+                    )
                 raise EtcdUnavailable(
                     f"cannot reach etcd at {', '.join(client.members)} within {timeout:g} s "
-                    f"({error.message}); start etcd there, or give --store the addresses of "
-                    "its members (etcd://HOST:PORT,...)"
+                    f"({error.message}); {remedy}"
                 ) from None
             await asyncio.sleep(0.1)

@@ -36,6 +36,7 @@ import grpc
 
 from fusionrack.emulator import FailedPrecondition, InvalidArgument, Unavailable
 from fusionrack.etcdv3 import kv_pb2, rpc_pb2
+from fusionrack.rpc import TlsFiles
 
 from .etcd import (
     EtcdClient,
@@ -73,11 +74,16 @@ class EtcdStore:
 
     @classmethod
     async def open(
-        cls, members: list[str], rack: str, *, timeout: float = CONNECT_TIMEOUT
+        cls,
+        members: list[str],
+        rack: str,
+        *,
+        timeout: float = CONNECT_TIMEOUT,
+        tls: TlsFiles | None = None,
     ) -> EtcdStore:
-        """The store of `rack` in the etcd cluster of `members`, once a member answers;
-        Unavailable naming every address if none does within `timeout`."""
-        client = EtcdClient(members)
+        """The store of `rack` in the etcd cluster of `members` (over TLS with `tls`), once a
+        member answers; Unavailable naming every address if none does within `timeout`."""
+        client = EtcdClient(members, tls=tls)
         try:
             await wait_reachable(client, timeout)
         except BaseException:

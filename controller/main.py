@@ -114,6 +114,7 @@ async def serve_controller(
     advertise: str | None = None,
     lease_ttl: int = DEFAULT_LEASE_TTL,
     store_timeout: float = CONNECT_TIMEOUT,
+    store_tls: TlsFiles | None = None,
 ) -> RunningController:
     """Load desired state from `state`, watch the agents at `addresses`, serve on `listen`.
 
@@ -121,7 +122,8 @@ async def serve_controller(
     file `state`, shared with the rack's other controllers: this one then campaigns for the
     leadership (an etcd lease of `lease_ttl` s) as `controller_id` (default: host name and
     gRPC address), telling the others to reach it at `advertise` (default: the address it
-    listens on), and stands by until elected.
+    listens on), and stands by until elected. `store_tls`: TLS to etcd (its CA, and a client
+    certificate for an etcd that asks for one).
 
     `metrics` ("host:port", port 0 for a free one) serves Prometheus /metrics; `mqtt`
     (``mqtt://host:port``) mirrors status, events and partition state to that broker, which
@@ -137,7 +139,9 @@ async def serve_controller(
     leadership: Leadership | None = None
     sole = SoleLeadership(controller_id or "")  # without a shared store: it leads, alone
     if store is not None:
-        etcd = await EtcdStore.open(parse_etcd_url(store), topology.name, timeout=store_timeout)
+        etcd = await EtcdStore.open(
+            parse_etcd_url(store), topology.name, timeout=store_timeout, tls=store_tls
+        )
         desired = etcd
         leadership = Leadership(
             etcd.client,
@@ -266,6 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
         "rack's other controllers; they elect a leader there (the others stand by)",
     )
     parser.add_argument(
+        "--etcd-ca", type=Path, metavar="PEM", help="speak TLS to etcd, trusting this CA"
+    )
+    parser.add_argument(
+        "--etcd-cert",
+        type=Path,
+        metavar="PEM",
+        help="client certificate for an etcd that asks for one (--client-cert-auth)",
+    )
+    parser.add_argument("--etcd-key", type=Path, metavar="PEM", help="its private key")
+    parser.add_argument(
         "--controller-id",
         metavar="NAME",
         help="this controller's name in the election (default: host name/advertised address)",
@@ -386,6 +400,15 @@ async def run(args: argparse.Namespace, topology: Topology) -> int:
         raise SystemExit("fusion-controller: give --state (SQLite) or --store (etcd), not both")
     if args.lease_ttl < 1:
         raise SystemExit("fusion-controller: --lease-ttl must be at least 1 second")
+    store_tls = TlsFiles(args.etcd_cert, args.etcd_key, args.etcd_ca)
+    if store_tls.enabled and not args.store:
+        raise SystemExit("fusion-controller: --etcd-ca/--etcd-cert/--etcd-key go with --store")
+    if bool(args.etcd_cert) != bool(args.etcd_key):
+        raise SystemExit("fusion-controller: give --etcd-cert and --etcd-key together")
+    for option, path in (("--etcd-ca", args.etcd_ca), ("--etcd-cert", args.etcd_cert),
+                         ("--etcd-key", args.etcd_key)):  # fmt: skip
+        if path is not None and not path.is_file():
+            raise SystemExit(f"fusion-controller: {option} {path}: no such file")
     state = args.state or Path(".fusionrack") / f"{topology.name}-controller.sqlite"
     if not args.store:
         state.parent.mkdir(parents=True, exist_ok=True)
@@ -403,7 +426,7 @@ async def run(args: argparse.Namespace, topology: Topology) -> int:
         mqtt=args.mqtt, rack_secret=secret, tokens=tokens,
         anonymous=None if args.refuse_anonymous else "read-only",
         store=args.store, controller_id=args.controller_id, advertise=args.advertise,
-        lease_ttl=args.lease_ttl, store_timeout=args.store_timeout,
+        lease_ttl=args.lease_ttl, store_timeout=args.store_timeout, store_tls=store_tls,
     )  # fmt: skip
     notify_ready()
     # Warned once serving, so a refusal to start (a damaged store) is the first line.

@@ -51,9 +51,12 @@ def _accepts(port: int) -> bool:
 
 
 class Etcd:
-    """One etcd member (a cluster of one), restartable on the same ports. `close()` when done."""
+    """One etcd member (a cluster of one), restartable on the same ports. `close()` when done.
+    With `tls` (the member's certificate, its key, and the CA its clients' certificates must be
+    signed by), it serves clients over TLS only and asks each for a certificate."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tls: tuple[Path, Path, Path] | None = None) -> None:
+        self.tls = tls
         self.binary = find_etcd()
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +93,13 @@ class Etcd:
         """Start (or restart, same ports and data) and return once it serves clients."""
         if self.running:
             raise RuntimeError(f"etcd already running on {self.address}")
-        client, peer = f"http://{self.address}", f"http://127.0.0.1:{self.peer_port}"
+        scheme = "https" if self.tls else "http"
+        client, peer = f"{scheme}://{self.address}", f"http://127.0.0.1:{self.peer_port}"
+        secure = []
+        if self.tls is not None:
+            cert, key, ca = self.tls
+            secure = [f"--cert-file={cert}", f"--key-file={key}", f"--trusted-ca-file={ca}",
+                      "--client-cert-auth"]  # fmt: skip
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 [
@@ -104,6 +113,7 @@ class Etcd:
                     f"--initial-cluster=test={peer}",
                     "--log-level=warn",
                     "--logger=zap",
+                    *secure,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

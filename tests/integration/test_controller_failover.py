@@ -35,6 +35,7 @@ from racks import running_rack
 
 from fusionrack import wire
 from fusionrack.agent.rack import LocalRack
+from fusionrack.certs import make_rack_certificates
 from fusionrack.controller.etcd import EtcdClient
 from fusionrack.controller.etcdstore import EtcdStore
 from fusionrack.emulator import FabricConfig, Topology
@@ -70,7 +71,7 @@ class EtcdController:
         assert rack.secret is not None
         self.secret.write_text(rack.secret.hex())
         self.process: subprocess.Popen[bytes] | None = None
-        self.mqtt: list[str] = []  # ["--mqtt", URL] to mirror to a broker
+        self.options: list[str] = []  # more of fusion-controller's options (--mqtt URL, ...)
 
     def start(self) -> None:
         agents = [f"--agent={name}={self.rack.address(name)}" for name in self.rack.trays]
@@ -78,7 +79,7 @@ class EtcdController:
             self.process = subprocess.Popen(
                 [CONTROLLER, "--manifest", "mini", "--store", self.etcd.url,
                  "--controller-id", self.name, "--listen", self.address, "--log-level", "INFO",
-                 "--rack-secret-file", str(self.secret), *self.mqtt, *agents],
+                 "--rack-secret-file", str(self.secret), *self.options, *agents],
                 stdout=subprocess.DEVNULL, stderr=log,
             )  # fmt: skip
 
@@ -436,7 +437,7 @@ async def test_with_mqtt_only_the_leader_speaks_for_the_rack_and_a_standby_strea
     ]  # fmt: skip
     try:
         for controller in trio:
-            controller.mqtt = ["--mqtt", mosquitto.url]
+            controller.options = ["--mqtt", mosquitto.url]
             controller.start()
         leader, _ = await leader_of(trio, rack)
         standby = next(c for c in trio if c is not leader)
@@ -539,3 +540,50 @@ async def test_with_mqtt_only_the_leader_speaks_for_the_rack_and_a_standby_strea
     finally:
         for controller in trio:
             controller.stop()
+
+
+async def test_over_tls_to_an_etcd_that_asks_for_client_certificates(
+    rack: LocalRack, tmp_path: Path
+) -> None:
+    tls = tmp_path / "tls"
+    make_rack_certificates(tls, "mini", [("etcd", "switch")], hosts=["127.0.0.1"])
+    secure = Etcd(tmp_path / "etcd", tls=(tls / "etcd.pem", tls / "etcd.key", tls / "ca.pem"))
+    secure.start()
+    pair = controllers_of(rack, secure, tmp_path, "one", "two")
+    try:
+        # Without a client certificate etcd refuses the handshake: the controller says why.
+        alone = await asyncio.create_subprocess_exec(
+            CONTROLLER, "--manifest", "mini", "--store", secure.url, "--store-timeout", "1",
+            "--etcd-ca", str(tls / "ca.pem"), "--listen", "127.0.0.1:0",
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(alone.communicate(), 30)
+        assert alone.returncode != 0
+        assert f"cannot reach etcd at {secure.address}" in err.decode(), err.decode()
+        assert "--etcd-cert/--etcd-key" in err.decode(), err.decode()
+        for controller in pair:
+            controller.options = [
+                "--etcd-ca", str(tls / "ca.pem"), "--etcd-cert", str(tls / "controller.pem"),
+                "--etcd-key", str(tls / "controller.key"),
+            ]  # fmt: skip
+            controller.start()
+        leader, _ = await leader_of(pair, rack)
+        standby = next(c for c in pair if c is not leader)
+        async with open_channel(standby.address, credentials=rack.credentials()) as channel:
+            made = await controller_pb2_grpc.ControllerStub(channel).CreatePartition(
+                controller_pb2.CreatePartitionRequest(
+                    name="sealed", locations=common_pb2.LocationList(
+                        locations=[common_pb2.Location(tray="compute-01", index=0)])),
+                timeout=10,
+            )  # fmt: skip
+        leader.kill()
+        await first_to_lead([standby], rack)
+        async with open_channel(standby.address, credentials=rack.credentials()) as channel:
+            listed = await controller_pb2_grpc.ControllerStub(channel).ListPartitions(
+                controller_pb2.ListPartitionsRequest(), timeout=10
+            )
+        assert made.partition.id in [p.id for p in listed.partitions]
+    finally:
+        for controller in pair:
+            controller.stop()
+        secure.close()
