@@ -37,7 +37,8 @@ sends the retained state, drains the outbox with up to `max_inflight` QoS 1 publ
 and on any failure (no broker, broker gone, an ack timing out) reconnects with capped, jittered
 exponential backoff. Events whose PUBACK had not arrived when a connection broke go back to the
 head of the outbox and are sent again: delivery is at least once, and ``event_id`` lets
-subscribers drop duplicates.
+subscribers drop duplicates. `hold()` stands a publisher aside (disconnected, status untouched,
+events dropped) until `release()`: a rack's controllers share one voice, the leader's.
 """
 
 from __future__ import annotations
