@@ -152,6 +152,11 @@ class ControllerPublisher(MqttPublisher):
 
     # -- leadership (controllers sharing an etcd store) -------------------------------------
 
+    def may_connect(self) -> bool:
+        # A deposed leader that has not heard it yet (it was paused) must not reconnect: its
+        # session would take the new leader's, and back.
+        return self.controller.leads
+
     def lead(self) -> None:
         """This controller now leads its rack: speak for it (status, events, partitions)."""
         self.refresh()

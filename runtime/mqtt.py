@@ -359,6 +359,11 @@ class MqttPublisher:
         self._held.clear()
         self._released.set()
 
+    def may_connect(self) -> bool:
+        """Asked before every connection attempt; False holds the publisher (a subclass's
+        role check, e.g. a controller's leadership, in case nobody called `hold()` yet)."""
+        return True
+
     async def stop(self) -> None:
         """Flush (if connected), publish retained ``offline``, disconnect, await the task."""
         self._stopping = True
@@ -410,6 +415,8 @@ class MqttPublisher:
         delay = self.backoff_initial
         quiet = False  # after the first failure in a row, retries log at DEBUG only
         while not self._stopping:
+            if self._released.is_set() and not self.may_connect():
+                self.hold()
             if not self._released.is_set():
                 await _first(self._released.wait(), self._stop_requested.wait())
                 continue

@@ -326,11 +326,13 @@ async def test_the_leader_killed_in_a_storm_a_standby_leads_within_3_s_and_loses
 
 
 async def test_a_paused_leader_resumes_deposed_and_changes_nothing(
-    rack: LocalRack, etcd: Etcd, tmp_path: Path
+    rack: LocalRack, etcd: Etcd, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     both = controllers_of(rack, etcd, tmp_path, "one", "two")
+    status_topic = "fusionrack/mini/controller/status"
     try:
         for controller in both:
+            controller.options = ["--mqtt", mosquitto.url]
             controller.start()
         first, _ = await leader_of(both, rack)
         second = next(c for c in both if c is not first)
@@ -349,10 +351,16 @@ async def test_a_paused_leader_resumes_deposed_and_changes_nothing(
                 ),
                 timeout=10,
             )  # fmt: skip
-            first.signal(signal.SIGCONT)
-            # It resumes as it stopped, believing it leads: its lease tells it otherwise
-            # before it acts, and every switch tray has seen the newer epoch anyway.
-            await asyncio.sleep(1.0)
+            async with aiomqtt.Client(mosquitto.host, mosquitto.port) as watcher:
+                await watcher.subscribe(status_topic, qos=1)
+                before = await mqtt_messages(watcher)  # the retained status
+                first.signal(signal.SIGCONT)
+                # It resumes as it stopped, believing it leads: its lease tells it otherwise
+                # before it acts, and every switch tray has seen the newer epoch anyway.
+                # Nor does it speak on MQTT again (its session would take the new leader's).
+                during = await mqtt_messages(watcher, quiet=2.0)
+            assert [d["details"]["address"] for _, d in before if d] == [second.address], before
+            assert during == [], during
             state = await domain(first, rack)
             assert not state.leadership.leader and state.leadership.leader_id == second.name
             assert state.leadership.epoch > old_epoch
