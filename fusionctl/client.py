@@ -98,7 +98,7 @@ class Session:
             rack = fleet_rack(args.rack)
             self.address, found = rack["controller"], Path(rack["state_dir"])
         else:
-            found = _rack_of(self.address)
+            found, self.address = _rack_of(self.address)
         if not self.tls.enabled and found is not None and (found / "tls" / "ca.pem").exists():
             # A rack `rack up --tls` started here: its admin client certificate.
             self.tls = component_files(found / "tls", "client-admin")
@@ -302,17 +302,21 @@ def output_options(top: bool = False) -> argparse.ArgumentParser:
     return parent
 
 
-def _rack_of(controller: str) -> Path | None:
+def _rack_of(controller: str) -> tuple[Path | None, str]:
     """The state dir of the rack `fusionctl rack up` or `fleet up` started from this directory
-    whose controller is `controller` (None: none)."""
+    whose controllers include `controller` ("A" or "A,B": None if none), and the addresses to
+    call: `controller`'s first, then the rack's other controllers (`rack up --controllers N`),
+    so a call fails over to them."""
+    given = controller.split(",")
     records = [*Path(".fusionrack").glob("*/rack.json"), *fleet_dir().glob("*/rack.json")]
     for record in sorted(set(records)):
         try:
-            if json.loads(record.read_text()).get("controller") == controller:
-                return record.parent
-        except (OSError, ValueError):
+            recorded = (json.loads(record.read_text()).get("controller") or "").split(",")
+        except (OSError, ValueError, AttributeError):
             continue
-    return None
+        if set(given) <= set(recorded):
+            return record.parent, ",".join([*given, *(a for a in recorded if a not in given)])
+    return None, controller
 
 
 def _token(path: Path | None, rack: Path | None) -> str | None:

@@ -18,16 +18,22 @@ from .launcher.prometheus import add_interval_option
 
 __all__ = ["register"]
 
+MAX_CONTROLLERS = 5  # an etcd election among more gains nothing on one machine
+
 
 def _rack_up(args: argparse.Namespace) -> int:
     from .launcher.rack import rack_up  # starts processes and talks gRPC: only load it when asked
 
+    if not 1 <= args.controllers <= MAX_CONTROLLERS:
+        raise InvalidArgument(f"--controllers takes 1 to {MAX_CONTROLLERS}, not {args.controllers}")
+    if args.controllers > 1 and args.no_controller:
+        raise InvalidArgument("--controllers and --no-controller contradict each other")
     return rack_up(
         args.manifest, in_process=args.in_process, base_port=args.base_port, host=args.host,
         state_dir=args.state_dir, detach=args.detach, mqtt=not args.no_mqtt,
         controller_listen=None if args.no_controller else args.controller_listen,
         output=args.output, prometheus=args.prometheus,
-        prometheus_interval=args.prometheus_interval, tls=args.tls,
+        prometheus_interval=args.prometheus_interval, tls=args.tls, controllers=args.controllers,
     )  # fmt: skip
 
 
@@ -140,6 +146,15 @@ def register(commands: Commands) -> None:
     )
     up.add_argument(
         "--no-controller", action="store_true", help="start no controller (bring your own)"
+    )
+    up.add_argument(
+        "--controllers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N controllers (2-5) that keep their state in an etcd started here (Debian's "
+        "etcd-server) and elect a leader: kill one, another leads within ~2.5 s; from "
+        "--controller-listen on, every other port (default 1, on SQLite)",
     )
     up.add_argument(
         "--detach", action="store_true", help="leave the rack running in the background"

@@ -88,18 +88,29 @@ class FailoverChannel:
     # -- what a channel offers ---------------------------------------------------------------
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
-        """READY if any controller is connected, else the current one's state."""
+        """READY if any controller is connected, else CONNECTING (or IDLE) while any may still
+        be, else the current one's state: failed only when every controller is (a dead first
+        address must not make a caller give up while the others connect)."""
         states = [channel.get_state(try_to_connect) for channel in self.channels]
-        if grpc.ChannelConnectivity.READY in states:
-            return grpc.ChannelConnectivity.READY
+        for hopeful in (
+            grpc.ChannelConnectivity.READY,
+            grpc.ChannelConnectivity.CONNECTING,
+            grpc.ChannelConnectivity.IDLE,
+        ):
+            if hopeful in states:
+                return hopeful
         return states[self.current]
 
     async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
-        """Until some controller's channel leaves `last_observed_state`."""
+        """Until some controller's channel in `last_observed_state` leaves it (at once if none
+        is in it: the state `get_state` would say has changed already)."""
         waits = [
             asyncio.ensure_future(channel.wait_for_state_change(last_observed_state))
             for channel in self.channels
+            if channel.get_state() == last_observed_state
         ]
+        if not waits:
+            return
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -17,6 +17,8 @@ __all__ = [
     "TLS_DIR",
     "RackPlan",
     "check_ports_free",
+    "controller_addresses",
+    "controller_listens",
     "controller_metrics_address",
     "planned_ports",
     "spare_port",
@@ -68,6 +70,18 @@ def controller_metrics_address(controller: str) -> str:
     return f"{host}:{int(port) + 1}"
 
 
+def controller_listens(listen: str, count: int) -> str:
+    """The gRPC addresses of `rack up --controllers count` from `listen`, as a rack records
+    them and clients take them ("A,B,C"): every other port, each one's /metrics between."""
+    host, port = listen.rsplit(":", 1)
+    return ",".join(f"{host}:{int(port) + 2 * k}" for k in range(count))
+
+
+def controller_addresses(controller: str | None) -> list[str]:
+    """The addresses in a recorded controller ("A" or "A,B,C"; None: none)."""
+    return controller.split(",") if controller else []
+
+
 def _planned_addresses(plan: RackPlan, controller: str | None) -> list[tuple[str, str]]:
     """(address, owner) of every port the rack will listen on, but the broker's."""
     wanted = []
@@ -76,9 +90,9 @@ def _planned_addresses(plan: RackPlan, controller: str | None) -> list[tuple[str
         wanted += [(grpc_address, tray.name), (metrics, tray.name)]
         if tray.kind == TrayKind.SWITCH:
             wanted.append((forward, f"{tray.name}'s data plane"))
-    if controller:
-        wanted.append((controller, "the controller"))
-        wanted.append((controller_metrics_address(controller), "the controller's /metrics"))
+    for address in controller_addresses(controller):
+        wanted.append((address, "the controller"))
+        wanted.append((controller_metrics_address(address), "the controller's /metrics"))
     return wanted
 
 
@@ -122,8 +136,8 @@ def target_groups(plan: RackPlan, controller: str | None) -> list[dict[str, Any]
          "labels": {"rack": plan.topology.name, "tray": t.name, "kind": t.kind.name.lower()}}
         for t in plan.topology.trays
     ]  # fmt: skip
-    if controller:
-        groups.append({"targets": [controller_metrics_address(controller)],
+    for address in controller_addresses(controller):
+        groups.append({"targets": [controller_metrics_address(address)],
                        "labels": {"rack": plan.topology.name, "kind": "controller"}})  # fmt: skip
     return groups
 

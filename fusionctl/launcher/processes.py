@@ -20,12 +20,15 @@ from .readiness import answers_tcp
 
 __all__ = [
     "agent_command",
+    "etcd_binary",
     "is_agent",
+    "is_controller",
     "launch_prometheus",
     "mosquitto_binary",
     "program_command",
     "running",
     "spawn",
+    "start_etcd",
     "start_mosquitto",
     "stop_processes",
     "terminate",
@@ -33,6 +36,7 @@ __all__ = [
 ]
 
 MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto")
+ETCD_PATHS = ("etcd", "/usr/bin/etcd")
 # Prometheus always listens on loopback, whatever --host says: its HTTP API has no
 # authentication, and it reaches the agents wherever they listen.
 PROMETHEUS_HOST = "127.0.0.1"
@@ -52,6 +56,44 @@ def agent_command() -> list[str]:
 
 def mosquitto_binary() -> str | None:
     return next((p for p in map(shutil.which, MOSQUITTO_PATHS) if p), None)
+
+
+def etcd_binary() -> str | None:
+    return next((p for p in map(shutil.which, ETCD_PATHS) if p), None)
+
+
+def is_controller(name: str) -> bool:
+    """Whether a recorded process name is a controller's ("controller", "controller-2",
+    "<rack>/controller")."""
+    return name.rsplit("/", 1)[-1].startswith("controller")
+
+
+def start_etcd(state_dir: Path, host: str, taken: set[int]) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a one-member etcd on `host` (client and peer ports free and none of `taken`), its
+    data (kept across down and up, like a controller's SQLite file) and log in `state_dir`:
+    (process, ``etcd://`` URL) once it listens; Unavailable saying why when it cannot."""
+    binary = etcd_binary()
+    if binary is None:
+        raise Unavailable("several controllers keep their state in etcd, which is not installed "
+                          "(apt-get install etcd-server)")  # fmt: skip
+    client_port = spare_port(host, taken)
+    peer_port = spare_port(host, taken | {client_port})
+    client, peer = f"http://{host}:{client_port}", f"http://{host}:{peer_port}"
+    command = [binary, "--name=rack", f"--data-dir={state_dir / 'etcd'}",
+               f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
+               f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+               f"--initial-cluster=rack={peer}", "--log-level=warn", "--logger=zap"]  # fmt: skip
+    process = spawn("etcd", command, state_dir)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if answers_tcp(host, client_port):
+            return process, f"etcd://{host}:{client_port}"
+        if process.poll() is not None:
+            break
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    raise Unavailable(f"etcd did not start; see {state_dir / 'etcd.log'}")
 
 
 def wait_broker(url: str, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
@@ -130,14 +172,17 @@ def stop_processes(
     processes: dict[str, subprocess.Popen[bytes]], services: dict[str, subprocess.Popen[bytes]]
 ) -> None:
     """Stop the agents and the controller, then the services they use (broker, Prometheus)."""
-    # The controller first, so it does not log every agent going away.
-    ordered = sorted(processes.items(), key=lambda item: item[0] != "controller")
-    for _, p in ordered:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            if p is processes.get("controller"):
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    p.wait(timeout=5)
+    # The controllers first, so they do not log every agent going away.
+    ordered = sorted(processes.items(), key=lambda item: not is_controller(item[0]))
+    for first in (True, False):
+        for name, p in ordered:
+            if is_controller(name) == first and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        if first:
+            for name, p in ordered:
+                if is_controller(name):
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        p.wait(timeout=5)
     for _, p in ordered:
         try:
             p.wait(timeout=10)
@@ -178,7 +223,7 @@ def terminate(pids: dict[str, int], wait: float = 10.0) -> list[str]:
     """SIGTERM the processes `pids` names, controllers first (so that they do not log every
     agent going away: "controller", or "<rack>/controller"); SIGKILL what still runs after
     `wait` s. Returns the names in order."""
-    order = sorted(pids, key=lambda name: name.rsplit("/", 1)[-1] != "controller")
+    order = sorted(pids, key=lambda name: not is_controller(name))
     for name in order:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pids[name], signal.SIGTERM)

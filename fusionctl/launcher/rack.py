@@ -50,6 +50,8 @@ from .plan import (
     TLS_DIR,
     RackPlan,
     check_ports_free,
+    controller_addresses,
+    controller_listens,
     controller_metrics_address,
     planned_ports,
     target_groups,
@@ -58,11 +60,13 @@ from .plan import (
 from .processes import (
     agent_command,
     is_agent,
+    is_controller,
     launch_prometheus,
     mosquitto_binary,
     program_command,
     running,
     spawn,
+    start_etcd,
     start_mosquitto,
     stop_processes,
     terminate,
@@ -81,6 +85,7 @@ from .readiness import (
     get_domain,
     tray_status,
     wait_controller,
+    wait_leader,
     wait_ready,
 )
 
@@ -104,19 +109,39 @@ def _agent_options(plan: RackPlan, mqtt_url: str | None) -> list[str]:
     return [*options, "--mqtt", mqtt_url] if mqtt_url else options
 
 
-def controller_command(plan: RackPlan, listen: str, mqtt_url: str | None) -> list[str]:
-    return [*controller_program(), *controller_arguments(plan, listen, mqtt_url)]
+def controller_command(
+    plan: RackPlan, listen: str, mqtt_url: str | None, store: str | None = None, number: int = 1
+) -> list[str]:
+    return [*controller_program(), *controller_arguments(plan, listen, mqtt_url, store, number)]
+
+
+def controller_names(controller: str | None) -> list[str]:
+    """The process names of a rack's controllers: "controller", or "controller-1".. for
+    several (`rack up --controllers N`), in the order of their recorded addresses."""
+    addresses = controller_addresses(controller)
+    if len(addresses) == 1:
+        return ["controller"]
+    return [f"controller-{k}" for k in range(1, len(addresses) + 1)]
 
 
 def controller_program() -> list[str]:
     return program_command("fusion-controller", "fusionrack.controller.main")
 
 
-def controller_arguments(plan: RackPlan, listen: str, mqtt_url: str | None) -> list[str]:
-    """The `fusion-controller` arguments of the rack's controller, listening on `listen`."""
+def controller_arguments(
+    plan: RackPlan, listen: str, mqtt_url: str | None, store: str | None = None, number: int = 1
+) -> list[str]:
+    """The `fusion-controller` arguments of the rack's controller, listening on `listen`: its
+    state in the state directory's SQLite file, or in the etcd `store` it shares with the
+    rack's other controllers (this one named controller-`number` in their election)."""
+    state = (
+        ["--store", store, "--controller-id", f"controller-{number}"]
+        if store
+        else ["--state", str(plan.state_dir / "controller.sqlite")]
+    )
     return [
         *plan.name_options, "--host", plan.host, "--base-port", str(plan.base_port),
-        "--listen", listen, "--state", str(plan.state_dir / "controller.sqlite"),
+        "--listen", listen, *state,
         "--metrics", controller_metrics_address(listen),
         "--rack-secret-file", str(plan.state_dir / SECRET_FILE),
         "--admin-token-file", str(plan.state_dir / TOKEN_FILES["admin"]),
@@ -165,20 +190,26 @@ async def bring_up(
     processes: dict[str, subprocess.Popen[bytes]],
     timeout: float,
     progress: Progress | None,
+    store: str | None = None,
 ) -> None:
-    """Start the agents (`agents`, the command), wait for them, then the controller, and wait
-    for it (`processes` is filled as they start, so the caller can stop them whatever
+    """Start the agents (`agents`, the command), wait for them, then the controllers (one per
+    address of `controller_listen`, "A,B,C"; their state in the etcd `store` when several), and
+    wait for them (`processes` is filled as they start, so the caller can stop them whatever
     happens)."""
     processes["agents"] = spawn("agents", agents, plan.state_dir)
     await wait_ready(plan, [processes["agents"]], timeout, progress)
-    if controller_listen is None:
-        return
-    # Started once the agents answer: it finds them at once rather than on a retry.
-    command = controller_command(plan, controller_listen, mqtt_url)
-    processes["controller"] = spawn("controller", command, plan.state_dir)
-    await wait_controller(controller_listen, processes["controller"], timeout,
-                          plan.state_dir / "controller.log", progress,
-                          plan.client_tls)  # fmt: skip
+    # Started once the agents answer: they find them at once rather than on a retry.
+    listens = controller_addresses(controller_listen)
+    names = controller_names(controller_listen)
+    for number, (name, listen) in enumerate(zip(names, listens, strict=True), 1):
+        command = controller_command(plan, listen, mqtt_url, store, number)
+        processes[name] = spawn(name, command, plan.state_dir)
+    for name, listen in zip(names, listens, strict=True):
+        await wait_controller(listen, processes[name], timeout,
+                              plan.state_dir / f"{name}.log", progress,
+                              plan.client_tls)  # fmt: skip
+    if len(listens) > 1:
+        await wait_leader(controller_listen, timeout, plan.client_tls, progress)
 
 
 def record_rack(plan: RackPlan, pids: dict[str, int], **started: Any) -> None:
@@ -208,13 +239,17 @@ def rack_up(
     prometheus: bool = False,
     prometheus_interval: float = DEFAULT_INTERVAL,
     tls: bool = False,
+    controllers: int = 1,
 ) -> int:
-    """Bring a rack up (`controller_listen` None: without a controller; `prometheus`: with a
+    """Bring a rack up (`controller_listen` None: without a controller; `controllers` > 1:
+    that many, from `controller_listen` on, sharing an etcd started here; `prometheus`: with a
     Prometheus scraping and evaluating rules every `prometheus_interval` s); see the module
     doc."""
     topology = Topology(load_manifest(manifest))
     state_dir = state_dir or Path(".fusionrack") / topology.name
     plan = RackPlan(topology, manifest, host, base_port, state_dir, tls)
+    if controller_listen is not None:
+        controller_listen = controller_listens(controller_listen, controllers)
     prepare(plan, controller_listen)
     # Rendered first: a bad interval is refused before anything starts.
     prometheus_config = render_config(prometheus_interval) if prometheus else None
@@ -230,12 +265,20 @@ def rack_up(
         else (None, None)
     )
     services = {name: p for name, p in ((BROKER, broker), ("prometheus", monitor)) if p}
+    store = None
+    if controller_listen is not None and controllers > 1:
+        try:
+            started_on = {int(url.rsplit(":", 1)[1]) for url in (mqtt_url, prometheus_url) if url}
+            services["etcd"], store = start_etcd(state_dir, host, taken | started_on)
+        except BaseException:
+            stop_processes({}, services)
+            raise
     processes: dict[str, subprocess.Popen[bytes]] = {}
     started = time.monotonic()
     progress = Progress()
     try:
         asyncio.run(bring_up(plan, agents_command(plan, mqtt_url, in_process), controller_listen,
-                             mqtt_url, processes, timeout, progress))  # fmt: skip
+                             mqtt_url, processes, timeout, progress, store))  # fmt: skip
         progress.done()
         # Ready by now, mostly: it started with the agents.
         if monitor and prometheus_url and not wait_prometheus(prometheus_url, monitor):
@@ -252,7 +295,7 @@ def rack_up(
     pids = {name: p.pid for name, p in processes.items()}
     pids.update({name: p.pid for name, p in services.items()})
     record_rack(plan, pids, in_process=in_process, controller=controller_listen, mqtt=mqtt_url,
-           prometheus=prometheus_url)  # fmt: skip
+           prometheus=prometheus_url, store=store)  # fmt: skip
     # With -o json, stdout carries only the document; what people read goes to stderr.
     notes = sys.stderr if output == "json" else sys.stdout
     if output == "json":
@@ -266,7 +309,10 @@ def rack_up(
               + (f" --state-dir {state_dir}" if custom else ""), file=notes)  # fmt: skip
         return 0
     print("press Ctrl-C to stop the rack", file=notes, flush=True)
-    wait_until_stopped({name: (p, state_dir / f"{name}.log") for name, p in processes.items()},
+    # With several controllers, one that dies is what they are there for: not a reason to stop.
+    watched = {name: p for name, p in processes.items()
+               if store is None or not is_controller(name)}  # fmt: skip
+    wait_until_stopped({name: (p, state_dir / f"{name}.log") for name, p in watched.items()},
                        "the rack", notes)  # fmt: skip
     stop_processes(processes, services)
     restarted = read_json(state_dir / "pids.json") or {}  # by `rack restart`, meanwhile
@@ -316,9 +362,10 @@ def _print_table(
           f"{len(top.links)} links active")  # fmt: skip
     rows = [(t.name, t.kind.name.lower(), t.slot, plan.grpc_address(t.name),
              f"http://{plan.metrics_address(t.name)}/metrics") for t in top.trays]  # fmt: skip
-    if controller:
-        rows.append(("controller", "controller", "-", controller,
-                     f"http://{controller_metrics_address(controller)}/metrics"))  # fmt: skip
+    for name, address in zip(controller_names(controller), controller_addresses(controller),
+                             strict=True):  # fmt: skip
+        rows.append((name, "controller", "-", address,
+                     f"http://{controller_metrics_address(address)}/metrics"))  # fmt: skip
     if prometheus_url:
         rows.append(("prometheus", "prometheus", "-", "-", prometheus_url))
     print(table(rows, ("TRAY", "KIND", "SLOT", "GRPC", "METRICS")))
@@ -344,7 +391,11 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
     """What `rack status -o json` prints: from the state directory, checked live.
 
     `{"rack", "state_dir", "up", "healthy", "controller": {"address", "pid", "running",
-    "answers", "control_plane_state", "reachable_trays", "trays"} | null, "broker": {"url",
+    "answers", "control_plane_state", "reachable_trays", "trays"} | null, "controllers":
+    [{"name", "address", "pid", "running", "answers", "leads", "control_plane_state",
+    "reachable_trays", "trays"}] (one per controller; with several, `rack up --controllers N`,
+    "controller" is the leader's, but its address: every one, "A,B,C"), "store": {"url", "pid",
+    "running", "answers"} | null (their etcd), "broker": {"url",
     "pid", "running", "answers"} | null, "prometheus": {"url", "pid", "running", "answers"} |
     null, "trays": [{"name", "kind", "slot", "address", "metrics_address", "pid", "running",
     "answers", "active_links", "links"}]}`; `healthy`: every process started runs and answers.
@@ -356,7 +407,8 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
     up = bool(pids)
     document: dict[str, Any] = {
         "rack": topology.name, "state_dir": str(state_dir), "up": up, "healthy": False,
-        "controller": None, "broker": None, "prometheus": None, "trays": [],
+        "controller": None, "controllers": [], "store": None, "broker": None, "prometheus": None,
+        "trays": [],
     }  # fmt: skip
     if not up:
         return document
@@ -375,20 +427,35 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
             "links": status.link_count if status else 0,
         })  # fmt: skip
     parts = list(document["trays"])
-    if record.get("controller"):
-        pid = pids.get("controller")
-        domain = await get_domain(record["controller"], plan.client_tls)
+    addresses = controller_addresses(record.get("controller"))
+    domains = await asyncio.gather(*(get_domain(a, plan.client_tls) for a in addresses))
+    for name, address, domain in zip(controller_names(record.get("controller")), addresses,
+                                     domains, strict=True):  # fmt: skip
+        pid = pids.get(name)
         state = domain.state if domain else None
-        document["controller"] = {
-            "address": record["controller"], "pid": pid, "running": running(pid),
+        document["controllers"].append({
+            "name": name, "address": address, "pid": pid, "running": running(pid),
             "answers": domain is not None,
+            "leads": bool(state and state.leadership.leader),
             "control_plane_state": controller_pb2.ControlPlaneState.Name(
                 state.control_plane_state).removeprefix("CONTROL_PLANE_STATE_").lower()
             if state else None,
             "reachable_trays": state.reachable_tray_count if state else 0,
             "trays": state.tray_count if state else 0,
-        }  # fmt: skip
-        parts.append(document["controller"])
+        })  # fmt: skip
+    parts += document["controllers"]
+    if document["controllers"]:
+        each = document["controllers"]
+        # The rack's controller: the leader, else one that answers, else the first.
+        rack = min(each, key=lambda c: (not c["leads"], not c["answers"]))
+        document["controller"] = {**rack, "address": record["controller"]}
+        del document["controller"]["name"], document["controller"]["leads"]
+    if record.get("store"):
+        host, port = record["store"].removeprefix("etcd://").rsplit(":", 1)
+        pid = pids.get("etcd")
+        document["store"] = {"url": record["store"], "pid": pid, "running": running(pid),
+                             "answers": answers_tcp(host, int(port))}  # fmt: skip
+        parts.append(document["store"])
     if record.get("mqtt"):
         host, port = record["mqtt"].removeprefix("mqtt://").rsplit(":", 1)
         pid = pids.get(BROKER, shared.get(BROKER))
@@ -412,14 +479,21 @@ def _status_table(document: dict[str, Any]) -> str:
         return Word("running" if part["running"] else "stopped")
 
     rows = []
-    controller, broker, monitor = document["controller"], document["broker"], document["prometheus"]
-    if controller:
+    broker, monitor = document["broker"], document["prometheus"]
+    several = len(document["controllers"]) > 1
+    for controller in document["controllers"]:
         state = (
             f"{controller['control_plane_state']}, {controller['reachable_trays']}/"
             f"{controller['trays']} trays reachable" if controller["answers"] else "silent"
         )  # fmt: skip
-        rows.append(("controller", "controller", controller["pid"], process(controller),
+        if several and controller["answers"]:
+            state = ("leader, " if controller["leads"] else "standby, ") + state
+        rows.append((controller["name"], "controller", controller["pid"], process(controller),
                      controller["address"], Word(state)))  # fmt: skip
+    if document["store"]:
+        store = document["store"]
+        rows.append(("etcd", "store", store["pid"], process(store), store["url"],
+                     Word("answers" if store["answers"] else "silent")))  # fmt: skip
     if broker:
         rows.append(("mosquitto", "broker", broker["pid"], process(broker), broker["url"],
                      Word("answers" if broker["answers"] else "silent")))  # fmt: skip
@@ -483,7 +557,7 @@ def stop_racks(state_dirs: list[Path]) -> list[list[str]]:
     for state_dir in state_dirs:
         (state_dir / "pids.json").unlink(missing_ok=True)
         (state_dir / "rack.json").unlink(missing_ok=True)
-    return [sorted(rack, key=lambda name: name != "controller") for rack in pids]
+    return [sorted(rack, key=lambda name: not is_controller(name)) for rack in pids]
 
 
 def rack_down(
@@ -521,11 +595,16 @@ def rack_restart(
         raise Unavailable(f"no rack is up from {state_dir} (fusionctl rack up --detach)")
     plan = _plan_of(topology, record, state_dir)
     tray_pids = read_json(state_dir / "trays.json") or {}
-    if name == "controller":
+    if is_controller(name):
         if not record.get("controller"):
             raise FailedPrecondition("this rack was started without a controller (--no-controller)")
-        command = controller_command(plan, record["controller"], record.get("mqtt"))
-        old = pids.get("controller")
+        names = controller_names(record["controller"])
+        if name not in names:
+            raise FailedPrecondition(f"this rack's controllers are {', '.join(names)}, not {name}")
+        number = names.index(name) + 1
+        listen = controller_addresses(record["controller"])[number - 1]
+        command = controller_command(plan, listen, record.get("mqtt"), record.get("store"), number)
+        old = pids.get(name)
     elif name == BROKER:
         if record.get("fleet"):
             raise FailedPrecondition(f"the broker is the whole fleet's, not rack {topology.name}'s "
@@ -551,8 +630,8 @@ def rack_restart(
     log = state_dir / f"{name}.log"
     progress = Progress()
     try:
-        if name == "controller":
-            asyncio.run(wait_controller(record["controller"], process, timeout, log, progress,
+        if is_controller(name):
+            asyncio.run(wait_controller(listen, process, timeout, log, progress,
                                         plan.client_tls))  # fmt: skip
         elif name == BROKER:
             wait_broker(record["mqtt"], process, timeout, log)

@@ -27,6 +27,7 @@ __all__ = [
     "get_domain",
     "tray_status",
     "wait_controller",
+    "wait_leader",
     "wait_ready",
 ]
 
@@ -143,6 +144,24 @@ async def get_domain(
             )
     except grpc.aio.AioRpcError:
         return None
+
+
+async def wait_leader(
+    controllers: str, timeout: float, tls: TlsFiles | None = None, progress: Progress | None = None
+) -> str:
+    """Poll the controllers at `controllers` ("A,B,C") until one says it leads: its address."""
+    started = time.monotonic()
+    while True:
+        for address in controllers.split(","):
+            domain = await get_domain(address, tls)
+            if domain is not None and domain.state.leadership.leader:
+                return address
+        if time.monotonic() - started > timeout:
+            raise Unavailable(f"none of the controllers at {controllers} leads after "
+                              f"{timeout:g} s; see their logs")  # fmt: skip
+        if progress is not None:
+            progress.update("waiting for the controllers", "electing a leader")
+        await asyncio.sleep(0.05)
 
 
 async def controller_ready(channel: grpc.aio.Channel) -> bool:

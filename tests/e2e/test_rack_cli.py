@@ -24,9 +24,11 @@ FUSIONCTL = str(Path(sys.executable).with_name("fusionctl"))
 MINI_PORTS = tray_port_span(Topology(load_manifest("mini")))  # the trays' share of the scheme
 
 
-def fusionctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def fusionctl(
+    *args: str, timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [FUSIONCTL, *args], capture_output=True, text=True, timeout=timeout, check=False
+        [FUSIONCTL, *args], capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd
     )
 
 
@@ -276,3 +278,51 @@ def test_rack_up_tls_runs_the_rack_on_mutual_tls_and_fusionctl_finds_its_certifi
     finally:
         down = run("rack", "down", "--manifest", "mini")
     assert down.returncode == 0, down.stderr
+
+
+def test_rack_up_with_three_controllers_on_etcd_survives_the_leader_killed(tmp_path: Path) -> None:
+    base = free_port_range(MINI_PORTS + 6)  # the trays', then 3 x (controller, its /metrics)
+    first = base + MINI_PORTS
+    state = tmp_path / ".fusionrack" / "mini"  # where fusionctl, run in tmp_path, finds it
+    up = fusionctl("rack", "up", "--manifest", "mini", "--detach", "--no-mqtt", "--controllers",
+                   "3", "--base-port", str(base), "--controller-listen", f"127.0.0.1:{first}",
+                   "--state-dir", str(state))  # fmt: skip
+    addresses = ",".join(f"127.0.0.1:{first + 2 * k}" for k in range(3))
+    # One address is enough: the rack's record gives fusionctl the others and the admin token.
+    where = ["--controller", f"127.0.0.1:{first}"]
+    try:
+        assert up.returncode == 0, up.stderr + up.stdout
+        for k in (1, 2, 3):
+            assert f"controller-{k}  controller  -     127.0.0.1:{first + 2 * (k - 1)}" in up.stdout
+        record = json.loads((state / "rack.json").read_text())
+        assert record["controller"] == addresses and record["store"].startswith("etcd://")
+        made = fusionctl(*where, "partition", "create", "--name", "train", "--count", "2",
+                         cwd=tmp_path)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        status = json.loads(fusionctl("rack", "status", "--state-dir", str(state), "-o",
+                                      "json").stdout)  # fmt: skip
+        assert status["healthy"] and status["store"]["answers"]
+        assert sorted(c["leads"] for c in status["controllers"]) == [False, False, True]
+        leader = next(c for c in status["controllers"] if c["leads"])
+        assert status["controller"]["pid"] == leader["pid"]
+        os.kill(leader["pid"], 9)
+        # Even given the dead one's address, fusionctl reaches a standby that leads now.
+        listed = fusionctl("--controller", leader["address"], "partition", "list", "-o", "json",
+                           timeout=30, cwd=tmp_path)  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        assert "train" in [p["name"] for p in json.loads(listed.stdout)["partitions"]]
+        again = fusionctl(*where, "partition", "create", "--name", "later", "--count", "1",
+                          cwd=tmp_path)  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        after = fusionctl("rack", "status", "--state-dir", str(state))
+        assert after.returncode == 1 and "degraded" in after.stdout  # one controller down
+        assert f"{leader['name']}  controller" in after.stdout and "silent" in after.stdout
+        restarted = fusionctl("rack", "restart", leader["name"], "--state-dir", str(state))
+        assert restarted.returncode == 0, restarted.stderr
+        healthy = json.loads(fusionctl("rack", "status", "--state-dir", str(state), "-o",
+                                       "json").stdout)  # fmt: skip
+        assert healthy["healthy"] and sum(c["leads"] for c in healthy["controllers"]) == 1
+    finally:
+        down = fusionctl("rack", "down", "--state-dir", str(state))
+    assert down.returncode == 0, down.stderr
+    assert "etcd" in down.stdout and "controller-3" in down.stdout

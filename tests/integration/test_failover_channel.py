@@ -106,3 +106,30 @@ async def test_a_controller_that_hangs_is_given_up_for_the_next(servers, monkeyp
                 controller_pb2.GetDomainRequest(), timeout=0.2
             )
     assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_connecting_fails_only_when_every_controller_does(servers) -> None:  # type: ignore[no-untyped-def]
+    # How fusionctl connects (state changes until READY or failed): a dead first address must
+    # not say "failed" while the next one has yet to connect.
+    _, live = await servers("b", "answer")
+    async with open_channel(f"127.0.0.1:9,{live.address}") as channel:
+        dead = channel.channels[0]
+        state = dead.get_state(try_to_connect=True)  # the live one is not even dialled yet
+        async with asyncio.timeout(5):
+            while state != grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                await dead.wait_for_state_change(state)
+                state = dead.get_state(try_to_connect=True)
+        state = channel.get_state()
+        assert state == grpc.ChannelConnectivity.IDLE  # the live one may still connect
+        async with asyncio.timeout(5):
+            while (
+                state := channel.get_state(try_to_connect=True)
+            ) != grpc.ChannelConnectivity.READY:
+                assert state != grpc.ChannelConnectivity.TRANSIENT_FAILURE
+                await channel.wait_for_state_change(state)
+    async with open_channel("127.0.0.1:9,127.0.0.1:10") as nobody:
+        state = nobody.get_state(try_to_connect=True)
+        async with asyncio.timeout(5):
+            while state != grpc.ChannelConnectivity.TRANSIENT_FAILURE:  # every one failed
+                await nobody.wait_for_state_change(state)
+                state = nobody.get_state(try_to_connect=True)
