@@ -90,8 +90,9 @@ def register(commands: Commands) -> None:
     )
     restart.add_argument(
         "name",
-        metavar="TRAY|controller|mosquitto",
-        help="a tray of the rack (e.g. switch-1), controller, or mosquitto (the MQTT broker)",
+        metavar="TRAY|controller|controller-N|mosquitto",
+        help="a tray of the rack (e.g. switch-1), controller (controller-2 of several), or "
+        "mosquitto (the MQTT broker)",
     )
     up.add_argument(
         "--manifest",

@@ -6,8 +6,11 @@ until every tray reports all its links ACTIVE, then starts the controller (`fusi
 its own process in both modes: the controller never shares a process with agents, as the layers
 never import each other) pointed at the agents, with its desired state in the state directory
 (`controller.sqlite`, so partitions survive a `rack down` / `rack up`), and waits until it
-answers GetDomain with every tray reachable. It prints where everything listens and writes a
-Prometheus file_sd targets file. With `--prometheus` it also starts a Prometheus (when one is
+answers GetDomain with every tray reachable. With `--controllers N` it starts an etcd (Debian's
+`etcd-server`, data in `etcd/` of the state directory) and N controllers keeping their state
+there (`controller-1`.., on every other port from `--controller-listen`), and waits until one
+leads; a controller that dies then does not stop a foreground rack (the others take over).
+It prints where everything listens and writes a Prometheus file_sd targets file. With `--prometheus` it also starts a Prometheus (when one is
 installed) on a free loopback port, scraping that targets file with the rules of
 `deploy/prometheus` (`prometheus.py`). In the foreground it stops everything on Ctrl-C (or when
 an agent or the controller exits); with `--detach` it leaves the rack running and `rack down`
