@@ -175,7 +175,8 @@ class ControlLoad:
         self.sessions.discard(session.id)
         await self._once(stub.DeleteMulticastGroup, controller_pb2.DeleteMulticastGroupRequest(
             id=group.id, idempotency_key=key()))  # fmt: skip
-        del self.groups[group.id]
+        if self.groups.get(group.id) == name:  # another worker may have its id by now
+            del self.groups[group.id]
         await self._once(stub.DeletePartition, controller_pb2.DeletePartitionRequest(
             partition=ref, idempotency_key=key()))  # fmt: skip
         del self.partitions[name]
