@@ -84,16 +84,23 @@ def start_etcd(state_dir: Path, host: str, taken: set[int]) -> tuple[subprocess.
                f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
                f"--initial-cluster=rack={peer}", "--log-level=warn", "--logger=zap"]  # fmt: skip
     process = spawn("etcd", command, state_dir)
-    deadline = time.monotonic() + 15
+    if _listens(process, host, client_port, 15):
+        return process, f"etcd://{host}:{client_port}"
+    raise Unavailable(f"etcd did not start; see {state_dir / 'etcd.log'}")
+
+
+def _listens(process: subprocess.Popen[bytes], host: str, port: int, seconds: float) -> bool:
+    """Whether `process` listens on `host`:`port` within `seconds`; if not, it is killed."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if answers_tcp(host, client_port):
-            return process, f"etcd://{host}:{client_port}"
+        if answers_tcp(host, port):
+            return True
         if process.poll() is not None:
             break
         time.sleep(0.02)
     process.kill()
     process.wait()
-    raise Unavailable(f"etcd did not start; see {state_dir / 'etcd.log'}")
+    return False
 
 
 def wait_broker(url: str, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
@@ -127,14 +134,8 @@ def start_mosquitto(
     log = open(state_dir / "mosquitto.log", "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
     log.close()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if answers_tcp(host, port):
-            return process, f"mqtt://{host}:{port}"
-        if process.poll() is not None:
-            break
-        time.sleep(0.02)
-    process.kill()
+    if _listens(process, host, port, 5):
+        return process, f"mqtt://{host}:{port}"
     print(f"mosquitto did not start (see {state_dir / 'mosquitto.log'}): no events",
           file=sys.stderr)  # fmt: skip
     return None, None

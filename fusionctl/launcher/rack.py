@@ -9,15 +9,16 @@ never import each other) pointed at the agents, with its desired state in the st
 answers GetDomain with every tray reachable. With `--controllers N` it starts an etcd (Debian's
 `etcd-server`, data in `etcd/` of the state directory) and N controllers keeping their state
 there (`controller-1`.., on every other port from `--controller-listen`), and waits until one
-leads; a controller that dies then does not stop a foreground rack (the others take over).
-It prints where everything listens and writes a Prometheus file_sd targets file. With `--prometheus` it also starts a Prometheus (when one is
-installed) on a free loopback port, scraping that targets file with the rules of
-`deploy/prometheus` (`prometheus.py`). In the foreground it stops everything on Ctrl-C (or when
-an agent or the controller exits); with `--detach` it leaves the rack running and `rack down`
-stops it later. `status` reads the state directory and checks that each process runs and answers.
-`restart` starts one tray's agent, the controller or the broker (`mosquitto`) again (after a
-crash, a `kill -9`), as a process of its own recorded with the rack's, and waits until it is
-ready; the broker comes back on its port, and every client reconnects to it by itself.
+leads; a controller that dies then does not stop a foreground rack (the others take over). It
+prints where everything listens and writes a Prometheus file_sd targets file. With
+`--prometheus` it also starts a Prometheus (when one is installed) on a free loopback port,
+scraping that targets file with the rules of `deploy/prometheus` (`prometheus.py`). In the
+foreground it stops everything on Ctrl-C (or when an agent or the controller exits); with
+`--detach` it leaves the rack running and `rack down` stops it later. `status` reads the state
+directory and checks that each process runs and answers. `restart` starts one tray's agent, the
+controller or the broker (`mosquitto`) again (after a crash, a `kill -9`), as a process of its
+own recorded with the rack's, and waits until it is ready; the broker comes back on its port,
+and every client reconnects to it by itself.
 
 The state directory (`.fusionrack/<rack>` by default) holds `pids.json` (process ids),
 `rack.json` (how the rack was started: addresses of the controller, the broker and Prometheus),
