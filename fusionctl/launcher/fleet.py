@@ -243,7 +243,6 @@ def fleet_up(
     if detach:
         print(f"running in the background; stop it with: fusionctl fleet down{where}", file=notes)
         return 0
-    print("press Ctrl-C to stop the fleet", file=notes, flush=True)
     wait_until_stopped({name: (p, directory / f"{name}.log") for name, p in parents.items()},
                        "the fleet", notes)  # fmt: skip
     stop_racks([m.plan.state_dir for m in members])  # and any `rack restart` started meanwhile

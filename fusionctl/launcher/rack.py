@@ -312,7 +312,6 @@ def rack_up(
         print("running in the background; stop it with: fusionctl rack down"
               + (f" --state-dir {state_dir}" if custom else ""), file=notes)  # fmt: skip
         return 0
-    print("press Ctrl-C to stop the rack", file=notes, flush=True)
     # With several controllers, one that dies is what they are there for: not a reason to stop.
     watched = {name: p for name, p in processes.items()
                if store is None or not is_controller(name)}  # fmt: skip
@@ -331,8 +330,10 @@ def rack_up(
 def wait_until_stopped(
     processes: dict[str, tuple[subprocess.Popen[bytes], Path]], what: str, notes: TextIO
 ) -> None:
-    """Return on Ctrl-C or SIGTERM, or when one of `processes` (name: (process, its log))
-    exits, saying so on `notes`: a foreground `rack up` or `fleet up` then stops `what`."""
+    """Say "press Ctrl-C to stop `what`" on `notes`, then return on Ctrl-C or SIGTERM, or when
+    one of `processes` (name: (process, its log)) exits, saying so: a foreground `rack up` or
+    `fleet up` then stops `what`. The handlers are in place before the prompt: a Ctrl-C right
+    after it stops cleanly instead of raising KeyboardInterrupt."""
     stop = False
 
     def interrupt(*_: object) -> None:
@@ -341,6 +342,7 @@ def wait_until_stopped(
 
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
+    print(f"press Ctrl-C to stop {what}", file=notes, flush=True)
     while not stop:
         for name, (process, log) in processes.items():
             if process.poll() is not None:
