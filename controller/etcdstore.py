@@ -47,7 +47,7 @@ from .etcd import (
     wait_reachable,
 )
 from .leadership import NotLeader, leader_key
-from .store import KEEP_SECONDS, Remembered
+from .store import KEEP_SECONDS, Remembered, document_text
 
 __all__ = ["DOCUMENT_FORMAT", "FORMAT_VERSION", "RECORD_FORMAT", "EtcdStore"]
 
@@ -184,13 +184,7 @@ class EtcdStore:
         return envelope
 
     async def save(self, document: dict[str, Any], *, remember: Remembered | None = None) -> None:
-        missing = [key for key in ("rack", "generation") if key not in document]
-        if missing:
-            raise InvalidArgument(f"a desired-state document needs the keys {missing}")
-        try:
-            text = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgument(f"the desired-state document is not JSON-able ({exc})") from exc
+        text = document_text(document)
         envelope = {
             "format": DOCUMENT_FORMAT,
             "version": FORMAT_VERSION,

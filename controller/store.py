@@ -65,7 +65,7 @@ from typing import Any, Self
 
 from fusionrack.emulator import FailedPrecondition, InvalidArgument, Unavailable
 
-__all__ = ["KEEP_SECONDS", "SCHEMA_VERSION", "Remembered", "StateStore"]
+__all__ = ["KEEP_SECONDS", "SCHEMA_VERSION", "Remembered", "StateStore", "document_text"]
 
 KEEP_SECONDS = 24 * 3600  # how long an idempotency key is honoured
 # Stored as PRAGMA user_version; bump with a migration. 2: rows carry a checksum.
@@ -512,14 +512,8 @@ class StateStore:
 
     def save(self, document: dict[str, Any], *, remember: Remembered | None = None) -> None:
         """Replace the desired-state document and, if given, record `remember`, atomically."""
-        missing = [key for key in ("rack", "generation") if key not in document]
-        if missing:
-            raise InvalidArgument(f"a desired-state document needs the keys {missing}")
-        # Serialize before the transaction, so a document that is not JSON changes nothing.
-        try:
-            text = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgument(f"the desired-state document is not JSON-able ({exc})") from exc
+        # Serialized before the transaction, so a document that is not JSON changes nothing.
+        text = document_text(document)
         conn = self._db
         try:
             self._write(conn, text, remember)
@@ -609,6 +603,18 @@ class StateStore:
     ) -> None:
         """Close the store."""
         self.close()
+
+
+def document_text(document: dict[str, Any]) -> str:
+    """A desired-state document as the stores keep it (canonical JSON); InvalidArgument if it
+    lacks its rack or generation or is not JSON."""
+    missing = [key for key in ("rack", "generation") if key not in document]
+    if missing:
+        raise InvalidArgument(f"a desired-state document needs the keys {missing}")
+    try:
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"the desired-state document is not JSON-able ({exc})") from exc
 
 
 def _check_same_request(

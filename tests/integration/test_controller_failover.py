@@ -337,20 +337,17 @@ async def test_a_paused_leader_resumes_deposed_and_changes_nothing(
         first, _ = await leader_of(both, rack)
         second = next(c for c in both if c is not first)
         old_epoch = (await domain(first, rack)).leadership.epoch
+        after = controller_pb2.CreatePartitionRequest(
+            name="after", idempotency_key="after-1", locations=common_pb2.LocationList(
+                locations=[common_pb2.Location(tray="compute-01", index=0)]),
+        )  # fmt: skip
         first.signal(signal.SIGSTOP)  # hung: its lease runs out while it cannot know
         await first_to_lead([second], rack)
         async with open_channel(
             f"{second.address},{first.address}", credentials=rack.credentials()
         ) as channel:
             stub = controller_pb2_grpc.ControllerStub(channel)
-            created = await stub.CreatePartition(
-                controller_pb2.CreatePartitionRequest(
-                    name="after", locations=common_pb2.LocationList(locations=[
-                        common_pb2.Location(tray="compute-01", index=0)]),
-                    idempotency_key="after-1",
-                ),
-                timeout=10,
-            )  # fmt: skip
+            created = await stub.CreatePartition(after, timeout=10)
             async with aiomqtt.Client(mosquitto.host, mosquitto.port) as watcher:
                 await watcher.subscribe(status_topic, qos=1)
                 before = await mqtt_messages(watcher)  # the retained status
@@ -368,14 +365,7 @@ async def test_a_paused_leader_resumes_deposed_and_changes_nothing(
         async with open_channel(first.address, credentials=rack.credentials()) as channel:
             # A change sent to it now is forwarded to the leader, and applied once.
             stub = controller_pb2_grpc.ControllerStub(channel)
-            again = await stub.CreatePartition(
-                controller_pb2.CreatePartitionRequest(
-                    name="after", locations=common_pb2.LocationList(locations=[
-                        common_pb2.Location(tray="compute-01", index=0)]),
-                    idempotency_key="after-1",
-                ),
-                timeout=10,
-            )  # fmt: skip
+            again = await stub.CreatePartition(after, timeout=10)
             assert again.SerializeToString() == created.SerializeToString()
             listed = await stub.ListPartitions(controller_pb2.ListPartitionsRequest())
             assert [p.name for p in listed.partitions if p.id != 32766] == ["after"]
