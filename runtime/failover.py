@@ -65,14 +65,16 @@ class FailoverChannel:
         calls = [channel.unary_unary(method, *args, **kwargs) for channel in self.channels]
         return _FailoverUnary(self, calls)
 
+    # Streams pick their controller when called, not when a stub is made: a stub's constructor
+    # asks for every method at once, before a call would know which controller answers.
     def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._answering().unary_stream(method, *args, **kwargs)
+        return lambda *a, **k: self._answering().unary_stream(method, *args, **kwargs)(*a, **k)
 
     def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._answering().stream_unary(method, *args, **kwargs)
+        return lambda *a, **k: self._answering().stream_unary(method, *args, **kwargs)(*a, **k)
 
     def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._answering().stream_stream(method, *args, **kwargs)
+        return lambda *a, **k: self._answering().stream_stream(method, *args, **kwargs)(*a, **k)
 
     def _answering(self) -> grpc.aio.Channel:
         """The channel streams go to: the current one if it is connected, else the first that

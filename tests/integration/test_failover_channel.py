@@ -133,3 +133,18 @@ async def test_connecting_fails_only_when_every_controller_does(servers) -> None
             while state != grpc.ChannelConnectivity.TRANSIENT_FAILURE:  # every one failed
                 await nobody.wait_for_state_change(state)
                 state = nobody.get_state(try_to_connect=True)
+
+
+async def test_a_stub_made_while_a_later_controller_is_connected_still_calls_the_first(
+    servers,
+) -> None:  # type: ignore[no-untyped-def]
+    _, first = await servers("a", "answer")
+    _, second = await servers("b", "answer")
+    async with open_channel(f"{first.address},{second.address}") as channel:
+        later = channel.channels[1]
+        async with asyncio.timeout(5):  # only the second connected when the stub is made
+            while (state := later.get_state(try_to_connect=True)) != grpc.ChannelConnectivity.READY:
+                await later.wait_for_state_change(state)
+        stub = controller_pb2_grpc.ControllerStub(channel)  # asks for its stream methods too
+        answer = await stub.GetDomain(controller_pb2.GetDomainRequest(), timeout=5)
+    assert answer.properties.rack == "a" and channel.current == 0
