@@ -413,6 +413,7 @@ class ComputeAgent(TrayAgent):
         # Each attempt may take the agent's hop timeout; all of them together, two: time for
         # one lost answer (a hung switch tray) and the retry that settles it.
         deadline = loop.time() + 2 * self.forward_timeout
+        refused = ""  # why the last plane that turned it away did (a switch tray's words)
         while True:
             plane = choose_plane(address, usable)
             remaining = deadline - loop.time()
@@ -425,7 +426,7 @@ class ComputeAgent(TrayAgent):
                     )
                 raise Unavailable(
                     f"no usable link from {self.topology.accelerators[initiator].name} toward "
-                    f"{toward}"
+                    f"{toward}" + (f" (the last one tried: {refused})" if refused else "")
                 )
             switch = self.topology.switch_chips[plane].tray
             peer = self.peers.get(switch)
@@ -449,6 +450,8 @@ class ComputeAgent(TrayAgent):
             if code in _LOST:
                 if code == ErrorCode.DEADLINE_EXCEEDED:
                     lost = response.status.message
+                else:
+                    refused = response.status.message
                 usable[plane] = False
                 continue
             if code == ErrorCode.ABORTED and lost:  # the first attempt may have been applied

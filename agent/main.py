@@ -25,6 +25,7 @@ from fusionrack.forks import add_rack_arguments, fork_each, fork_jobs, notify_re
 from fusionrack.rpc import TlsFiles, component_files, run_server_loop, serve_until_signalled
 
 from .rack import LocalRack, RunningTray, serve_tray
+from .switch import UNPROGRAMMED_CHOICES, UNPROGRAMMED_CLOSED
 
 __all__ = ["main"]
 
@@ -85,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="address of a switch tray (compute trays; repeatable)",
     )
     parser.add_argument(
+        "--unprogrammed",
+        choices=UNPROGRAMMED_CHOICES,
+        default=UNPROGRAMMED_CLOSED,
+        help="what a switch tray forwards until a controller programs it: nothing (closed, "
+        "the default: its ops fail UNAVAILABLE and move to other planes, as on a real switch "
+        "before its fabric manager programs it) or the manifest's default partition (for a "
+        "rack run without a controller)",
+    )
+    parser.add_argument(
         "--mqtt", metavar="URL", help="publish events to this broker, mqtt://host:port"
     )
     parser.add_argument(
@@ -131,7 +141,7 @@ async def run(args: argparse.Namespace, topology: Topology, tray: str | None) ->
             "data plane (fine for experiments by hand; `fusionctl rack up` always gives a secret)"
         )
     options = {"tls": tls, "mqtt": args.mqtt, "dcgm_compat": args.dcgm_compat,
-               "rack_secret": secret}  # fmt: skip
+               "rack_secret": secret, "unprogrammed": args.unprogrammed}  # fmt: skip
     scheme = tray_addresses(topology, args.host, args.base_port)
     trays: list[RunningTray]
     if tray is None:

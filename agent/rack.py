@@ -26,7 +26,7 @@ from .compute import ComputeAgent
 from .memory_service import MemoryServicer
 from .metrics import MetricsServer, build_registry, start_metrics_server
 from .mqtt import EventPublisher
-from .switch import SwitchAgent, SwitchServicer
+from .switch import UNPROGRAMMED_CLOSED, SwitchAgent, SwitchServicer
 from .tray import TrayAgent, TrayServicer
 
 __all__ = ["LocalRack", "RunningTray", "serve_tray"]
@@ -74,13 +74,17 @@ async def serve_tray(
     dcgm_compat: bool = False,
     mqtt: str | None = None,
     rack_secret: bytes | None = None,
+    unprogrammed: str = UNPROGRAMMED_CLOSED,
 ) -> RunningTray:
     """Build the agent of `tray` and serve it; compute trays need every switch tray's address.
     `metrics_listen` ("host:port") serves /metrics; `mqtt` (a URL) publishes events. A switch
     tray serves the framed data plane on `forward_listen` (None: a free port on the gRPC host)
     unless `framed` is false (then compute trays use its Forward RPC). With `rack_secret`
     (or TLS with a CA), the fabric-internal RPCs and the data-plane hello need the rack's
-    credentials (`fusionrack.auth.AGENT_RULES`); without either, anyone may call them."""
+    credentials (`fusionrack.auth.AGENT_RULES`); without either, anyone may call them. A switch
+    tray forwards nothing until a controller programs it, or with `unprogrammed`
+    "default-partition" (a rack without a controller) applies the manifest's default partition
+    meanwhile."""
     kind = topology.tray(tray).kind
     guard = Guard(
         AGENT_RULES,
@@ -90,7 +94,11 @@ async def serve_tray(
     agent: TrayAgent
     if kind == TrayKind.SWITCH:
         agent = SwitchAgent(
-            topology, tray, forward_timeout=forward_timeout, training_time=training_time
+            topology,
+            tray,
+            forward_timeout=forward_timeout,
+            training_time=training_time,
+            unprogrammed=unprogrammed,
         )
         agent.guard = guard
         extra = (switch_pb2_grpc.add_SwitchServicer_to_server, SwitchServicer(agent), _SWITCH)
@@ -172,7 +180,9 @@ class LocalRack:
         addresses ("host:0" for a free port); `options` go to `serve_tray` (tls, mqtt,
         dcgm_compat, framed, timings, rack_secret). The trays share a fresh rack secret
         (`rack.secret`) unless `rack_secret` is given (None: an open rack). With `tls_dir`
-        (`fusionrack.certs`), each tray serves and calls with its own certificate."""
+        (`fusionrack.certs`), each tray serves and calls with its own certificate. Switch trays
+        forward nothing until a controller programs them unless `unprogrammed` says
+        "default-partition"."""
         options.setdefault("rack_secret", secrets.token_bytes(SECRET_BYTES))
         if tls_dir is not None:
             options.pop("tls", None)  # each tray's own, below

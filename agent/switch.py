@@ -1,6 +1,12 @@
 """A switch tray agent: the partition table, the ports of its chips, multicast, and the
 Forward streams every compute tray opens to it.
 
+Until a controller first programs it, a switch tray of a rack that has a controller forwards
+nothing (`UNPROGRAMMED_CLOSED`, the default): every op gets UNAVAILABLE, so initiators move to
+their other planes as they do for a lost plane, and a tray restarted after `kill -9` never
+applies a table the controller did not give it. A rack run without a controller starts its
+switch trays with `UNPROGRAMMED_DEFAULT`: the manifest's default partition until programmed.
+
 A request arriving from the initiator's tray is checked against the committed partition table
 (PERMISSION_DENIED across partitions, counted), needs both ports of its plane usable
 (UNAVAILABLE otherwise), is counted on the ingress and egress ports and sent on to the
@@ -52,7 +58,13 @@ from .forward import (
 from .frames import FrameStream, GrpcFrames, TcpFrames, split_address
 from .tray import TrayAgent
 
-__all__ = ["SwitchAgent", "SwitchServicer"]
+__all__ = [
+    "UNPROGRAMMED_CHOICES",
+    "UNPROGRAMMED_CLOSED",
+    "UNPROGRAMMED_DEFAULT",
+    "SwitchAgent",
+    "SwitchServicer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +74,11 @@ HELLO_SECONDS = 5.0
 MAX_HELLO_BYTES = 64 * 1024
 # The method a refused framed hello is counted and logged under.
 FORWARD_HELLO = "/fusionrack.v1.Switch/Forward#hello"
+# What a switch tray forwards until a controller first programs it (`fusion-agent
+# --unprogrammed`): nothing, or the manifest's default partition (a rack with no controller).
+UNPROGRAMMED_CLOSED = "closed"
+UNPROGRAMMED_DEFAULT = "default-partition"
+UNPROGRAMMED_CHOICES = (UNPROGRAMMED_CLOSED, UNPROGRAMMED_DEFAULT)
 
 
 class SwitchAgent(TrayAgent):
@@ -76,15 +93,24 @@ class SwitchAgent(TrayAgent):
         *,
         forward_timeout: float = 5.0,
         training_time: float = 0.05,
+        unprogrammed: str = UNPROGRAMMED_CLOSED,
     ) -> None:
         super().__init__(topology, tray, training_time=training_time)
         if self.tray.kind != TrayKind.SWITCH:
             raise InvalidArgument(f"tray {tray} is a compute tray, not a switch tray")
+        if unprogrammed not in UNPROGRAMMED_CHOICES:
+            raise InvalidArgument(
+                f"unprogrammed {unprogrammed!r}: give one of {', '.join(UNPROGRAMMED_CHOICES)}"
+            )
         self.planes = frozenset(self.tray.switch_chips)
         self.per = topology.links_per_accelerator
         self.forward_timeout = forward_timeout
-        # Until a controller programs it: the manifest's factory default (default partition).
+        # Until a controller programs it: closed (no entry, and every op UNAVAILABLE), or the
+        # manifest's factory default (its default partition, when it enables one).
         self.config = FabricConfig(topology)
+        self.closed = unprogrammed == UNPROGRAMMED_CLOSED
+        if self.closed:
+            self.config.partitions.default_enabled = False
         self.prepared: tuple[FabricConfig, float] | None = None
         # The newest leadership epoch of a controller that programmed this tray: older ones are
         # deposed leaders and refused (ApplyConfigRequest.controller_epoch).
@@ -313,6 +339,11 @@ class SwitchAgent(TrayAgent):
         request = frame.request
         request_id = request.request_id  # the request travels on with the target's own id
         initiator, target = request.initiator, request.target
+        if self.closed:
+            raise Unavailable(
+                f"switch tray {self.name} awaits its configuration from the rack's controller: "
+                "it forwards nothing until programmed (restarted or new)"
+            )
         shares = plane_shares(request)
         for plane, _, _ in shares:
             if plane not in self.planes:
@@ -556,6 +587,7 @@ class SwitchAgent(TrayAgent):
                 )
             self.config = self.prepared[0]
             self.prepared = None
+            self.closed = False
             self.sequence += 1
             log.info("%s: committed config generation %d", self.name, generation)
         elif phase == switch_pb2.CONFIG_PHASE_ABORT:

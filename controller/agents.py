@@ -69,6 +69,7 @@ class AgentView:
     reachable: bool = False
     boot_id: str = ""
     generation: int = 0  # committed config generation (switch trays)
+    programmed: bool = False  # this controller has programmed it (so a 0 later is a repair)
     metrics_address: str = ""  # its /metrics, as its inventory last said
     status: tray_pb2.TrayStatus | None = None
     mismatches: list[controller_pb2.TopologyMismatch] = field(default_factory=list)

@@ -537,7 +537,7 @@ class Controller:
                 log.warning("%s did not commit generation %d: %s", view.name, generation, result)
                 self._reconcile_wanted.set()
             else:
-                view.generation = generation
+                view.generation, view.programmed = generation, True
 
     async def _apply(
         self, view: AgentView, request: switch_pb2.ApplyConfigRequest
@@ -567,13 +567,19 @@ class Controller:
 
     # -- reconciliation --------------------------------------------------------------------
 
+    def behind(self, view: AgentView) -> bool:
+        """Whether switch tray `view` needs programming: it holds another generation than the
+        controller's, or none at all (generation 0: new or restarted, it forwards nothing, or
+        the manifest's default partition, until programmed), even while the desired state is
+        still the factory default."""
+        return view.generation == 0 or view.generation != self.config.generation
+
     def stale(self) -> list[AgentView]:
-        """Reachable switch trays whose committed generation is not the controller's."""
-        committed = self.config.generation
+        """Reachable switch trays that need programming (`behind`)."""
         return [
             v
             for v in self.agents.values()
-            if v.kind == TrayKind.SWITCH and v.reachable and v.generation != committed
+            if v.kind == TrayKind.SWITCH and v.reachable and self.behind(v)
         ]
 
     async def _reconcile_loop(self) -> None:
@@ -614,21 +620,29 @@ class Controller:
         stale = self.stale()
         if not stale:
             return
-        self.reconciles += 1
+        # Trays seen for the first time (the rack's start) are programmed, not repaired.
+        repaired = [v for v in stale if v.programmed or v.generation]
+        self.reconciles += bool(repaired)
         committed = self.config.generation
-        if committed == 0 and all(v.generation == 0 for v in stale):
-            return
-        if any(v.generation > committed for v in stale) or committed == 0:
+        if any(v.generation > committed for v in stale):
             # A tray is ahead (a change that was never saved): re-program everyone above it.
             generation = max(self.generation, *(v.generation for v in stale)) + 1
             await self.program(self.config, generation)
             self.config.generation = generation
             await self.store.save(self.document())
         else:
+            if committed == 0:
+                # Never programmed (a new rack): the factory default becomes generation 1,
+                # given to each tray as it comes; all get the same tables, so no tray forwards
+                # what another would refuse.
+                committed = max(self.generation, *(v.generation for v in stale)) + 1
+                self.generation = self.config.generation = committed
+                await self.store.save(self.document())
             for view in stale:
                 await self._program_one(view, committed)
-        self.repairs += len(stale)
-        log.info("reconciled %s", ", ".join(v.name for v in stale))
+        self.repairs += len(repaired)
+        log.info("%s %s at generation %d", "reconciled" if repaired else "programmed",
+                 ", ".join(v.name for v in stale), self.config.generation)  # fmt: skip
         self.update_health()  # their planes carry our partitions again
 
     async def _program_one(self, view: AgentView, generation: int) -> None:
@@ -647,7 +661,7 @@ class Controller:
             ),
         ):
             await self._apply(view, request)
-        view.generation = generation
+        view.generation, view.programmed = generation, True
 
     # -- admin states ----------------------------------------------------------------------
     # A link's drain is held by its compute tray's agent (where the controller forwards it), a
@@ -830,7 +844,7 @@ class Controller:
         view.boot_id = status.boot_id
         if view.kind == TrayKind.SWITCH:
             view.generation = status.config_generation
-            if view.generation != self.config.generation:
+            if self.behind(view):
                 self._reconcile_wanted.set()
         else:
             self.bus.publish(self.announce.link_changes(view, status))
@@ -859,14 +873,16 @@ class Controller:
     def usable(self) -> np.ndarray:
         """Links that carry traffic now, as the compute trays report them; nothing of a tray
         whose agent cannot be reached, nor through a switch tray behind the committed config
-        (restarted: until re-programmed it applies its factory defaults, not our partitions)."""
+        (restarted: until re-programmed it forwards nothing, or its factory defaults)."""
         top = self.topology
         usable = np.zeros(len(top.links), bool)
         for view in self.agents.values():
             usable[view.usable_links] = True
         committed = self.config.generation
         for view in self.agents.values():
-            if view.kind == TrayKind.SWITCH and (not view.reachable or view.generation < committed):
+            if view.kind == TrayKind.SWITCH and (
+                not view.reachable or view.generation == 0 or view.generation < committed
+            ):
                 for chip in top.tray(view.name).switch_chips:
                     usable[list(top.link_indices_of_switch_chip(chip))] = False
         return usable

@@ -34,6 +34,7 @@ def _rack_up(args: argparse.Namespace) -> int:
         controller_listen=None if args.no_controller else args.controller_listen,
         output=args.output, prometheus=args.prometheus,
         prometheus_interval=args.prometheus_interval, tls=args.tls, controllers=args.controllers,
+        unprogrammed=args.unprogrammed,
     )  # fmt: skip
 
 
@@ -146,7 +147,17 @@ def register(commands: Commands) -> None:
         help=f"gRPC address of the controller (default {DEFAULT_CONTROLLER})",
     )
     up.add_argument(
-        "--no-controller", action="store_true", help="start no controller (bring your own)"
+        "--no-controller",
+        action="store_true",
+        help="start no controller: the switch trays then apply the manifest's default partition "
+        "(with a controller of your own, add --unprogrammed closed)",
+    )
+    up.add_argument(
+        "--unprogrammed",
+        choices=("closed", "default-partition"),
+        help="what a switch tray forwards until a controller programs it, at the start and "
+        "after every restart: nothing (closed; the default with a controller) or the "
+        "manifest's default partition (the default with --no-controller)",
     )
     up.add_argument(
         "--controllers",

@@ -13,6 +13,7 @@ from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
 from fusionrack.emulator import (
+    DEFAULT_PARTITION_ID,
     FabricConfig,
     InvalidArgument,
     PartitionMemberType,
@@ -213,12 +214,13 @@ def partition(
 
 
 def switch_config(config: FabricConfig) -> switch_pb2.SwitchConfig:
-    """The tables a switch tray is programmed with (the default partition is implied)."""
+    """The tables a switch tray is programmed with: one entry per partition, the default
+    partition's (id 32766, every accelerator in no other partition) included when it is
+    enabled, since a switch forwards only within an entry."""
     return switch_pb2.SwitchConfig(
         partitions=[
             switch_pb2.PartitionTableEntry(id=p.id, accelerators=p.members)
             for p in config.partitions.list()
-            if not p.is_default
         ],
         multicast_groups=[multicast_group(g) for g in config.multicast.list()],
     )
@@ -227,9 +229,22 @@ def switch_config(config: FabricConfig) -> switch_pb2.SwitchConfig:
 def fabric_config(
     topology: Topology, config: switch_pb2.SwitchConfig, generation: int
 ) -> FabricConfig:
-    """A switch configuration as the core's FabricConfig, validated on the way in."""
+    """A switch configuration as the core's FabricConfig, validated on the way in. An entry
+    with id 32766 is the default partition: it must hold exactly the accelerators of no other
+    entry; without one, those accelerators reach nobody but themselves."""
     fabric = FabricConfig(topology, generation)
+    defaults = [entry for entry in config.partitions if entry.id == DEFAULT_PARTITION_ID]
+    if defaults and not fabric.partitions.default_enabled:
+        raise InvalidArgument(
+            f"entry {DEFAULT_PARTITION_ID} is the default partition, which rack "
+            f"{topology.name}'s manifest disables (fabric.default_partition: false)"
+        )
+    if len(defaults) > 1:
+        raise InvalidArgument(f"entry {DEFAULT_PARTITION_ID} is given {len(defaults)} times")
+    fabric.partitions.default_enabled = bool(defaults)
     for entry in config.partitions:
+        if entry.id == DEFAULT_PARTITION_ID:
+            continue
         fabric.partitions.create(
             f"partition-{entry.id}",
             [topology.accelerator(i).name for i in entry.accelerators],
@@ -237,6 +252,16 @@ def fabric_config(
             partition_id=entry.id,
             multicast_group_limit=fabric.multicast.max_groups,
         )
+    if defaults:
+        listed = {topology.accelerator(i).index for i in defaults[0].accelerators}
+        rest = set(fabric.partitions.default_partition().members)
+        if listed != rest:
+            wrong = sorted(listed ^ rest)[:4]
+            names = ", ".join(topology.accelerators[i].name for i in wrong)
+            raise InvalidArgument(
+                f"entry {DEFAULT_PARTITION_ID} (the default partition) must hold exactly the "
+                f"accelerators of no other entry ({len(rest)}); it differs at {names}"
+            )
     for group in config.multicast_groups:
         bindings = {m.accelerator: m.offset for m in group.members}
         fabric.multicast.create(

@@ -220,11 +220,8 @@ async def controller_state(stub: Any) -> dict[str, Any]:
         "drained": set(domain.state.drained_trays),
         "health": {p.name: p.health for p in partitions.partitions},
         "generation": domain.state.fabric_generation,
-        "tables": {
-            p.id: sorted(m.accelerator for m in p.members)
-            for p in partitions.partitions
-            if p.id != DEFAULT_PARTITION_ID
-        },
+        # What every switch tray must hold: each partition an entry, the default one too.
+        "tables": {p.id: sorted(m.accelerator for m in p.members) for p in partitions.partitions},
         "group_ids": sorted(g.id for g in groups.groups),
     }
 

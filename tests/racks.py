@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from fusionrack.agent.rack import LocalRack
+from fusionrack.controller.domain import Controller
 from fusionrack.controller.main import RunningController, serve_controller
+from fusionrack.emulator import TrayKind
 from fusionrack.emulator.topology import Topology
 
-__all__ = ["running_controller", "running_rack", "start_controller", "until"]
+__all__ = ["in_charge", "running_controller", "running_rack", "start_controller", "until"]
 
 
 @contextlib.asynccontextmanager
@@ -22,8 +24,11 @@ async def running_rack(
     topology: Topology, *, ready_timeout: float = 10.0, **options: Any
 ) -> AsyncIterator[LocalRack]:
     """A rack of `topology` with every link ACTIVE (links train in 10 ms unless `options` say
-    otherwise; the rest of `options` go to `LocalRack.start`), stopped on exit."""
+    otherwise; the rest of `options` go to `LocalRack.start`), stopped on exit. Its switch
+    trays apply the manifest's default partition until a controller programs them, as a rack
+    run without a controller does, unless `unprogrammed="closed"` says otherwise."""
     options.setdefault("training_time", 0.01)
+    options.setdefault("unprogrammed", "default-partition")
     rack = await LocalRack.start(topology, **options)
     try:
         await rack.wait_ready(ready_timeout)
@@ -40,9 +45,18 @@ async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def in_charge(controller: Controller) -> bool:
+    """Whether `controller` reaches every agent and has programmed every switch tray."""
+    return all(
+        v.reachable and not (v.kind == TrayKind.SWITCH and controller.behind(v))
+        for v in controller.agents.values()
+    )
+
+
 async def start_controller(rack: LocalRack, state: Path, **options: Any) -> RunningController:
-    """A controller for `rack` (state in the SQLite file `state`), once it reaches every agent;
-    `options` go to `serve_controller` (and override its defaults)."""
+    """A controller for `rack` (state in the SQLite file `state`), once it reaches every agent
+    and has programmed every switch tray; `options` go to `serve_controller` (and override its
+    defaults)."""
     settings: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "rack_secret": rack.secret,
@@ -52,7 +66,7 @@ async def start_controller(rack: LocalRack, state: Path, **options: Any) -> Runn
     addresses = {name: rack.address(name) for name in rack.trays}
     running = await serve_controller(rack.topology, state, addresses, **settings)
     try:
-        await until(lambda: all(v.reachable for v in running.controller.agents.values()))
+        await until(lambda: in_charge(running.controller))
     except BaseException:
         await running.stop()  # a test that fails here must not leave a controller behind
         raise

@@ -41,6 +41,9 @@ class RackPlan:
     state_dir: Path
     tls: bool = False  # `rack up --tls`: certificates in state_dir / "tls"
     renamed: bool = False  # the rack is not named as its manifest (a fleet's: --rack-name)
+    # What its switch trays forward until a controller programs them (`fusion-agent
+    # --unprogrammed`): "closed" for a rack with a controller, "default-partition" without.
+    unprogrammed: str = "closed"
 
     @property
     def name_options(self) -> list[str]:

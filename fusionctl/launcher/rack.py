@@ -107,7 +107,8 @@ def ensure_credentials(state_dir: Path) -> None:
 def _agent_options(plan: RackPlan, mqtt_url: str | None) -> list[str]:
     """The `fusion-agent` options every tray of the rack shares."""
     options = [*plan.name_options, "--host", plan.host, "--base-port", str(plan.base_port),
-               "--rack-secret-file", str(plan.state_dir / SECRET_FILE)]  # fmt: skip
+               "--rack-secret-file", str(plan.state_dir / SECRET_FILE),
+               "--unprogrammed", plan.unprogrammed]  # fmt: skip
     if plan.tls:
         options += ["--tls-dir", str(plan.state_dir / TLS_DIR)]
     return [*options, "--mqtt", mqtt_url] if mqtt_url else options
@@ -222,7 +223,8 @@ def record_rack(plan: RackPlan, pids: dict[str, int], **started: Any) -> None:
     (plan.state_dir / "pids.json").write_text(json.dumps(pids) + "\n")
     document = {
         "rack": plan.topology.name, "manifest": plan.manifest, "renamed": plan.renamed,
-        "host": plan.host, "base_port": plan.base_port, "tls": plan.tls, **started,
+        "host": plan.host, "base_port": plan.base_port, "tls": plan.tls,
+        "unprogrammed": plan.unprogrammed, **started,
         "started": time.time(),
     }  # fmt: skip
     (plan.state_dir / "rack.json").write_text(json.dumps(document, indent=2) + "\n")
@@ -244,14 +246,19 @@ def rack_up(
     prometheus_interval: float = DEFAULT_INTERVAL,
     tls: bool = False,
     controllers: int = 1,
+    unprogrammed: str | None = None,
 ) -> int:
     """Bring a rack up (`controller_listen` None: without a controller; `controllers` > 1:
     that many, from `controller_listen` on, sharing an etcd started here; `prometheus`: with a
-    Prometheus scraping and evaluating rules every `prometheus_interval` s); see the module
-    doc."""
+    Prometheus scraping and evaluating rules every `prometheus_interval` s; `unprogrammed`:
+    what switch trays forward until programmed, by default nothing with a controller and the
+    default partition without); see the module doc."""
     topology = Topology(load_manifest(manifest))
     state_dir = state_dir or Path(".fusionrack") / topology.name
-    plan = RackPlan(topology, manifest, host, base_port, state_dir, tls)
+    if unprogrammed is None:
+        unprogrammed = "default-partition" if controller_listen is None else "closed"
+    plan = RackPlan(topology, manifest, host, base_port, state_dir, tls,
+                    unprogrammed=unprogrammed)  # fmt: skip
     if controller_listen is not None:
         controller_listen = controller_listens(controller_listen, controllers)
     prepare(plan, controller_listen)
@@ -529,9 +536,14 @@ def _recorded(manifest: str | None, state_dir: Path | None) -> tuple[Topology, P
 
 def _plan_of(topology: Topology, record: dict[str, Any], state_dir: Path) -> RackPlan:
     """The plan of the rack `rack.json` recorded (`record`) in `state_dir`."""
+    # Recorded before switch trays could start closed: closed if the rack has a controller.
+    unprogrammed = record.get("unprogrammed") or (
+        "closed" if record.get("controller") else "default-partition"
+    )
     return RackPlan(topology, record.get("manifest", topology.name),
                     record.get("host", "127.0.0.1"), record.get("base_port", 0), state_dir,
-                    bool(record.get("tls")), bool(record.get("renamed")))  # fmt: skip
+                    bool(record.get("tls")), bool(record.get("renamed")),
+                    unprogrammed)  # fmt: skip
 
 
 def rack_status(

@@ -18,7 +18,8 @@ from .runner import Fusionctl
 
 @pytest.fixture
 async def rack(mini: Topology) -> AsyncIterator[LocalRack]:
-    async with running_rack(mini) as running:
+    # Closed until the controller programs it, as `rack up` starts a rack with a controller.
+    async with running_rack(mini, unprogrammed="closed") as running:
         yield running
 
 

@@ -60,8 +60,13 @@ async def test_a_partition_reaches_every_switch_and_fences_memory(
     assert p.health == common_pb2.PARTITION_HEALTH_HEALTHY
     for name in ("switch-1", "switch-2"):
         config = await clients.switch(name).GetConfig(switch_pb2.GetConfigRequest())
-        assert config.committed_generation == 1
-        assert [list(e.accelerators) for e in config.config.partitions] == [[0, 2]]
+        # Generation 1: the factory default the controller programmed as the rack came up.
+        assert config.committed_generation == 2
+        # Every partition an entry, the default one too: a switch forwards only within one.
+        assert [(e.id, list(e.accelerators)) for e in config.config.partitions] == [
+            (1, [0, 2]),
+            (32766, [1, 3]),
+        ]
     assert await atomic_add(clients, 0, 2) == grpc.StatusCode.OK
     assert await atomic_add(clients, 0, 3) == grpc.StatusCode.PERMISSION_DENIED
     listed = await stub.ListPartitions(controller_pb2.ListPartitionsRequest())
@@ -208,7 +213,10 @@ async def test_state_survives_a_restart_and_a_restarted_switch_is_reprogrammed(
         await until(lambda: c.agents["switch-2"].generation == c.config.generation)
         assert time.monotonic() - start_time < 1.0
         config = await clients.switch("switch-2").GetConfig(switch_pb2.GetConfigRequest())
-        assert [list(e.accelerators) for e in config.config.partitions] == [[1]]
+        assert [(e.id, list(e.accelerators)) for e in config.config.partitions] == [
+            (1, [1]),
+            (32766, [0, 2, 3]),
+        ]
     finally:
         await again.stop()
 
@@ -323,7 +331,7 @@ async def test_a_controller_that_is_not_elected_is_not_locked_out_by_a_stray_epo
     assert created.partition.id == 1
     for name in ("switch-1", "switch-2"):
         config = await clients.switch(name).GetConfig(switch_pb2.GetConfigRequest())
-        assert [list(e.accelerators) for e in config.config.partitions] == [[0, 2]]
+        assert [list(e.accelerators) for e in config.config.partitions] == [[0, 2], [1, 3]]
     assert (await switch.GetConfig(switch_pb2.GetConfigRequest())).controller_epoch == stray
 
 

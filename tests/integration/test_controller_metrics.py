@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from racks import until
+from racks import in_charge, until
 
 from fusionrack.agent.rack import LocalRack, serve_tray
 from fusionrack.controller.main import RunningController, serve_controller
@@ -71,7 +71,7 @@ async def running(mini_rack: LocalRack, tmp_path: Path) -> AsyncIterator[Running
         metrics="127.0.0.1:0",
     )
     try:
-        await until(lambda: all(v.reachable for v in served.controller.agents.values()))
+        await until(lambda: in_charge(served.controller))
         yield served
     finally:
         await served.stop()
@@ -105,7 +105,8 @@ async def test_partitions_provisioning_agents_and_identity(
     assert before["fusionrack_controller_reconcile_failures_total", labels()] == 0
     assert provisioned(before, "ok") == provisioned(before, "failed") == 0
     assert before["fusionrack_controller_multicast_groups", labels()] == 0
-    assert before["fusionrack_controller_config_generation", labels()] == 0
+    # The factory default, programmed into every switch tray as the rack came up.
+    assert before["fusionrack_controller_config_generation", labels()] == 1
     # Alone with its SQLite file, the controller leads, at no epoch.
     controller_id = running.controller.leadership.id
     assert before["fusionrack_controller_leader", labels(controller_id=controller_id)] == 1
@@ -154,7 +155,7 @@ async def test_partitions_provisioning_agents_and_identity(
     key = labels(partition_id=str(created.partition.id), partition="p")
     assert after["fusionrack_controller_partition_multicast_groups", key] == 1
     assert after["fusionrack_controller_partition_multicast_groups_limit", key] >= 1
-    assert after["fusionrack_controller_config_generation", labels()] == 2
+    assert after["fusionrack_controller_config_generation", labels()] == 3
     assert after["fusionrack_controller_events_total", labels(kind="partition_created")] == 1
     assert after["fusionrack_controller_events_total", labels(kind="multicast_group_created")] == 1
     # A request the core refuses never reaches the fabric: not a provisioning.

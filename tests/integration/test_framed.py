@@ -65,7 +65,9 @@ async def test_compute_trays_use_the_framed_transport_a_switch_tray_offers(
 
 
 async def test_without_it_compute_trays_use_the_forward_rpc(mini: Topology) -> None:
-    rack = await LocalRack.start(mini, training_time=0.01, framed=False)
+    rack = await LocalRack.start(
+        mini, training_time=0.01, framed=False, unprogrammed="default-partition"
+    )
     clients = Clients(rack)
     try:
         await rack.wait_ready()
@@ -254,7 +256,12 @@ def test_a_peer_that_stops_reading_is_cut_once_its_backlog_is_too_long() -> None
 
 
 async def test_agents_on_ipv6_loopback_reach_each_other_on_it(mini: Topology) -> None:
-    rack = await LocalRack.start(mini, listen=lambda tray: "[::1]:0", training_time=0.01)
+    rack = await LocalRack.start(
+        mini,
+        listen=lambda tray: "[::1]:0",
+        training_time=0.01,
+        unprogrammed="default-partition",
+    )
     clients = Clients(rack)
     try:
         await rack.wait_ready()

@@ -48,6 +48,9 @@ def agent_processes() -> Iterator[tuple[int, dict[str, subprocess.Popen[bytes]]]
                 "--base-port",
                 str(base),
                 "--no-metrics",
+                # No controller here: the switch trays forward within the default partition.
+                "--unprogrammed",
+                "default-partition",
                 "--log-level",
                 "WARNING",
             ],

@@ -80,7 +80,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 async def test_the_data_plane_runs_over_mutual_tls(mini: Topology, pki: Path) -> None:
     tls = TlsFiles(pki / "agent.pem", pki / "agent.key", pki / "ca.pem")
-    rack = await LocalRack.start(mini, tls=tls, training_time=0.01)
+    rack = await LocalRack.start(
+        mini, tls=tls, training_time=0.01, unprogrammed="default-partition"
+    )
     try:
         await rack.wait_ready()  # the Forward streams between trays came up over TLS
         async with open_channel(rack.address("compute-01"), tls) as channel:
