@@ -83,10 +83,11 @@ def rss_mib(pid: int) -> float:
 class Rack:
     """The agents of a rack as processes on a free base port."""
 
-    def __init__(self, manifest: str, mode: str) -> None:
+    def __init__(self, manifest: str, mode: str, unprogrammed: str = "closed") -> None:
         """`mode`: "trays" (a `fusion-agent --tray` per tray, as by hand), "fork" (one process
-        per tray forked from one start-up, as `rack up`), or "one" (all in one process)."""
-        self.manifest, self.mode = manifest, mode
+        per tray forked from one start-up, as `rack up`), or "one" (all in one process).
+        `unprogrammed`: "default-partition" for a rack no controller will program."""
+        self.manifest, self.mode, self.unprogrammed = manifest, mode, unprogrammed
         self.base = free_port_range(tray_port_span(Topology(load_manifest(manifest))))
         self.processes: list[subprocess.Popen[bytes]] = []
         self.scratch = tempfile.TemporaryDirectory(prefix="fusionrack-bench-")
@@ -106,6 +107,8 @@ class Rack:
             # As `rack up` runs them: with the rack secret (so the figures include its checks).
             "--rack-secret-file",
             str(self.secret_file),
+            "--unprogrammed",
+            self.unprogrammed,
         ]
         from fusionrack.emulator import Topology, load_manifest
 
@@ -172,7 +175,7 @@ async def throughput(call, ops_per_call: int, calls: int, in_flight: int) -> flo
 
 
 async def data_plane(quick: bool) -> list[tuple[str, str, str, str]]:
-    rack = Rack("mini", "trays")
+    rack = Rack("mini", "trays", unprogrammed="default-partition")  # no controller here
     rack.start()
     # The echo server runs on the same gRPC transport as the agents (fusionrack.entry).
     echo = subprocess.Popen(
