@@ -220,18 +220,18 @@ class TrayAgent:
 
     # -- faults and admin state ------------------------------------------------------------
 
-    def _check_here(self, kind: targets.Target, name: str, what: str) -> None:
-        """A fault or drain is made at an agent that holds its target."""
+    def _check_here(self, kind: targets.Target, name: str) -> None:
+        """A fault is injected at an agent that holds its target."""
         owners = targets.holders(self.topology, kind, name)
         if self.name not in owners:
             raise FailedPrecondition(
-                f"{name} is not on tray {self.name}; {what} at tray "
+                f"{name} is not on tray {self.name}; inject it at tray "
                 f"{' or '.join(sorted(owners))} (or through the controller)"
             )
 
     def inject(self, spec: common_pb2.FaultSpec) -> common_pb2.Fault:
         kind, name = wire.fault_target(self.topology, spec)
-        self._check_here(targets.FAULT_TARGETS[kind], name, "inject it")
+        self._check_here(targets.FAULT_TARGETS[kind], name)
         period = (
             spec.flap_period.ToNanoseconds() / 1e9
             if spec.HasField("flap_period")

@@ -32,6 +32,7 @@ __all__ = [
     "Target",
     "find",
     "holders",
+    "kind_in",
     "lookup",
     "misnamed",
     "name_shape",
@@ -101,7 +102,7 @@ def lookup(topology: Topology, target: Target, name: str) -> str:
 
 
 def takes(kinds: Sequence[Target]) -> str:
-    """ "a link or a tray"."""
+    """What `kinds` read as in a message: "a link or a tray"."""
     return " or ".join(kind.noun for kind in kinds)
 
 
@@ -122,16 +123,17 @@ def _wrong_kind(
 
 
 def _example(kind: Target, top: Topology | None) -> str:
+    """The rack's first component of `kind` (a generic name without a rack, or none of them)."""
     if top is not None:
-        names = {
-            Target.TRAY: [t.name for t in top.trays],
-            Target.ACCELERATOR: [a.name for a in top.accelerators],
-            Target.LINK: [link.name for link in top.links[:1]],
-            Target.CHIPLET: [c.name for c in top.chiplets],
-            Target.SWITCH_CHIP: [c.name for c in top.switch_chips],
+        of_kind = {
+            Target.TRAY: top.trays,
+            Target.ACCELERATOR: top.accelerators,
+            Target.LINK: top.links,
+            Target.CHIPLET: top.chiplets,
+            Target.SWITCH_CHIP: top.switch_chips,
         }[kind]
-        if names:
-            return names[0]
+        if of_kind:
+            return of_kind[0].name
     return _EXAMPLES[kind]
 
 
