@@ -602,6 +602,34 @@ def decode_multicast(op: memory_pb2.MemoryOp) -> bool:
     return bool(kind) and kind != "copy" and bool(getattr(op, kind).address >> 63)
 
 
+def _check_phase(request: switch_pb2.ApplyConfigRequest) -> None:
+    """What switch.proto asks of every phase, checked before the tray looks at its state: a
+    phase it defines, a generation > 0, a prepare_timeout > 0 when given (0 staged a
+    generation that expired at once)."""
+    if request.phase not in _PHASES:
+        raise InvalidArgument(
+            f"config phase {request.phase} is not one of {', '.join(_PHASES.values())}"
+        )
+    if request.generation == 0:
+        raise InvalidArgument(
+            f"{_PHASES[request.phase]} of generation 0: generations are > 0 (the controller's "
+            "counter of changes)"
+        )
+    timeout = request.prepare_timeout.ToNanoseconds() / 1e9
+    if request.HasField("prepare_timeout") and timeout <= 0:
+        raise InvalidArgument(
+            f"prepare_timeout {timeout:g} s: give > 0, or leave it unset "
+            f"({DEFAULT_PREPARE_TIMEOUT:g} s)"
+        )
+
+
+_PHASES = {
+    switch_pb2.CONFIG_PHASE_PREPARE: "PREPARE",
+    switch_pb2.CONFIG_PHASE_COMMIT: "COMMIT",
+    switch_pb2.CONFIG_PHASE_ABORT: "ABORT",
+}
+
+
 class SwitchServicer(switch_pb2_grpc.SwitchServicer):
     """The `Switch` service of a switch tray."""
 
@@ -610,6 +638,7 @@ class SwitchServicer(switch_pb2_grpc.SwitchServicer):
 
     @grpc_errors
     async def ApplyConfig(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        _check_phase(request)
         return self.agent.apply(request)
 
     @grpc_errors

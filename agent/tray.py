@@ -12,8 +12,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
+import grpc
+
 from fusionrack import __version__, wire
 from fusionrack.emulator import (
+    DEFAULT_FLAP_PERIOD,
     AdminState,
     ComponentState,
     Event,
@@ -21,13 +24,13 @@ from fusionrack.emulator import (
     Fault,
     FaultKind,
     InvalidArgument,
-    Link,
     LinkHealth,
     LinkState,
     NotFound,
     Topology,
     TrafficMeter,
     TrayKind,
+    targets,
 )
 from fusionrack.rpc import grpc_errors
 from fusionrack.v1 import common_pb2, switch_pb2, tray_pb2, tray_pb2_grpc
@@ -217,24 +220,9 @@ class TrayAgent:
 
     # -- faults and admin state ------------------------------------------------------------
 
-    def _target_name(self, ref: common_pb2.ComponentRef) -> str:
-        return wire.component_name(self.topology, ref)
-
-    def _check_here(self, kind: FaultKind, name: str) -> None:
-        """A fault is injected at the tray that holds its target."""
-        top = self.topology
-        if kind in (FaultKind.LINK_DOWN, FaultKind.LINK_FLAP, FaultKind.DEGRADED_BER):
-            link = top.link_named(name)
-            owners = {top.tray_of_accelerator(link.accelerator).name, link.switch_tray}
-        elif kind == FaultKind.CHIPLET_FAILURE:
-            owners = {top.tray_of_accelerator(top.chiplet(name).accelerator).name}
-        elif kind == FaultKind.SWITCH_CHIP_FAILURE:
-            owners = {top.switch_chip_named(name).tray}
-        elif kind == FaultKind.TRAY_LOSS:
-            top.tray(name)
-            owners = {name}
-        else:
-            raise InvalidArgument(f"unknown fault kind {int(kind)}")
+    def _check_here(self, kind: targets.Target, name: str) -> None:
+        """A fault is injected at an agent that holds its target."""
+        owners = targets.holders(self.topology, kind, name)
         if self.name not in owners:
             raise FailedPrecondition(
                 f"{name} is not on tray {self.name}; inject it at tray "
@@ -242,15 +230,13 @@ class TrayAgent:
             )
 
     def inject(self, spec: common_pb2.FaultSpec) -> common_pb2.Fault:
-        try:
-            kind = FaultKind(spec.kind)
-        except ValueError:
-            raise InvalidArgument(
-                f"fault kind {spec.kind} is not one of {', '.join(k.name for k in FaultKind)}"
-            ) from None
-        name = self._target_name(spec.target)
-        self._check_here(kind, name)
-        period = spec.flap_period.ToNanoseconds() / 1e9 if spec.HasField("flap_period") else 1.0
+        kind, name = wire.fault_target(self.topology, spec)
+        self._check_here(targets.FAULT_TARGETS[kind], name)
+        period = (
+            spec.flap_period.ToNanoseconds() / 1e9
+            if spec.HasField("flap_period")
+            else DEFAULT_FLAP_PERIOD
+        )
         fault, events = self.links.inject(
             Fault(
                 kind, name, ber=spec.bit_error_rate, flap_period=period, flap_count=spec.flap_count
@@ -258,7 +244,11 @@ class TrayAgent:
             time.time(),
         )
         self.record(events)
-        return self._fault_proto(fault, spec)
+        answer = common_pb2.FaultSpec()
+        answer.CopyFrom(spec)
+        if kind == FaultKind.LINK_FLAP and not spec.HasField("flap_period"):
+            answer.flap_period.FromNanoseconds(int(fault.flap_period * 1e9))  # the default
+        return self._fault_proto(fault, answer)
 
     def clear(self, fault_id: str, everything: bool) -> list[common_pb2.Fault]:
         ids = list(self.links.faults) if everything else [self._core_fault_id(fault_id)]
@@ -301,34 +291,20 @@ class TrayAgent:
     def set_admin(self, ref: common_pb2.ComponentRef, state: int) -> list[int]:
         if state not in (AdminState.UP, AdminState.DOWN):
             raise InvalidArgument(f"admin state {state}: give UP or DOWN")
-        name = self._target_name(ref)
-        if name == self.name:
+        kind, name = wire.target(self.topology, ref, targets.DRAIN_TARGETS, "a drain")
+        if kind == targets.Target.TRAY:
+            if name != self.name:
+                raise FailedPrecondition(
+                    f"tray {name} is not this tray ({self.name}): drain it there"
+                )
             indices = self.link_indices
         else:
-            link = self._drainable_link(name)
+            link = self.topology.link_named(name)
             if link.index not in self.link_indices:
                 raise FailedPrecondition(f"link {name} has no end on tray {self.name}")
             indices = [link.index]
         self.record(self.links.set_admin(name, state == AdminState.DOWN, time.time()))
         return indices
-
-    def _drainable_link(self, name: str) -> Link:
-        """The link `name` names; a clear refusal for a component that has no admin state."""
-        top = self.topology
-        try:
-            return top.link_named(name)
-        except NotFound:
-            pass
-        if any(t.name == name for t in top.trays):
-            raise FailedPrecondition(f"tray {name} is not this tray ({self.name}): drain it there")
-        if any(c.name == name for c in top.switch_chips) or any(
-            a.chiplet == name for a in top.accelerators
-        ):
-            raise InvalidArgument(
-                f"{name} has no admin state: drain a link or a tray (a chiplet or switch chip "
-                "fails only through a fault)"
-            )
-        raise NotFound(f"no link or tray named {name!r} in rack {top.name}")
 
     # -- reports ---------------------------------------------------------------------------
 
@@ -481,16 +457,18 @@ class TrayServicer(tray_pb2_grpc.TrayServicer):
 
     async def WatchStatus(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         heartbeat = request.heartbeat_interval.ToNanoseconds() / 1e9
+        if heartbeat < 0:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"heartbeat_interval {heartbeat:g} s is negative: give > 0, or 0 for changes only",
+            )
         async for status in self.agent.watch(heartbeat):
             yield tray_pb2.WatchStatusResponse(status=status)
 
     @grpc_errors
     async def ListLinks(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
-        agent, top = self.agent, self.agent.topology
-        if request.compute_tray:
-            top.tray(request.compute_tray)
-        if request.switch_tray:
-            top.tray(request.switch_tray)
+        agent = self.agent
+        wire.check_link_filters(agent.topology, request)
         agent.integrate_traffic()  # counters up to this moment
         links = (agent.link_proto(i) for i in agent.link_indices)
         chosen = [link for link in links if wire.link_matches(request, link)]

@@ -22,11 +22,12 @@ from google.protobuf.message import Message
 
 from fusionrack import wire
 from fusionrack.emulator import (
+    AcceleratorKind,
     AdminState,
     ComponentState,
     EventKind,
     FabricConfig,
-    FaultKind,
+    FusionError,
     InvalidArgument,
     LinkState,
     NotFound,
@@ -35,6 +36,7 @@ from fusionrack.emulator import (
     TrafficPattern,
     TrayKind,
     place,
+    targets,
 )
 from fusionrack.emulator.memory import MAX_ACCESS_BYTES
 from fusionrack.emulator.partitions import (
@@ -45,7 +47,7 @@ from fusionrack.emulator.partitions import (
     MemberRef,
 )
 from fusionrack.emulator.traffic import pattern_name
-from fusionrack.rpc import grpc_errors
+from fusionrack.rpc import grpc_errors, status_of
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
 from .agents import component_states, forward
@@ -304,13 +306,20 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     @grpc_errors
     async def ListTrays(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        if request.kind:
+            wire.enum_value(TrayKind, request.kind, "kind")
         trays = [t for t in self.topology.trays if not request.kind or t.kind == request.kind]
         return controller_pb2.ListTraysResponse(trays=[self._tray(t.name) for t in trays])
 
     @grpc_errors
     async def ListAccelerators(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        # Filters that match nothing the rack has are refused, not answered with no accelerators.
         if request.tray:
-            self.topology.tray(request.tray)
+            self.topology.compute_tray(request.tray)
+        if request.kind:
+            wire.enum_value(AcceleratorKind, request.kind, "kind")
+        if request.HasField("partition_id") and request.partition_id:
+            self.controller.config.partitions.get(request.partition_id)
         found = []
         for tray in self.topology.trays_of_kind(TrayKind.COMPUTE):
             if request.tray and tray.name != request.tray:
@@ -334,9 +343,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         link whose switch tray is drained only sees it DOWN, and an agent away or restarted
         has not been re-drained yet."""
         c, top = self.controller, self.topology
-        for name in (request.compute_tray, request.switch_tray):
-            if name:
-                top.tray(name)
+        wire.check_link_filters(top, request)
         trays = [
             t.name
             for t in top.trays_of_kind(TrayKind.COMPUTE)
@@ -629,30 +636,14 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     # -- faults and admin state: forwarded to the agent holding the target ------------------
 
-    def _owner(self, kind: FaultKind | None, name: str) -> str:
-        """The tray whose agent holds `name` (for a link: its compute tray's end)."""
-        top = self.topology
-        if name in {t.name for t in top.trays}:
-            return name
-        try:
-            link = top.link_named(name)
-            return top.tray_of_accelerator(link.accelerator).name
-        except NotFound:
-            pass
-        if kind in (None, FaultKind.CHIPLET_FAILURE):
-            try:
-                return top.tray_of_accelerator(top.chiplet(name).accelerator).name
-            except NotFound:
-                pass
-        return top.switch_chip_named(name).tray
-
     @grpc_errors
     @answers_retries("InjectFault", common_pb2.InjectFaultResponse)
     @made_by_leader
     async def InjectFault(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
-        name = wire.component_name(self.topology, request.fault.target)
-        owner = self._owner(None, name)
+        kind, name = wire.fault_target(self.topology, request.fault)
+        # A link's fault goes to its compute tray's agent (the accelerator end).
+        owner = targets.holders(self.topology, targets.FAULT_TARGETS[kind], name)[0]
 
         async def inject() -> Message:
             # Checked after the idempotency key: a retry is answered even while the agent is away.
@@ -717,16 +708,10 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
     @made_by_leader
     async def SetAdminState(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
-        name = wire.component_name(self.topology, request.target)
-        if not c.is_admin_target(name):
-            try:
-                self._owner(None, name)
-            except NotFound:
-                raise NotFound(
-                    f"no link or tray named {name!r} in rack {self.topology.name}"
-                ) from None
-            raise InvalidArgument(f"{name} is not a link or a tray: only those can be drained")
-        owner = self._owner(None, name)
+        if request.admin_state not in (AdminState.UP, AdminState.DOWN):
+            raise InvalidArgument(f"admin state {request.admin_state}: give UP or DOWN")
+        kind, name = wire.target(self.topology, request.target, targets.DRAIN_TARGETS, "a drain")
+        owner = targets.holders(self.topology, kind, name)[0]
         remember = self._remember("SetAdminState", request, common_pb2.SetAdminStateResponse)
         response, applied = await c.once(
             lambda: c.set_admin_state(request, name, owner), remember, saves_document=True
@@ -818,6 +803,10 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     async def Subscribe(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         c = self.controller
+        try:
+            self._check_subscription(request)
+        except FusionError as error:
+            await context.abort(status_of(error), error.message)
         subscription = Subscription(request)
         c.bus.subscriptions.add(subscription)  # before the snapshot: no change falls between
         try:
@@ -842,6 +831,21 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             )
         finally:
             c.bus.subscriptions.discard(subscription)
+
+    def _check_subscription(self, request: controller_pb2.SubscribeRequest) -> None:
+        """Filters that could never match are refused: an event kind no version of the proto
+        defines, a tray the rack does not have, a partition id no partition can take. A partition
+        not created yet may be: it may be created next."""
+        for kind in request.kinds:
+            wire.enum_value(EventKind, kind, "kinds")
+        for tray in request.trays:
+            self.topology.tray(tray)
+        for partition_id in request.partition_ids:
+            if not 1 <= partition_id <= DEFAULT_PARTITION_ID:
+                raise InvalidArgument(
+                    f"partition id {partition_id} in partition_ids is not in "
+                    f"1..{DEFAULT_PARTITION_ID} ({DEFAULT_PARTITION_ID}: the default partition)"
+                )
 
     def _snapshot(self) -> list[Any]:
         c = self.controller

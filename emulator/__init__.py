@@ -7,6 +7,7 @@ Everything a shell needs is importable from here; the modules hold the details:
 * `memory`, `packed`: sparse HBM, single ops and packed batches applied vectorized;
 * `fabric`: routing of unicast and multicast ops over the planes;
 * `links`: link states, counters and faults;
+* `targets`: what each fault kind (and a drain) targets, and what kind a name names;
 * `partitions`, `multicast`, `config`: what switches are programmed with;
 * `placement`: which free accelerators a partition asked for by count gets;
 * `replay`: the window that applies a retried op at most once;
@@ -14,7 +15,7 @@ Everything a shell needs is importable from here; the modules hold the details:
 * `errors`, `enums`, `events`: the vocabulary shared with the shells and the v1 contract.
 """
 
-from . import packed
+from . import packed, targets
 from .addressing import (
     MAX_TARGET,
     MULTICAST_BIT,
@@ -81,6 +82,7 @@ from .fabric import (
 )
 from .links import (
     COUNTERS,
+    DEFAULT_FLAP_PERIOD,
     Fault,
     LinkHealth,
     LinkStatus,
@@ -152,6 +154,7 @@ from .traffic import (
 
 __all__ = [
     "COUNTERS",
+    "DEFAULT_FLAP_PERIOD",
     "DEFAULT_PARTITION_ID",
     "DEFAULT_PARTITION_NAME",
     "DTYPE_WIDTH",
@@ -257,5 +260,6 @@ __all__ = [
     "resolve_manifest",
     "route",
     "route_multicast",
+    "targets",
     "traffic_rates",
 ]

@@ -22,16 +22,18 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import targets
 from .enums import ComponentState, EventKind, FaultKind, LinkState
 from .errors import InvalidArgument, NotFound
 from .events import Event
 from .topology import Topology
 
-__all__ = ["COUNTERS", "Fault", "LinkHealth", "LinkStatus"]
+__all__ = ["COUNTERS", "DEFAULT_FLAP_PERIOD", "Fault", "LinkHealth", "LinkStatus"]
 
 ECC_CORRECTED_PER_ESCAPE = 16
 FLITS_PER_DATA_FLIT = 4
 REPLAYS_PER_RECOVERY = 64
+DEFAULT_FLAP_PERIOD = 1.0  # seconds; FaultSpec.flap_period unset (common.proto)
 COUNTERS = (
     "up_bytes",
     "down_bytes",
@@ -51,7 +53,9 @@ class Fault:
     kind: FaultKind
     target: str
     ber: float = 0.0  # DEGRADED_BER: raw bit error rate, 0 < ber < 1
-    flap_period: float = 1.0  # LINK_FLAP: seconds the link spends down, then up, then down...
+    flap_period: float = (
+        DEFAULT_FLAP_PERIOD  # LINK_FLAP: seconds the link spends down, then up, then down...
+    )
     flap_count: int = 0  # LINK_FLAP: down phases, then the fault clears itself; 0 = until cleared
     id: int = 0  # assigned on injection
     since: float = 0.0  # `now` at injection
@@ -185,17 +189,9 @@ class LinkHealth:
             raise InvalidArgument(f"flap count {fault.flap_count} for {fault.target}: must be >= 0")
 
     def _check_target(self, kind: FaultKind, name: str) -> None:
-        """`name` must be the kind of component `kind` breaks (NotFound names it if not)."""
-        top = self.topology
-        lookup = {
-            FaultKind.LINK_DOWN: top.link_named,
-            FaultKind.LINK_FLAP: top.link_named,
-            FaultKind.DEGRADED_BER: top.link_named,
-            FaultKind.CHIPLET_FAILURE: top.chiplet,
-            FaultKind.SWITCH_CHIP_FAILURE: top.switch_chip_named,
-            FaultKind.TRAY_LOSS: top.tray,
-        }[kind]
-        lookup(name)
+        """`name` must be the kind of component `kind` breaks (InvalidArgument if it is another
+        kind, NotFound naming what exists if the rack has no such one)."""
+        targets.find(self.topology, name, [targets.FAULT_TARGETS[kind]], kind.name)
 
     def _component_event(self, name: str, state: ComponentState, now: float) -> Event:
         return Event(EventKind.COMPONENT_STATE_CHANGED, name, now, {"state": state.name})

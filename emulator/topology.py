@@ -255,7 +255,33 @@ class Topology:
         try:
             return self._trays[name]
         except KeyError:
-            raise NotFound(f"no tray {name!r} in rack {self.name}") from None
+            raise NotFound(f"no tray {name!r} in rack {self.name} ({self.trays_named()})") from None
+
+    def trays_named(self, kind: TrayKind | None = None) -> str:
+        """The rack's trays (of `kind`) as a person reads them: "compute trays compute-01,
+        compute-02; switch trays switch-1, switch-2" (long lists elided in the middle)."""
+        kinds = [kind] if kind is not None else [TrayKind.COMPUTE, TrayKind.SWITCH]
+        return "; ".join(
+            f"{k.name.lower()} trays {_some([t.name for t in self.trays_of_kind(k)])}"
+            for k in kinds
+        )
+
+    def compute_tray(self, name: str) -> Tray:
+        """The compute tray `name` (a switch tray is InvalidArgument, naming the compute trays)."""
+        return self._tray_of_kind(name, TrayKind.COMPUTE)
+
+    def switch_tray(self, name: str) -> Tray:
+        """The switch tray `name` (a compute tray is InvalidArgument, naming the switch trays)."""
+        return self._tray_of_kind(name, TrayKind.SWITCH)
+
+    def _tray_of_kind(self, name: str, kind: TrayKind) -> Tray:
+        tray = self.tray(name)
+        if tray.kind != kind:
+            raise InvalidArgument(
+                f"{name} is a {tray.kind.name.lower()} tray, not a {kind.name.lower()} tray "
+                f"({self.trays_named(kind)})"
+            )
+        return tray
 
     def trays_of_kind(self, kind: TrayKind) -> Iterator[Tray]:
         return (t for t in self.trays if t.kind == kind)
@@ -300,7 +326,12 @@ class Topology:
         try:
             return self._chiplets[name]
         except KeyError:
-            raise NotFound(f"no chiplet {name!r} in rack {self.name}") from None
+            there = (
+                f"chiplets {_some([c.name for c in self.chiplets])}"
+                if self.chiplets
+                else "its accelerators are GPUs, which have no chiplet"
+            )
+            raise NotFound(f"no chiplet {name!r} in rack {self.name} ({there})") from None
 
     def switch_chip(self, index: int) -> SwitchChip:
         if not 0 <= index < len(self.switch_chips):
@@ -313,7 +344,12 @@ class Topology:
         for chip in self.switch_chips:
             if chip.name == name:
                 return chip
-        raise NotFound(f"no switch chip {name!r} in rack {self.name}")
+        tray = self._trays.get(name.partition("/")[0])
+        if tray is not None and tray.kind == TrayKind.SWITCH:
+            there = f"{tray.name} has chip0..chip{len(tray.switch_chips) - 1}"
+        else:
+            there = f"switch chips {_some([c.name for c in self.switch_chips])}"
+        raise NotFound(f"no switch chip {name!r} in rack {self.name} ({there})")
 
     def link(self, accelerator: int, plane: int) -> Link:
         self.accelerator(accelerator)
@@ -337,7 +373,16 @@ class Topology:
         try:
             return self._link_names[name]
         except KeyError:
-            raise NotFound(f"no link {name!r} in rack {self.name}") from None
+            pass
+        accelerator, _, last = name.rpartition("/")
+        found = self._names.get(accelerator)
+        if found is not None:  # a link number it does not have
+            there = f"{found.name} has nvlink0..nvlink{self.links_per_accelerator - 1}"
+        elif accelerator and last.startswith("nvlink"):
+            there = f"no accelerator {accelerator!r}; e.g. {self.accelerators[0].name!r}"
+        else:
+            there = f"links are named ACCELERATOR/nvlinkN, e.g. {self.links[0].name!r}"
+        raise NotFound(f"no link {name!r} in rack {self.name} ({there})")
 
     def link_indices_of_accelerator(self, accelerator: int) -> range:
         start = accelerator * self.links_per_accelerator
@@ -357,3 +402,10 @@ class Topology:
 
     def tray_of_accelerator(self, index: int) -> Tray:
         return self._trays[self.accelerator(index).location.tray]
+
+
+def _some(names: list[str], most: int = 4) -> str:
+    """`names` joined for a message; a long list elided in the middle (first two, last)."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{names[0]}, {names[1]}, ..., {names[-1]}"

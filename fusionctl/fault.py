@@ -4,14 +4,43 @@ taking links or trays out of service (admin down) and back.
 
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
+from fusionrack.emulator import FaultKind, targets
 from fusionrack.v1 import common_pb2, controller_pb2
 
-from .arguments import FAULT_KIND, choices
+from .arguments import FAULT_KIND, choices, enum_word
 from .client import Session
 from .commands import Commands, key_option
 from .views import FAULT_HEADER, fault_rows
 
 __all__ = ["register"]
+
+
+class _Target(argparse.Action):
+    """TARGET, checked while parsing against what the command takes: a name shaped as another
+    kind of component is a usage error (exit 2) before any call, e.g. `fault inject link_down
+    compute-01`. `drain` names the drain command; without it, the target is what the fault
+    KIND (parsed just before) breaks. Whether the rack has it is the controller's to say."""
+
+    def __init__(self, *args: Any, drain: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.drain = drain
+
+    def __call__(
+        self, parser: Any, namespace: argparse.Namespace, value: Any, option: Any = None
+    ) -> None:
+        if self.drain:
+            who, kinds = self.drain, targets.DRAIN_TARGETS
+        else:
+            kind = FaultKind(namespace.kind)
+            who = enum_word(common_pb2.FaultKind, kind)
+            kinds = (targets.FAULT_TARGETS[kind],)
+        why = targets.misnamed(who, kinds, value)
+        if why is not None:
+            raise argparse.ArgumentError(self, why)
+        setattr(namespace, self.dest, value)
 
 
 async def _list(s: Session) -> int:
@@ -73,15 +102,17 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "target",
         metavar="TARGET",
-        help="a link (compute-01/gpu0/nvlink3), chiplet, switch chip (switch-1/chip0) "
-        "or tray, as KIND requires",
+        action=_Target,
+        help="a link (compute-01/gpu0/nvlink3) for link_down, link_flap and degraded_ber; a "
+        "chiplet (asic-01/chiplet0) for chiplet_failure; a switch chip (switch-1/chip0) for "
+        "switch_chip_failure; a tray (compute-01) for tray_loss",
     )
     p.add_argument("--ber", type=float, help="degraded_ber: the bit error rate, e.g. 1e-9")
     p.add_argument(
         "--flap-period",
         type=float,
         metavar="SECONDS",
-        help="link_flap: length of each down / up phase (default 1)",
+        help="link_flap: length of each down / up phase, > 0 (default 1)",
     )
     p.add_argument(
         "--flap-count",
@@ -104,6 +135,8 @@ def register(commands: Commands) -> None:
         p.add_argument(
             "target",
             metavar="TARGET",
+            action=_Target,
+            drain=name,
             help="a link (compute-01/gpu0/nvlink3) or a tray (compute-01)",
         )
         p.add_argument("--reason", help="why, for the event and the logs")

@@ -6,6 +6,7 @@ component health, counters, reachability) is filled in by whoever owns it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any, TypeVar
 
@@ -15,10 +16,14 @@ from google.protobuf.message import Message
 from fusionrack.emulator import (
     DEFAULT_PARTITION_ID,
     FabricConfig,
+    FaultKind,
     InvalidArgument,
+    LinkState,
+    NotFound,
     PartitionMemberType,
     Topology,
     TrayKind,
+    targets,
 )
 from fusionrack.emulator.multicast import MulticastGroup
 from fusionrack.emulator.partitions import HealthReport, Partition
@@ -27,15 +32,17 @@ from fusionrack.v1 import common_pb2, switch_pb2
 
 __all__ = [
     "accelerator",
-    "component_name",
+    "check_link_filters",
     "enum_value",
     "fabric_config",
+    "fault_target",
     "link",
     "link_matches",
     "location",
     "multicast_group",
     "partition",
     "switch_config",
+    "target",
     "timestamp",
     "to_json",
     "tray_info",
@@ -154,21 +161,71 @@ def link_matches(request: common_pb2.ListLinksRequest, value: common_pb2.Link) -
     return not request.state or value.state == request.state
 
 
-def component_name(topology: Topology, ref: common_pb2.ComponentRef) -> str:
-    """The name of the component a ComponentRef points at (unknown ones raise NotFound)."""
+# The kind of component each ComponentRef case names (`name` may name any).
+_REF_CASES = {
+    "link": targets.Target.LINK,
+    "chiplet": targets.Target.CHIPLET,
+    "switch_chip": targets.Target.SWITCH_CHIP,
+    "tray": targets.Target.TRAY,
+}
+
+
+def target(
+    topology: Topology, ref: common_pb2.ComponentRef, kinds: Sequence[targets.Target], who: str
+) -> tuple[targets.Target, str]:
+    """The kind and name of the component a ComponentRef names, as the target of `who` (which
+    takes one of `kinds`). The oneof case is checked first: a case of another kind is
+    INVALID_ARGUMENT whatever it holds; then the value is looked up in the table of its kind
+    (NOT_FOUND naming what exists), a `name` by `targets.find`."""
     case = ref.WhichOneof("component")
-    if case in ("name", "tray"):
-        return str(getattr(ref, case))
+    fields = " or ".join(f"target.{field}" for field, kind in _REF_CASES.items() if kind in kinds)
+    if case is None:
+        raise InvalidArgument(
+            f"{who} needs a target: {targets.takes(kinds)}, in target.name or {fields}"
+        )
+    if case == "name":
+        return targets.find(topology, ref.name, kinds, who)
+    kind = _REF_CASES[case]
+    if kind not in kinds:
+        raise InvalidArgument(
+            f"{who} takes {targets.takes(kinds)} (target.name or {fields}), "
+            f"not target.{case} ({kind.noun})"
+        )
     if case == "link":
-        return topology.link(ref.link.accelerator, ref.link.link).name
+        return kind, topology.link(ref.link.accelerator, ref.link.link).name
     if case == "chiplet":
         chiplet = topology.accelerator(ref.chiplet).chiplet
         if chiplet is None:
             raise InvalidArgument(f"accelerator {ref.chiplet} is a GPU: it has no chiplet")
-        return chiplet
+        return kind, chiplet
     if case == "switch_chip":
-        return topology.switch_chip(ref.switch_chip).name
-    raise InvalidArgument("the target names no component: set name, link, chiplet, ...")
+        return kind, topology.switch_chip(ref.switch_chip).name
+    return kind, topology.tray(ref.tray).name
+
+
+def fault_target(topology: Topology, spec: common_pb2.FaultSpec) -> tuple[FaultKind, str]:
+    """A FaultSpec's kind and the name of its target, checked in that order (`target`)."""
+    kind = enum_value(FaultKind, spec.kind, "fault kind")
+    _, name = target(topology, spec.target, [targets.FAULT_TARGETS[kind]], kind.name)
+    return kind, name
+
+
+def check_link_filters(topology: Topology, request: common_pb2.ListLinksRequest) -> None:
+    """A ListLinksRequest's filters must name what the rack has: a compute tray, a switch tray,
+    an accelerator, a plane, a link state (an unknown one would match nothing, silently)."""
+    if request.compute_tray:
+        topology.compute_tray(request.compute_tray)
+    if request.switch_tray:
+        topology.switch_tray(request.switch_tray)
+    if request.HasField("accelerator"):
+        topology.accelerator(request.accelerator)
+    if request.HasField("plane") and request.plane >= topology.links_per_accelerator:
+        raise NotFound(
+            f"no plane {request.plane} in rack {topology.name} (planes 0.."
+            f"{topology.links_per_accelerator - 1}, one per switch chip)"
+        )
+    if request.state:
+        enum_value(LinkState, request.state, "state")
 
 
 def multicast_group(group: MulticastGroup) -> common_pb2.MulticastGroup:

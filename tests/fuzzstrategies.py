@@ -108,8 +108,15 @@ def _hinted_str(name: str, facts: Facts) -> st.SearchStrategy[str] | None:
     if name == "manifest_digest" and facts.digest:
         return st.just(facts.digest)
     if facts.trays and name in {"tray", "name", "fault_id", "partition", "idempotency_key"}:
-        return st.sampled_from([*facts.trays, "fuzz", ""])
+        return st.sampled_from([*facts.trays, *_component_names(facts.trays[0]), "fuzz", ""])
     return None
+
+
+def _component_names(tray: str) -> list[str]:
+    """Names of every kind of component on `tray`, some the rack has and some one past it: a
+    fault's or drain's target is checked for its kind, then looked up in its kind's table."""
+    return [f"{tray}/{part}" for part in ("gpu0", "gpu0/nvlink0", "gpu0/nvlink99", "chip0",
+                                          "chiplet0", "gpu9")]  # fmt: skip
 
 
 def _clip(values: Iterable[int], low: int, high: int) -> list[int]:

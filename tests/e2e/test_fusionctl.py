@@ -184,10 +184,23 @@ async def test_faults_and_drains_show_in_links(ctl: Fusionctl) -> None:
     assert down.stdout.splitlines()[1].split()[5] == "down"
     assert [f["id"] for f in faults["faults"]] == [injected["id"]]
     assert injected["id"] in listed.stdout and "link_down" in listed.stdout
-    wrong_kind, unknown_fault = await asyncio.gather(
-        ctl("fault", "inject", "link_down", "switch-1"), ctl("fault", "clear", "compute-01/99")
+    wrong_kind, no_such_link, no_such_tray, unknown_fault = await asyncio.gather(
+        ctl("fault", "inject", "link_down", "switch-1"),
+        ctl("fault", "inject", "link_down", "compute-01/gpu0/nvlink99"),
+        ctl("fault", "inject", "tray_loss", "switch-10"),
+        ctl("fault", "clear", "compute-01/99"),
     )
-    assert wrong_kind.returncode == 1 and "NOT_FOUND: no link 'switch-1'" in wrong_kind.stderr
+    # A target of another kind than the fault breaks is a usage error, before any call.
+    assert wrong_kind.returncode == 2, wrong_kind.stderr
+    assert "link_down takes a link" in wrong_kind.stderr
+    assert "'switch-1' is named like a tray" in wrong_kind.stderr
+    # One of the right kind that the rack lacks: NOT_FOUND naming that kind and what exists.
+    assert no_such_link.returncode == 1
+    assert "NOT_FOUND: no link 'compute-01/gpu0/nvlink99'" in no_such_link.stderr
+    assert "compute-01/gpu0 has nvlink0..nvlink3" in no_such_link.stderr
+    assert no_such_tray.returncode == 1
+    assert "NOT_FOUND: no tray 'switch-10'" in no_such_tray.stderr
+    assert "switch trays switch-1, switch-2" in no_such_tray.stderr
     # Refused by the agent the controller forwards to: its status and words come through.
     assert unknown_fault.returncode == 1
     assert "NOT_FOUND: no active fault 'compute-01/99'" in unknown_fault.stderr
@@ -205,6 +218,11 @@ async def test_faults_and_drains_show_in_links(ctl: Fusionctl) -> None:
     undrained = await ctl("undrain", "compute-02/gpu1/nvlink3")
     assert undrained.returncode == 0 and "returned to service (1 links)" in undrained.stdout
     assert await ctl.json("links", "--state", "admin-down") == {"links": []}
+
+    # A flap without --flap-period flaps every second, as the help says, and the answer says so.
+    flap = (await ctl.json("fault", "inject", "link_flap", "compute-01/gpu1/nvlink0"))["fault"]
+    assert flap["spec"]["flap_period"] == "1s"
+    await ctl.json("fault", "clear", flap["id"])
 
 
 async def test_events_snapshot_and_follow(ctl: Fusionctl) -> None:

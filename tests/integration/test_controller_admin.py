@@ -203,9 +203,10 @@ async def test_bad_drains_name_the_problem_and_change_nothing(
 ) -> None:
     cases = [
         (drain("compute-01/gpu0/nvlink9"), "NOT_FOUND",
-         "no link or tray named 'compute-01/gpu0/nvlink9' in rack mini"),
-        (drain("compute-07"), "NOT_FOUND", "no link or tray named 'compute-07'"),
-        (drain("switch-1/chip0"), "INVALID_ARGUMENT", "switch-1/chip0 is not a link or a tray"),
+         "no link 'compute-01/gpu0/nvlink9' in rack mini (compute-01/gpu0 has nvlink0..nvlink3)"),
+        (drain("compute-07"), "NOT_FOUND", "no tray 'compute-07'"),
+        (drain("switch-1/chip0"), "INVALID_ARGUMENT",
+         "takes a link or a tray (e.g. compute-01/gpu0/nvlink0, compute-01); 'switch-1/chip0' is"),
         (drain(LINK, common_pb2.ADMIN_STATE_UNSPECIFIED), "INVALID_ARGUMENT", "give UP or DOWN"),
     ]  # fmt: skip
     for request, code, words in cases:

@@ -110,9 +110,9 @@ async def test_a_drained_tray_takes_its_links_out(mini_rack: LocalRack, clients:
 @pytest.mark.parametrize(
     ("target", "code", "says"),
     [
-        ("switch-1/chip0", "INVALID_ARGUMENT", "switch-1/chip0 has no admin state: drain a link"),
+        ("switch-1/chip0", "INVALID_ARGUMENT", "takes a link or a tray (e.g. compute-01/gpu0/"),
         ("switch-2", "FAILED_PRECONDITION", "tray switch-2 is not this tray (switch-1)"),
-        ("switch-9", "NOT_FOUND", "no link or tray named 'switch-9'"),
+        ("switch-9", "NOT_FOUND", "no tray 'switch-9' in rack mini (compute trays compute-01"),
         ("compute-02/gpu0/nvlink2", "FAILED_PRECONDITION", "has no end on tray switch-1"),
     ],
 )

@@ -196,8 +196,10 @@ def test_drain_and_undrain_a_link_and_a_tray(mini: Topology) -> None:
 @pytest.mark.parametrize(
     ("fault", "error", "says"),
     [
-        (Fault(FaultKind.LINK_DOWN, "nope"), NotFound, "no link 'nope'"),
-        (Fault(FaultKind.CHIPLET_FAILURE, LINK), NotFound, "no chiplet"),
+        (Fault(FaultKind.LINK_DOWN, "x/gpu0/nvlink0"), NotFound, "no link 'x/gpu0/nvlink0'"),
+        (Fault(FaultKind.LINK_DOWN, "nope"), InvalidArgument, "takes a link .* like a tray"),
+        (Fault(FaultKind.CHIPLET_FAILURE, LINK), InvalidArgument, "takes a chiplet .* is a link"),
+        (Fault(FaultKind.TRAY_LOSS, LINK), InvalidArgument, "TRAY_LOSS takes a tray"),
         (Fault(FaultKind.SWITCH_CHIP_FAILURE, "switch-9/chip0"), NotFound, "switch-9/chip0"),
         (Fault(FaultKind.TRAY_LOSS, "compute-07"), NotFound, "no tray 'compute-07'"),
         (Fault(FaultKind.DEGRADED_BER, LINK, ber=0.0), InvalidArgument, r"ber 0.0 .* \(0, 1\)"),
