@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 help:
 	@echo "make up            bring up an emulated gb200-nvl72 rack (Ctrl-C stops it; RACK=name for another)"
-	@echo "make test          install what is missing (venv, package, mosquitto, prometheus, etcd), lint, run every test"
+	@echo "make test          install what is missing (venv, package, mosquitto, prometheus, etcd, Go), lint, run every test"
 	@echo "make bench         run the benchmarks with full figures"
 	@echo "make protos        regenerate the gRPC stubs from proto/fusionrack/v1/*.proto"
 	@echo "make dashboards    regenerate deploy/grafana/dashboards/*.json from scripts/gen_dashboards.py"
