@@ -39,7 +39,7 @@ TOOLS = ("protoc", "protoc-gen-go", "protoc-gen-go-grpc", "go")
 INSTALL_HINT = (
     "`make test` installs them (scripts/install-system-deps.sh, Debian packages golang-go, "
     "protobuf-compiler, protoc-gen-go, protoc-gen-go-grpc, golang-google-grpc-dev, "
-    "golang-github-golang-protobuf-1-5-dev)"
+    "golang-google-protobuf-dev, golang-github-golang-protobuf-1-5-dev)"
 )
 
 
@@ -55,7 +55,7 @@ def _run(
     argv: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> None:
     result = subprocess.run(
-        argv, capture_output=True, text=True, timeout=240, check=False, cwd=cwd, env=env
+        argv, capture_output=True, text=True, timeout=100, check=False, cwd=cwd, env=env
     )
     assert result.returncode == 0, f"{what} failed ({' '.join(argv)}):\n{result.stderr}"
 
