@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 help:
 	@echo "make up            bring up an emulated gb200-nvl72 rack (Ctrl-C stops it; RACK=name for another)"
-	@echo "make test          install what is missing (venv, package, mosquitto, prometheus, etcd), lint, run every test"
+	@echo "make test          install what is missing (venv, package, mosquitto, prometheus, etcd, Go), lint, run every test"
 	@echo "make bench         run the benchmarks with full figures"
 	@echo "make protos        regenerate the gRPC stubs from proto/fusionrack/v1/*.proto"
 	@echo "make dashboards    regenerate deploy/grafana/dashboards/*.json from scripts/gen_dashboards.py"
@@ -18,12 +18,16 @@ help:
 	@echo "make clean         remove $(VENV) and caches"
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV)
 
-# Reinstall whenever pyproject.toml changes (new dependency, new entry point).
+# Reinstall whenever pyproject.toml changes (new dependency, new entry point). One line of progress,
+# then pip speaks only of errors. The filter hides the notice setuptools gives on every editable
+# install of a package-dir layout like ours ("Editable installation. Please be careful with folders
+# ... with the same name as your package"), by its text, and nothing else.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@echo "installing fusionrack and its test tools into $(VENV) ..."
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
 install: $(STAMP)

@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Installs the real services the tests run against (mosquitto, prometheus/promtool, etcd) when they
+# Installs the real services the tests run against (mosquitto, prometheus/promtool, etcd) and the
+# Go toolchain an outside Go client is built with (tests/integration/test_go_client.py) when they
 # are missing. Needs root for apt-get; otherwise says what to install and carries on, so a
 # developer without root still gets the tests that do not need them to fail loudly, not hang.
 set -euo pipefail
 
-# `--only mosquitto`: what `make up` needs (events); the tests need all three.
+# `--only mosquitto`: what `make up` needs (events); the tests need all of them.
 wanted=(mosquitto prometheus etcd-server)
+# A Go client generated from proto/ and built offline with Debian's Go packages: protoc and its Go
+# plugins, and the sources of grpc-go and of both Go protobuf APIs (/usr/share/gocode). The 1.5
+# protobuf package, not the 1.3 one grpc-go's package would otherwise bring: with 1.3, grpc-go
+# panics decoding the first answer into a message today's protoc-gen-go generates.
+go_packages=(golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev
+    golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev)
+wanted+=("${go_packages[@]}")
 if [ "${1:-}" = "--only" ] && [ -n "${2:-}" ]; then wanted=("$2"); fi
 missing=()
 for package in "${wanted[@]}"; do
@@ -14,6 +22,8 @@ for package in "${wanted[@]}"; do
         prometheus) command -v prometheus >/dev/null 2>&1 || missing+=(prometheus) ;;
         # The controllers' shared store (fusion-controller --store etcd://...).
         etcd-server) command -v etcd >/dev/null 2>&1 || missing+=(etcd-server) ;;
+        *) dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' ||
+            missing+=("$package") ;;
     esac
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -3,11 +3,13 @@ mosquitto, a real Prometheus, a real etcd."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from etcd_server import Etcd, EtcdMissing
@@ -20,20 +22,32 @@ from fusionrack.emulator.topology import Topology
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class BuiltWheel(NamedTuple):
+    """The project built as a wheel and unpacked."""
+
+    wheel: Path
+    # A plain install's tree, with every `fusionrack.*` package under one folder.
+    site: Path
+    # What `pip wheel --quiet` printed while building it (a user sees this: warnings, errors).
+    output: str
+
+
 @pytest.fixture(scope="session")
-def unpacked_wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The project built as a wheel (no download) and unpacked: (the wheel, its site folder),
-    a plain install's tree with every `fusionrack.*` package under one folder."""
+def unpacked_wheel(tmp_path_factory: pytest.TempPathFactory) -> BuiltWheel:
+    """The project built as a wheel (no download, no index, no pip configuration of this
+    machine) and unpacked."""
     where = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
+    built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(where), str(ROOT)],
-        check=True, capture_output=True, timeout=300, cwd=where,
+         "--no-index", "--wheel-dir", str(where), str(ROOT)],
+        capture_output=True, text=True, timeout=300, cwd=where, check=False,
+        env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
     )  # fmt: skip
+    assert built.returncode == 0, f"pip wheel failed:\n{built.stdout}{built.stderr}"
     (wheel,) = where.glob("fusionrack-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(where / "site")
-    return wheel, where / "site"
+    return BuiltWheel(wheel, where / "site", built.stdout + built.stderr)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,10 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conftest import BuiltWheel
 
 ROOT = Path(__file__).resolve().parents[2]
 BARE = {"agent", "controller", "emulator", "fusionctl", "runtime"}
@@ -43,10 +47,10 @@ def test_nothing_imports_bare_packages() -> None:
     assert not bad, f"import fusionrack.agent, fusionrack.controller, ..., never bare names: {bad}"
 
 
-def test_the_import_linter_contracts_hold(unpacked_wheel: tuple[Path, Path]) -> None:
+def test_the_import_linter_contracts_hold(unpacked_wheel: BuiltWheel) -> None:
     # On the installed tree: grimp looks for a package's modules under its own folder, and the
     # source tree spreads `fusionrack.*` over the card's folders.
-    _, site = unpacked_wheel
+    site = unpacked_wheel.site
     result = subprocess.run(
         [str(Path(sys.executable).parent / "lint-imports"), "--no-logo", "--no-cache",
          "--config", str(ROOT / "pyproject.toml")],

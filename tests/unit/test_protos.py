@@ -282,7 +282,33 @@ def test_core_error_codes_are_grpc_status_numbers() -> None:
         assert grpc.StatusCode[code.name].value[0] == code.value, code
 
 
-# -- (5) stubs import and offer the expected RPCs --------------------------------------------------
+# -- (5) every file names its generated code in other languages -----------------------------------
+
+
+def test_every_file_names_the_same_package_in_other_languages(
+    files: list[descriptor_pb2.FileDescriptorProto],
+) -> None:
+    """A client in Go, Java or C# generates from the protos alone (no `M...=` mapping per file),
+    and every file of the package lands in the same package (`fusionrackv1` for Go)."""
+    for file in files:
+        options = file.options
+        stem = Path(file.name).stem
+        assert (
+            options.go_package,
+            options.java_package,
+            options.java_multiple_files,
+            options.java_outer_classname,
+            options.csharp_namespace,
+        ) == (
+            "github.com/fusionrack/fusionrack/gen/go/fusionrack/v1;fusionrackv1",
+            "io.github.fusionrack.v1",
+            True,
+            f"{stem.capitalize()}Proto",
+            "Fusionrack.V1",
+        ), file.name
+
+
+# -- (6) stubs import and offer the expected RPCs --------------------------------------------------
 
 
 @pytest.mark.parametrize("service", sorted(EXPECTED_RPCS))
