@@ -86,12 +86,25 @@ class TrayAgent:
             return
         self._announce()
         if self.event_sinks:
-            for event in events:
-                message = event_message(self.topology, self.name, self.links, event)
-                for sink in self.event_sinks:
-                    sink(message)
+            self._publish(events)
         self.links_changed()
         self._ensure_ticker()
+
+    def _publish(self, events: list[Event]) -> None:
+        """Each event, as a v1 Event, to every sink. A mirror's bug must not fail the change
+        that was made: logged, and the other events and sinks go on."""
+        for event in events:
+            try:
+                message = event_message(self.topology, self.name, self.links, event)
+            except Exception:
+                log.exception("tray %s: cannot publish %s of %s", self.name, event.kind.name,
+                              event.subject)  # fmt: skip
+                continue
+            for sink in self.event_sinks:
+                try:
+                    sink(message)
+                except Exception:
+                    log.exception("tray %s: event sink %r failed", self.name, sink)
 
     def _announce(self) -> None:
         """A new status: status watchers get it now."""

@@ -10,12 +10,13 @@ import time
 import uuid
 
 import aiomqtt
+import pytest
 from mqtt_broker import Mosquitto
 
 from fusionrack.agent.rack import LocalRack
 from fusionrack.emulator import FaultKind, Topology
 from fusionrack.rpc import free_port_range
-from fusionrack.v1 import common_pb2
+from fusionrack.v1 import common_pb2, events_pb2
 
 from .test_processes import AGENT, MINI_PORTS
 
@@ -144,3 +145,28 @@ async def test_a_killed_agent_is_announced_offline_by_its_last_will(mosquitto: M
         if agent.poll() is None:
             agent.kill()
             agent.wait()
+
+
+async def test_a_failing_event_sink_neither_fails_the_change_nor_starves_the_others(
+    mini_rack: LocalRack, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = mini_rack.agent("compute-01")
+    seen: list[events_pb2.Event] = []
+
+    def broken(event: events_pb2.Event) -> None:
+        raise RuntimeError("a mirror's bug")
+
+    agent.event_sinks += [broken, seen.append]
+    fault = agent.inject(
+        common_pb2.FaultSpec(
+            kind=FaultKind.LINK_DOWN,
+            target=common_pb2.ComponentRef(name="compute-01/gpu0/nvlink3"),
+        )
+    )
+    assert fault.id == "compute-01/1"  # the change was made and answered
+    assert [common_pb2.EventKind.Name(e.kind) for e in seen] == [
+        "EVENT_KIND_FAULT_INJECTED",
+        "EVENT_KIND_LINK_STATE_CHANGED",
+    ]
+    assert seen[0].fault.id == fault.id and seen[0].source == "compute-01"
+    assert "event sink" in caplog.text and "a mirror's bug" in caplog.text
