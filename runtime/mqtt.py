@@ -10,7 +10,8 @@ those topics they publish. This module makes the documents, the same way for eve
 * **Events** (QoS 1, not retained): `event_document` turns a v1 `Event` into the envelope
   (``version, event_id, time, source, kind, subject, body``), its ``body`` being the event's typed
   body message in proto3 JSON (`fusionrack.wire.to_json`: the proto's snake_case field names,
-  every field present, enums by name, 64-bit integers as strings); `publish_event` queues it on
+  every field without presence written, enums by name, 64-bit integers as strings; the same JSON
+  as protobuf's `json_format.MessageToDict` with those options); `publish_event` queues it on
   ``<events_topic>/<kind in lower case>``. Agents and controller build the v1 `Event` first, so
   the same event reads the same on gRPC and MQTT (same id, source, kind, subject and body).
 * **Status** (retained, QoS 1): a status document, republished on every (re)connection. The
