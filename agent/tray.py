@@ -33,8 +33,9 @@ from fusionrack.emulator import (
     targets,
 )
 from fusionrack.rpc import grpc_errors
-from fusionrack.v1 import common_pb2, switch_pb2, tray_pb2, tray_pb2_grpc
+from fusionrack.v1 import common_pb2, events_pb2, switch_pb2, tray_pb2, tray_pb2_grpc
 
+from .events import event_message, fault_message, link_counters
 from .forward import ForwardPeer, serve_here
 from .metrics import DataPlaneCounters
 
@@ -66,7 +67,8 @@ class TrayAgent:
         self.metrics_address = ""
         self.sequence = 0
         self._changed = asyncio.Event()
-        self.event_sinks: list[Callable[[Event], None]] = []
+        # Called with each event as a v1 Event (`agent.events`), e.g. the MQTT mirror.
+        self.event_sinks: list[Callable[[events_pb2.Event], None]] = []
         self.counters = DataPlaneCounters()  # the data plane bumps them, /metrics reads them
         self._ticker: asyncio.Task[None] | None = None
         # Forward streams: peer tray -> its end, and the links we share with it (subclasses).
@@ -86,11 +88,26 @@ class TrayAgent:
         if not events:
             return
         self._announce()
-        for sink in self.event_sinks:
-            for event in events:
-                sink(event)
+        if self.event_sinks:
+            self._publish(events)
         self.links_changed()
         self._ensure_ticker()
+
+    def _publish(self, events: list[Event]) -> None:
+        """Each event, as a v1 Event, to every sink. A mirror's bug must not fail the change
+        that was made: logged, and the other events and sinks go on."""
+        for event in events:
+            try:
+                message = event_message(self.topology, self.name, self.links, event)
+            except Exception:
+                log.exception("tray %s: cannot publish %s of %s", self.name, event.kind.name,
+                              event.subject)  # fmt: skip
+                continue
+            for sink in self.event_sinks:
+                try:
+                    sink(message)
+                except Exception:
+                    log.exception("tray %s: event sink %r failed", self.name, sink)
 
     def _announce(self) -> None:
         """A new status: status watchers get it now."""
@@ -244,11 +261,7 @@ class TrayAgent:
             time.time(),
         )
         self.record(events)
-        answer = common_pb2.FaultSpec()
-        answer.CopyFrom(spec)
-        if kind == FaultKind.LINK_FLAP and not spec.HasField("flap_period"):
-            answer.flap_period.FromNanoseconds(int(fault.flap_period * 1e9))  # the default
-        return self._fault_proto(fault, answer)
+        return fault_message(fault, self.name, spec)
 
     def clear(self, fault_id: str, everything: bool) -> list[common_pb2.Fault]:
         ids = list(self.links.faults) if everything else [self._core_fault_id(fault_id)]
@@ -256,7 +269,7 @@ class TrayAgent:
         for core_id in ids:
             fault = self.links.faults[core_id]
             self.record(self.links.clear(core_id, time.time()))
-            cleared.append(self._fault_proto(fault))
+            cleared.append(fault_message(fault, self.name))
         return cleared
 
     def _core_fault_id(self, fault_id: str) -> int:
@@ -268,27 +281,7 @@ class TrayAgent:
         active = ", ".join(f"{prefix}{i}" for i in sorted(self.links.faults)) or "none"
         raise NotFound(f"no active fault {fault_id!r} on tray {self.name} (active: {active})")
 
-    def _fault_proto(
-        self, fault: Fault, spec: common_pb2.FaultSpec | None = None
-    ) -> common_pb2.Fault:
-        if spec is None:
-            spec = common_pb2.FaultSpec(
-                kind=int(fault.kind),
-                target=common_pb2.ComponentRef(name=fault.target),
-                bit_error_rate=fault.ber,
-                flap_count=fault.flap_count,
-            )
-            if fault.kind == FaultKind.LINK_FLAP:
-                spec.flap_period.FromNanoseconds(int(fault.flap_period * 1e9))
-        return common_pb2.Fault(
-            id=f"{self.name}/{fault.id}",
-            spec=spec,
-            target_name=fault.target,
-            tray=self.name,
-            inject_time=wire.timestamp(fault.since),
-        )
-
-    def set_admin(self, ref: common_pb2.ComponentRef, state: int) -> list[int]:
+    def set_admin(self, ref: common_pb2.ComponentRef, state: int, reason: str = "") -> list[int]:
         if state not in (AdminState.UP, AdminState.DOWN):
             raise InvalidArgument(f"admin state {state}: give UP or DOWN")
         kind, name = wire.target(self.topology, ref, targets.DRAIN_TARGETS, "a drain")
@@ -303,7 +296,7 @@ class TrayAgent:
             if link.index not in self.link_indices:
                 raise FailedPrecondition(f"link {name} has no end on tray {self.name}")
             indices = [link.index]
-        self.record(self.links.set_admin(name, state == AdminState.DOWN, time.time()))
+        self.record(self.links.set_admin(name, state == AdminState.DOWN, time.time(), reason))
         return indices
 
     # -- reports ---------------------------------------------------------------------------
@@ -315,15 +308,7 @@ class TrayAgent:
         message.admin_state = int(AdminState.DOWN if links.admin_down[index] else AdminState.UP)
         message.bit_error_rate = float(links.ber[index])
         if with_counters:
-            c = message.counters
-            c.tx_bytes = int(links.up_bytes[index])
-            c.rx_bytes = int(links.down_bytes[index])
-            c.crc_flit_errors = int(links.crc_flit[index])
-            c.crc_data_errors = int(links.crc_data[index])
-            c.replay_errors = int(links.replay[index])
-            c.recovery_errors = int(links.recovery[index])
-            c.ecc_errors = int(links.ecc[index])
-            c.link_down_count = int(links.link_down[index])
+            message.counters.CopyFrom(link_counters(links, index))
         return message
 
     def link_status(self, index: int) -> common_pb2.LinkStatus:
@@ -379,7 +364,7 @@ class TrayAgent:
             active_link_count=sum(s.state == LinkState.ACTIVE for s in statuses),
             links=statuses,
             components=self.components(),
-            faults=[self._fault_proto(f) for f in self.links.faults.values()],
+            faults=[fault_message(f, self.name) for f in self.links.faults.values()],
             traffic_generation=self.traffic_generation,
         )
 
@@ -487,7 +472,7 @@ class TrayServicer(tray_pb2_grpc.TrayServicer):
 
     @grpc_errors
     async def SetAdminState(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
-        indices = self.agent.set_admin(request.target, request.admin_state)
+        indices = self.agent.set_admin(request.target, request.admin_state, request.reason)
         top = self.agent.topology
         refs = [
             common_pb2.LinkRef(accelerator=top.links[i].accelerator, link=top.links[i].plane)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from fusionrack import wire
 from fusionrack.emulator import (
     AdminState,
     ComponentState,
@@ -131,20 +132,12 @@ class Announcer:
 
     def admin_event(self, name: str, down: bool, reason: str) -> events_pb2.Event:
         """ADMIN_STATE_CHANGED of a link or tray (`name`), as an operator set it."""
-        top = self.topology
         trays, accelerators = self._concerned(name)
-        try:
-            link = top.link_named(name)
-            target = common_pb2.ComponentRef(
-                link=common_pb2.LinkRef(accelerator=link.accelerator, link=link.plane)
-            )
-        except NotFound:
-            target = common_pb2.ComponentRef(tray=name)
         return new_event(
             EventKind.ADMIN_STATE_CHANGED, name, trays=trays, accelerators=accelerators,
             partition_ids=self.partitions_of(accelerators),
             admin_state_changed={
-                "target": target,
+                "target": wire.component_ref(self.topology, name),
                 "admin_state": int(AdminState.DOWN if down else AdminState.UP),
                 "reason": reason,
             },

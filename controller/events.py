@@ -12,24 +12,26 @@ import asyncio
 import collections
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable
 
 from fusionrack import wire
 from fusionrack.v1 import common_pb2, controller_pb2, events_pb2
 
-__all__ = ["EventBus", "Subscription", "group_event", "new_event", "partition_event"]
+__all__ = ["SOURCE", "EventBus", "Subscription", "group_event", "new_event", "partition_event"]
 
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 10_000
+# `Event.source` of every event the controller emits, on Subscribe and on MQTT alike (the source
+# of its MQTT documents too): the rack is in the MQTT topic, the stream's server names it on gRPC.
+SOURCE = "controller"
 
 
 def new_event(kind: int, subject: str, **fields: object) -> events_pb2.Event:
     """An event stamped now, from the controller. `fields`: partition_ids, trays, accelerators
     and one body field (e.g. partition=...)."""
     event = events_pb2.Event(
-        id=str(uuid.uuid4()), kind=kind, source="controller", subject=subject, **fields
+        id=wire.new_event_id(), kind=kind, source=SOURCE, subject=subject, **fields
     )
     event.time.CopyFrom(wire.timestamp(time.time()))
     return event

@@ -2,10 +2,11 @@
 
 gRPC is the source of truth (`Subscribe`); this module only mirrors it for outside subscribers,
 with the shared `fusionrack.mqtt.MqttPublisher` (bounded outbox, QoS 1, reconnection with
-backoff, last will, the same envelope as the agents'). It subscribes to the controller's
-`EventBus` as a sink: nothing else in the controller calls it, and it never blocks a change.
-
-Topics (``<rack>`` is the manifest's rack name):
+backoff, last will, the one envelope of every publisher, the agents' too). It subscribes to the
+controller's `EventBus` as a sink: nothing else in the controller calls it, and it never blocks
+a change. Its topics, whose documents the header of ``proto/fusionrack/v1/events.proto``
+defines field by field (``<rack>`` is the manifest's rack name; ``source`` is ``controller``
+in every document, as in the v1 `Event.source` of its events):
 
 * ``fusionrack/<rack>/controller/status`` (retained, QoS 1): ``online`` with ``details``
   ``{"address": <gRPC address>, "metrics": <host:port of /metrics, or "">}``; the connection's
@@ -16,31 +17,16 @@ Topics (``<rack>`` is the manifest's rack name):
   updated / deleted, partition health changed, multicast group created / deleted, a tray's
   agent reachable or not (``component_state_changed``), link state changed, fault injected /
   cleared (once per fault), admin state changed, and whatever else the controller emits.
-  ``<kind>`` is the kind in lower case (``partition_created``). The envelope::
-
-      {"version": 1, "event_id": "<the gRPC event's id>", "time": "2025-01-02T03:04:05.678901Z",
-       "source": "<rack>/controller", "kind": "PARTITION_CREATED", "subject": "<partition name>",
-       "body": {...}}
-
-  ``event_id`` is the id `Subscribe` gives the same event; ``body`` is the event's typed body
-  (`Partition`, `PartitionHealthChanged`, `MulticastGroup`, `ComponentStateChanged`, ...: the
-  `body` case of the v1 `Event`) in proto3 JSON form with the proto's field names
-  (snake_case), enums by name, 64-bit integers as strings, every field present.
+  ``<kind>`` is the kind in lower case (``partition_created``). The event is the one `Subscribe`
+  streams: same ``event_id``, source, kind, subject, and its body in proto3 JSON.
 * ``fusionrack/<rack>/partitions/<id>`` (retained, QoS 1): the partition's state now, one topic
-  per partition (the default partition, 32766, too)::
-
-      {"version": 1, "time": "<when this document was made>", "source": "<rack>/controller",
-       "id": 1, "name": "train", "member_type": "PARTITION_MEMBER_TYPE_LOCATION",
-       "members": [...], "resiliency_mode": "RESILIENCY_MODE_FULL_BANDWIDTH",
-       "health": "PARTITION_HEALTH_HEALTHY", "health_reason": "", "parked": [],
-       "unreachable": [], "multicast_group_limit": 8, "multicast_group_count": 1,
-       "create_time": "...", "update_time": "...", "multicast_groups": [{"id": 1, ...}]}
-
-  i.e. the `Partition` message (as in a ``partition_created`` body) plus its
-  ``multicast_groups``. It is re-sent whenever it changes (checked after every event of the
-  bus), and on every reconnection; a deleted partition's topic is cleared with an empty
-  retained message. On connecting, the controller also clears any retained partition topic it
-  does not hold (left by a run that stopped before it could clear it): a late subscriber to
+  per partition (the default partition, 32766, too): the `Partition` message in proto3 JSON (as
+  in a ``partition_created`` body), its ``multicast_groups`` (`MulticastGroup` messages) beside
+  its fields, and the envelope's ``version``, ``time`` (when this document was made) and
+  ``source``. It is re-sent whenever it changes (checked after every event of the bus), and on
+  every reconnection; a deleted partition's topic is cleared with an empty retained message. On
+  connecting, the controller also clears any retained partition topic it does not hold (left by
+  a run that stopped before it could clear it): a late subscriber to
   ``fusionrack/<rack>/partitions/+`` sees exactly the partitions that exist.
 
 Controllers sharing an etcd store: only the leader speaks for the rack, with the one client id
@@ -58,18 +44,12 @@ import logging
 import time
 from typing import Any
 
-from fusionrack.mqtt import (
-    ENVELOPE_VERSION,
-    MqttPublisher,
-    check_topic_level,
-    encode,
-    event_document,
-    rfc3339,
-)
-from fusionrack.v1 import common_pb2, events_pb2
+from fusionrack.mqtt import ENVELOPE_VERSION, MqttPublisher, check_topic_level, encode, rfc3339
+from fusionrack.v1 import events_pb2
 from fusionrack.wire import to_json  # the same JSON as `fusionctl -o json`
 
 from .domain import Controller
+from .events import SOURCE
 
 __all__ = ["ControllerPublisher"]
 
@@ -86,14 +66,15 @@ class ControllerPublisher(MqttPublisher):
         check_topic_level("rack", rack)
         super().__init__(
             url,
-            source=f"{rack}/controller",
+            source=SOURCE,  # as the v1 Event.source of its events
+            label=f"{rack}/controller",
             status_topic=f"fusionrack/{rack}/controller/status",
+            events_topic=f"fusionrack/{rack}/controller/events",
             client_id=f"fusionrack-{rack}-controller",
             reap=f"fusionrack/{rack}/partitions/+",
             **options,
         )
         self.controller = controller
-        self.events_topic = f"fusionrack/{rack}/controller/events"
         self.partitions_topic = f"fusionrack/{rack}/partitions"
         self._states: dict[int, bytes] = {}  # partition id -> its document as last held
         self._refresh: asyncio.Handle | None = None
@@ -108,12 +89,7 @@ class ControllerPublisher(MqttPublisher):
         """Queue `event`; the partition documents are refreshed once the burst is over."""
         if self.held:
             return  # a standby: the leader speaks for the rack
-        kind = common_pb2.EventKind.Name(event.kind).removeprefix("EVENT_KIND_")
-        case = event.WhichOneof("body")
-        body = to_json(getattr(event, case)) if case else {}
-        seconds = event.time.seconds + event.time.nanos / 1e9
-        doc = event_document(event.id, seconds, self.source, kind, event.subject, body)
-        self.enqueue(f"{self.events_topic}/{kind.lower()}", encode(doc, "body", self.source))
+        self.publish_event(event)
         if self._refresh is None:
             # One refresh per burst (a tray lost: its event and every partition's health change
             # come in the same loop iteration), after the change's own bookkeeping is done.
@@ -124,7 +100,7 @@ class ControllerPublisher(MqttPublisher):
         try:
             self.refresh()
         except Exception:  # logged, and the next event tries again
-            log.exception("mqtt %s: refreshing the partition documents failed", self.source)
+            log.exception("mqtt %s: refreshing the partition documents failed", self.label)
 
     def refresh(self) -> None:
         """Hold every partition's document (re-sent where it changed); clear deleted ones."""
@@ -138,14 +114,14 @@ class ControllerPublisher(MqttPublisher):
             present.add(partition.id)
             body = to_json(c.partition_proto(partition, usable))
             body["multicast_groups"] = groups.get(partition.id, [])
-            key = encode(body, "multicast_groups", self.source)
+            key = encode(body, "multicast_groups", self.label)
             if self._states.get(partition.id) == key:
                 continue
             self._states[partition.id] = key
             doc = {"version": ENVELOPE_VERSION, "time": rfc3339(time.time()), "source": self.source}
             doc.update(body)
             topic = self.partition_topic(partition.id)
-            self.set_retained(topic, encode(doc, "multicast_groups", self.source))
+            self.set_retained(topic, encode(doc, "multicast_groups", self.label))
         for gone in sorted(set(self._states) - present):
             del self._states[gone]
             self.set_retained(self.partition_topic(gone), None)

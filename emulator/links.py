@@ -133,9 +133,10 @@ class LinkHealth:
         self._check_fault(fault)
         fault = replace(fault, id=self._next_fault_id, since=now)
         self._next_fault_id += 1
+        before = self.component_state(fault.target)
         self.faults[fault.id] = fault
         events = [Event(EventKind.FAULT_INJECTED, fault.target, now, _fault_body(fault))]
-        if fault.kind in _COMPONENT_FAULTS:
+        if fault.kind in _COMPONENT_FAULTS and before != ComponentState.FAILED:
             events.append(self._component_event(fault.target, ComponentState.FAILED, now))
         if fault.kind == FaultKind.DEGRADED_BER:
             self._refresh_ber()
@@ -194,7 +195,10 @@ class LinkHealth:
         targets.find(self.topology, name, [targets.FAULT_TARGETS[kind]], kind.name)
 
     def _component_event(self, name: str, state: ComponentState, now: float) -> Event:
-        return Event(EventKind.COMPONENT_STATE_CHANGED, name, now, {"state": state.name})
+        """A component changed state: it is either OK or FAILED, so `previous` is the other."""
+        previous = ComponentState.OK if state == ComponentState.FAILED else ComponentState.FAILED
+        body = {"state": state.name, "previous": previous.name}
+        return Event(EventKind.COMPONENT_STATE_CHANGED, name, now, body)
 
     def _refresh_ber(self) -> None:
         self.ber[:] = 0.0
@@ -205,8 +209,9 @@ class LinkHealth:
 
     # -- admin state -----------------------------------------------------------------------
 
-    def set_admin(self, target: str, down: bool, now: float) -> list[Event]:
-        """Drain (down=True) or undrain a link or a whole tray, by name."""
+    def set_admin(self, target: str, down: bool, now: float, reason: str = "") -> list[Event]:
+        """Drain (down=True) or undrain a link or a whole tray, by name; `reason` (the
+        operator's) goes in the event."""
         top = self.topology
         is_tray = any(t.name == target for t in top.trays)
         if is_tray:
@@ -219,7 +224,8 @@ class LinkHealth:
         if is_tray:
             (self.drained_trays.add if down else self.drained_trays.discard)(target)
         state = "DOWN" if down else "UP"
-        events = [Event(EventKind.ADMIN_STATE_CHANGED, target, now, {"admin_state": state})]
+        body = {"admin_state": state, "reason": reason}
+        events = [Event(EventKind.ADMIN_STATE_CHANGED, target, now, body)]
         return events + self._apply(now, admin=dict.fromkeys(indices, down))
 
     # -- the state machine -----------------------------------------------------------------
@@ -376,7 +382,9 @@ _COMPONENT_FAULTS = (FaultKind.CHIPLET_FAILURE, FaultKind.SWITCH_CHIP_FAILURE, F
 
 
 def _fault_body(fault: Fault) -> dict[str, object]:
-    body: dict[str, object] = {"fault_id": fault.id, "fault": fault.kind.name}
+    """What a FAULT_INJECTED or FAULT_CLEARED event says of `fault` (its target is the event's
+    subject): enough to restate it whole once it is gone."""
+    body: dict[str, object] = {"fault_id": fault.id, "fault": fault.kind.name, "since": fault.since}
     if fault.kind == FaultKind.DEGRADED_BER:
         body["ber"] = fault.ber
     if fault.kind == FaultKind.LINK_FLAP:

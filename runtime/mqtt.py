@@ -1,25 +1,22 @@
 """MQTT plumbing both shells share: a publisher with a bounded outbox and a broker that may come
-and go, the versioned JSON envelope, and the ``mqtt://`` URL.
+and go, the one encoding of every document, and the ``mqtt://`` URL.
 
-gRPC is the source of truth; MQTT only mirrors it (DESIGN.md, "Events (MQTT)"). The topics
-are the users' business: `fusionrack.agent.mqtt` (a tray's status and events) and
-`fusionrack.controller.mqtt` (the controller's status, events and partition state) document
-theirs. What every publisher of the project does alike:
+gRPC is the source of truth; MQTT only mirrors it (DESIGN.md, "Events (MQTT)"). What is
+published where, and every field of every document, is the contract's: the header of
+``proto/fusionrack/v1/events.proto``. `fusionrack.agent.mqtt` (a tray's status and events) and
+`fusionrack.controller.mqtt` (the controller's status, events and partition state) say which of
+those topics they publish. This module makes the documents, the same way for every publisher:
 
+* **Events** (QoS 1, not retained): `event_document` turns a v1 `Event` into the envelope
+  (``version, event_id, time, source, kind, subject, body``), its ``body`` being the event's typed
+  body message in proto3 JSON (`fusionrack.wire.to_json`: the proto's snake_case field names,
+  every field without presence written, enums by name, 64-bit integers as strings; the same JSON
+  as protobuf's `json_format.MessageToDict` with those options); `publish_event` queues it on
+  ``<events_topic>/<kind in lower case>``. Agents and controller build the v1 `Event` first, so
+  the same event reads the same on gRPC and MQTT (same id, source, kind, subject and body).
 * **Status** (retained, QoS 1): a status document, republished on every (re)connection. The
   connection's MQTT last will sets it to ``offline`` (retained), so the broker itself announces a
-  process that crashed or lost its network; a clean `stop()` publishes ``offline`` too::
-
-      {"version": 1, "time": "...", "source": "<source>", "status": "online", "details": {}}
-
-  ``time`` is when that status was set; for the last will it is when the will was registered
-  (the start of the connection) and ``details`` is ``{"reason": "connection lost"}``; a clean
-  `stop()` says ``{"reason": "stopped"}``.
-* **Events** (QoS 1, not retained), in the versioned envelope `event_document` builds::
-
-      {"version": 1, "event_id": "...", "time": "2025-01-02T03:04:05.678901Z",
-       "source": "<source>", "kind": "LINK_STATE_CHANGED", "subject": "...", "body": {...}}
-
+  process that crashed or lost its network; a clean `stop()` publishes ``offline`` too.
 * **Retained state** (QoS 1, retained; optional): a document per topic that says how something
   is *now* (`set_retained`). Only the latest document of a topic is kept (a burst of changes is
   one message); every held document is republished on each (re)connection; `None` clears the
@@ -28,17 +25,19 @@ theirs. What every publisher of the project does alike:
   that filter and does not hold (left by an earlier run that stopped before it could clear
   them), so a late subscriber sees exactly the present.
 
-The control plane never waits on the broker: `enqueue()`, `set_status()` and `set_retained()`
-are synchronous and never touch the network. A payload that is not strict JSON (a NaN bit error
-rate sent by a client, a tuple key) is sanitized ("nan", "(1, 2)") by `encode`, never refused.
-When the outbox is full the OLDEST queued event is dropped (the newest say most about the
-present) and counted in `dropped`. One owned background task connects, announces the status,
-sends the retained state, drains the outbox with up to `max_inflight` QoS 1 publishes in flight,
-and on any failure (no broker, broker gone, an ack timing out) reconnects with capped, jittered
-exponential backoff. Events whose PUBACK had not arrived when a connection broke go back to the
-head of the outbox and are sent again: delivery is at least once, and ``event_id`` lets
-subscribers drop duplicates. `hold()` stands a publisher aside (disconnected, status untouched,
-events dropped) until `release()`: a rack's controllers share one voice, the leader's.
+Every document is strict JSON (no NaN: proto3 JSON writes a non-finite double as the string
+``"NaN"``; status details that are not JSON are sanitized by `encode`, never refused).
+
+The control plane never waits on the broker: `publish_event()`, `enqueue()`, `set_status()` and
+`set_retained()` are synchronous and never touch the network. When the outbox is full the
+OLDEST queued event is dropped (the newest say most about the present) and counted in
+`dropped`. One owned background task connects, announces the status, sends the retained state,
+drains the outbox with up to `max_inflight` QoS 1 publishes in flight, and on any failure (no
+broker, broker gone, an ack timing out) reconnects with capped, jittered exponential backoff.
+Events whose PUBACK had not arrived when a connection broke go back to the head of the outbox
+and are sent again: delivery is at least once, and ``event_id`` lets subscribers drop
+duplicates. `hold()` stands a publisher aside (disconnected, status untouched, events dropped)
+until `release()`: a rack's controllers share one voice, the leader's.
 """
 
 from __future__ import annotations
@@ -60,12 +59,16 @@ from urllib.parse import urlsplit
 import aiomqtt
 from paho.mqtt.client import MQTT_ERR_SUCCESS
 
+from fusionrack.v1 import common_pb2, events_pb2
+from fusionrack.wire import to_json
+
 __all__ = [
     "ENVELOPE_VERSION",
     "MqttPublisher",
     "check_topic_level",
     "encode",
     "event_document",
+    "event_kind",
     "parse_mqtt_url",
     "rfc3339",
 ]
@@ -111,28 +114,61 @@ def check_topic_level(what: str, name: str) -> None:
 
 
 def rfc3339(seconds: float) -> str:
-    """Seconds since the epoch -> ``2025-01-02T03:04:05.678901Z``."""
+    """Seconds since the epoch -> ``2025-01-02T03:04:05.678901Z`` (to the microsecond)."""
     if not math.isfinite(seconds):
         raise ValueError(f"not a finite time: {seconds}")
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    return _rfc3339_micros(round(seconds * 1e6))
 
 
-def event_document(
-    event_id: str, seconds: float, source: str, kind: str, subject: str, body: Any
-) -> dict[str, Any]:
-    """The versioned envelope of one event; ValueError when `seconds` is not an epoch time."""
+def _rfc3339_micros(micros: int) -> str:
+    global _last_second
+    whole, fraction = divmod(micros, 1_000_000)
+    last = _last_second
+    if whole != last[0]:
+        # The date and time of day change once a second; events come by the thousand.
+        last = _last_second = (whole, datetime.fromtimestamp(whole, UTC).isoformat()[:19])
+    return f"{last[1]}.{fraction:06d}Z"
+
+
+_last_second: tuple[int | None, str] = (None, "")  # whole seconds and their text, last made
+
+
+def event_kind(kind: int) -> str:
+    """An `EventKind` number as the envelope's ``kind``: its name without the ``EVENT_KIND_``
+    prefix (``LINK_STATE_CHANGED``); ValueError for a number the proto does not define."""
     try:
-        when = rfc3339(seconds)
-    except (TypeError, ValueError, OverflowError, OSError):
-        raise ValueError(f"event time must be seconds since the epoch: {seconds!r}") from None
+        return _KIND_NAMES[kind]
+    except KeyError:
+        raise ValueError(f"event kind {kind} is not one of the proto's EventKind values") from None
+
+
+_KIND_NAMES = {
+    number: name.removeprefix("EVENT_KIND_")
+    for name, number in common_pb2.EventKind.items()
+    if number
+}
+
+
+def event_document(event: events_pb2.Event) -> dict[str, Any]:
+    """The versioned envelope of one v1 `Event` (events.proto): its id, time (RFC 3339, UTC),
+    source, kind, subject, and its typed body in proto3 JSON. ValueError for a time outside
+    RFC 3339's years 1..9999 or a kind the proto does not define."""
+    stamp = event.time
+    try:
+        when = _rfc3339_micros(stamp.seconds * 1_000_000 + round(stamp.nanos / 1000))
+    except (ValueError, OverflowError, OSError):
+        raise ValueError(
+            f"event time must be seconds since the epoch in years 1..9999: {stamp.seconds}"
+        ) from None
+    case = event.WhichOneof("body")
     return {
         "version": ENVELOPE_VERSION,
-        "event_id": event_id,
+        "event_id": event.id,
         "time": when,
-        "source": source,
-        "kind": kind,
-        "subject": subject,
-        "body": body,
+        "source": event.source,
+        "kind": event_kind(event.kind),
+        "subject": event.subject,
+        "body": to_json(getattr(event, case)) if case else {},
     }
 
 
@@ -147,7 +183,11 @@ def _json_default(value: Any) -> Any:
 
 def _dumps(doc: dict[str, Any]) -> bytes:
     """Strict JSON (no NaN/Infinity, which JSON parsers other than Python's refuse)."""
-    return json.dumps(doc, separators=(",", ":"), default=_json_default, allow_nan=False).encode()
+    return _ENCODER.encode(doc).encode()
+
+
+# One encoder for every document (json.dumps would make one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_json_default, allow_nan=False)
 
 
 def _sanitize(value: Any) -> Any:
@@ -178,8 +218,13 @@ def encode(doc: dict[str, Any], field: str, source: str) -> bytes:
 class MqttPublisher:
     """One process's status, events and retained state on MQTT; see the module docstring.
 
-    `enqueue()`, `set_status()` and `set_retained()` are synchronous and must be called from the
-    event loop's thread; they may be called before `start()` (messages wait). `start()` returns
+    `source` is what every document says in ``source`` (the v1 `Event.source` of what it
+    publishes: ``controller`` or a tray's name); `label` names it in logs (default: `source`).
+    `publish_event()` sends v1 events under `events_topic`.
+
+    `publish_event()`, `enqueue()`, `set_status()` and `set_retained()` are synchronous and must
+    be called from the event loop's thread; they may be called before `start()` (messages wait).
+    `start()` returns
     at once; `stop()` flushes what is queued if connected (within `stop_timeout`), publishes the
     retained ``offline`` status, disconnects and awaits the task. Counters for metrics:
     `published` (events acknowledged by the broker), `dropped` (events lost because the outbox
@@ -195,6 +240,8 @@ class MqttPublisher:
         source: str,
         status_topic: str,
         client_id: str,
+        events_topic: str = "",
+        label: str | None = None,
         outbox_size: int = 1024,
         backoff_initial: float = 0.2,
         backoff_max: float = 5.0,
@@ -213,7 +260,9 @@ class MqttPublisher:
             raise ValueError(f"max_inflight must be >= 1: {max_inflight}")
         self.url = url
         self.source = source
+        self.label = label or source
         self.status_topic = status_topic
+        self.events_topic = events_topic
         # A fixed id per publisher: a restarted process takes over its predecessor's session at
         # once (the broker closes the stale one) instead of having a half-open one's will fire
         # later.
@@ -266,6 +315,14 @@ class MqttPublisher:
         """The document held for `topic` (None: none, or a clear not yet acknowledged)."""
         return self._retained.get(topic)
 
+    def publish_event(self, event: events_pb2.Event) -> None:
+        """Queue v1 `event` on ``<events_topic>/<kind>`` in the envelope (`event_document`);
+        drops (and counts) the oldest queued event when full. ValueError for an event whose time
+        or kind cannot be written (nothing is queued)."""
+        doc = event_document(event)
+        topic = f"{self.events_topic}/{doc['kind'].lower()}"
+        self.enqueue(topic, encode(doc, "body", self.label))
+
     def enqueue(self, topic: str, payload: bytes) -> None:
         """Queue one event for `topic`; drops (and counts) the oldest queued one when full."""
         if self._stopping or self._held.is_set():
@@ -286,7 +343,7 @@ class MqttPublisher:
         if not isinstance(status, str) or not status:
             raise ValueError(f"status must be a non-empty string: {status!r}")
         self._status = status
-        self._details = json.loads(encode({"details": details}, "details", self.source))["details"]
+        self._details = json.loads(encode({"details": details}, "details", self.label))["details"]
         self._status_time = time.time()
         self._status_dirty = True
         self._wakeup.set()
@@ -308,9 +365,7 @@ class MqttPublisher:
         self._counts["dropped"] = self._counts.get("dropped", 0) + n
         # Log at 1, 2, 4, 8... drops: visible without flooding the log while the broker is away.
         if self.dropped.bit_length() > before.bit_length():
-            log.log(
-                level, "mqtt %s: dropped %d event(s) so far: %s", self.source, self.dropped, why
-            )
+            log.log(level, "mqtt %s: dropped %d event(s) so far: %s", self.label, self.dropped, why)
 
     def _status_doc(self, status: str, when: float, details: dict[str, Any]) -> bytes:
         return _dumps(
@@ -328,10 +383,10 @@ class MqttPublisher:
     async def start(self) -> None:
         """Start the background task and return at once (the broker may well be absent)."""
         if self._task is not None or self._stopping:
-            raise RuntimeError(f"mqtt publisher {self.source} was already started")
+            raise RuntimeError(f"mqtt publisher {self.label} was already started")
         if self._status_time is None:
             self._status_time = time.time()
-        self._task = asyncio.create_task(self._run_logged(), name=f"mqtt-publisher:{self.source}")
+        self._task = asyncio.create_task(self._run_logged(), name=f"mqtt-publisher:{self.label}")
 
     @property
     def held(self) -> bool:
@@ -378,7 +433,7 @@ class MqttPublisher:
             await asyncio.wait_for(asyncio.shield(task), self.stop_timeout)
         except TimeoutError:
             log.warning(
-                "mqtt %s: not stopped after %.1f s, cancelling", self.source, self.stop_timeout
+                "mqtt %s: not stopped after %.1f s, cancelling", self.label, self.stop_timeout
             )
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -391,7 +446,7 @@ class MqttPublisher:
         finally:
             left = len(self._outbox)
             if left:
-                log.warning("mqtt %s: %d event(s) not delivered at stop", self.source, left)
+                log.warning("mqtt %s: %d event(s) not delivered at stop", self.label, left)
 
     async def __aenter__(self) -> MqttPublisher:
         await self.start()
@@ -406,7 +461,7 @@ class MqttPublisher:
         except asyncio.CancelledError:
             raise
         except BaseException:
-            log.exception("mqtt %s: the publisher task died", self.source)
+            log.exception("mqtt %s: the publisher task died", self.label)
             raise
         finally:
             self.connected = False
@@ -445,7 +500,7 @@ class MqttPublisher:
                 log.log(
                     level,
                     "mqtt %s: %s %s:%d: %s; retrying in %.2f s (%d queued, %d dropped)",
-                    self.source,
+                    self.label,
                     "lost connection to" if self._had_connection else "cannot connect to",
                     self.host,
                     self.port,
@@ -497,9 +552,9 @@ class MqttPublisher:
     async def _serve(self, client: aiomqtt.Client) -> None:
         # aiomqtt does not watch the connection while we wait for a PUBACK (it would only time
         # out); its message iterator, though, raises as soon as the connection drops.
-        watch = asyncio.create_task(self._watch(client), name=f"mqtt-watch:{self.source}")
-        pump = asyncio.create_task(self._pump(client), name=f"mqtt-pump:{self.source}")
-        held = asyncio.create_task(self._held.wait(), name=f"mqtt-held:{self.source}")
+        watch = asyncio.create_task(self._watch(client), name=f"mqtt-watch:{self.label}")
+        pump = asyncio.create_task(self._pump(client), name=f"mqtt-pump:{self.label}")
+        held = asyncio.create_task(self._held.wait(), name=f"mqtt-held:{self.label}")
         tasks = (watch, pump, held)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -514,7 +569,7 @@ class MqttPublisher:
                 task.cancel()
             await asyncio.wait(tasks)
         if held.done() and not held.cancelled() and not self._stopping:
-            log.info("mqtt %s: held: disconnecting, status left as it is", self.source)
+            log.info("mqtt %s: held: disconnecting, status left as it is", self.label)
             return
         errors = [t.exception() for t in tasks if not t.cancelled() and t.exception()]
         if errors:
@@ -523,7 +578,7 @@ class MqttPublisher:
         offline = self._status_doc("offline", time.time(), {"reason": "stopped"})
         await client.publish(self.status_topic, offline, qos=1, retain=True)
         self._status = "offline"
-        log.info("mqtt %s: stopped, status offline published", self.source)
+        log.info("mqtt %s: stopped, status offline published", self.label)
 
     async def _watch(self, client: aiomqtt.Client) -> None:
         try:
@@ -541,7 +596,7 @@ class MqttPublisher:
             return  # live messages (our own, echoed back) and empty ones are not leftovers
         if self.reap is None or not message.topic.matches(self.reap):
             return
-        log.info("mqtt %s: clearing the retained leftover %s", self.source, topic)
+        log.info("mqtt %s: clearing the retained leftover %s", self.label, topic)
         self.set_retained(topic, None)
 
     async def _pump(self, client: aiomqtt.Client) -> None:
@@ -554,7 +609,7 @@ class MqttPublisher:
         self.connected = True
         log.info(
             "mqtt %s: connected to %s:%d as %s (%d queued)",
-            self.source,
+            self.label,
             self.host,
             self.port,
             self.client_id,

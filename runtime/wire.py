@@ -6,11 +6,18 @@ component health, counters, reachability) is filled in by whoever owns it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+import contextlib
+import math
+import os
+import random
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 from typing import Any, TypeVar
 
 from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.internal import type_checkers
 from google.protobuf.message import Message
 
 from fusionrack.emulator import (
@@ -31,8 +38,10 @@ from fusionrack.emulator.topology import Location
 from fusionrack.v1 import common_pb2, switch_pb2
 
 __all__ = [
+    "JSON_OPTIONS",
     "accelerator",
     "check_link_filters",
+    "component_ref",
     "enum_value",
     "fabric_config",
     "fault_target",
@@ -40,6 +49,7 @@ __all__ = [
     "link_matches",
     "location",
     "multicast_group",
+    "new_event_id",
     "partition",
     "switch_config",
     "target",
@@ -59,6 +69,22 @@ def enum_value(kind: type[E], number: int, what: str) -> E:
     except ValueError:
         names = ", ".join(member.name for member in kind if member.value)
         raise InvalidArgument(f"{what} {number} is not one of {names}") from None
+
+
+def new_event_id() -> str:
+    """A fresh `Event.id`: a random (version 4) UUID in its canonical text form. Drawn from a
+    generator of its own, seeded from the system's entropy and again in every forked child (the
+    trays of `fusion-agent --fork` share a start-up): a third of `uuid.uuid4()`'s cost, which
+    reads the entropy pool at every call; ids need to be unique, not secret."""
+    bits = f"{(_ids.getrandbits(128) & _UUID4_KEEP) | _UUID4_MARK:032x}"
+    return f"{bits[:8]}-{bits[8:12]}-{bits[12:16]}-{bits[16:20]}-{bits[20:]}"
+
+
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+# The version (4) and variant (RFC 4122) bits of a UUID, as `uuid.UUID(version=4)` sets them.
+_UUID4_KEEP = ((1 << 128) - 1) & ~((0xF << 76) | (0x3 << 62))
+_UUID4_MARK = (0x4 << 76) | (0x2 << 62)
 
 
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -228,6 +254,21 @@ def check_link_filters(topology: Topology, request: common_pb2.ListLinksRequest)
         enum_value(LinkState, request.state, "state")
 
 
+def component_ref(topology: Topology, name: str) -> common_pb2.ComponentRef:
+    """A link, chiplet, switch chip or tray by name, as the typed ComponentRef case that names
+    it (the inverse of `component_name`); unknown names raise NotFound."""
+    with contextlib.suppress(NotFound):
+        link = topology.link_named(name)
+        return common_pb2.ComponentRef(
+            link=common_pb2.LinkRef(accelerator=link.accelerator, link=link.plane)
+        )
+    with contextlib.suppress(NotFound):
+        return common_pb2.ComponentRef(chiplet=topology.chiplet(name).accelerator)
+    with contextlib.suppress(NotFound):
+        return common_pb2.ComponentRef(switch_chip=topology.switch_chip_named(name).index)
+    return common_pb2.ComponentRef(tray=topology.tray(name).name)
+
+
 def multicast_group(group: MulticastGroup) -> common_pb2.MulticastGroup:
     return common_pb2.MulticastGroup(
         id=group.id,
@@ -332,9 +373,132 @@ def fabric_config(
 
 
 def to_json(message: Message) -> dict[str, Any]:
-    """A v1 message in the proto3 JSON mapping with the proto's own field names: every field
-    present (zeros and empty lists too, so the shape never changes), enums by name, 64-bit
-    integers as strings, bytes as base64. `json_format.ParseDict` reads it back."""
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    """A v1 message in the proto3 JSON mapping with the proto's own (snake_case) field names:
+    `json_format.MessageToDict(message, **JSON_OPTIONS)`, i.e. every field without presence
+    present (zeros and empty lists too, so the shape never changes), a message or oneof field
+    only when set, enums by name, 64-bit integers as strings, bytes as base64, NaN and infinities
+    as "NaN", "Infinity", "-Infinity". `json_format.ParseDict` reads it back. The one JSON form
+    of the project: `fusionctl -o json` and every MQTT document.
+
+    Made by a writer compiled once per message type (`_writer`): json_format decides a field's
+    name, kind, enum names and default at every call, which made it most of the CPU an MQTT event
+    cost. The output is json_format's, key order included (a property test over every v1 message
+    type holds the two equal); what it treats specially is left to it."""
+    return _writer(message.DESCRIPTOR)(message)
+
+
+# json_format's options for `to_json`.
+JSON_OPTIONS: dict[str, Any] = {
+    "preserving_proto_field_name": True,
+    "always_print_fields_with_no_presence": True,
+}
+_WRITERS: dict[str, Callable[[Any], Any]] = {}  # message full name -> its writer
+_INT64 = (
+    FieldDescriptor.CPPTYPE_INT64,
+    FieldDescriptor.CPPTYPE_UINT64,
+)
+
+
+def _writer(descriptor: Descriptor) -> Callable[[Any], Any]:
+    writer = _WRITERS.get(descriptor.full_name)
+    if writer is None:
+        writer = _WRITERS[descriptor.full_name] = _compile(descriptor)
+    return writer
+
+
+def _by_json_format(message: Message) -> Any:
+    return json_format.MessageToDict(message, **JSON_OPTIONS)
+
+
+def _compile(descriptor: Descriptor) -> Callable[[Any], Any]:
+    """json_format's `_RegularMessageToJsonObject` for one message type, its per-field choices
+    made here once: the fields set, in `ListFields` order, then every unset field without
+    presence at its default, in declaration order. Well-known types (Timestamp, Duration, ...),
+    maps, extensions and enums json_format treats specially stay with json_format."""
+    if descriptor.file.package == "google.protobuf" or _special(descriptor):
+        return _by_json_format
+    # Field number -> its name and how to write its value (None: as it is).
+    plan: dict[int, tuple[str, Callable[[Any], Any] | None]] = {}
+    defaults: list[tuple[str, Any]] = []  # (name, JSON default); None: an empty list
+    for field in descriptor.fields:
+        one = _value_writer(field)
+        if field.is_repeated:
+            plan[field.number] = (
+                field.name,
+                list if one is None else (lambda values, one=one: [one(v) for v in values]),
+            )
+        else:
+            plan[field.number] = (field.name, one)
+        if field.is_repeated:
+            defaults.append((field.name, None))
+        elif not field.has_presence:
+            default = field.default_value
+            defaults.append((field.name, default if one is None else one(default)))
+
+    def write(message: Any) -> dict[str, Any]:
+        js = {}
+        for field, value in message.ListFields():
+            name, one = plan[field.number]
+            js[name] = value if one is None else one(value)
+        for name, default in defaults:
+            if name not in js:
+                js[name] = [] if default is None else default
+        return js
+
+    return write
+
+
+def _special(descriptor: Descriptor) -> bool:
+    """Whether json_format does something for this type that `_compile` does not copy."""
+    if descriptor.is_extendable or descriptor.GetOptions().map_entry:
+        return True
+    for field in descriptor.fields:
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            return True
+        enum = field.enum_type
+        if enum is not None and (
+            enum.is_closed
+            or enum.full_name == "google.protobuf.NullValue"
+            or any(value.has_options for value in enum.values)  # a JSON name option, maybe
+        ):
+            return True
+    return False
+
+
+def _value_writer(field: FieldDescriptor) -> Callable[[Any], Any] | None:
+    """json_format's `_FieldToJsonObject` for one value of `field` (None: the value as it is)."""
+    kind = field.cpp_type
+    if kind == FieldDescriptor.CPPTYPE_MESSAGE:
+        sub, name = field.message_type, field.message_type.full_name
+        # Compiled at its first value, not now: a type may hold itself.
+        return lambda value: (_WRITERS.get(name) or _writer(sub))(value)
+    if kind == FieldDescriptor.CPPTYPE_ENUM:
+        return _EnumNames({value.number: value.name for value in field.enum_type.values}).get_name
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return lambda value: base64.b64encode(value).decode("utf-8")
+    if kind in _INT64:
+        return str
+    if kind in (FieldDescriptor.CPPTYPE_FLOAT, FieldDescriptor.CPPTYPE_DOUBLE):
+        single = kind == FieldDescriptor.CPPTYPE_FLOAT
+        return lambda value: _float_json(value, single)
+    return None  # strings, booleans, 32-bit integers
+
+
+class _EnumNames(dict[int, str]):
+    """An enum's value names by number; a number it does not define (a proto3 enum is open) is
+    written as the number."""
+
+    def __missing__(self, number: int) -> int:
+        return number
+
+    @property
+    def get_name(self) -> Callable[[int], str | int]:
+        return self.__getitem__
+
+
+def _float_json(value: float, single: bool) -> Any:
+    if math.isinf(value):
+        return "-Infinity" if value < 0 else "Infinity"
+    if math.isnan(value):
+        return "NaN"
+    return type_checkers.ToShortestFloat(value) if single else value

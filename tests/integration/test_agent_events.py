@@ -7,14 +7,16 @@ import json
 import signal
 import subprocess
 import time
+import uuid
 
 import aiomqtt
+import pytest
 from mqtt_broker import Mosquitto
 
 from fusionrack.agent.rack import LocalRack
 from fusionrack.emulator import FaultKind, Topology
 from fusionrack.rpc import free_port_range
-from fusionrack.v1 import common_pb2
+from fusionrack.v1 import common_pb2, events_pb2
 
 from .test_processes import AGENT, MINI_PORTS
 
@@ -56,9 +58,9 @@ async def test_agents_publish_retained_status_and_every_fault(
             ("compute-01", "compute-02", "switch-1", "switch-2"), "online"
         )
 
-        async def inject() -> None:
+        async def inject() -> common_pb2.Fault:
             await asyncio.sleep(0.2)  # let the subscriber below subscribe first
-            rack.agent("compute-01").inject(
+            return rack.agent("compute-01").inject(
                 common_pb2.FaultSpec(
                     kind=FaultKind.LINK_DOWN,
                     target=common_pb2.ComponentRef(name="compute-01/gpu0/nvlink3"),
@@ -71,16 +73,21 @@ async def test_agents_publish_retained_status_and_every_fault(
             "fusionrack/mini/trays/compute-01/events/#",
             lambda s: "fusionrack/mini/trays/compute-01/events/link_state_changed" in s,
         )
-        await injector
+        injected = await injector
         fault = events["fusionrack/mini/trays/compute-01/events/fault_injected"][0]
         assert fault["version"] == 1 and fault["kind"] == "FAULT_INJECTED"
-        assert (
-            fault["source"] == "mini/compute-01" and fault["subject"] == "compute-01/gpu0/nvlink3"
-        )
-        assert fault["body"]["fault"] == "LINK_DOWN" and fault["event_id"]
-        assert fault["time"].endswith("Z")
+        assert fault["source"] == "compute-01" and fault["subject"] == "compute-01/gpu0/nvlink3"
+        assert uuid.UUID(fault["event_id"]) and fault["time"].endswith("Z")
+        # The v1 Fault, with the id gRPC returned.
+        assert fault["body"]["id"] == injected.id == "compute-01/1"
+        assert fault["body"]["spec"]["kind"] == "FAULT_KIND_LINK_DOWN"
+        assert fault["body"]["target_name"] == "compute-01/gpu0/nvlink3"
         change = events["fusionrack/mini/trays/compute-01/events/link_state_changed"][0]
-        assert change["body"] == {"state": "DOWN", "previous": "ACTIVE"}
+        assert change["body"] == {
+            "link": {"accelerator": 0, "link": 3},
+            "state": "LINK_STATE_DOWN",
+            "previous": "LINK_STATE_ACTIVE",
+        }
         # /metrics counts what the broker acknowledged (fusionrack_mqtt_events_total)
         counts = rack.agent("compute-01").counters.mqtt_events
         async with asyncio.timeout(5):
@@ -138,3 +145,28 @@ async def test_a_killed_agent_is_announced_offline_by_its_last_will(mosquitto: M
         if agent.poll() is None:
             agent.kill()
             agent.wait()
+
+
+async def test_a_failing_event_sink_neither_fails_the_change_nor_starves_the_others(
+    mini_rack: LocalRack, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = mini_rack.agent("compute-01")
+    seen: list[events_pb2.Event] = []
+
+    def broken(event: events_pb2.Event) -> None:
+        raise RuntimeError("a mirror's bug")
+
+    agent.event_sinks += [broken, seen.append]
+    fault = agent.inject(
+        common_pb2.FaultSpec(
+            kind=FaultKind.LINK_DOWN,
+            target=common_pb2.ComponentRef(name="compute-01/gpu0/nvlink3"),
+        )
+    )
+    assert fault.id == "compute-01/1"  # the change was made and answered
+    assert [common_pb2.EventKind.Name(e.kind) for e in seen] == [
+        "EVENT_KIND_FAULT_INJECTED",
+        "EVENT_KIND_LINK_STATE_CHANGED",
+    ]
+    assert seen[0].fault.id == fault.id and seen[0].source == "compute-01"
+    assert "event sink" in caplog.text and "a mirror's bug" in caplog.text

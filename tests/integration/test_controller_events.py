@@ -111,11 +111,7 @@ async def test_partitions_and_groups_are_mirrored_as_events_and_retained_state(
     status = (await until_retained(mosquitto, f"{PREFIX}/controller/status", bool))[
         f"{PREFIX}/controller/status"
     ]
-    assert (status["status"], status["source"], status["version"]) == (
-        "online",
-        "mini/controller",
-        1,
-    )
+    assert (status["status"], status["source"], status["version"]) == ("online", "controller", 1)
     assert status["details"] == {"address": mirrored.server.address, "metrics": ""}
     # The present from the start: the default partition; the leftover of an earlier run is gone.
     found = await until_retained(mosquitto, f"{PREFIX}/partitions/+", lambda f: len(f) == 1)
@@ -137,10 +133,12 @@ async def test_partitions_and_groups_are_mirrored_as_events_and_retained_state(
         assert (event["kind"], event["subject"], event["source"]) == (
             "PARTITION_CREATED",
             "train",
-            "mini/controller",
+            "controller",
         )
         assert event["time"].endswith("Z")
-        assert event["event_id"] == (await stream.read()).event.id  # the same event as gRPC's
+        streamed = (await stream.read()).event
+        # The same event as gRPC's: same id, same source.
+        assert (event["event_id"], event["source"]) == (streamed.id, streamed.source)
         body = event["body"]
         assert (body["id"], body["name"]) == (created.partition.id, "train")
         assert [m["name"] for m in body["members"]] == ["compute-01/gpu0", "compute-02/gpu0"]
@@ -166,7 +164,7 @@ async def test_partitions_and_groups_are_mirrored_as_events_and_retained_state(
         assert set(found) == {topic, f"{PREFIX}/partitions/{DEFAULT}"}
         assert (state["version"], state["source"], state["id"], state["name"]) == (
             1,
-            "mini/controller",
+            "controller",
             created.partition.id,
             "train",
         )
@@ -311,6 +309,6 @@ async def test_a_killed_controller_is_announced_offline_by_its_last_will(
         process.stderr.close()
     assert [s["status"] for s in statuses] == ["online", "offline"], errors
     assert statuses[-1]["details"] == {"reason": "connection lost"}
-    assert statuses[-1]["source"] == "mini/controller"
+    assert statuses[-1]["source"] == "controller"
     found = await retained(mosquitto, topic)
     assert found[topic]["status"] == "offline"

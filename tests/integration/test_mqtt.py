@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -24,15 +25,30 @@ import pytest
 from mqtt_broker import Mosquitto, free_port
 
 from fusionrack.agent.mqtt import EventPublisher, parse_mqtt_url
-from fusionrack.emulator.enums import EventKind
-from fusionrack.emulator.events import Event
+from fusionrack.v1 import common_pb2, events_pb2
 
 T0 = 1_700_000_000.25  # 2023-11-14T22:13:20.25Z
 FAST = {"backoff_initial": 0.05, "backoff_max": 0.2}  # reconnect quickly in tests
 
 
-def event(n: int, kind: EventKind = EventKind.LINK_STATE_CHANGED) -> Event:
-    return Event(kind, f"c0.gpu0.l{n}", T0 + n, {"n": n, "state": "DOWN"})
+def event(n: int, kind: int = common_pb2.EVENT_KIND_LINK_STATE_CHANGED) -> events_pb2.Event:
+    """Event `n` of tray t1, `n` seconds after T0: link `n` of accelerator 0 went down, or (for
+    FAULT_INJECTED) fault t1/`n` was injected."""
+    message = events_pb2.Event(
+        id=str(uuid.uuid4()), kind=kind, source="t1", subject=f"compute-01/gpu0/nvlink{n}"
+    )
+    message.time.FromNanoseconds(int((T0 + n) * 1e9))
+    if kind == common_pb2.EVENT_KIND_FAULT_INJECTED:
+        message.fault.id = f"t1/{n}"
+    else:
+        message.link_state_changed.link.link = n
+        message.link_state_changed.state = common_pb2.LINK_STATE_DOWN
+    return message
+
+
+def number(message: aiomqtt.Message) -> int:
+    """Which `event(n)` a link event's message carries."""
+    return int(doc(message)["body"]["link"]["link"])
 
 
 async def until(condition: Callable[[], bool], what: str, within: float = 10.0) -> None:
@@ -144,9 +160,12 @@ async def test_events_arrive_on_their_topic_with_the_envelope_and_qos1(
         await pub.start()
         try:
             pub.publish(event(0))
-            pub.publish(event(1, EventKind.FAULT_INJECTED))
-            # Not strict JSON (a client may send a NaN bit error rate): sanitized, not refused.
-            pub.publish(Event(EventKind.LINK_ERRORS, "l2", T0, {"ber": float("nan"), (1, 2): 3}))
+            pub.publish(event(1, common_pb2.EVENT_KIND_FAULT_INJECTED))
+            # A NaN bit error rate: proto3 JSON writes it as a string, so the JSON stays strict.
+            noisy = event(2, common_pb2.EVENT_KIND_LINK_ERRORS)
+            noisy.link_errors.bit_error_rate = float("nan")
+            noisy.link_errors.counters.tx_bytes = 1 << 40
+            pub.publish(noisy)
             first = await receive(sub, "first event")
             second = await receive(sub, "second event")
             third = await receive(sub, "third event")
@@ -163,14 +182,22 @@ async def test_events_arrive_on_their_topic_with_the_envelope_and_qos1(
     assert one["version"] == 1
     assert one["time"] == "2023-11-14T22:13:20.250000Z"
     assert two["time"] == "2023-11-14T22:13:21.250000Z"
-    assert one["source"] == "r1/t1"
+    assert one["source"] == "t1"  # the event's own (Event.source)
     assert (one["kind"], two["kind"]) == ("LINK_STATE_CHANGED", "FAULT_INJECTED")
-    assert one["subject"] == "c0.gpu0.l0"
-    assert one["body"] == {"n": 0, "state": "DOWN"}
-    assert one["event_id"] != two["event_id"]
+    assert one["subject"] == "compute-01/gpu0/nvlink0"
+    # The typed body in proto3 JSON: the proto's field names, every field, enums by name.
+    assert one["body"] == {
+        "link": {"accelerator": 0, "link": 0},
+        "state": "LINK_STATE_DOWN",
+        "previous": "LINK_STATE_UNSPECIFIED",
+    }
+    assert two["body"] == {"id": "t1/1", "target_name": "", "tray": ""}  # unset messages left out
+    assert one["event_id"] != two["event_id"] and uuid.UUID(one["event_id"])
     assert isinstance(third.payload, bytes)
-    assert b"NaN" not in third.payload  # strict JSON: other languages' parsers refuse NaN
-    assert doc(third)["body"] == {"ber": "nan", "(1, 2)": 3}
+    # Strict JSON: other languages' parsers refuse a bare NaN.
+    body = json.loads(third.payload, parse_constant=pytest.fail)["body"]
+    assert body["bit_error_rate"] == "NaN"
+    assert body["counters"]["tx_bytes"] == str(1 << 40)  # 64-bit integers as strings
     assert (pub.published, pub.dropped, pub.pending) == (3, 0, 0)
 
 
@@ -187,7 +214,7 @@ async def test_a_late_subscriber_sees_the_retained_status(mosquitto: Mosquitto) 
         assert online.qos == 1
         status = doc(online)
         assert status["version"] == 1
-        assert status["source"] == "r2/t2"
+        assert status["source"] == "t2"  # the tray, as its events say
         assert (status["status"], status["details"]) == ("online", {})
         since = datetime.fromisoformat(status["time"].replace("Z", "+00:00")).timestamp()
         assert status["time"].endswith("Z")
@@ -252,7 +279,7 @@ async def test_a_killed_publisher_is_announced_offline_by_its_last_will(
                 child.kill()
                 await child.wait()
     assert doc(will)["details"] == {"reason": "connection lost"}
-    assert doc(will)["source"] == "r3/t3"
+    assert doc(will)["source"] == "t3"
     async with subscriber(mosquitto, topic) as late:
         retained = await receive(late, "retained status after the crash")
     assert retained.retain is True
@@ -281,7 +308,7 @@ async def test_a_clean_stop_flushes_the_events_then_publishes_offline(
         "status",
     ]
     assert doc(seen[0])["status"] == "online"
-    assert [doc(m)["body"]["n"] for m in seen[1:4]] == [0, 1, 2]
+    assert [number(m) for m in seen[1:4]] == [0, 1, 2]
     assert doc(seen[-1])["details"] == {"reason": "stopped"}
     assert (pub.connected, pub.published, pub.status) == (False, 3, "offline")
     async with subscriber(mosquitto, "fusionrack/r4/trays/t4/status") as late:
@@ -308,7 +335,7 @@ async def test_a_held_publisher_leaves_quietly_and_speaks_again_once_released(
         pub.publish(event(2))
         status = await receive(sub, "the status again", lambda m: m.topic.value.endswith("status"))
         assert doc(status)["status"] == "online"  # neither "offline" nor the will in between
-        assert doc(await receive(sub, "the event after the release"))["body"]["n"] == 2
+        assert number(await receive(sub, "the event after the release")) == 2
         assert (pub.connections, pub.published) == (2, 1)
         await pub.stop()
 
@@ -336,7 +363,7 @@ async def test_without_a_broker_events_queue_and_flow_once_it_appears(mosquitto:
             got = [await receive(sub, f"queued event {n}") for n in range(5)]
     finally:
         await pub.stop()
-    assert [doc(m)["body"]["n"] for m in got] == [0, 1, 2, 3, 4]
+    assert [number(m) for m in got] == [0, 1, 2, 3, 4]
     assert all(m.qos == 1 for m in got)
 
 
@@ -352,7 +379,7 @@ async def test_a_full_outbox_drops_the_oldest_events_and_counts_them(mosquitto: 
             await until(lambda: pub.published == 3, "three acknowledged events")
         finally:
             await pub.stop()
-    assert [doc(m)["body"]["n"] for m in got] == [2, 3, 4]
+    assert [number(m) for m in got] == [2, 3, 4]
     assert pub.dropped == 2
 
 
@@ -377,7 +404,7 @@ async def test_the_publisher_reconnects_after_the_broker_restarts(mosquitto: Mos
         async with subscriber(mosquitto, f"{prefix}/events/#") as sub:
             await until(lambda: pub.connected, "the publisher to connect")
             pub.publish(event(0))
-            assert doc(await receive(sub, "event 0"))["body"]["n"] == 0
+            assert number(await receive(sub, "event 0")) == 0
 
         mosquitto.kill()  # a crash: the broker forgets its retained messages
         await until(lambda: not pub.connected, "the publisher to notice the broker is gone")
@@ -396,7 +423,7 @@ async def test_the_publisher_reconnects_after_the_broker_restarts(mosquitto: Mos
             assert doc(status)["status"] == "online"
             pub.publish(event(3))
             live = await receive(sub, "event 3", lambda m: "/events/" in m.topic.value)
-        assert doc(live)["body"]["n"] == 3
+        assert number(live) == 3
     finally:
         await pub.stop()
 
@@ -425,15 +452,27 @@ async def test_a_broker_that_stops_acknowledging_is_left_and_nothing_is_lost(
             await until(lambda: pub.published == 3, "the events once the broker is back")
             received: set[int] = set()
             while received != {0, 1, 2}:  # at least once: those the hung broker had may repeat
-                received.add(doc(await receive(sub, "the events"))["body"]["n"])
+                received.add(number(await receive(sub, "the events")))
         assert pub.connections >= 2 and pub.dropped == 0
     finally:
         await pub.stop()
 
 
-@pytest.mark.parametrize("when", [float("inf"), float("nan"), 1e20])
-def test_an_event_time_that_is_not_epoch_seconds_is_refused(when: float) -> None:
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("seconds", 10**12, "seconds since the epoch"),  # past RFC 3339's year 9999
+        ("seconds", -(10**12), "seconds since the epoch"),
+        ("kind", 99, "not one of the proto's EventKind"),
+    ],
+)
+def test_an_event_that_cannot_be_written_is_refused(field: str, value: int, message: str) -> None:
     pub = EventPublisher("mqtt://127.0.0.1:1883", "r9", "t9")
-    with pytest.raises(ValueError, match="seconds since the epoch"):
-        pub.publish(Event(EventKind.LINK_ERRORS, "l0", when, {}))
+    bad = event(0)
+    if field == "kind":
+        bad.kind = value
+    else:
+        bad.time.seconds = value
+    with pytest.raises(ValueError, match=message):
+        pub.publish(bad)
     assert (pub.pending, pub.dropped) == (0, 0)

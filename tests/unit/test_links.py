@@ -193,6 +193,23 @@ def test_drain_and_undrain_a_link_and_a_tray(mini: Topology) -> None:
     assert health.usable.all() and not health.drained_trays
 
 
+def test_events_say_enough_to_restate_what_changed(mini: Topology) -> None:
+    """What the agents publish is built from these bodies (`agent.events`): a fault whole, a
+    component's previous state, the reason of a drain."""
+    health = LinkHealth(mini)
+    fault, events = health.inject(Fault(FaultKind.SWITCH_CHIP_FAILURE, "switch-1/chip0"), now=4)
+    assert events[0].body == {"fault_id": fault.id, "fault": "SWITCH_CHIP_FAILURE", "since": 4}
+    assert events[1].body == {"state": "FAILED", "previous": "OK"}
+    # A second fault on a failed component changes nothing about it: no component event.
+    again, events = health.inject(Fault(FaultKind.SWITCH_CHIP_FAILURE, "switch-1/chip0"), now=5)
+    assert kinds(events) == ["FAULT_INJECTED"]
+    health.clear(fault.id, now=6)
+    events = health.clear(again.id, now=7)
+    assert events[1].body == {"state": "OK", "previous": "FAILED"}
+    events = health.set_admin(LINK, True, now=8, reason="maintenance")
+    assert events[0].body == {"admin_state": "DOWN", "reason": "maintenance"}
+
+
 @pytest.mark.parametrize(
     ("fault", "error", "says"),
     [
