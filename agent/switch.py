@@ -238,7 +238,8 @@ class SwitchAgent(TrayAgent):
         MAX_UNAUTHENTICATED waiting (the oldest is closed to make room)."""
 
         def first(frame: switch_pb2.ForwardFrame) -> None:
-            self._stop_waiting(frames)
+            if not self._stop_waiting(frames):
+                return  # turned away already (bytes it sent before it was closed)
             error = self._admit(frame, self._framed_identity(frames), frames.peer_address)
             if error is None:
                 frames.max_frame, frames.read_bytes = MAX_MESSAGE_BYTES, READ_BYTES
