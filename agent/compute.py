@@ -258,9 +258,13 @@ class ComputeAgent(TrayAgent):
                     host = split_address(self.switch_addresses[switch])[0]
                 frames = TcpFrames(first, peer.close)
                 tls = self.tls.client_context() if self.tls and self.tls.enabled else None
-                await asyncio.get_running_loop().create_connection(
-                    lambda: frames, host, port, ssl=tls, server_hostname=host if tls else None
-                )
+                try:
+                    await asyncio.get_running_loop().create_connection(
+                        lambda: frames, host, port, ssl=tls, server_hostname=host if tls else None
+                    )
+                except BaseException:
+                    frames.close()  # never connected: it lets go of `first` (no cycle left)
+                    raise
             else:
                 call = stub.Forward(metadata=Credentials(self.rack_secret).metadata())
                 frames = GrpcFrames(call.write, first, peer.close)

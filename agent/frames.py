@@ -8,7 +8,11 @@
 * `GrpcFrames`: the same frames on a `Switch.Forward` gRPC stream, for peers that offer only
   that. gRPC writes are coroutines taking one write at a time, so sends queue for a writer task.
 
-Both deliver frames to a callback in order and call `on_close` once when the stream ends.
+Both deliver frames to a callback in order and call `on_close` once when the stream ends; then
+they let go of both callbacks (and `TcpFrames` of its read buffer). The callbacks are their
+owners' closures and bound methods, which hold the stream in turn: kept, each closed stream
+would be a reference cycle that only a full garbage collection frees, with its buffer, and a
+stranger opening thousands of connections grew a switch tray by hundreds of MiB that way.
 Neither makes a sender wait: every request has its own deadline (ForwardPeer), and a stream
 whose unsent backlog passes `MAX_BACKLOG_BYTES` (a peer that stopped reading) is cut, which
 fails what was in flight on it as UNAVAILABLE, like a link that went down.
@@ -33,6 +37,7 @@ from fusionrack.v1 import switch_pb2
 
 __all__ = [
     "MAX_BACKLOG_BYTES",
+    "READ_BYTES",
     "FrameHandler",
     "FrameStream",
     "GrpcFrames",
@@ -46,8 +51,9 @@ log = logging.getLogger(__name__)
 FrameHandler = Callable[[switch_pb2.ForwardFrame], None]
 _LENGTH = struct.Struct("<I")
 _SMALL = 64 * 1024  # frames up to this size go out as one buffer (one copy, one write call)
-_READ_BYTES = 64 * 1024  # the read buffer of a connection, to begin with (it grows to fit)
+READ_BYTES = 64 * 1024  # the read buffer of a connection, to begin with (it grows to fit)
 _KEEP_BYTES = 16 * 1024 * 1024  # a larger read buffer is dropped once empty
+_NO_BUFFER = memoryview(bytearray())  # before the first read and after the end
 MAX_BACKLOG_BYTES = 256 * 1024 * 1024
 _MAX_BACKLOG_FRAMES = 65536  # the gRPC writer's queue, counted in frames
 
@@ -80,36 +86,61 @@ class FrameStream(Protocol):
         """End the stream (idempotent); `on_close` follows."""
 
 
+def _drop(frame: switch_pb2.ForwardFrame) -> None:
+    """The frame handler of a stream that has ended."""
+
+
+def _nothing() -> None:
+    """The close handler of a stream that has ended."""
+
+
 class TcpFrames(asyncio.BufferedProtocol):
     """The framed transport on one connection (a FrameStream). Frames longer than
-    `max_frame` bytes end the connection (a switch tray lowers it until the hello).
+    `max_frame` bytes, or that do not parse, end the connection (`failure` says which; it is
+    logged unless `log_failures` is off: a switch tray counts a stranger's garbage instead).
 
-    The socket is read straight into one buffer (a BufferedProtocol), sized to the largest
-    frame seen: a frame is copied once on its way in, however many reads it takes."""
+    The socket is read straight into one buffer (a BufferedProtocol), made at the first read
+    with `read_bytes` and grown to the largest frame seen (never past what `max_frame`
+    allows): a frame is copied once on its way in, however many reads it takes. A switch tray
+    reads a hello into a small one."""
 
-    def __init__(self, on_frame: FrameHandler, on_close: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        on_frame: FrameHandler,
+        on_close: Callable[[], None],
+        *,
+        max_frame: int = MAX_MESSAGE_BYTES,
+        read_bytes: int = READ_BYTES,
+    ) -> None:
         self.on_frame = on_frame
         self.on_close = on_close
-        self.max_frame = MAX_MESSAGE_BYTES
+        self.max_frame = max_frame
+        self.read_bytes = read_bytes
+        self.log_failures = True
+        self.failure = ""
         self._transport: Any = None  # asyncio's or uvloop's (not asyncio.Transport subclasses)
-        self._buffer = memoryview(bytearray(_READ_BYTES))
+        self._buffer = _NO_BUFFER
         self._start = self._end = 0  # the bytes read but not parsed yet
         self._closed = False
-        self.peer_address = ""
+        self._ended = False  # on_close called, callbacks and buffer let go
+        self.peer_address = "?"
 
     # -- asyncio.BufferedProtocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._closed:  # closed while it was connecting (during its TLS handshake)
+            transport.abort()
+            return
         self._transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:  # Nagle would hold every small answer back for the last ack
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
-        self.peer_address = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer_address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if len(self._buffer) - self._end < _READ_BYTES // 4:
+        if len(self._buffer) - self._end < self.read_bytes // 4:
             self._make_room()
         return self._buffer[self._end :]
 
@@ -118,12 +149,12 @@ class TcpFrames(asyncio.BufferedProtocol):
         does not fit."""
         start, end = self._start, self._end
         pending = bytes(self._buffer[start:end])
-        need = len(pending) + _READ_BYTES // 4
-        if len(pending) >= 4:
+        need = len(pending) + self.read_bytes // 4
+        if len(pending) >= 4:  # (its length was checked against max_frame as it was read)
             need = max(need, 4 + _LENGTH.unpack_from(pending)[0])
         if need > len(self._buffer):  # with room for the next frames too (up to 8 MiB more)
-            slack = min(max(need, len(self._buffer)), 8 << 20)
-            self._buffer = memoryview(bytearray(need + slack))
+            size = max(need + min(need, 8 << 20), self.read_bytes)
+            self._buffer = memoryview(bytearray(min(size, max(need, 4 + self.max_frame))))
         self._buffer[: len(pending)] = pending
         self._start, self._end = 0, len(pending)
 
@@ -133,8 +164,7 @@ class TcpFrames(asyncio.BufferedProtocol):
         while end - offset >= 4:
             (length,) = _LENGTH.unpack_from(buffer, offset)
             if length > self.max_frame:
-                log.warning("a frame of %d bytes from %s: closing", length, self.peer_address)
-                self.close()
+                self._fail(f"a frame of {length} bytes (at most {self.max_frame})")
                 return
             if end - offset - 4 < length:
                 break
@@ -143,8 +173,7 @@ class TcpFrames(asyncio.BufferedProtocol):
             try:
                 frame = switch_pb2.ForwardFrame.FromString(buffer[start:offset])
             except Exception:  # DecodeError, whichever protobuf backend raised it
-                log.warning("an unreadable frame from %s: closing", self.peer_address)
-                self.close()
+                self._fail("an unreadable frame")
                 return
             self.on_frame(frame)
             if self._closed:
@@ -152,13 +181,31 @@ class TcpFrames(asyncio.BufferedProtocol):
         if offset == end:
             self._start = self._end = 0
             if len(buffer) > _KEEP_BYTES:  # after a very large frame: give the memory back
-                self._buffer = memoryview(bytearray(_READ_BYTES))
+                self._buffer = _NO_BUFFER
         else:
             self._start = offset
 
+    def _fail(self, what: str) -> None:
+        self.failure = what
+        if self.log_failures:
+            log.warning("%s from %s: closing", what, self.peer_address)
+        self.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self.on_close()
+        self._end_stream()
+
+    def _end_stream(self) -> None:
+        """Call `on_close`, once, and let go of the callbacks, the buffer and the transport
+        (see the module's docstring: they would keep this object in a cycle)."""
+        if self._ended:
+            return
+        self._ended = True
+        on_close = self.on_close
+        self.on_frame, self.on_close = _drop, _nothing
+        self._buffer, self._start, self._end = _NO_BUFFER, 0, 0
+        self._transport = None
+        on_close()
 
     # -- FrameStream -----------------------------------------------------------------------
 
@@ -179,14 +226,18 @@ class TcpFrames(asyncio.BufferedProtocol):
         return None if self._transport is None else self._transport.get_extra_info(name)
 
     def close(self) -> None:
-        if self._closed or self._transport is None:
+        if self._closed:
             return
         self._closed = True
+        transport = self._transport
+        if transport is None:  # not connected yet: it is cut as it connects (connection_made)
+            self._end_stream()
+            return
         # What is written goes out first (a refusal), unless the peer is not taking it.
-        if self._transport.get_write_buffer_size():
-            self._transport.abort()
+        if transport.get_write_buffer_size():
+            transport.abort()
         else:
-            self._transport.close()
+            transport.close()
 
 
 class GrpcFrames:
@@ -257,4 +308,6 @@ class GrpcFrames:
         self._closed = True
         self._queue.clear()
         self._wake.set()  # the writer ends after the write in flight (see `finish`)
-        self.on_close()
+        on_close = self.on_close
+        self.on_frame, self.on_close = _drop, _nothing  # no cycle through them (module doc)
+        on_close()

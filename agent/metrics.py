@@ -45,6 +45,7 @@ from fusionrack.metrics import MetricsRegistry, MetricsServer, start_metrics_ser
 __all__ = [
     "MEMORY_OP_KINDS",
     "MULTICAST_OP_KINDS",
+    "UNAUTHENTICATED_CLOSED_REASONS",
     "DataPlaneCounters",
     "MetricsRegistry",
     "MetricsServer",
@@ -56,6 +57,10 @@ __all__ = [
 MEMORY_OP_KINDS = ("load", "store", "atomic", "copy", "load_reduce", "reduce", "packed")
 MULTICAST_OP_KINDS = ("store", "load_reduce", "reduce")
 MQTT_OUTCOMES = ("published", "dropped")
+# Why a switch tray closed a framed data-plane connection before a hello admitted it: too many
+# were waiting (the oldest goes), none in time, a frame too long or unreadable, a hello refused,
+# or the peer hung up first.
+UNAUTHENTICATED_CLOSED_REASONS = ("limit", "timeout", "bad-frame", "refused", "hung-up")
 # One-hot link states, in the order of the LinkState enum (its numbers are the v1 proto's).
 LINK_STATES = tuple((state, state.name.lower()) for state in LinkState)
 
@@ -82,6 +87,10 @@ class DataPlaneCounters:
     forwarded: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     # "published" | "dropped" -> MQTT events (dropped: the bounded outbox was full).
     mqtt_events: collections.Counter[str] = field(default_factory=collections.Counter)
+    # Switch trays' framed data plane: reason -> connections closed before a hello admitted
+    # them (UNAUTHENTICATED_CLOSED_REASONS), and how many wait for their hello now.
+    unauthenticated_closed: collections.Counter[str] = field(default_factory=collections.Counter)
+    awaiting_hello: int = 0
 
 
 def dcgm_uuid(uid: int) -> str:
@@ -482,8 +491,24 @@ class _DataPlaneCollector(_Collector):
             "bounded outbox was full).",
             (*base, "outcome"),
         )
+        self.unauthenticated_closed = _Family(
+            "fusionrack_dataplane_unauthenticated_closed_total",
+            "counter",
+            "Framed data-plane connections this switch tray closed before a hello admitted "
+            "them, by reason (limit: too many were waiting, the oldest went; timeout: no hello "
+            "in time; bad-frame: a frame too long or unreadable; refused: the hello was "
+            "refused; hung-up: the peer closed first).",
+            (*base, "reason"),
+        )
+        self.awaiting_hello = _Family(
+            "fusionrack_dataplane_unauthenticated_connections",
+            "gauge",
+            "Framed data-plane connections of this switch tray waiting for their hello now.",
+            base,
+        )
         # Series that exist from the start, so rate() and alerts see them before the first op.
         compute = topology.tray(tray).kind == TrayKind.COMPUTE
+        self.switch = not compute
         self.seed_ops = [(k, "ok") for k in MEMORY_OP_KINDS] if compute else []
         self.seed_bytes = list(MEMORY_OP_KINDS) if compute else []
         self.seed_multicast = [] if compute else [(k, "ok") for k in MULTICAST_OP_KINDS]
@@ -496,6 +521,7 @@ class _DataPlaneCollector(_Collector):
             self.multicast,
             self.forwarded,
             self.mqtt,
+            *((self.unauthenticated_closed, self.awaiting_hello) if self.switch else ()),
         ]
 
     def _accelerator_name(self, index: object) -> str:
@@ -527,6 +553,10 @@ class _DataPlaneCollector(_Collector):
         yield self._counted(self.multicast, c.multicast_ops, self.seed_multicast, pair)
         yield self._counted(self.forwarded, c.forwarded, (), pair)
         yield self._counted(self.mqtt, c.mqtt_events, MQTT_OUTCOMES, lambda k: (str(k),))
+        if self.switch:
+            yield self._counted(self.unauthenticated_closed, c.unauthenticated_closed,
+                                UNAUTHENTICATED_CLOSED_REASONS, lambda k: (str(k),))  # fmt: skip
+            yield _Rows(self.awaiting_hello, [self.base], [c.awaiting_hello])
 
 
 def _dcgm_model(model: str) -> str:

@@ -55,7 +55,7 @@ from .forward import (
     request_frame,
     response_frame,
 )
-from .frames import FrameStream, GrpcFrames, TcpFrames, split_address
+from .frames import READ_BYTES, FrameStream, GrpcFrames, TcpFrames, split_address
 from .tray import TrayAgent
 
 __all__ = [
@@ -69,9 +69,19 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_PREPARE_TIMEOUT = 30.0
-# A framed connection must say hello within this time, in a frame of at most this size.
+# A framed connection must say hello within this time, in a frame of at most this size (a
+# compute tray's is ~200 bytes), read into a buffer of this size to begin with.
 HELLO_SECONDS = 5.0
-MAX_HELLO_BYTES = 64 * 1024
+MAX_HELLO_BYTES = 4096
+HELLO_READ_BYTES = 512
+# At most this many framed connections wait for their hello at once: a new one beyond it closes
+# the one that has waited longest (a compute tray says its hello as it connects, so only a
+# flood of more than this many connections within that moment could push one of ours out).
+MAX_UNAUTHENTICATED = 256
+# The listener's queue of connections the kernel has accepted for us: a burst larger than it
+# is dropped, and a compute tray's connect then waits a second for its retry.
+FRAMED_BACKLOG = 1024
+_MAX_LOGGED = 64  # (reason, peer host) pairs logged, then only counted
 # The method a refused framed hello is counted and logged under.
 FORWARD_HELLO = "/fusionrack.v1.Switch/Forward#hello"
 # What a switch tray forwards until a controller first programs it (`fusion-agent
@@ -127,7 +137,9 @@ class SwitchAgent(TrayAgent):
         self.links.start_down(self.link_indices)  # until each compute tray is heard from
         self.stopping = False
         self._framed: asyncio.Server | None = None  # the framed transport's listener
-        self._unadmitted: set[TcpFrames] = set()  # its connections waiting for their hello
+        # Its connections waiting for their hello, oldest first, with their deadlines.
+        self._unadmitted: dict[TcpFrames, asyncio.TimerHandle] = {}
+        self._logged: set[tuple[str, str]] = set()  # turned-away (reason, host) pairs logged
         self.forward_address = ""  # where it listens ("": Forward only)
         self._no_streams = asyncio.Event()  # set whenever the last stream has ended
         self.guard: Guard | None = None  # who may say hello (set by whoever serves the agent)
@@ -140,7 +152,10 @@ class SwitchAgent(TrayAgent):
         self.stopping = True  # compute trays reconnect at once: turn them away from now on
         if self._framed is not None:
             self._framed.close()
-        for frames in list(self._unadmitted):
+        waiting, self._unadmitted = self._unadmitted, {}
+        self.counters.awaiting_hello = 0
+        for frames, deadline in waiting.items():
+            deadline.cancel()
             frames.close()
         for peer in list(self.peers.values()):
             peer.close()
@@ -232,8 +247,11 @@ class SwitchAgent(TrayAgent):
         context = tls.server_context() if tls and tls.enabled else None
         try:
             self._framed = await asyncio.get_running_loop().create_server(
-                self._framed_connection, host, port, ssl=context, reuse_address=True
-            )
+                self._framed_connection, host, port, ssl=context, reuse_address=True,
+                backlog=FRAMED_BACKLOG,
+                # A TLS handshake is part of the wait for the hello (asyncio's default: 60 s).
+                ssl_handshake_timeout=HELLO_SECONDS if context else None,
+            )  # fmt: skip
         except OSError as error:
             raise OSError(f"cannot listen on {listen} (data plane): {error.strerror}") from None
         bound = self._framed.sockets[0].getsockname()[1]
@@ -242,32 +260,70 @@ class SwitchAgent(TrayAgent):
 
     def _framed_connection(self) -> TcpFrames:
         """A new framed connection: its first frame, within HELLO_SECONDS, decides (`_admit`);
-        then it is a peer."""
+        then it is a peer. Until then it holds a small buffer and is one of at most
+        MAX_UNAUTHENTICATED waiting (the oldest is closed to make room)."""
 
         def first(frame: switch_pb2.ForwardFrame) -> None:
-            deadline.cancel()
-            self._unadmitted.discard(frames)
-            peer = frames.get_extra_info("peername")
-            where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
-            error = self._admit(frame, self._framed_identity(frames), where)
+            if not self._stop_waiting(frames):
+                return  # turned away already (bytes it sent before it was closed)
+            error = self._admit(frame, self._framed_identity(frames), frames.peer_address)
             if error is None:
-                frames.max_frame = MAX_MESSAGE_BYTES
+                frames.max_frame, frames.read_bytes = MAX_MESSAGE_BYTES, READ_BYTES
+                frames.log_failures = True
                 self._attach(frame.hello, frames)
                 return
+            self._turned_away(frames, "refused", error.message)
             refusal = memory_pb2.OpStatus(code=int(error.code), message=error.message)
             with contextlib.suppress(Unavailable):
                 frames.send(switch_pb2.ForwardFrame(refused=refusal))
             frames.close()
 
         def gone() -> None:
-            deadline.cancel()
-            self._unadmitted.discard(frames)
+            if self._stop_waiting(frames):  # it ended before its hello: garbage, or hung up
+                reason = "bad-frame" if frames.failure else "hung-up"
+                self._turned_away(frames, reason, frames.failure or "it closed the connection")
 
-        frames = TcpFrames(first, on_close=gone)
-        frames.max_frame = MAX_HELLO_BYTES
-        self._unadmitted.add(frames)
-        deadline = asyncio.get_running_loop().call_later(HELLO_SECONDS, frames.close)
+        if len(self._unadmitted) >= MAX_UNAUTHENTICATED:
+            oldest = next(iter(self._unadmitted))
+            self._turn_away(
+                oldest, "limit", f"{MAX_UNAUTHENTICATED} connections were waiting for their "
+                "hello: the longest waiting is closed to make room",
+            )  # fmt: skip
+        frames = TcpFrames(first, gone, max_frame=MAX_HELLO_BYTES, read_bytes=HELLO_READ_BYTES)
+        frames.log_failures = False  # a stranger's garbage is counted, and logged once
+        self._unadmitted[frames] = asyncio.get_running_loop().call_later(
+            HELLO_SECONDS, self._turn_away, frames, "timeout",
+            f"no hello within {HELLO_SECONDS:g} s",
+        )  # fmt: skip
+        self.counters.awaiting_hello = len(self._unadmitted)
         return frames
+
+    def _stop_waiting(self, frames: TcpFrames) -> bool:
+        """Take `frames` off the connections waiting for their hello (False: it was not)."""
+        deadline = self._unadmitted.pop(frames, None)
+        if deadline is None:
+            return False
+        deadline.cancel()
+        self.counters.awaiting_hello = len(self._unadmitted)
+        return True
+
+    def _turn_away(self, frames: TcpFrames, reason: str, why: str) -> None:
+        """Close a connection still waiting for its hello, counting why."""
+        if self._stop_waiting(frames):
+            self._turned_away(frames, reason, why)
+            frames.close()
+
+    def _turned_away(self, frames: TcpFrames, reason: str, why: str) -> None:
+        """Count a connection closed before a hello admitted it (`reason`: one of
+        UNAUTHENTICATED_CLOSED_REASONS); log it once per reason and peer host (a flood of them
+        must not flood the log)."""
+        self.counters.unauthenticated_closed[reason] += 1
+        key = (reason, frames.peer_address.rpartition(":")[0])
+        if key not in self._logged and len(self._logged) < _MAX_LOGGED:
+            self._logged.add(key)
+            log.warning("%s: data-plane connection from %s closed before its hello was "
+                        "accepted (%s): %s; more like it are only counted", self.name,
+                        frames.peer_address, reason, why)  # fmt: skip
 
     def _framed_identity(self, frames: TcpFrames) -> Identity | None:
         """The identity in a framed connection's TLS peer certificate (None: none checked)."""

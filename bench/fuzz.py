@@ -6,7 +6,8 @@
 
 A rack of real processes (`fusionctl rack up`, the fuzz rack of tests/fuzzrig.py, with its
 controller) is fuzzed from the proto descriptors: every method of Memory, Switch, Tray and
-Controller with hypothesis-drawn requests, raw random bodies, requests just over 64 MiB,
+Controller, and gRPC's health checking and reflection, with hypothesis-drawn requests, raw
+random bodies and stream messages, requests just over 64 MiB,
 Forward streams admitted as a real tray and taken back by it, thousands of streams opened and
 abandoned, watchers that never read, and the framed data plane fed random and nearly valid
 frames. Printed: cases and statuses per RPC, UNKNOWN/INTERNAL per RPC, and the findings (dead

@@ -131,10 +131,17 @@ class MetricsServer:
 
     HTTP/1.1 with keep-alive (Prometheus reuses its connection); ``HEAD`` is answered too;
     anything but ``/metrics`` is 404. No gzip: scrapes stay on loopback or a rack network.
+
+    Anyone may connect, so what connections cost is bounded: a new one must send its request
+    within REQUEST_TIMEOUT, and at most MAX_CONNECTIONS are open at once; one beyond closes
+    the connection that has waited longest for its next request (a kept-alive scraper just
+    reconnects), or is closed itself when every one is busy. (Thousands of a stranger's idle
+    connections grew an agent by ~16 MiB per 3,000, kept after they closed.)
     """
 
     IDLE_TIMEOUT = 300.0  # seconds a kept-alive connection may wait for its next request
-    REQUEST_TIMEOUT = 10.0  # seconds to receive a request's headers (and body)
+    REQUEST_TIMEOUT = 10.0  # seconds to receive a request's headers (and body), the first too
+    MAX_CONNECTIONS = 64
 
     def __init__(self, registry: CollectorRegistry, host: str) -> None:
         self.registry = registry
@@ -142,6 +149,10 @@ class MetricsServer:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}
+        # The connections waiting for their next request, longest waiting first.
+        self._waiting: dict[asyncio.Task, None] = {}
+        self.turned_away = 0  # connections closed because MAX_CONNECTIONS were open
+        self._warned = False
         render = getattr(registry, "render", None)
         self._render: Callable[[], bytes] = render or (lambda: generate_latest(registry))
 
@@ -151,7 +162,9 @@ class MetricsServer:
         return f"http://{host}:{self.port}/metrics"
 
     async def _start(self, port: int) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, port, limit=16 * 1024)
+        self._server = await asyncio.start_server(
+            self._serve, self.host, port, limit=16 * 1024, backlog=1024
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
@@ -177,13 +190,34 @@ class MetricsServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _make_room(self) -> bool:
+        """Below MAX_CONNECTIONS, closing the connection that has waited longest for its next
+        request if need be; False when every connection is busy with a request."""
+        if len(self._connections) < self.MAX_CONNECTIONS:
+            return True
+        self.turned_away += 1
+        if not self._warned:
+            self._warned = True
+            log.warning("%d connections open on %s: closing the longest idle to make room for "
+                        "each new one (logged once)", self.MAX_CONNECTIONS, self.url)  # fmt: skip
+        if not self._waiting:
+            return False
+        oldest = next(iter(self._waiting))
+        del self._waiting[oldest]
+        self._connections[oldest].close()  # its read sees EOF: its handler ends
+        return True
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if not self._make_room():
+            writer.close()
+            return
         self._connections[task] = writer
         try:
-            while await self._one_request(reader, writer):
-                pass
+            first = True
+            while await self._one_request(reader, writer, task, first):
+                first = False
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         except Exception:  # a handler must never die loudly inside asyncio's callback
@@ -195,15 +229,25 @@ class MetricsServer:
             pass
         finally:
             self._connections.pop(task, None)
+            self._waiting.pop(task, None)
             writer.close()
 
     async def _one_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        task: asyncio.Task,
+        first: bool,
     ) -> bool:
-        """Answer one request; True to keep the connection for another."""
+        """Answer one request (the connection's `first`, or a kept-alive one's next); True to
+        keep the connection for another."""
         try:
-            async with asyncio.timeout(self.IDLE_TIMEOUT):
-                line = await reader.readline()
+            self._waiting[task] = None
+            try:
+                async with asyncio.timeout(self.REQUEST_TIMEOUT if first else self.IDLE_TIMEOUT):
+                    line = await reader.readline()
+            finally:
+                self._waiting.pop(task, None)
             if not line:
                 return False  # the client closed an idle connection
             async with asyncio.timeout(self.REQUEST_TIMEOUT):

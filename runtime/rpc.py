@@ -21,7 +21,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from fusionrack.auth import Credentials, Guard, secret_interceptors
 from fusionrack.emulator.errors import FusionError
@@ -29,6 +29,7 @@ from fusionrack.failover import FailoverChannel, split_addresses
 
 __all__ = [
     "FAST_RECONNECT",
+    "MAX_CONNECTIONS",
     "MAX_MESSAGE_BYTES",
     "Server",
     "TlsFiles",
@@ -68,6 +69,17 @@ _SERVER_KEEPALIVE = [
     *_KEEPALIVE,
     ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_MS // 2),
     ("grpc.http2.max_ping_strikes", 0),
+]
+# gRPC checks credentials per call, so every connection holds memory in gRPC's core before
+# anything is authenticated. A connection must finish its TLS and HTTP/2 handshakes within
+# HANDSHAKE_MS (gRPC's default: 2 minutes), and a server holds at most MAX_CONNECTIONS at once
+# (new ones beyond are closed at once; a client retries): thousands of a stranger's idle
+# connections grew an agent by ~30 MiB per 3,000, kept after they closed.
+HANDSHAKE_MS = 10_000
+MAX_CONNECTIONS = 256
+_SERVER_LIMITS = [
+    ("grpc.server_handshake_timeout_ms", HANDSHAKE_MS),
+    ("grpc.max_allowed_incoming_connections", MAX_CONNECTIONS),
 ]
 
 T = TypeVar("T")
@@ -138,38 +150,53 @@ class _CheckedReads:
         return message
 
 
+async def _refuse_undecodable(message: Any, context: grpc.aio.ServicerContext) -> None:
+    if isinstance(message, _Undecodable):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message.message)
+
+
+async def _checked_requests(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+    """A stream's requests, ending the call with INVALID_ARGUMENT at one that does not parse
+    (for servicers that iterate them, as reflection's does; ours `read()`)."""
+    async for message in requests:
+        await _refuse_undecodable(message, context)
+        yield message
+
+
 def _checked(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """`handler` with a request that does not parse answered INVALID_ARGUMENT, naming the
-    message type and the parse error."""
+    message type and the parse error, whatever the servicer's method is: a coroutine or an
+    async generator, reading its stream's requests with `context.read()` or iterating them."""
     if handler.request_deserializer is None:
         return handler
-    deserializer = _tolerant(handler.request_deserializer)
-    if handler.request_streaming:
-        behavior = handler.stream_stream or handler.stream_unary
-
-        async def streaming(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            return await behavior(requests, _CheckedReads(context))
-
-        kind = "stream_stream" if handler.stream_stream else "stream_unary"
-        return handler._replace(request_deserializer=deserializer, **{kind: streaming})
-    kind = "unary_stream" if handler.response_streaming else "unary_unary"
+    streaming = handler.request_streaming
+    kind = ("stream_" if streaming else "unary_") + (
+        "stream" if handler.response_streaming else "unary"
+    )
     behavior = getattr(handler, kind)
+
+    async def arguments(first: Any, context: grpc.aio.ServicerContext) -> tuple[Any, Any]:
+        """What the servicer's method is called with: the request (a stream's requests) and
+        the context."""
+        if streaming:
+            return _checked_requests(first, context), _CheckedReads(context)
+        await _refuse_undecodable(first, context)
+        return first, context
+
+    wrapped: Any
     if inspect.isasyncgenfunction(behavior):
 
-        async def generator(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, _Undecodable):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-            async for response in behavior(request, context):
+        async def wrapped(first: Any, context: grpc.aio.ServicerContext) -> Any:
+            async for response in behavior(*await arguments(first, context)):
                 yield response
 
-        wrapped: Any = generator
     else:
 
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, _Undecodable):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-            return await behavior(request, context)
+        async def wrapped(first: Any, context: grpc.aio.ServicerContext) -> Any:
+            answer = behavior(*await arguments(first, context))
+            return await answer if inspect.isawaitable(answer) else answer
 
+    deserializer = _tolerant(handler.request_deserializer)
     return handler._replace(request_deserializer=deserializer, **{kind: wrapped})
 
 
@@ -244,6 +271,34 @@ def component_files(directory: Path, name: str) -> TlsFiles:
     directory made by `fusionrack.certs.make_rack_certificates`. (Here, not there: the programs
     that only use the files start without importing `cryptography`, ~70 ms.)"""
     return TlsFiles(directory / f"{name}.pem", directory / f"{name}.key", directory / "ca.pem")
+
+
+_HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+class _Health(HealthServicer):
+    """gRPC's health servicer, naming the services there are when asked for another (gRPC's
+    answers NOT_FOUND with no message) and answering `List` (gRPC's asyncio servicer leaves it
+    unimplemented)."""
+
+    async def Check(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        if request.service not in self._server_status:
+            known = ", ".join(repr(name) for name in sorted(self._server_status))
+            asked = request.service[:100] + ("..." if len(request.service) > 100 else "")
+            await context.abort(  # (a long name echoed whole would overflow the trailers)
+                grpc.StatusCode.NOT_FOUND,
+                f"no service {asked!r} on this server; its services are {known} "
+                "('' is the server as a whole)",
+            )
+        return await super().Check(request, context)
+
+    async def List(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in self._server_status.items()
+            }
+        )
 
 
 @dataclass
@@ -342,26 +397,27 @@ async def start_server(
     checks anything) decides who may call what."""
     # No SO_REUSEPORT (grpc's default): a second server on a taken port must fail, not share it.
     server = grpc.aio.server(
-        options=[*_OPTIONS, *_SERVER_KEEPALIVE, ("grpc.so_reuseport", 0)],
+        options=[*_OPTIONS, *_SERVER_KEEPALIVE, *_SERVER_LIMITS, ("grpc.so_reuseport", 0)],
         interceptors=[guard.interceptor()] if guard is not None and guard.enabled else None,
     )
-    names = []
-    for add, servicer, name in services:
+    names = [name for _, _, name in services]
+    health = _Health()
+    # Health checking and reflection too: bytes that do not parse are INVALID_ARGUMENT there
+    # as everywhere (registered as they come, gRPC answered them UNKNOWN).
+    every = [
+        *services,
+        (health_pb2_grpc.add_HealthServicer_to_server, health, _HEALTH),
+        (
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+            reflection.aio.ReflectionServicer([*names, _HEALTH, reflection.SERVICE_NAME]),
+            reflection.SERVICE_NAME,
+        ),
+    ]
+    for add, servicer, name in every:
         registration = _CheckedRegistration(server)
         add(servicer, registration)
         if not registration.registered:
             raise RuntimeError(f"{name}: its stubs registered no method handlers")
-        names.append(name)
-    health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        [
-            *names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
-    )
     try:
         if tls and tls.enabled:
             port = server.add_secure_port(listen, tls.server_credentials())

@@ -4,12 +4,14 @@
 * `fuzzstrategies.request_strategy(descriptor, facts)`: what is sent, a hypothesis strategy for
   any request message, built field by field from its descriptor (a new RPC or field is fuzzed
   without new code).
-* `Fuzzer`: calls every method of every service (`SERVICES`) against a rack of real processes
+* `Fuzzer`: calls every method of every service (`SERVICES`: fusionrack.v1's, and the health
+  checking and reflection every server offers) against a rack of real processes
   (`tests/faultrig.ProcessRack`), and the things a hostile client does besides: raw random bytes
-  as bodies, messages just over the limit, streams opened and abandoned, watchers that never
-  read, the framed data plane fed random and nearly valid frames. It counts cases and statuses
-  per RPC and keeps findings: UNKNOWN or INTERNAL (also inside per-op results), calls past
-  their deadline, dead processes, RSS growth, a broken invariant.
+  as bodies and as the messages of streams, messages just over the limit, streams opened and
+  abandoned, watchers that never read, the framed data plane fed random and nearly valid frames.
+  It counts cases and statuses per RPC and keeps findings: UNKNOWN or INTERNAL (also inside
+  per-op results and reflection's in-band errors), calls past their deadline, dead processes,
+  RSS growth, a broken invariant.
 * `call_options()`: how a fuzz call is authenticated, in one place (the rack's credentials).
 
 `Fuzzer` stays one class of ~700 lines: every attack runs on the same rack with the same
@@ -43,6 +45,8 @@ import grpc
 from faultrig import ProcessRack, grpc_code_name
 from google.protobuf import descriptor as pbd
 from google.protobuf import message_factory
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
@@ -104,12 +108,18 @@ SENTINEL_WORD = 0x5E47_14E1_DEAD_BEEF
 MEMORY_TRAYS = ("compute-01", "compute-02", "compute-03", "compute-04")
 FORGED_TRAY = "compute-05"  # the compute tray whose hello the Forward fuzzer forges
 
-# Which servers serve a service (None: the controller).
+# Which servers serve a service (None: the controller). Health checking and reflection are
+# on every server, built alike (fusionrack.rpc.start_server): one of each kind is fuzzed.
+EVERY_KIND = ("compute-01", "switch-1", "controller")
+HEALTH = "grpc.health.v1.Health"
+REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
 SERVICES: dict[str, tuple[str, ...] | None] = {
     "fusionrack.v1.Memory": MEMORY_TRAYS,
     "fusionrack.v1.Switch": ("switch-1", "switch-2", "switch-3"),
     "fusionrack.v1.Tray": ("compute-01", "switch-1"),
     "fusionrack.v1.Controller": None,
+    HEALTH: EVERY_KIND,
+    REFLECTION: EVERY_KIND,
 }
 # Methods that change the fabric's control state: fuzzed in their own phase.
 CONTROL_METHODS = {
@@ -125,7 +135,8 @@ BAD_CODES = {"UNKNOWN", "INTERNAL"}
 DEADLINE = 10.0  # every fuzz call's deadline
 TAKEN_BACK_DEADLINE = 3.0  # a taken-back Forward stream ends in milliseconds
 SLACK = 2.0  # a call that returns later than its deadline plus this has overrun it
-POOL_FILES = (common_pb2, controller_pb2, memory_pb2, switch_pb2, tray_pb2)
+POOL_FILES = (common_pb2, controller_pb2, memory_pb2, switch_pb2, tray_pb2, health_pb2,
+              reflection_pb2)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -289,6 +300,8 @@ class Fuzzer:
             uids=tuple(uid[i] for i in range(len(accelerators))),
             digest=self.rack.topology.manifest.digest,
             avoid=SENTINEL,
+            services=tuple(SERVICES),
+            files=tuple(module.DESCRIPTOR.name for module in POOL_FILES),
         )
         if not existing.partitions:
             await self._create_partition(ctl)
@@ -545,6 +558,8 @@ class Fuzzer:
             frames = [self._forged(m) for m in drawn] if method.name == "Forward" else drawn
             bodies = [m.SerializeToString() for m in frames]
             answers = len(bodies) if method.name == "Stream" and _distinct_ids(frames) else 0
+            if method.service == REFLECTION:
+                answers = len(bodies)  # reflection answers every request, errors in-band
             await self.bidi(server, method, bodies, answers=answers)
         elif method.server_streaming:
             await self.server_stream(server, method, drawn.SerializeToString())
@@ -661,21 +676,42 @@ class Fuzzer:
     # -- what a hostile client does besides --------------------------------------------------
 
     def raw_bodies(self, cases: int, rng_seed: int) -> None:
-        """Random bytes as the body of every method with one request (most do not parse)."""
+        """Random bytes as the body of every method, the messages of every stream (most do
+        not parse): INVALID_ARGUMENT, on every server (fusionrack.v1, health, reflection)."""
         for method in methods():
-            if not method.client_streaming and method.key not in CONTROL_METHODS:
+            if method.key not in CONTROL_METHODS:
                 self._raw(method, cases, rng_seed)
 
     def _raw(self, method: Method, cases: int, rng_seed: int) -> None:
-        send = self.server_stream if method.server_streaming else self.unary
         key = f"{method.key} [raw bytes]"
+        body = st.binary(max_size=200)
+        if method.client_streaming:  # random messages, after a few that parse
+            valid = request_strategy(method.request, self.facts).map(
+                lambda m: m.SerializeToString()
+            )
+            strategy: st.SearchStrategy[Any] = st.tuples(
+                st.lists(valid, max_size=2), st.lists(body, min_size=1, max_size=3)
+            ).map(lambda t: [*t[0], *t[1]])
+        else:
+            strategy = body
+
+        async def send(server: str, drawn: Any) -> None:
+            if method.client_streaming:
+                await self.bidi(server, method, drawn, key=key)
+            elif method.server_streaming:
+                await self.server_stream(server, method, drawn, key=key)
+            else:
+                await self.unary(server, method, drawn, key=key)
 
         @seed(rng_seed)
         @settings(max_examples=cases, phases=[Phase.generate], database=None,
                   deadline=None, suppress_health_check=list(HealthCheck))  # fmt: skip
-        @given(st.binary(max_size=200))
-        def case(body: bytes) -> None:
-            self.run(send(self.servers(method)[0], method, body, key=key), DEADLINE * 3)
+        @given(strategy)
+        def case(drawn: Any) -> None:
+            # Health and reflection on a server of each kind; the rest on one of its servers.
+            servers = self.servers(method)
+            for server in servers if method.service in (HEALTH, REFLECTION) else servers[:1]:
+                self.run(send(server, drawn), DEADLINE * 3)
 
         case()
 

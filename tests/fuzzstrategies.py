@@ -1,6 +1,7 @@
-"""What the fuzzer sends: a hypothesis strategy for any request message of the contract,
-built field by field from its descriptor (`request_strategy`), the RPCs to call (`methods`),
-and the per-op statuses inside an answer (`op_statuses`). Used by `fuzzrig.Fuzzer`.
+"""What the fuzzer sends: a hypothesis strategy for any request message of the contract (and
+of health checking and reflection), built field by field from its descriptor
+(`request_strategy`), and the per-op statuses inside an answer (`op_statuses`, reflection's
+in-band errors too). Used by `fuzzrig.Fuzzer`.
 
 Integers are drawn at the edges of each field's wire type, enums with unknown numbers,
 repeated fields huge, strings with unicode and NUL, bytes at random, and packed-format records
@@ -68,6 +69,8 @@ class Facts:
     hbm_bytes: int = 1 << 30
     ids: tuple[int, ...] = (1, 2, 32766)
     avoid: int = -1  # accelerator no fuzzed op may name as initiator on a forged stream
+    services: tuple[str, ...] = ()  # full names of the services the servers offer
+    files: tuple[str, ...] = ()  # their proto files ("fusionrack/v1/memory.proto", ...)
 
     def addresses(self) -> st.SearchStrategy[int]:
         """Addresses the rack has (any accelerator, offsets near both ends of its HBM and
@@ -104,9 +107,19 @@ def _hinted_int(name: str, low: int, high: int, facts: Facts) -> st.SearchStrate
     return None
 
 
+# String fields of health checking and reflection that name a service, a symbol or a file.
+_SYMBOL_FIELDS = {"service", "file_containing_symbol", "containing_type",
+                  "all_extension_numbers_of_type"}  # fmt: skip
+
+
 def _hinted_str(name: str, facts: Facts) -> st.SearchStrategy[str] | None:
     if name == "manifest_digest" and facts.digest:
         return st.just(facts.digest)
+    if name in _SYMBOL_FIELDS and facts.services:
+        symbols = [*facts.services, *(f"{s}.{m}" for s in facts.services for m in ("Get", "X"))]
+        return st.sampled_from([*symbols, "", "fusionrack.v1", "google.protobuf.Empty"])
+    if name == "file_by_filename" and facts.files:
+        return st.sampled_from([*facts.files, "", "google/protobuf/timestamp.proto"])
     if facts.trays and name in {"tray", "name", "fault_id", "partition", "idempotency_key"}:
         return st.sampled_from([*facts.trays, *_component_names(facts.trays[0]), "fuzz", ""])
     return None
@@ -306,11 +319,17 @@ def op_statuses(message: Any) -> list[int]:
     codes = []
     if message.DESCRIPTOR.full_name == "fusionrack.v1.OpStatus":
         return [message.code]
+    if message.DESCRIPTOR.full_name == "grpc.reflection.v1alpha.ErrorResponse":
+        return [message.error_code]  # reflection answers errors inside the stream
     for f, value in message.ListFields():
         if f.name in {"results", "packed_results"} and f.type == pbd.FieldDescriptor.TYPE_BYTES:
             usable = len(value) - len(value) % packed.RESULT_RECORD_BYTES
             records = np.frombuffer(value[:usable], packed.PACKED_RESULT_DTYPE)
             codes.extend(int(c) for c in np.unique(records["status"]))
+        elif f.message_type is not None and f.message_type.GetOptions().map_entry:
+            if f.message_type.fields_by_name["value"].message_type is not None:
+                for item in value.values():
+                    codes.extend(op_statuses(item))
         elif f.message_type is not None:
             for item in value if _is_repeated(f) else [value]:
                 codes.extend(op_statuses(item))

@@ -4,7 +4,9 @@ and what a switch tray does with a connection that is not one of its compute tra
 from __future__ import annotations
 
 import asyncio
+import gc
 import struct
+import weakref
 
 import grpc
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 
 from fusionrack.agent import switch as switch_module
 from fusionrack.agent.forward import request_frame
-from fusionrack.agent.frames import MAX_BACKLOG_BYTES, GrpcFrames, TcpFrames, encode
+from fusionrack.agent.frames import MAX_BACKLOG_BYTES, READ_BYTES, GrpcFrames, TcpFrames, encode
 from fusionrack.agent.rack import LocalRack
 from fusionrack.agent.switch import SwitchAgent
 from fusionrack.emulator import Topology, Unavailable, fabric_address, packed
@@ -273,8 +275,10 @@ async def test_agents_on_ipv6_loopback_reach_each_other_on_it(mini: Topology) ->
         await rack.stop()
 
 
-def test_frames_read_in_any_pieces_come_out_whole_and_in_order() -> None:
-    """Frames of 0 B to 1 MiB, read in pieces of 1 B to 300 KiB, as a socket may deliver them."""
+@pytest.mark.parametrize("read_bytes", [READ_BYTES, switch_module.HELLO_READ_BYTES])
+def test_frames_read_in_any_pieces_come_out_whole_and_in_order(read_bytes: int) -> None:
+    """Frames of 0 B to 1 MiB, read in pieces of 1 B to 300 KiB, as a socket may deliver them
+    (into a buffer that starts as large as an admitted stream's, or a hello's)."""
     rng = np.random.default_rng(7)
     sizes = [0, 1, 5, 1000, 70_000, 300_000, 1 << 20, 3, 64 * 1024, 200_000]
     sent = [
@@ -285,7 +289,7 @@ def test_frames_read_in_any_pieces_come_out_whole_and_in_order() -> None:
     ]
     stream = b"".join(encode(frame) for frame in sent)
     got: list[switch_pb2.ForwardFrame] = []
-    frames = TcpFrames(got.append, lambda: None)
+    frames = TcpFrames(got.append, lambda: None, read_bytes=read_bytes)
     frames.connection_made(StuckTransport())  # type: ignore[arg-type]
     position = 0
     while position < len(stream):
@@ -297,6 +301,43 @@ def test_frames_read_in_any_pieces_come_out_whole_and_in_order() -> None:
         frames.buffer_updated(piece)
         position += piece
     assert got == sent
+
+
+def test_a_closed_connection_is_freed_at_once_without_the_garbage_collector() -> None:
+    """Its owners' callbacks close over it (the switch tray's hello handler, a peer's bound
+    methods): once it has ended they are let go, so it and its read buffer are freed at once,
+    not at a full collection that may not come for minutes (a stranger's thousands of closed
+    connections kept 64 KiB each that way)."""
+
+    def a_connection_that_ended() -> weakref.ref[TcpFrames]:
+        frames = TcpFrames(lambda frame: None, lambda: None)
+        frames.on_frame = lambda frame: frames.close()
+        frames.on_close = lambda: frames.close()
+        frames.connection_made(StuckTransport())  # type: ignore[arg-type]
+        assert len(frames.get_buffer(-1)) == READ_BYTES
+        frames.connection_lost(None)
+        return weakref.ref(frames)
+
+    gc.disable()
+    try:
+        assert a_connection_that_ended()() is None
+    finally:
+        gc.enable()
+
+
+def test_a_connection_closed_before_it_connected_ends_as_it_connects() -> None:
+    """A switch tray may give up on a connection still in its TLS handshake (its hello
+    deadline, or too many waiting): `on_close` follows at once, and the transport is cut when
+    the handshake completes."""
+    closed = []
+    frames = TcpFrames(lambda frame: None, lambda: closed.append(True))
+    frames.close()
+    assert closed == [True]
+    transport = StuckTransport()
+    frames.connection_made(transport)  # type: ignore[arg-type]
+    assert transport.aborted
+    frames.connection_lost(None)
+    assert closed == [True]  # once
 
 
 class Recorder:

@@ -203,6 +203,44 @@ async def test_close_ends_idle_connections_and_frees_the_port(mini):
         await asyncio.open_connection("127.0.0.1", server.port)
 
 
+async def closed_by_server(reader: asyncio.StreamReader, timeout: float = 5) -> bool:
+    """Whether the server closes this connection (EOF) within `timeout` seconds."""
+    try:
+        return await asyncio.wait_for(reader.read(), timeout) == b""
+    except TimeoutError:
+        return False
+
+
+async def test_a_connection_that_sends_no_request_is_closed_at_the_request_timeout(
+    agents, monkeypatch
+):
+    # Not at the kept-alive connection's idle timeout (5 minutes): anyone may connect.
+    monkeypatch.setattr(MetricsServer, "REQUEST_TIMEOUT", 0.2)
+    reader, writer = await asyncio.open_connection("127.0.0.1", agents["switch-2"].server.port)
+    try:
+        assert await closed_by_server(reader)
+    finally:
+        writer.close()
+
+
+async def test_beyond_its_connection_limit_the_longest_idle_connection_is_closed(agents):
+    server = agents["compute-01"].server
+    limit = MetricsServer.MAX_CONNECTIONS
+    idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(limit + 3)]
+    try:
+        # The three that waited longest made room for the last three.
+        assert all([await closed_by_server(reader) for reader, _ in idle[:3]])
+        assert not any([await closed_by_server(reader, timeout=0.05) for reader, _ in idle[3:]])
+        # A scraper still gets in, pushing out the next longest idle.
+        status, _, body = await asyncio.to_thread(fetch, server.url)
+        assert status == 200 and b"fusionrack_link_state" in body
+        assert await closed_by_server(idle[3][0])
+        assert server.turned_away == 4
+    finally:
+        for _, writer in idle:
+            writer.close()
+
+
 async def test_dcgm_view_over_http_as_dcgm_exporter_writes_it(mini):
     agent = Agent(mini, "compute-01", dcgm_compat=True, hostname="gb200-node-1")
     agent.links.add_traffic(mini.link_named(LINK).index, 1000, 10, now=0)
