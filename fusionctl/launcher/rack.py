@@ -2,23 +2,26 @@
 
 `up` starts every tray agent (`fusion-agent`, one process per tray, or one process for all with
 `--in-process`), a mosquitto broker on a free loopback port when mosquitto is installed, waits
-until every tray reports all its links ACTIVE, then starts the controller (`fusion-controller`,
-its own process in both modes: the controller never shares a process with agents, as the layers
-never import each other) pointed at the agents, with its desired state in the state directory
-(`controller.sqlite`, so partitions survive a `rack down` / `rack up`), and waits until it
-answers GetDomain with every tray reachable. With `--controllers N` it starts an etcd (Debian's
-`etcd-server`, data in `etcd/` of the state directory) and N controllers keeping their state
-there (`controller-1`.., on every other port from `--controller-listen`), and waits until one
-leads; a controller that dies then does not stop a foreground rack (the others take over). It
-prints where everything listens and writes a Prometheus file_sd targets file. With
+until every tray reports all its links ACTIVE (`readiness.py`), then starts the controller
+(`fusion-controller`, its own process in both modes: the controller never shares a process with
+agents, as the layers never import each other) pointed at the agents, with its desired state in
+the state directory (`controller.sqlite`, so partitions survive a `rack down` / `rack up`), and
+waits until it answers GetDomain with every tray reachable. With `--controllers N` it starts an
+etcd (Debian's `etcd-server`, data in `etcd/` of the state directory) and N controllers keeping
+their state there (`controller-1`.., on every other port from `--controller-listen`), and waits
+until one leads; a controller that dies then does not stop a foreground rack (the others take
+over). It prints where everything listens and writes a Prometheus file_sd targets file. With
 `--prometheus` it also starts a Prometheus (when one is installed) on a free loopback port,
 scraping that targets file with the rules of `deploy/prometheus` (`prometheus.py`). In the
 foreground it stops everything on Ctrl-C (or when an agent or the controller exits); with
 `--detach` it leaves the rack running and `rack down` stops it later. `status` reads the state
 directory and checks that each process runs and answers. `restart` starts one tray's agent, the
 controller or the broker (`mosquitto`) again (after a crash, a `kill -9`), as a process of its
-own recorded with the rack's, and waits until it is ready; the broker comes back on its port,
-and every client reconnects to it by itself.
+own recorded with the rack's, and waits until it is ready: a tray when every link that should be
+up is (not those held down by a fault on another tray, drained, or ending on a tray that does
+not answer: it says which), the controller when it reaches every tray that answers; one that is
+not ready in time is left running, and the error says what it waited for. The broker comes back
+on its port, and every client reconnects to it by itself.
 
 The state directory (`.fusionrack/<rack>` by default) holds `pids.json` (process ids),
 `rack.json` (how the rack was started: addresses of the controller, the broker and Prometheus),
@@ -45,7 +48,13 @@ from fusionrack.auth import (
     generate_secret_file,
     generate_token_file,
 )
-from fusionrack.emulator import FailedPrecondition, Topology, Unavailable, load_manifest
+from fusionrack.emulator import (
+    FailedPrecondition,
+    FusionError,
+    Topology,
+    Unavailable,
+    load_manifest,
+)
 from fusionrack.v1 import controller_pb2
 
 from ..client import DEFAULT_CONTROLLER
@@ -84,13 +93,17 @@ from .prometheus import (
     wait_prometheus,
 )
 from .readiness import (
+    NotReady,
     answers_tcp,
     drained_links,
     get_domain,
+    some,
+    summary,
     tray_status,
     wait_controller,
     wait_leader,
     wait_ready,
+    wait_trays,
 )
 
 BROKER = "mosquitto"  # the broker's name in pids.json and for `rack restart`
@@ -291,9 +304,13 @@ def rack_up(
             stop_processes({}, {"prometheus": monitor})
             del services["prometheus"]
             prometheus_url = None
-    except BaseException:
+    except BaseException as error:
         progress.done()
         stop_processes(processes, services)
+        if isinstance(error, FusionError):  # said, with what was done about it
+            error.message = (f"{error.message}. Rack {topology.name} did not come up: its "
+                             f"processes are stopped (logs in {state_dir})")  # fmt: skip
+            error.args = (error.message,)
         raise
     elapsed = time.monotonic() - started
     pids = {name: p.pid for name, p in processes.items()}
@@ -593,8 +610,9 @@ def rack_restart(
 ) -> int:
     """Start the agent of tray `name`, the controller (`name` "controller") or the broker
     ("mosquitto") of a rack up in the background again: stopped first if it still runs, then
-    waited for until ready (a tray: every link ACTIVE; the controller: every tray reachable;
-    the broker: its port answers)."""
+    waited for until ready (a tray: every link that should be up ACTIVE, `wait_trays`; the
+    controller: every tray reachable whose agent answers; the broker: its port answers). One
+    not ready within `timeout` s is left running, recorded with the rack; the error says why."""
     topology, state_dir = _recorded(None, state_dir)
     pids, record = read_json(state_dir / "pids.json"), read_json(state_dir / "rack.json")
     if not pids or not record:
@@ -633,31 +651,68 @@ def rack_restart(
         terminate({name: old})
     started = time.monotonic()
     process = spawn(name, command, state_dir)
+    # Recorded at once with the rack's processes, ready or not: `rack down` and `rack status`
+    # see it, and a wait that gives up leaves it running, saying so, rather than killing it.
+    pids[name] = process.pid
+    (state_dir / "pids.json").write_text(json.dumps(pids) + "\n")
+    if not is_controller(name) and name != BROKER:
+        tray_pids[name] = process.pid
+        (state_dir / "trays.json").write_text(json.dumps(tray_pids) + "\n")
     log = state_dir / f"{name}.log"
     progress = Progress()
+    not_waited: dict[int, str] = {}
+    unreached: list[str] = []  # trays a restarted controller does not wait for
     try:
         if is_controller(name):
-            asyncio.run(wait_controller(listen, process, timeout, log, progress,
-                                        plan.client_tls))  # fmt: skip
+            domain = asyncio.run(wait_controller(listen, process, timeout, log, progress,
+                                                 plan.client_tls, plan))  # fmt: skip
+            unreached = list(domain.state.unreachable_trays)
         elif name == BROKER:
             wait_broker(record["mqtt"], process, timeout, log)
         else:
             drained = asyncio.run(drained_links(record.get("controller"), plan.client_tls))
-            asyncio.run(wait_ready(plan, [process], timeout, progress, [name], drained))
-    except BaseException:
-        terminate({name: process.pid})
+            ready = asyncio.run(wait_trays(plan, [process], timeout, progress, [name], drained))
+            not_waited = {i: why for i, why in ready.not_waited.items()
+                          if i in topology.link_indices_of_tray(name)}  # fmt: skip
+    except FusionError as error:
+        if process.poll() is not None:
+            raise
+        raise Unavailable(_left_running(name, process.pid, error, log)) from None
+    except KeyboardInterrupt:
+        if process.poll() is None:
+            print(f"fusionctl: {name} is left running (pid {process.pid}), not known to be "
+                  "ready: `fusionctl rack status` shows it", file=sys.stderr)  # fmt: skip
         raise
     finally:
         progress.done()
     elapsed = time.monotonic() - started
-    # Recorded with the rack's processes: `rack down` and `rack status` see it.
-    pids[name] = process.pid
-    (state_dir / "pids.json").write_text(json.dumps(pids) + "\n")
-    if name not in ("controller", BROKER):
-        tray_pids[name] = process.pid
-        (state_dir / "trays.json").write_text(json.dumps(tray_pids) + "\n")
     if output == "json":
-        print_json({"name": name, "pid": process.pid, "seconds": round(elapsed, 3)})
+        print_json({"name": name, "pid": process.pid, "seconds": round(elapsed, 3),
+                    "not_waited_for": {**{topology.links[i].name: why
+                                          for i, why in sorted(not_waited.items())},
+                                       **dict.fromkeys(unreached, "its agent does not answer")}
+                    })  # fmt: skip
     else:
         print(f"{name} restarted in {elapsed:.2f} s (pid {process.pid}; log {log})")
+        if not_waited:
+            print(f"not waited for: {summary(not_waited, topology, [name])}")
+        if unreached:
+            print(f"not waited for: {some(unreached)}, whose agent does not answer (the "
+                  "controller reaches it when it is back)")  # fmt: skip
     return 0
+
+
+def _left_running(name: str, pid: int, error: FusionError, log: Path) -> str:
+    """Why `rack restart` gave up on `name` (pid `pid`), which it leaves running."""
+    if isinstance(error, NotReady) and list(error.waiting) == [name]:
+        links = error.waiting[name]
+        if links is None:
+            why = "its agent does not answer"
+        else:
+            plural = "a link" if len(links) == 1 else f"{len(links)} links"
+            why = f"it waits for {plural} that should be up: {some(links)}"
+    else:
+        why = str(error)
+    return (f"{name} runs again (pid {pid}) but is not ready: {why}. It is left running (see "
+            f"{log}; `fusionctl rack status` shows it; `fusionctl rack restart {name}` tries "
+            "again)")  # fmt: skip
