@@ -1,8 +1,8 @@
 """`fusionctl rack up` / `down` / `status` / `restart`: a whole emulated rack from one command.
 
 `up` starts every tray agent (`fusion-agent`, one process per tray, or one process for all with
-`--in-process`), a mosquitto broker on a free loopback port when mosquitto is installed, waits
-until every tray reports all its links ACTIVE (`readiness.py`), then starts the controller
+`--in-process`), a mosquitto broker when mosquitto is installed (`--mqtt-listen`, `ports.py`),
+waits until every tray reports all its links ACTIVE (`readiness.py`), then starts the controller
 (`fusion-controller`, its own process in both modes: the controller never shares a process with
 agents, as the layers never import each other) pointed at the agents, with its desired state in
 the state directory (`controller.sqlite`, so partitions survive a `rack down` / `rack up`), and
@@ -11,7 +11,7 @@ etcd (Debian's `etcd-server`, data in `etcd/` of the state directory) and N cont
 their state there (`controller-1`.., on every other port from `--controller-listen`), and waits
 until one leads; a controller that dies then does not stop a foreground rack (the others take
 over). It prints where everything listens and writes a Prometheus file_sd targets file. With
-`--prometheus` it also starts a Prometheus (when one is installed) on a free loopback port,
+`--prometheus` it also starts a Prometheus (when one is installed; `--prometheus-listen`),
 scraping that targets file with the rules of `deploy/prometheus` (`prometheus.py`). In the
 foreground it stops everything on Ctrl-C (or when an agent or the controller exits); with
 `--detach` it leaves the rack running and `rack down` stops it later. `status` reads the state
@@ -63,14 +63,18 @@ from .plan import (
     TLS_DIR,
     RackPlan,
     check_ports_free,
+    check_services_free,
     controller_addresses,
     controller_listens,
     controller_metrics_address,
     planned_ports,
+    port_owners,
     target_groups,
     write_targets,
 )
+from .ports import RACK_MQTT_PORT, RACK_PROMETHEUS_PORT
 from .processes import (
+    PROMETHEUS_HOST,
     agent_command,
     is_agent,
     is_controller,
@@ -88,6 +92,7 @@ from .processes import (
 from .prometheus import (
     DEFAULT_INTERVAL,
     config_dir,
+    find_prometheus,
     prometheus_answers,
     render_config,
     wait_prometheus,
@@ -184,6 +189,36 @@ def prepare(plan: RackPlan, controller: str | None) -> None:
                                [plan.host])  # fmt: skip
 
 
+def start_services(
+    state_dir: Path,
+    mqtt_address: str | None,
+    prometheus_config: str | None,
+    prometheus_address: str,
+    owners: dict[int, str],
+    up: str = "rack",
+) -> tuple[dict[str, subprocess.Popen[bytes]], str | None, str | None]:
+    """Start the broker on `mqtt_address` (None: none) and, given its config, Prometheus on
+    `prometheus_address`, their files in `state_dir`, once their ports are found free and none
+    of the racks' (`owners`, port: whose; `up` says what comes up, "rack" or "fleet"):
+    ({"mosquitto"|"prometheus": process}, broker URL, Prometheus URL). One that is not
+    installed is left out, saying so; a port in use is Unavailable, naming its flag."""
+    wanted = {}
+    if mqtt_address and mosquitto_binary():
+        wanted["--mqtt-listen"] = (mqtt_address, "the MQTT broker")
+    if prometheus_config is not None and find_prometheus():
+        wanted["--prometheus-listen"] = (prometheus_address, "Prometheus")
+    check_services_free(wanted, owners, up)
+    broker, mqtt_url = start_mosquitto(state_dir, mqtt_address) if mqtt_address else (None, None)
+    # Started before the agents: its start-up (~1 s) overlaps theirs.
+    monitor, prometheus_url = (
+        launch_prometheus(state_dir, prometheus_config, prometheus_address)
+        if prometheus_config is not None
+        else (None, None)
+    )
+    services = {name: p for name, p in ((BROKER, broker), ("prometheus", monitor)) if p}
+    return services, mqtt_url, prometheus_url
+
+
 def agents_command(plan: RackPlan, mqtt_url: str | None, in_process: bool) -> list[str]:
     """`fusion-agent` serving every tray of the rack: in one process, or one per tray forked
     from one start-up (a Python start-up per tray would cost 27 x ~0.3 s of imports on two
@@ -257,11 +292,14 @@ def rack_up(
     prometheus_interval: float = DEFAULT_INTERVAL,
     tls: bool = False,
     controllers: int = 1,
+    mqtt_listen: str | None = None,
+    prometheus_listen: str | None = None,
 ) -> int:
     """Bring a rack up (`controller_listen` None: without a controller; `controllers` > 1:
     that many, from `controller_listen` on, sharing an etcd started here; `prometheus`: with a
-    Prometheus scraping and evaluating rules every `prometheus_interval` s); see the module
-    doc."""
+    Prometheus scraping and evaluating rules every `prometheus_interval` s; the broker on
+    `mqtt_listen`, Prometheus on `prometheus_listen`, HOST:PORT, each by default on its port
+    of `ports.py`); see the module doc."""
     topology = Topology(load_manifest(manifest))
     state_dir = state_dir or Path(".fusionrack") / topology.name
     plan = RackPlan(topology, manifest, host, base_port, state_dir, tls)
@@ -274,14 +312,14 @@ def rack_up(
     # addresses are planned: a scrape before they listen only counts as down).
     targets = write_targets(state_dir, target_groups(plan, controller_listen))
     taken = planned_ports(plan, controller_listen)
-    broker, mqtt_url = start_mosquitto(state_dir, host, taken) if mqtt else (None, None)
-    # Started before the agents: its start-up (~1 s) overlaps theirs.
-    monitor, prometheus_url = (
-        launch_prometheus(state_dir, prometheus_config, taken)
-        if prometheus_config is not None
-        else (None, None)
+    services, mqtt_url, prometheus_url = start_services(
+        state_dir,
+        (mqtt_listen or f"{host}:{RACK_MQTT_PORT}") if mqtt else None,
+        prometheus_config,
+        prometheus_listen or f"{PROMETHEUS_HOST}:{RACK_PROMETHEUS_PORT}",
+        port_owners(plan, controller_listen),
     )
-    services = {name: p for name, p in ((BROKER, broker), ("prometheus", monitor)) if p}
+    monitor = services.get("prometheus")
     store = None
     if controller_listen is not None and controllers > 1:
         try:
