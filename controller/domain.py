@@ -48,6 +48,7 @@ from fusionrack import wire
 from fusionrack.auth import Credentials
 from fusionrack.emulator import (
     AdminState,
+    ComponentState,
     EventKind,
     FabricConfig,
     FailedPrecondition,
@@ -871,19 +872,35 @@ class Controller:
                     usable[list(top.link_indices_of_switch_chip(chip))] = False
         return usable
 
+    def trays_out(self) -> dict[str, str]:
+        """Why trays carry nothing now, for the partitions' health reasons: tray name -> what
+        follows its name ("does not answer", "is lost (tray_loss fault)", ...)."""
+        out, committed = {}, self.config.generation
+        for view in self.agents.values():
+            if not view.reachable:
+                out[view.name] = "does not answer"
+            elif view.component_states.get(view.name) == ComponentState.FAILED:
+                out[view.name] = "is lost (tray_loss fault)"
+            elif view.kind == TrayKind.SWITCH and view.generation < committed:
+                out[view.name] = "awaits its configuration"
+            elif view.name in self.drained:
+                out[view.name] = "is drained"
+        return out
+
     def partition_report(
         self, partition: Partition, usable: np.ndarray | None = None
     ) -> HealthReport:
         """`partition`'s health now; `usable` (from `usable()`) spares recomputing it."""
-        return self.config.partitions.health(partition, self.usable() if usable is None else usable)
+        usable = self.usable() if usable is None else usable
+        return self.config.partitions.health(partition, usable, self.trays_out())
 
     def update_health(self) -> None:
         """Recompute every partition's health; an event for each that changed."""
-        usable = self.usable()
+        usable, out = self.usable(), self.trays_out()
         events = []
         seen = set()
         for partition in self.config.partitions.list():
-            report = self.config.partitions.health(partition, usable)
+            report = self.config.partitions.health(partition, usable, out)
             seen.add(partition.id)
             before = self.health.get(partition.id)
             if before == report.health:

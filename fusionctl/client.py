@@ -259,6 +259,14 @@ class Stream:
             item = await self.call.read()
         except grpc.aio.AioRpcError as error:
             s = self.session
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                # The controller stopped (a graceful stop cancels every call) or the connection
+                # broke: gRPC's words for it ("Cancelling all calls") tell a person nothing.
+                raise Unreachable(
+                    f"lost the controller at {s.address}: the stream ended because it stopped "
+                    "or the connection to it broke (`fusionctl rack status` shows whether it "
+                    "runs)"
+                ) from None
             raise s.failure(
                 error, self.channel, s.address, "the controller", self.request
             ) from None

@@ -82,7 +82,8 @@ def register(commands: Commands) -> None:
     status = rack_verbs.add_parser(
         "status",
         parents=output,
-        help="what runs (trays, controller, broker) and whether it answers (exit 1 if not all)",
+        help="what runs (trays, controller, broker) and what is wrong: processes silent, trays "
+        "lost, faults and the links they hold down (exit 1 unless nothing is)",
     )
     restart = rack_verbs.add_parser(
         "restart",

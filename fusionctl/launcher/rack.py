@@ -15,13 +15,15 @@ over). It prints where everything listens and writes a Prometheus file_sd target
 scraping that targets file with the rules of `deploy/prometheus` (`prometheus.py`). In the
 foreground it stops everything on Ctrl-C (or when an agent or the controller exits); with
 `--detach` it leaves the rack running and `rack down` stops it later. `status` reads the state
-directory and checks that each process runs and answers. `restart` starts one tray's agent, the
-controller or the broker (`mosquitto`) again (after a crash, a `kill -9`), as a process of its
-own recorded with the rack's, and waits until it is ready: a tray when every link that should be
-up is (not those held down by a fault on another tray, drained, or ending on a tray that does
-not answer: it says which), the controller when it reaches every tray that answers; one that is
-not ready in time is left running, and the error says what it waited for. The broker comes back
-on its port, and every client reconnects to it by itself.
+directory, checks that each process runs and answers, and says what is wrong: a tray lost or
+silent, each active fault and the links it holds down, links down that nothing explains
+(healthy: nothing). `restart` starts one tray's agent, the controller or the broker
+(`mosquitto`) again (after a crash, a `kill -9`), as a process of its own recorded with the
+rack's, and waits until it is ready: a tray when every link that should be up is (not those held
+down by a fault on another tray, drained, or ending on a tray that does not answer: it says
+which), the controller when it reaches every tray that answers; one that is not ready in time is
+left running, and the error says what it waited for. The broker comes back on its port, and
+every client reconnects to it by itself.
 
 The state directory (`.fusionrack/<rack>` by default) holds `pids.json` (process ids),
 `rack.json` (how the rack was started: addresses of the controller, the broker and Prometheus),
@@ -55,7 +57,7 @@ from fusionrack.emulator import (
     Unavailable,
     load_manifest,
 )
-from fusionrack.v1 import controller_pb2
+from fusionrack.v1 import common_pb2, controller_pb2
 
 from ..client import DEFAULT_CONTROLLER
 from ..output import Palette, Progress, Word, colour_enabled, print_json, table
@@ -102,6 +104,7 @@ from .readiness import (
     answers_tcp,
     drained_links,
     get_domain,
+    link_problems,
     some,
     summary,
     tray_status,
@@ -459,7 +462,12 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
     "running", "answers"} | null (their etcd), "broker": {"url",
     "pid", "running", "answers"} | null, "prometheus": {"url", "pid", "running", "answers"} |
     null, "trays": [{"name", "kind", "slot", "address", "metrics_address", "pid", "running",
-    "answers", "active_links", "links"}]}`; `healthy`: every process started runs and answers.
+    "answers", "active_links", "links", "state", "faults"}], "problems": [str], "notes":
+    [str]}`; a tray's `state`: "ok", "failed" (lost: a tray_loss fault), null when silent;
+    `faults`: the ids of those active on it. `problems` says in sentences what is wrong: a
+    process stopped or silent, a controller that does not reach every tray, each active fault
+    and the links it holds down, links down that nothing explains; `notes` what is down on
+    purpose (drained links). `healthy`: no problem.
     """
     pids = read_json(state_dir / "pids.json") or {}
     record = read_json(state_dir / "rack.json") or {}
@@ -469,7 +477,7 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
     document: dict[str, Any] = {
         "rack": topology.name, "state_dir": str(state_dir), "up": up, "healthy": False,
         "controller": None, "controllers": [], "store": None, "broker": None, "prometheus": None,
-        "trays": [],
+        "trays": [], "problems": [], "notes": [],
     }  # fmt: skip
     if not up:
         return document
@@ -486,6 +494,9 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
             "pid": pid, "running": running(pid), "answers": status is not None,
             "active_links": status.active_link_count if status else 0,
             "links": status.link_count if status else 0,
+            "state": common_pb2.ComponentState.Name(status.state).removeprefix(
+                "COMPONENT_STATE_").lower() if status else None,
+            "faults": [fault.id for fault in status.faults] if status else [],
         })  # fmt: skip
     parts = list(document["trays"])
     addresses = controller_addresses(record.get("controller"))
@@ -529,8 +540,29 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
         document["prometheus"] = {"url": record["prometheus"], "pid": pid,
                                   "running": running(pid), "answers": answers}  # fmt: skip
         parts.append(document["prometheus"])
-    document["healthy"] = all(p["running"] and p["answers"] for p in parts)
+    problems = document["problems"]
+    for part in parts:
+        name = part.get("name") or _SERVICE_NAMES[_service_of(document, part)]
+        if not part["running"]:
+            problems.append(f"{name}: its process is not running")
+        elif not part["answers"]:
+            problems.append(f"{name} does not answer")
+        elif part in document["controllers"] and part["reachable_trays"] < part["trays"]:
+            problems.append(f"{name} reaches {part['reachable_trays']} of {part['trays']} trays")
+    links, document["notes"] = link_problems(
+        topology, {t.name: s for t, s in zip(topology.trays, statuses, strict=True)}
+    )
+    problems += links
+    document["healthy"] = not problems
     return document
+
+
+_SERVICE_NAMES = {"store": "etcd", "broker": "mosquitto", "prometheus": "prometheus"}
+
+
+def _service_of(document: dict[str, Any], part: dict[str, Any]) -> str:
+    """Which of the rack's services (store, broker, prometheus) `part` is."""
+    return next(key for key in _SERVICE_NAMES if document[key] is part)
 
 
 def _status_table(document: dict[str, Any]) -> str:
@@ -563,11 +595,19 @@ def _status_table(document: dict[str, Any]) -> str:
                      Word("answers" if monitor["answers"] else "silent")))  # fmt: skip
     for t in document["trays"]:
         state = f"{t['active_links']}/{t['links']} links active" if t["answers"] else "silent"
+        if t["state"] == "failed":
+            state += ", lost"
         rows.append((t["name"], t["kind"], t["pid"], process(t), t["address"],
                      Word(state) if not t["answers"] else state))  # fmt: skip
     verdict = paint("healthy") if document["healthy"] else paint("degraded")
     head = f"rack {document['rack']} (state in {document['state_dir']}): {verdict}"
-    return head + "\n" + table(rows, ("NAME", "KIND", "PID", "PROCESS", "ADDRESS", "STATE"), paint)
+    lines = [head, table(rows, ("NAME", "KIND", "PID", "PROCESS", "ADDRESS", "STATE"), paint)]
+    lines += [f"- {problem}" for problem in document["problems"]]
+    lines += [f"  ({note})" for note in document["notes"]]
+    if any("fault" in problem for problem in document["problems"]):
+        lines.append("  (fusionctl fault list; a fault ends with `fusionctl fault clear ID` or "
+                     "when its tray restarts)")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _recorded(manifest: str | None, state_dir: Path | None) -> tuple[Topology, Path]:

@@ -39,6 +39,7 @@ __all__ = [
     "controller_ready",
     "drained_links",
     "get_domain",
+    "link_problems",
     "links_not_expected",
     "links_waited_for",
     "some",
@@ -99,7 +100,8 @@ def links_not_expected(
         if status is None:
             if name not in starting:
                 reason = f"ending on {name}, which does not answer"
-                why.update(dict.fromkeys(topology.link_indices_of_tray(name), reason))
+                for index in topology.link_indices_of_tray(name):
+                    why.setdefault(index, reason)
             continue
         for fault in status.faults:
             kind = common_pb2.FaultKind.Name(fault.spec.kind).removeprefix("FAULT_KIND_").lower()
@@ -149,6 +151,64 @@ def summary(expected_down: Mapping[int, str], topology: Topology, trays: Iterabl
     counts = Counter(reason for index, reason in expected_down.items() if index in mine)
     return "; ".join(f"{count} link{'s' if count > 1 else ''} {reason}"
                      for reason, count in sorted(counts.items()))  # fmt: skip
+
+
+_FAULT_WORDS = {
+    common_pb2.FAULT_KIND_LINK_DOWN: "link {target} is down",
+    common_pb2.FAULT_KIND_LINK_FLAP: "link {target} flaps",
+    common_pb2.FAULT_KIND_DEGRADED_BER: "link {target} has a raised bit error rate",
+    common_pb2.FAULT_KIND_CHIPLET_FAILURE: "chiplet {target} failed",
+    common_pb2.FAULT_KIND_SWITCH_CHIP_FAILURE: "switch chip {target} failed",
+    common_pb2.FAULT_KIND_TRAY_LOSS: "{target} is lost",
+}
+
+
+def link_problems(
+    topology: Topology, statuses: Mapping[str, tray_pb2.TrayStatus | None]
+) -> tuple[list[str], list[str]]:
+    """What the trays' `statuses` (None: silent) say is wrong with the rack's links, in
+    sentences a person can act on: (problems, notes). A problem per active fault ("compute-04
+    is lost: tray_loss fault compute-04/1, 72 links down"), and one for links down that nothing
+    explains; a note for drained links, which are down on purpose. A silent tray is its own
+    problem (the caller's): the links ending on it are not counted again."""
+    down: set[int] = set()
+    per = topology.links_per_accelerator
+    for status in statuses.values():
+        for link in status.links if status is not None else ():
+            if link.state != LinkState.ACTIVE:
+                down.add(link.link.accelerator * per + link.link.link)
+    why = links_not_expected(topology, statuses)
+    problems, drained = [], 0
+    for status in statuses.values():
+        for fault in status.faults if status is not None else ():
+            words = _FAULT_WORDS.get(fault.spec.kind, "{target} has a fault")
+            kind = common_pb2.FaultKind.Name(fault.spec.kind).removeprefix("FAULT_KIND_").lower()
+            try:
+                held = len(
+                    down.intersection(
+                        links_held_down(topology, FaultKind(fault.spec.kind), fault.target_name)
+                    )
+                )
+            except (ValueError, FusionError):  # a kind or target this fusionctl does not know
+                held = 0
+            one_link = fault.spec.kind in (common_pb2.FAULT_KIND_LINK_DOWN,
+                                           common_pb2.FAULT_KIND_LINK_FLAP)  # fmt: skip
+            count = f", {held} link{'s' if held != 1 else ''} down" if held and not one_link else ""
+            problems.append(f"{words.format(target=fault.target_name)}: {kind} fault "
+                            f"{fault.id}{count}")  # fmt: skip
+    unexplained = []
+    for index in sorted(down):
+        reason = why.get(index)
+        if reason is None:
+            unexplained.append(topology.links[index].name)
+        elif reason.startswith("drained"):
+            drained += 1
+    if unexplained:
+        plural = "link is" if len(unexplained) == 1 else f"{len(unexplained)} links are"
+        problems.append(f"{plural} down with no fault, drain or silent tray to explain it: "
+                        f"{some(unexplained)}")  # fmt: skip
+    notes = [f"{drained} link{'s' if drained != 1 else ''} drained"] if drained else []
+    return problems, notes
 
 
 class NotReady(Unavailable):

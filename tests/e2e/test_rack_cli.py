@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -372,3 +373,53 @@ def test_rack_up_with_three_controllers_on_etcd_survives_the_leader_killed(tmp_p
         down = fusionctl("rack", "down", "--state-dir", str(state))
     assert down.returncode == 0, down.stderr
     assert "etcd" in down.stdout and "controller-3" in down.stdout
+
+
+def test_events_follow_goes_on_with_another_controller_of_the_rack(tmp_path: Path) -> None:
+    """`events --follow` given a rack's controllers follows another when it loses one (here
+    both die, one comes back), saying so; with one controller it ends, exit 3 (test_rack_health)."""
+    base = free_port_range(MINI_PORTS + 4)  # the trays', then 2 x (controller, its /metrics)
+    first = base + MINI_PORTS
+    state = tmp_path / ".fusionrack" / "mini"  # where fusionctl, run in tmp_path, finds it
+    up = fusionctl("rack", "up", "--manifest", "mini", "--detach", "--no-mqtt", "--controllers",
+                   "2", "--base-port", str(base), "--controller-listen", f"127.0.0.1:{first}",
+                   "--state-dir", str(state))  # fmt: skip
+    follow = None
+    try:
+        assert up.returncode == 0, up.stderr + up.stdout
+        follow = subprocess.Popen(
+            [FUSIONCTL, "--controller", f"127.0.0.1:{first}", "events", "--follow"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+            env={**os.environ, "NO_COLOR": "1"},
+        )  # fmt: skip
+        assert follow.stdout is not None
+        lines = []
+
+        def until(text: str) -> None:
+            assert follow is not None and follow.stdout is not None
+            for line in follow.stdout:  # the per-test timeout bounds this
+                lines.append(line)
+                if text in line:
+                    return
+            raise AssertionError(f"no {text!r}: {''.join(lines)}{follow.stderr.read()}")
+
+        until("live events follow")
+        pids = json.loads((state / "pids.json").read_text())
+        for name in ("controller-1", "controller-2"):
+            os.kill(pids[name], 9)
+        until("-- lost a controller; following another of the rack's")
+        restarted = fusionctl("rack", "restart", "controller-1", "--state-dir", str(state))
+        assert restarted.returncode == 0, restarted.stderr
+        made = fusionctl("--controller", f"127.0.0.1:{first}", "partition", "create", "--name",
+                         "after", "--count", "1", cwd=tmp_path)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        until("partition_created         after")
+        follow.send_signal(signal.SIGINT)
+        _, err = follow.communicate(timeout=20)
+        assert follow.returncode == 0, err
+    finally:
+        if follow is not None and follow.poll() is None:
+            follow.kill()
+            follow.communicate()
+        down = fusionctl("rack", "down", "--state-dir", str(state))
+    assert down.returncode == 0, down.stderr
