@@ -80,7 +80,7 @@ def register(commands: Commands) -> None:
         "status",
         parents=output,
         help="every rack of the fleet and its state (READY: its controller reaches every "
-        "tray; exit 1 unless all are)",
+        "tray and no fault is active; exit 1 unless all are)",
     )
     down = verbs.add_parser("down", parents=output, help="stop every rack of the fleet")
     which = up.add_mutually_exclusive_group()

@@ -344,8 +344,9 @@ async def status_document(directory: Path) -> dict[str, Any]:
     `{"state_dir", "up", "ready", "racks": [{"name", "manifest", "state", "controller",
     "trays", "reachable_trays", "accelerators", "state_dir", "base_port", "pid", "running"}],
     "broker": {"url", "pid", "running", "answers"} | null, "prometheus": {...} | null}`; a
-    rack's `state` is READY when its controller reaches every tray, DEGRADED when it answers
-    but does not, DOWN when it does not answer; `ready`: every rack READY."""
+    rack's `state` is READY when its controller reaches every tray and no fault is active
+    (`faults`: how many are), DEGRADED when it answers but one of these is not so, DOWN when it
+    does not answer; `ready`: every rack READY."""
     fleet = read_fleet(directory)
     document: dict[str, Any] = {"state_dir": str(directory), "up": fleet is not None,
                                 "ready": False, "racks": [], "broker": None,
@@ -359,7 +360,9 @@ async def status_document(directory: Path) -> dict[str, Any]:
         document["racks"].append({
             "name": rack["name"], "manifest": rack["manifest"],
             "state": "DOWN" if state is None else
-                     "READY" if state.reachable_tray_count == state.tray_count else "DEGRADED",
+                     "READY" if state.reachable_tray_count == state.tray_count
+                     and not state.active_fault_count else "DEGRADED",
+            "faults": state.active_fault_count if state else 0,
             "controller": rack["controller"], "trays": rack["trays"],
             "reachable_trays": state.reachable_tray_count if state else 0,
             "accelerators": rack["accelerators"], "state_dir": rack["state_dir"],
@@ -384,10 +387,12 @@ def _status_table(document: dict[str, Any]) -> str:
     paint = Palette(colour_enabled())
     rows = [
         (rack["name"], rack["manifest"], Word(rack["state"].lower()),
-         f"{rack['reachable_trays']}/{rack['trays']}", rack["accelerators"], rack["controller"])
+         f"{rack['reachable_trays']}/{rack['trays']}", rack["faults"], rack["accelerators"],
+         rack["controller"])
         for rack in document["racks"]
     ]  # fmt: skip
-    return table(rows, ("RACK", "MANIFEST", "STATE", "TRAYS", "ACCELERATORS", "CONTROLLER"), paint)
+    header = ("RACK", "MANIFEST", "STATE", "TRAYS", "FAULTS", "ACCELERATORS", "CONTROLLER")
+    return table(rows, header, paint)
 
 
 def fleet_status(state_dir: Path | None = None, output: str = "table") -> int:

@@ -123,6 +123,16 @@ def test_a_fleet_of_racks_comes_up_each_its_own_domain_and_goes_down(tmp_path: P
         _, controllers = prometheus.wait_for(scraped, "every tray and controller scraped")
         assert controllers == ["rack-01", "rack-02"]
 
+        # A rack with a tray lost is not READY, and says how many faults it has.
+        ok(fusionctl("--rack", "rack-02", "fault", "inject", "tray_loss", "compute-02",
+                     fleet=fleet))  # fmt: skip
+        faulty = fusionctl("fleet", "status", "-o", "json", fleet=fleet)
+        assert faulty.returncode == 1
+        assert [(r["name"], r["state"], r["faults"]) for r in json.loads(faulty.stdout)["racks"]
+                ] == [("rack-01", "READY", 0), ("rack-02", "DEGRADED", 1)]  # fmt: skip
+        ok(fusionctl("--rack", "rack-02", "fault", "clear", "--all", fleet=fleet))
+        assert json.loads(ok(fusionctl("fleet", "status", "-o", "json", fleet=fleet)))["ready"]
+
         again = fusionctl("fleet", "up", "--racks", "1", "--base-port", str(base), fleet=fleet)
         assert again.returncode == 1 and "a fleet is already up" in again.stderr
     finally:
