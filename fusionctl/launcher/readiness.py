@@ -83,6 +83,16 @@ def _peers(topology: Topology, tray: str) -> set[str]:
     return peers - {tray}
 
 
+def _fault_links(topology: Topology, fault: common_pb2.Fault) -> tuple[str, Sequence[int]]:
+    """A fault's kind as people write it ("tray_loss") and the links it holds down (none for a
+    kind or target this fusionctl does not know: an agent newer than it)."""
+    try:
+        kind = common_pb2.FaultKind.Name(fault.spec.kind).removeprefix("FAULT_KIND_").lower()
+        return kind, links_held_down(topology, FaultKind(fault.spec.kind), fault.target_name)
+    except (ValueError, FusionError):
+        return str(fault.spec.kind), ()
+
+
 def links_not_expected(
     topology: Topology,
     statuses: Mapping[str, tray_pb2.TrayStatus | None],
@@ -104,11 +114,7 @@ def links_not_expected(
                     why.setdefault(index, reason)
             continue
         for fault in status.faults:
-            kind = common_pb2.FaultKind.Name(fault.spec.kind).removeprefix("FAULT_KIND_").lower()
-            try:
-                held = links_held_down(topology, FaultKind(fault.spec.kind), fault.target_name)
-            except (ValueError, FusionError):  # a kind or target this fusionctl does not know
-                continue
+            kind, held = _fault_links(topology, fault)
             reason = f"held down by {kind} fault {fault.id} on {fault.target_name}"
             why.update((index, reason) for index in held if index not in why)
         per = topology.links_per_accelerator
@@ -182,15 +188,8 @@ def link_problems(
     for status in statuses.values():
         for fault in status.faults if status is not None else ():
             words = _FAULT_WORDS.get(fault.spec.kind, "{target} has a fault")
-            kind = common_pb2.FaultKind.Name(fault.spec.kind).removeprefix("FAULT_KIND_").lower()
-            try:
-                held = len(
-                    down.intersection(
-                        links_held_down(topology, FaultKind(fault.spec.kind), fault.target_name)
-                    )
-                )
-            except (ValueError, FusionError):  # a kind or target this fusionctl does not know
-                held = 0
+            kind, links = _fault_links(topology, fault)
+            held = len(down.intersection(links))
             one_link = fault.spec.kind in (common_pb2.FAULT_KIND_LINK_DOWN,
                                            common_pb2.FAULT_KIND_LINK_FLAP)  # fmt: skip
             count = f", {held} link{'s' if held != 1 else ''} down" if held and not one_link else ""
@@ -226,7 +225,7 @@ def _not_ready(timeout: float, waiting: Mapping[str, list[str] | None]) -> NotRe
         if links is None:
             parts.append(f"{tray} does not answer")
         else:
-            plural = "link" if len(links) == 1 else f"{len(links)} links"
+            plural = "a link" if len(links) == 1 else f"{len(links)} links"
             parts.append(f"{tray} waits for {plural} to come up: {some(links)}")
     return NotReady(f"not ready after {timeout:g} s: {'; '.join(parts)}", dict(waiting))
 
