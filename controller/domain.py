@@ -874,11 +874,12 @@ class Controller:
 
     def trays_out(self) -> dict[str, str]:
         """Why trays carry nothing now, for the partitions' health reasons: tray name -> what
-        follows its name ("does not answer", "is lost (tray_loss fault)", ...)."""
+        follows its name ("is lost (its agent does not answer)", "is lost (tray_loss fault)",
+        "awaits its configuration", "is drained")."""
         out, committed = {}, self.config.generation
         for view in self.agents.values():
             if not view.reachable:
-                out[view.name] = "does not answer"
+                out[view.name] = "is lost (its agent does not answer)"
             elif view.component_states.get(view.name) == ComponentState.FAILED:
                 out[view.name] = "is lost (tray_loss fault)"
             elif view.kind == TrayKind.SWITCH and view.generation < committed:

@@ -326,7 +326,8 @@ class PartitionTable:
         names what is missing at the largest scale it fits (a switch tray all of whose planes
         are gone, a compute tray all of whose members here are cut off; else switch chips and
         members), with why a tray carries nothing where `trays_out` says (tray name -> a
-        phrase: "does not answer", "is lost (tray_loss fault)", ...; default "is lost")."""
+        phrase: "is lost (tray_loss fault)", "awaits its configuration", ...; by default "is
+        lost" for a switch tray, "has no usable link" for a compute tray)."""
         per = self.topology.links_per_accelerator
         members = list(partition.members)
         if not members:

@@ -94,7 +94,9 @@ async def test_a_lost_tray_is_said_lost_everywhere_and_its_burst_of_events_is_on
             return now if now.startswith("switch tray") else None
 
         named = await eventually(switch_tray_named, "fb's reason naming switch-2")
-        assert named == "switch tray switch-2 does not answer: full bandwidth is impossible"
+        assert named == (
+            "switch tray switch-2 is lost (its agent does not answer): full bandwidth is impossible"
+        )
         status = await ctl("rack", "status", "--state-dir", state)
         assert "- switch-2: its process is not running" in status.stdout, status.stdout
 
