@@ -423,12 +423,14 @@ def runner(command: Command) -> Callable[[argparse.Namespace], int]:
 
 
 async def _run(command: Command, args: argparse.Namespace) -> int:
-    session = Session(args)
+    session: Session | None = None
     try:
+        session = Session(args)  # may refuse already: a token file it cannot read
         return await command(session)
     except CtlError as error:
         sys.stdout.flush()
         print(f"fusionctl: error: {error}", file=sys.stderr)
         return error.exit_code
     finally:
-        await session.close()
+        if session is not None:
+            await session.close()
