@@ -690,7 +690,8 @@ def rack_restart(
     ("mosquitto") of a rack up in the background again: stopped first if it still runs, then
     waited for until ready (a tray: every link that should be up ACTIVE, `wait_trays`; the
     controller: every tray reachable whose agent answers; the broker: its port answers). One
-    not ready within `timeout` s is left running, recorded with the rack; the error says why."""
+    not ready within `timeout` s is left running, recorded with the rack; the error says why.
+    `-o json`: `{"name", "pid", "seconds", "not_waited_for": {link or tray: why}}`."""
     topology, state_dir = _recorded(None, state_dir)
     pids, record = read_json(state_dir / "pids.json"), read_json(state_dir / "rack.json")
     if not pids or not record:
@@ -750,8 +751,8 @@ def rack_restart(
         else:
             drained = asyncio.run(drained_links(record.get("controller"), plan.client_tls))
             ready = asyncio.run(wait_trays(plan, [process], timeout, progress, [name], drained))
-            not_waited = {i: why for i, why in ready.not_waited.items()
-                          if i in topology.link_indices_of_tray(name)}  # fmt: skip
+            mine = set(topology.link_indices_of_tray(name))
+            not_waited = {i: why for i, why in ready.not_waited.items() if i in mine}
     except FusionError as error:
         if process.poll() is not None:
             raise
