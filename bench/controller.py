@@ -215,10 +215,11 @@ def rack_up_seconds() -> float:
     """Wall time of one `fusionctl rack up --detach` of the whole rack, controller included."""
     with tempfile.TemporaryDirectory(prefix="fusionrack-bench-") as state:
         span = tray_port_span(Topology(load_manifest(MANIFEST)))
-        base = free_port_range(span + 2)  # every tray's ports, then the controller's two
+        base = free_port_range(span + 3)  # every tray's ports, the controller's two, MQTT
         command = [str(BIN / "fusionctl"), "rack", "up", "--manifest", MANIFEST, "--detach",
                    "--state-dir", state, "--base-port", str(base),
-                   "--controller-listen", f"127.0.0.1:{base + span}"]  # fmt: skip
+                   "--controller-listen", f"127.0.0.1:{base + span}",
+                   "--mqtt-listen", f"127.0.0.1:{base + span + 2}"]  # fmt: skip
         began = time.monotonic()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         took = time.monotonic() - began

@@ -48,6 +48,7 @@ from fusionrack import wire
 from fusionrack.auth import Credentials
 from fusionrack.emulator import (
     AdminState,
+    ComponentState,
     EventKind,
     FabricConfig,
     FailedPrecondition,
@@ -878,28 +879,47 @@ class Controller:
         usable = np.zeros(len(top.links), bool)
         for view in self.agents.values():
             usable[view.usable_links] = True
-        committed = self.config.generation
         for view in self.agents.values():
-            if view.kind == TrayKind.SWITCH and (
-                not view.reachable or view.generation == 0 or view.generation < committed
-            ):
+            if view.kind == TrayKind.SWITCH and (not view.reachable or self.awaits_config(view)):
                 for chip in top.tray(view.name).switch_chips:
                     usable[list(top.link_indices_of_switch_chip(chip))] = False
         return usable
+
+    def awaits_config(self, view: AgentView) -> bool:
+        """Whether switch tray `view` is behind the committed config: new or restarted (it
+        forwards nothing, or the factory default, until programmed), or it missed a commit."""
+        return view.generation == 0 or view.generation < self.config.generation
+
+    def trays_out(self) -> dict[str, str]:
+        """Why trays carry nothing now, for the partitions' health reasons: tray name -> what
+        follows its name ("is lost (its agent does not answer)", "is lost (tray_loss fault)",
+        "awaits its configuration", "is drained")."""
+        out = {}
+        for view in self.agents.values():
+            if not view.reachable:
+                out[view.name] = "is lost (its agent does not answer)"
+            elif view.component_states.get(view.name) == ComponentState.FAILED:
+                out[view.name] = "is lost (tray_loss fault)"
+            elif view.kind == TrayKind.SWITCH and self.awaits_config(view):
+                out[view.name] = "awaits its configuration"
+            elif view.name in self.drained:
+                out[view.name] = "is drained"
+        return out
 
     def partition_report(
         self, partition: Partition, usable: np.ndarray | None = None
     ) -> HealthReport:
         """`partition`'s health now; `usable` (from `usable()`) spares recomputing it."""
-        return self.config.partitions.health(partition, self.usable() if usable is None else usable)
+        usable = self.usable() if usable is None else usable
+        return self.config.partitions.health(partition, usable, self.trays_out())
 
     def update_health(self) -> None:
         """Recompute every partition's health; an event for each that changed."""
-        usable = self.usable()
+        usable, out = self.usable(), self.trays_out()
         events = []
         seen = set()
         for partition in self.config.partitions.list():
-            report = self.config.partitions.health(partition, usable)
+            report = self.config.partitions.health(partition, usable, out)
             seen.add(partition.id)
             before = self.health.get(partition.id)
             if before == report.health:

@@ -86,6 +86,7 @@ from .links import (
     Fault,
     LinkHealth,
     LinkStatus,
+    links_held_down,
 )
 from .manifest import (
     AcceleratorSpec,
@@ -248,6 +249,7 @@ __all__ = [
     "decode",
     "decode_array",
     "fabric_address",
+    "links_held_down",
     "list_presets",
     "load_manifest",
     "multicast_address",

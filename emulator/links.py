@@ -18,6 +18,7 @@ replay escalates to a link recovery (``recovery``). All deterministic, so tests 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -28,7 +29,14 @@ from .errors import InvalidArgument, NotFound
 from .events import Event
 from .topology import Topology
 
-__all__ = ["COUNTERS", "DEFAULT_FLAP_PERIOD", "Fault", "LinkHealth", "LinkStatus"]
+__all__ = [
+    "COUNTERS",
+    "DEFAULT_FLAP_PERIOD",
+    "Fault",
+    "LinkHealth",
+    "LinkStatus",
+    "links_held_down",
+]
 
 ECC_CORRECTED_PER_ESCAPE = 16
 FLITS_PER_DATA_FLIT = 4
@@ -236,9 +244,7 @@ class LinkHealth:
         down = np.zeros(len(top.links), bool)
         flapping = np.zeros(len(top.links), bool)
         for fault in self.faults.values():
-            if fault.kind == FaultKind.LINK_DOWN:
-                down[top.link_named(fault.target).index] = True
-            elif fault.kind == FaultKind.LINK_FLAP:
+            if fault.kind == FaultKind.LINK_FLAP:
                 index = top.link_named(fault.target).index
                 flapping[index] = True
                 # Down for one period, up for the next, starting down at injection (a counted
@@ -246,14 +252,8 @@ class LinkHealth:
                 phase = math.floor((now - fault.since) / fault.flap_period)
                 if phase % 2 == 0:
                     down[index] = True
-            elif fault.kind == FaultKind.CHIPLET_FAILURE:
-                down[top.link_indices_of_accelerator(top.chiplet(fault.target).accelerator)] = True
-            elif fault.kind == FaultKind.SWITCH_CHIP_FAILURE:
-                down[top.link_indices_of_switch_chip(top.switch_chip_named(fault.target).index)] = (
-                    True
-                )
-            elif fault.kind == FaultKind.TRAY_LOSS:
-                down[top.link_indices_of_tray(fault.target)] = True
+            else:
+                down[list(links_held_down(top, fault.kind, fault.target))] = True
         return down, flapping
 
     def _expire_flaps(self, now: float) -> list[Event]:
@@ -376,6 +376,21 @@ class LinkHealth:
                     "ber": float(self.ber[index])}  # fmt: skip
             return [Event(EventKind.LINK_ERRORS, self.topology.links[index].name, now, body)]
         return []
+
+
+def links_held_down(topology: Topology, kind: FaultKind, target: str) -> Sequence[int]:
+    """Indices of the links a fault of `kind` on `target` holds down: a link (LINK_DOWN; a
+    LINK_FLAP's, at times), every link of a chiplet's accelerator, of a switch chip, of a tray;
+    none for DEGRADED_BER, which only adds errors. NotFound when `target` is no such thing."""
+    if kind in (FaultKind.LINK_DOWN, FaultKind.LINK_FLAP):
+        return [topology.link_named(target).index]
+    if kind == FaultKind.CHIPLET_FAILURE:
+        return topology.link_indices_of_accelerator(topology.chiplet(target).accelerator)
+    if kind == FaultKind.SWITCH_CHIP_FAILURE:
+        return topology.link_indices_of_switch_chip(topology.switch_chip_named(target).index)
+    if kind == FaultKind.TRAY_LOSS:
+        return topology.link_indices_of_tray(target)
+    return []
 
 
 _COMPONENT_FAULTS = (FaultKind.CHIPLET_FAILURE, FaultKind.SWITCH_CHIP_FAILURE, FaultKind.TRAY_LOSS)

@@ -23,7 +23,7 @@ USER_ACTION_REQUIRED        like ADAPTIVE_BANDWIDTH, but nothing adapts on its o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -318,9 +318,16 @@ class PartitionTable:
 
     # -- health ----------------------------------------------------------------------------
 
-    def health(self, partition: Partition, usable: np.ndarray) -> HealthReport:
+    def health(
+        self, partition: Partition, usable: np.ndarray, trays_out: Mapping[str, str] | None = None
+    ) -> HealthReport:
         """The partition's health now, read through its resiliency mode, from the flat mask of
-        usable links (`LinkHealth.usable`, or a controller's view of every agent's)."""
+        usable links (`LinkHealth.usable`, or a controller's view of every agent's). The reason
+        names what is missing at the largest scale it fits (a switch tray all of whose planes
+        are gone, a compute tray all of whose members here are cut off; else switch chips and
+        members), with why a tray carries nothing where `trays_out` says (tray name -> a
+        phrase: "is lost (tray_loss fault)", "awaits its configuration", ...; by default "is
+        lost" for a switch tray, "has no usable link" for a compute tray)."""
         per = self.topology.links_per_accelerator
         members = list(partition.members)
         if not members:
@@ -334,29 +341,74 @@ class PartitionTable:
         shared = planes.astype(np.int32) @ planes.T.astype(np.int32)
         connected = not unreachable and bool((shared > 0).all())
         mode = partition.resiliency
+        # A plane no member can use: its switch chip is lost (or its whole switch tray).
+        lost = self._lost_planes(np.flatnonzero(~planes.any(axis=0)).tolist(), trays_out or {})
+        cut_off = self._cut_off(members, unreachable, trays_out or {})
         if mode == ResiliencyMode.FULL_BANDWIDTH:
             parked = tuple(m for m in members if m not in full)
-            # A plane no member can use is a lost switch chip: nobody keeps full bandwidth.
-            lost = np.flatnonzero(~planes.any(axis=0)).tolist()
             if lost:
-                chip = self.topology.switch_chips[lost[0]].name
-                reason = f"switch chip {chip} is unusable: full bandwidth is impossible"
+                reason = f"{lost}: full bandwidth is impossible"
                 return HealthReport(PartitionHealth.UNHEALTHY, full, parked, unreachable, reason)
+            short = self._short_of_links(parked, unreachable)
+            why = "; ".join(part for part in (cut_off, short) if part)
             if not full:
-                reason = "every member is missing links"
+                reason = f"no member keeps every link: {why}"
                 return HealthReport(PartitionHealth.UNHEALTHY, full, parked, unreachable, reason)
-            reason = f"{len(parked)} member(s) parked for missing links"
+            reason = f"{_members(len(parked))} parked: {why}"
             return HealthReport(PartitionHealth.DEGRADED, full, parked, unreachable, reason)
         if not connected:
             reason = (
-                f"{len(unreachable)} member(s) unreachable"
+                f"{_members(len(unreachable))} unreachable: {cut_off}"
                 if unreachable
                 else "some members share no working plane"
             )
             return HealthReport(PartitionHealth.UNHEALTHY, full, (), unreachable, reason)
         missing = len(members) * per - int(usable.sum())
+        down = f"{missing} link{'s' if missing > 1 else ''} down" + (f" ({lost})" if lost else "")
         if mode == ResiliencyMode.ADAPTIVE_BANDWIDTH:
-            reason = f"{missing} link(s) down; running at reduced bandwidth"
+            reason = f"{down}; running at reduced bandwidth"
             return HealthReport(PartitionHealth.DEGRADED_BANDWIDTH, full, (), (), reason)
-        reason = f"{missing} link(s) down; waiting for a user to act"
+        reason = f"{down}; waiting for a user to act"
         return HealthReport(PartitionHealth.DEGRADED, full, (), (), reason)
+
+    def _lost_planes(self, planes: list[int], trays_out: Mapping[str, str]) -> str:
+        """The lost `planes` in words: "switch tray switch-3 is lost" for a tray that lost them
+        all, "switch chip switch-3/chip0 is unusable" for the others ("" for none)."""
+        top, parts = self.topology, []
+        chips = [top.switch_chips[plane] for plane in planes]
+        for tray in dict.fromkeys(chip.tray for chip in chips):
+            mine = [chip for chip in chips if chip.tray == tray]
+            if len(mine) == len(top.tray(tray).switch_chips):
+                parts.append(f"switch tray {tray} {trays_out.get(tray, 'is lost')}")
+            else:
+                parts += [f"switch chip {chip.name} is unusable" for chip in mine]
+        return ", ".join(parts)
+
+    def _cut_off(self, members: list[int], unreachable: tuple[int, ...],
+                 trays_out: Mapping[str, str]) -> str:  # fmt: skip
+        """The members with no usable link in words, a compute tray at a time: "compute-04
+        is lost" when every member of the partition there is cut off ("" for none)."""
+        top, parts = self.topology, []
+        trays = dict.fromkeys(top.accelerators[m].location.tray for m in unreachable)
+        for tray in trays:
+            here = [m for m in members if top.accelerators[m].location.tray == tray]
+            gone = [m for m in unreachable if top.accelerators[m].location.tray == tray]
+            if len(gone) == len(here):
+                parts.append(f"{tray} {trays_out.get(tray, 'has no usable link')}")
+            else:
+                names = ", ".join(top.accelerators[m].name for m in gone)
+                parts.append(f"{names} {'has' if len(gone) == 1 else 'have'} no usable link")
+        return "; ".join(parts)
+
+    def _short_of_links(self, parked: tuple[int, ...], unreachable: tuple[int, ...]) -> str:
+        """The members missing some links but not all, in words ("" for none)."""
+        short = [m for m in parked if m not in unreachable]
+        if not short:
+            return ""
+        names = ", ".join(self.topology.accelerators[m].name for m in short[:4])
+        more = f" and {len(short) - 4} more" if len(short) > 4 else ""
+        return f"{names}{more} {'misses' if len(short) == 1 else 'miss'} links"
+
+
+def _members(count: int) -> str:
+    return "1 member" if count == 1 else f"{count} members"

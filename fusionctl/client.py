@@ -259,6 +259,14 @@ class Stream:
             item = await self.call.read()
         except grpc.aio.AioRpcError as error:
             s = self.session
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                # The controller stopped (a graceful stop cancels every call) or the connection
+                # broke: gRPC's words for it ("Cancelling all calls") tell a person nothing.
+                raise Unreachable(
+                    f"lost the controller at {s.address}: the stream ended because it stopped "
+                    "or the connection to it broke (`fusionctl rack status` shows whether it "
+                    "runs)"
+                ) from None
             raise s.failure(
                 error, self.channel, s.address, "the controller", self.request
             ) from None
@@ -415,12 +423,14 @@ def runner(command: Command) -> Callable[[argparse.Namespace], int]:
 
 
 async def _run(command: Command, args: argparse.Namespace) -> int:
-    session = Session(args)
+    session: Session | None = None
     try:
+        session = Session(args)  # may refuse already: a token file it cannot read
         return await command(session)
     except CtlError as error:
         sys.stdout.flush()
         print(f"fusionctl: error: {error}", file=sys.stderr)
         return error.exit_code
     finally:
-        await session.close()
+        if session is not None:
+            await session.close()

@@ -46,9 +46,10 @@ class Commands:
         parser.set_defaults(run=runner(run))
         return parser
 
-    def group(self, name: str, help: str) -> Any:
-        """A noun whose verbs are added with `add(group, verb, ...)`."""
-        parser = self.root.add_parser(name, help=help, description=help)
+    def group(self, name: str, help: str, description: str | None = None) -> Any:
+        """A noun whose verbs are added with `add(group, verb, ...)`; `description` is what its
+        --help says (default: `help`)."""
+        parser = self.root.add_parser(name, help=help, description=description or help)
         return parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
 

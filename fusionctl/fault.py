@@ -90,11 +90,22 @@ async def _set_admin_state(s: Session) -> int:
     return s.show(response, lambda r: f"{s.args.target} {verb} ({len(r.links)} links)")
 
 
+# Where faults are documented (`fault --help`, README), how they end and how drains differ.
+FAULTS_END = (
+    "Inject, list and clear faults. A fault lives in the agent of the tray that holds it (the "
+    "TRAY column of `fault list`) and ends when it is cleared, when a counted link_flap has run "
+    "out, or when that tray's agent restarts (`rack restart`, a crash): a restarted tray comes "
+    "back whole, without its faults. Drains (`fusionctl drain`) differ: they are the "
+    "controller's desired state, applied again to a tray that comes back, and they survive a "
+    "controller restart too."
+)
+
+
 def register(commands: Commands) -> None:
     """Add `fault`, `drain` and `undrain` to `fusionctl`."""
     add, group = commands.add, commands.group
 
-    verbs = group("fault", "inject, list and clear faults")
+    verbs = group("fault", "inject, list and clear faults", FAULTS_END)
     p = add(verbs, "list", _list, "active faults of the rack")
     p.add_argument("--tray", help="only faults held by this tray's agent")
     p = add(verbs, "inject", _inject, "break something on purpose")

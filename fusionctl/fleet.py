@@ -12,6 +12,7 @@ from fusionrack.emulator import InvalidArgument
 from .client import output_options
 from .commands import Commands
 from .fleets import DEFAULT_BASE_PORT, DEFAULT_PRESET, ENV_FLEET_DIR
+from .launcher.ports import FLEET_MQTT_PORT, FLEET_PROMETHEUS_PORT, add_listen_options
 from .launcher.prometheus import add_interval_option
 
 __all__ = ["register"]
@@ -30,8 +31,10 @@ def _fleet_up(args: argparse.Namespace) -> int:
         racks = [(name, args.manifest or DEFAULT_PRESET) for name in rack_names(count)]
     return fleet_up(
         racks, base_port=args.base_port, host=args.host, state_dir=args.state_dir,
-        detach=args.detach, mqtt=not args.no_mqtt, prometheus=args.prometheus,
+        detach=args.detach, mqtt=not args.no_mqtt,
+        prometheus=args.prometheus or args.prometheus_listen is not None,
         prometheus_interval=args.prometheus_interval, output=args.output,
+        mqtt_listen=args.mqtt_listen, prometheus_listen=args.prometheus_listen,
     )  # fmt: skip
 
 
@@ -77,7 +80,7 @@ def register(commands: Commands) -> None:
         "status",
         parents=output,
         help="every rack of the fleet and its state (READY: its controller reaches every "
-        "tray; exit 1 unless all are)",
+        "tray and no fault is active; exit 1 unless all are)",
     )
     down = verbs.add_parser("down", parents=output, help="stop every rack of the fleet")
     which = up.add_mutually_exclusive_group()
@@ -114,13 +117,14 @@ def register(commands: Commands) -> None:
     up.add_argument(
         "--detach", action="store_true", help="leave the fleet running in the background"
     )
-    up.add_argument("--no-mqtt", action="store_true", help="start no broker, publish no events")
     up.add_argument(
         "--prometheus",
         action="store_true",
         help="also start one Prometheus (when installed) scraping every rack, with the rules "
-        "and alerts of deploy/prometheus",
+        f"and alerts of deploy/prometheus, on 127.0.0.1:{FLEET_PROMETHEUS_PORT} "
+        "(--prometheus-listen)",
     )
+    add_listen_options(up, FLEET_MQTT_PORT, FLEET_PROMETHEUS_PORT)
     add_interval_option(up)
     up.set_defaults(run=_fleet_up)
     status.set_defaults(run=_fleet_status)

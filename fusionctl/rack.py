@@ -14,6 +14,7 @@ from fusionrack.emulator.topology import DEFAULT_BASE_PORT
 from .client import DEFAULT_CONTROLLER, output_options
 from .commands import Commands
 from .fleets import fleet_rack
+from .launcher.ports import RACK_MQTT_PORT, RACK_PROMETHEUS_PORT, add_listen_options
 from .launcher.prometheus import add_interval_option
 
 __all__ = ["register"]
@@ -32,8 +33,9 @@ def _rack_up(args: argparse.Namespace) -> int:
         args.manifest, in_process=args.in_process, base_port=args.base_port, host=args.host,
         state_dir=args.state_dir, detach=args.detach, mqtt=not args.no_mqtt,
         controller_listen=None if args.no_controller else args.controller_listen,
-        output=args.output, prometheus=args.prometheus,
+        output=args.output, prometheus=args.prometheus or args.prometheus_listen is not None,
         prometheus_interval=args.prometheus_interval, tls=args.tls, controllers=args.controllers,
+        mqtt_listen=args.mqtt_listen, prometheus_listen=args.prometheus_listen,
         unprogrammed=args.unprogrammed,
     )  # fmt: skip
 
@@ -81,7 +83,8 @@ def register(commands: Commands) -> None:
     status = rack_verbs.add_parser(
         "status",
         parents=output,
-        help="what runs (trays, controller, broker) and whether it answers (exit 1 if not all)",
+        help="what runs (trays, controller, broker) and what is wrong: processes silent, trays "
+        "lost, faults and the links they hold down (exit 1 unless nothing is)",
     )
     restart = rack_verbs.add_parser(
         "restart",
@@ -171,13 +174,14 @@ def register(commands: Commands) -> None:
     up.add_argument(
         "--detach", action="store_true", help="leave the rack running in the background"
     )
-    up.add_argument("--no-mqtt", action="store_true", help="start no broker, publish no events")
     up.add_argument(
         "--prometheus",
         action="store_true",
-        help="also start Prometheus (when installed) on a free 127.0.0.1 port, scraping the "
-        "rack with the recording rules and alerts of deploy/prometheus; data in the state dir",
+        help=f"also start Prometheus (when installed) on 127.0.0.1:{RACK_PROMETHEUS_PORT} "
+        "(--prometheus-listen), scraping the rack with the recording rules and alerts of "
+        "deploy/prometheus; data in the state dir",
     )
+    add_listen_options(up, RACK_MQTT_PORT, RACK_PROMETHEUS_PORT)
     add_interval_option(up)
     up.set_defaults(run=_rack_up)
     down.set_defaults(run=_rack_down)

@@ -23,6 +23,7 @@ __all__ = [
     "SWITCH_CHIP_HEADER",
     "TRAFFIC_HEADER",
     "TRAY_HEADER",
+    "EventFolder",
     "accelerator_rows",
     "domain_lines",
     "event_line",
@@ -451,16 +452,77 @@ def _event_detail(paint: Palette, e: events_pb2.Event) -> str:
     return ""
 
 
-def event_line(paint: Palette, e: events_pb2.Event, *, clock: bool = False) -> str:
+def event_line(
+    paint: Palette, e: events_pb2.Event, *, clock: bool = False, subject: str | None = None
+) -> str:
     """One event on one line: time, kind, subject, what changed. `clock`: the time of day only
-    (`fusionctl top`, where the date is in the header and the width is precious)."""
+    (`fusionctl top`, where the date is in the header and the width is precious); `subject`:
+    instead of the event's own (a burst folded into one line, `EventFolder`)."""
     source = "" if e.source == "controller" else f" [{e.source}]"
     snapshot = "  (snapshot)" if e.snapshot else ""
     kind = enum_word(common_pb2.EventKind, e.kind)
     when = e.time.ToDatetime().strftime("%H:%M:%S" if clock else "%Y-%m-%dT%H:%M:%S.%f")
     when = when if clock else when[:-3] + "Z"
     detail = _event_detail(paint, e)
-    return f"{when}  {kind:<24}  {e.subject}{source}  {detail}{snapshot}".rstrip()
+    return f"{when}  {kind:<24}  {subject or e.subject}{source}  {detail}{snapshot}".rstrip()
+
+
+_NOUNS = {
+    "link": "links", "component": "components", "partition": "partitions", "fault": "faults",
+    "admin": "links and trays", "multicast": "groups",
+}  # fmt: skip
+
+
+class EventFolder:
+    """Folds a burst of events into one line with a count: events that follow one another with
+    the same kind, source and change (one tray lost takes its 72 links down at once), within
+    `WINDOW` s of the burst's first, about different subjects. `add` returns the lines to
+    print now, `flush` the burst held back (call it when no event came for a moment)."""
+
+    WINDOW = 1.0  # s, by the events' own times
+
+    def __init__(self, paint: Palette) -> None:
+        self.paint, self.plain = paint, Palette(False)
+        self.burst: list[events_pb2.Event] = []
+        self._key: tuple[Any, ...] = ()
+
+    def _key_of(self, e: events_pb2.Event) -> tuple[Any, ...]:
+        return (e.kind, e.source, e.snapshot, _event_detail(self.plain, e))
+
+    def add(self, e: events_pb2.Event) -> list[str]:
+        key = self._key_of(e)
+        first = self.burst[0] if self.burst else None
+        if (
+            first is not None
+            and key == self._key
+            and e.time.ToNanoseconds() - first.time.ToNanoseconds() <= self.WINDOW * 1e9
+            and all(e.subject != seen.subject for seen in self.burst)
+        ):
+            self.burst.append(e)
+            return []
+        lines = self.flush()
+        self.burst, self._key = [e], key
+        return lines
+
+    def flush(self) -> list[str]:
+        """The line of the burst held back (none when there is none), which is forgotten."""
+        burst, self.burst = self.burst, []
+        if not burst:
+            return []
+        if len(burst) == 1:
+            return [event_line(self.paint, burst[0])]
+        kind = enum_word(common_pb2.EventKind, burst[0].kind)
+        noun = _NOUNS.get(kind.split("_", 1)[0], "subjects")
+        common = set(burst[0].trays).intersection(*(e.trays for e in burst[1:]))
+        if common and noun == "links":
+            trays = sorted(common)  # one tray: its links; two: the links between them
+            where = f"of {trays[0]}" if len(trays) == 1 else f"between {' and '.join(trays)}"
+            subject = f"{len(burst)} {noun} {where}"
+        else:
+            names = [e.subject for e in burst]
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            subject = f"{len(burst)} {noun} ({shown})"
+        return [event_line(self.paint, burst[0], subject=subject)]
 
 
 def hexdump(address: int, data: bytes) -> list[str]:

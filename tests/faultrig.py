@@ -102,8 +102,9 @@ class ProcessRack:
     def __init__(self, manifest: str | Path, state: Path, *, controller: bool = True) -> None:
         self.topology = Topology(load_manifest(str(manifest)))
         span = tray_port_span(self.topology)
-        self.base = free_port_range(span + 2)  # every tray's ports, the controller's two
+        self.base = free_port_range(span + 3)  # every tray's ports, the controller's two, MQTT
         self.controller = f"127.0.0.1:{self.base + span}"
+        self.mqtt = f"127.0.0.1:{self.base + span + 2}"
         self.manifest, self.state, self.with_controller = str(manifest), state, controller
         self.ctl = Fusionctl(self.controller, token_file=self.state / "admin.token")
         scheme = tray_addresses(self.topology, "127.0.0.1", self.base)
@@ -114,7 +115,8 @@ class ProcessRack:
         await self.ctl.ok(
             "rack", "up", "--manifest", self.manifest, "--detach", "--base-port", str(self.base),
             "--controller-listen", self.controller, "--state-dir", str(self.state),
-            *(() if self.with_controller else ("--no-controller",)), timeout=90,
+            "--mqtt-listen", self.mqtt, *(() if self.with_controller else ("--no-controller",)),
+            timeout=90,
         )  # fmt: skip
         self.record = json.loads((self.state / "rack.json").read_text())
 

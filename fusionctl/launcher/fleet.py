@@ -2,7 +2,8 @@
 domain with its own name (`rack-01`, ...), its own agents process (every tray of the rack in
 one process, as `rack up --in-process`), its own controller, state directory, rack secret and
 tokens; the fleet shares one MQTT broker and, with `--prometheus`, one Prometheus scraping
-every rack from one file_sd targets file (every target labelled with its rack).
+every rack from one file_sd targets file (every target labelled with its rack), on ports of
+their own (`--mqtt-listen`, `--prometheus-listen`; defaults in `ports.py`).
 
 Ports: rack i (from 0) serves its trays from `base + i * stride` on, by the base-port scheme of
 one rack (`fusion-agent --help`), and its controller on the two ports after its trays (gRPC,
@@ -35,13 +36,13 @@ from fusionrack.rpc import FAST_RECONNECT, open_channel
 
 from ..fleets import DEFAULT_BASE_PORT, DEFAULT_PRESET, FLEET_FILE, fleet_dir, read_fleet
 from ..output import Palette, Progress, Word, colour_enabled, print_json, table
-from .plan import RackPlan, planned_ports, target_groups, write_targets
+from .plan import RackPlan, port_owners, target_groups, write_targets
+from .ports import FLEET_MQTT_PORT, FLEET_PROMETHEUS_PORT
 from .processes import (
+    PROMETHEUS_HOST,
     agent_command,
-    launch_prometheus,
     running,
     spawn,
-    start_mosquitto,
     stop_processes,
     terminate,
 )
@@ -54,6 +55,7 @@ from .rack import (
     prepare,
     read_json,
     record_rack,
+    start_services,
     stop_racks,
     wait_until_stopped,
 )
@@ -171,8 +173,12 @@ def fleet_up(
     prometheus_interval: float = DEFAULT_INTERVAL,
     output: str = "table",
     timeout: float = 60.0,
+    mqtt_listen: str | None = None,
+    prometheus_listen: str | None = None,
 ) -> int:
-    """Bring the racks (name, manifest) up as one fleet; see the module doc."""
+    """Bring the racks (name, manifest) up as one fleet, its broker on `mqtt_listen` and its
+    Prometheus on `prometheus_listen` (HOST:PORT; by default on the fleet's ports of
+    `ports.py`); see the module doc."""
     directory = fleet_dir(state_dir)
     if read_fleet(directory) is not None:
         raise Unavailable(f"a fleet is already up from {directory} (fusionctl fleet down)")
@@ -183,14 +189,17 @@ def fleet_up(
         prepare(member.plan, member.controller)
     groups = [group for m in members for group in target_groups(m.plan, m.controller)]
     targets = write_targets(directory, groups)
-    taken = set().union(*(planned_ports(m.plan, m.controller) for m in members))
-    broker, mqtt_url = start_mosquitto(directory, host, taken) if mqtt else (None, None)
-    monitor, prometheus_url = (
-        launch_prometheus(directory, prometheus_config, taken)
-        if prometheus_config is not None
-        else (None, None)
+    owners = {port: f"{owner} of {m.name}" for m in members
+              for port, owner in port_owners(m.plan, m.controller).items()}  # fmt: skip
+    services, mqtt_url, prometheus_url = start_services(
+        directory,
+        (mqtt_listen or f"{host}:{FLEET_MQTT_PORT}") if mqtt else None,
+        prometheus_config,
+        prometheus_listen or f"{PROMETHEUS_HOST}:{FLEET_PROMETHEUS_PORT}",
+        owners,
+        "fleet",
     )
-    services = {name: p for name, p in ((BROKER, broker), ("prometheus", monitor)) if p}
+    monitor = services.get("prometheus")
     parents: dict[str, subprocess.Popen[bytes]] = {}
     started = time.monotonic()
     try:
@@ -335,8 +344,9 @@ async def status_document(directory: Path) -> dict[str, Any]:
     `{"state_dir", "up", "ready", "racks": [{"name", "manifest", "state", "controller",
     "trays", "reachable_trays", "accelerators", "state_dir", "base_port", "pid", "running"}],
     "broker": {"url", "pid", "running", "answers"} | null, "prometheus": {...} | null}`; a
-    rack's `state` is READY when its controller reaches every tray, DEGRADED when it answers
-    but does not, DOWN when it does not answer; `ready`: every rack READY."""
+    rack's `state` is READY when its controller reaches every tray and no fault is active
+    (`faults`: how many are), DEGRADED when it answers but one of these is not so, DOWN when it
+    does not answer; `ready`: every rack READY."""
     fleet = read_fleet(directory)
     document: dict[str, Any] = {"state_dir": str(directory), "up": fleet is not None,
                                 "ready": False, "racks": [], "broker": None,
@@ -350,7 +360,9 @@ async def status_document(directory: Path) -> dict[str, Any]:
         document["racks"].append({
             "name": rack["name"], "manifest": rack["manifest"],
             "state": "DOWN" if state is None else
-                     "READY" if state.reachable_tray_count == state.tray_count else "DEGRADED",
+                     "READY" if state.reachable_tray_count == state.tray_count
+                     and not state.active_fault_count else "DEGRADED",
+            "faults": state.active_fault_count if state else 0,
             "controller": rack["controller"], "trays": rack["trays"],
             "reachable_trays": state.reachable_tray_count if state else 0,
             "accelerators": rack["accelerators"], "state_dir": rack["state_dir"],
@@ -375,10 +387,12 @@ def _status_table(document: dict[str, Any]) -> str:
     paint = Palette(colour_enabled())
     rows = [
         (rack["name"], rack["manifest"], Word(rack["state"].lower()),
-         f"{rack['reachable_trays']}/{rack['trays']}", rack["accelerators"], rack["controller"])
+         f"{rack['reachable_trays']}/{rack['trays']}", rack["faults"], rack["accelerators"],
+         rack["controller"])
         for rack in document["racks"]
     ]  # fmt: skip
-    return table(rows, ("RACK", "MANIFEST", "STATE", "TRAYS", "ACCELERATORS", "CONTROLLER"), paint)
+    header = ("RACK", "MANIFEST", "STATE", "TRAYS", "FAULTS", "ACCELERATORS", "CONTROLLER")
+    return table(rows, header, paint)
 
 
 def fleet_status(state_dir: Path | None = None, output: str = "table") -> int:

@@ -17,10 +17,12 @@ __all__ = [
     "TLS_DIR",
     "RackPlan",
     "check_ports_free",
+    "check_services_free",
     "controller_addresses",
     "controller_listens",
     "controller_metrics_address",
     "planned_ports",
+    "port_owners",
     "spare_port",
     "target_groups",
     "write_targets",
@@ -99,20 +101,55 @@ def _planned_addresses(plan: RackPlan, controller: str | None) -> list[tuple[str
     return wanted
 
 
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def check_ports_free(plan: RackPlan, controller: str | None) -> None:
     for address, owner in _planned_addresses(plan, controller):
         host, port = address.rsplit(":", 1)
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
-            try:
-                s.bind((host, int(port)))
-            except OSError:
-                controllers = owner.startswith("the controller")
-                flag = "--controller-listen" if controllers else "--base-port"
-                raise Unavailable(
-                    f"port {port} ({owner}) is in use: is a rack already up? "
-                    f"Stop it with `fusionctl rack down`, or pick {flag}"
-                ) from None
+        if not _bindable(host, int(port)):
+            controllers = owner.startswith("the controller")
+            flag = "--controller-listen" if controllers else "--base-port"
+            raise Unavailable(
+                f"port {port} ({owner}) is in use: is a rack already up? "
+                f"Stop it with `fusionctl rack down`, or pick {flag}"
+            )
+
+
+def check_services_free(
+    services: dict[str, tuple[str, str]], owners: dict[int, str], up: str = "rack"
+) -> None:
+    """Unavailable unless every service's address (flag: (address, what)) is free and none of
+    the ports the racks take (`owners`: port -> whose), nor another service's; `up` names what
+    is brought up ("rack", "fleet"), for the message."""
+    seen: dict[int, str] = {}
+    for flag, (address, what) in services.items():
+        host, port = address.rsplit(":", 1)
+        if int(port) in owners:
+            raise Unavailable(
+                f"port {port} of {what} ({flag}) is one the rack takes itself "
+                f"({owners[int(port)]}): pick another {flag} HOST:PORT, or another --base-port"
+            )
+        if int(port) in seen:
+            raise Unavailable(f"{flag} and {seen[int(port)]} name the same port {port}")
+        seen[int(port)] = flag
+        if not _bindable(host, int(port)):
+            raise Unavailable(
+                f"port {port} of {what} ({flag}) is in use: is another {up} up? Stop it with "
+                f"`fusionctl {up} down`, or pick another port with {flag} HOST:PORT"
+            )
+
+
+def port_owners(plan: RackPlan, controller: str | None) -> dict[int, str]:
+    """Every port the rack will listen on (but the broker's and Prometheus's), and whose."""
+    return {int(a.rsplit(":", 1)[1]): owner for a, owner in _planned_addresses(plan, controller)}
 
 
 def planned_ports(plan: RackPlan, controller: str | None) -> set[int]:

@@ -37,8 +37,8 @@ __all__ = [
 
 MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto")
 ETCD_PATHS = ("etcd", "/usr/bin/etcd")
-# Prometheus always listens on loopback, whatever --host says: its HTTP API has no
-# authentication, and it reaches the agents wherever they listen.
+# Prometheus listens on loopback unless --prometheus-listen says otherwise, whatever --host
+# says: its HTTP API has no authentication, and it reaches the agents wherever they listen.
 PROMETHEUS_HOST = "127.0.0.1"
 
 
@@ -115,16 +115,16 @@ def wait_broker(url: str, process: subprocess.Popen[bytes], timeout: float, log:
 
 
 def start_mosquitto(
-    state_dir: Path, host: str, taken: set[int]
+    state_dir: Path, address: str
 ) -> tuple[subprocess.Popen[bytes] | None, str | None]:
-    """Start a broker on `host`, on a free port that is none of `taken`, its config and log in
+    """Start a broker listening on `address` (HOST:PORT, checked free), its config and log in
     `state_dir`: (process, URL), or (None, None) saying why when it cannot run."""
     binary = mosquitto_binary()
     if binary is None:
         print("mosquitto is not installed: events go nowhere (apt-get install mosquitto)",
               file=sys.stderr)  # fmt: skip
         return None, None
-    port = spare_port(host, taken)
+    host, port = address.rsplit(":", 1)
     conf = state_dir / "mosquitto.conf"
     # `listener PORT ADDRESS`: a bare `listener PORT` would bind every interface.
     # set_tcp_nodelay: without it Nagle holds back PUBACKs and QoS 1 publishing crawls.
@@ -134,18 +134,18 @@ def start_mosquitto(
     log = open(state_dir / "mosquitto.log", "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
     log.close()
-    if _listens(process, host, port, 5):
-        return process, f"mqtt://{host}:{port}"
+    if _listens(process, host, int(port), 5):
+        return process, f"mqtt://{address}"
     print(f"mosquitto did not start (see {state_dir / 'mosquitto.log'}): no events",
           file=sys.stderr)  # fmt: skip
     return None, None
 
 
 def launch_prometheus(
-    state_dir: Path, config: str, taken: set[int]
+    state_dir: Path, config: str, address: str
 ) -> tuple[subprocess.Popen[bytes] | None, str | None]:
-    """Start Prometheus with `config` (rendered prometheus.yml) on a free loopback port that is
-    none of `taken`, its TSDB in `state_dir`: (process, URL), or (None, None) saying why when
+    """Start Prometheus with `config` (rendered prometheus.yml) serving on `address` (HOST:PORT,
+    checked free), its TSDB in `state_dir`: (process, URL), or (None, None) saying why when
     there is no `prometheus` to run. `wait_prometheus` tells when it is ready."""
     binary = find_prometheus()
     if binary is None:
@@ -154,10 +154,9 @@ def launch_prometheus(
         return None, None
     path = state_dir / "prometheus.yml"
     path.write_text(config)  # beside targets.json, which it names by a relative path
-    port = spare_port(PROMETHEUS_HOST, taken)
-    process = start_prometheus(binary, path, state_dir / "prometheus", f"{PROMETHEUS_HOST}:{port}",
+    process = start_prometheus(binary, path, state_dir / "prometheus", address,
                                state_dir / "prometheus.log")  # fmt: skip
-    return process, f"http://{PROMETHEUS_HOST}:{port}"
+    return process, f"http://{address}"
 
 
 def spawn(name: str, command: list[str], state_dir: Path) -> subprocess.Popen[bytes]:

@@ -1,24 +1,29 @@
 """`fusionctl rack up` / `down` / `status` / `restart`: a whole emulated rack from one command.
 
 `up` starts every tray agent (`fusion-agent`, one process per tray, or one process for all with
-`--in-process`), a mosquitto broker on a free loopback port when mosquitto is installed, waits
-until every tray reports all its links ACTIVE, then starts the controller (`fusion-controller`,
-its own process in both modes: the controller never shares a process with agents, as the layers
-never import each other) pointed at the agents, with its desired state in the state directory
-(`controller.sqlite`, so partitions survive a `rack down` / `rack up`), and waits until it
-answers GetDomain with every tray reachable. With `--controllers N` it starts an etcd (Debian's
-`etcd-server`, data in `etcd/` of the state directory) and N controllers keeping their state
-there (`controller-1`.., on every other port from `--controller-listen`), and waits until one
-leads; a controller that dies then does not stop a foreground rack (the others take over). It
-prints where everything listens and writes a Prometheus file_sd targets file. With
-`--prometheus` it also starts a Prometheus (when one is installed) on a free loopback port,
+`--in-process`), a mosquitto broker when mosquitto is installed (`--mqtt-listen`, `ports.py`),
+waits until every tray reports all its links ACTIVE (`readiness.py`), then starts the controller
+(`fusion-controller`, its own process in both modes: the controller never shares a process with
+agents, as the layers never import each other) pointed at the agents, with its desired state in
+the state directory (`controller.sqlite`, so partitions survive a `rack down` / `rack up`), and
+waits until it answers GetDomain with every tray reachable. With `--controllers N` it starts an
+etcd (Debian's `etcd-server`, data in `etcd/` of the state directory) and N controllers keeping
+their state there (`controller-1`.., on every other port from `--controller-listen`), and waits
+until one leads; a controller that dies then does not stop a foreground rack (the others take
+over). It prints where everything listens and writes a Prometheus file_sd targets file. With
+`--prometheus` it also starts a Prometheus (when one is installed; `--prometheus-listen`),
 scraping that targets file with the rules of `deploy/prometheus` (`prometheus.py`). In the
 foreground it stops everything on Ctrl-C (or when an agent or the controller exits); with
 `--detach` it leaves the rack running and `rack down` stops it later. `status` reads the state
-directory and checks that each process runs and answers. `restart` starts one tray's agent, the
-controller or the broker (`mosquitto`) again (after a crash, a `kill -9`), as a process of its
-own recorded with the rack's, and waits until it is ready; the broker comes back on its port,
-and every client reconnects to it by itself.
+directory, checks that each process runs and answers, and says what is wrong: a tray lost or
+silent, each active fault and the links it holds down, links down that nothing explains
+(healthy: nothing). `restart` starts one tray's agent, the controller or the broker
+(`mosquitto`) again (after a crash, a `kill -9`), as a process of its own recorded with the
+rack's, and waits until it is ready: a tray when every link that should be up is (not those held
+down by a fault on another tray, drained, or ending on a tray that does not answer: it says
+which), the controller when it reaches every tray that answers; one that is not ready in time is
+left running, and the error says what it waited for. The broker comes back on its port, and
+every client reconnects to it by itself.
 
 The state directory (`.fusionrack/<rack>` by default) holds `pids.json` (process ids),
 `rack.json` (how the rack was started: addresses of the controller, the broker and Prometheus),
@@ -45,8 +50,14 @@ from fusionrack.auth import (
     generate_secret_file,
     generate_token_file,
 )
-from fusionrack.emulator import FailedPrecondition, Topology, Unavailable, load_manifest
-from fusionrack.v1 import controller_pb2
+from fusionrack.emulator import (
+    FailedPrecondition,
+    FusionError,
+    Topology,
+    Unavailable,
+    load_manifest,
+)
+from fusionrack.v1 import common_pb2, controller_pb2
 
 from ..client import DEFAULT_CONTROLLER
 from ..output import Palette, Progress, Word, colour_enabled, print_json, table
@@ -54,14 +65,18 @@ from .plan import (
     TLS_DIR,
     RackPlan,
     check_ports_free,
+    check_services_free,
     controller_addresses,
     controller_listens,
     controller_metrics_address,
     planned_ports,
+    port_owners,
     target_groups,
     write_targets,
 )
+from .ports import RACK_MQTT_PORT, RACK_PROMETHEUS_PORT
 from .processes import (
+    PROMETHEUS_HOST,
     agent_command,
     is_agent,
     is_controller,
@@ -79,18 +94,24 @@ from .processes import (
 from .prometheus import (
     DEFAULT_INTERVAL,
     config_dir,
+    find_prometheus,
     prometheus_answers,
     render_config,
     wait_prometheus,
 )
 from .readiness import (
+    NotReady,
     answers_tcp,
     drained_links,
     get_domain,
+    link_problems,
+    some,
+    summary,
     tray_status,
     wait_controller,
     wait_leader,
     wait_ready,
+    wait_trays,
 )
 
 BROKER = "mosquitto"  # the broker's name in pids.json and for `rack restart`
@@ -172,6 +193,36 @@ def prepare(plan: RackPlan, controller: str | None) -> None:
                                [plan.host])  # fmt: skip
 
 
+def start_services(
+    state_dir: Path,
+    mqtt_address: str | None,
+    prometheus_config: str | None,
+    prometheus_address: str,
+    owners: dict[int, str],
+    up: str = "rack",
+) -> tuple[dict[str, subprocess.Popen[bytes]], str | None, str | None]:
+    """Start the broker on `mqtt_address` (None: none) and, given its config, Prometheus on
+    `prometheus_address`, their files in `state_dir`, once their ports are found free and none
+    of the racks' (`owners`, port: whose; `up` says what comes up, "rack" or "fleet"):
+    ({"mosquitto"|"prometheus": process}, broker URL, Prometheus URL). One that is not
+    installed is left out, saying so; a port in use is Unavailable, naming its flag."""
+    wanted = {}
+    if mqtt_address and mosquitto_binary():
+        wanted["--mqtt-listen"] = (mqtt_address, "the MQTT broker")
+    if prometheus_config is not None and find_prometheus():
+        wanted["--prometheus-listen"] = (prometheus_address, "Prometheus")
+    check_services_free(wanted, owners, up)
+    broker, mqtt_url = start_mosquitto(state_dir, mqtt_address) if mqtt_address else (None, None)
+    # Started before the agents: its start-up (~1 s) overlaps theirs.
+    monitor, prometheus_url = (
+        launch_prometheus(state_dir, prometheus_config, prometheus_address)
+        if prometheus_config is not None
+        else (None, None)
+    )
+    services = {name: p for name, p in ((BROKER, broker), ("prometheus", monitor)) if p}
+    return services, mqtt_url, prometheus_url
+
+
 def agents_command(plan: RackPlan, mqtt_url: str | None, in_process: bool) -> list[str]:
     """`fusion-agent` serving every tray of the rack: in one process, or one per tray forked
     from one start-up (a Python start-up per tray would cost 27 x ~0.3 s of imports on two
@@ -246,13 +297,16 @@ def rack_up(
     prometheus_interval: float = DEFAULT_INTERVAL,
     tls: bool = False,
     controllers: int = 1,
+    mqtt_listen: str | None = None,
+    prometheus_listen: str | None = None,
     unprogrammed: str | None = None,
 ) -> int:
     """Bring a rack up (`controller_listen` None: without a controller; `controllers` > 1:
     that many, from `controller_listen` on, sharing an etcd started here; `prometheus`: with a
-    Prometheus scraping and evaluating rules every `prometheus_interval` s; `unprogrammed`:
-    what switch trays forward until programmed, by default nothing with a controller and the
-    default partition without); see the module doc."""
+    Prometheus scraping and evaluating rules every `prometheus_interval` s; the broker on
+    `mqtt_listen`, Prometheus on `prometheus_listen`, HOST:PORT, each by default on its port
+    of `ports.py`; `unprogrammed`: what switch trays forward until programmed, by default
+    nothing with a controller and the default partition without); see the module doc."""
     topology = Topology(load_manifest(manifest))
     state_dir = state_dir or Path(".fusionrack") / topology.name
     if unprogrammed is None:
@@ -268,14 +322,14 @@ def rack_up(
     # addresses are planned: a scrape before they listen only counts as down).
     targets = write_targets(state_dir, target_groups(plan, controller_listen))
     taken = planned_ports(plan, controller_listen)
-    broker, mqtt_url = start_mosquitto(state_dir, host, taken) if mqtt else (None, None)
-    # Started before the agents: its start-up (~1 s) overlaps theirs.
-    monitor, prometheus_url = (
-        launch_prometheus(state_dir, prometheus_config, taken)
-        if prometheus_config is not None
-        else (None, None)
+    services, mqtt_url, prometheus_url = start_services(
+        state_dir,
+        (mqtt_listen or f"{host}:{RACK_MQTT_PORT}") if mqtt else None,
+        prometheus_config,
+        prometheus_listen or f"{PROMETHEUS_HOST}:{RACK_PROMETHEUS_PORT}",
+        port_owners(plan, controller_listen),
     )
-    services = {name: p for name, p in ((BROKER, broker), ("prometheus", monitor)) if p}
+    monitor = services.get("prometheus")
     store = None
     if controller_listen is not None and controllers > 1:
         try:
@@ -298,9 +352,13 @@ def rack_up(
             stop_processes({}, {"prometheus": monitor})
             del services["prometheus"]
             prometheus_url = None
-    except BaseException:
+    except BaseException as error:
         progress.done()
         stop_processes(processes, services)
+        if isinstance(error, FusionError):  # said, with what was done about it
+            error.message = (f"{error.message}. Rack {topology.name} did not come up: its "
+                             f"processes are stopped (logs in {state_dir})")  # fmt: skip
+            error.args = (error.message,)
         raise
     elapsed = time.monotonic() - started
     pids = {name: p.pid for name, p in processes.items()}
@@ -411,7 +469,12 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
     "running", "answers"} | null (their etcd), "broker": {"url",
     "pid", "running", "answers"} | null, "prometheus": {"url", "pid", "running", "answers"} |
     null, "trays": [{"name", "kind", "slot", "address", "metrics_address", "pid", "running",
-    "answers", "active_links", "links"}]}`; `healthy`: every process started runs and answers.
+    "answers", "active_links", "links", "state", "faults"}], "problems": [str], "notes":
+    [str]}`; a tray's `state`: "ok", "failed" (lost: a tray_loss fault), null when silent;
+    `faults`: the ids of those active on it. `problems` says in sentences what is wrong: a
+    process stopped or silent, a controller that does not reach every tray, each active fault
+    and the links it holds down, links down that nothing explains; `notes` what is down on
+    purpose (drained links). `healthy`: no problem.
     """
     pids = read_json(state_dir / "pids.json") or {}
     record = read_json(state_dir / "rack.json") or {}
@@ -421,7 +484,7 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
     document: dict[str, Any] = {
         "rack": topology.name, "state_dir": str(state_dir), "up": up, "healthy": False,
         "controller": None, "controllers": [], "store": None, "broker": None, "prometheus": None,
-        "trays": [],
+        "trays": [], "problems": [], "notes": [],
     }  # fmt: skip
     if not up:
         return document
@@ -438,6 +501,9 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
             "pid": pid, "running": running(pid), "answers": status is not None,
             "active_links": status.active_link_count if status else 0,
             "links": status.link_count if status else 0,
+            "state": common_pb2.ComponentState.Name(status.state).removeprefix(
+                "COMPONENT_STATE_").lower() if status else None,
+            "faults": [fault.id for fault in status.faults] if status else [],
         })  # fmt: skip
     parts = list(document["trays"])
     addresses = controller_addresses(record.get("controller"))
@@ -481,8 +547,29 @@ async def status_document(topology: Topology, state_dir: Path) -> dict[str, Any]
         document["prometheus"] = {"url": record["prometheus"], "pid": pid,
                                   "running": running(pid), "answers": answers}  # fmt: skip
         parts.append(document["prometheus"])
-    document["healthy"] = all(p["running"] and p["answers"] for p in parts)
+    problems = document["problems"]
+    for part in parts:
+        name = part.get("name") or _SERVICE_NAMES[_service_of(document, part)]
+        if not part["running"]:
+            problems.append(f"{name}: its process is not running")
+        elif not part["answers"]:
+            problems.append(f"{name} does not answer")
+        elif part in document["controllers"] and part["reachable_trays"] < part["trays"]:
+            problems.append(f"{name} reaches {part['reachable_trays']} of {part['trays']} trays")
+    links, document["notes"] = link_problems(
+        topology, {t.name: s for t, s in zip(topology.trays, statuses, strict=True)}
+    )
+    problems += links
+    document["healthy"] = not problems
     return document
+
+
+_SERVICE_NAMES = {"store": "etcd", "broker": "mosquitto", "prometheus": "prometheus"}
+
+
+def _service_of(document: dict[str, Any], part: dict[str, Any]) -> str:
+    """Which of the rack's services (store, broker, prometheus) `part` is."""
+    return next(key for key in _SERVICE_NAMES if document[key] is part)
 
 
 def _status_table(document: dict[str, Any]) -> str:
@@ -515,11 +602,19 @@ def _status_table(document: dict[str, Any]) -> str:
                      Word("answers" if monitor["answers"] else "silent")))  # fmt: skip
     for t in document["trays"]:
         state = f"{t['active_links']}/{t['links']} links active" if t["answers"] else "silent"
+        if t["state"] == "failed":
+            state += ", lost"
         rows.append((t["name"], t["kind"], t["pid"], process(t), t["address"],
                      Word(state) if not t["answers"] else state))  # fmt: skip
     verdict = paint("healthy") if document["healthy"] else paint("degraded")
     head = f"rack {document['rack']} (state in {document['state_dir']}): {verdict}"
-    return head + "\n" + table(rows, ("NAME", "KIND", "PID", "PROCESS", "ADDRESS", "STATE"), paint)
+    lines = [head, table(rows, ("NAME", "KIND", "PID", "PROCESS", "ADDRESS", "STATE"), paint)]
+    lines += [f"- {problem}" for problem in document["problems"]]
+    lines += [f"  ({note})" for note in document["notes"]]
+    if any("fault" in problem for problem in document["problems"]):
+        lines.append("  (fusionctl fault list; a fault ends with `fusionctl fault clear ID` or "
+                     "when its tray restarts)")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _recorded(manifest: str | None, state_dir: Path | None) -> tuple[Topology, Path]:
@@ -605,8 +700,10 @@ def rack_restart(
 ) -> int:
     """Start the agent of tray `name`, the controller (`name` "controller") or the broker
     ("mosquitto") of a rack up in the background again: stopped first if it still runs, then
-    waited for until ready (a tray: every link ACTIVE; the controller: every tray reachable;
-    the broker: its port answers)."""
+    waited for until ready (a tray: every link that should be up ACTIVE, `wait_trays`; the
+    controller: every tray reachable whose agent answers; the broker: its port answers). One
+    not ready within `timeout` s is left running, recorded with the rack; the error says why.
+    `-o json`: `{"name", "pid", "seconds", "not_waited_for": {link or tray: why}}`."""
     topology, state_dir = _recorded(None, state_dir)
     pids, record = read_json(state_dir / "pids.json"), read_json(state_dir / "rack.json")
     if not pids or not record:
@@ -645,31 +742,68 @@ def rack_restart(
         terminate({name: old})
     started = time.monotonic()
     process = spawn(name, command, state_dir)
+    # Recorded at once with the rack's processes, ready or not: `rack down` and `rack status`
+    # see it, and a wait that gives up leaves it running, saying so, rather than killing it.
+    pids[name] = process.pid
+    (state_dir / "pids.json").write_text(json.dumps(pids) + "\n")
+    if not is_controller(name) and name != BROKER:
+        tray_pids[name] = process.pid
+        (state_dir / "trays.json").write_text(json.dumps(tray_pids) + "\n")
     log = state_dir / f"{name}.log"
     progress = Progress()
+    not_waited: dict[int, str] = {}
+    unreached: list[str] = []  # trays a restarted controller does not wait for
     try:
         if is_controller(name):
-            asyncio.run(wait_controller(listen, process, timeout, log, progress,
-                                        plan.client_tls))  # fmt: skip
+            domain = asyncio.run(wait_controller(listen, process, timeout, log, progress,
+                                                 plan.client_tls, plan))  # fmt: skip
+            unreached = list(domain.state.unreachable_trays)
         elif name == BROKER:
             wait_broker(record["mqtt"], process, timeout, log)
         else:
             drained = asyncio.run(drained_links(record.get("controller"), plan.client_tls))
-            asyncio.run(wait_ready(plan, [process], timeout, progress, [name], drained))
-    except BaseException:
-        terminate({name: process.pid})
+            ready = asyncio.run(wait_trays(plan, [process], timeout, progress, [name], drained))
+            mine = set(topology.link_indices_of_tray(name))
+            not_waited = {i: why for i, why in ready.not_waited.items() if i in mine}
+    except FusionError as error:
+        if process.poll() is not None:
+            raise
+        raise Unavailable(_left_running(name, process.pid, error, log)) from None
+    except KeyboardInterrupt:
+        if process.poll() is None:
+            print(f"fusionctl: {name} is left running (pid {process.pid}), not known to be "
+                  "ready: `fusionctl rack status` shows it", file=sys.stderr)  # fmt: skip
         raise
     finally:
         progress.done()
     elapsed = time.monotonic() - started
-    # Recorded with the rack's processes: `rack down` and `rack status` see it.
-    pids[name] = process.pid
-    (state_dir / "pids.json").write_text(json.dumps(pids) + "\n")
-    if name not in ("controller", BROKER):
-        tray_pids[name] = process.pid
-        (state_dir / "trays.json").write_text(json.dumps(tray_pids) + "\n")
     if output == "json":
-        print_json({"name": name, "pid": process.pid, "seconds": round(elapsed, 3)})
+        print_json({"name": name, "pid": process.pid, "seconds": round(elapsed, 3),
+                    "not_waited_for": {**{topology.links[i].name: why
+                                          for i, why in sorted(not_waited.items())},
+                                       **dict.fromkeys(unreached, "its agent does not answer")}
+                    })  # fmt: skip
     else:
         print(f"{name} restarted in {elapsed:.2f} s (pid {process.pid}; log {log})")
+        if not_waited:
+            print(f"not waited for: {summary(not_waited, topology, [name])}")
+        if unreached:
+            print(f"not waited for: {some(unreached)}, whose agent does not answer (the "
+                  "controller reaches it when it is back)")  # fmt: skip
     return 0
+
+
+def _left_running(name: str, pid: int, error: FusionError, log: Path) -> str:
+    """Why `rack restart` gave up on `name` (pid `pid`), which it leaves running."""
+    if isinstance(error, NotReady) and list(error.waiting) == [name]:
+        links = error.waiting[name]
+        if links is None:
+            why = "its agent does not answer"
+        else:
+            plural = "a link" if len(links) == 1 else f"{len(links)} links"
+            why = f"it waits for {plural} that should be up: {some(links)}"
+    else:
+        why = str(error)
+    return (f"{name} runs again (pid {pid}) but is not ready: {why}. It is left running (see "
+            f"{log}; `fusionctl rack status` shows it; `fusionctl rack restart {name}` tries "
+            "again)")  # fmt: skip

@@ -4,9 +4,12 @@ loop may be serving the rack meanwhile, so every invocation is awaited, never ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,3 +58,14 @@ class Fusionctl:
             f"fusionctl {' '.join(args)}: exit {result.returncode}\n{result.stdout}{result.stderr}"
         )
         return result.stdout
+
+
+@contextlib.contextmanager
+def held(port: int, host: str = "127.0.0.1") -> Iterator[None]:
+    """`port` in use while the block runs: listened on here, unless something else holds it
+    already (in use either way)."""
+    with socket.socket() as s:
+        with contextlib.suppress(OSError):
+            s.bind((host, port))
+            s.listen()
+        yield

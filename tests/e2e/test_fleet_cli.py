@@ -14,8 +14,11 @@ from pathlib import Path
 import aiomqtt
 from prometheus_server import PrometheusAPI
 
+from fusionrack.fusionctl.launcher.ports import FLEET_MQTT_PORT, FLEET_PROMETHEUS_PORT
 from fusionrack.fusionctl.launcher.processes import running
 from fusionrack.rpc import free_port_range
+
+from .runner import held
 
 FUSIONCTL = str(Path(sys.executable).with_name("fusionctl"))
 RACK_PORTS = 100  # a mini rack's share of a fleet's ports: its trays, then its controller
@@ -55,11 +58,15 @@ def retained_statuses(url: str, racks: list[str]) -> dict[str, str]:
 def test_a_fleet_of_racks_comes_up_each_its_own_domain_and_goes_down(tmp_path: Path) -> None:
     fleet = tmp_path / "fleet"
     base = free_port_range(2 * RACK_PORTS)
+    # The broker and Prometheus where asked: two free ports of the range mini racks leave.
+    mqtt, web = f"127.0.0.1:{base + 50}", f"127.0.0.1:{base + 51}"
     up = fusionctl("fleet", "up", "--racks", "2", "--manifest", "mini", "--base-port", str(base),
-                   "--detach", "--prometheus", "--prometheus-interval", "0.5", "-o", "json",
-                   fleet=fleet)  # fmt: skip
+                   "--detach", "--prometheus-listen", web, "--prometheus-interval", "0.5",
+                   "--mqtt-listen", mqtt, "-o", "json", fleet=fleet)  # fmt: skip
     try:
         document = json.loads(ok(up))
+        assert document["broker"]["url"] == f"mqtt://{mqtt}"
+        assert document["prometheus"]["url"] == f"http://{web}"
         racks = document["racks"]
         assert [(r["name"], r["manifest"], r["state"], r["trays"], r["accelerators"])
                 for r in racks] == [("rack-01", "mini", "READY", 4, 4),
@@ -70,6 +77,8 @@ def test_a_fleet_of_racks_comes_up_each_its_own_domain_and_goes_down(tmp_path: P
         ]
         assert document["ready"] and document["broker"]["answers"]
         assert json.loads(ok(fusionctl("fleet", "status", "-o", "json", fleet=fleet)))["ready"]
+        said = ok(fusionctl("fleet", "status", fleet=fleet))
+        assert f"broker: mqtt://{mqtt} (pid " in said and f"prometheus: http://{web} (pid " in said
 
         # Each rack is its own domain: a partition made on rack-01 is not on rack-02.
         ok(fusionctl("--rack", "rack-01", "partition", "create", "--name", "jobs", "--count",
@@ -113,6 +122,16 @@ def test_a_fleet_of_racks_comes_up_each_its_own_domain_and_goes_down(tmp_path: P
 
         _, controllers = prometheus.wait_for(scraped, "every tray and controller scraped")
         assert controllers == ["rack-01", "rack-02"]
+
+        # A rack with a tray lost is not READY, and says how many faults it has.
+        ok(fusionctl("--rack", "rack-02", "fault", "inject", "tray_loss", "compute-02",
+                     fleet=fleet))  # fmt: skip
+        faulty = fusionctl("fleet", "status", "-o", "json", fleet=fleet)
+        assert faulty.returncode == 1
+        assert [(r["name"], r["state"], r["faults"]) for r in json.loads(faulty.stdout)["racks"]
+                ] == [("rack-01", "READY", 0), ("rack-02", "DEGRADED", 1)]  # fmt: skip
+        ok(fusionctl("--rack", "rack-02", "fault", "clear", "--all", fleet=fleet))
+        assert json.loads(ok(fusionctl("fleet", "status", "-o", "json", fleet=fleet)))["ready"]
 
         again = fusionctl("fleet", "up", "--racks", "1", "--base-port", str(base), fleet=fleet)
         assert again.returncode == 1 and "a fleet is already up" in again.stderr
@@ -180,3 +199,21 @@ def test_a_fleet_in_the_foreground_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert "fleet stopped" in out
     assert not any(running(pid) for pid in pids.values())
     assert not (fleet / "fleet.json").exists() and not (fleet / "rack-01" / "pids.json").exists()
+
+
+def test_fleet_up_says_which_flag_moves_a_port_in_use(tmp_path: Path) -> None:
+    """The fleet's broker and Prometheus have fixed default ports: one in use is refused
+    before anything starts, naming the flag that picks another."""
+    base = free_port_range(RACK_PORTS)
+    for flags, port, flag in ((("--no-mqtt", "--prometheus"), FLEET_PROMETHEUS_PORT,
+                               "--prometheus-listen"),
+                              ((), FLEET_MQTT_PORT, "--mqtt-listen")):  # fmt: skip
+        with held(port):  # by us, or already by someone else: in use either way
+            refused = fusionctl("fleet", "up", "--racks", "1", "--manifest", "mini",
+                                "--base-port", str(base), "--detach", *flags,
+                                fleet=tmp_path / "fleet")  # fmt: skip
+        assert refused.returncode == 1, refused.stdout
+        said = refused.stderr
+        assert f"port {port} of " in said and "is in use: is another fleet up? " in said
+        assert f"pick another port with {flag} HOST:PORT" in said, said
+        assert not (tmp_path / "fleet" / "fleet.json").exists()

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -314,3 +315,14 @@ async def test_traffic_start_list_stop(ctl: Fusionctl, rack: LocalRack) -> None:
     assert len(agent.traffic) == 0
     nothing = await ctl("traffic", "stop", "--all")
     assert nothing.returncode == 0 and nothing.stdout.strip() == "no traffic sessions"
+
+
+async def test_a_token_file_that_cannot_be_read_is_an_error_not_a_traceback(
+    ctl: Fusionctl, tmp_path: Path
+) -> None:
+    missing = tmp_path / "admin.token"
+    result = await ctl("domain", "--token-file", str(missing))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"fusionctl: error: cannot read the token file {missing}: No such file or directory\n"
+    )

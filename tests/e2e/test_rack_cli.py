@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -17,8 +18,11 @@ from prometheus_server import PrometheusAPI
 
 from fusionrack.emulator import Topology, fabric_address, load_manifest
 from fusionrack.emulator.topology import tray_port_span
+from fusionrack.fusionctl.launcher.ports import RACK_MQTT_PORT, RACK_PROMETHEUS_PORT
 from fusionrack.rpc import free_port_range
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc, switch_pb2, switch_pb2_grpc
+
+from .runner import held
 
 FUSIONCTL = str(Path(sys.executable).with_name("fusionctl"))
 MINI_PORTS = tray_port_span(Topology(load_manifest("mini")))  # the trays' share of the scheme
@@ -34,8 +38,10 @@ def fusionctl(
 
 @pytest.mark.parametrize("mode", ["--in-process", "--processes"])
 def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: str) -> None:
-    base = free_port_range(MINI_PORTS + 2)  # the trays', then the controller's gRPC and /metrics
+    # The trays', then the controller's gRPC and /metrics, then the broker's.
+    base = free_port_range(MINI_PORTS + 3)
     controller = f"127.0.0.1:{base + MINI_PORTS}"
+    mqtt = f"127.0.0.1:{base + MINI_PORTS + 2}"
     state = tmp_path / "state"
     up = [
         "rack",
@@ -47,6 +53,8 @@ def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: 
         str(base),
         "--controller-listen",
         controller,
+        "--mqtt-listen",
+        mqtt,
         "--state-dir",
         str(state),
     ]
@@ -57,7 +65,7 @@ def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: 
         for tray in ("compute-01", "compute-02", "switch-1", "switch-2"):
             assert tray in result.stdout
         assert f"controller  controller  -     {controller}" in result.stdout
-        assert "mqtt://127.0.0.1:" in result.stdout  # make test installs mosquitto
+        assert f"events: mqtt://{mqtt};" in result.stdout  # make test installs mosquitto
         targets = json.loads((state / "targets.json").read_text())
         assert [group["labels"].get("tray", "controller") for group in targets] == [
             "compute-01",
@@ -142,17 +150,19 @@ def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: 
 def test_rack_up_prometheus_scrapes_the_rack_evaluates_the_rules_and_stops_with_it(
     tmp_path: Path,
 ) -> None:
-    base = free_port_range(MINI_PORTS + 2)
+    base = free_port_range(MINI_PORTS + 4)  # the trays', the controller's two, broker, web
     controller = f"127.0.0.1:{base + MINI_PORTS}"
+    mqtt, web = (f"127.0.0.1:{base + MINI_PORTS + k}" for k in (2, 3))
     state = tmp_path / "state"
+    # --prometheus-listen starts Prometheus there (no --prometheus needed).
     up = ["rack", "up", "--manifest", "mini", "--detach", "--base-port", str(base),
-          "--controller-listen", controller, "--state-dir", str(state),
-          "--prometheus", "--prometheus-interval", "1"]  # fmt: skip
+          "--controller-listen", controller, "--state-dir", str(state), "--mqtt-listen", mqtt,
+          "--prometheus-listen", web, "--prometheus-interval", "1"]  # fmt: skip
     result = fusionctl(*up)
     try:
         assert result.returncode == 0, result.stderr + result.stdout
         url = json.loads((state / "rack.json").read_text())["prometheus"]
-        assert url.startswith("http://127.0.0.1:")  # loopback only, whatever the port
+        assert url == f"http://{web}"
         assert f"prometheus  prometheus  -     -                {url}" in result.stdout
         assert f"prometheus: {url} (scrapes and evaluates rules every 1 s" in result.stdout
         prometheus = PrometheusAPI(url)
@@ -199,12 +209,49 @@ def test_rack_up_prometheus_scrapes_the_rack_evaluates_the_rules_and_stops_with_
         assert float(rack["value"][1]) > 0
         status = fusionctl("rack", "status", "--state-dir", str(state), "-o", "json")
         assert status.returncode == 0, status.stdout
-        assert json.loads(status.stdout)["prometheus"]["answers"] is True
+        document = json.loads(status.stdout)
+        assert document["prometheus"] == {**document["prometheus"], "url": url, "answers": True}
+        assert document["broker"] == {**document["broker"], "url": f"mqtt://{mqtt}",
+                                      "answers": True}  # fmt: skip
+        said = fusionctl("rack", "status", "--state-dir", str(state)).stdout
+        assert f"mqtt://{mqtt}" in said and url in said, said
     finally:
         down = fusionctl("rack", "down", "--state-dir", str(state))
     assert down.returncode == 0 and "prometheus" in down.stdout, down.stderr
     assert not PrometheusAPI(url).ready()  # stopped, not just forgotten
     assert (state / "prometheus").is_dir()  # its TSDB stays, like the controller's state
+
+
+def test_rack_up_says_which_flag_moves_a_port_in_use_and_refuses_bad_addresses(
+    tmp_path: Path,
+) -> None:
+    """The broker and Prometheus have fixed default ports (a dashboard finds them at every
+    start): one in use is refused before anything starts, naming the flag that moves it; so
+    is one the rack takes itself. Addresses are checked as the flags are read (exit 2)."""
+    base = free_port_range(MINI_PORTS + 2)
+    up = ["rack", "up", "--manifest", "mini", "--detach", "--base-port", str(base),
+          "--controller-listen", f"127.0.0.1:{base + MINI_PORTS}",
+          "--state-dir", str(tmp_path / "state")]  # fmt: skip
+    for flags, port, flag in (
+        (("--no-mqtt", "--prometheus"), RACK_PROMETHEUS_PORT, "--prometheus-listen"),
+        ((), RACK_MQTT_PORT, "--mqtt-listen"),
+    ):
+        with held(port):  # by us, or already by someone else: in use either way
+            refused = fusionctl(*up, *flags)
+        assert refused.returncode == 1, refused.stdout
+        said = refused.stderr
+        assert f"port {port} of " in said and "is in use: is another rack up? " in said, said
+        assert f"pick another port with {flag} HOST:PORT" in said, said
+        assert not (tmp_path / "state" / "pids.json").exists()
+    mine = fusionctl(*up, "--mqtt-listen", f"127.0.0.1:{base + 3}")  # switch-1's gRPC port
+    assert mine.returncode == 1
+    assert f"port {base + 3} of the MQTT broker (--mqtt-listen) is one the rack takes itself " \
+        "(switch-1)" in mine.stderr, mine.stderr  # fmt: skip
+    for bad in (("--mqtt-listen", "20083"), ("--prometheus-listen", "host:99999"),
+                ("--mqtt-listen", "127.0.0.1:1", "--no-mqtt")):  # fmt: skip
+        usage = fusionctl(*up, *bad)
+        assert usage.returncode == 2 and "Traceback" not in usage.stderr, usage.stderr
+        assert bad[0] in usage.stderr
 
 
 def test_rack_up_prometheus_says_so_when_it_is_not_installed_and_goes_on(tmp_path: Path) -> None:
@@ -326,3 +373,53 @@ def test_rack_up_with_three_controllers_on_etcd_survives_the_leader_killed(tmp_p
         down = fusionctl("rack", "down", "--state-dir", str(state))
     assert down.returncode == 0, down.stderr
     assert "etcd" in down.stdout and "controller-3" in down.stdout
+
+
+def test_events_follow_goes_on_with_another_controller_of_the_rack(tmp_path: Path) -> None:
+    """`events --follow` given a rack's controllers follows another when it loses one (here
+    both die, one comes back), saying so; with one controller it ends, exit 3 (test_rack_health)."""
+    base = free_port_range(MINI_PORTS + 4)  # the trays', then 2 x (controller, its /metrics)
+    first = base + MINI_PORTS
+    state = tmp_path / ".fusionrack" / "mini"  # where fusionctl, run in tmp_path, finds it
+    up = fusionctl("rack", "up", "--manifest", "mini", "--detach", "--no-mqtt", "--controllers",
+                   "2", "--base-port", str(base), "--controller-listen", f"127.0.0.1:{first}",
+                   "--state-dir", str(state))  # fmt: skip
+    follow = None
+    try:
+        assert up.returncode == 0, up.stderr + up.stdout
+        follow = subprocess.Popen(
+            [FUSIONCTL, "--controller", f"127.0.0.1:{first}", "events", "--follow"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+            env={**os.environ, "NO_COLOR": "1"},
+        )  # fmt: skip
+        assert follow.stdout is not None
+        lines = []
+
+        def until(text: str) -> None:
+            assert follow is not None and follow.stdout is not None
+            for line in follow.stdout:  # the per-test timeout bounds this
+                lines.append(line)
+                if text in line:
+                    return
+            raise AssertionError(f"no {text!r}: {''.join(lines)}{follow.stderr.read()}")
+
+        until("live events follow")
+        pids = json.loads((state / "pids.json").read_text())
+        for name in ("controller-1", "controller-2"):
+            os.kill(pids[name], 9)
+        until("-- lost a controller; following another of the rack's")
+        restarted = fusionctl("rack", "restart", "controller-1", "--state-dir", str(state))
+        assert restarted.returncode == 0, restarted.stderr
+        made = fusionctl("--controller", f"127.0.0.1:{first}", "partition", "create", "--name",
+                         "after", "--count", "1", cwd=tmp_path)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        until("partition_created         after")
+        follow.send_signal(signal.SIGINT)
+        _, err = follow.communicate(timeout=20)
+        assert follow.returncode == 0, err
+    finally:
+        if follow is not None and follow.poll() is None:
+            follow.kill()
+            follow.communicate()
+        down = fusionctl("rack", "down", "--state-dir", str(state))
+    assert down.returncode == 0, down.stderr

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -229,3 +232,82 @@ async def test_through_a_rack_changes_are_all_or_nothing(tmp_path: Path) -> None
         assert len((await ctl.json("partition", "list"))["partitions"]) == 3  # a|b, once, default
     finally:
         await rack.down()
+
+
+async def test_rack_restart_waits_for_the_links_that_should_be_up_and_says_which_it_skips(
+    tmp_path: Path,
+) -> None:
+    """A tray restarted while faults on other trays hold some of its links down is ready once
+    every other link is up: it names the links it did not wait for and why; a tray that does
+    not answer is not waited for either; a tray's own faults end with its restart."""
+    rack = ProcessRack("mini", tmp_path / "state")
+    ctl, state = rack.ctl, str(tmp_path / "state")
+
+    async def restart(name: str, *more: str) -> str:
+        done = await ctl("rack", "restart", name, "--state-dir", state, *more, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    await rack.up()
+    try:
+        # compute-01 holds the fault; its link ends on switch-1 (plane 0), which restarts.
+        await ctl.ok("fault", "inject", "link_down", "compute-01/gpu0/nvlink0")
+        rack.kill("switch-1")
+        said = await restart("switch-1")
+        assert said.startswith("switch-1 restarted in "), said
+        assert ("not waited for: 1 link held down by link_down fault compute-01/1 on "
+                "compute-01/gpu0/nvlink0") in said  # fmt: skip
+        # A lost tray: every link of switch-2 to compute-02 stays down, and switch-2 is ready.
+        await ctl.ok("fault", "inject", "tray_loss", "compute-02")
+        rack.kill("switch-2")
+        skipped = json.loads(await restart("switch-2", "-o", "json"))["not_waited_for"]
+        lost = "held down by tray_loss fault compute-02/1 on compute-02"
+        assert skipped == {f"compute-02/gpu{g}/nvlink{n}": lost for g in (0, 1) for n in (2, 3)}
+        # compute-02's agent gone: neither a switch tray nor the controller waits for it.
+        rack.kill("compute-02")
+        said = await restart("switch-1")
+        assert "4 links ending on compute-02, which does not answer" in said, said
+        said = await restart("controller")
+        assert "not waited for: compute-02, whose agent does not answer" in said, said
+        # Back, compute-02 has no fault: faults end when their tray restarts.
+        await restart("compute-02")
+        faults = (await ctl.json("fault", "list"))["faults"]
+        assert [f["id"] for f in faults] == ["compute-01/1"]
+        status = await ctl("rack", "status", "--state-dir", state, "-o", "json")
+        trays = {t["name"]: t for t in json.loads(status.stdout)["trays"]}
+        assert all(t["running"] and t["answers"] for t in trays.values())
+        assert trays["compute-02"]["active_links"] == 8
+    finally:
+        await rack.down()
+
+
+def test_rack_restart_that_gives_up_leaves_the_tray_running_and_says_why(tmp_path: Path) -> None:
+    """A restarted tray that is not ready in time is not killed: it stays up, recorded with the
+    rack (`rack status`, `rack down` see it), and the error says what was waited for."""
+    rack = ProcessRack("mini", tmp_path / "state")
+    asyncio.run(rack.up())
+    try:
+        # `rack restart` given no time at all to wait (its own process, as the CLI runs it).
+        gave_up = subprocess.run(
+            [sys.executable, "-c", "import sys; from pathlib import Path; "
+             "from fusionrack.fusionctl.launcher.rack import rack_restart; "
+             "rack_restart('switch-1', Path(sys.argv[1]), timeout=0)", str(rack.state)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert gave_up.returncode == 1
+        said = gave_up.stderr.strip().splitlines()[-1]
+        pid = rack.pid("switch-1")
+        assert f"Unavailable: switch-1 runs again (pid {pid}) but is not ready: " in said, said
+        assert "its agent does not answer. It is left running" in said
+        assert json.loads((rack.state / "pids.json").read_text())["switch-1"] == pid
+        os.kill(pid, 0)  # still there
+
+        async def answers() -> bool:
+            status = await rack.ctl("rack", "status", "--state-dir", str(rack.state), "-o", "json")
+            trays = {t["name"]: t for t in json.loads(status.stdout)["trays"]}
+            return trays["switch-1"]["answers"] and trays["switch-1"]["active_links"] == 8
+
+        asyncio.run(eventually(answers, "switch-1 up by itself"))
+    finally:
+        asyncio.run(rack.down())
+    assert not (rack.state / "pids.json").exists()

@@ -168,6 +168,64 @@ def test_health_follows_faults_through_the_resiliency_mode(
         assert report.reason
 
 
+@pytest.mark.parametrize(
+    ("faults", "out", "expected"),
+    [
+        ([(FaultKind.TRAY_LOSS, "compute-02")], {}, (
+            "2 members parked: compute-02 has no usable link",
+            "2 members unreachable: compute-02 has no usable link",
+            "2 members unreachable: compute-02 has no usable link")),
+        ([(FaultKind.TRAY_LOSS, "compute-02")], {"compute-02": "is lost (tray_loss fault)"}, (
+            "2 members parked: compute-02 is lost (tray_loss fault)",
+            "2 members unreachable: compute-02 is lost (tray_loss fault)",
+            "2 members unreachable: compute-02 is lost (tray_loss fault)")),
+        ([(FaultKind.TRAY_LOSS, "switch-2")], {}, (
+            "switch tray switch-2 is lost: full bandwidth is impossible",
+            "8 links down (switch tray switch-2 is lost); running at reduced bandwidth",
+            "8 links down (switch tray switch-2 is lost); waiting for a user to act")),
+        ([(FaultKind.SWITCH_CHIP_FAILURE, "switch-2/chip0"),
+          (FaultKind.SWITCH_CHIP_FAILURE, "switch-2/chip1")], {"switch-2": "does not answer"}, (
+            "switch tray switch-2 does not answer: full bandwidth is impossible",
+            "8 links down (switch tray switch-2 does not answer); running at reduced bandwidth",
+            "8 links down (switch tray switch-2 does not answer); waiting for a user to act")),
+        ([(FaultKind.SWITCH_CHIP_FAILURE, "switch-2/chip0")], {}, (
+            "switch chip switch-2/chip0 is unusable: full bandwidth is impossible",
+            "4 links down (switch chip switch-2/chip0 is unusable); running at reduced bandwidth",
+            "4 links down (switch chip switch-2/chip0 is unusable); waiting for a user to act")),
+        ([(FaultKind.LINK_DOWN, "compute-02/gpu0/nvlink3")], {}, (
+            "1 member parked: compute-02/gpu0 misses links",
+            "1 link down; running at reduced bandwidth",
+            "1 link down; waiting for a user to act")),
+        ([(FaultKind.TRAY_LOSS, "compute-01"), (FaultKind.LINK_DOWN, "compute-02/gpu0/nvlink3")],
+         {}, (
+            "3 members parked: compute-01 has no usable link; compute-02/gpu0 misses links",
+            "2 members unreachable: compute-01 has no usable link",
+            "2 members unreachable: compute-01 has no usable link")),
+        ([(FaultKind.TRAY_LOSS, "compute-01"), (FaultKind.LINK_DOWN, "compute-02/gpu0/nvlink3"),
+          (FaultKind.LINK_DOWN, "compute-02/gpu1/nvlink0")], {}, (
+            "no member keeps every link: compute-01 has no usable link; "
+            "compute-02/gpu0, compute-02/gpu1 miss links",
+            "2 members unreachable: compute-01 has no usable link",
+            "2 members unreachable: compute-01 has no usable link")),
+    ],
+)  # fmt: skip
+def test_health_reasons_name_what_is_missing_at_the_largest_scale(
+    mini: Topology,
+    faults: list[tuple[FaultKind, str]],
+    out: dict[str, str],
+    expected: tuple[str, str, str],
+) -> None:
+    """A lost tray is said to be lost (or why it carries nothing, where the caller knows), not
+    "members parked for missing links"; a switch tray that lost every plane, not one chip."""
+    links = LinkHealth(mini)
+    for kind, target in faults:
+        links.inject(Fault(kind, target), now=0)
+    for mode, want in zip(MODES, expected, strict=True):
+        table = PartitionTable(mini)
+        partition, _ = table.create("all", [a.name for a in mini.accelerators], resiliency=mode)
+        assert table.health(partition, links.usable, out).reason == want, mode
+
+
 def test_full_bandwidth_parks_members_missing_links(mini: Topology) -> None:
     links = LinkHealth(mini)
     links.inject(Fault(FaultKind.LINK_DOWN, "compute-02/gpu0/nvlink3"), now=0)
@@ -175,7 +233,7 @@ def test_full_bandwidth_parks_members_missing_links(mini: Topology) -> None:
     partition, _ = table.create("all", [a.name for a in mini.accelerators])
     report = table.health(partition, links.usable)
     assert report.parked == (2,) and report.full == (0, 1, 3) and report.unreachable == ()
-    assert "1 member(s) parked" in report.reason
+    assert report.reason == "1 member parked: compute-02/gpu0 misses links"
     drained = LinkHealth(mini)
     drained.set_admin("compute-02", True, now=0)  # a drained tray counts like a lost one
     assert table.health(partition, drained.usable).parked == (2, 3)
