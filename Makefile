@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/controller.py
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/failover.py
+	$(BIN)/python bench/startup.py
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

@@ -69,7 +69,7 @@ async def test_one_frame_shows_the_trays_a_row_per_accelerator_and_the_partition
     lines = frame.splitlines()
     assert lines[0].startswith("rack mini  20")
     assert lines[0].endswith(
-        "Z  control plane ready  trays 4/4 reachable  fabric nvlink5, tables generation 1"
+        "Z  control plane ready  trays 4/4 reachable  fabric nvlink5, tables generation 2"
     )
     assert lines[1].startswith("links 16/16 active  traffic 0 B/s")
     for tray in ("compute-01", "compute-02", "switch-1", "switch-2"):
