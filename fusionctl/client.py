@@ -38,6 +38,7 @@ import grpc
 from google.protobuf.message import Message
 
 from fusionrack.auth import TOKEN_FILES, Credentials
+from fusionrack.cli import existing_file, number
 from fusionrack.rpc import TlsFiles, component_files, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, memory_pb2_grpc
 
@@ -360,28 +361,28 @@ def connection_options(top: bool = False) -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--tls-ca",
-        type=Path,
+        type=existing_file,
         default=default(None),
         metavar="PEM",
         help="CA that signs the controller (and agents): use TLS",
     )
     group.add_argument(
         "--tls-cert",
-        type=Path,
+        type=existing_file,
         default=default(None),
         metavar="PEM",
         help="client certificate, when the servers require one",
     )
     group.add_argument(
         "--tls-key",
-        type=Path,
+        type=existing_file,
         default=default(None),
         metavar="PEM",
         help="private key of --tls-cert",
     )
     group.add_argument(
         "--token-file",
-        type=Path,
+        type=existing_file,
         default=default(None),
         metavar="PATH",
         help=f"bearer token to present (default ${ENV_TOKEN_FILE}, else the admin token of "
@@ -389,14 +390,14 @@ def connection_options(top: bool = False) -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--timeout",
-        type=float,
+        type=number(0, above=True),
         default=default(RPC_TIMEOUT),
         metavar="SECONDS",
         help=f"deadline of each request (default {RPC_TIMEOUT:g})",
     )
     group.add_argument(
         "--wait",
-        type=float,
+        type=number(0),
         default=default(0.0),
         metavar="SECONDS",
         help="keep trying to reach the controller this long, e.g. while it starts (default 0)",

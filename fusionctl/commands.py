@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fusionrack.cli import ArgumentParser
 from fusionrack.v1 import common_pb2
 
+from .arguments import accelerator_text
 from .client import Command, Refused, Session, connection_options, output_options, runner
 from .views import location_text
 
@@ -38,9 +40,7 @@ class Commands:
         # Built once: argparse copies a parent's options into each parser that names it.
         self._parents = [connection_options(), output_options()]
 
-    def add(
-        self, parent: Any, name: str, run: Command, help: str, **kw: Any
-    ) -> argparse.ArgumentParser:
+    def add(self, parent: Any, name: str, run: Command, help: str, **kw: Any) -> ArgumentParser:
         """A command `name` under `parent` (`root` or a `group`) that runs `run` in a Session."""
         parser = parent.add_parser(name, help=help, description=help, parents=self._parents, **kw)
         parser.set_defaults(run=runner(run))
@@ -68,9 +68,9 @@ def announced(verb: str, lines: list[str]) -> list[str]:
 
 
 async def resolve_accelerator(
-    s: Session, ref: common_pb2.AcceleratorRef, text: str
+    s: Session, ref: common_pb2.AcceleratorRef
 ) -> tuple[common_pb2.TrayInfo, common_pb2.Accelerator]:
-    """(tray, accelerator) named by `ref` (as the user wrote it: `text`), from ListTrays."""
+    """(tray, accelerator) named by `ref`, from ListTrays."""
     case = ref.WhichOneof("accelerator")
     for tray in await s.trays():
         for a in tray.accelerators:
@@ -86,4 +86,7 @@ async def resolve_accelerator(
                 )
             ):
                 return tray, a
-    raise Refused(f"NOT_FOUND: no accelerator {text!r} in this rack (see `fusionctl accelerators`)")
+    raise Refused(
+        f"NOT_FOUND: no accelerator {accelerator_text(ref)!r} in this rack "
+        "(see `fusionctl accelerators`)"
+    )

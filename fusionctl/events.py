@@ -25,8 +25,7 @@ async def _events(s: Session) -> int:
     request = controller_pb2.SubscribeRequest(
         kinds=a.kind or [], trays=a.tray or [], include_snapshot=not (a.follow and a.no_snapshot)
     )
-    for text in a.partition or []:
-        ref = partition_ref(text)
+    for ref in a.partition or []:
         if ref.WhichOneof("partition") == "id":
             request.partition_ids.append(ref.id)
         else:
@@ -94,6 +93,7 @@ def register(commands: Commands) -> None:
     )
     p.add_argument(
         "--partition",
+        type=partition_ref,
         action="append",
         metavar="PARTITION",
         help="only events concerning this partition (id or name; repeatable)",

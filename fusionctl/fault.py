@@ -4,9 +4,12 @@ taking links or trays out of service (admin down) and back.
 
 from __future__ import annotations
 
+import argparse
+
+from fusionrack.cli import number
 from fusionrack.v1 import common_pb2, controller_pb2
 
-from .arguments import FAULT_KIND, choices
+from .arguments import FAULT_KIND, MAX_DURATION, UINT32, choices, enum_word
 from .client import Session
 from .commands import Commands, key_option
 from .views import FAULT_HEADER, fault_rows
@@ -61,6 +64,22 @@ async def _set_admin_state(s: Session) -> int:
     return s.show(response, lambda r: f"{s.args.target} {verb} ({len(r.links)} links)")
 
 
+def _options_fit_the_kind(args: argparse.Namespace) -> None:
+    """--ber is degraded_ber's (and it needs one), --flap-* are link_flap's."""
+    kind = enum_word(common_pb2.FaultKind, args.kind)
+    if args.kind == common_pb2.FAULT_KIND_DEGRADED_BER and args.ber is None:
+        raise argparse.ArgumentTypeError("degraded_ber needs --ber (the bit error rate, e.g. 1e-9)")
+    if args.kind != common_pb2.FAULT_KIND_DEGRADED_BER and args.ber is not None:
+        raise argparse.ArgumentTypeError(f"--ber goes with degraded_ber, not {kind}")
+    if args.kind != common_pb2.FAULT_KIND_LINK_FLAP:
+        for option, value in (
+            ("--flap-period", args.flap_period),
+            ("--flap-count", args.flap_count),
+        ):
+            if value is not None:
+                raise argparse.ArgumentTypeError(f"{option} goes with link_flap, not {kind}")
+
+
 def register(commands: Commands) -> None:
     """Add `fault`, `drain` and `undrain` to `fusionctl`."""
     add, group = commands.add, commands.group
@@ -76,19 +95,24 @@ def register(commands: Commands) -> None:
         help="a link (compute-01/gpu0/nvlink3), chiplet, switch chip (switch-1/chip0) "
         "or tray, as KIND requires",
     )
-    p.add_argument("--ber", type=float, help="degraded_ber: the bit error rate, e.g. 1e-9")
+    p.add_argument(
+        "--ber",
+        type=number(0, 1, above=True, below=True),
+        help="degraded_ber: the bit error rate, in (0, 1), e.g. 1e-9",
+    )
     p.add_argument(
         "--flap-period",
-        type=float,
+        type=number(0, MAX_DURATION, above=True),
         metavar="SECONDS",
         help="link_flap: length of each down / up phase (default 1)",
     )
     p.add_argument(
         "--flap-count",
-        type=int,
+        type=UINT32,
         metavar="N",
         help="link_flap: down phases before it clears itself (default: until cleared)",
     )
+    p.add_check(_options_fit_the_kind)
     key_option(p)
     p = add(verbs, "clear", _clear, "clear a fault by id, or every fault")
     which = p.add_mutually_exclusive_group(required=True)

@@ -10,6 +10,7 @@ from .arguments import (
     ACCELERATOR_KIND,
     LINK_STATE,
     TRAY_KIND,
+    UINT32,
     accelerator_ref,
     choices,
     partition_filter,
@@ -80,11 +81,11 @@ async def _links(s: Session) -> int:
         compute_tray=a.compute_tray or "", switch_tray=a.switch_tray or "", state=a.state or 0
     )
     if a.accelerator is not None:
-        ref = accelerator_ref(a.accelerator)
+        ref = a.accelerator
         if ref.WhichOneof("accelerator") == "index":
             request.accelerator = ref.index
         else:
-            request.accelerator = (await resolve_accelerator(s, ref, a.accelerator))[1].index
+            request.accelerator = (await resolve_accelerator(s, ref))[1].index
     if a.plane is not None:
         request.plane = a.plane
     response = await s.call("ListLinks", request)
@@ -131,7 +132,10 @@ def register(commands: Commands) -> None:
     p.add_argument("--switch-tray", metavar="TRAY", help="only links to this switch tray")
     p.add_argument(
         "--accelerator",
+        type=accelerator_ref,
         metavar="ACCELERATOR",
         help="only links of this accelerator (index, UID, name or TRAY/INDEX)",
     )
-    p.add_argument("--plane", type=int, metavar="N", help="only links of this plane (switch chip)")
+    p.add_argument(
+        "--plane", type=UINT32, metavar="N", help="only links of this plane (switch chip)"
+    )

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from fusionrack import __version__
+from fusionrack.cli import ArgumentParser
 from fusionrack.emulator.errors import FusionError
 
 from . import events, fault, fleet, inventory, manifest, mcast, mem, partition, rack, top, traffic
@@ -30,14 +31,14 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # fusionrack's parser, and so every subcommand's: no abbreviations (`--cont 2` is not
+    # `--controller 2`, `rack up --tls` not a prefix of --tls-ca), checks while parsing.
+    parser = ArgumentParser(
         prog="fusionctl",
         description="Drive an emulated NVLink Fusion rack.",
         epilog="A manifest is a YAML file or a preset name (`fusionctl manifest list`). "
         "Exit codes: 0 ok, 1 refused, 2 usage, 3 controller unreachable.",
         parents=[connection_options(top=True), output_options(top=True)],
-        # No abbreviations: `rack up --tls` is not a prefix of the global --tls-ca/-cert/-key.
-        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"fusionctl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -12,6 +12,7 @@ from typing import Any
 from fusionrack.emulator.manifest import list_presets, load_manifest
 from fusionrack.emulator.topology import Topology
 
+from .arguments import manifest_name
 from .client import output_options
 from .commands import Commands
 from .output import human_bytes, rate, table
@@ -192,12 +193,16 @@ def register(commands: Commands) -> None:
     manifest = commands.root.add_parser("manifest", help="validate and inspect rack manifests")
     verbs = manifest.add_subparsers(dest="verb", required=True, metavar="VERB")
     check = verbs.add_parser("check", help="validate a manifest (exit 1 naming the bad field)")
-    check.add_argument("manifest", metavar="PATH|NAME", help="manifest file or preset name")
+    check.add_argument(
+        "manifest", type=manifest_name, metavar="PATH|NAME", help="manifest file or preset name"
+    )
     check.set_defaults(run=_manifest_check)
     show = verbs.add_parser(
         "show", help="trays, accelerators, links and bandwidth of a rack", parents=output
     )
-    show.add_argument("manifest", metavar="PATH|NAME", help="manifest file or preset name")
+    show.add_argument(
+        "manifest", type=manifest_name, metavar="PATH|NAME", help="manifest file or preset name"
+    )
     show.add_argument("--links", action="store_true", help="list every link too")
     show.set_defaults(run=_manifest_show)
     presets = verbs.add_parser("list", help="the manifests that ship with fusionrack")

@@ -28,6 +28,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
+from fusionrack.cli import integer
 from fusionrack.v1 import common_pb2, controller_pb2, events_pb2
 
 from .client import (
@@ -281,7 +282,7 @@ def register(commands: Commands) -> None:
     )
     parser.add_argument(
         "--events",
-        type=int,
+        type=integer(0, KEPT_EVENTS),
         default=10,
         metavar="N",
         help="events a printed frame shows, the latest last (default 10; live: what fits)",
