@@ -449,7 +449,7 @@ def load_manifest(path_or_name: str, rack_name: str | None = None) -> Manifest:
 def check_rack_name(name: str) -> str:
     """`name` if it can name a rack; ManifestError saying what a name may hold otherwise."""
     if not _NAME_RE.match(name):
-        raise ManifestError("name", f"rack name {name!r}: use letters, digits, '.', '_', '-' "
+        raise ManifestError("", f"rack name {name!r}: use letters, digits, '.', '_', '-' "
                             "(max 63)")  # fmt: skip
     return name
 

@@ -113,6 +113,7 @@ def enum_arg(enum: EnumTypeWrapper, aliases: dict[str, str] | None = None) -> Ca
         return values[key]
 
     parse.choices = list(values)  # type: ignore[attr-defined]
+    parse.enum = enum  # type: ignore[attr-defined]
     return parse
 
 

@@ -38,7 +38,7 @@ import grpc
 from google.protobuf.message import Message
 
 from fusionrack.auth import TOKEN_FILES, Credentials
-from fusionrack.cli import existing_file, number
+from fusionrack.cli import addresses, existing_file, number, rack_name
 from fusionrack.rpc import TlsFiles, component_files, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, memory_pb2_grpc
 
@@ -345,6 +345,7 @@ def connection_options(top: bool = False) -> argparse.ArgumentParser:
     group = parent.add_argument_group("controller connection")
     group.add_argument(
         "--controller",
+        type=addresses,
         metavar="HOST:PORT",
         default=default(os.environ.get(ENV_CONTROLLER) or DEFAULT_CONTROLLER),
         help=f"controller address, or every controller of the rack as HOST:PORT,HOST:PORT "
@@ -353,6 +354,7 @@ def connection_options(top: bool = False) -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--rack",
+        type=rack_name,
         metavar="NAME",
         default=default(os.environ.get(ENV_RACK) or None),
         help=f"talk to this rack of the fleet `fusionctl fleet up` started here, instead of "

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fusionrack.cli import ArgumentParser
+from fusionrack.cli import ArgumentParser, non_empty
 from fusionrack.v1 import common_pb2
 
 from .arguments import accelerator_text
@@ -56,6 +56,7 @@ def key_option(parser: argparse.ArgumentParser) -> None:
     """`--idempotency-key`, on every command that changes something."""
     parser.add_argument(
         "--idempotency-key",
+        type=non_empty,
         metavar="KEY",
         help="key of this change: the controller applies a key's request at most once "
         "(default: a new UUID each time; pass the same key to retry a command safely)",

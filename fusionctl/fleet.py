@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fusionrack.cli import existing_file, port
+from fusionrack.cli import existing_file, non_empty, port
 
 from .arguments import manifest_name
 from .client import output_options
@@ -108,7 +108,9 @@ def register(commands: Commands) -> None:
         help="first port of rack-01; each rack takes the next hundred ports (or more for a "
         f"larger rack): its trays, then its controller (default {DEFAULT_BASE_PORT})",
     )
-    up.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    up.add_argument(
+        "--host", type=non_empty, default="127.0.0.1", help="address to bind (default 127.0.0.1)"
+    )
     for verb in (up, status, down):
         verb.add_argument(
             "--state-dir",

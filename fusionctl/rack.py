@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fusionrack.cli import host_port, integer, port
+from fusionrack.cli import host_port, integer, non_empty, port, rack_name
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT
 
 from .arguments import manifest_name
@@ -126,6 +126,7 @@ def register(commands: Commands) -> None:
     for verb in (down, status, restart):
         verb.add_argument(
             "--rack",
+            type=rack_name,
             metavar="NAME",
             help="a rack of the fleet `fusionctl fleet up` started here (its state directory)",
         )
@@ -148,7 +149,9 @@ def register(commands: Commands) -> None:
         help=f"gRPC port of slot 1; tray in slot s: base+3(s-1), metrics +1, "
         f"switch trays' data plane +2 (default {DEFAULT_BASE_PORT})",
     )
-    up.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    up.add_argument(
+        "--host", type=non_empty, default="127.0.0.1", help="address to bind (default 127.0.0.1)"
+    )
     up.add_argument(
         "--controller-listen",
         type=host_port,

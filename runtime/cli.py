@@ -28,6 +28,7 @@ from fusionrack.emulator.manifest import check_rack_name, resolve_manifest
 __all__ = [
     "ArgumentParser",
     "Check",
+    "addresses",
     "existing_directory",
     "existing_file",
     "host_port",
@@ -35,6 +36,7 @@ __all__ = [
     "manifest_name",
     "mqtt_url",
     "named_address",
+    "non_empty",
     "number",
     "port",
     "rack_name",
@@ -156,6 +158,24 @@ def existing_directory(text: str) -> Path:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: no such directory")
     return path
+
+
+def addresses(text: str) -> str:
+    """An argparse type: servers to call, `HOST:PORT` or `HOST:PORT,HOST:PORT,...` (or gRPC
+    target URIs, `dns:///host:port`, `unix:/path`), as given."""
+    parts = text.split(",")
+    if not all(part.strip() and ":" in part for part in parts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give HOST:PORT, or several as HOST:PORT,HOST:PORT (127.0.0.1:20051)"
+        )
+    return text
+
+
+def non_empty(text: str) -> str:
+    """An argparse type: any text but an empty one."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a value that is not empty")
+    return text
 
 
 def manifest_name(text: str) -> str:
