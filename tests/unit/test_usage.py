@@ -22,9 +22,12 @@ from typing import Any
 
 import pytest
 
+from fusionrack.agent.main import build_parser as agent_parser
 from fusionrack.agent.main import main as agent_main
+from fusionrack.controller.main import build_parser as controller_parser
 from fusionrack.controller.main import main as controller_main
 from fusionrack.fusionctl.arguments import enum_word
+from fusionrack.fusionctl.main import build_parser as fusionctl_parser
 from fusionrack.fusionctl.main import main as fusionctl_main
 from fusionrack.fusionctl.views import traffic_rows
 from fusionrack.v1 import controller_pb2
@@ -107,12 +110,15 @@ def test_no_parser_of_any_program_takes_an_abbreviation(
         assert len(parsers) > 30  # every noun and verb was walked
 
 
-def run_main(
-    main: Callable[[list[str]], Any], argv: list[str], capsys: pytest.CaptureFixture[str]
+def usage_error(
+    build: Callable[[], argparse.ArgumentParser],
+    argv: list[str],
+    capsys: pytest.CaptureFixture[str],
 ) -> str:
-    """`main(argv)` must exit 2 as a usage error; what it printed on stderr."""
+    """Parsing `argv` with the program's parser must exit 2 as a usage error; what it printed
+    on stderr. Only parsed, never run: a value taken would start nothing here."""
     with pytest.raises(SystemExit) as exited:
-        main(argv)
+        build().parse_args(argv)
     err = capsys.readouterr().err
     assert exited.value.code == 2, err
     assert "usage: " in err and "Traceback" not in err
@@ -124,9 +130,9 @@ def test_an_abbreviation_is_refused_not_taken_for_another_option(
 ) -> None:
     # `--cont 2`, a typo for --count, became --controller 2.
     argv = ["partition", "create", "--name", "p", "--count", "1", "--cont", "2"]
-    assert "unrecognized arguments: --cont 2" in run_main(fusionctl_main, argv, capsys)
+    assert "unrecognized arguments: --cont 2" in usage_error(fusionctl_parser, argv, capsys)
     for abbreviated in (["domain", "--time", "5"], ["rack", "up", "--control", "3"]):
-        assert "unrecognized arguments" in run_main(fusionctl_main, abbreviated, capsys)
+        assert "unrecognized arguments" in usage_error(fusionctl_parser, abbreviated, capsys)
 
 
 # A value that cannot be right, for every option of fusionctl that takes one ("" for the
@@ -299,7 +305,7 @@ def test_a_value_that_cannot_be_right_is_a_usage_error(
     command, option = where
     words = command.split()
     argv = [*words, option, bad] if option.startswith("-") else [*words, bad]
-    err = run_main(fusionctl_main, argv, capsys)
+    err = usage_error(fusionctl_parser, argv, capsys)
     assert "error: argument " in err
 
 
@@ -321,7 +327,7 @@ def test_atomic_operands_are_checked_with_their_op_and_type(
     argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     where = ["mem", "atomic", "--initiator", "0", "--target", "1"]
-    assert says in run_main(fusionctl_main, [*where, *argv], capsys)
+    assert says in usage_error(fusionctl_parser, [*where, *argv], capsys)
 
 
 def test_options_that_contradict_each_other_are_usage_errors(
@@ -350,61 +356,62 @@ def test_options_that_contradict_each_other_are_usage_errors(
         (["fleet", "up", "--fleet", str(fleet_file), "--manifest", "mini"], "without --manifest"),
     ]  # fmt: skip
     for argv, says in cases:
-        assert says in run_main(fusionctl_main, argv, capsys), argv
+        assert says in usage_error(fusionctl_parser, argv, capsys), argv
 
 
 def test_a_negative_looking_value_is_read_as_a_value(capsys: pytest.CaptureFixture[str]) -> None:
     """`--size -2MiB` reads as `--size=-2MiB` (argparse took it for an option: "expected one
     argument"), and both say what is wrong with it."""
     where = ["mcast", "create", "--partition", "p"]
-    spaced = run_main(fusionctl_main, [*where, "--size", "-2MiB"], capsys)
-    joined = run_main(fusionctl_main, [*where, "--size=-2MiB"], capsys)
+    spaced = usage_error(fusionctl_parser, [*where, "--size", "-2MiB"], capsys)
+    joined = usage_error(fusionctl_parser, [*where, "--size=-2MiB"], capsys)
     assert "argument --size: '-2MiB': a size is at least 1 byte" in spaced
     assert spaced == joined
     offset = ["mem", "load", "--initiator", "0", "--target", "1", "--size", "8", "--offset", "-8"]
-    assert "argument --offset: '-8': an offset is 0 .. 0xffffffffffff" in run_main(
-        fusionctl_main, offset, capsys
+    assert "argument --offset: '-8': an offset is 0 .. 0xffffffffffff" in usage_error(
+        fusionctl_parser, offset, capsys
     )
 
 
 @pytest.mark.parametrize(
-    ("main", "argv", "says"),
+    ("build", "argv", "says"),
     [
-        (agent_main, ["--manifest", "mini", "--tray", "switch-1", "--base-port", "0"],
+        (agent_parser, ["--manifest", "mini", "--tray", "switch-1", "--base-port", "0"],
          "--base-port 0 goes with --all"),
-        (agent_main, ["--manifest", "mini", "--tray", "switch-1", "--listen", "20100"],
+        (agent_parser, ["--manifest", "mini", "--tray", "switch-1", "--listen", "20100"],
          "argument --listen"),
-        (agent_main, ["--manifest", "mini", "--tray", "compute-01", "--switch", "switch-1"],
+        (agent_parser, ["--manifest", "mini", "--tray", "compute-01", "--switch", "switch-1"],
          "argument --switch: 'switch-1': give NAME=HOST:PORT"),
-        (agent_main, ["--manifest", "mini", "--all", "--listen", "127.0.0.1:1"],
+        (agent_parser, ["--manifest", "mini", "--all", "--listen", "127.0.0.1:1"],
          "--listen goes with --tray"),
-        (agent_main, ["--manifest", "mini", "--all", "--mqtt", "http://h:1"], "argument --mqtt"),
-        (agent_main, ["--manifest", "mini", "--all", "--rack-name", "a rack"],
+        (agent_parser, ["--manifest", "mini", "--all", "--mqtt", "http://h:1"], "argument --mqtt"),
+        (agent_parser, ["--manifest", "mini", "--all", "--rack-name", "a rack"],
          "argument --rack-name: rack name 'a rack'"),
-        (agent_main, ["--manifest", "mini", "--all", "--base-port", "-1"], "argument --base-port"),
-        (agent_main, ["--manifest", "mini", "--all", "--tls-cert", "c.pem"],
+        (agent_parser, ["--manifest", "mini", "--all", "--base-port", "-1"],
+         "argument --base-port"),
+        (agent_parser, ["--manifest", "mini", "--all", "--tls-cert", "c.pem"],
          "--tls-cert and --tls-key together"),
-        (controller_main, ["--manifest", "mini", "--lease-ttl", "0"], "argument --lease-ttl"),
-        (controller_main, ["--manifest", "mini", "--store-timeout", "-1"],
+        (controller_parser, ["--manifest", "mini", "--lease-ttl", "0"], "argument --lease-ttl"),
+        (controller_parser, ["--manifest", "mini", "--store-timeout", "-1"],
          "argument --store-timeout"),
-        (controller_main, ["--manifest", "mini", "--listen", "nowhere"], "argument --listen"),
-        (controller_main, ["--manifest", "mini", "--advertise", "h"], "argument --advertise"),
-        (controller_main, ["--manifest", "mini", "--base-port", "0"], "argument --base-port"),
-        (controller_main, ["--manifest", "mini", "--agent", "compute-01"], "argument --agent"),
-        (controller_main, ["--manifest", "mini", "--state", "s", "--store", "etcd://h:1"],
+        (controller_parser, ["--manifest", "mini", "--listen", "nowhere"], "argument --listen"),
+        (controller_parser, ["--manifest", "mini", "--advertise", "h"], "argument --advertise"),
+        (controller_parser, ["--manifest", "mini", "--base-port", "0"], "argument --base-port"),
+        (controller_parser, ["--manifest", "mini", "--agent", "compute-01"], "argument --agent"),
+        (controller_parser, ["--manifest", "mini", "--state", "s", "--store", "etcd://h:1"],
          "--state (SQLite) or --store (etcd), not both"),
-        (controller_main, ["--manifest", "mini", "--etcd-ca", "ca.pem"], "go with --store"),
-        (controller_main, ["--manifest", "mini", "--pids-file", "p"], "--pids-file goes with"),
-        (controller_main, [], "--manifest is required"),
+        (controller_parser, ["--manifest", "mini", "--etcd-ca", "ca.pem"], "go with --store"),
+        (controller_parser, ["--manifest", "mini", "--pids-file", "p"], "--pids-file goes with"),
+        (controller_parser, [], "--manifest is required"),
     ],
 )  # fmt: skip
 def test_the_servers_refuse_what_cannot_be_right_while_parsing(
-    main: Callable[[list[str]], Any],
+    build: Callable[[], argparse.ArgumentParser],
     argv: list[str],
     says: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert says in run_main(main, argv, capsys)
+    assert says in usage_error(build, argv, capsys)
 
 
 @pytest.mark.parametrize(
