@@ -33,7 +33,16 @@ from fusionrack.emulator import InvalidArgument, Topology, Unavailable, load_man
 from fusionrack.emulator.topology import tray_port_span
 from fusionrack.rpc import FAST_RECONNECT, open_channel
 
-from ..fleets import DEFAULT_BASE_PORT, DEFAULT_PRESET, FLEET_FILE, fleet_dir, read_fleet
+from ..fleets import (
+    DEFAULT_BASE_PORT,
+    DEFAULT_PRESET,
+    FLEET_FILE,
+    fleet_dir,
+    fleet_env,
+    fleet_state_dir_option,
+    no_fleet,
+    read_fleet,
+)
 from ..output import Palette, Progress, Word, colour_enabled, print_json, table
 from .plan import RackPlan, planned_ports, target_groups, write_targets
 from .processes import (
@@ -175,7 +184,8 @@ def fleet_up(
     """Bring the racks (name, manifest) up as one fleet; see the module doc."""
     directory = fleet_dir(state_dir)
     if read_fleet(directory) is not None:
-        raise Unavailable(f"a fleet is already up from {directory} (fusionctl fleet down)")
+        raise Unavailable(f"a fleet is already up from {directory} (fusionctl fleet "
+                          f"down{fleet_state_dir_option(directory)})")  # fmt: skip
     members = plan_fleet(racks, host, base_port, directory)
     # Rendered first: a bad interval is refused before anything starts.
     prometheus_config = render_config(prometheus_interval) if prometheus else None
@@ -236,10 +246,9 @@ def fleet_up(
         if prometheus_url:
             print(f"prometheus: {prometheus_url} (every rack; the dashboards' rack variable "
                   "picks one)")  # fmt: skip
-        print(f"talk to one rack with --rack NAME, e.g. fusionctl --rack {members[0].name} "
-              "domain")  # fmt: skip
-    custom = state_dir is not None
-    where = f" --state-dir {directory}" if custom else ""
+        print(f"talk to one rack with --rack NAME, e.g. {fleet_env(directory)}fusionctl --rack "
+              f"{members[0].name} domain")  # fmt: skip
+    where = fleet_state_dir_option(directory)
     if detach:
         print(f"running in the background; stop it with: fusionctl fleet down{where}", file=notes)
         return 0
@@ -388,7 +397,7 @@ def fleet_status(state_dir: Path | None = None, output: str = "table") -> int:
     if output == "json":
         print_json(document)
     elif not document["up"]:
-        print(f"no fleet is up from {directory}")
+        print(no_fleet(state_dir))
     else:
         ready = sum(rack["state"] == "READY" for rack in document["racks"])
         print(f"fleet in {directory}: {ready}/{len(document['racks'])} racks ready")
@@ -409,7 +418,7 @@ def fleet_down(state_dir: Path | None = None, output: str = "table") -> int:
         if output == "json":
             print_json({"state_dir": str(directory), "stopped": []})
         else:
-            print(f"no fleet is up from {directory}")
+            print(no_fleet(state_dir))
         return 0
     stopped = _stop_fleet(directory)
     if output == "json":
