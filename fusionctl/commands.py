@@ -19,6 +19,7 @@ invocation, so re-running a command line with the same key applies it at most on
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 from fusionrack.cli import ArgumentParser, non_empty
@@ -28,7 +29,7 @@ from .arguments import accelerator_text
 from .client import Command, Refused, Session, connection_options, output_options, runner
 from .views import location_text
 
-__all__ = ["Commands", "announced", "key_option", "resolve_accelerator"]
+__all__ = ["Commands", "announced", "key_option", "resolve_accelerator", "with_examples"]
 
 
 class Commands:
@@ -40,8 +41,19 @@ class Commands:
         # Built once: argparse copies a parent's options into each parser that names it.
         self._parents = [connection_options(), output_options()]
 
-    def add(self, parent: Any, name: str, run: Command, help: str, **kw: Any) -> ArgumentParser:
-        """A command `name` under `parent` (`root` or a `group`) that runs `run` in a Session."""
+    def add(
+        self,
+        parent: Any,
+        name: str,
+        run: Command,
+        help: str,
+        examples: Sequence[str] = (),
+        **kw: Any,
+    ) -> ArgumentParser:
+        """A command `name` under `parent` (`root` or a `group`) that runs `run` in a Session;
+        `examples` (command lines, `fusionctl ...`) end its --help. They work on the default
+        rack (gb200-nvl72), run in the order --help lists them: tests/e2e/test_examples.py."""
+        kw.update(with_examples(examples))
         parser = parent.add_parser(name, help=help, description=help, parents=self._parents, **kw)
         parser.set_defaults(run=runner(run))
         return parser
@@ -50,6 +62,17 @@ class Commands:
         """A noun whose verbs are added with `add(group, verb, ...)`."""
         parser = self.root.add_parser(name, help=help, description=help)
         return parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+
+def with_examples(examples: Sequence[str]) -> dict[str, Any]:
+    """The `add_parser` options that end a command's --help with `examples` (command lines,
+    one a line, as written)."""
+    if not examples:
+        return {}
+    return {
+        "epilog": "examples:\n" + "\n".join(f"  {line}" for line in examples),
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
 
 
 def key_option(parser: argparse.ArgumentParser) -> None:

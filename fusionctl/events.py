@@ -75,6 +75,11 @@ def register(commands: Commands) -> None:
         "events",
         _events,
         "the present state as events, and with --follow the live events",
+        [
+            "fusionctl events",
+            "fusionctl events --kind partition_created --kind partition_deleted",
+            "fusionctl events --partition train --tray compute-01 -o json",
+        ],
     )
     p.add_argument(
         "-f", "--follow", action="store_true", help="keep printing live events until Ctrl-C"

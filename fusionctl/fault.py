@@ -85,9 +85,27 @@ def register(commands: Commands) -> None:
     add, group = commands.add, commands.group
 
     verbs = group("fault", "inject, list and clear faults")
-    p = add(verbs, "list", _list, "active faults of the rack")
+    p = add(
+        verbs,
+        "list",
+        _list,
+        "active faults of the rack",
+        ["fusionctl fault list", "fusionctl fault list --tray compute-01"],
+    )
     p.add_argument("--tray", help="only faults held by this tray's agent")
-    p = add(verbs, "inject", _inject, "break something on purpose")
+    p = add(
+        verbs,
+        "inject",
+        _inject,
+        "break something on purpose",
+        [
+            "fusionctl fault inject link_down compute-01/gpu0/nvlink3",
+            "fusionctl fault inject degraded_ber compute-02/gpu1/nvlink0 --ber 1e-9",
+            "fusionctl fault inject link_flap compute-02/gpu1/nvlink1 --flap-period 0.5 "
+            "--flap-count 2",
+            "fusionctl fault inject switch_chip_failure switch-9/chip1",
+        ],
+    )
     p.add_argument("kind", type=FAULT_KIND, metavar="KIND", help=choices(FAULT_KIND))
     p.add_argument(
         "target",
@@ -114,7 +132,13 @@ def register(commands: Commands) -> None:
     )
     p.add_check(_options_fit_the_kind)
     key_option(p)
-    p = add(verbs, "clear", _clear, "clear a fault by id, or every fault")
+    p = add(
+        verbs,
+        "clear",
+        _clear,
+        "clear a fault by id, or every fault",
+        ["fusionctl fault clear --all"],
+    )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("fault_id", nargs="?", metavar="FAULT_ID", help="e.g. compute-01/1")
     which.add_argument("--all", action="store_true", help="clear every active fault of the rack")
@@ -124,7 +148,12 @@ def register(commands: Commands) -> None:
         ("drain", "take a link or a whole tray out of service (admin down)"),
         ("undrain", "return a drained link or tray to service"),
     ):
-        p = add(commands.root, name, _set_admin_state, what)
+        reason = ' --reason "reseat the cable"' if name == "drain" else ""
+        examples = [
+            f"fusionctl {name} compute-03/gpu2/nvlink5{reason}",
+            f"fusionctl {name} compute-18",
+        ]
+        p = add(commands.root, name, _set_admin_state, what, examples)
         p.add_argument(
             "target",
             metavar="TARGET",

@@ -57,16 +57,30 @@ def register(commands: Commands) -> None:
     add, group = commands.add, commands.group
 
     verbs = group("mcast", "multicast groups (NVLink SHARP)")
-    p = add(verbs, "list", _list, "multicast groups")
+    p = add(
+        verbs,
+        "list",
+        _list,
+        "multicast groups",
+        ["fusionctl mcast list", "fusionctl mcast list --partition train"],
+    )
     p.add_argument(
         "--partition",
         type=partition_ref,
         metavar="PARTITION",
         help="only this partition's (id or name)",
     )
-    p = add(verbs, "show", _show, "one multicast group and its members")
-    p.add_argument("id", type=GROUP_ID, help="group id")
-    p = add(verbs, "create", _create, "create a multicast group in a partition")
+    p = add(
+        verbs,
+        "create",
+        _create,
+        "create a multicast group in a partition",
+        [
+            "fusionctl mcast create --partition train --size 2MiB",
+            "fusionctl mcast create --partition train --size 4MiB "
+            "--member compute-01/gpu0@8MiB --member compute-02/gpu0@8MiB",
+        ],
+    )
     p.add_argument(
         "--partition", type=partition_ref, required=True, metavar="PARTITION", help="id or name"
     )
@@ -90,6 +104,8 @@ def register(commands: Commands) -> None:
         "--id", type=GROUP_ID, help="group id to use, 1..16383 (default: the lowest free)"
     )
     key_option(p)
-    p = add(verbs, "delete", _delete, "delete a multicast group")
+    p = add(verbs, "show", _show, "one multicast group and its members", ["fusionctl mcast show 1"])
+    p.add_argument("id", type=GROUP_ID, help="group id")
+    p = add(verbs, "delete", _delete, "delete a multicast group", ["fusionctl mcast delete 2"])
     p.add_argument("id", type=GROUP_ID, help="group id")
     key_option(p)

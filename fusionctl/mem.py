@@ -143,12 +143,24 @@ def _target_options(parser: ArgumentParser) -> None:
     parser.add_check(_offset_with_target)
 
 
+_ME = "--initiator compute-01/gpu0 --target compute-02/gpu0"  # of the examples
+
+
 def register(commands: Commands) -> None:
     """Add `mem` to `fusionctl`."""
     add, group = commands.add, commands.group
 
     verbs = group("mem", "load, store and atomics as an accelerator (through its tray's agent)")
-    p = add(verbs, "load", _load, "read bytes of an accelerator's memory")
+    p = add(
+        verbs,
+        "load",
+        _load,
+        "read bytes of an accelerator's memory",
+        [
+            f"fusionctl mem load {_ME} --offset 4KiB --size 16",
+            "fusionctl mem load --initiator 0 --address 0x0004000000001000 --size 16",
+        ],
+    )
     _target_options(p)
     p.add_argument(
         "--size",
@@ -157,12 +169,31 @@ def register(commands: Commands) -> None:
         metavar="BYTES",
         help="how many bytes (1 B .. 4 MiB)",
     )
-    p = add(verbs, "store", _store, "write bytes into an accelerator's memory")
+    p = add(
+        verbs,
+        "store",
+        _store,
+        "write bytes into an accelerator's memory",
+        [
+            f"fusionctl mem store {_ME} --offset 4KiB --data hello",
+            f"fusionctl mem store {_ME} --offset 4KiB --hex 68656c6c6f",
+        ],
+    )
     _target_options(p)
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument("--data", type=data_bytes, help="the bytes, as text (UTF-8)")
     data.add_argument("--hex", type=hex_bytes, help="the bytes, in hexadecimal")
-    p = add(verbs, "atomic", _atomic, "an atomic read-modify-write; prints the old value")
+    p = add(
+        verbs,
+        "atomic",
+        _atomic,
+        "an atomic read-modify-write; prints the old value",
+        [
+            f"fusionctl mem atomic {_ME} --offset 8KiB --op add --operand 5",
+            f"fusionctl mem atomic {_ME} --offset 8KiB --op cas --compare 5 --operand 9",
+            f"fusionctl mem atomic {_ME} --offset 16KiB --op add --type f64 --operand 0.5",
+        ],
+    )
     _target_options(p)
     p.add_argument("--op", type=ATOMIC_OP, required=True, help=f"the op ({choices(ATOMIC_OP)})")
     p.add_argument(

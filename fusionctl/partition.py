@@ -134,10 +134,26 @@ def register(commands: Commands) -> None:
     add, group = commands.add, commands.group
 
     verbs = group("partition", "create, inspect, change and delete partitions")
-    add(verbs, "list", _list, "every partition with its health")
-    p = add(verbs, "show", _show, "one partition, its members and health")
+    add(verbs, "list", _list, "every partition with its health", ["fusionctl partition list"])
+    p = add(
+        verbs,
+        "show",
+        _show,
+        "one partition, its members and health",
+        ["fusionctl partition show default", "fusionctl partition show 32766 -o json"],
+    )
     p.add_argument("partition", type=partition_ref, metavar="PARTITION", help="id or name")
-    p = add(verbs, "create", _create, "create a partition from locations, UIDs or a count")
+    p = add(
+        verbs,
+        "create",
+        _create,
+        "create a partition from locations, UIDs or a count",
+        [
+            "fusionctl partition create --name train "
+            "--locations compute-01/0,compute-01/1,compute-02/0,compute-02/1",
+            "fusionctl partition create --name infer --count 8 --resiliency adaptive_bandwidth",
+        ],
+    )
     p.add_argument(
         "--name",
         type=partition_name,
@@ -164,7 +180,13 @@ def register(commands: Commands) -> None:
         help="most multicast groups it may hold (default: the domain's)",
     )
     key_option(p)
-    p = add(verbs, "delete", _delete, "delete a user partition")
+    p = add(
+        verbs,
+        "delete",
+        _delete,
+        "delete a user partition",
+        ["fusionctl partition delete infer --with-groups"],
+    )
     p.add_argument("partition", type=partition_ref, metavar="PARTITION", help="id or name")
     p.add_argument(
         "--with-groups",
@@ -173,7 +195,14 @@ def register(commands: Commands) -> None:
     )
     key_option(p)
     for verb, what in (("add", "add accelerators to"), ("remove", "remove accelerators from")):
-        p = add(verbs, verb, _change_members, f"{what} a partition (named as its member type)")
+        example = f"fusionctl partition {verb} train --locations compute-03/0,compute-03/gpu1"
+        p = add(
+            verbs,
+            verb,
+            _change_members,
+            f"{what} a partition (named as its member type)",
+            [example],
+        )
         p.add_argument("partition", type=partition_ref, metavar="PARTITION", help="id or name")
         _members_options(p, required=True, count=False)
         key_option(p)

@@ -40,7 +40,7 @@ from .client import (
     output_options,
     runner,
 )
-from .commands import Commands
+from .commands import Commands, with_examples
 from .output import print_json
 from .terminal import Screen
 from .topview import Sample, build_snapshot, frame_json, render_frame
@@ -269,6 +269,7 @@ def register(commands: Commands) -> None:
         description=what + ". Quit with q or Ctrl-C. Not on a terminal, with --once or -o json: "
         "one frame (two samples --interval apart) and exit.",
         parents=[connection_options(), output_options()],
+        **with_examples(["fusionctl top", "fusionctl top --once --interval 0.5 --events 5"]),
     )
     parser.add_argument(
         "--interval",

@@ -98,6 +98,12 @@ def register(commands: Commands) -> None:
         "start",
         _start,
         "load a partition's links as a collective would (counted, not moved)",
+        [
+            "fusionctl traffic start --partition train --pattern all-reduce --load 0.6 "
+            "--duration 60s",
+            "fusionctl traffic start --partition train --pattern multicast --load 0.2 "
+            "--source compute-01/gpu0",
+        ],
     )
     p.add_argument(
         "--partition", type=partition_ref, required=True, metavar="PARTITION", help="id or name"
@@ -137,14 +143,26 @@ def register(commands: Commands) -> None:
     )
     p.add_check(_group_and_source_fit_the_pattern)
     key_option(p)
-    p = add(verbs, "list", _list, "traffic sessions and what they achieve")
+    p = add(
+        verbs,
+        "list",
+        _list,
+        "traffic sessions and what they achieve",
+        ["fusionctl traffic list", "fusionctl traffic list --partition train -o json"],
+    )
     p.add_argument(
         "--partition",
         type=partition_ref,
         metavar="PARTITION",
         help="only this partition's (id or name)",
     )
-    p = add(verbs, "stop", _stop, "stop a traffic session, or all")
+    p = add(
+        verbs,
+        "stop",
+        _stop,
+        "stop a traffic session, or all",
+        ["fusionctl traffic stop --all --partition train"],
+    )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument(
         "id", type=integer(1, (1 << 32) - 1), nargs="?", metavar="ID", help="session id"
