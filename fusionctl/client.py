@@ -5,7 +5,7 @@ line on stderr:
 * 0: done;
 * 1 (`Refused`): the server refused the request; its status and message are printed as they
   came (`fusionctl: error: NOT_FOUND: no partition with id 7`);
-* 2: usage error (argparse, before any of this runs);
+* 2: usage error (while parsing, before any of this runs: every value is checked there);
 * 3 (`Unreachable`): nothing answers at the address (or the connection broke); the message
   names the address and how to start a controller.
 

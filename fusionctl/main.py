@@ -6,8 +6,10 @@ agents, controller, broker) up and down, `fleet up|status|down` many racks (`rac
 command talks to a running controller through `client.Session`: `inventory.py` (domain,
 topology, trays, accelerators, links), `partition.py`, `mcast.py`, `mem.py` (to a tray agent),
 `fault.py` (fault, drain, undrain), `traffic.py`, `events.py`, and `top.py` (a live view of the
-rack). Exit codes: 0 ok, 1 refused (the input is wrong or the server said no; the message says
-why), 2 usage, 3 the controller cannot be reached. `-o json` prints machine output.
+rack). Exit codes: 0 ok, 1 refused (the server said no, or what a value names is not there or
+not right: the message says why), 2 usage (whatever is known to be wrong before a request is
+made: every value is checked while parsing, `fusionrack.cli`), 3 the controller cannot be
+reached. `-o json` prints machine output.
 """
 
 from __future__ import annotations
