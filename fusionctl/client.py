@@ -42,7 +42,7 @@ from fusionrack.cli import addresses, existing_file, number, rack_name
 from fusionrack.rpc import TlsFiles, component_files, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, memory_pb2_grpc
 
-from .fleets import ENV_FLEET_DIR, fleet_dir, fleet_rack
+from .fleets import ENV_FLEET_DIR, fleet_dir, fleet_rack, racks_up_here
 from .output import Palette, Progress, colour_enabled, print_json, table
 
 __all__ = [
@@ -165,8 +165,14 @@ class Session:
                 "which agents the controller reaches)"
             )
         tls = "" if self.tls.enabled else " (or it serves TLS: give --tls-ca)"
+        elsewhere = [
+            f"{rack['rack']} at --controller {rack['controller']}"
+            for _, rack in racks_up_here()
+            if rack.get("controller") and rack["controller"] != address
+        ]
+        here = f"; racks up from here: {', '.join(elsewhere)}" if elsewhere else ""
         return (
-            f"cannot reach the controller at {address}: nothing answers there{tls}. "
+            f"cannot reach the controller at {address}: nothing answers there{tls}{here}. "
             "Start a rack with its controller: `fusionctl rack up` (or `fusion-controller "
             f"--manifest NAME`); or point fusionctl at one with --controller or ${ENV_CONTROLLER}"
         )

@@ -34,6 +34,7 @@ __all__ = [
     "no_fleet",
     "no_rack",
     "rack_options",
+    "racks_up_here",
     "read_fleet",
 ]
 
@@ -119,20 +120,30 @@ def rack_options(rack: str, manifest: str, state_dir: Path) -> str:
     return "" if rack == DEFAULT_PRESET else f" --manifest {_quoted(manifest)}"
 
 
-def no_rack(state_dir: Path) -> str:
-    """The message for: no rack is up from `state_dir`; it names the racks up from here and
-    how to find them, and how a rack started elsewhere is found."""
+def racks_up_here() -> list[tuple[Path, dict[str, Any]]]:
+    """(state dir, `rack.json`) of every rack `rack up` started from this directory in its
+    default place (`.fusionrack/<rack>`) that is up."""
     found = []
     for record in sorted(RACKS_DIR.glob("*/rack.json")):
         try:
             rack = json.loads(record.read_text())
         except (OSError, ValueError):
             continue
-        if record.parent == state_dir or not (record.parent / "pids.json").exists():
-            continue
-        if isinstance(rack, dict) and isinstance(rack.get("rack"), str):
-            options = rack_options(rack["rack"], str(rack.get("manifest")), record.parent)
-            found.append(f"{rack['rack']} (`fusionctl rack status{options}`)")
+        up = (record.parent / "pids.json").exists()
+        if up and isinstance(rack, dict) and isinstance(rack.get("rack"), str):
+            found.append((record.parent, rack))
+    return found
+
+
+def no_rack(state_dir: Path) -> str:
+    """The message for: no rack is up from `state_dir`; it names the racks up from here and
+    how to find them, and how a rack started elsewhere is found."""
+    found = [
+        f"{rack['rack']} (`fusionctl rack status"
+        f"{rack_options(rack['rack'], str(rack.get('manifest')), where)}`)"
+        for where, rack in racks_up_here()
+        if where != state_dir
+    ]
     here = f"; up from here: {', '.join(found)}" if found else ""
     return (
         f"no rack is up from {state_dir}{here}; a rack started with `rack up --state-dir DIR` "

@@ -168,4 +168,11 @@ def test_readme_and_help_examples_work_on_the_default_rack(
             run(f"fusionctl partition delete {partition} --with-groups", capsys)
     for command in help_examples():
         run(command, capsys)
+    # Pointed elsewhere, fusionctl names the rack that is up here and how to reach it.
+    nobody = f"127.0.0.1:{free_port_range(1)}"
+    assert main(["--controller", nobody, "domain"]) == 3
+    controller = os.environ["FUSIONRACK_CONTROLLER"]
+    assert f"racks up from here: {DEFAULT_RACK} at --controller {controller}" in (
+        capsys.readouterr().err
+    )
     assert "stopped" in run(LAST, capsys)
