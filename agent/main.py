@@ -25,6 +25,7 @@ from fusionrack.cli import (
     integer,
     mqtt_url,
     named_address,
+    non_empty,
 )
 from fusionrack.emulator import FusionError, Topology, TrayKind, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
@@ -87,7 +88,9 @@ def build_parser() -> ArgumentParser:
         metavar="PATH",
         help="with --fork or --each: write {tray or name: pid} here",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--host", type=non_empty, default="127.0.0.1", help="address to bind (default 127.0.0.1)"
+    )
     parser.add_argument(
         "--base-port",
         type=integer(0, 65535, "a TCP port"),

@@ -29,6 +29,7 @@ from fusionrack.cli import (
     integer,
     mqtt_url,
     named_address,
+    non_empty,
     number,
     port,
 )
@@ -290,6 +291,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--etcd-key", type=Path, metavar="PEM", help="its private key")
     parser.add_argument(
         "--controller-id",
+        type=non_empty,
         metavar="NAME",
         help="this controller's name in the election (default: host name/advertised address)",
     )
@@ -324,7 +326,7 @@ def build_parser() -> ArgumentParser:
         help=f"gRPC address (default {DEFAULT_LISTEN})",
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", help="host of the agents (default 127.0.0.1)"
+        "--host", type=non_empty, default="127.0.0.1", help="host of the agents (default 127.0.0.1)"
     )
     parser.add_argument(
         "--base-port",

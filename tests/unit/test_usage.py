@@ -414,6 +414,69 @@ def test_the_servers_refuse_what_cannot_be_right_while_parsing(
     assert says in usage_error(build, argv, capsys)
 
 
+# The servers' options as fusionctl's above: a value that cannot be right for each, or why any
+# text may be (paths are looked at where the program runs: a deployment's flags are checked
+# where its files are not, tests/unit/test_kubernetes.py).
+_PATH = "a path, opened where the program runs (exit 1 naming it)"
+SERVER_BAD_VALUES: dict[tuple[str, str], str] = {
+    ("fusion-agent", "--rack-name"): "a rack",
+    ("fusion-agent", "--host"): "",
+    ("fusion-agent", "--base-port"): "70000",
+    ("fusion-agent", "--listen"): "20100",
+    ("fusion-agent", "--metrics"): "host",
+    ("fusion-agent", "--forward"): "host:port",
+    ("fusion-agent", "--switch"): "switch-1",
+    ("fusion-agent", "--mqtt"): "http://127.0.0.1:1883",
+    ("fusion-agent", "--log-level"): "loud",
+    ("fusion-controller", "--rack-name"): "-rack",
+    ("fusion-controller", "--store"): "http://127.0.0.1:2379",
+    ("fusion-controller", "--controller-id"): "",
+    ("fusion-controller", "--advertise"): "nowhere",
+    ("fusion-controller", "--store-timeout"): "0",
+    ("fusion-controller", "--lease-ttl"): "0",
+    ("fusion-controller", "--listen"): ":20051",
+    ("fusion-controller", "--host"): " ",
+    ("fusion-controller", "--base-port"): "0",
+    ("fusion-controller", "--agent"): "compute-01",
+    ("fusion-controller", "--metrics"): "127.0.0.1:x",
+    ("fusion-controller", "--mqtt"): "mqtts://127.0.0.1:8883",
+    ("fusion-controller", "--log-level"): "verbose",
+}
+SERVER_ANY_TEXT: dict[tuple[str, str], str] = {
+    **{("fusion-agent", option): _PATH for option in (
+        "--manifest", "--each", "--pids-file", "--tls-cert", "--tls-key", "--tls-ca", "--tls-dir",
+        "--rack-secret-file")},
+    ("fusion-agent", "--tray"): "a tray of the manifest, read where it runs (exit 1 naming them)",
+    **{("fusion-controller", option): _PATH for option in (
+        "--manifest", "--state", "--etcd-ca", "--etcd-cert", "--etcd-key", "--tls-cert",
+        "--tls-key", "--tls-ca", "--tls-dir", "--rack-secret-file", "--admin-token-file",
+        "--read-only-token-file", "--each", "--pids-file")},
+}  # fmt: skip
+SERVERS = {"fusion-agent": agent_parser, "fusion-controller": controller_parser}
+
+
+def test_every_server_option_that_takes_a_value_is_checked_or_says_why_not() -> None:
+    options = {
+        (program, action.option_strings[-1])
+        for program, build in SERVERS.items()
+        for action in build()._actions
+        if action.nargs != 0 and action.option_strings
+    }
+    listed = SERVER_BAD_VALUES.keys() | SERVER_ANY_TEXT.keys()
+    assert options - listed == set(), "say what is wrong for them"
+    assert listed - options == set(), "options that are gone"
+
+
+@pytest.mark.parametrize(("where", "bad"), sorted(SERVER_BAD_VALUES.items()))
+def test_a_server_value_that_cannot_be_right_is_a_usage_error(
+    where: tuple[str, str], bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    program, option = where
+    rest = ["--all"] if program == "fusion-agent" else []  # what it needs but the value
+    err = usage_error(SERVERS[program], ["--manifest", "mini", *rest, option, bad], capsys)
+    assert f"error: argument {option}" in err
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
