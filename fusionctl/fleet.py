@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fusionrack.cli import existing_file, non_empty, port
+from fusionrack.cli import existing_file, integer, non_empty, port
 
 from .arguments import manifest_name
 from .client import output_options
@@ -52,16 +52,6 @@ def _fleet_or_manifest(args: argparse.Namespace) -> None:
         )
 
 
-def _rack_count(text: str) -> int:
-    try:
-        count = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of racks, got {text!r}") from None
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"a fleet has at least one rack, not {count}")
-    return count
-
-
 def register(commands: Commands) -> None:
     """Add `fleet` to `fusionctl`."""
     output = [output_options()]
@@ -86,7 +76,9 @@ def register(commands: Commands) -> None:
     )
     down = verbs.add_parser("down", parents=output, help="stop every rack of the fleet")
     which = up.add_mutually_exclusive_group()
-    which.add_argument("--racks", type=_rack_count, metavar="N", help="how many racks (default 1)")
+    which.add_argument(
+        "--racks", type=integer(1, what="racks"), metavar="N", help="how many racks (default 1)"
+    )
     which.add_argument(
         "--fleet",
         type=existing_file,
