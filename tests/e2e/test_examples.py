@@ -41,7 +41,10 @@ LAST = "fusionctl rack down"
 # README's commands that do not run here, and why.
 _ETCD = "a rack of three controllers on etcd: tests/e2e/test_rack_cli.py runs one (on mini)"
 _FLEET = "a fleet of four more gb200 racks: tests/e2e/test_fleet_cli.py runs fleets (of mini)"
-_KUBERNETES = "a rack on Kubernetes (tests/unit/test_kubernetes.py checks those flags)"
+_KUBERNETES = (
+    "a rack on a Kubernetes cluster, which the suite has not (tests/unit/test_kubernetes.py "
+    "checks what the manifests run)"
+)
 NOT_RUN = {
     "fusionctl rack up --in-process": "a second gb200 rack, in the foreground (the rack under "
     "test is README's first); tests/e2e/test_rack_cli.py runs rack up --in-process",
