@@ -19,6 +19,14 @@ from pathlib import Path
 
 from fusionrack import __version__
 from fusionrack.auth import read_secret_file
+from fusionrack.cli import (
+    ArgumentParser,
+    host_port,
+    integer,
+    mqtt_url,
+    named_address,
+    non_empty,
+)
 from fusionrack.emulator import FusionError, Topology, TrayKind, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
 from fusionrack.forks import add_rack_arguments, fork_each, fork_jobs, notify_ready, parent_waits
@@ -32,8 +40,28 @@ __all__ = ["main"]
 log = logging.getLogger("fusion-agent")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _options_fit_together(args: argparse.Namespace) -> None:
+    """Options that only mean something with others, checked before anything starts."""
+    if args.fork and not (args.all and args.base_port):
+        raise argparse.ArgumentTypeError("--fork needs --all and a --base-port other than 0")
+    if args.pids_file is not None and not (args.fork or args.each):
+        raise argparse.ArgumentTypeError("--pids-file goes with --fork or --each")
+    if args.base_port == 0 and args.tray is not None:
+        raise argparse.ArgumentTypeError("--base-port 0 goes with --all (a tray must know where "
+                                         "the others are)")  # fmt: skip
+    for option in ("listen", "metrics", "forward"):
+        if getattr(args, option) is not None and args.tray is None:
+            raise argparse.ArgumentTypeError(f"--{option} goes with --tray (one tray's address)")
+    if args.switch and args.tray is None:
+        raise argparse.ArgumentTypeError("--switch goes with --tray (the others know theirs)")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise argparse.ArgumentTypeError("give --tls-cert and --tls-key together")
+    if args.tls_dir is not None and (args.tls_cert or args.tls_ca):
+        raise argparse.ArgumentTypeError("give --tls-dir or --tls-cert/--tls-key/--tls-ca")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="fusion-agent",
         description="Serve the gRPC agent of one tray of an emulated NVLink Fusion rack.",
         epilog=__doc__.split("\n\n")[1],
@@ -61,25 +89,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="with --fork or --each: write {tray or name: pid} here",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--host", type=non_empty, default="127.0.0.1", help="address to bind (default 127.0.0.1)"
+    )
     parser.add_argument(
         "--base-port",
-        type=int,
+        type=integer(0, 65535, "a TCP port"),
         default=DEFAULT_BASE_PORT,
         help=f"port of slot 1; 0 picks free ports (--all only) (default {DEFAULT_BASE_PORT})",
     )
-    parser.add_argument("--listen", metavar="HOST:PORT", help="gRPC address of this tray (--tray)")
     parser.add_argument(
-        "--metrics", metavar="HOST:PORT", help="/metrics address of this tray (--tray)"
+        "--listen", type=host_port, metavar="HOST:PORT", help="gRPC address of this tray (--tray)"
+    )
+    parser.add_argument(
+        "--metrics",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="/metrics address of this tray (--tray)",
     )
     parser.add_argument("--no-metrics", action="store_true", help="serve no /metrics")
     parser.add_argument(
         "--forward",
+        type=host_port,
         metavar="HOST:PORT",
         help="framed data-plane address of this switch tray (--tray; compute trays ask for it)",
     )
     parser.add_argument(
         "--switch",
+        type=named_address,
         action="append",
         default=[],
         metavar="NAME=HOST:PORT",
@@ -95,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
         "rack run without a controller)",
     )
     parser.add_argument(
-        "--mqtt", metavar="URL", help="publish events to this broker, mqtt://host:port"
+        "--mqtt",
+        type=mqtt_url,
+        metavar="URL",
+        help="publish events to this broker, mqtt://host:port",
     )
     parser.add_argument(
         "--dcgm-compat", action="store_true", help="also export dcgm-exporter's NVLink fields"
@@ -118,8 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         "them)",
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+        "--log-level",
+        type=str.upper,
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     )
+    parser.add_check(_options_fit_together)
     return parser  # fmt: skip
 
 
@@ -172,8 +216,6 @@ async def run(args: argparse.Namespace, topology: Topology, tray: str | None) ->
         for item in args.switch:
             name, _, address = item.partition("=")
             topology.tray(name)
-            if not address:
-                raise SystemExit(f"fusion-agent: --switch {item!r}: give NAME=HOST:PORT")
             switches[name] = address
         metrics_address = None if args.no_metrics else (args.metrics or scheme[tray].metrics)
         # With --listen, the data plane goes on that host (a free port), not on --host.
@@ -237,13 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.each is not None:
         return fork_each(args.each, args.pids_file, main, "fusion-agent")
-    if args.manifest is None:
-        parser.error("--manifest is required")
     try:
         topology = Topology(load_manifest(args.manifest, args.rack_name))
         if args.fork:
-            if not args.all or not args.base_port:
-                raise SystemExit("fusion-agent: --fork needs --all and a --base-port")
             return run_forked(args, topology)
         if args.tray is not None:
             topology.tray(args.tray)

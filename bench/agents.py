@@ -22,7 +22,6 @@ echo server in its own process:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from fusionrack.auth import generate_secret_file
+from fusionrack.cli import ArgumentParser
 from fusionrack.emulator import AtomicOp, DataType, Topology, fabric_address, load_manifest, packed
 from fusionrack.emulator.fabric import choose_planes
 from fusionrack.emulator.topology import tray_port_span
@@ -321,7 +321,7 @@ async def main_async(quick: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples, no rack-up timing")
     args = parser.parse_args(argv)
     if shutil.which("fusion-agent", path=str(BIN)) is None:

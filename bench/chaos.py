@@ -26,7 +26,6 @@ tests/faultrig.py); the load runs in this process.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import sys
@@ -52,6 +51,8 @@ from faultrig import (
     run_while,
     word_through,
 )
+
+from fusionrack.cli import ArgumentParser
 
 
 def verdict(ok: bool) -> str:
@@ -186,7 +187,7 @@ async def main_async(quick: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs, for tests")
     return asyncio.run(main_async(parser.parse_args(argv).quick))
 

@@ -19,7 +19,6 @@ How long `fusionctl rack up` takes to READY is bench/startup.py's.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -36,6 +35,7 @@ import numpy as np
 from agents import BIN, Rack, percentiles, verdict  # bench/ is the script's directory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from fusionrack.cli import ArgumentParser
 from fusionrack.emulator import (
     LinkState,
     TrayKind,
@@ -232,7 +232,7 @@ async def main_async(quick: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples")
     args = parser.parse_args(argv)
     return asyncio.run(main_async(args.quick))

@@ -26,7 +26,6 @@ ratios to the baseline measured in the same run are the stable part.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
 import sys
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fusionrack.cli import ArgumentParser
 from fusionrack.emulator.enums import AtomicOp, DataType
 from fusionrack.emulator.fabric import route
 from fusionrack.emulator.links import LinkHealth
@@ -281,7 +281,7 @@ def print_table(title: str, rows: list[Row], baseline: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~2 s run (fewer, smaller runs)")
     args = parser.parse_args(argv)
     quick = args.quick

@@ -23,7 +23,6 @@ over the rounds, and the ratio of each to the 3 s target.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 import subprocess
@@ -37,6 +36,7 @@ import grpc
 import numpy as np
 from agents import BIN, Rack, verdict  # bench/ is the script's directory
 
+from fusionrack.cli import ArgumentParser
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
@@ -192,7 +192,7 @@ async def main_async(quick: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="mini rack, 2 kills")
     args = parser.parse_args(argv)
     return asyncio.run(main_async(args.quick))

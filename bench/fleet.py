@@ -17,7 +17,6 @@ each program; one mosquitto for the fleet. Figures:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from agents import BIN, verdict  # bench/ is the script's directory
 
+from fusionrack.cli import ArgumentParser
 from fusionrack.rpc import free_port_range
 
 RACK_PORTS = 100  # a gb200 rack's share of a fleet's ports (81 for its trays, 2 controller)
@@ -95,7 +95,7 @@ def measure(racks: int, manifest: str, idle_seconds: float) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 mini racks, for tests")
     args = parser.parse_args(argv)
     manifest = "mini" if args.quick else "gb200-nvl72"

@@ -17,7 +17,6 @@ finding.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import tempfile
@@ -29,19 +28,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from faultrig import ProcessRack
 from fuzzrig import BAD_CODES, FUZZ_MANIFEST, Fuzzer
 
+from fusionrack.cli import ArgumentParser, integer, number
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cases", type=int, default=300, help="cases per RPC (default 300)")
-    parser.add_argument("--seed", type=int, default=0, help="hypothesis seed (default 0)")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds on one rack (default 1)")
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", type=integer(1), default=300, help="cases per RPC (default 300)")
+    parser.add_argument("--seed", type=integer(0), default=0, help="hypothesis seed (default 0)")
+    parser.add_argument(
+        "--rounds", type=integer(1), default=1, help="rounds on one rack (default 1)"
+    )
     parser.add_argument(
         "--abandon",
-        type=int,
+        type=integer(0),
         default=3000,
         help="streams of each streaming RPC opened and dropped (default 3000)",
     )
-    parser.add_argument("--never-read", type=float, default=10.0, metavar="SECONDS",
+    parser.add_argument("--never-read", type=number(0), default=10.0, metavar="SECONDS",
                         help="how long the watchers that never read stay (default 10)")  # fmt: skip
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fusionrack-fuzz-") as tmp:

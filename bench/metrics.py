@@ -26,7 +26,6 @@ run are the stable part. Target (issue 3): a switch tray's scrape <= 10 ms.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import statistics
@@ -44,6 +43,7 @@ from fusionrack.agent.metrics import (
     build_registry,
     start_metrics_server,
 )
+from fusionrack.cli import ArgumentParser
 from fusionrack.emulator.enums import FaultKind
 from fusionrack.emulator.links import Fault, LinkHealth
 from fusionrack.emulator.manifest import load_manifest
@@ -215,7 +215,7 @@ def print_table(rows: list[Row]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~1.5 s run (fewer repetitions)")
     args = parser.parse_args(argv)
     topology = Topology(load_manifest("gb200-nvl72"))

@@ -13,7 +13,6 @@ figure README states for it (its target).
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import subprocess
@@ -23,6 +22,7 @@ import time
 
 from agents import BIN, verdict  # bench/ is the script's directory
 
+from fusionrack.cli import ArgumentParser, integer
 from fusionrack.emulator import Topology, load_manifest
 from fusionrack.emulator.topology import tray_port_span
 from fusionrack.rpc import free_port_range
@@ -58,12 +58,10 @@ def rack_up_seconds(manifest: str, flags: list[str]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the mini rack once")
-    parser.add_argument("--runs", type=int, default=3, help="runs per row (default 3)")
+    parser.add_argument("--runs", type=integer(1), default=3, help="runs per row (default 3)")
     args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error(f"--runs {args.runs}: give at least 1")
     runs = 1 if args.quick else args.runs
     print(f"fusionctl rack up --detach to READY, median of {runs} run(s)")
     print(f"  {'rack':54s} {'seconds':>8s}  target")

@@ -23,6 +23,16 @@ from pathlib import Path
 
 from fusionrack import __version__
 from fusionrack.auth import CONTROLLER_RULES, Guard, RefusalCollector, read_secret_file, read_tokens
+from fusionrack.cli import (
+    ArgumentParser,
+    host_port,
+    integer,
+    mqtt_url,
+    named_address,
+    non_empty,
+    number,
+    port,
+)
 from fusionrack.emulator import FusionError, Topology, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
 from fusionrack.forks import add_rack_arguments, fork_each, notify_ready
@@ -223,14 +233,6 @@ async def serve_controller(
     return running
 
 
-def _listen_address(value: str) -> str:
-    try:
-        split_listen(value)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return value
-
-
 def _etcd_url(value: str) -> str:
     try:
         parse_etcd_url(value)
@@ -239,16 +241,24 @@ def _etcd_url(value: str) -> str:
     return value
 
 
-def _mqtt_url(value: str) -> str:
-    try:
-        parse_mqtt_url(value)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return value
+def _options_fit_together(args: argparse.Namespace) -> None:
+    """Options that only mean something with others, checked before anything starts."""
+    if args.store and args.state:
+        raise argparse.ArgumentTypeError("give --state (SQLite) or --store (etcd), not both")
+    if (args.etcd_ca or args.etcd_cert or args.etcd_key) and not args.store:
+        raise argparse.ArgumentTypeError("--etcd-ca/--etcd-cert/--etcd-key go with --store")
+    if (args.etcd_cert is None) != (args.etcd_key is None):
+        raise argparse.ArgumentTypeError("give --etcd-cert and --etcd-key together")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise argparse.ArgumentTypeError("give --tls-cert and --tls-key together")
+    if args.tls_dir is not None and (args.tls_cert or args.tls_ca):
+        raise argparse.ArgumentTypeError("give --tls-dir or --tls-cert/--tls-key/--tls-ca")
+    if args.pids_file is not None and args.each is None:
+        raise argparse.ArgumentTypeError("--pids-file goes with --each")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="fusion-controller",
         description="Serve the controller of an emulated NVLink Fusion rack: partitions, "
         "multicast groups, fabric programming, events.",
@@ -281,18 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--etcd-key", type=Path, metavar="PEM", help="its private key")
     parser.add_argument(
         "--controller-id",
+        type=non_empty,
         metavar="NAME",
         help="this controller's name in the election (default: host name/advertised address)",
     )
     parser.add_argument(
         "--advertise",
+        type=host_port,
         metavar="HOST:PORT",
         help="the gRPC address other controllers and clients reach this one at "
         "(default: the --listen address)",
     )
     parser.add_argument(
         "--store-timeout",
-        type=float,
+        type=number(0, above=True),
         default=CONNECT_TIMEOUT,
         metavar="SECONDS",
         help=f"how long to wait at start for a member of the etcd cluster to answer "
@@ -300,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--lease-ttl",
-        type=int,
+        type=integer(1, what="seconds"),
         default=DEFAULT_LEASE_TTL,
         metavar="SECONDS",
         help=f"leader lease: a standby leads within about this long of the leader's death "
@@ -308,21 +320,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--listen",
+        type=host_port,
         default=DEFAULT_LISTEN,
         metavar="HOST:PORT",
         help=f"gRPC address (default {DEFAULT_LISTEN})",
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", help="host of the agents (default 127.0.0.1)"
+        "--host", type=non_empty, default="127.0.0.1", help="host of the agents (default 127.0.0.1)"
     )
     parser.add_argument(
         "--base-port",
-        type=int,
+        type=port,
         default=DEFAULT_BASE_PORT,
         help=f"the agents' base port (default {DEFAULT_BASE_PORT})",
     )
     parser.add_argument(
         "--agent",
+        type=named_address,
         action="append",
         default=[],
         metavar="NAME=HOST:PORT",
@@ -330,13 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--metrics",
-        type=_listen_address,
+        type=host_port,
         metavar="HOST:PORT",
         help="serve Prometheus /metrics here (port 0 picks a free one; default: not served)",
     )
     parser.add_argument(
         "--mqtt",
-        type=_mqtt_url,
+        type=mqtt_url,
         metavar="URL",
         help="mirror status, events and partition state to this broker, mqtt://host:port "
         "(it may come and go: nothing waits for it)",
@@ -358,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
         "controller gives the admin role (default $FUSIONRACK_RACK_SECRET_FILE)",
     )
     parser.add_argument(
-        "--admin-token-file", type=Path, help="file holding the bearer token of the admin role"
+        "--admin-token-file",
+        type=Path,
+        help="file holding the bearer token of the admin role",
     )
     parser.add_argument(
         "--read-only-token-file",
@@ -372,7 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
         "read-only role)",
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+        "--log-level",
+        type=str.upper,
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     )
     parser.add_argument(
         "--each",
@@ -384,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pids-file", type=Path, metavar="PATH", help="with --each: write {name: pid} here"
     )
+    parser.add_check(_options_fit_together)
     return parser  # fmt: skip
 
 
@@ -393,18 +413,10 @@ async def run(args: argparse.Namespace, topology: Topology) -> int:
     for item in args.agent:
         name, _, address = item.partition("=")
         topology.tray(name)
-        if not address:
-            raise SystemExit(f"fusion-controller: --agent {item!r}: give NAME=HOST:PORT")
         addresses[name] = address
-    if args.store and args.state:
-        raise SystemExit("fusion-controller: give --state (SQLite) or --store (etcd), not both")
-    if args.lease_ttl < 1:
-        raise SystemExit("fusion-controller: --lease-ttl must be at least 1 second")
     store_tls = TlsFiles(args.etcd_cert, args.etcd_key, args.etcd_ca)
-    if store_tls.enabled and not args.store:
-        raise SystemExit("fusion-controller: --etcd-ca/--etcd-cert/--etcd-key go with --store")
-    if bool(args.etcd_cert) != bool(args.etcd_key):
-        raise SystemExit("fusion-controller: give --etcd-cert and --etcd-key together")
+    # Paths are looked at here, where the program runs (a deployment's flags are checked
+    # where its files are not: tests/unit/test_kubernetes.py).
     for option, path in (("--etcd-ca", args.etcd_ca), ("--etcd-cert", args.etcd_cert),
                          ("--etcd-key", args.etcd_key)):  # fmt: skip
         if path is not None and not path.is_file():
@@ -455,8 +467,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
     if args.each is not None:
         return fork_each(args.each, args.pids_file, main, "fusion-controller")
-    if args.manifest is None:
-        parser.error("--manifest is required")
     try:
         topology = Topology(load_manifest(args.manifest, args.rack_name))
         return run_server_loop(run(args, topology))

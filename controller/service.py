@@ -46,7 +46,7 @@ from fusionrack.emulator.partitions import (
     MIN_ACCELERATORS,
     MemberRef,
 )
-from fusionrack.emulator.traffic import pattern_name
+from fusionrack.emulator.traffic import pattern_text
 from fusionrack.rpc import grpc_errors, status_of
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
@@ -730,7 +730,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         c = self.controller
         partition_id = self._partition_key(request.partition)
         if not request.pattern:
-            names = ", ".join(pattern_name(p) for p in TrafficPattern)
+            names = ", ".join(pattern_text(p) for p in TrafficPattern)
             raise InvalidArgument(f"give the traffic pattern: one of {names}")
         duration = request.duration.ToNanoseconds() / 1e9 if request.HasField("duration") else None
         source = self._accelerator(request.source) if request.HasField("source") else None

@@ -55,6 +55,7 @@ __all__ = [
     "Manifest",
     "MulticastSpec",
     "TraySpec",
+    "check_rack_name",
     "list_presets",
     "load_manifest",
     "parse_bandwidth",
@@ -445,12 +446,18 @@ def load_manifest(path_or_name: str, rack_name: str | None = None) -> Manifest:
     return renamed(manifest, rack_name) if rack_name else manifest
 
 
+def check_rack_name(name: str) -> str:
+    """`name` if it can name a rack; ManifestError saying what a name may hold otherwise."""
+    if not _NAME_RE.match(name):
+        raise ManifestError("", f"rack name {name!r}: use letters, digits, '.', '_', '-' "
+                            "(max 63)")  # fmt: skip
+    return name
+
+
 def renamed(manifest: Manifest, name: str) -> Manifest:
     """`manifest` as the rack `name`. Its digest covers the name too, so trays of two racks
     built from one manifest refuse each other's streams as trays of different manifests do."""
-    if not _NAME_RE.match(name):
-        raise ManifestError("name", f"rack name {name!r}: use letters, digits, '.', '_', '-' "
-                            "(max 63)")  # fmt: skip
+    check_rack_name(name)
     if name == manifest.name:
         return manifest
     digest = hashlib.sha256(f"{manifest.digest}\nrack {name}".encode()).hexdigest()

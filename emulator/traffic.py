@@ -66,6 +66,7 @@ __all__ = [
     "TrafficTable",
     "bus_factor",
     "pattern_name",
+    "pattern_text",
     "traffic_rates",
 ]
 
@@ -75,8 +76,13 @@ _TOLERANCE = 1e-9  # loads are decimal fractions: 0.6 + 0.4 must fit in 1.0
 
 
 def pattern_name(pattern: TrafficPattern) -> str:
-    """``all_reduce``: how metrics label a pattern (fusionctl also accepts ``all-reduce``)."""
+    """``all_reduce``: how metrics label a pattern (a Prometheus label value)."""
     return TrafficPattern(pattern).name.lower()
+
+
+def pattern_text(pattern: TrafficPattern) -> str:
+    """``all-reduce``: how messages name a pattern, as README and fusionctl write it."""
+    return pattern_name(pattern).replace("_", "-")
 
 
 def bus_factor(pattern: TrafficPattern, members: int, in_network: bool = False) -> float:
@@ -181,7 +187,7 @@ class TrafficTable:
         try:
             pattern = TrafficPattern(pattern)
         except ValueError:
-            names = ", ".join(pattern_name(p) for p in TrafficPattern)
+            names = ", ".join(pattern_text(p) for p in TrafficPattern)
             raise InvalidArgument(f"traffic pattern {pattern!r} is not one of {names}") from None
         if isinstance(load, bool) or not isinstance(load, int | float) or not 0.0 < load <= 1.0:
             raise InvalidArgument(
@@ -195,14 +201,14 @@ class TrafficTable:
         found = config.partitions.get(partition)
         if group is not None and pattern not in GROUP_PATTERNS:
             raise InvalidArgument(
-                f"multicast group {group}: only all_reduce (in-network reduction) and "
-                f"multicast traffic use a group, not {pattern_name(pattern)}"
+                f"multicast group {group}: only all-reduce (in-network reduction) and "
+                f"multicast traffic use a group, not {pattern_text(pattern)}"
             )
         if source is not None:
             if pattern != TrafficPattern.MULTICAST:
                 raise InvalidArgument(
                     f"source {source}: only multicast traffic has a source, not "
-                    f"{pattern_name(pattern)}"
+                    f"{pattern_text(pattern)}"
                 )
             self.topology.accelerator(source)  # NotFound names it
         session = TrafficSession(
@@ -238,7 +244,7 @@ class TrafficTable:
         members = self.members(session, config)
         if len(members) < MIN_MEMBERS:
             raise FailedPrecondition(
-                f"{where} has {len(members)} member(s); {pattern_name(session.pattern)} "
+                f"{where} has {len(members)} member(s); {pattern_text(session.pattern)} "
                 f"traffic needs at least {MIN_MEMBERS}"
             )
         if session.source is not None and session.source not in members:

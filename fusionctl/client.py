@@ -5,7 +5,7 @@ line on stderr:
 * 0: done;
 * 1 (`Refused`): the server refused the request; its status and message are printed as they
   came (`fusionctl: error: NOT_FOUND: no partition with id 7`);
-* 2: usage error (argparse, before any of this runs);
+* 2: usage error (while parsing, before any of this runs: every value is checked there);
 * 3 (`Unreachable`): nothing answers at the address (or the connection broke); the message
   names the address and how to start a controller.
 
@@ -38,10 +38,11 @@ import grpc
 from google.protobuf.message import Message
 
 from fusionrack.auth import TOKEN_FILES, Credentials
+from fusionrack.cli import addresses, existing_file, number, rack_name
 from fusionrack.rpc import TlsFiles, component_files, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, memory_pb2_grpc
 
-from .fleets import ENV_FLEET_DIR, fleet_dir, fleet_rack
+from .fleets import ENV_FLEET_DIR, fleet_dir, fleet_rack, racks_up_here
 from .output import Palette, Progress, colour_enabled, print_json, table
 
 __all__ = [
@@ -164,8 +165,14 @@ class Session:
                 "which agents the controller reaches)"
             )
         tls = "" if self.tls.enabled else " (or it serves TLS: give --tls-ca)"
+        elsewhere = [
+            f"{rack['rack']} at --controller {rack['controller']}"
+            for _, rack in racks_up_here()
+            if rack.get("controller") and rack["controller"] != address
+        ]
+        here = f"; racks up from here: {', '.join(elsewhere)}" if elsewhere else ""
         return (
-            f"cannot reach the controller at {address}: nothing answers there{tls}. "
+            f"cannot reach the controller at {address}: nothing answers there{tls}{here}. "
             "Start a rack with its controller: `fusionctl rack up` (or `fusion-controller "
             f"--manifest NAME`); or point fusionctl at one with --controller or ${ENV_CONTROLLER}"
         )
@@ -352,6 +359,7 @@ def connection_options(top: bool = False) -> argparse.ArgumentParser:
     group = parent.add_argument_group("controller connection")
     group.add_argument(
         "--controller",
+        type=addresses,
         metavar="HOST:PORT",
         default=default(os.environ.get(ENV_CONTROLLER) or DEFAULT_CONTROLLER),
         help=f"controller address, or every controller of the rack as HOST:PORT,HOST:PORT "
@@ -360,6 +368,7 @@ def connection_options(top: bool = False) -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--rack",
+        type=rack_name,
         metavar="NAME",
         default=default(os.environ.get(ENV_RACK) or None),
         help=f"talk to this rack of the fleet `fusionctl fleet up` started here, instead of "
@@ -368,28 +377,28 @@ def connection_options(top: bool = False) -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--tls-ca",
-        type=Path,
+        type=existing_file,
         default=default(None),
         metavar="PEM",
         help="CA that signs the controller (and agents): use TLS",
     )
     group.add_argument(
         "--tls-cert",
-        type=Path,
+        type=existing_file,
         default=default(None),
         metavar="PEM",
         help="client certificate, when the servers require one",
     )
     group.add_argument(
         "--tls-key",
-        type=Path,
+        type=existing_file,
         default=default(None),
         metavar="PEM",
         help="private key of --tls-cert",
     )
     group.add_argument(
         "--token-file",
-        type=Path,
+        type=existing_file,
         default=default(None),
         metavar="PATH",
         help=f"bearer token to present (default ${ENV_TOKEN_FILE}, else the admin token of "
@@ -397,14 +406,14 @@ def connection_options(top: bool = False) -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--timeout",
-        type=float,
+        type=number(0, above=True),
         default=default(RPC_TIMEOUT),
         metavar="SECONDS",
         help=f"deadline of each request (default {RPC_TIMEOUT:g})",
     )
     group.add_argument(
         "--wait",
-        type=float,
+        type=number(0),
         default=default(0.0),
         metavar="SECONDS",
         help="keep trying to reach the controller this long, e.g. while it starts (default 0)",

@@ -19,14 +19,17 @@ invocation, so re-running a command line with the same key applies it at most on
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
+from fusionrack.cli import ArgumentParser, non_empty
 from fusionrack.v1 import common_pb2
 
+from .arguments import accelerator_text
 from .client import Command, Refused, Session, connection_options, output_options, runner
 from .views import location_text
 
-__all__ = ["Commands", "announced", "key_option", "resolve_accelerator"]
+__all__ = ["Commands", "announced", "key_option", "resolve_accelerator", "with_examples"]
 
 
 class Commands:
@@ -39,9 +42,18 @@ class Commands:
         self._parents = [connection_options(), output_options()]
 
     def add(
-        self, parent: Any, name: str, run: Command, help: str, **kw: Any
-    ) -> argparse.ArgumentParser:
-        """A command `name` under `parent` (`root` or a `group`) that runs `run` in a Session."""
+        self,
+        parent: Any,
+        name: str,
+        run: Command,
+        help: str,
+        examples: Sequence[str] = (),
+        **kw: Any,
+    ) -> ArgumentParser:
+        """A command `name` under `parent` (`root` or a `group`) that runs `run` in a Session;
+        `examples` (command lines, `fusionctl ...`) end its --help. They work on the default
+        rack (gb200-nvl72), run in the order --help lists them: tests/e2e/test_examples.py."""
+        kw.update(with_examples(examples))
         parser = parent.add_parser(name, help=help, description=help, parents=self._parents, **kw)
         parser.set_defaults(run=runner(run))
         return parser
@@ -53,10 +65,22 @@ class Commands:
         return parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
 
+def with_examples(examples: Sequence[str]) -> dict[str, Any]:
+    """The `add_parser` options that end a command's --help with `examples` (command lines,
+    one a line, as written)."""
+    if not examples:
+        return {}
+    return {
+        "epilog": "examples:\n" + "\n".join(f"  {line}" for line in examples),
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
+
+
 def key_option(parser: argparse.ArgumentParser) -> None:
     """`--idempotency-key`, on every command that changes something."""
     parser.add_argument(
         "--idempotency-key",
+        type=non_empty,
         metavar="KEY",
         help="key of this change: the controller applies a key's request at most once "
         "(default: a new UUID each time; pass the same key to retry a command safely)",
@@ -69,9 +93,9 @@ def announced(verb: str, lines: list[str]) -> list[str]:
 
 
 async def resolve_accelerator(
-    s: Session, ref: common_pb2.AcceleratorRef, text: str
+    s: Session, ref: common_pb2.AcceleratorRef
 ) -> tuple[common_pb2.TrayInfo, common_pb2.Accelerator]:
-    """(tray, accelerator) named by `ref` (as the user wrote it: `text`), from ListTrays."""
+    """(tray, accelerator) named by `ref`, from ListTrays."""
     case = ref.WhichOneof("accelerator")
     for tray in await s.trays():
         for a in tray.accelerators:
@@ -87,4 +111,7 @@ async def resolve_accelerator(
                 )
             ):
                 return tray, a
-    raise Refused(f"NOT_FOUND: no accelerator {text!r} in this rack (see `fusionctl accelerators`)")
+    raise Refused(
+        f"NOT_FOUND: no accelerator {accelerator_text(ref)!r} in this rack "
+        "(see `fusionctl accelerators`)"
+    )

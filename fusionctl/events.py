@@ -38,8 +38,7 @@ async def _events(s: Session) -> int:
     request = controller_pb2.SubscribeRequest(
         kinds=a.kind or [], trays=a.tray or [], include_snapshot=not (a.follow and a.no_snapshot)
     )
-    for text in a.partition or []:
-        ref = partition_ref(text)
+    for ref in a.partition or []:
         if ref.WhichOneof("partition") == "id":
             request.partition_ids.append(ref.id)
         else:
@@ -141,6 +140,11 @@ def register(commands: Commands) -> None:
         "events",
         _events,
         "the present state as events, and with --follow the live events",
+        [
+            "fusionctl events",
+            "fusionctl events --kind partition_created --kind partition_deleted",
+            "fusionctl events --partition train --tray compute-01 -o json",
+        ],
     )
     p.add_argument(
         "-f", "--follow", action="store_true", help="keep printing live events until Ctrl-C"
@@ -159,6 +163,7 @@ def register(commands: Commands) -> None:
     )
     p.add_argument(
         "--partition",
+        type=partition_ref,
         action="append",
         metavar="PARTITION",
         help="only events concerning this partition (id or name; repeatable)",

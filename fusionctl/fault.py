@@ -7,10 +7,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fusionrack.cli import number
 from fusionrack.emulator import FaultKind, targets
 from fusionrack.v1 import common_pb2, controller_pb2
 
-from .arguments import FAULT_KIND, choices, enum_word
+from .arguments import FAULT_KIND, MAX_DURATION, UINT32, choices, enum_word
 from .client import Session
 from .commands import Commands, key_option
 from .views import FAULT_HEADER, fault_rows
@@ -101,14 +102,48 @@ FAULTS_END = (
 )
 
 
+def _options_fit_the_kind(args: argparse.Namespace) -> None:
+    """--ber is degraded_ber's (and it needs one), --flap-* are link_flap's."""
+    kind = enum_word(common_pb2.FaultKind, args.kind)
+    if args.kind == common_pb2.FAULT_KIND_DEGRADED_BER and args.ber is None:
+        raise argparse.ArgumentTypeError("degraded_ber needs --ber (the bit error rate, e.g. 1e-9)")
+    if args.kind != common_pb2.FAULT_KIND_DEGRADED_BER and args.ber is not None:
+        raise argparse.ArgumentTypeError(f"--ber goes with degraded_ber, not {kind}")
+    if args.kind != common_pb2.FAULT_KIND_LINK_FLAP:
+        for option, value in (
+            ("--flap-period", args.flap_period),
+            ("--flap-count", args.flap_count),
+        ):
+            if value is not None:
+                raise argparse.ArgumentTypeError(f"{option} goes with link_flap, not {kind}")
+
+
 def register(commands: Commands) -> None:
     """Add `fault`, `drain` and `undrain` to `fusionctl`."""
     add, group = commands.add, commands.group
 
     verbs = group("fault", "inject, list and clear faults", FAULTS_END)
-    p = add(verbs, "list", _list, "active faults of the rack")
+    p = add(
+        verbs,
+        "list",
+        _list,
+        "active faults of the rack",
+        ["fusionctl fault list", "fusionctl fault list --tray compute-01"],
+    )
     p.add_argument("--tray", help="only faults held by this tray's agent")
-    p = add(verbs, "inject", _inject, "break something on purpose")
+    p = add(
+        verbs,
+        "inject",
+        _inject,
+        "break something on purpose",
+        [
+            "fusionctl fault inject link_down compute-01/gpu0/nvlink3",
+            "fusionctl fault inject degraded_ber compute-02/gpu1/nvlink0 --ber 1e-9",
+            "fusionctl fault inject link_flap compute-02/gpu1/nvlink1 --flap-period 0.5 "
+            "--flap-count 2",
+            "fusionctl fault inject switch_chip_failure switch-9/chip1",
+        ],
+    )
     p.add_argument("kind", type=FAULT_KIND, metavar="KIND", help=choices(FAULT_KIND))
     p.add_argument(
         "target",
@@ -118,21 +153,32 @@ def register(commands: Commands) -> None:
         "chiplet (asic-01/chiplet0) for chiplet_failure; a switch chip (switch-1/chip0) for "
         "switch_chip_failure; a tray (compute-01) for tray_loss",
     )
-    p.add_argument("--ber", type=float, help="degraded_ber: the bit error rate, e.g. 1e-9")
+    p.add_argument(
+        "--ber",
+        type=number(0, 1, above=True, below=True),
+        help="degraded_ber: the bit error rate, in (0, 1), e.g. 1e-9",
+    )
     p.add_argument(
         "--flap-period",
-        type=float,
+        type=number(0, MAX_DURATION, above=True),
         metavar="SECONDS",
         help="link_flap: length of each down / up phase, > 0 (default 1)",
     )
     p.add_argument(
         "--flap-count",
-        type=int,
+        type=UINT32,
         metavar="N",
         help="link_flap: down phases before it clears itself (default: until cleared)",
     )
+    p.add_check(_options_fit_the_kind)
     key_option(p)
-    p = add(verbs, "clear", _clear, "clear a fault by id, or every fault")
+    p = add(
+        verbs,
+        "clear",
+        _clear,
+        "clear a fault by id, or every fault",
+        ["fusionctl fault clear --all"],
+    )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("fault_id", nargs="?", metavar="FAULT_ID", help="e.g. compute-01/1")
     which.add_argument("--all", action="store_true", help="clear every active fault of the rack")
@@ -142,7 +188,12 @@ def register(commands: Commands) -> None:
         ("drain", "take a link or a whole tray out of service (admin down)"),
         ("undrain", "return a drained link or tray to service"),
     ):
-        p = add(commands.root, name, _set_admin_state, what)
+        reason = ' --reason "reseat the cable"' if name == "drain" else ""
+        examples = [
+            f"fusionctl {name} compute-03/gpu2/nvlink5{reason}",
+            f"fusionctl {name} compute-18",
+        ]
+        p = add(commands.root, name, _set_admin_state, what, examples)
         p.add_argument(
             "target",
             metavar="TARGET",

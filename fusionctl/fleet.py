@@ -7,8 +7,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fusionrack.emulator import InvalidArgument
+from fusionrack.cli import existing_file, integer, non_empty, port
 
+from .arguments import manifest_name
 from .client import output_options
 from .commands import Commands
 from .fleets import DEFAULT_BASE_PORT, DEFAULT_PRESET, ENV_FLEET_DIR
@@ -22,9 +23,6 @@ def _fleet_up(args: argparse.Namespace) -> int:
     from .launcher.fleet import fleet_up, parse_fleet, rack_names
 
     if args.fleet is not None:
-        if args.manifest is not None:
-            raise InvalidArgument("--fleet FILE names the manifest of every rack: give it "
-                                  "without --manifest")  # fmt: skip
         racks = parse_fleet(args.fleet)
     else:
         count = 1 if args.racks is None else args.racks
@@ -50,14 +48,11 @@ def _fleet_down(args: argparse.Namespace) -> int:
     return fleet_down(args.state_dir, args.output)
 
 
-def _rack_count(text: str) -> int:
-    try:
-        count = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of racks, got {text!r}") from None
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"a fleet has at least one rack, not {count}")
-    return count
+def _fleet_or_manifest(args: argparse.Namespace) -> None:
+    if args.fleet is not None and args.manifest is not None:
+        raise argparse.ArgumentTypeError(
+            "--fleet FILE names the manifest of every rack: give it without --manifest"
+        )
 
 
 def register(commands: Commands) -> None:
@@ -84,28 +79,33 @@ def register(commands: Commands) -> None:
     )
     down = verbs.add_parser("down", parents=output, help="stop every rack of the fleet")
     which = up.add_mutually_exclusive_group()
-    which.add_argument("--racks", type=_rack_count, metavar="N", help="how many racks (default 1)")
+    which.add_argument(
+        "--racks", type=integer(1, what="racks"), metavar="N", help="how many racks (default 1)"
+    )
     which.add_argument(
         "--fleet",
-        type=Path,
+        type=existing_file,
         metavar="FILE",
         help="a fleet file naming the racks and their manifests instead (YAML: racks: "
         "[{name, manifest, count}], see the README)",
     )
     up.add_argument(
         "--manifest",
+        type=manifest_name,
         metavar="PATH|NAME",
         help=f"manifest or preset of every rack, with --racks (default {DEFAULT_PRESET})",
     )
     up.add_argument(
         "--base-port",
-        type=int,
+        type=port,
         default=DEFAULT_BASE_PORT,
         metavar="B",
         help="first port of rack-01; each rack takes the next hundred ports (or more for a "
         f"larger rack): its trays, then its controller (default {DEFAULT_BASE_PORT})",
     )
-    up.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    up.add_argument(
+        "--host", type=non_empty, default="127.0.0.1", help="address to bind (default 127.0.0.1)"
+    )
     for verb in (up, status, down):
         verb.add_argument(
             "--state-dir",
@@ -126,6 +126,7 @@ def register(commands: Commands) -> None:
     )
     add_listen_options(up, FLEET_MQTT_PORT, FLEET_PROMETHEUS_PORT)
     add_interval_option(up)
+    up.add_check(_fleet_or_manifest)
     up.set_defaults(run=_fleet_up)
     status.set_defaults(run=_fleet_status)
     down.set_defaults(run=_fleet_down)

@@ -10,6 +10,7 @@ from .arguments import (
     ACCELERATOR_KIND,
     LINK_STATE,
     TRAY_KIND,
+    UINT32,
     accelerator_ref,
     choices,
     partition_filter,
@@ -80,11 +81,11 @@ async def _links(s: Session) -> int:
         compute_tray=a.compute_tray or "", switch_tray=a.switch_tray or "", state=a.state or 0
     )
     if a.accelerator is not None:
-        ref = accelerator_ref(a.accelerator)
+        ref = a.accelerator
         if ref.WhichOneof("accelerator") == "index":
             request.accelerator = ref.index
         else:
-            request.accelerator = (await resolve_accelerator(s, ref, a.accelerator))[1].index
+            request.accelerator = (await resolve_accelerator(s, ref))[1].index
     if a.plane is not None:
         request.plane = a.plane
     response = await s.call("ListLinks", request)
@@ -100,17 +101,31 @@ def register(commands: Commands) -> None:
         "domain",
         _domain,
         "domain properties and state: limits, control plane, reachable trays",
+        ["fusionctl domain", "fusionctl domain -o json"],
     )
     p = add(
         commands.root,
         "topology",
         _topology,
         "the whole rack: trays, accelerators, switch chips (and links)",
+        ["fusionctl topology", "fusionctl topology --links -o json"],
     )
     p.add_argument("--links", action="store_true", help="list every link too")
-    p = add(commands.root, "trays", _trays, "trays with their state and agent addresses")
+    p = add(
+        commands.root,
+        "trays",
+        _trays,
+        "trays with their state and agent addresses",
+        ["fusionctl trays", "fusionctl trays --kind switch"],
+    )
     p.add_argument("--kind", type=TRAY_KIND, help=f"only trays of this kind ({choices(TRAY_KIND)})")
-    p = add(commands.root, "accelerators", _accelerators, "accelerators with their partition")
+    p = add(
+        commands.root,
+        "accelerators",
+        _accelerators,
+        "accelerators with their partition",
+        ["fusionctl accelerators --tray compute-01", "fusionctl accelerators --partition default"],
+    )
     p.add_argument("--tray", help="only those on this compute tray")
     p.add_argument(
         "--kind",
@@ -123,7 +138,17 @@ def register(commands: Commands) -> None:
         metavar="ID|default|none",
         help="only those in this partition",
     )
-    p = add(commands.root, "links", _links, "links with state and counters (filters combine)")
+    p = add(
+        commands.root,
+        "links",
+        _links,
+        "links with state and counters (filters combine)",
+        [
+            "fusionctl links --state down",
+            "fusionctl links --accelerator compute-01/gpu0 --plane 3",
+            "fusionctl links --switch-tray switch-2 --state active -o json",
+        ],
+    )
     p.add_argument(
         "--state", type=LINK_STATE, help=f"only links in this state ({choices(LINK_STATE)})"
     )
@@ -131,7 +156,10 @@ def register(commands: Commands) -> None:
     p.add_argument("--switch-tray", metavar="TRAY", help="only links to this switch tray")
     p.add_argument(
         "--accelerator",
+        type=accelerator_ref,
         metavar="ACCELERATOR",
         help="only links of this accelerator (index, UID, name or TRAY/INDEX)",
     )
-    p.add_argument("--plane", type=int, metavar="N", help="only links of this plane (switch chip)")
+    p.add_argument(
+        "--plane", type=UINT32, metavar="N", help="only links of this plane (switch chip)"
+    )

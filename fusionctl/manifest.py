@@ -12,8 +12,9 @@ from typing import Any
 from fusionrack.emulator.manifest import list_presets, load_manifest
 from fusionrack.emulator.topology import Topology
 
+from .arguments import manifest_name
 from .client import output_options
-from .commands import Commands
+from .commands import Commands, with_examples
 from .output import human_bytes, rate, table
 
 __all__ = ["register", "topology_summary"]
@@ -191,14 +192,31 @@ def register(commands: Commands) -> None:
     output = [output_options()]
     manifest = commands.root.add_parser("manifest", help="validate and inspect rack manifests")
     verbs = manifest.add_subparsers(dest="verb", required=True, metavar="VERB")
-    check = verbs.add_parser("check", help="validate a manifest (exit 1 naming the bad field)")
-    check.add_argument("manifest", metavar="PATH|NAME", help="manifest file or preset name")
+    check = verbs.add_parser(
+        "check",
+        help="validate a manifest (exit 1 naming the bad field)",
+        **with_examples(["fusionctl manifest check vr-nvl72"]),
+    )
+    check.add_argument(
+        "manifest", type=manifest_name, metavar="PATH|NAME", help="manifest file or preset name"
+    )
     check.set_defaults(run=_manifest_check)
     show = verbs.add_parser(
-        "show", help="trays, accelerators, links and bandwidth of a rack", parents=output
+        "show",
+        help="trays, accelerators, links and bandwidth of a rack",
+        parents=output,
+        **with_examples(
+            ["fusionctl manifest show gb200-nvl72", "fusionctl manifest show mini -o json --links"]
+        ),
     )
-    show.add_argument("manifest", metavar="PATH|NAME", help="manifest file or preset name")
+    show.add_argument(
+        "manifest", type=manifest_name, metavar="PATH|NAME", help="manifest file or preset name"
+    )
     show.add_argument("--links", action="store_true", help="list every link too")
     show.set_defaults(run=_manifest_show)
-    presets = verbs.add_parser("list", help="the manifests that ship with fusionrack")
+    presets = verbs.add_parser(
+        "list",
+        help="the manifests that ship with fusionrack",
+        **with_examples(["fusionctl manifest list"]),
+    )
     presets.set_defaults(run=_manifest_list)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from fusionrack.cli import ArgumentParser, integer
 from fusionrack.emulator.addressing import fabric_address
 from fusionrack.v1 import common_pb2, memory_pb2
 
@@ -14,12 +15,15 @@ from .arguments import (
     ATOMIC_OP,
     DATA_TYPE,
     accelerator_ref,
+    access_size,
     choices,
+    data_bytes,
     enum_word,
     hex_bytes,
-    quantity,
+    offset,
+    scalar,
 )
-from .client import Refused, Session
+from .client import Session
 from .commands import Commands, resolve_accelerator
 from .views import hexdump
 
@@ -29,10 +33,10 @@ __all__ = ["register"]
 async def _memory_target(s: Session) -> tuple[common_pb2.TrayInfo, int, int, str]:
     """(initiator's tray, initiator index, fabric address, how to say where) of a mem command."""
     a = s.args
-    tray, initiator = await resolve_accelerator(s, accelerator_ref(a.initiator), a.initiator)
+    tray, initiator = await resolve_accelerator(s, a.initiator)
     if a.address is not None:
         return tray, initiator.index, a.address, f"{a.address:#018x}"
-    _, target = await resolve_accelerator(s, accelerator_ref(a.target), a.target)
+    _, target = await resolve_accelerator(s, a.target)
     where = f"{target.name} + {a.offset:#x}"
     return tray, initiator.index, fabric_address(target.index, a.offset), where
 
@@ -46,27 +50,12 @@ async def _load(s: Session) -> int:
 
 async def _store(s: Session) -> int:
     tray, initiator, address, where = await _memory_target(s)
-    data = s.args.hex if s.args.hex is not None else s.args.data.encode()
+    data = s.args.hex if s.args.hex is not None else s.args.data
     request = memory_pb2.StoreRequest(initiator=initiator, address=address, data=data)
     response = await s.call("Store", request, agent=tray)
     return s.show(
         response, lambda _: f"stored {len(data)} bytes at {where} (as accelerator {initiator})"
     )
-
-
-def _scalar(data_type: int, text: str | None) -> memory_pb2.Scalar | None:
-    if text is None:
-        return None
-    try:
-        if data_type in (common_pb2.DATA_TYPE_F32, common_pb2.DATA_TYPE_F64):
-            return memory_pb2.Scalar(float_value=float(text))
-        if data_type in (common_pb2.DATA_TYPE_I32, common_pb2.DATA_TYPE_I64):
-            return memory_pb2.Scalar(int_value=int(text, 0))
-        return memory_pb2.Scalar(uint_value=int(text, 0))
-    except ValueError:
-        raise Refused(
-            f"{text!r} is not a {enum_word(common_pb2.DataType, data_type)} value"
-        ) from None
 
 
 async def _atomic(s: Session) -> int:
@@ -77,8 +66,8 @@ async def _atomic(s: Session) -> int:
         address=address,
         op=a.op,
         data_type=a.type,
-        operand=_scalar(a.type, a.operand),
-        compare=_scalar(a.type, a.compare),
+        operand=a.operand,
+        compare=a.compare,
     )
     response = await s.call("Atomic", request, agent=tray)
 
@@ -93,9 +82,40 @@ async def _atomic(s: Session) -> int:
     return s.show(response, human)
 
 
-def _target_options(parser: argparse.ArgumentParser) -> None:
+def _atomic_values(args: argparse.Namespace) -> None:
+    """--operand and --compare as values of --type: --compare with compare_swap only, and
+    always with it (a missing one would compare against 0)."""
+    cas = args.op == common_pb2.ATOMIC_OP_COMPARE_SWAP
+    if cas and args.compare is None:
+        raise argparse.ArgumentTypeError(
+            "--op compare_swap needs --compare (the expected old value); --operand is the "
+            "value written"
+        )
+    if not cas and args.compare is not None:
+        op = enum_word(common_pb2.AtomicOp, args.op)
+        raise argparse.ArgumentTypeError(f"--compare goes with --op compare_swap, not {op}")
+    if args.operand is None:
+        raise argparse.ArgumentTypeError(
+            "--operand is required (the value to apply; the wrap limit for increment and decrement)"
+        )
+    args.operand = scalar(args.type, args.operand, "--operand")
+    if cas:
+        args.compare = scalar(args.type, args.compare, "--compare")
+
+
+def _offset_with_target(args: argparse.Namespace) -> None:
+    if args.address is not None and args.offset is not None:
+        raise argparse.ArgumentTypeError(
+            "--offset goes with --target (--address already holds the offset)"
+        )
+    if args.offset is None:
+        args.offset = 0
+
+
+def _target_options(parser: ArgumentParser) -> None:
     parser.add_argument(
         "--initiator",
+        type=accelerator_ref,
         required=True,
         metavar="ACCELERATOR",
         help="the accelerator that issues the op (index, UID, name or TRAY/INDEX); the op is "
@@ -103,21 +123,27 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
     )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument(
-        "--target", metavar="ACCELERATOR", help="the accelerator whose memory is accessed"
+        "--target",
+        type=accelerator_ref,
+        metavar="ACCELERATOR",
+        help="the accelerator whose memory is accessed",
     )
     where.add_argument(
         "--address",
-        type=lambda t: int(t, 0),
+        type=integer(0, (1 << 64) - 1, "a 64-bit fabric address"),
         metavar="ADDR",
         help="a raw 64-bit fabric address instead of --target/--offset",
     )
     parser.add_argument(
         "--offset",
-        type=quantity,
-        default=0,
+        type=offset,
         metavar="BYTES",
-        help="byte offset in the target's memory (default 0; 0x1000, 4KiB)",
+        help="with --target: byte offset in its memory (default 0; 0x1000, 4KiB)",
     )
+    parser.add_check(_offset_with_target)
+
+
+_ME = "--initiator compute-01/gpu0 --target compute-02/gpu0"  # of the examples
 
 
 def register(commands: Commands) -> None:
@@ -125,21 +151,49 @@ def register(commands: Commands) -> None:
     add, group = commands.add, commands.group
 
     verbs = group("mem", "load, store and atomics as an accelerator (through its tray's agent)")
-    p = add(verbs, "load", _load, "read bytes of an accelerator's memory")
+    p = add(
+        verbs,
+        "load",
+        _load,
+        "read bytes of an accelerator's memory",
+        [
+            f"fusionctl mem load {_ME} --offset 4KiB --size 16",
+            "fusionctl mem load --initiator 0 --address 0x0004000000001000 --size 16",
+        ],
+    )
     _target_options(p)
     p.add_argument(
         "--size",
-        type=quantity,
+        type=access_size,
         required=True,
         metavar="BYTES",
         help="how many bytes (1 B .. 4 MiB)",
     )
-    p = add(verbs, "store", _store, "write bytes into an accelerator's memory")
+    p = add(
+        verbs,
+        "store",
+        _store,
+        "write bytes into an accelerator's memory",
+        [
+            f"fusionctl mem store {_ME} --offset 4KiB --data hello",
+            f"fusionctl mem store {_ME} --offset 4KiB --hex 68656c6c6f",
+        ],
+    )
     _target_options(p)
     data = p.add_mutually_exclusive_group(required=True)
-    data.add_argument("--data", help="the bytes, as text (UTF-8)")
+    data.add_argument("--data", type=data_bytes, help="the bytes, as text (UTF-8)")
     data.add_argument("--hex", type=hex_bytes, help="the bytes, in hexadecimal")
-    p = add(verbs, "atomic", _atomic, "an atomic read-modify-write; prints the old value")
+    p = add(
+        verbs,
+        "atomic",
+        _atomic,
+        "an atomic read-modify-write; prints the old value",
+        [
+            f"fusionctl mem atomic {_ME} --offset 8KiB --op add --operand 5",
+            f"fusionctl mem atomic {_ME} --offset 8KiB --op cas --compare 5 --operand 9",
+            f"fusionctl mem atomic {_ME} --offset 16KiB --op add --type f64 --operand 0.5",
+        ],
+    )
     _target_options(p)
     p.add_argument("--op", type=ATOMIC_OP, required=True, help=f"the op ({choices(ATOMIC_OP)})")
     p.add_argument(
@@ -148,5 +202,10 @@ def register(commands: Commands) -> None:
         default=common_pb2.DATA_TYPE_U64,
         help=f"element type ({choices(DATA_TYPE)}; default u64)",
     )
-    p.add_argument("--operand", help="the operand (integers: decimal or 0x...)")
-    p.add_argument("--compare", help="compare_swap: the expected old value")
+    p.add_argument(
+        "--operand",
+        help="the operand, a value of --type (integers: decimal or 0x...); for compare_swap the "
+        "value written, for increment/decrement the wrap limit",
+    )
+    p.add_argument("--compare", help="with --op compare_swap (required): the expected old value")
+    p.add_check(_atomic_values)

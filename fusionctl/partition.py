@@ -7,9 +7,21 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fusionrack.cli import integer
+from fusionrack.emulator.addressing import MAX_TARGET
 from fusionrack.v1 import controller_pb2
 
-from .arguments import MEMBER_TYPE, RESILIENCY, choices, locations, partition_ref, uids
+from .arguments import (
+    MEMBER_TYPE,
+    PARTITION_ID,
+    RESILIENCY,
+    UINT32,
+    choices,
+    locations,
+    partition_name,
+    partition_ref,
+    uids,
+)
 from .client import Session
 from .commands import Commands, announced, key_option
 from .views import PARTITION_HEADER, partition_lines, partition_rows
@@ -24,7 +36,7 @@ async def _list(s: Session) -> int:
 
 
 async def _show(s: Session) -> int:
-    request = controller_pb2.GetPartitionRequest(partition=partition_ref(s.args.partition))
+    request = controller_pb2.GetPartitionRequest(partition=s.args.partition)
     response = await s.call("GetPartition", request)
     return s.show(response, lambda r: partition_lines(s.paint, r.partition))
 
@@ -56,7 +68,7 @@ async def _create(s: Session) -> int:
 
 async def _delete(s: Session) -> int:
     request = controller_pb2.DeletePartitionRequest(
-        partition=partition_ref(s.args.partition),
+        partition=s.args.partition,
         delete_multicast_groups=s.args.with_groups,
         idempotency_key=s.key,
     )
@@ -78,10 +90,17 @@ async def _change_members(s: Session) -> int:
     kind = (
         controller_pb2.AddAcceleratorsRequest if add else controller_pb2.RemoveAcceleratorsRequest
     )
-    request = kind(partition=partition_ref(s.args.partition), idempotency_key=s.key)
+    request = kind(partition=s.args.partition, idempotency_key=s.key)
     _members(s.args, request)
     response = await s.call("AddAccelerators" if add else "RemoveAccelerators", request)
     return s.show(response, lambda r: partition_lines(s.paint, r.partition))
+
+
+def _member_type_with_count(args: argparse.Namespace) -> None:
+    if args.member_type is not None and args.count is None:
+        raise argparse.ArgumentTypeError(
+            "--member-type goes with --count (--locations and --uids name the members' type)"
+        )
 
 
 def _members_options(parser: argparse.ArgumentParser, required: bool, count: bool) -> None:
@@ -103,7 +122,10 @@ def _members_options(parser: argparse.ArgumentParser, required: bool, count: boo
     )
     if count:
         group.add_argument(
-            "--count", type=int, metavar="N", help="N free accelerators, placed by the controller"
+            "--count",
+            type=integer(1, MAX_TARGET + 1, "accelerators"),
+            metavar="N",
+            help="N free accelerators, placed by the controller",
         )
 
 
@@ -112,18 +134,40 @@ def register(commands: Commands) -> None:
     add, group = commands.add, commands.group
 
     verbs = group("partition", "create, inspect, change and delete partitions")
-    add(verbs, "list", _list, "every partition with its health")
-    p = add(verbs, "show", _show, "one partition, its members and health")
-    p.add_argument("partition", metavar="PARTITION", help="id or name")
-    p = add(verbs, "create", _create, "create a partition from locations, UIDs or a count")
-    p.add_argument("--name", required=True, help="unique name, 1..255 printable characters")
+    add(verbs, "list", _list, "every partition with its health", ["fusionctl partition list"])
+    p = add(
+        verbs,
+        "show",
+        _show,
+        "one partition, its members and health",
+        ["fusionctl partition show default", "fusionctl partition show 32766 -o json"],
+    )
+    p.add_argument("partition", type=partition_ref, metavar="PARTITION", help="id or name")
+    p = add(
+        verbs,
+        "create",
+        _create,
+        "create a partition from locations, UIDs or a count",
+        [
+            "fusionctl partition create --name train "
+            "--locations compute-01/0,compute-01/1,compute-02/0,compute-02/1",
+            "fusionctl partition create --name infer --count 8 --resiliency adaptive_bandwidth",
+        ],
+    )
+    p.add_argument(
+        "--name",
+        type=partition_name,
+        required=True,
+        help="unique name, 1..255 printable ASCII characters",
+    )
     _members_options(p, required=True, count=True)
     p.add_argument(
         "--member-type",
         type=MEMBER_TYPE,
         help=f"with --count: name members by {choices(MEMBER_TYPE)} (default location)",
     )
-    p.add_argument("--id", type=int, help="id to use, 1..32765 (default: the lowest free)")
+    p.add_check(_member_type_with_count)
+    p.add_argument("--id", type=PARTITION_ID, help="id to use, 1..32765 (default: the lowest free)")
     p.add_argument(
         "--resiliency",
         type=RESILIENCY,
@@ -131,13 +175,19 @@ def register(commands: Commands) -> None:
     )
     p.add_argument(
         "--multicast-group-limit",
-        type=int,
+        type=UINT32,
         metavar="N",
         help="most multicast groups it may hold (default: the domain's)",
     )
     key_option(p)
-    p = add(verbs, "delete", _delete, "delete a user partition")
-    p.add_argument("partition", metavar="PARTITION", help="id or name")
+    p = add(
+        verbs,
+        "delete",
+        _delete,
+        "delete a user partition",
+        ["fusionctl partition delete infer --with-groups"],
+    )
+    p.add_argument("partition", type=partition_ref, metavar="PARTITION", help="id or name")
     p.add_argument(
         "--with-groups",
         action="store_true",
@@ -145,7 +195,14 @@ def register(commands: Commands) -> None:
     )
     key_option(p)
     for verb, what in (("add", "add accelerators to"), ("remove", "remove accelerators from")):
-        p = add(verbs, verb, _change_members, f"{what} a partition (named as its member type)")
-        p.add_argument("partition", metavar="PARTITION", help="id or name")
+        example = f"fusionctl partition {verb} train --locations compute-03/0,compute-03/gpu1"
+        p = add(
+            verbs,
+            verb,
+            _change_members,
+            f"{what} a partition (named as its member type)",
+            [example],
+        )
+        p.add_argument("partition", type=partition_ref, metavar="PARTITION", help="id or name")
         _members_options(p, required=True, count=False)
         key_option(p)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fusionrack.emulator import InvalidArgument
+from fusionrack.cli import host_port, integer, non_empty, port, rack_name
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT
 
+from .arguments import manifest_name
 from .client import DEFAULT_CONTROLLER, output_options
 from .commands import Commands
 from .fleets import fleet_rack
@@ -25,10 +26,6 @@ MAX_CONTROLLERS = 5  # an etcd election among more gains nothing on one machine
 def _rack_up(args: argparse.Namespace) -> int:
     from .launcher.rack import rack_up  # starts processes and talks gRPC: only load it when asked
 
-    if not 1 <= args.controllers <= MAX_CONTROLLERS:
-        raise InvalidArgument(f"--controllers takes 1 to {MAX_CONTROLLERS}, not {args.controllers}")
-    if args.controllers > 1 and args.no_controller:
-        raise InvalidArgument("--controllers and --no-controller contradict each other")
     return rack_up(
         args.manifest, in_process=args.in_process, base_port=args.base_port, host=args.host,
         state_dir=args.state_dir, detach=args.detach, mqtt=not args.no_mqtt,
@@ -40,12 +37,22 @@ def _rack_up(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
+def _one_controller_option(args: argparse.Namespace) -> None:
+    if args.controllers > 1 and args.no_controller:
+        raise argparse.ArgumentTypeError("--controllers and --no-controller contradict each other")
+
+
+def _rack_or_state_dir(args: argparse.Namespace) -> None:
+    if args.rack and args.state_dir is not None:
+        raise argparse.ArgumentTypeError(
+            "give --rack (a rack of the fleet) or --state-dir, not both"
+        )
+
+
 def _state_dir(args: argparse.Namespace) -> Path | None:
     """--state-dir, or the state directory of the fleet's rack --rack names."""
     if not args.rack:
         return args.state_dir
-    if args.state_dir is not None:
-        raise InvalidArgument("give --rack (a rack of the fleet) or --state-dir, not both")
     return Path(fleet_rack(args.rack)["state_dir"])
 
 
@@ -100,6 +107,7 @@ def register(commands: Commands) -> None:
     )
     up.add_argument(
         "--manifest",
+        type=manifest_name,
         default="gb200-nvl72",
         metavar="PATH|NAME",
         help="rack manifest or preset (default gb200-nvl72)",
@@ -107,6 +115,7 @@ def register(commands: Commands) -> None:
     for verb in (down, status):
         verb.add_argument(
             "--manifest",
+            type=manifest_name,
             metavar="PATH|NAME",
             help="rack manifest or preset (default: the one --state-dir was started with, "
             "else gb200-nvl72)",
@@ -121,9 +130,11 @@ def register(commands: Commands) -> None:
     for verb in (down, status, restart):
         verb.add_argument(
             "--rack",
+            type=rack_name,
             metavar="NAME",
             help="a rack of the fleet `fusionctl fleet up` started here (its state directory)",
         )
+        verb.add_check(_rack_or_state_dir)
     up.add_argument(
         "--tls",
         action="store_true",
@@ -137,14 +148,17 @@ def register(commands: Commands) -> None:
     )
     up.add_argument(
         "--base-port",
-        type=int,
+        type=port,
         default=DEFAULT_BASE_PORT,
         help=f"gRPC port of slot 1; tray in slot s: base+3(s-1), metrics +1, "
         f"switch trays' data plane +2 (default {DEFAULT_BASE_PORT})",
     )
-    up.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    up.add_argument(
+        "--host", type=non_empty, default="127.0.0.1", help="address to bind (default 127.0.0.1)"
+    )
     up.add_argument(
         "--controller-listen",
+        type=host_port,
         default=DEFAULT_CONTROLLER,
         metavar="HOST:PORT",
         help=f"gRPC address of the controller (default {DEFAULT_CONTROLLER})",
@@ -164,7 +178,7 @@ def register(commands: Commands) -> None:
     )
     up.add_argument(
         "--controllers",
-        type=int,
+        type=integer(1, MAX_CONTROLLERS, "controllers"),
         default=1,
         metavar="N",
         help="run N controllers (2-5) that keep their state in an etcd started here (Debian's "
@@ -183,6 +197,7 @@ def register(commands: Commands) -> None:
     )
     add_listen_options(up, RACK_MQTT_PORT, RACK_PROMETHEUS_PORT)
     add_interval_option(up)
+    up.add_check(_one_controller_option)
     up.set_defaults(run=_rack_up)
     down.set_defaults(run=_rack_down)
     status.set_defaults(run=_rack_status)

@@ -28,6 +28,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
+from fusionrack.cli import integer
 from fusionrack.v1 import common_pb2, controller_pb2, events_pb2
 
 from .client import (
@@ -39,7 +40,7 @@ from .client import (
     output_options,
     runner,
 )
-from .commands import Commands
+from .commands import Commands, with_examples
 from .output import print_json
 from .terminal import Screen
 from .topview import Sample, build_snapshot, frame_json, render_frame
@@ -268,6 +269,7 @@ def register(commands: Commands) -> None:
         description=what + ". Quit with q or Ctrl-C. Not on a terminal, with --once or -o json: "
         "one frame (two samples --interval apart) and exit.",
         parents=[connection_options(), output_options()],
+        **with_examples(["fusionctl top", "fusionctl top --once --interval 0.5 --events 5"]),
     )
     parser.add_argument(
         "--interval",
@@ -281,7 +283,7 @@ def register(commands: Commands) -> None:
     )
     parser.add_argument(
         "--events",
-        type=int,
+        type=integer(0, KEPT_EVENTS),
         default=10,
         metavar="N",
         help="events a printed frame shows, the latest last (default 10; live: what fits)",

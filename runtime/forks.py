@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fusionrack.cli import ArgumentParser, rack_name
+
 __all__ = [
     "add_rack_arguments",
     "fork_each",
@@ -215,14 +217,23 @@ def fork_each(
     return fork_jobs(jobs, pids_file, concurrency=2 * (os.cpu_count() or 1), may_start=may_start)
 
 
-def add_rack_arguments(parser: argparse.ArgumentParser) -> None:
+def _manifest_unless_each(args: argparse.Namespace) -> None:
+    if args.manifest is None and args.each is None:
+        raise argparse.ArgumentTypeError("--manifest is required (or --each FILE)")
+
+
+def add_rack_arguments(parser: ArgumentParser) -> None:
     """`--manifest` and `--rack-name`, which name the rack to `fusion-agent` and
-    `fusion-controller` alike (`--manifest` is required but with `--each`: checked by them)."""
+    `fusion-controller` alike (`--manifest` is required but with `--each`)."""
     parser.add_argument(
-        "--manifest", metavar="PATH|NAME", help="rack manifest or preset (required but with --each)"
+        "--manifest",
+        metavar="PATH|NAME",  # read where the program runs (exit 1 when missing or wrong)
+        help="rack manifest or preset (required but with --each)",
     )
+    parser.add_check(_manifest_unless_each)
     parser.add_argument(
         "--rack-name",
+        type=rack_name,
         metavar="NAME",
         help="the rack's name instead of the manifest's (racks of a fleet from one preset); "
         "every agent and the controller of a rack must be given the same",

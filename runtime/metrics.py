@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from fusionrack.cli import split_listen  # re-exported: the servers' addresses are parsed there
+
 __all__ = [
     "CONTENT_TYPE",
     "Histogram",
@@ -34,14 +36,6 @@ log = logging.getLogger(__name__)
 # The text format every Prometheus scrapes (prometheus_client >= 0.21 calls it
 # CONTENT_TYPE_PLAIN_0_0_4; spelled out for the older versions pyproject allows).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def split_listen(address: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[V6]:PORT`` too) -> (host, port); ValueError naming what is wrong."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"a listen address must be HOST:PORT (port 0 picks one): {address!r}")
-    return host.removeprefix("[").removesuffix("]"), int(port)
 
 
 class Histogram:

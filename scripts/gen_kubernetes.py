@@ -96,10 +96,10 @@ def _pair(value: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--out", type=Path, help=f"output folder (default: {OUT})")
     commands = parser.add_subparsers(dest="command")
-    fleet = commands.add_parser("fleet", help="a fleet of your own, into --out")
+    fleet = commands.add_parser("fleet", help="a fleet of your own, into --out", allow_abbrev=False)
     fleet.add_argument(
         "--out",
         type=Path,

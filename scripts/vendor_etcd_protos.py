@@ -67,7 +67,7 @@ def _without_http_options(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("source", type=Path, help="etcd source tree")
     parser.add_argument("--release", default="v3.4.23", help="the release it is (for the header)")
     args = parser.parse_args(argv)

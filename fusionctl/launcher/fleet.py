@@ -34,7 +34,16 @@ from fusionrack.emulator import InvalidArgument, Topology, Unavailable, load_man
 from fusionrack.emulator.topology import tray_port_span
 from fusionrack.rpc import FAST_RECONNECT, open_channel
 
-from ..fleets import DEFAULT_BASE_PORT, DEFAULT_PRESET, FLEET_FILE, fleet_dir, read_fleet
+from ..fleets import (
+    DEFAULT_BASE_PORT,
+    DEFAULT_PRESET,
+    FLEET_FILE,
+    fleet_dir,
+    fleet_env,
+    fleet_state_dir_option,
+    no_fleet,
+    read_fleet,
+)
 from ..output import Palette, Progress, Word, colour_enabled, print_json, table
 from .plan import RackPlan, port_owners, target_groups, write_targets
 from .ports import FLEET_MQTT_PORT, FLEET_PROMETHEUS_PORT
@@ -181,7 +190,8 @@ def fleet_up(
     `ports.py`); see the module doc."""
     directory = fleet_dir(state_dir)
     if read_fleet(directory) is not None:
-        raise Unavailable(f"a fleet is already up from {directory} (fusionctl fleet down)")
+        raise Unavailable(f"a fleet is already up from {directory} (fusionctl fleet "
+                          f"down{fleet_state_dir_option(directory)})")  # fmt: skip
     members = plan_fleet(racks, host, base_port, directory)
     # Rendered first: a bad interval is refused before anything starts.
     prometheus_config = render_config(prometheus_interval) if prometheus else None
@@ -245,10 +255,9 @@ def fleet_up(
         if prometheus_url:
             print(f"prometheus: {prometheus_url} (every rack; the dashboards' rack variable "
                   "picks one)")  # fmt: skip
-        print(f"talk to one rack with --rack NAME, e.g. fusionctl --rack {members[0].name} "
-              "domain")  # fmt: skip
-    custom = state_dir is not None
-    where = f" --state-dir {directory}" if custom else ""
+        print(f"talk to one rack with --rack NAME, e.g. {fleet_env(directory)}fusionctl --rack "
+              f"{members[0].name} domain")  # fmt: skip
+    where = fleet_state_dir_option(directory)
     if detach:
         print(f"running in the background; stop it with: fusionctl fleet down{where}", file=notes)
         return 0
@@ -402,7 +411,7 @@ def fleet_status(state_dir: Path | None = None, output: str = "table") -> int:
     if output == "json":
         print_json(document)
     elif not document["up"]:
-        print(f"no fleet is up from {directory}")
+        print(no_fleet(state_dir))
     else:
         ready = sum(rack["state"] == "READY" for rack in document["racks"])
         print(f"fleet in {directory}: {ready}/{len(document['racks'])} racks ready")
@@ -423,7 +432,7 @@ def fleet_down(state_dir: Path | None = None, output: str = "table") -> int:
         if output == "json":
             print_json({"state_dir": str(directory), "stopped": []})
         else:
-            print(f"no fleet is up from {directory}")
+            print(no_fleet(state_dir))
         return 0
     stopped = _stop_fleet(directory)
     if output == "json":

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from fusionrack.cli import number
 from fusionrack.emulator import InvalidArgument
 
 __all__ = [
@@ -44,7 +45,7 @@ def add_interval_option(parser: argparse.ArgumentParser) -> None:
     """`--prometheus-interval` of `rack up` and `fleet up`."""
     parser.add_argument(
         "--prometheus-interval",
-        type=float,
+        type=number(0.001),  # Prometheus counts durations in milliseconds
         default=DEFAULT_INTERVAL,
         metavar="SECONDS",
         help="with --prometheus: seconds between scrapes and between rule evaluations "

@@ -60,6 +60,7 @@ from fusionrack.emulator import (
 from fusionrack.v1 import common_pb2, controller_pb2
 
 from ..client import DEFAULT_CONTROLLER
+from ..fleets import no_rack, rack_options
 from ..output import Palette, Progress, Word, colour_enabled, print_json, table
 from .plan import (
     TLS_DIR,
@@ -182,7 +183,8 @@ def prepare(plan: RackPlan, controller: str | None) -> None:
     rack is already up from it), its ports free, its secret and tokens, its certificates."""
     plan.state_dir.mkdir(parents=True, exist_ok=True)
     if (plan.state_dir / "pids.json").exists():
-        raise Unavailable(f"a rack is already up from {plan.state_dir} (fusionctl rack down)")
+        down = rack_options(plan.topology.name, plan.manifest, plan.state_dir)
+        raise Unavailable(f"a rack is already up from {plan.state_dir} (fusionctl rack down{down})")
     check_ports_free(plan, controller)
     ensure_credentials(plan.state_dir)
     if plan.tls:
@@ -373,9 +375,8 @@ def rack_up(
         _print_table(plan, elapsed, in_process, mqtt_url, targets, controller_listen,
                      prometheus_url, prometheus_interval)  # fmt: skip
     if detach:
-        custom = state_dir != Path(".fusionrack") / topology.name
         print("running in the background; stop it with: fusionctl rack down"
-              + (f" --state-dir {state_dir}" if custom else ""), file=notes)  # fmt: skip
+              + rack_options(topology.name, manifest, state_dir), file=notes)  # fmt: skip
         return 0
     # With several controllers, one that dies is what they are there for: not a reason to stop.
     watched = {name: p for name, p in processes.items()
@@ -650,7 +651,7 @@ def rack_status(
     if output == "json":
         print_json(document)
     elif not document["up"]:
-        print(f"no rack is up from {state_dir}")
+        print(no_rack(state_dir))
     else:
         print(_status_table(document))
     return 0 if document["healthy"] else 1
@@ -682,7 +683,7 @@ def rack_down(
         if output == "json":
             print_json({"rack": topology.name, "state_dir": str(state_dir), "stopped": []})
         else:
-            print(f"no rack is up from {state_dir}")
+            print(no_rack(state_dir))
         return 0
     [order] = stop_racks([state_dir])
     if output == "json":
@@ -707,7 +708,7 @@ def rack_restart(
     topology, state_dir = _recorded(None, state_dir)
     pids, record = read_json(state_dir / "pids.json"), read_json(state_dir / "rack.json")
     if not pids or not record:
-        raise Unavailable(f"no rack is up from {state_dir} (fusionctl rack up --detach)")
+        raise Unavailable(f"{no_rack(state_dir)} (start one with fusionctl rack up --detach)")
     plan = _plan_of(topology, record, state_dir)
     tray_pids = read_json(state_dir / "trays.json") or {}
     if is_controller(name):

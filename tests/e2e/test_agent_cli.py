@@ -23,7 +23,7 @@ def agent(*args: str) -> subprocess.CompletedProcess[str]:
         (("--manifest", "gb300", "--tray", "x"), 1, "presets: gb200-nvl72"),
         (
             ("--manifest", "mini", "--all", "--fork", "--base-port", "0"),
-            1,
+            2,  # found while parsing, before anything starts: a usage error
             "--fork needs --all and a --base-port",
         ),
         (("--manifest", "mini"), 2, "one of the arguments --tray --all --each is required"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -149,7 +150,9 @@ def test_a_fleet_of_racks_comes_up_each_its_own_domain_and_goes_down(tmp_path: P
 
 
 def test_a_fleet_file_names_racks_of_different_manifests(tmp_path: Path) -> None:
-    fleet = tmp_path / "fleet"
+    """...and a fleet up with --state-dir (no $FUSIONRACK_FLEET_DIR) prints the commands that
+    find it, which work as printed; the commands that do not find it say how to."""
+    fleet = tmp_path / "my fleet"  # a space: the printed commands quote it
     manifest = (Path(__file__).parents[2] / "deploy" / "racks" / "mini.yaml").read_text()
     (tmp_path / "tiny.yaml").write_text(manifest.replace("name: mini", "name: tiny"))
     (tmp_path / "lab.yaml").write_text(
@@ -157,18 +160,49 @@ def test_a_fleet_file_names_racks_of_different_manifests(tmp_path: Path) -> None
         "  - name: 'gpu-{n}'\n    manifest: mini\n    count: 2\n"
         "  - name: asic-1\n    manifest: tiny.yaml\n"
     )
+    env = {k: v for k, v in os.environ.items() if k not in ("FUSIONRACK_FLEET_DIR",
+                                                            "FUSIONRACK_CONTROLLER")}  # fmt: skip
+    env.update(NO_COLOR="1", PATH=f"{Path(FUSIONCTL).parent}:{env.get('PATH', '')}")
+
+    def here(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([FUSIONCTL, *args], capture_output=True, text=True, timeout=90,
+                              check=False, env=env, cwd=tmp_path)  # fmt: skip
+
+    def as_printed(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=90,
+                              check=False, env=env, cwd=tmp_path)  # fmt: skip
+
     base = free_port_range(3 * RACK_PORTS)
-    up = fusionctl("fleet", "up", "--fleet", str(tmp_path / "lab.yaml"), "--base-port", str(base),
-                   "--detach", "--no-mqtt", fleet=fleet)  # fmt: skip
+    talk = stop = None
+    up = here("fleet", "up", "--fleet", "lab.yaml", "--base-port", str(base), "--detach",
+              "--no-mqtt", "--state-dir", str(fleet))  # fmt: skip
     try:
-        assert "fleet of 3 racks up in" in ok(up)
-        status = json.loads(ok(fusionctl("fleet", "status", "-o", "json", fleet=fleet)))
+        printed = ok(up)
+        assert "fleet of 3 racks up in" in printed
+        talk = re.search(r"e\.g\. (.*)$", printed, re.MULTILINE)
+        stop = re.search(r"stop it with: (.*)$", printed, re.MULTILINE)
+        assert talk and stop, printed
+        assert talk.group(1) == f"FUSIONRACK_FLEET_DIR='{fleet}' fusionctl --rack gpu-1 domain"
+        assert "rack gpu-1" in ok(as_printed(talk.group(1)))
+        status = json.loads(ok(here("fleet", "status", "--state-dir", str(fleet), "-o", "json")))
         assert [(r["name"], Path(r["manifest"]).name, r["state"]) for r in status["racks"]] == [
             ("gpu-1", "mini", "READY"), ("gpu-2", "mini", "READY"), ("asic-1", "tiny.yaml", "READY")
         ]  # fmt: skip
         assert status["broker"] is None
+        # Not told where: each says where it looked, and how to say where.
+        lost_status = here("fleet", "status")
+        lost_rack = here("--rack", "gpu-1", "domain")
+        lost_rack_status = here("rack", "status", "--rack", "gpu-1")
+        assert lost_status.returncode == 1 and lost_rack.returncode == 1
+        assert lost_rack_status.returncode == 1
+        for said in (lost_status.stdout, lost_rack.stderr, lost_rack_status.stderr):
+            assert "no fleet is up from .fusionrack/fleet (the default)" in said, said
+            assert "--state-dir DIR" in said and "FUSIONRACK_FLEET_DIR=DIR" in said, said
     finally:
-        ok(fusionctl("fleet", "down", fleet=fleet))
+        down = as_printed(stop.group(1)) if stop else None
+        if (fleet / "fleet.json").exists():  # never left running, whatever was printed
+            here("fleet", "down", "--state-dir", str(fleet))
+    assert down is not None and "fleet stopped (3 racks: gpu-1, gpu-2, asic-1)" in ok(down)
 
 
 def test_a_fleet_in_the_foreground_stops_on_ctrl_c(tmp_path: Path) -> None:

@@ -170,6 +170,12 @@ async def test_memory_inside_a_partition_and_fenced_across(ctl: Fusionctl) -> No
     assert added_again == {"old_value": {"uint_value": "0"}}
     again = await ctl.json("mem", "atomic", *me, "--target", "2", "--op", "add", "--operand", "1")
     assert again == {"old_value": {"uint_value": "5"}}
+    # compare_swap compares with --compare (required): 6 is there, so 9 is written; once.
+    cas = ("mem", "atomic", *me, "--target", "2", "--op", "cas", "--operand", "9", "--compare", "6")
+    assert await ctl.json(*cas) == {"old_value": {"uint_value": "6"}}
+    assert await ctl.json(*cas) == {"old_value": {"uint_value": "9"}}
+    without = await ctl("mem", "atomic", *me, "--target", "2", "--op", "cas", "--operand", "1")
+    assert without.returncode == 2 and "--op compare_swap needs --compare" in without.stderr
     unknown = await ctl("mem", "load", "--initiator", "7", "--target", "0", "--size", "1")
     assert unknown.returncode == 1 and "no accelerator '7'" in unknown.stderr
 
@@ -266,7 +272,7 @@ async def test_traffic_start_list_stop(ctl: Fusionctl, rack: LocalRack) -> None:
     ring = await ctl("traffic", "start", "--partition", "train", "--pattern", "all-reduce",
                      "--load", "0.3")  # fmt: skip
     assert ring.returncode == 0, ring.stderr
-    assert ring.stdout.startswith('started traffic session 1: all_reduce (ring) on partition 1 '
+    assert ring.stdout.startswith('started traffic session 1: all-reduce (ring) on partition 1 '
                                   '"train" at load 0.3')  # fmt: skip
     assert "40 GB/s per member" in ring.stdout  # 0.3 x 4 links x 50 GB/s / 1.5
     sharp = await ctl.json(
@@ -296,8 +302,8 @@ async def test_traffic_start_list_stop(ctl: Fusionctl, rack: LocalRack) -> None:
     assert [line.split()[0] for line in lines[1:]] == ["1", "2"]
     assert "in_network" in lines[2] and "when stopped" in lines[1]
     assert [s["id"] for s in listed_json["sessions"]] == [1, 2]
-    assert bad_load.returncode == 1, bad_load.stderr
-    assert "INVALID_ARGUMENT: load 1.5 is not in (0, 1]" in bad_load.stderr
+    assert bad_load.returncode == 2, bad_load.stderr  # known wrong before asking: usage
+    assert "argument --load: '1.5': give a number in (0, 1]" in bad_load.stderr
     assert bad_partition.returncode == 1 and "NOT_FOUND: no partition named 'nope'" in (
         bad_partition.stderr
     )

@@ -274,6 +274,39 @@ def test_rack_up_prometheus_says_so_when_it_is_not_installed_and_goes_on(tmp_pat
     assert down.returncode == 0 and "prometheus" not in down.stdout, down.stdout
 
 
+def test_a_rack_not_where_a_command_looks_is_found_with_the_command_it_prints(
+    tmp_path: Path,
+) -> None:
+    """`rack up --manifest mini --detach` prints how to stop it (`rack down` alone looks for
+    gb200-nvl72), and `rack status` / `rack restart` that find no rack name the one up here."""
+    base = free_port_range(MINI_PORTS)
+    env = {**os.environ, "PATH": f"{Path(FUSIONCTL).parent}:{os.environ.get('PATH', '')}"}
+    up = fusionctl("rack", "up", "--manifest", "mini", "--detach", "--in-process",
+                   "--no-controller", "--no-mqtt", "--base-port", str(base),
+                   cwd=tmp_path)  # fmt: skip
+    stop = None
+    try:
+        assert up.returncode == 0, up.stderr + up.stdout
+        stop = next(line.split(": ", 1)[1] for line in up.stdout.splitlines()
+                    if line.startswith("running in the background; stop it with: "))  # fmt: skip
+        assert stop == "fusionctl rack down --manifest mini"
+        status = fusionctl("rack", "status", cwd=tmp_path)
+        assert status.returncode == 1
+        assert status.stdout.startswith(
+            "no rack is up from .fusionrack/gb200-nvl72; up from here: mini (`fusionctl rack "
+            "status --manifest mini`); a rack started with `rack up --state-dir DIR` is found "
+            "with --state-dir DIR"
+        ), status.stdout
+        restart = fusionctl("rack", "restart", "switch-1", cwd=tmp_path)
+        assert restart.returncode == 1 and "up from here: mini" in restart.stderr
+    finally:
+        down = subprocess.run(["sh", "-c", stop or "false"], capture_output=True, text=True,
+                              timeout=60, check=False, cwd=tmp_path, env=env)  # fmt: skip
+        if (tmp_path / ".fusionrack" / "mini" / "pids.json").exists():  # never left running
+            fusionctl("rack", "down", "--manifest", "mini", cwd=tmp_path)
+    assert down.returncode == 0 and "rack mini stopped" in down.stdout, down.stderr
+
+
 @pytest.mark.parametrize("mode", ["--in-process", "--processes"])
 def test_rack_up_tls_runs_the_rack_on_mutual_tls_and_fusionctl_finds_its_certificates(
     tmp_path: Path, mode: str

@@ -76,7 +76,8 @@ def test_list_shows_every_preset() -> None:
 @pytest.mark.parametrize(
     ("args", "code", "says"),
     [
-        (("manifest", "show", "gb300"), 1, "presets: gb200-nvl72"),
+        # An unknown manifest is found before anything is read: a usage error, as --help says.
+        (("manifest", "show", "gb300"), 2, "presets: gb200-nvl72"),
         (("manifest",), 2, "usage:"),
         (("manifest", "show", "mini", "-o", "xml"), 2, "invalid choice"),
     ],

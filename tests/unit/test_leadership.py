@@ -48,7 +48,7 @@ def test_a_prefix_range_ends_after_every_key_of_the_prefix() -> None:
     [
         (["--store", "etcd://127.0.0.1:2379", "--state", "x.sqlite"], "not both"),
         (["--store", "etcd://nohost"], "is not HOST:PORT"),
-        (["--store", "etcd://127.0.0.1:2379", "--lease-ttl", "0"], "at least 1 second"),
+        (["--store", "etcd://127.0.0.1:2379", "--lease-ttl", "0"], "at least 1 (seconds)"),
     ],
 )
 def test_fusion_controller_refuses_a_store_it_cannot_use(arguments: list[str], words: str) -> None:

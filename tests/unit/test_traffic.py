@@ -197,14 +197,16 @@ def test_sessions_are_checked_and_the_errors_name_the_value(mini: Topology) -> N
     table = TrafficTable(mini)
     cases = [
         (dict(partition="nope", pattern=ALL, load=0.5), NotFound, "'nope'"),
-        (dict(partition="pair", pattern=9, load=0.5), InvalidArgument, "9"),
+        # Patterns named as README and fusionctl write them.
+        (dict(partition="pair", pattern=9, load=0.5), InvalidArgument,
+         "9 is not one of all-reduce, all-gather, all-to-all, ring, multicast"),
         (dict(partition="pair", pattern=ALL, load=0.0), InvalidArgument, "load 0.0"),
         (dict(partition="pair", pattern=ALL, load=1.5), InvalidArgument, "1.5"),
         (dict(partition="pair", pattern=ALL, load=math.nan), InvalidArgument, "nan"),
         (dict(partition="pair", pattern=ALL, load=0.5, duration=0.0), InvalidArgument, "0.0"),
         (dict(partition="pair", pattern=ALL, load=0.5, duration=-1.0), InvalidArgument, "-1"),
         (dict(partition="solo", pattern=RING, load=0.5), FailedPrecondition, "1 member"),
-        (dict(partition="pair", pattern=A2A, load=0.5, group=5), InvalidArgument, "all_to_all"),
+        (dict(partition="pair", pattern=A2A, load=0.5, group=5), InvalidArgument, "not all-to-all"),
         (dict(partition="pair", pattern=ALL, load=0.5, group=7), NotFound, "7"),
         (dict(partition="solo", pattern=ALL, load=0.5, group=5), FailedPrecondition,
          "belongs to partition 2"),
