@@ -1,18 +1,20 @@
 """How long a rack takes to start: the figures README states, measured as a user runs them.
 
     python bench/startup.py           # every row, three runs each (~1 min)
-    python bench/startup.py --quick   # the mini rack once, for tests
+    python bench/startup.py --quick   # the imports and the mini rack, once, for tests
 
-Each row is the wall time of one `fusionctl rack up --detach ...` on free ports, from the command
-to its exit: it returns when every tray's links are up and the controller reaches every tray and
-reports READY (with Prometheus: when Prometheus answers too). `make up` runs the first row's
-command in the foreground with `--prometheus` when Prometheus is installed; the foreground waits
-for the same things before it says the rack is up. The median of the runs is compared with the
-figure README states for it (its target).
+First, the CPU time of one `fusion-agent` start-up's imports: why `rack up` forks its tray
+processes from one start-up instead of starting 27. Then, per row, the wall time of one
+`fusionctl rack up --detach ...` on free ports, from the command to its exit: it returns when
+every tray's links are up and the controller reaches every tray and reports READY (with
+Prometheus: when Prometheus answers too). `make up` runs the second row's command in the
+foreground, which waits for the same things before it says the rack is up. The median of the
+runs is compared with the figure README states for it (its target).
 """
 
 from __future__ import annotations
 
+import resource
 import shutil
 import statistics
 import subprocess
@@ -30,11 +32,21 @@ from fusionrack.rpc import free_port_range
 # (what, manifest, extra `rack up` flags, target seconds): the figures README states.
 ROWS = [
     ("gb200-nvl72, 27 tray processes + controller + broker", "gb200-nvl72", [], 3.5),
-    ("the same with Prometheus (make up)", "gb200-nvl72", ["--prometheus"], 5.0),
+    ("the same with Prometheus (make up)", "gb200-nvl72", ["--prometheus"], 4.0),
     ("gb200-nvl72, every tray in one process", "gb200-nvl72", ["--in-process"], 2.5),
     ("mini (4 GPUs), processes + controller + broker", "mini", [], 1.5),
 ]
 QUICK_ROWS = [row for row in ROWS if row[1] == "mini"]
+IMPORTS_TARGET = 0.5  # seconds of CPU, README's figure
+
+
+def import_cpu_seconds() -> float:
+    """CPU time (user + system) of a Python process that imports what fusion-agent serves with."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, "-c", "import fusionrack.agent.main, fusionrack.agent.rack"],
+                   check=True)  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def rack_up_seconds(manifest: str, flags: list[str]) -> float:
@@ -50,8 +62,10 @@ def rack_up_seconds(manifest: str, flags: list[str]) -> float:
         if "--prometheus" in flags:
             command += ["--prometheus-listen", f"127.0.0.1:{base + span + 3}"]
         began = time.monotonic()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        up = subprocess.run(command, capture_output=True, text=True, check=False)
         took = time.monotonic() - began
+        if up.returncode:
+            raise SystemExit(f"{' '.join(command)} failed:\n{up.stderr}")
         subprocess.run([str(BIN / "fusionctl"), "rack", "down", "--state-dir", state],
                        check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     return took
@@ -63,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=integer(1), default=3, help="runs per row (default 3)")
     args = parser.parse_args(argv)
     runs = 1 if args.quick else args.runs
+    imports = statistics.median(import_cpu_seconds() for _ in range(runs))
+    ratio = imports / IMPORTS_TARGET
+    print(f"one fusion-agent start-up's imports: {imports:.2f} s of CPU  <= {IMPORTS_TARGET} s "
+          f"{verdict(ratio <= 1)}, ratio {ratio:.2f}")  # fmt: skip
     print(f"fusionctl rack up --detach to READY, median of {runs} run(s)")
     print(f"  {'rack':54s} {'seconds':>8s}  target")
     for what, manifest, flags, target in QUICK_ROWS if args.quick else ROWS:
