@@ -97,15 +97,18 @@ DEADLINE = 30.0  # a client's deadline: far past the agents' own time for an op 
 
 class ProcessRack:
     """A rack up in the background (`rack up --detach`) from its own state directory, every
-    tray its own process."""
+    tray its own process; `options` are more `rack up` options."""
 
-    def __init__(self, manifest: str | Path, state: Path, *, controller: bool = True) -> None:
+    def __init__(
+        self, manifest: str | Path, state: Path, *, controller: bool = True, options: Any = ()
+    ) -> None:
         self.topology = Topology(load_manifest(str(manifest)))
         span = tray_port_span(self.topology)
         self.base = free_port_range(span + 3)  # every tray's ports, the controller's two, MQTT
         self.controller = f"127.0.0.1:{self.base + span}"
         self.mqtt = f"127.0.0.1:{self.base + span + 2}"
         self.manifest, self.state, self.with_controller = str(manifest), state, controller
+        self.options = list(options)
         self.ctl = Fusionctl(self.controller, token_file=self.state / "admin.token")
         scheme = tray_addresses(self.topology, "127.0.0.1", self.base)
         self.addresses = {name: a.grpc for name, a in scheme.items()}
@@ -116,7 +119,7 @@ class ProcessRack:
             "rack", "up", "--manifest", self.manifest, "--detach", "--base-port", str(self.base),
             "--controller-listen", self.controller, "--state-dir", str(self.state),
             "--mqtt-listen", self.mqtt, *(() if self.with_controller else ("--no-controller",)),
-            timeout=90,
+            *self.options, timeout=90,
         )  # fmt: skip
         self.record = json.loads((self.state / "rack.json").read_text())
 

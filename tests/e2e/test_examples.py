@@ -55,8 +55,9 @@ NOT_RUN = {
     "fusionctl fleet down": _FLEET,
     "fusionctl rack up --controllers 3 --detach": _ETCD,
     "fusionctl rack restart controller-2": _ETCD,
-    "fusionctl rack up --no-controller --detach": "the agents of controllers started by hand "
-    "on an etcd: a second gb200 rack (tests/e2e/test_rack_cli.py runs --no-controller)",
+    "fusionctl rack up --no-controller --unprogrammed closed --detach": "the agents of "
+    "controllers started by hand on an etcd: a second gb200 rack (tests/e2e/test_rack_cli.py "
+    "runs --no-controller; tests/e2e/test_isolation_restarts.py a switch tray that stays closed)",
     "fusionctl rack up --manifest gb200-nvl72 --prometheus": "a second gb200 rack, in the "
     "foreground; tests/e2e/test_rack_cli.py runs rack up --prometheus",
     "kubectl -n fusionrack-rack-01 exec statefulset/controller -- fusionctl --controller "

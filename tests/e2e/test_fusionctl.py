@@ -327,8 +327,14 @@ async def test_a_token_file_that_cannot_be_read_is_an_error_not_a_traceback(
     ctl: Fusionctl, tmp_path: Path
 ) -> None:
     missing = tmp_path / "admin.token"
-    result = await ctl("domain", "--token-file", str(missing))
-    assert result.returncode == 1
-    assert result.stderr == (
+    # Given as an option, it is checked while parsing: a usage error.
+    given = await ctl("domain", "--token-file", str(missing))
+    assert given.returncode == 2 and "Traceback" not in given.stderr
+    assert f"argument --token-file: {missing}: no such file" in given.stderr
+    # Named by the variable, it is read when the call is made: an error naming it.
+    ctl.env["FUSIONRACK_TOKEN_FILE"] = str(missing)
+    named = await ctl("domain")
+    assert named.returncode == 1
+    assert named.stderr == (
         f"fusionctl: error: cannot read the token file {missing}: No such file or directory\n"
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import pytest
 from faultrig import ProcessRack, eventually, grpc_code_name
 
 from fusionrack.emulator import AtomicOp, DataType, choose_plane, fabric_address, packed
@@ -201,5 +202,47 @@ async def test_no_cross_partition_op_passes_while_switch_trays_and_the_controlle
         assert await victims_memory(rack, offsets) == {PATTERN}
         # Inside a partition, every load found a plane.
         assert set(hammer.inside) == {"OK"}, hammer.inside
+    finally:
+        await rack.down()
+
+
+@pytest.mark.parametrize(
+    ("options", "unprogrammed"),
+    [((), "default-partition"), (("--unprogrammed", "closed"), "closed")],
+)
+async def test_a_rack_without_a_controller_forwards_within_the_default_partition_or_waits(
+    tmp_path: Path, options: tuple[str, ...], unprogrammed: str
+) -> None:
+    """`rack up --no-controller`: the switch trays apply the manifest's default partition; with
+    `--unprogrammed closed` (a controller of your own to come) they forward nothing until one
+    programs them, and a restarted one comes back as the rack was started."""
+    rack = ProcessRack("mini", tmp_path / "state", controller=False, options=options)
+    await rack.up()
+    try:
+        assert rack.record["unprogrammed"] == unprogrammed
+
+        async def store() -> grpc.aio.AioRpcError | None:
+            async with open_channel(rack.addresses["compute-01"]) as channel:
+                try:
+                    await memory_pb2_grpc.MemoryStub(channel).Store(
+                        memory_pb2.StoreRequest(
+                            initiator=ATTACKER, address=fabric_address(3, 0), data=b"x"
+                        ),
+                        timeout=10,
+                    )
+                except grpc.aio.AioRpcError as error:
+                    return error
+            return None
+
+        for restarted in (False, True):  # as started, then with a switch tray restarted
+            if restarted:
+                rack.kill("switch-1")
+                await rack.restart("switch-1")
+            error = await store()
+            if unprogrammed == "closed":
+                assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE
+                assert "awaits its configuration" in error.details()
+            else:
+                assert error is None
     finally:
         await rack.down()

@@ -388,7 +388,7 @@ async def test_bad_requests_get_the_right_status_and_name_the_value(
          f"group {gid} belongs to partition 2"),
         (start_request("pair", ALL_REDUCE, 0.5, multicast_group_id=99), "NOT_FOUND", "99"),
         (start_request("pair", ALL_TO_ALL, 0.5, multicast_group_id=gid), "INVALID_ARGUMENT",
-         "all_to_all"),
+         "all-to-all"),
         (start_request("pair", RING, 0.5, source=common_pb2.AcceleratorRef(index=2)),
          "INVALID_ARGUMENT", "source"),
         (controller_pb2.StartTrafficRequest(pattern=RING, load=0.5), "INVALID_ARGUMENT",
