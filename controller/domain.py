@@ -639,8 +639,13 @@ class Controller:
                 committed = max(self.generation, *(v.generation for v in stale)) + 1
                 self.generation = self.config.generation = committed
                 await self.store.save(self.document())
-            for view in stale:
-                await self._program_one(view, committed)
+            # Concurrently: a new rack's start waits for every switch tray's two round trips.
+            results = await asyncio.gather(
+                *(self._program_one(v, committed) for v in stale), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result  # the loop counts it and tries again (the rest stay done)
         self.repairs += len(repaired)
         log.info("%s %s at generation %d", "reconciled" if repaired else "programmed",
                  ", ".join(v.name for v in stale), self.config.generation)  # fmt: skip
