@@ -590,6 +590,7 @@ class SwitchAgent(TrayAgent):
     # -- configuration ---------------------------------------------------------------------
 
     def apply(self, request: switch_pb2.ApplyConfigRequest) -> switch_pb2.ApplyConfigResponse:
+        _check_phase(request)  # before the tray's state is looked at
         now = time.time()
         if self.prepared is not None and self.prepared[1] < now:
             log.warning(
@@ -646,11 +647,8 @@ class SwitchAgent(TrayAgent):
             self.closed = False
             self.sequence += 1
             log.info("%s: committed config generation %d", self.name, generation)
-        elif phase == switch_pb2.CONFIG_PHASE_ABORT:
-            if self.prepared is not None and generation in (0, self.prepared[0].generation):
-                self.prepared = None
-        else:
-            raise InvalidArgument(f"config phase {phase}: give PREPARE, COMMIT or ABORT")
+        elif self.prepared is not None and generation == self.prepared[0].generation:  # ABORT
+            self.prepared = None
 
 
 def decode_multicast(op: memory_pb2.MemoryOp) -> bool:
@@ -694,7 +692,6 @@ class SwitchServicer(switch_pb2_grpc.SwitchServicer):
 
     @grpc_errors
     async def ApplyConfig(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
-        _check_phase(request)
         return self.agent.apply(request)
 
     @grpc_errors

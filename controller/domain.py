@@ -54,11 +54,11 @@ from fusionrack.emulator import (
     FailedPrecondition,
     FusionError,
     InvalidArgument,
-    NotFound,
     PartitionHealth,
     Topology,
     TrayKind,
     Unavailable,
+    targets,
 )
 from fusionrack.emulator.partitions import DEFAULT_PARTITION_ID, HealthReport, Partition
 from fusionrack.metrics import Histogram
@@ -242,7 +242,7 @@ class Controller:
         if not isinstance(saved, dict) or not all(isinstance(d, dict) for d in saved.values()):
             raise InvalidArgument("'drained' is not an object of drains by name")
         for name, drain in saved.items():
-            if not self.is_admin_target(name):
+            if targets.kind_in(self.topology, name) not in targets.DRAIN_TARGETS:
                 # A manifest edited under an old state file: nothing left to drain there.
                 log.warning("the saved state drains %r, not a link or tray of rack %s: ignored",
                             name, self.topology.name)  # fmt: skip
@@ -674,17 +674,6 @@ class Controller:
     # tray's by the tray's own agent. An agent's tray-wide call sets every link of the tray, so
     # undraining a tray also undrains its links: the controller then drains again the links it
     # still wants drained.
-
-    def is_admin_target(self, name: str) -> bool:
-        """Whether `name` is a tray or a link of the rack (what can be drained)."""
-        top = self.topology
-        for lookup in (top.tray, top.link_named):
-            try:
-                lookup(name)
-                return True
-            except NotFound:
-                pass
-        return False
 
     def _drained_links(self) -> set[int]:
         top = self.topology

@@ -256,7 +256,7 @@ def check_link_filters(topology: Topology, request: common_pb2.ListLinksRequest)
 
 def component_ref(topology: Topology, name: str) -> common_pb2.ComponentRef:
     """A link, chiplet, switch chip or tray by name, as the typed ComponentRef case that names
-    it (the inverse of `component_name`); unknown names raise NotFound."""
+    it (the inverse of `target`); unknown names raise NotFound."""
     with contextlib.suppress(NotFound):
         link = topology.link_named(name)
         return common_pb2.ComponentRef(

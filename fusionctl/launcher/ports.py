@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 
+from fusionrack.cli import split_listen
+
 __all__ = [
     "FLEET_MQTT_PORT",
     "FLEET_PROMETHEUS_PORT",
@@ -38,14 +40,18 @@ FLEET_PROMETHEUS_PORT = 29990
 
 
 def listen_address(text: str) -> str:
-    """`HOST:PORT` as a flag gives it (argparse type): the host non-empty, the port 1-65535."""
-    host, colon, port = text.rpartition(":")
-    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    """`HOST:PORT` as a flag gives it (argparse type): the host non-empty, the port 1-65535
+    (not 0: the broker and Prometheus cannot say which port they picked)."""
+    try:
+        _, port = split_listen(text)
+    except ValueError:
+        port = 0
+    if not port:
         raise argparse.ArgumentTypeError(
             f"expected HOST:PORT with a port from 1 to 65535 (e.g. 127.0.0.1:{RACK_MQTT_PORT}), "
             f"got {text!r}"
         )
-    return f"{host}:{int(port)}"
+    return f"{text.rpartition(':')[0]}:{port}"
 
 
 def add_listen_options(

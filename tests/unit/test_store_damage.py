@@ -550,6 +550,27 @@ async def test_a_valid_document_loads_whole(tmp_path: Path, mini: Topology) -> N
     assert set(controller.drained) == {"compute-01"}
 
 
+async def test_saved_drains_of_what_the_rack_lacks_or_cannot_drain_are_dropped(
+    tmp_path: Path, mini: Topology
+) -> None:
+    """A manifest edited under an old state file: drains of trays and links it still has are
+    kept; those of names it lacks, and of components no drain takes, are left out."""
+    kept = {"compute-01", "switch-2", "compute-02/gpu1/nvlink3"}
+    gone = {"compute-09", "compute-01/gpu0/nvlink7", "switch-1/chip0", "compute-01/gpu0"}
+    drains = {name: {"reason": "r", "since": 1.0} for name in kept | gone}
+    path = tmp_path / "state.sqlite"
+    with StateStore(path) as store:
+        store.save(edited(mini, lambda d: d.update(drained=drains)))
+    store = SqliteStore(path)
+    controller = Controller(mini, store, {t.name: "127.0.0.1:9" for t in mini.trays})
+    try:
+        await controller.load()
+    finally:
+        await controller.stop()
+        await store.close()
+    assert set(controller.drained) == kept
+
+
 # -- the real binary -------------------------------------------------------------------------
 
 
