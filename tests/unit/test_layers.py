@@ -1,10 +1,11 @@
 """The layer rules of DESIGN.md, checked so a violation fails before review.
 
-* The import-linter contracts in pyproject.toml (`lint-imports`): `emulator` imports nothing
-  of ours and nothing that touches the outside world (sockets, clocks, threads, asyncio, gRPC);
-  the three programs (`agent`, `controller`, `fusionctl`) never import each other; `fusionctl`
-  reaches the controller only through its gRPC client; the shared runtime imports none of the
-  programs; and no package's modules import each other in a circle.
+* The import-linter contracts in pyproject.toml (`lint-imports`): one exhaustive `layers`
+  contract places every module of `fusionrack` (the programs, which never import each other,
+  over the controller API's client, over the shared runtime, over the contract, over the pure
+  core; a module nobody placed breaks it); `emulator` imports nothing of the outside world
+  (sockets, clocks, threads, asyncio, gRPC); `fusionctl` reaches the controller only through
+  the client; and no package's modules import each other in a circle.
 * Here by hand, what a contract cannot name (a module that must not exist): nothing imports
   bare top-level `agent` / `controller` / `emulator` / `fusionctl` packages.
 """
