@@ -48,6 +48,7 @@ from fusionrack.emulator import (
     Unavailable,
     choose_plane,
     choose_planes,
+    execute_packed,
     packed,
 )
 from fusionrack.emulator.fabric import GRANULE_SHIFT
@@ -334,7 +335,7 @@ class ComputeAgent(TrayAgent):
                 response.batch.results.extend(apply_op(self.memory, op) for op in request.batch.ops)
                 size = sum(64 + len(r.data) for r in response.batch.results)
             elif payload == "packed_ops":
-                results = packed.execute_packed(self.memory, request.packed_ops)
+                results = execute_packed(self.memory, request.packed_ops)
                 response.packed_results = results.tobytes()
                 size = 64 + len(response.packed_results)
             else:
@@ -582,7 +583,7 @@ class ComputeAgent(TrayAgent):
         local = valid & (target == initiator)
         if local.any():
             rows = np.flatnonzero(local)
-            results[rows] = packed.execute_packed(self.memory, records[rows])
+            results[rows] = execute_packed(self.memory, records[rows])
         remote = np.flatnonzero(valid & ~local)
         if len(remote):
             plane = choose_planes(address[remote], self.links.usable_planes(initiator))

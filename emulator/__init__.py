@@ -4,7 +4,8 @@ Everything a shell needs is importable from here; the modules hold the details:
 
 * `manifest`, `topology`: a rack built from YAML, every entity with a stable identity;
 * `addressing`: the 64-bit fabric address layout;
-* `memory`, `packed`: sparse HBM, single ops and packed batches applied vectorized;
+* `memory`: sparse HBM and single ops; `packed`: the packed batch format (records, builders,
+  readers); `packed_executor`: packed batches applied vectorized (`execute_packed`);
 * `fabric`: routing of unicast and multicast ops over the planes;
 * `links`: link states, counters and faults;
 * `targets`: what each fault kind (and a drain) targets, and what kind a name names;
@@ -119,6 +120,7 @@ from .multicast import (
     MulticastTable,
     apply_reduction,
 )
+from .packed_executor import execute_packed
 from .partitions import (
     DEFAULT_PARTITION_ID,
     DEFAULT_PARTITION_NAME,
@@ -248,6 +250,7 @@ __all__ = [
     "combine",
     "decode",
     "decode_array",
+    "execute_packed",
     "fabric_address",
     "links_held_down",
     "list_presets",
