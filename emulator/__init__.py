@@ -5,7 +5,7 @@ Everything a shell needs is importable from here; the modules hold the details:
 * `manifest`, `topology`: a rack built from YAML, every entity with a stable identity;
 * `addressing`: the 64-bit fabric address layout;
 * `memory`: sparse HBM and single ops; `packed`: the packed batch format (records, builders,
-  readers); `packed_executor`: packed batches applied vectorized (`execute_packed`);
+  readers); `packed_executor`: packed batches applied vectorized;
 * `fabric`: routing of unicast and multicast ops over the planes;
 * `links`: link states, counters and faults;
 * `targets`: what each fault kind (and a drain) targets, and what kind a name names;
@@ -16,7 +16,7 @@ Everything a shell needs is importable from here; the modules hold the details:
 * `errors`, `enums`, `events`: the vocabulary shared with the shells and the v1 contract.
 """
 
-from . import packed, targets
+from . import packed, packed_executor, targets
 from .addressing import (
     MAX_TARGET,
     MULTICAST_BIT,
@@ -120,7 +120,6 @@ from .multicast import (
     MulticastTable,
     apply_reduction,
 )
-from .packed_executor import execute_packed
 from .partitions import (
     DEFAULT_PARTITION_ID,
     DEFAULT_PARTITION_NAME,
@@ -250,13 +249,13 @@ __all__ = [
     "combine",
     "decode",
     "decode_array",
-    "execute_packed",
     "fabric_address",
     "links_held_down",
     "list_presets",
     "load_manifest",
     "multicast_address",
     "packed",
+    "packed_executor",
     "parse_bandwidth",
     "parse_manifest",
     "parse_size",
