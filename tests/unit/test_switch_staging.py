@@ -20,9 +20,9 @@ TABLES = switch_pb2.SwitchConfig(
 )
 
 
-def request(phase: int, generation: int, epoch: int = 0, **fields) -> switch_pb2.ApplyConfigRequest:  # type: ignore[no-untyped-def]
+def request(phase: int, generation: int, epoch: int = 0) -> switch_pb2.ApplyConfigRequest:
     return switch_pb2.ApplyConfigRequest(
-        phase=phase, generation=generation, controller_epoch=epoch, config=TABLES, **fields
+        phase=phase, generation=generation, controller_epoch=epoch, config=TABLES
     )
 
 
