@@ -11,7 +11,11 @@ A request arriving from the initiator's tray is checked against the committed pa
 (PERMISSION_DENIED across partitions, counted), needs both ports of its plane usable
 (UNAVAILABLE otherwise), is counted on the ingress and egress ports and sent on to the
 target's tray; the answer comes back the same way. Multicast ops are executed here: member ops
-go to every member's tray, and ld_reduce answers are reduced here.
+go to every member's tray, and ld_reduce answers are reduced here (`switch_multicast.py`,
+`MulticastForwarding`, a base class of `SwitchAgent`).
+
+The tables it routes with are the ones a controller last committed with `Switch.ApplyConfig`;
+the PREPARE / COMMIT / ABORT staging before that is `switch_config.py`, `ConfigStaging`.
 """
 
 from __future__ import annotations
@@ -20,16 +24,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
 
 import grpc
-import numpy as np
 
 from fusionrack import wire
 from fusionrack.auth import Guard, Identity, identity_of_uris
 from fusionrack.emulator import (
-    NUMPY_DTYPE,
-    ErrorCode,
     FabricConfig,
     FailedPrecondition,
     FusionError,
@@ -39,23 +39,15 @@ from fusionrack.emulator import (
     TrayKind,
     Unauthenticated,
     Unavailable,
-    check_reduction,
-    decode,
-    fabric_address,
-    reduce_values,
 )
 from fusionrack.rpc import MAX_MESSAGE_BYTES, TlsFiles, grpc_errors, status_of
 from fusionrack.v1 import memory_pb2, switch_pb2, switch_pb2_grpc
 
-from .dataplane import OK, op_kind, outcome, payload_bytes, plane_shares
-from .forward import (
-    ForwardPeer,
-    error_frame,
-    heartbeat_interval_ms,
-    request_frame,
-    response_frame,
-)
+from .dataplane import plane_shares
+from .forward import ForwardPeer, error_frame, heartbeat_interval_ms
 from .frames import READ_BYTES, FrameStream, GrpcFrames, TcpFrames, split_address
+from .switch_config import ConfigStaging
+from .switch_multicast import MulticastForwarding, decode_multicast
 from .tray import TrayAgent
 
 __all__ = [
@@ -68,7 +60,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PREPARE_TIMEOUT = 30.0
 # A framed connection must say hello within this time, in a frame of at most this size (a
 # compute tray's is ~200 bytes), read into a buffer of this size to begin with.
 HELLO_SECONDS = 5.0
@@ -91,7 +82,7 @@ UNPROGRAMMED_DEFAULT = "default-partition"
 UNPROGRAMMED_CHOICES = (UNPROGRAMMED_CLOSED, UNPROGRAMMED_DEFAULT)
 
 
-class SwitchAgent(TrayAgent):
+class SwitchAgent(MulticastForwarding, TrayAgent):
     """The agent of one switch tray."""
 
     kind = TrayKind.SWITCH
@@ -121,10 +112,8 @@ class SwitchAgent(TrayAgent):
         self.closed = unprogrammed == UNPROGRAMMED_CLOSED
         if self.closed:
             self.config.partitions.default_enabled = False
-        self.prepared: tuple[FabricConfig, float] | None = None
-        # The newest leadership epoch of a controller that programmed this tray: older ones are
-        # deposed leaders and refused (ApplyConfigRequest.controller_epoch).
-        self.controller_epoch = 0
+        # What a controller staged (PREPARE), and the newest controller epoch (ApplyConfig).
+        self.staging = ConfigStaging(topology, self.name)
         self.shared = {
             t.name: [
                 i for i in self.link_indices if topology.links[i].accelerator in t.accelerators
@@ -452,236 +441,22 @@ class SwitchAgent(TrayAgent):
         peer.call(frame, self.forward_timeout, answered)
         return None
 
-    # -- multicast -------------------------------------------------------------------------
-
-    def _multicast(
-        self, source: ForwardPeer, request_id: int, request: switch_pb2.ForwardRequest
-    ) -> Awaitable[None]:
-        """Send a multicast op's member ops on now (so they go out before any later frame of
-        the stream is handled) and return the work that combines their answers and answers
-        `source`. An op refused here raises (counted)."""
-        op, plane, initiator = request.op, request.plane, request.initiator
-        kind = op_kind(op)
-        body = getattr(op, kind)
-        _, group_id, offset = decode(body.address)
-        identity = request.sequence, request.epoch
-        try:
-            sent = self._multicast_send(kind, body, group_id, offset, initiator, plane, *identity)
-        except FusionError as error:
-            self.counters.multicast_ops[kind, outcome(int(error.code))] += 1
-            raise
-        return self._multicast_answer(source, request_id, kind, body, *sent)
-
-    def _multicast_send(self, kind, body, group_id, offset, initiator, plane, sequence, epoch):  # type: ignore[no-untyped-def]
-        """Check a multicast op and send its member ops: (ingress port, member ports, member
-        ops, futures of their answers)."""
-        table = self.config.multicast
-        if kind == "store":
-            length = len(body.data)
-        elif kind == "load_reduce":
-            width = check_reduction(body.op, body.data_type)
-            if body.size % width or not body.size:
-                raise InvalidArgument(
-                    f"load_reduce size {body.size}: a positive multiple of {width}"
-                )
-            length = body.size
-        elif kind == "reduce":
-            width = check_reduction(body.op, body.data_type)
-            if len(body.data) % width or not body.data:
-                raise InvalidArgument(
-                    f"reduce data of {len(body.data)} bytes: a positive multiple of {width}"
-                )
-            length = len(body.data)
-        else:
-            raise InvalidArgument(f"{kind} cannot target a multicast address")
-        if kind != "store" and offset % width:
-            raise InvalidArgument(f"offset {offset:#x} is misaligned for {width}-byte values")
-        targets = table.targets(initiator, group_id, offset, length)
-        ingress = self._usable_or_raise(initiator, plane)
-        ports = [self._usable_or_raise(member, plane) for member, _ in targets]
-        peers = [self._peer_of(member) for member, _ in targets]
-        member_ops = []
-        for member, at in targets:
-            address = fabric_address(member, at)
-            if kind == "store":
-                member_ops.append(
-                    memory_pb2.MemoryOp(store=memory_pb2.StoreOp(address=address, data=body.data))
-                )
-            elif kind == "load_reduce":
-                member_ops.append(
-                    memory_pb2.MemoryOp(load=memory_pb2.LoadOp(address=address, size=length))
-                )
-            else:
-                member_ops.append(
-                    memory_pb2.MemoryOp(
-                        reduce=memory_pb2.ReduceOp(
-                            address=address, op=body.op, data_type=body.data_type, data=body.data
-                        )
-                    )
-                )
-        answers = []
-        for peer, (member, _), member_op in zip(peers, targets, member_ops, strict=True):
-            # Each member op keeps the request's identity: a multicast op sent again through
-            # another switch tray is applied once at every member.
-            frame = request_frame(
-                initiator=initiator, target=member, plane=plane, op=member_op,
-                sequence=sequence, epoch=epoch,
-            )  # fmt: skip
-            try:
-                answers.append(peer.start(frame, self.forward_timeout))
-            except Unavailable as error:  # that stream just closed: the op fails as a whole
-                failed = asyncio.get_running_loop().create_future()
-                failed.set_exception(error)
-                answers.append(failed)
-        return ingress, ports, member_ops, answers
-
-    async def _multicast_answer(  # type: ignore[no-untyped-def]
-        self, source: ForwardPeer, request_id: int, kind, body, ingress, ports, member_ops, answers
-    ) -> None:
-        """Combine the member answers of a multicast op and answer its initiator."""
-        responses = await asyncio.gather(*answers, return_exceptions=True)
-        errors = [r for r in responses if isinstance(r, BaseException)]
-        for error in errors:
-            if not isinstance(error, FusionError):
-                raise error
-        # A member that refused its op whole (its link down: not applied there), or whose
-        # answer was lost (maybe applied), while others applied theirs: the op is applied at
-        # some members. DEADLINE_EXCEEDED makes the initiator send it again under the same
-        # identity, which completes it at the others and changes nothing where it was applied.
-        refused = [r for r in responses if not isinstance(r, BaseException) and r.status.code]
-        if errors or refused:
-            applied = len(errors) + len(refused) < len(responses)
-            if applied or any(not isinstance(e, Unavailable) for e in errors):
-                group = decode(body.address)[1]
-                why = errors[0] if errors else refused[0].status.message
-                status = memory_pb2.OpStatus(
-                    code=ErrorCode.DEADLINE_EXCEEDED,
-                    message=f"multicast {kind} to group {group} may have been applied at some "
-                    f"members, not all: {why}",
-                )
-            elif errors:
-                status = memory_pb2.OpStatus(code=int(errors[0].code), message=errors[0].message)
-            else:
-                status = refused[0].status
-            self.counters.multicast_ops[kind, outcome(status.code)] += 1
-            source.answer(response_frame(request_id=request_id, status=status))
-            return
-        now = time.time()
-        for port, member_op, response in zip(ports, member_ops, responses, strict=True):
-            sent, returned = payload_bytes(member_op)
-            self.links.add_traffic(port, returned if not response.status.code else 0, sent, now)
-        result = memory_pb2.OpResult(status=OK, member_count=len(ports))
-        for response in responses:
-            status = response.status if response.status.code else response.result.status
-            if status.code:
-                result.status.CopyFrom(status)
-                break
-        else:
-            if kind == "load_reduce":
-                values = np.stack(
-                    [np.frombuffer(r.result.data, NUMPY_DTYPE[body.data_type]) for r in responses]
-                )
-                result.data = reduce_values(body.op, body.data_type, values).tobytes()
-            sent, returned = payload_bytes(memory_pb2.MemoryOp(**{kind: body}))
-            self.links.add_traffic(ingress, sent, returned, now)
-        self.counters.multicast_ops[kind, outcome(result.status.code)] += 1
-        source.answer(response_frame(request_id=request_id, status=OK, result=result))
-
     # -- configuration ---------------------------------------------------------------------
 
     def apply(self, request: switch_pb2.ApplyConfigRequest) -> switch_pb2.ApplyConfigResponse:
-        _check_phase(request)  # before the tray's state is looked at
-        now = time.time()
-        if self.prepared is not None and self.prepared[1] < now:
-            log.warning(
-                "%s: prepared generation %d expired", self.name, self.prepared[0].generation
-            )
-            self.prepared = None
-        epoch = request.controller_epoch
-        previous = self.controller_epoch, self.prepared  # a refused phase changes neither
-        if epoch < self.controller_epoch:
-            raise FailedPrecondition(
-                f"controller epoch {epoch} is older than epoch {self.controller_epoch}, whose "
-                "leader programs this tray now: a deposed controller may not change it"
-            )
-        if epoch > self.controller_epoch:
-            if self.prepared is not None:
-                log.info("%s: controller epoch %d drops generation %d staged before it",
-                         self.name, epoch, self.prepared[0].generation)  # fmt: skip
-                self.prepared = None
-            self.controller_epoch = epoch
-        try:
-            self._apply_phase(request, now)
-        except BaseException:
-            self.controller_epoch, self.prepared = previous
-            raise
-        return switch_pb2.ApplyConfigResponse(
-            committed_generation=self.config.generation,
-            prepared_generation=self.prepared[0].generation if self.prepared else 0,
-            controller_epoch=self.controller_epoch,
-        )
-
-    def _apply_phase(self, request: switch_pb2.ApplyConfigRequest, now: float) -> None:
-        phase, generation = request.phase, request.generation
-        if phase == switch_pb2.CONFIG_PHASE_PREPARE:
-            if generation <= self.config.generation:
-                raise FailedPrecondition(
-                    f"generation {generation} is not newer than the committed "
-                    f"{self.config.generation}"
-                )
-            config = wire.fabric_config(self.topology, request.config, generation)
-            timeout = (
-                request.prepare_timeout.ToNanoseconds() / 1e9
-                if request.HasField("prepare_timeout")
-                else DEFAULT_PREPARE_TIMEOUT
-            )
-            self.prepared = (config, now + timeout)
-        elif phase == switch_pb2.CONFIG_PHASE_COMMIT:
-            if self.prepared is None or self.prepared[0].generation != generation:
-                staged = self.prepared[0].generation if self.prepared else "none"
-                raise FailedPrecondition(
-                    f"generation {generation} is not prepared (prepared: {staged})"
-                )
-            self.config = self.prepared[0]
-            self.prepared = None
+        """One phase of `Switch.ApplyConfig`; a COMMIT makes the staged tables the ones that
+        `_route` checks against."""
+        config = self.staging.apply(request, self.config.generation, time.time())
+        if config is not None:
+            self.config = config
             self.closed = False
             self.sequence += 1
-            log.info("%s: committed config generation %d", self.name, generation)
-        elif self.prepared is not None and generation == self.prepared[0].generation:  # ABORT
-            self.prepared = None
-
-
-def decode_multicast(op: memory_pb2.MemoryOp) -> bool:
-    kind = op_kind(op)
-    return bool(kind) and kind != "copy" and bool(getattr(op, kind).address >> 63)
-
-
-def _check_phase(request: switch_pb2.ApplyConfigRequest) -> None:
-    """What switch.proto asks of every phase, checked before the tray looks at its state: a
-    phase it defines, a generation > 0, a prepare_timeout > 0 when given (0 staged a
-    generation that expired at once)."""
-    if request.phase not in _PHASES:
-        raise InvalidArgument(
-            f"config phase {request.phase} is not one of {', '.join(_PHASES.values())}"
+            log.info("%s: committed config generation %d", self.name, config.generation)
+        return switch_pb2.ApplyConfigResponse(
+            committed_generation=self.config.generation,
+            prepared_generation=self.staging.prepared_generation,
+            controller_epoch=self.staging.controller_epoch,
         )
-    if request.generation == 0:
-        raise InvalidArgument(
-            f"{_PHASES[request.phase]} of generation 0: generations are > 0 (the controller's "
-            "counter of changes)"
-        )
-    timeout = request.prepare_timeout.ToNanoseconds() / 1e9
-    if request.HasField("prepare_timeout") and timeout <= 0:
-        raise InvalidArgument(
-            f"prepare_timeout {timeout:g} s: give > 0, or leave it unset "
-            f"({DEFAULT_PREPARE_TIMEOUT:g} s)"
-        )
-
-
-_PHASES = {
-    switch_pb2.CONFIG_PHASE_PREPARE: "PREPARE",
-    switch_pb2.CONFIG_PHASE_COMMIT: "COMMIT",
-    switch_pb2.CONFIG_PHASE_ABORT: "ABORT",
-}
 
 
 class SwitchServicer(switch_pb2_grpc.SwitchServicer):
@@ -700,8 +475,8 @@ class SwitchServicer(switch_pb2_grpc.SwitchServicer):
         return switch_pb2.GetConfigResponse(
             committed_generation=agent.config.generation,
             config=wire.switch_config(agent.config),
-            prepared_generation=agent.prepared[0].generation if agent.prepared else 0,
-            controller_epoch=agent.controller_epoch,
+            prepared_generation=agent.staging.prepared_generation,
+            controller_epoch=agent.staging.controller_epoch,
         )
 
     async def Forward(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802

@@ -11,7 +11,7 @@ allocated during timing).
 * single ops: `MemorySpace.atomic` fetch-add (U64 ADD), `load` and `store` of 8 bytes, one
   Python call per op, vs indexing a ``memoryview.cast('Q')`` of the same mapping; and
   `fabric.route` of one op between random accelerators of a 72-GPU rack (no target);
-* batches: `packed.execute_packed` on packed batches (validation, conflict detection,
+* batches: `packed_executor.execute_packed` on packed batches (validation, conflict detection,
   results included; the batch is prebuilt bytes, as it arrives from the wire), vs the bare
   numpy gather / scatter / gather-add-scatter on precomputed word indices (no validation, and
   wrong for repeated words). Two conditions:
@@ -43,12 +43,12 @@ from fusionrack.emulator.manifest import load_manifest
 from fusionrack.emulator.memory import MemorySpace
 from fusionrack.emulator.packed import (
     PACKED_OP_DTYPE,
-    execute_packed,
     pack_atomics,
     pack_loads,
     pack_stores,
     unpack_results,
 )
+from fusionrack.emulator.packed_executor import execute_packed
 from fusionrack.emulator.partitions import PartitionTable
 from fusionrack.emulator.topology import Topology
 
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{WORKING_SET >> 20} MiB working set; medians"
     )
     misses = print_table("single ops (one call per op)", single, "memoryview")
-    misses += print_table("packed batches (packed.execute_packed)", hot + small + cold, "raw numpy")
+    misses += print_table("packed batches (execute_packed)", hot + small + cold, "raw numpy")
     print(
         f"\n{'all targets met' if not misses else f'{misses} target(s) missed'} "
         f"({time.perf_counter() - started:.1f} s)"

@@ -4,7 +4,8 @@ Everything a shell needs is importable from here; the modules hold the details:
 
 * `manifest`, `topology`: a rack built from YAML, every entity with a stable identity;
 * `addressing`: the 64-bit fabric address layout;
-* `memory`, `packed`: sparse HBM, single ops and packed batches applied vectorized;
+* `memory`: sparse HBM and single ops; `packed`: the packed batch format (records, builders,
+  readers); `packed_executor`: packed batches applied vectorized;
 * `fabric`: routing of unicast and multicast ops over the planes;
 * `links`: link states, counters and faults;
 * `targets`: what each fault kind (and a drain) targets, and what kind a name names;
@@ -15,7 +16,7 @@ Everything a shell needs is importable from here; the modules hold the details:
 * `errors`, `enums`, `events`: the vocabulary shared with the shells and the v1 contract.
 """
 
-from . import packed, targets
+from . import packed, packed_executor, targets
 from .addressing import (
     MAX_TARGET,
     MULTICAST_BIT,
@@ -254,6 +255,7 @@ __all__ = [
     "load_manifest",
     "multicast_address",
     "packed",
+    "packed_executor",
     "parse_bandwidth",
     "parse_manifest",
     "parse_size",

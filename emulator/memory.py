@@ -10,7 +10,7 @@ so one scattered write costs 4 KiB, not 2 MiB.
 
 Because everything lives in one buffer, a byte of any accelerator has one *global index*
 (``base[accelerator] + offset``), and a vectorized batch across accelerators is one numpy
-gather or scatter (see `packed`).
+gather or scatter (see `packed_executor`).
 
 Semantics (shared by every path: single ops, `MemorySpace.execute`, packed batches; the
 arithmetic of atomics and reductions is `atomics`):
@@ -288,7 +288,7 @@ class MemorySpace:
         self._accels: dict[int, AcceleratorMemory] = {
             index: AcceleratorMemory(self, index, b, s) for index, b, s in layout
         }
-        self._packed_state: Any = None  # lazily built by `packed` (tables and scratch arrays)
+        self._packed_state: Any = None  # built by `packed_executor` (tables, scratch arrays)
 
     # container protocol ------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from fusionrack.emulator.memory import (
     OpResult,
     Store,
 )
-from fusionrack.emulator.packed import execute_packed
+from fusionrack.emulator.packed_executor import execute_packed
 
 try:
     from .memory_reference import ALLOWED, FORMAT, RANGE, WIDTH, ReferenceMemory, f32

@@ -321,7 +321,7 @@ def test_fast_render_matches_generate_latest_with_the_dcgm_view(gb200):
     registry = build_registry(gb200, "compute-01", health, counters, dcgm_compat=True)
     text = registry.render()
     # dcgm-exporter types its ..._TOTAL fields "counter"; collected, they are untyped (see
-    # _DcgmCollector.collect). Everything else is identical.
+    # DcgmCollector.collect). Everything else is identical.
     assert text == generate_latest(registry).replace(b" untyped\n", b" counter\n")
     assert b"# TYPE DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL counter\n" in text
 

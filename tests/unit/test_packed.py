@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fusionrack.emulator import packed
+from fusionrack.emulator import packed_executor
 from fusionrack.emulator.addressing import fabric_address, multicast_address
 from fusionrack.emulator.enums import AtomicOp, DataType, Opcode
 from fusionrack.emulator.errors import ErrorCode, InvalidArgument
@@ -27,7 +27,6 @@ from fusionrack.emulator.packed import (
     RESULT_RECORD_BYTES,
     decode_values,
     encode_operands,
-    execute_packed,
     explain,
     pack_atomics,
     pack_loads,
@@ -36,6 +35,7 @@ from fusionrack.emulator.packed import (
     pack_stores,
     unpack_results,
 )
+from fusionrack.emulator.packed_executor import execute_packed
 
 try:
     from .memory_reference import ALLOWED, WIDTH, ReferenceMemory
@@ -349,7 +349,7 @@ def test_conflict_finder_hashing_rounds(monkeypatch):
     rows = [(3, 8, 1, 2, 0, a, 1, 0) for a in words + words[:700:7] + words[::3]]
     with MemorySpace(SIZES) as sp:
         check_against_model(sp, rows)
-    monkeypatch.setattr(packed, "_SORT_BELOW", 4)
+    monkeypatch.setattr(packed_executor, "_SORT_BELOW", 4)
     rng = np.random.default_rng(11)
     with MemorySpace(SIZES) as sp:
         check_against_model(sp, random_rows(rng, 3000, 500, 0.02))
@@ -358,7 +358,7 @@ def test_conflict_finder_hashing_rounds(monkeypatch):
 
 
 def test_batches_longer_than_a_chunk_run_chunk_after_chunk(monkeypatch):
-    monkeypatch.setattr(packed, "CHUNK", 256)
+    monkeypatch.setattr(packed_executor, "CHUNK", 256)
     rng = np.random.default_rng(9)
     rows = random_rows(rng, 2000, 100, 0.02)
     with MemorySpace(SIZES) as sp:
