@@ -134,8 +134,8 @@ class DesiredState:
         """Desired state now, to `restore` if what follows cannot be saved."""
         return Checkpoint(
             self.config,
-            {kind: {k: list(v) for k, v in by_id.items()} for kind, by_id in self.times.items()},
-            {name: dict(drain) for name, drain in self.drained.items()},
+            _copy_times(self.times),
+            _copy_drains(self.drained),
             self.sessions.to_dict(),
         )
 
@@ -143,8 +143,9 @@ class DesiredState:
         """Back to `checkpoint` (a change that is not on disk is not desired either). The
         generations used stay used."""
         self.config = checkpoint.config
-        self.times = checkpoint.times
-        self.drained = checkpoint.drained
+        # Copies: what is written next must not reach the checkpoint.
+        self.times = _copy_times(checkpoint.times)
+        self.drained = _copy_drains(checkpoint.drained)
         self.sessions = TrafficTable.from_dict(self.topology, checkpoint.sessions)
 
     # -- the fabric config -----------------------------------------------------------------
@@ -271,3 +272,11 @@ def _check_fields(what: str, item: object, fields: frozenset[str]) -> None:
     unknown = sorted(set(item) - fields)
     if unknown:
         raise InvalidArgument(f"{what} has unknown fields {unknown}")
+
+
+def _copy_times(times: Times) -> Times:
+    return {kind: {k: list(v) for k, v in by_id.items()} for kind, by_id in times.items()}
+
+
+def _copy_drains(drained: dict[str, Drain]) -> dict[str, Drain]:
+    return {name: dict(drain) for name, drain in drained.items()}

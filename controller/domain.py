@@ -275,10 +275,6 @@ class Controller:
         """No longer the leader (`Leading.step_down`)."""
         await self.leading.step_down()
 
-    def document(self) -> dict[str, Any]:
-        """The desired state as the store saves it."""
-        return self.desired.document()
-
     # -- hooks of the parts ----------------------------------------------------------------
 
     async def _save(self) -> None:
