@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from fusionrack.emulator import ComponentState, EventKind, PartitionHealth, Topology, TrayKind
+from fusionrack.emulator import ComponentState, PartitionHealth, Topology, TrayKind
 from fusionrack.emulator.partitions import HealthReport, Partition
 from fusionrack.v1 import events_pb2
 
 from .agents import AgentView
 from .desired import DesiredState
-from .events import new_event
+from .events import health_event
 
 __all__ = ["HealthTracker"]
 
@@ -98,21 +98,7 @@ class HealthTracker:
             self.by_partition[partition.id] = report.health
             if before is None:
                 continue  # a new partition: its CREATED event carries the health
-            events.append(
-                new_event(
-                    EventKind.PARTITION_HEALTH_CHANGED,
-                    partition.name,
-                    partition_ids=[partition.id],
-                    accelerators=partition.members,
-                    partition_health_changed={
-                        "partition_id": partition.id,
-                        "name": partition.name,
-                        "health": int(report.health),
-                        "previous": int(before),
-                        "reason": report.reason,
-                    },
-                )
-            )
+            events.append(health_event(partition, int(report.health), report.reason, int(before)))
         for gone in set(self.by_partition) - seen:
             del self.by_partition[gone]
         self.publish(events)

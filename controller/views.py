@@ -38,7 +38,7 @@ from fusionrack.v1 import common_pb2, controller_pb2, events_pb2
 from .agents import AgentView, component_states
 from .announce import Announcer, mismatch_event, reachability_event
 from .desired import DesiredState
-from .events import group_event, new_event, partition_event
+from .events import group_event, health_event, partition_event
 from .health import HealthTracker
 from .leadership import Leader, LeadershipView
 from .stores import DesiredStateStore
@@ -273,36 +273,10 @@ class ProtoViews:
         events = []
         for partition in desired.config.partitions.list():
             proto = self.partition(partition)
-            common = {
-                "partition_ids": [partition.id],
-                "accelerators": list(partition.members),
-            }
-            events.append(
-                new_event(EventKind.PARTITION_CREATED, partition.name, partition=proto, **common)
-            )
-            events.append(
-                new_event(
-                    EventKind.PARTITION_HEALTH_CHANGED,
-                    partition.name,
-                    partition_health_changed={
-                        "partition_id": partition.id,
-                        "name": partition.name,
-                        "health": proto.health,
-                        "reason": proto.health_reason,
-                    },
-                    **common,
-                )
-            )
+            events.append(partition_event(EventKind.PARTITION_CREATED, proto))
+            events.append(health_event(partition, proto.health, proto.health_reason))
         for group in desired.config.multicast.list():
-            events.append(
-                new_event(
-                    EventKind.MULTICAST_GROUP_CREATED,
-                    f"mcast-{group.id}",
-                    partition_ids=[group.partition],
-                    accelerators=list(group.members),
-                    multicast_group=self.group(group.id),
-                )
-            )
+            events.append(group_event(EventKind.MULTICAST_GROUP_CREATED, self.group(group.id)))
         top, agents = self.topology, self.agents
         faults = [f for v in agents.values() if v.reachable for f in v.active_faults()]
         for view in agents.values():
