@@ -32,7 +32,6 @@ so it answers reads, but never programs a tray, pushes traffic or writes.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import Any
 
@@ -53,7 +52,7 @@ from fusionrack.v1 import switch_pb2_grpc, tray_pb2, tray_pb2_grpc
 from .agents import AgentView
 from .announce import Announcer
 from .changes import Changes
-from .desired import DesiredState
+from .desired import DesiredState, Drain
 from .events import EventBus
 from .health import HealthTracker
 from .leadership import LeadershipView, NotLeader, SoleLeadership
@@ -67,8 +66,6 @@ from .views import ProtoViews
 from .watcher import AgentWatcher
 
 __all__ = ["Controller"]
-
-log = logging.getLogger(__name__)
 
 
 class Controller:
@@ -191,7 +188,7 @@ class Controller:
         return self.desired.config
 
     @property
-    def drained(self) -> dict[str, dict[str, Any]]:
+    def drained(self) -> dict[str, Drain]:
         """Drained links and trays by name -> {"reason": str, "since": unix seconds}."""
         return self.desired.drained
 
