@@ -95,7 +95,16 @@ class Controller:
                        for t in topology.trays}  # fmt: skip
         self.desired = DesiredState(topology)
         # Modelled traffic: rates and the agents' tables, from the sessions (desired state).
-        self.traffic = TrafficControl(self)
+        self.traffic = TrafficControl(
+            topology,
+            self.agents,
+            self.desired,
+            store,
+            self.transaction,
+            rpc_timeout=rpc_timeout,
+            usable=self.usable,
+            leads=lambda: self.leads,
+        )
         self.announce = Announcer(
             topology,
             self.agents,

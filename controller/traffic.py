@@ -1,7 +1,7 @@
 """Modelled traffic, the controller's half: the sessions (desired state), their rates from the
 link states the controller sees, and the rate table each agent is given.
 
-The controller computes every link's rate from one view of the rack (`Controller.usable`: the
+The controller computes every link's rate from one view of the rack (`HealthTracker.usable`: the
 compute trays' link states, unreachable trays and stale switch trays taken away), so both ends
 of a link and its switch port are always given the same figures. Each tray gets the rows of its
 own link ends through `Tray.SetTraffic`, under a generation; the agent reports the generation
@@ -21,8 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -50,33 +49,34 @@ RETRY_SECONDS = 0.2  # a push that failed is tried again after this (and at the 
 Row = tuple[int, float, float]  # (link index, up bytes/s, down bytes/s)
 
 
-class Controller(Protocol):
-    """What traffic control needs of its controller (`domain.Controller`), named here so that
-    the controller may hold a TrafficControl without the two modules importing each other."""
-
-    @property
-    def topology(self) -> Topology: ...
-    @property
-    def desired(self) -> DesiredState: ...
-    @property
-    def agents(self) -> Mapping[str, AgentView]: ...
-    @property
-    def rpc_timeout(self) -> float: ...
-    @property
-    def transaction(self) -> asyncio.Lock: ...
-    @property
-    def store(self) -> DesiredStateStore: ...
-    @property
-    def leads(self) -> bool: ...
-    def usable(self) -> np.ndarray: ...
-
-
 class TrafficControl:
-    """Traffic sessions of one controller, their rates, and the tables of every tray."""
+    """Traffic sessions of one controller, their rates, and the tables of every tray.
 
-    def __init__(self, controller: Controller) -> None:
-        self.controller = controller
-        self.topology: Topology = controller.topology
+    It reads the sessions from `desired` (and saves it, under `transaction`, when sessions
+    expire); `usable()` gives the links that carry traffic now, `leads()` whether this
+    controller leads (only the leader gives the agents their tables and ends sessions).
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        agents: Mapping[str, AgentView],
+        desired: DesiredState,
+        store: DesiredStateStore,
+        transaction: asyncio.Lock,
+        *,
+        rpc_timeout: float,
+        usable: Callable[[], np.ndarray],
+        leads: Callable[[], bool],
+    ) -> None:
+        self.topology = topology
+        self.agents = agents
+        self.desired = desired
+        self.store = store
+        self.transaction = transaction
+        self.rpc_timeout = rpc_timeout
+        self.usable = usable
+        self.leads = leads
         n = len(self.topology.links)
         self.rates = TrafficRates(np.zeros(n), np.zeros(n), {})
         # Table generations only grow, across controller restarts too (they start from the
@@ -98,7 +98,7 @@ class TrafficControl:
     @property
     def table(self) -> TrafficTable:
         """The traffic sessions (desired state)."""
-        return self.controller.desired.sessions
+        return self.desired.sessions
 
     def loaded(self) -> None:
         """The desired state was loaded (from the store, or the leader's latest document): its
@@ -120,9 +120,8 @@ class TrafficControl:
     def refresh(self, usable: np.ndarray | None = None) -> None:
         """Recompute the rates if the sessions, the config or the usable links changed; give
         every tray whose rows changed a new table generation, and wake the pusher."""
-        c = self.controller
-        config = c.desired.config
-        usable = c.usable() if usable is None else usable
+        config = self.desired.config
+        usable = self.usable() if usable is None else usable
         inputs = (usable.tobytes(), self.table.version, config.generation)
         if inputs == self._inputs:
             return
@@ -141,7 +140,7 @@ class TrafficControl:
 
     def session_proto(self, session: TrafficSession) -> controller_pb2.TrafficSession:
         """A session with what it achieves now (as last computed)."""
-        config, table = self.controller.desired.config, self.table
+        config, table = self.desired.config, self.table
         rates = self.rates.sessions.get(session.id)
         try:
             partition_name = config.partitions.get(session.partition).name
@@ -193,12 +192,11 @@ class TrafficControl:
         """Send every reachable tray whose table is not the wanted one its table, at once;
         how many pushes failed (they are tried again)."""
         async with self._push_lock:
-            c = self.controller
-            if not c.leads:
+            if not self.leads():
                 return 0  # the leader gives the agents their tables
             todo = [
                 (view, *self.wanted[view.name])
-                for view in c.agents.values()
+                for view in self.agents.values()
                 if view.reachable and self.applied[view.name] != self.wanted[view.name][0]
             ]
             if not todo:
@@ -230,7 +228,7 @@ class TrafficControl:
                 for i, up, down in rows
             ],
         )
-        await view.tray.SetTraffic(request, timeout=self.controller.rpc_timeout)
+        await view.tray.SetTraffic(request, timeout=self.rpc_timeout)
 
     async def run_pusher(self) -> None:
         """Push tables whenever some tray should get one; retry failures."""
@@ -250,7 +248,7 @@ class TrafficControl:
         """End sessions when their duration is over (saved, recomputed, pushed)."""
         while True:
             # A standby ends nothing: it waits until woken (it leads, or its sessions change).
-            deadline = self.table.next_expiry() if self.controller.leads else None
+            deadline = self.table.next_expiry() if self.leads() else None
             delay = None if deadline is None else max(0.0, deadline - time.time())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
@@ -264,17 +262,16 @@ class TrafficControl:
                 self._expiry_changed.set()
 
     async def _expire(self) -> None:
-        c = self.controller
-        async with c.transaction:
-            if not c.leads:
+        async with self.transaction:
+            if not self.leads():
                 return  # the leader ends sessions; a standby hears of it from the store
-            desired = c.desired
+            desired = self.desired
             checkpoint = desired.checkpoint()
             ended = desired.expire_sessions(time.time())
             if not ended:
                 return
             try:
-                await c.store.save(desired.document())
+                await self.store.save(desired.document())
             except BaseException:
                 desired.restore(checkpoint)  # not on disk: not ended either
                 self.restored()
