@@ -1,6 +1,6 @@
 """The controller's parts that carry logic of their own: the desired state (the one writer, its
 checkpoints), the switch programmer (the one ApplyConfigRequest builder, all-or-nothing
-programming) and keyed requests."""
+programming), keyed requests, and the events of a change made from the core's."""
 
 from __future__ import annotations
 
@@ -12,11 +12,21 @@ import pytest
 
 from fusionrack import wire
 from fusionrack.controller.agents import AgentView
+from fusionrack.controller.announce import Announcer
 from fusionrack.controller.desired import DesiredState
+from fusionrack.controller.health import HealthTracker
 from fusionrack.controller.idempotency import IdempotentRequest, request_digest
 from fusionrack.controller.programmer import PREPARE_TIMEOUT, SwitchProgrammer
 from fusionrack.controller.store import Remembered
-from fusionrack.emulator import InvalidArgument, Topology, TrafficPattern, TrayKind, Unavailable
+from fusionrack.controller.views import ProtoViews
+from fusionrack.emulator import (
+    EventKind,
+    InvalidArgument,
+    Topology,
+    TrafficPattern,
+    TrayKind,
+    Unavailable,
+)
 from fusionrack.v1 import controller_pb2, switch_pb2
 
 PREPARE, COMMIT, ABORT = (
@@ -259,3 +269,37 @@ async def test_a_keyed_request_is_answered_with_its_first_response() -> None:
     assert request_digest(controller_pb2.DeletePartitionRequest(partition=request.partition)) == (
         retry.digest
     )
+
+
+# -- the events of a change ----------------------------------------------------------------------
+
+
+def test_a_change_is_announced_from_the_core_events_deletions_as_they_were(
+    mini: Topology,
+) -> None:
+    desired = DesiredState(mini)
+    health = HealthTracker(mini, {}, desired, publish=lambda _: None, usable_changed=lambda _: None)
+    views = ProtoViews(mini, {}, desired, health, Announcer(mini, {}, lambda _: None),
+                       stale=list, state_change_time=lambda: 0.0)  # fmt: skip
+    _with_partition(desired, 100.0)
+
+    candidate = desired.candidate()
+    made = candidate.multicast.delete(1, 200.0)[1] + candidate.delete_partition(1, 200.0)[1]
+    gone = views.gone(made)  # before the commit: afterwards they are no more
+    desired.commit(candidate, 2, made, 200.0)
+    group, partition = views.change_events(made, gone)
+    assert (group.kind, partition.kind) == (
+        EventKind.MULTICAST_GROUP_DELETED,
+        EventKind.PARTITION_DELETED,
+    )
+    assert group.multicast_group.id == 1 and group.multicast_group.create_time.seconds == 100
+    assert partition.partition.name == "a" and partition.partition.create_time.seconds == 100
+    assert list(partition.partition_ids) == [1] and list(partition.accelerators) == [0, 1]
+
+    candidate = desired.candidate()
+    made = candidate.partitions.create("b", ["compute-02/0"], now=300.0)[1]
+    desired.commit(candidate, 3, made, 300.0)
+    (created,) = views.change_events(made, views.gone(made))
+    assert created.kind == EventKind.PARTITION_CREATED
+    assert created.partition == views.partition(desired.config.partitions.get("b"))
+    assert created.partition.create_time.seconds == 300
