@@ -1,9 +1,10 @@
 """The controller's view of each tray agent (`AgentView`), and how a call to an agent fails.
 
 One `AgentView` per tray holds what the controller last heard from its agent (reachability,
-boot, generation, link and component states, faults); the controller (`domain.py`) keeps it
-current from the agent's status stream, the event maker (`announce.py`) compares each status
-with it, and traffic control (`traffic.py`) pushes tables through its stubs.
+boot, generation, link and component states, faults); the agent watcher (`watcher.py`) keeps
+it current from the agent's status stream, the event maker (`announce.py`) compares each status
+with it, the switch programmer (`programmer.py`) and traffic control (`traffic.py`) call the
+agent through its stubs.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Each status an agent streams is compared with what its `AgentView` last held (fa
 component states, link states) and every difference becomes an event naming the trays,
 accelerators and partitions it concerns, so Subscribe's filters and MQTT topics can select it.
 The first report after a tray (re)appears is the present, not news: Subscribe's snapshot
-restates it with the same builders (`service.py`). A flapping link is coalesced into one
+restates it with the same builders (`views.py`). A flapping link is coalesced into one
 LINK_FLAPPING event a second.
 """
 

@@ -15,9 +15,19 @@ import time
 from collections.abc import Callable, Iterable
 
 from fusionrack import wire
+from fusionrack.emulator import EventKind
+from fusionrack.emulator.partitions import Partition
 from fusionrack.v1 import common_pb2, controller_pb2, events_pb2
 
-__all__ = ["SOURCE", "EventBus", "Subscription", "group_event", "new_event", "partition_event"]
+__all__ = [
+    "SOURCE",
+    "EventBus",
+    "Subscription",
+    "group_event",
+    "health_event",
+    "new_event",
+    "partition_event",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +66,24 @@ def group_event(kind: int, group: common_pb2.MulticastGroup) -> events_pb2.Event
         partition_ids=[group.partition_id],
         accelerators=[m.accelerator for m in group.members],
         multicast_group=group,
+    )
+
+
+def health_event(
+    partition: Partition, health: int, reason: str, previous: int | None = None
+) -> events_pb2.Event:
+    """A PARTITION_HEALTH_CHANGED event: `partition` is now `health` for `reason` (`previous`:
+    what it was; None in a snapshot, which states the present)."""
+    changed = {"partition_id": partition.id, "name": partition.name, "health": health}
+    if previous is not None:
+        changed["previous"] = previous
+    changed["reason"] = reason
+    return new_event(
+        EventKind.PARTITION_HEALTH_CHANGED,
+        partition.name,
+        partition_ids=[partition.id],
+        accelerators=partition.members,
+        partition_health_changed=changed,
     )
 
 

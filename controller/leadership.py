@@ -39,6 +39,7 @@ import grpc
 
 from fusionrack.emulator import Unavailable
 from fusionrack.etcdv3 import kv_pb2, rpc_pb2
+from fusionrack.tasks import BackgroundTasks
 
 from .etcd import EtcdClient, EtcdUnavailable, compare_create_revision, put
 
@@ -156,7 +157,7 @@ class Leadership:
         self._leading = False
         self._expires = 0.0  # loop time until which the lease surely holds
         self._lease = 0
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks(f"leadership {controller_id}")
 
     @property
     def shared(self) -> bool:
@@ -171,15 +172,11 @@ class Leadership:
         """Campaign, and keep campaigning, in a task of its own (stopped by `stop`)."""
         if not self.address:
             raise ValueError("give the leadership its gRPC address before starting it")
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="leadership")
+        self._tasks.start("campaign", self._run())
 
     async def stop(self) -> None:
         """Stop campaigning; a leader revokes its lease, so a standby takes over at once."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._tasks.stop()
         self._leading = False
         if self._lease:
             try:

@@ -24,7 +24,8 @@ from fusionrack.emulator.traffic import pattern_name
 from fusionrack.metrics import MetricsRegistry
 from fusionrack.mqtt import MqttPublisher
 
-from .domain import PROVISIONING_OUTCOMES, Controller
+from .changes import PROVISIONING_OUTCOMES
+from .domain import Controller
 
 __all__ = ["ControllerCollector", "build_controller_registry"]
 
@@ -93,7 +94,7 @@ class ControllerCollector:
             ("partition_id", "partition", "health"),
         )
         for partition in partitions:
-            health = c.health.get(partition.id)
+            health = c.health.by_partition.get(partition.id)
             if health is None:  # not evaluated yet (the instant after a change)
                 continue
             by_health[health] += 1
@@ -161,7 +162,7 @@ class ControllerCollector:
             labels=("rack", "outcome"),
         )
         for outcome in PROVISIONING_OUTCOMES:
-            histogram = c.provisioning[outcome]
+            histogram = c.changes.provisioning[outcome]
             latency.add_metric([rack, outcome], histogram.buckets(), histogram.total)
         yield latency
 
@@ -170,17 +171,17 @@ class ControllerCollector:
             "Reconcile runs that found switch trays whose configuration generation differed "
             "from the controller's.",
         )
-        runs.add_metric([rack], c.reconciles)
+        runs.add_metric([rack], c.reconciler.runs)
         yield runs
         failures = self._counter(
             "reconcile_failures", "Reconcile runs that failed (they are retried)."
         )
-        failures.add_metric([rack], c.reconcile_failures)
+        failures.add_metric([rack], c.reconciler.failures)
         yield failures
         repairs = self._counter(
             "reconcile_repairs", "Switch trays re-programmed with the desired configuration."
         )
-        repairs.add_metric([rack], c.repairs)
+        repairs.add_metric([rack], c.reconciler.repairs)
         yield repairs
 
         # -- agents ------------------------------------------------------------------------

@@ -108,11 +108,11 @@ class ControllerPublisher(MqttPublisher):
         usable = c.usable()
         groups: dict[int, list[dict[str, Any]]] = {}
         for group in c.config.multicast.list():
-            groups.setdefault(group.partition, []).append(to_json(c.group_proto(group.id)))
+            groups.setdefault(group.partition, []).append(to_json(c.views.group(group.id)))
         present = set()
         for partition in c.config.partitions.list():
             present.add(partition.id)
-            body = to_json(c.partition_proto(partition, usable))
+            body = to_json(c.views.partition(partition, usable))
             body["multicast_groups"] = groups.get(partition.id, [])
             key = encode(body, "multicast_groups", self.label)
             if self._states.get(partition.id) == key:

@@ -1,7 +1,7 @@
 """Modelled traffic, the controller's half: the sessions (desired state), their rates from the
 link states the controller sees, and the rate table each agent is given.
 
-The controller computes every link's rate from one view of the rack (`Controller.usable`: the
+The controller computes every link's rate from one view of the rack (`HealthTracker.usable`: the
 compute trays' link states, unreachable trays and stale switch trays taken away), so both ends
 of a link and its switch port are always given the same figures. Each tray gets the rows of its
 own link ends through `Tray.SetTraffic`, under a generation; the agent reports the generation
@@ -11,7 +11,8 @@ into their counters themselves: traffic keeps flowing while the controller is aw
 
 Recomputed whenever its inputs change: the usable links, the sessions, the fabric config
 (partitions and groups). Sessions end by themselves at their expiry time (`run_expiry`), with
-their partition or group (`TrafficTable.prune`, called by `Controller.change`), or when stopped.
+their partition or group (`DesiredState.commit`), or when stopped. The sessions are desired state
+(`DesiredState.sessions`, written there only); this module reads them.
 """
 
 from __future__ import annotations
@@ -20,14 +21,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from fusionrack import wire
 from fusionrack.emulator import (
-    FabricConfig,
     FusionError,
     Topology,
     TrafficRates,
@@ -38,6 +37,7 @@ from fusionrack.emulator import (
 from fusionrack.v1 import common_pb2, controller_pb2, tray_pb2
 
 from .agents import AgentView, describe_error
+from .desired import DesiredState
 from .stores import DesiredStateStore
 
 __all__ = ["TrafficControl"]
@@ -49,35 +49,34 @@ RETRY_SECONDS = 0.2  # a push that failed is tried again after this (and at the 
 Row = tuple[int, float, float]  # (link index, up bytes/s, down bytes/s)
 
 
-class Controller(Protocol):
-    """What traffic control needs of its controller (`domain.Controller`), named here so that
-    the controller may hold a TrafficControl without the two modules importing each other."""
-
-    @property
-    def topology(self) -> Topology: ...
-    @property
-    def config(self) -> FabricConfig: ...
-    @property
-    def agents(self) -> Mapping[str, AgentView]: ...
-    @property
-    def rpc_timeout(self) -> float: ...
-    @property
-    def lock(self) -> asyncio.Lock: ...
-    @property
-    def store(self) -> DesiredStateStore: ...
-    @property
-    def leads(self) -> bool: ...
-    def usable(self) -> np.ndarray: ...
-    def document(self) -> dict[str, Any]: ...
-
-
 class TrafficControl:
-    """Traffic sessions of one controller, their rates, and the tables of every tray."""
+    """Traffic sessions of one controller, their rates, and the tables of every tray.
 
-    def __init__(self, controller: Controller) -> None:
-        self.controller = controller
-        self.topology: Topology = controller.topology
-        self.table = TrafficTable(self.topology)
+    It reads the sessions from `desired` (and saves it, under `transaction`, when sessions
+    expire); `usable()` gives the links that carry traffic now, `leads()` whether this
+    controller leads (only the leader gives the agents their tables and ends sessions).
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        agents: Mapping[str, AgentView],
+        desired: DesiredState,
+        store: DesiredStateStore,
+        transaction: asyncio.Lock,
+        *,
+        rpc_timeout: float,
+        usable: Callable[[], np.ndarray],
+        leads: Callable[[], bool],
+    ) -> None:
+        self.topology = topology
+        self.agents = agents
+        self.desired = desired
+        self.store = store
+        self.transaction = transaction
+        self.rpc_timeout = rpc_timeout
+        self.usable = usable
+        self.leads = leads
         n = len(self.topology.links)
         self.rates = TrafficRates(np.zeros(n), np.zeros(n), {})
         # Table generations only grow, across controller restarts too (they start from the
@@ -94,27 +93,21 @@ class TrafficControl:
         self._push_wanted = asyncio.Event()
         self._expiry_changed = asyncio.Event()
 
-    # -- desired state ---------------------------------------------------------------------
+    # -- the sessions ----------------------------------------------------------------------
 
-    def load(self, saved: dict[str, Any] | None, now: float) -> None:
-        """Sessions from the saved document, but those that ended meanwhile or cannot run on
-        the loaded config (a hand-edited state file)."""
-        if not saved:
-            return
-        self.table = TrafficTable.from_dict(self.topology, saved)
-        self._inputs = None
-        for session in self.table.expire(now):
-            log.info("traffic session %d ended while the controller was away", session.id)
-        for session, why in self.table.prune(self.controller.config):
-            log.warning("traffic session %d dropped: %s", session.id, why)
+    @property
+    def table(self) -> TrafficTable:
+        """The traffic sessions (desired state)."""
+        return self.desired.sessions
+
+    def loaded(self) -> None:
+        """The desired state was loaded (from the store, or the leader's latest document): its
+        sessions are another table, and their expiries others."""
+        self._inputs = None  # another table: its version says nothing of the last one's
         self._expiry_changed.set()
 
-    def to_dict(self) -> dict[str, Any]:
-        return self.table.to_dict()
-
-    def restore(self, saved: dict[str, Any]) -> None:
-        """Put back a table from `to_dict` (a change that could not be saved)."""
-        self.table = TrafficTable.from_dict(self.topology, saved)
+    def restored(self) -> None:
+        """The desired state went back to a checkpoint (a change that could not be saved)."""
         self._inputs = None  # another table: its version says nothing of the last one's
         self.refresh()
 
@@ -122,23 +115,18 @@ class TrafficControl:
         """A session was added: the expiry loop looks again."""
         self._expiry_changed.set()
 
-    def prune(self) -> None:
-        """Stop the sessions the controller's new config cannot run (partition or group gone)."""
-        for session, why in self.table.prune(self.controller.config):
-            log.info("traffic session %d stopped: %s", session.id, why)
-
     # -- rates -----------------------------------------------------------------------------
 
     def refresh(self, usable: np.ndarray | None = None) -> None:
         """Recompute the rates if the sessions, the config or the usable links changed; give
         every tray whose rows changed a new table generation, and wake the pusher."""
-        c = self.controller
-        usable = c.usable() if usable is None else usable
-        inputs = (usable.tobytes(), self.table.version, c.config.generation)
+        config = self.desired.config
+        usable = self.usable() if usable is None else usable
+        inputs = (usable.tobytes(), self.table.version, config.generation)
         if inputs == self._inputs:
             return
         self._inputs = inputs
-        self.rates = traffic_rates(self.topology, c.config, self.table, usable)
+        self.rates = traffic_rates(self.topology, config, self.table, usable)
         changed = False
         generation = self.generation + 1
         for tray in self.topology.trays:
@@ -152,11 +140,11 @@ class TrafficControl:
 
     def session_proto(self, session: TrafficSession) -> controller_pb2.TrafficSession:
         """A session with what it achieves now (as last computed)."""
-        c, table = self.controller, self.table
+        config, table = self.desired.config, self.table
         rates = self.rates.sessions.get(session.id)
         try:
-            partition_name = c.config.partitions.get(session.partition).name
-            source = table.source(session, c.config)
+            partition_name = config.partitions.get(session.partition).name
+            source = table.source(session, config)
         except FusionError:  # ended with its partition or group, being reported as it was
             partition_name, source = "", session.source
         message = controller_pb2.TrafficSession(
@@ -204,12 +192,11 @@ class TrafficControl:
         """Send every reachable tray whose table is not the wanted one its table, at once;
         how many pushes failed (they are tried again)."""
         async with self._push_lock:
-            c = self.controller
-            if not c.leads:
+            if not self.leads():
                 return 0  # the leader gives the agents their tables
             todo = [
                 (view, *self.wanted[view.name])
-                for view in c.agents.values()
+                for view in self.agents.values()
                 if view.reachable and self.applied[view.name] != self.wanted[view.name][0]
             ]
             if not todo:
@@ -241,7 +228,7 @@ class TrafficControl:
                 for i, up, down in rows
             ],
         )
-        await view.tray.SetTraffic(request, timeout=self.controller.rpc_timeout)
+        await view.tray.SetTraffic(request, timeout=self.rpc_timeout)
 
     async def run_pusher(self) -> None:
         """Push tables whenever some tray should get one; retry failures."""
@@ -261,7 +248,7 @@ class TrafficControl:
         """End sessions when their duration is over (saved, recomputed, pushed)."""
         while True:
             # A standby ends nothing: it waits until woken (it leads, or its sessions change).
-            deadline = self.table.next_expiry() if self.controller.leads else None
+            deadline = self.table.next_expiry() if self.leads() else None
             delay = None if deadline is None else max(0.0, deadline - time.time())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
@@ -275,18 +262,19 @@ class TrafficControl:
                 self._expiry_changed.set()
 
     async def _expire(self) -> None:
-        c = self.controller
-        async with c.lock:
-            if not c.leads:
+        async with self.transaction:
+            if not self.leads():
                 return  # the leader ends sessions; a standby hears of it from the store
-            saved = self.to_dict()
-            ended = self.table.expire(time.time())
+            desired = self.desired
+            checkpoint = desired.checkpoint()
+            ended = desired.expire_sessions(time.time())
             if not ended:
                 return
             try:
-                await c.store.save(c.document())
+                await self.store.save(desired.document())
             except BaseException:
-                self.restore(saved)  # not on disk: not ended either
+                desired.restore(checkpoint)  # not on disk: not ended either
+                self.restored()
                 raise
             for session in ended:
                 log.info("traffic session %d ended (its duration is over)", session.id)

@@ -13,7 +13,7 @@ from racks import running_controller, start_controller, until
 
 import fusionrack.racks
 from fusionrack.agent.rack import LocalRack, serve_tray
-from fusionrack.controller import domain
+from fusionrack.controller import leading
 from fusionrack.controller.main import RunningController, serve_controller
 from fusionrack.controller.store import KEEP_SECONDS, Remembered, StateStore
 from fusionrack.emulator import AtomicOp, DataType, fabric_address, load_manifest
@@ -338,16 +338,16 @@ async def test_a_controller_that_is_not_elected_is_not_locked_out_by_a_stray_epo
 async def test_the_controller_deletes_expired_idempotency_records_now_and_then(
     mini_rack: LocalRack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(domain, "PRUNE_INTERVAL", 0.05)
+    monkeypatch.setattr(leading, "PRUNE_INTERVAL", 0.05)
     state = tmp_path / "state.sqlite"
     now = time.time()
     with StateStore(state) as store:  # keyed changes of yesterday and of today
         for key, created in (("yesterday", now - KEEP_SECONDS - 60), ("today", now)):
             store.remember(Remembered(key, "CreatePartition", "ab" * 16, b"", created))
     async with running_controller(mini_rack, state) as running:
-        await until(lambda: running.controller.pruned == 1)
+        await until(lambda: running.controller.leading.pruned == 1)
         await asyncio.sleep(0.2)  # a few more rounds: nothing else is old enough to go
-        assert running.controller.pruned == 1
+        assert running.controller.leading.pruned == 1
     with StateStore(state) as store:
         assert store.prune(now) == 0  # gone from the file, not only skipped
         assert store.remembered("today", "CreatePartition", "ab" * 16) == b""

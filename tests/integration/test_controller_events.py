@@ -97,7 +97,7 @@ async def mirrored(
     try:
         controller, publisher = running.controller, running.publisher
         assert publisher is not None
-        await until(lambda: controller.health.get(DEFAULT) == PartitionHealth.HEALTHY)
+        await until(lambda: controller.health.by_partition.get(DEFAULT) == PartitionHealth.HEALTHY)
         # Every start-up event acknowledged by the broker: a test's subscription sees its own.
         await until(lambda: publisher.published == sum(controller.bus.kinds.values()))
         yield running
