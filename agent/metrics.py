@@ -16,7 +16,7 @@ here) serves `render()` on `GET /metrics` from an asyncio server in the agent's 
 
 The rendering is hand-written, not prometheus_client's `generate_latest`, for a measured reason:
 a switch tray's 2,325 samples render in 1.6 ms instead of 26 ms through `generate_latest`
-(`python bench/metrics.py` on two cores; docs/metrics.md has the table), and a render blocks
+(`python -m bench.metrics` on two cores; docs/metrics.md has the table), and a render blocks
 the agent's event loop, data plane included. That is
 also why this module stays one of ~700 lines: its collectors (static info, links, data plane
 counters, the DCGM view) share the memoized label sets and the renderer.

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from etcd_server import Etcd, EtcdMissing
-from mqtt_broker import Mosquitto, MosquittoMissing
-from prometheus_server import Prometheus, PrometheusMissing
 
 from fusionrack.emulator.manifest import load_manifest
 from fusionrack.emulator.topology import Topology
+from tests.support.etcd_server import Etcd, EtcdMissing
+from tests.support.mqtt_broker import Mosquitto, MosquittoMissing
+from tests.support.prometheus_server import Prometheus, PrometheusMissing
 
 ROOT = Path(__file__).resolve().parents[1]
 

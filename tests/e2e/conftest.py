@@ -7,13 +7,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from racks import running_controller, running_rack
 
 from fusionrack.agent.rack import LocalRack
 from fusionrack.controller.main import RunningController
 from fusionrack.emulator.topology import Topology
-
-from .runner import Fusionctl
+from tests.support.fusionctl_runner import Fusionctl
+from tests.support.inprocess_racks import running_controller, running_rack
 
 
 @pytest.fixture

@@ -13,13 +13,12 @@ import sys
 from pathlib import Path
 
 import aiomqtt
-from prometheus_server import PrometheusAPI
 
 from fusionrack.fusionctl.launcher.ports import FLEET_MQTT_PORT, FLEET_PROMETHEUS_PORT
 from fusionrack.fusionctl.launcher.processes import running
 from fusionrack.rpc import free_port_range
-
-from .runner import held
+from tests.support.fusionctl_runner import held
+from tests.support.prometheus_server import PrometheusAPI
 
 FUSIONCTL = str(Path(sys.executable).with_name("fusionctl"))
 RACK_PORTS = 100  # a mini rack's share of a fleet's ports: its trays, then its controller

@@ -19,8 +19,7 @@ import pytest
 from fusionrack.agent.rack import LocalRack
 from fusionrack.emulator.topology import Topology
 from fusionrack.rpc import free_port_range
-
-from .runner import Fusionctl
+from tests.support.fusionctl_runner import Fusionctl
 
 
 async def test_inventory_in_tables_and_json_and_the_exit_codes(

@@ -23,8 +23,7 @@ from fusionrack.controller.main import RunningController
 from fusionrack.emulator import fabric_address
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2_grpc, memory_pb2, memory_pb2_grpc
-
-from .runner import FUSIONCTL, Fusionctl, Result
+from tests.support.fusionctl_runner import FUSIONCTL, Fusionctl, Result
 
 GPU0 = "compute-01/gpu0"
 

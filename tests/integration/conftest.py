@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from racks import running_controller, running_rack
 
 from fusionrack.agent.rack import LocalRack
 from fusionrack.controller.main import RunningController
@@ -19,6 +18,7 @@ from fusionrack.v1 import (
     switch_pb2_grpc,
     tray_pb2_grpc,
 )
+from tests.support.inprocess_racks import running_controller, running_rack
 
 
 class Clients:

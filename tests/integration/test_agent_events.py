@@ -11,12 +11,12 @@ import uuid
 
 import aiomqtt
 import pytest
-from mqtt_broker import Mosquitto
 
 from fusionrack.agent.rack import LocalRack
 from fusionrack.emulator import FaultKind, Topology
 from fusionrack.rpc import free_port_range
 from fusionrack.v1 import common_pb2, events_pb2
+from tests.support.mqtt_broker import Mosquitto
 
 from .test_processes import AGENT, MINI_PORTS
 

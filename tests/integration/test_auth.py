@@ -12,7 +12,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from racks import running_rack, start_controller, until
 
 from fusionrack.agent.frames import encode
 from fusionrack.agent.rack import LocalRack
@@ -29,6 +28,7 @@ from fusionrack.v1 import (
     tray_pb2,
     tray_pb2_grpc,
 )
+from tests.support.inprocess_racks import running_rack, start_controller, until
 
 from .conftest import Clients, locations
 from .test_controller import atomic_add

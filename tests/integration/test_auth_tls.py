@@ -11,7 +11,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from racks import running_controller, running_rack
 
 from fusionrack.agent.frames import encode
 from fusionrack.agent.rack import LocalRack
@@ -29,6 +28,7 @@ from fusionrack.v1 import (
     tray_pb2,
     tray_pb2_grpc,
 )
+from tests.support.inprocess_racks import running_controller, running_rack
 
 from .conftest import locations
 

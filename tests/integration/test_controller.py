@@ -9,7 +9,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from racks import running_controller, start_controller, until
 
 import fusionrack.racks
 from fusionrack.agent.rack import LocalRack, serve_tray
@@ -26,6 +25,7 @@ from fusionrack.v1 import (
     memory_pb2,
     switch_pb2,
 )
+from tests.support.inprocess_racks import running_controller, start_controller, until
 
 from .conftest import Clients, locations
 

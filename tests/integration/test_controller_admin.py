@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from racks import start_controller, until
 
 from fusionrack.agent.rack import LocalRack, serve_tray
 from fusionrack.controller.main import RunningController
@@ -24,6 +23,7 @@ from fusionrack.v1 import (
     tray_pb2,
     tray_pb2_grpc,
 )
+from tests.support.inprocess_racks import start_controller, until
 
 from .test_metrics_http import fetch
 

@@ -15,8 +15,6 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from mqtt_broker import Mosquitto, free_port
-from racks import until
 
 from fusionrack.agent.rack import LocalRack
 from fusionrack.controller.main import RunningController, serve_controller
@@ -24,6 +22,8 @@ from fusionrack.emulator import PartitionHealth, Topology, load_manifest
 from fusionrack.emulator.topology import tray_port_span
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
+from tests.support.inprocess_racks import until
+from tests.support.mqtt_broker import Mosquitto, free_port
 
 from .conftest import locations
 from .test_metrics_http import fetch

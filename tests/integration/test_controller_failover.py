@@ -29,9 +29,6 @@ from typing import Any
 import aiomqtt
 import grpc
 import pytest
-from etcd_server import Etcd
-from mqtt_broker import Mosquitto
-from racks import running_rack
 
 from fusionrack import wire
 from fusionrack.agent.rack import LocalRack
@@ -47,7 +44,11 @@ from fusionrack.v1 import (
     switch_pb2,
     switch_pb2_grpc,
 )
-from integration.test_controller_storm import (
+from tests.support.etcd_server import Etcd
+from tests.support.inprocess_racks import running_rack
+from tests.support.mqtt_broker import Mosquitto
+
+from .test_controller_storm import (
     REFUSED,
     UNKNOWN,
     Client,

@@ -11,12 +11,12 @@ from pathlib import Path
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from racks import in_charge, until
 
 from fusionrack.agent.rack import LocalRack, serve_tray
 from fusionrack.controller.main import RunningController, serve_controller
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
+from tests.support.inprocess_racks import in_charge, until
 
 from .test_metrics_http import CONTENT_TYPE, fetch
 

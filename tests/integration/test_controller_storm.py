@@ -33,7 +33,6 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.message import Message
-from racks import running_rack
 
 from fusionrack import wire
 from fusionrack.agent.rack import LocalRack
@@ -46,6 +45,7 @@ from fusionrack.v1 import (
     switch_pb2,
     switch_pb2_grpc,
 )
+from tests.support.inprocess_racks import running_rack
 
 CONTROLLER = str(Path(sys.executable).with_name("fusion-controller"))
 ROUNDS = 20

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 import numpy as np
 import pytest
-from racks import running_rack, until
 
 from fusionrack.agent.compute import ComputeAgent
 from fusionrack.agent.forward import request_frame
@@ -27,6 +26,7 @@ from fusionrack.emulator import (
     packed,
 )
 from fusionrack.v1 import common_pb2, memory_pb2, memory_pb2_grpc, switch_pb2
+from tests.support.inprocess_racks import running_rack, until
 
 from .conftest import Clients
 

@@ -7,12 +7,12 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from racks import running_rack
 
 from fusionrack.agent.rack import LocalRack
 from fusionrack.emulator import AtomicOp, DataType, Topology, fabric_address
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc
+from tests.support.inprocess_racks import running_rack
 
 
 async def scrape(address: str) -> dict[tuple[str, frozenset], float]:

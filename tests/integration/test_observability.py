@@ -24,10 +24,6 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from grafana_panels import panel_queries, variable_queries
-from mqtt_broker import Mosquitto
-from prometheus_server import Prometheus
-from racks import running_controller, running_rack, until
 
 from fusionrack.agent.rack import LocalRack
 from fusionrack.controller.main import RunningController
@@ -42,6 +38,10 @@ from fusionrack.v1 import (
     memory_pb2,
     memory_pb2_grpc,
 )
+from tests.support.grafana_panels import panel_queries, variable_queries
+from tests.support.inprocess_racks import running_controller, running_rack, until
+from tests.support.mqtt_broker import Mosquitto
+from tests.support.prometheus_server import Prometheus
 
 from .conftest import locations
 

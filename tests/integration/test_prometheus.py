@@ -8,12 +8,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from prometheus_server import Prometheus, PrometheusAPI
 
 from fusionrack.agent.rack import LocalRack
 from fusionrack.emulator import AdminState, FaultKind, Topology
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import common_pb2, tray_pb2_grpc
+from tests.support.prometheus_server import Prometheus, PrometheusAPI
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from racks import start_controller
 
 from fusionrack import wire
 from fusionrack.agent.rack import LocalRack
@@ -19,6 +18,7 @@ from fusionrack.controller.main import RunningController, serve_controller
 from fusionrack.emulator import FailedPrecondition
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, switch_pb2
+from tests.support.inprocess_racks import start_controller
 
 from .conftest import Clients, locations
 

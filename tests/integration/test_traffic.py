@@ -16,7 +16,6 @@ from pathlib import Path
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from racks import start_controller, until
 
 from fusionrack.agent.rack import LocalRack, serve_tray
 from fusionrack.controller.main import RunningController
@@ -24,6 +23,7 @@ from fusionrack.controller.metrics import build_controller_registry
 from fusionrack.emulator.topology import Topology
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, tray_pb2
+from tests.support.inprocess_racks import start_controller, until
 
 from .conftest import Clients, locations
 from .test_metrics_http import fetch

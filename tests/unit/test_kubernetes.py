@@ -3,7 +3,7 @@ file, MQTT, DCGM view, monitor labels), rendered as `kubectl apply -k` would (no
 
 * every object is valid against Kubernetes' own OpenAPI schemas (kubernetes-validate, strict:
   an unknown field is an error) of the oldest and newest versions we claim, and the Prometheus
-  Operator objects against the CRD fields tests/kube_render.py describes;
+  Operator objects against the CRD fields tests/support/kube_render.py describes;
 * every container's command line is one `fusion-agent` / `fusion-controller` accept (their own
   argparse parsers), every address in it reaches, through a Service and its ports, the
   declared container port of the very tray it names, every file it reads is in a mounted
@@ -36,12 +36,12 @@ from typing import Any
 
 import pytest
 import yaml
-from kube_render import Schemas, load_all, render
 
 from fusionrack.agent.main import build_parser as agent_parser
 from fusionrack.auth import read_secret_file, read_tokens
 from fusionrack.controller.main import build_parser as controller_parser
 from fusionrack.emulator import Topology, TrayKind, load_manifest
+from tests.support.kube_render import Schemas, load_all, render
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from conftest import BuiltWheel
+    from tests.conftest import BuiltWheel
 
 ROOT = Path(__file__).resolve().parents[2]
 
