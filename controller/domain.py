@@ -76,8 +76,7 @@ from .agents import AgentView, describe_error, forward
 from .announce import Announcer, mismatch_event, reachability_event
 from .events import EventBus, group_event, new_event, partition_event
 from .leadership import LeadershipView, NotLeader, SoleLeadership
-from .store import Remembered
-from .stores import DesiredStateStore
+from .store import DesiredStateStore, Remembered
 from .traffic import TrafficControl
 
 __all__ = ["PROVISIONING_BUCKETS", "PROVISIONING_OUTCOMES", "Controller"]

@@ -14,7 +14,8 @@ import fusionrack.racks
 from fusionrack.agent.rack import LocalRack, serve_tray
 from fusionrack.controller import domain
 from fusionrack.controller.main import RunningController, serve_controller
-from fusionrack.controller.store import KEEP_SECONDS, Remembered, StateStore
+from fusionrack.controller.store import KEEP_SECONDS, Remembered
+from fusionrack.controller.store.sqlite import StateStore
 from fusionrack.emulator import AtomicOp, DataType, fabric_address, load_manifest
 from fusionrack.emulator.topology import Topology
 from fusionrack.rpc import open_channel

@@ -33,8 +33,8 @@ import pytest
 from fusionrack import wire
 from fusionrack.agent.rack import LocalRack
 from fusionrack.certs import make_rack_certificates
-from fusionrack.controller.etcd import EtcdClient
-from fusionrack.controller.etcdstore import EtcdStore
+from fusionrack.controller.etcd_client import EtcdClient
+from fusionrack.controller.store.etcd import EtcdStore
 from fusionrack.emulator import FabricConfig, Topology
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import (

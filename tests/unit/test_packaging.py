@@ -59,6 +59,8 @@ def test_the_wheel_installs_one_namespace_with_stubs_and_presets(
         "fusionrack/emulator/topology.py",
         "fusionrack/agent/__init__.py",
         "fusionrack/fusionctl/main.py",
+        "fusionrack/controller/store/sqlite.py",
+        "fusionrack/controller/store/etcd.py",
         "fusionrack/racks/gb200-nvl72.yaml",
         "fusionrack/prometheus/prometheus.yml",
         "fusionrack/prometheus/rules/recording.yml",
@@ -71,6 +73,7 @@ def test_the_wheel_installs_one_namespace_with_stubs_and_presets(
     # Import from the unpacked wheel, not from the source tree: presets must come along.
     probe = (
         "import fusionrack.emulator, fusionrack.agent, fusionrack.fusionctl.main, fusionrack.v1\n"
+        "import fusionrack.controller.main\n"
         "from fusionrack.emulator.manifest import load_manifest\n"
         "from fusionrack.fusionctl.launcher.prometheus import render_config\n"
         "print(fusionrack.emulator.__file__)\n"
