@@ -42,7 +42,7 @@ IMPORTS_TARGET = 0.5  # seconds of CPU, README's figure
 def import_cpu_seconds() -> float:
     """CPU time (user + system) of a Python process that imports what fusion-agent serves with."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([sys.executable, "-c", "import fusionrack.agent.main, fusionrack.agent.rack"],
+    subprocess.run([sys.executable, "-c", "import fusionrack.agent.main, fusionrack.agent.serving"],
                    check=True)  # fmt: skip
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

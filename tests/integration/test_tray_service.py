@@ -7,7 +7,7 @@ import asyncio
 import grpc
 import pytest
 
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.emulator import AdminState, ComponentState, FaultKind, LinkState, TrayKind
 from fusionrack.v1 import common_pb2, tray_pb2
 
@@ -19,7 +19,7 @@ def ref(name: str) -> common_pb2.ComponentRef:
 
 
 async def test_inventory_names_the_tray_its_hardware_and_its_links(
-    mini_rack: LocalRack, clients: Clients
+    mini_rack: InProcessRack, clients: Clients
 ) -> None:
     compute = await clients.tray("compute-02").GetInventory(tray_pb2.GetInventoryRequest())
     assert compute.tray.name == "compute-02" and compute.tray.kind == TrayKind.COMPUTE
@@ -43,7 +43,7 @@ async def test_inventory_names_the_tray_its_hardware_and_its_links(
     assert [p.index for p in switch.tray.switch_chips[0].ports] == [0, 1, 2, 3]
 
 
-async def test_faults_change_status_and_clear(mini_rack: LocalRack, clients: Clients) -> None:
+async def test_faults_change_status_and_clear(mini_rack: InProcessRack, clients: Clients) -> None:
     tray = clients.tray("compute-01")
     injected = await tray.InjectFault(
         common_pb2.InjectFaultRequest(
@@ -70,7 +70,7 @@ async def test_faults_change_status_and_clear(mini_rack: LocalRack, clients: Cli
 
 
 async def test_a_counted_flap_is_no_longer_active_once_it_is_over(
-    mini_rack: LocalRack, clients: Clients
+    mini_rack: InProcessRack, clients: Clients
 ) -> None:
     tray = clients.tray("compute-01")
     spec = common_pb2.FaultSpec(
@@ -93,7 +93,9 @@ async def test_a_counted_flap_is_no_longer_active_once_it_is_over(
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_a_drained_tray_takes_its_links_out(mini_rack: LocalRack, clients: Clients) -> None:
+async def test_a_drained_tray_takes_its_links_out(
+    mini_rack: InProcessRack, clients: Clients
+) -> None:
     tray = clients.tray("switch-1")
     response = await tray.SetAdminState(
         common_pb2.SetAdminStateRequest(target=ref("switch-1"), admin_state=AdminState.DOWN)

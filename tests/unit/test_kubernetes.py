@@ -93,7 +93,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--rack",
         "lab-a=mini",
         "--rack",
-        f"lab-b={ROOT / 'deploy' / 'racks' / 'mini.yaml'}",
+        f"lab-b={ROOT / 'deploy' / 'presets' / 'mini.yaml'}",
         "--mqtt",
         "mqtt://mosquitto.broker.svc:1883",
         "--dcgm-compat",
@@ -599,7 +599,7 @@ def test_a_fleet_of_ones_own_carries_its_options(rendered: dict[str, Objects]) -
     assert by_rack["lab-b"].args.manifest.startswith("/")  # type: ignore[union-attr]
     configmap = find(custom, "ConfigMap", "fusionrack-lab-b", "fusionrack-manifest")
     assert configmap is not None
-    assert configmap["data"]["rack.yaml"] == (ROOT / "deploy" / "racks" / "mini.yaml").read_text()
+    assert configmap["data"]["rack.yaml"] == (ROOT / "deploy" / "presets" / "mini.yaml").read_text()
     for pod in pods(custom):
         assert pod.args is not None and pod.args.mqtt == "mqtt://mosquitto.broker.svc:1883"
         if pod.program == "fusion-agent":

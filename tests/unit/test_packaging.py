@@ -26,7 +26,7 @@ def test_the_wheel_carries_every_file_rack_up_reads(unpacked_wheel: BuiltWheel) 
         names = set(archive.namelist())
     # Folder in the wheel: its source folder, and the files of it that must be there.
     shipped = {
-        "fusionrack/racks": (ROOT / "deploy" / "racks", ("*.yaml",)),
+        "fusionrack/presets": (ROOT / "deploy" / "presets", ("*.yaml",)),
         "fusionrack/prometheus": (
             ROOT / "deploy" / "prometheus",
             ("prometheus.yml", "rules/*.yml"),
@@ -61,7 +61,7 @@ def test_the_wheel_installs_one_namespace_with_stubs_and_presets(
         "fusionrack/fusionctl/main.py",
         "fusionrack/controller/store/sqlite.py",
         "fusionrack/controller/store/etcd.py",
-        "fusionrack/racks/gb200-nvl72.yaml",
+        "fusionrack/presets/gb200-nvl72.yaml",
         "fusionrack/prometheus/prometheus.yml",
         "fusionrack/prometheus/rules/recording.yml",
         "fusionrack/prometheus/rules/alerts.yml",
