@@ -379,7 +379,7 @@ async def test_a_request_the_switch_cannot_pass_on_is_answered_under_its_own_id(
     (answer,) = initiator.sent
     assert answer.response.request_id == 6
     assert answer.response.status.code == grpc.StatusCode.UNAVAILABLE.value[0]
-    await switch.stop_ticker()
+    await switch.stop_tasks()
 
 
 async def test_a_forward_call_closed_mid_write_finishes_that_write_first() -> None:

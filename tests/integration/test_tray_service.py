@@ -8,7 +8,9 @@ import grpc
 import pytest
 
 from fusionrack.agent.serving import InProcessRack
+from fusionrack.agent.switch import SwitchAgent
 from fusionrack.emulator import AdminState, ComponentState, FaultKind, LinkState, TrayKind
+from fusionrack.emulator.topology import Topology
 from fusionrack.v1 import common_pb2, tray_pb2
 
 from .conftest import Clients
@@ -210,3 +212,22 @@ async def test_bad_faults_are_refused_by_name(clients: Clients, spec, code, says
             common_pb2.ClearFaultRequest(fault_id="compute-01/42")
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_agents_tickers_are_its_named_tasks_and_end_with_it(mini: Topology) -> None:
+    """The link ticker runs while a flap fault changes links with time alone, the traffic
+    ticker while a rate table is in force; both stop with the agent and never start again."""
+    agent = SwitchAgent(mini, "switch-1")
+    link = mini.links[agent.link_indices[0]]
+    here = common_pb2.LinkRef(accelerator=link.accelerator, link=link.plane)
+    agent.set_traffic(
+        tray_pb2.SetTrafficRequest(
+            generation=1, links=[tray_pb2.LinkTraffic(link=here, up_bytes_per_second=1e9)]
+        )
+    )
+    agent.inject(common_pb2.FaultSpec(kind=FaultKind.LINK_FLAP, target=ref(link.name)))
+    assert sorted(agent.tasks.names()) == ["link-ticker", "traffic-ticker"]
+    await agent.stop()
+    assert agent.tasks.names() == []
+    agent.inject(common_pb2.FaultSpec(kind=FaultKind.LINK_FLAP, target=ref(link.name)))
+    assert agent.tasks.names() == []  # a stopped agent starts no loop
