@@ -1,5 +1,5 @@
-"""Racks for tests, in this process: the one way a test starts a `InProcessRack` and waits for it,
-starts a controller for it, and waits for a condition."""
+"""Racks for tests, in this process: the one way a test starts an `InProcessRack` and waits for
+it, starts a controller for it, and waits for a condition."""
 
 from __future__ import annotations
 
