@@ -15,7 +15,7 @@ COPY emulator emulator
 COPY agent agent
 COPY controller controller
 COPY fusionctl fusionctl
-COPY deploy/racks deploy/racks
+COPY deploy/presets deploy/presets
 COPY deploy/prometheus deploy/prometheus
 RUN pip install --no-cache-dir . && rm -rf /build
 

@@ -50,13 +50,13 @@ up: $(STAMP)
 	$(BIN)/fusionctl rack up --manifest $(RACK) $(PROMETHEUS_FLAG)
 
 bench: $(STAMP)
-	$(BIN)/python bench/core.py
-	$(BIN)/python bench/metrics.py
-	$(BIN)/python bench/agents.py
-	$(BIN)/python bench/controller.py
-	$(BIN)/python bench/fleet.py
-	$(BIN)/python bench/failover.py
-	$(BIN)/python bench/startup.py
+	$(BIN)/python -m bench.core
+	$(BIN)/python -m bench.metrics
+	$(BIN)/python -m bench.agents
+	$(BIN)/python -m bench.controller
+	$(BIN)/python -m bench.fleet
+	$(BIN)/python -m bench.failover
+	$(BIN)/python -m bench.startup
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

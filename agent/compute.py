@@ -95,7 +95,6 @@ class ComputeAgent(InitiatorSide, TrayAgent):
             name: [i for i in self.link_indices if topology.links[i].switch_tray == name]
             for name in switch_trays
         }
-        self._connectors: list[asyncio.Task[None]] = []
         self._unreachable: dict[str, str] = {}  # switch tray -> why, as last logged
         self.links.start_down(self.link_indices)  # until each switch tray is heard from
         self.per = topology.links_per_accelerator
@@ -120,19 +119,10 @@ class ComputeAgent(InitiatorSide, TrayAgent):
 
     async def start(self) -> None:
         for name in self.shared:
-            self._connectors.append(
-                asyncio.get_running_loop().create_task(
-                    self._connect_loop(name), name=f"{self.name}->{name}"
-                )
-            )
+            self.tasks.start(f"connect->{name}", self._connect_loop(name))
 
     async def stop(self) -> None:
-        for task in self._connectors:
-            task.cancel()
-        for task in self._connectors:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.stop_ticker()
+        await self.stop_tasks()  # the connections to the switch trays, and the tickers
         self.memory.close()
 
     async def _connect_loop(self, switch: str) -> None:

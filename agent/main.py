@@ -32,7 +32,7 @@ from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
 from fusionrack.forks import add_rack_arguments, fork_each, fork_jobs, notify_ready, parent_waits
 from fusionrack.rpc import TlsFiles, component_files, run_server_loop, serve_until_signalled
 
-from .rack import LocalRack, RunningTray, serve_tray
+from .serving import InProcessRack, RunningTray, serve_tray
 from .switch import UNPROGRAMMED_CHOICES, UNPROGRAMMED_CLOSED
 
 __all__ = ["main"]
@@ -201,7 +201,7 @@ async def run(args: argparse.Namespace, topology: Topology, tray: str | None) ->
         def forward(name: str) -> str | None:
             return scheme[name].forward if args.base_port else None
 
-        rack = await LocalRack.start(
+        rack = await InProcessRack.start(
             topology,
             listen=listen,
             metrics=metrics,

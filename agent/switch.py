@@ -153,7 +153,7 @@ class SwitchAgent(MulticastForwarding, TrayAgent):
         if self.peers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._no_streams.wait(), 2.0)
-        await self.stop_ticker()
+        await self.stop_tasks()
 
     # -- streams ---------------------------------------------------------------------------
 

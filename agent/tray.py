@@ -33,6 +33,7 @@ from fusionrack.emulator import (
     targets,
 )
 from fusionrack.rpc import grpc_errors
+from fusionrack.tasks import BackgroundTasks
 from fusionrack.v1 import common_pb2, events_pb2, switch_pb2, tray_pb2, tray_pb2_grpc
 
 from .events import event_message, fault_message, link_counters
@@ -70,7 +71,9 @@ class TrayAgent:
         # Called with each event as a v1 Event (`agent.events`), e.g. the MQTT mirror.
         self.event_sinks: list[Callable[[events_pb2.Event], None]] = []
         self.counters = DataPlaneCounters()  # the data plane bumps them, /metrics reads them
-        self._ticker: asyncio.Task[None] | None = None
+        # Its loops: the link and traffic tickers (and a compute tray's connections to the
+        # switch trays), stopped with the agent (`stop_tasks`).
+        self.tasks = BackgroundTasks(self.name)
         # Forward streams: peer tray -> its end, and the links we share with it (subclasses).
         self.peers: dict[str, ForwardPeer] = {}
         self.shared: dict[str, list[int]] = {}
@@ -79,7 +82,6 @@ class TrayAgent:
         self.traffic = TrafficMeter()
         self.traffic_generation = 0
         self._own_links = frozenset(self.link_indices)
-        self._traffic_ticker: asyncio.Task[None] | None = None
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -159,19 +161,14 @@ class TrayAgent:
             self.record(self.links.add_traffic_many(indices, up, down, time.time()))
 
     def _ensure_traffic_ticker(self) -> None:
-        if len(self.traffic) and (self._traffic_ticker is None or self._traffic_ticker.done()):
-            self._traffic_ticker = asyncio.get_running_loop().create_task(
-                self._traffic_loop(), name=f"{self.name}-traffic"
-            )
+        """Count modelled traffic while a rate table is in force."""
+        if len(self.traffic):
+            self.tasks.ensure("traffic-ticker", self._traffic_loop)
 
     async def _traffic_loop(self) -> None:
-        try:
-            while len(self.traffic):
-                await asyncio.sleep(TRAFFIC_TICK_SECONDS)
-                self.integrate_traffic()
-        except Exception:
-            log.exception("%s: modelled traffic stopped", self.name)
-            raise
+        while len(self.traffic):
+            await asyncio.sleep(TRAFFIC_TICK_SECONDS)
+            self.integrate_traffic()
 
     # -- link state shared with peers ------------------------------------------------------
     # A link carries traffic only while both ends are up: after every change each agent tells
@@ -217,23 +214,17 @@ class TrayAgent:
 
     def _ensure_ticker(self) -> None:
         """Tick the links only while time can change them."""
-        if self._time_pending() and (self._ticker is None or self._ticker.done()):
-            self._ticker = asyncio.get_running_loop().create_task(
-                self._tick_loop(), name=f"{self.name}-link-ticker"
-            )
+        if self._time_pending():
+            self.tasks.ensure("link-ticker", self._tick_loop)
 
     async def _tick_loop(self) -> None:
         while self._time_pending():
             await asyncio.sleep(TICK_SECONDS)
             self.record(self.links.tick(time.time()))
 
-    async def stop_ticker(self) -> None:
-        """Stop the link and traffic tickers (the agent is stopping)."""
-        for task in (self._ticker, self._traffic_ticker):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+    async def stop_tasks(self) -> None:
+        """Stop the agent's background loops and start no more (the agent is stopping)."""
+        await self.tasks.stop()
 
     # -- faults and admin state ------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Benchmark of the agents: the data plane through a switch tray, and bringing a rack up.
 
-    python bench/agents.py           # full run (~1 min)
-    python bench/agents.py --quick   # a few seconds, for tests: same figures, fewer samples
+    python -m bench.agents           # full run (~1 min)
+    python -m bench.agents --quick   # a few seconds, for tests: same figures, fewer samples
 
 Every agent runs in its own process (`fusion-agent`), like `fusionctl rack up` starts them; the
 client runs in this process. Baselines are measured in the same run, against a bare grpc.aio

@@ -1,11 +1,11 @@
 """Benchmark of the rack under faults: exactly-once memory ops, how fast a hung switch tray is
 noticed, and how the rack rides out each of its parts killed under load.
 
-    python bench/chaos.py           # full run (~3.5 min)
-    python bench/chaos.py --quick   # ~45 s, for tests: the same figures from fewer runs
+    python -m bench.chaos           # full run (~3.5 min)
+    python -m bench.chaos --quick   # ~45 s, for tests: the same figures from fewer runs
 
 Every tray is its own process (`fusionctl rack up`, the 5-compute-tray chaos rack of
-tests/faultrig.py); the load runs in this process.
+tests/support/process_racks.py); the load runs in this process.
 
 * exactly once: 8 initiators on 4 compute trays add 1 to one word through unary `Atomic`,
   `Execute`, `ExecutePacked` and `Stream`, while the switch tray their ops cross is SIGSTOPped
@@ -15,13 +15,13 @@ tests/faultrig.py); the load runs in this process.
   (DEADLINE_EXCEEDED), the error rate.
 * hung switch tray: SIGSTOP to links DOWN at a compute tray, vs the 5 s hop deadline that was
   the only way to notice before heartbeats. Target: <= 2 s.
-* chaos under load (tests/chaosload.py, the chaos test's run): memory ops, partition / multicast /
-  traffic / drain churn and a traffic session, while compute-04, switch-2, the controller and
-  mosquitto are killed -9 in turn and restarted. Figures: ops and changes acknowledged and lost
-  (target 0), each part's restart, the time from its restart to recovered (a tray: every
-  partition HEALTHY, target <= 1 s; the controller: every switch tray at its config, target
-  <= 2 s; the broker: retained state republished), and the controller's error rate while each
-  part is dead (every failed attempt counts; the clients retry with their idempotency keys).
+* chaos under load (tests/support/chaos_load.py, the chaos test's run): memory ops, partition /
+  multicast / traffic / drain churn and a traffic session, while compute-04, switch-2, the
+  controller and mosquitto are killed -9 in turn and restarted. Figures: ops and changes
+  acknowledged and lost (target 0), each part's restart, the time from its restart to recovered
+  (a tray: every partition HEALTHY, target <= 1 s; the controller: every switch tray at its config,
+  target <= 2 s; the broker: retained state republished), and the controller's error rate while
+  each part is dead (every failed attempt counts; the clients retry with their idempotency keys).
 """
 
 from __future__ import annotations
@@ -33,10 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from chaosload import VICTIMS, ChaosReport, chaos_under_load
-from faultrig import (
+from fusionrack.cli import ArgumentParser
+from tests.support.chaos_load import VICTIMS, ChaosReport, chaos_under_load
+from tests.support.process_racks import (
     CHAOS_MANIFEST,
     HOP_DEADLINE,
     INITIATORS,
@@ -51,8 +50,6 @@ from faultrig import (
     run_while,
     word_through,
 )
-
-from fusionrack.cli import ArgumentParser
 
 
 def verdict(ok: bool) -> str:

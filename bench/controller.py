@@ -1,7 +1,7 @@
 """Benchmark of the controller on gb200-nvl72: provisioning latency and re-programming.
 
-    python bench/controller.py           # full run (~30 s)
-    python bench/controller.py --quick   # a few seconds' worth of samples, for tests
+    python -m bench.controller           # full run (~30 s)
+    python -m bench.controller --quick   # a few seconds' worth of samples, for tests
 
 The agents run one process per tray (forked from one start-up, as `fusionctl rack up` does), the
 controller in its own `fusion-controller` process, the client in this process.
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from agents import BIN, Rack, percentiles, verdict  # bench/ is the script's directory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.agents import BIN, Rack, percentiles, verdict
 from fusionrack.cli import ArgumentParser
 from fusionrack.emulator import (
     LinkState,

@@ -1,8 +1,8 @@
 """Benchmark of the memory core: single ops and packed batches, each against a raw baseline
 measured in the same run on the same mapping.
 
-    python bench/core.py           # full run (~5 s)
-    python bench/core.py --quick   # ~2 s, for tests: same table, fewer and smaller runs
+    python -m bench.core           # full run (~5 s)
+    python -m bench.core --quick   # ~2 s, for tests: same table, fewer and smaller runs
 
 Workload: one compute tray's memory (4 accelerators x 192 GiB, sparse), random naturally aligned
 8-byte words in a 64 MiB working set (16 MiB per accelerator, touched beforehand so no page is

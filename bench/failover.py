@@ -1,7 +1,7 @@
 """Benchmark of controller failover: three controllers on one etcd, the leader killed -9.
 
-    python bench/failover.py           # gb200-nvl72, 10 kills (~1 min)
-    python bench/failover.py --quick   # mini rack, 2 kills, for tests
+    python -m bench.failover           # gb200-nvl72, 10 kills (~1 min)
+    python -m bench.failover --quick   # mini rack, 2 kills, for tests
 
 The agents run one process per tray (forked from one start-up, as `fusionctl rack up` does),
 the three `fusion-controller --store etcd://...` processes and a real etcd (Debian's
@@ -34,14 +34,12 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from agents import BIN, Rack, verdict  # bench/ is the script's directory
 
+from bench.agents import BIN, Rack, verdict
 from fusionrack.cli import ArgumentParser
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from etcd_server import Etcd  # how the tests start a real etcd, too
+from tests.support.etcd_server import Etcd  # how the tests start a real etcd, too
 
 TARGET = 3.0  # s from the kill to a standby leading
 

@@ -1,7 +1,7 @@
 """Benchmark of `fusionctl fleet up`: many gb200-nvl72 racks on this machine.
 
-    python bench/fleet.py           # 4 and 16 racks (~1 min)
-    python bench/fleet.py --quick   # 2 mini racks, for tests
+    python -m bench.fleet           # 4 and 16 racks (~1 min)
+    python -m bench.fleet --quick   # 2 mini racks, for tests
 
 Each rack: its agents in one process, its own controller, forked per rack from one start-up of
 each program; one mosquitto for the fleet. Figures:
@@ -25,8 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agents import BIN, verdict  # bench/ is the script's directory
-
+from bench.agents import BIN, verdict
 from fusionrack.cli import ArgumentParser
 from fusionrack.rpc import free_port_range
 

@@ -1,10 +1,10 @@
 """Every RPC fuzzed, long: the cases of tests/integration/test_fuzz.py, many more of them.
 
-    python bench/fuzz.py                       # 300 cases per RPC, seed 0 (~5-10 min)
-    python bench/fuzz.py --cases 50 --seed 7   # shorter, another seed
-    python bench/fuzz.py --rounds 3            # again and again on one rack (RSS over rounds)
+    python -m bench.fuzz                       # 300 cases per RPC, seed 0 (~5-10 min)
+    python -m bench.fuzz --cases 50 --seed 7   # shorter, another seed
+    python -m bench.fuzz --rounds 3            # again and again on one rack (RSS over rounds)
 
-A rack of real processes (`fusionctl rack up`, the fuzz rack of tests/fuzzrig.py, with its
+A rack of real processes (`fusionctl rack up`, the fuzz rack of tests/support/fuzzer.py, with its
 controller) is fuzzed from the proto descriptors: every method of Memory, Switch, Tray and
 Controller, and gRPC's health checking and reflection, with hypothesis-drawn requests, raw
 random bodies and stream messages, requests just over 64 MiB,
@@ -23,12 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from faultrig import ProcessRack
-from fuzzrig import BAD_CODES, FUZZ_MANIFEST, Fuzzer
-
 from fusionrack.cli import ArgumentParser, integer, number
+from tests.support.fuzzer import BAD_CODES, FUZZ_MANIFEST, Fuzzer
+from tests.support.process_racks import ProcessRack
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """Benchmark of a tray agent's /metrics: one scrape of a gb200-nvl72 tray, server side and over
 real HTTP on loopback, against prometheus_client's usual way measured in the same run.
 
-    python bench/metrics.py           # full run (~5 s)
-    python bench/metrics.py --quick   # ~1.5 s, for tests: same table, fewer repetitions
+    python -m bench.metrics           # full run (~5 s)
+    python -m bench.metrics --quick   # ~1.5 s, for tests: same table, fewer repetitions
 
 Cases: a switch tray (2 chips x 72 ports = 144 link ends), a compute tray (4 GPUs x 18 links =
 72 link ends), and that compute tray with the DCGM-compatible view. Every link carries traffic

@@ -1,7 +1,7 @@
 """How long a rack takes to start: the figures README states, measured as a user runs them.
 
-    python bench/startup.py           # every row, three runs each (~1 min)
-    python bench/startup.py --quick   # the imports and the mini rack, once, for tests
+    python -m bench.startup           # every row, three runs each (~1 min)
+    python -m bench.startup --quick   # the imports and the mini rack, once, for tests
 
 First, the CPU time of one `fusion-agent` start-up's imports: why `rack up` forks its tray
 processes from one start-up instead of starting 27. Then, per row, the wall time of one
@@ -22,8 +22,7 @@ import sys
 import tempfile
 import time
 
-from agents import BIN, verdict  # bench/ is the script's directory
-
+from bench.agents import BIN, verdict
 from fusionrack.cli import ArgumentParser, integer
 from fusionrack.emulator import Topology, load_manifest
 from fusionrack.emulator.topology import tray_port_span
@@ -43,7 +42,7 @@ IMPORTS_TARGET = 0.5  # seconds of CPU, README's figure
 def import_cpu_seconds() -> float:
     """CPU time (user + system) of a Python process that imports what fusion-agent serves with."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([sys.executable, "-c", "import fusionrack.agent.main, fusionrack.agent.rack"],
+    subprocess.run([sys.executable, "-c", "import fusionrack.agent.main, fusionrack.agent.serving"],
                    check=True)  # fmt: skip
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -28,7 +28,7 @@ from fusionrack.v1 import events_pb2
 from .desired import DesiredState
 from .idempotency import IdempotentRequest
 from .programmer import SwitchProgrammer
-from .stores import DesiredStateStore
+from .store import DesiredStateStore
 from .views import ProtoViews
 
 __all__ = ["PROVISIONING_BUCKETS", "PROVISIONING_OUTCOMES", "Changes"]

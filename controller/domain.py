@@ -60,7 +60,7 @@ from .leading import Leading
 from .operations import Operations
 from .programmer import SwitchProgrammer
 from .reconciler import Reconciler
-from .stores import DesiredStateStore
+from .store import DesiredStateStore
 from .traffic import TrafficControl
 from .views import ProtoViews
 from .watcher import AgentWatcher

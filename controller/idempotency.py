@@ -14,8 +14,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from .store import Remembered
-from .stores import DesiredStateStore
+from .store import DesiredStateStore, Remembered
 
 __all__ = ["IdempotentRequest", "request_digest"]
 

@@ -1,6 +1,6 @@
 """Which controller of a rack leads: elected with an etcd lease, fenced by an epoch.
 
-Two or three controllers of one rack share an etcd store (`etcdstore.EtcdStore`). Only the
+Two or three controllers of one rack share an etcd store (`store.etcd.EtcdStore`). Only the
 leader makes changes and programs the switch trays; the others (standbys) answer reads from the
 shared desired state and forward changes to the leader (`forwarding.py`).
 
@@ -41,7 +41,7 @@ from fusionrack.emulator import Unavailable
 from fusionrack.etcdv3 import kv_pb2, rpc_pb2
 from fusionrack.tasks import BackgroundTasks
 
-from .etcd import EtcdClient, EtcdUnavailable, compare_create_revision, put
+from .etcd_client import EtcdClient, EtcdUnavailable, compare_create_revision, put
 
 __all__ = [
     "DEFAULT_LEASE_TTL",

@@ -29,7 +29,7 @@ from fusionrack.v1 import events_pb2
 from .agents import AgentView, describe_error
 from .desired import DesiredState
 from .programmer import SwitchProgrammer
-from .stores import DesiredStateStore
+from .store import DesiredStateStore
 
 __all__ = ["PRUNE_INTERVAL", "Leading"]
 

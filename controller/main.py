@@ -49,14 +49,15 @@ from fusionrack.rpc import (
 from fusionrack.v1 import controller_pb2, controller_pb2_grpc
 
 from .domain import Controller
-from .etcd import SCHEME, parse_etcd_url
-from .etcdstore import CONNECT_TIMEOUT, EtcdStore
+from .etcd_client import SCHEME, parse_etcd_url
 from .forwarding import Forwarder
 from .leadership import DEFAULT_LEASE_TTL, Leadership, SoleLeadership
 from .metrics import build_controller_registry
 from .mqtt import ControllerPublisher
 from .service import ControllerServicer
-from .stores import DesiredStateStore, SqliteStore
+from .store import DesiredStateStore
+from .store.etcd import CONNECT_TIMEOUT, EtcdStore
+from .store.sqlite import SqliteStore
 
 __all__ = ["DEFAULT_LISTEN", "RunningController", "main", "serve_controller"]
 

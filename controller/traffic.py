@@ -38,7 +38,7 @@ from fusionrack.v1 import common_pb2, controller_pb2, tray_pb2
 
 from .agents import AgentView, describe_error
 from .desired import DesiredState
-from .stores import DesiredStateStore
+from .store import DesiredStateStore
 
 __all__ = ["TrafficControl"]
 

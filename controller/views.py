@@ -41,7 +41,7 @@ from .desired import DesiredState
 from .events import group_event, health_event, partition_event
 from .health import HealthTracker
 from .leadership import Leader, LeadershipView
-from .stores import DesiredStateStore
+from .store import DesiredStateStore
 
 __all__ = ["DEFAULT_RESILIENCY", "Gone", "ProtoViews", "leadership_message"]
 

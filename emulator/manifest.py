@@ -4,7 +4,7 @@ A manifest is YAML (schema below). `load_manifest` parses and validates it and r
 `Manifest`; every mistake raises `ManifestError` whose ``field`` is the dotted path of the
 offending value (``trays[2].accelerator.hbm``) and whose message says why.
 
-Schema, version 1 (``deploy/racks/*.yaml`` are complete examples)::
+Schema, version 1 (``deploy/presets/*.yaml`` are complete examples)::
 
     version: 1
     name: my-rack                      # letters, digits, '.', '_', '-'
@@ -416,7 +416,7 @@ def list_presets() -> list[str]:
     """Names of the manifests shipped with the project."""
     return sorted(
         entry.name.removesuffix(".yaml")
-        for entry in resources.files("fusionrack.racks").iterdir()
+        for entry in resources.files("fusionrack.presets").iterdir()
         if entry.name.endswith(".yaml")
     )
 
@@ -429,7 +429,7 @@ def resolve_manifest(path_or_name: str) -> tuple[str, str]:
             return path.read_text(encoding="utf-8"), str(path)
         except OSError as exc:
             raise NotFound(f"cannot read manifest {path}: {exc.strerror}") from None
-    preset = resources.files("fusionrack.racks") / f"{path_or_name}.yaml"
+    preset = resources.files("fusionrack.presets") / f"{path_or_name}.yaml"
     if not preset.is_file():
         raise NotFound(
             f"no manifest file {path_or_name!r} and no preset of that name; "

@@ -59,6 +59,7 @@ from urllib.parse import urlsplit
 import aiomqtt
 from paho.mqtt.client import MQTT_ERR_SUCCESS
 
+from fusionrack.tasks import BackgroundTasks
 from fusionrack.v1 import common_pb2, events_pb2
 from fusionrack.wire import to_json
 
@@ -296,6 +297,8 @@ class MqttPublisher:
         self._held = asyncio.Event()  # set by hold(): no connection until release()
         self._released = asyncio.Event()
         self._released.set()
+        # The one background task, the publisher's loop (`_run`), logged if it dies.
+        self._tasks = BackgroundTasks(f"mqtt {self.label}")
         self._task: asyncio.Task[None] | None = None
         self._had_connection = False  # in the current attempt
         self._rng = random.Random()
@@ -386,7 +389,7 @@ class MqttPublisher:
             raise RuntimeError(f"mqtt publisher {self.label} was already started")
         if self._status_time is None:
             self._status_time = time.time()
-        self._task = asyncio.create_task(self._run_logged(), name=f"mqtt-publisher:{self.label}")
+        self._task = self._tasks.start("publisher", self._run_until_stopped())
 
     @property
     def held(self) -> bool:
@@ -426,23 +429,21 @@ class MqttPublisher:
         self._wakeup.set()
         task = self._task
         if task is None or task.done():
-            if task is not None and not task.cancelled():
-                task.exception()  # already logged by _run_logged; just mark it retrieved
+            await self._tasks.stop()  # nothing left to wait for (a death was logged)
             return
         try:
-            await asyncio.wait_for(asyncio.shield(task), self.stop_timeout)
-        except TimeoutError:
-            log.warning(
-                "mqtt %s: not stopped after %.1f s, cancelling", self.label, self.stop_timeout
-            )
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self.stop_timeout)
+            except TimeoutError:
+                log.warning(
+                    "mqtt %s: not stopped after %.1f s, cancelling", self.label, self.stop_timeout
+                )
+            except Exception:
+                pass  # the task died of it, and its owner (`_tasks`) logged it
+            await self._tasks.stop()  # cancels a task that outlived stop_timeout, awaits it
         except asyncio.CancelledError:
             task.cancel()  # we are being cancelled ourselves: do not leave the task behind
             raise
-        except Exception:
-            pass  # the task died of it and _run_logged logged it
         finally:
             left = len(self._outbox)
             if left:
@@ -455,14 +456,10 @@ class MqttPublisher:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def _run_logged(self) -> None:
+    async def _run_until_stopped(self) -> None:
+        """The publisher's task: `_run`, and not connected however it ends."""
         try:
             await self._run()
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
-            log.exception("mqtt %s: the publisher task died", self.label)
-            raise
         finally:
             self.connected = False
 

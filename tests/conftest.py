@@ -4,6 +4,7 @@ mosquitto, a real Prometheus, a real etcd."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,12 +13,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from etcd_server import Etcd, EtcdMissing
-from mqtt_broker import Mosquitto, MosquittoMissing
-from prometheus_server import Prometheus, PrometheusMissing
 
 from fusionrack.emulator.manifest import load_manifest
 from fusionrack.emulator.topology import Topology
+from tests.support.etcd_server import Etcd, EtcdMissing
+from tests.support.mqtt_broker import Mosquitto, MosquittoMissing
+from tests.support.prometheus_server import Prometheus, PrometheusMissing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,9 +38,19 @@ def unpacked_wheel(tmp_path_factory: pytest.TempPathFactory) -> BuiltWheel:
     """The project built as a wheel (no download, no index, no pip configuration of this
     machine) and unpacked."""
     where = tmp_path_factory.mktemp("wheel")
+    # Built from a copy without build/: setuptools builds in the tree it is given, and a build/lib
+    # left by an earlier build would carry modules since moved or removed into the wheel.
+    source = where / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", ".*_cache", ".hypothesis", ".fusionrack"
+        ),
+    )
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--wheel-dir", str(where), str(ROOT)],
+         "--no-index", "--wheel-dir", str(where), str(source)],
         capture_output=True, text=True, timeout=300, cwd=where, check=False,
         env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
     )  # fmt: skip

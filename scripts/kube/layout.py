@@ -4,7 +4,7 @@ make each directory one `kubectl apply -k`.
 The kustomizations use two of kustomize's features only, `resources` (files, or directories of
 their own kustomization) and `secretGenerator` (the rack's Secret from files that stay out of
 git): everything else is written out in full, so the YAML is what the cluster gets and the
-test suite renders it without kustomize (tests/kube_render.py).
+test suite renders it without kustomize (tests/support/kube_render.py).
 """
 
 from __future__ import annotations

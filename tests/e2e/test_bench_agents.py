@@ -1,23 +1,14 @@
-"""`bench/agents.py --quick` runs and prints its figures (speed itself is not asserted here)."""
+"""`python -m bench.agents --quick` runs and prints its figures (speed is not asserted)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "agents.py"
+from tests.support.benchmarks import run_bench
 
 
 def test_quick_agents_bench_prints_latency_and_throughput_with_baselines() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    result = run_bench("agents", "--quick", timeout=180)
     assert result.returncode == 0, result.stderr
     for path in ("unary Atomic", "Memory.Stream"):
         row = rf"remote atomic, {path} p50 / p99\s+\d+ / \d+ us\s+\d+ / \d+ us\s+ratio \d+\.\d\d"

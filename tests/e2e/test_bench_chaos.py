@@ -1,21 +1,15 @@
-"""`bench/chaos.py --quick` runs and prints its figures; none of its ops is lost or applied
+"""`python -m bench.chaos --quick` runs and prints its figures; none of its ops is lost or applied
 twice, nothing acknowledged under chaos is lost (its speed figures are not asserted here)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "chaos.py"
+from tests.support.benchmarks import run_bench
 
 
 def test_quick_chaos_bench_prints_its_figures_and_loses_nothing() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=240,
-        check=False,
-    )  # fmt: skip
+    result = run_bench("chaos", "--quick", timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"runs / ops reported successful\s+1 / [1-9]\d*", result.stdout)
     assert re.search(r"ops lost or applied twice\s+0\s+0\s+PASS", result.stdout)

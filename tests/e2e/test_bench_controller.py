@@ -1,23 +1,14 @@
-"""`bench/controller.py --quick` runs and prints its figures (speed itself is not asserted here)."""
+"""`python -m bench.controller --quick` runs and prints its figures (speed is not asserted)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "controller.py"
+from tests.support.benchmarks import run_bench
 
 
 def test_quick_controller_bench_prints_provisioning_and_reprogramming() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_bench("controller", "--quick", timeout=300)
     assert result.returncode == 0, result.stderr
     provisioning = (
         r"create \+ delete 72-accelerator partition\s+\d+\.\d / \d+\.\d ms\s+"

@@ -1,24 +1,15 @@
-"""`bench/failover.py --quick` runs and prints its figures and their ratio to the 3 s target
+"""`python -m bench.failover --quick` runs and prints its figures and their ratio to the 3 s target
 (the failover time itself is asserted in tests/integration/test_controller_failover.py)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "failover.py"
+from tests.support.benchmarks import run_bench
 
 
 def test_quick_failover_bench_prints_p50_max_and_the_ratio_to_the_target() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_bench("failover", "--quick", timeout=120)
     assert result.returncode == 0, result.stderr
     for measure in ("kill -9 -> a standby leads", "kill -9 -> a change accepted"):
         figures = (

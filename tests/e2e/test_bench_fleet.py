@@ -1,18 +1,14 @@
-"""`bench/fleet.py --quick` runs and prints its figures (speed itself is not asserted here)."""
+"""`python -m bench.fleet --quick` runs and prints its figures (speed is not asserted)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "fleet.py"
+from tests.support.benchmarks import run_bench
 
 
 def test_quick_fleet_bench_prints_start_time_memory_and_idle_cpu() -> None:
-    result = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True,
-                            text=True, timeout=300, check=False)  # fmt: skip
+    result = run_bench("fleet", "--quick", timeout=300)
     assert result.returncode == 0, result.stderr + result.stdout
     assert re.search(r"fleet up --racks 2, to every rack READY\s+\d+\.\d\d s", result.stdout)
     rss = r"RSS of an idle rack \(both processes\)\s+\d+\.\d MiB\s+400 MiB"

@@ -1,23 +1,14 @@
-"""`bench/startup.py --quick` runs and prints its figures (speed itself is not asserted here)."""
+"""`python -m bench.startup --quick` runs and prints its figures (speed is not asserted)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "startup.py"
+from tests.support.benchmarks import run_bench
 
 
 def test_quick_startup_bench_prints_rack_up_seconds_against_readmes_figure() -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    result = run_bench("startup", "--quick", timeout=180)
     assert result.returncode == 0, result.stderr
     assert re.search(
         r"mini \(4 GPUs\), processes \+ controller \+ broker\s+\d+\.\d\d  <= [\d.]+ s "

@@ -13,13 +13,12 @@ import sys
 from pathlib import Path
 
 import aiomqtt
-from prometheus_server import PrometheusAPI
 
 from fusionrack.fusionctl.launcher.ports import FLEET_MQTT_PORT, FLEET_PROMETHEUS_PORT
 from fusionrack.fusionctl.launcher.processes import running
 from fusionrack.rpc import free_port_range
-
-from .runner import held
+from tests.support.fusionctl_runner import held
+from tests.support.prometheus_server import PrometheusAPI
 
 FUSIONCTL = str(Path(sys.executable).with_name("fusionctl"))
 RACK_PORTS = 100  # a mini rack's share of a fleet's ports: its trays, then its controller
@@ -153,7 +152,7 @@ def test_a_fleet_file_names_racks_of_different_manifests(tmp_path: Path) -> None
     """...and a fleet up with --state-dir (no $FUSIONRACK_FLEET_DIR) prints the commands that
     find it, which work as printed; the commands that do not find it say how to."""
     fleet = tmp_path / "my fleet"  # a space: the printed commands quote it
-    manifest = (Path(__file__).parents[2] / "deploy" / "racks" / "mini.yaml").read_text()
+    manifest = (Path(__file__).parents[2] / "deploy" / "presets" / "mini.yaml").read_text()
     (tmp_path / "tiny.yaml").write_text(manifest.replace("name: mini", "name: tiny"))
     (tmp_path / "lab.yaml").write_text(
         "racks:\n"

@@ -16,15 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.emulator.topology import Topology
 from fusionrack.rpc import free_port_range
-
-from .runner import Fusionctl
+from tests.support.fusionctl_runner import Fusionctl
 
 
 async def test_inventory_in_tables_and_json_and_the_exit_codes(
-    ctl: Fusionctl, rack: LocalRack
+    ctl: Fusionctl, rack: InProcessRack
 ) -> None:
     nobody = f"127.0.0.1:{free_port_range(1)}"
     (domain, domain_json, trays, trays_json, accelerators, links_json, plane, topology,
@@ -263,7 +262,7 @@ async def test_events_snapshot_and_follow(ctl: Fusionctl) -> None:
             await follow.wait()
 
 
-async def test_traffic_start_list_stop(ctl: Fusionctl, rack: LocalRack) -> None:
+async def test_traffic_start_list_stop(ctl: Fusionctl, rack: InProcessRack) -> None:
     await ctl.json(
         "partition", "create", "--name", "train", "--locations",
         "compute-01/0,compute-01/1,compute-02/0,compute-02/1",

@@ -1,5 +1,5 @@
 """A rack spread over three hosts: its compute trays, its switch trays and its controller each in
-a network namespace of their own with its own address (`tests/netns.py`), every component
+a network namespace of their own with its own address (`tests/support/netns.py`), every component
 binding the address it is given and finding the others by address. Memory ops cross the hosts;
 a host's link cut is a tray loss, and mending it brings the trays back."""
 
@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from netns import Hosts, can_make_namespaces
 
 from fusionrack.auth import SECRET_FILE, generate_secret_file
 from fusionrack.emulator import Topology, TrayKind, load_manifest
 from fusionrack.emulator.topology import DEFAULT_BASE_PORT, tray_addresses
+from tests.support.netns import Hosts, can_make_namespaces
 
 pytestmark = pytest.mark.skipif(
     not can_make_namespaces(), reason="network namespaces need root and `ip` (CI has both)"

@@ -17,11 +17,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from faultrig import ProcessRack, eventually, grpc_code_name
 
 from fusionrack.emulator import AtomicOp, DataType, choose_plane, fabric_address, packed
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc, switch_pb2, switch_pb2_grpc
+from tests.support.process_racks import ProcessRack, eventually, grpc_code_name
 
 # mini: compute-01 holds accelerators 0 and 1, compute-02 holds 2 and 3; 4 planes, two per
 # switch tray. tenant-a = {0, 2}, tenant-b = {1, 3}. The attacker is accelerator 0.

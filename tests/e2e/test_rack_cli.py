@@ -14,15 +14,14 @@ from pathlib import Path
 
 import grpc
 import pytest
-from prometheus_server import PrometheusAPI
 
 from fusionrack.emulator import Topology, fabric_address, load_manifest
 from fusionrack.emulator.topology import tray_port_span
 from fusionrack.fusionctl.launcher.ports import RACK_MQTT_PORT, RACK_PROMETHEUS_PORT
 from fusionrack.rpc import free_port_range
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc, switch_pb2, switch_pb2_grpc
-
-from .runner import held
+from tests.support.fusionctl_runner import held
+from tests.support.prometheus_server import PrometheusAPI
 
 FUSIONCTL = str(Path(sys.executable).with_name("fusionctl"))
 MINI_PORTS = tray_port_span(Topology(load_manifest("mini")))  # the trays' share of the scheme

@@ -10,9 +10,8 @@ import os
 import signal
 from pathlib import Path
 
-from faultrig import ProcessRack, eventually
-
-from .runner import Fusionctl
+from tests.support.fusionctl_runner import Fusionctl
+from tests.support.process_racks import ProcessRack, eventually
 
 
 async def lines_until(process: asyncio.subprocess.Process, text: str, seen: list[str]) -> str:

@@ -21,10 +21,10 @@ from typing import Any
 
 import aiomqtt
 import numpy as np
-from faultrig import ProcessRack, eventually
 
 from fusionrack.emulator import fabric_address
 from fusionrack.emulator.fabric import choose_plane
+from tests.support.process_racks import ProcessRack, eventually
 
 
 class Feed:

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.controller.main import RunningController
 from fusionrack.emulator import fabric_address
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2_grpc, memory_pb2, memory_pb2_grpc
-
-from .runner import FUSIONCTL, Fusionctl, Result
+from tests.support.fusionctl_runner import FUSIONCTL, Fusionctl, Result
 
 GPU0 = "compute-01/gpu0"
 
@@ -99,7 +98,9 @@ async def test_one_frame_shows_the_trays_a_row_per_accelerator_and_the_partition
     assert nobody in unreachable.stderr and "fusionctl rack up" in unreachable.stderr
 
 
-async def test_traffic_shows_on_the_links_that_carried_it(ctl: Fusionctl, rack: LocalRack) -> None:
+async def test_traffic_shows_on_the_links_that_carried_it(
+    ctl: Fusionctl, rack: InProcessRack
+) -> None:
     channel = open_channel(rack.address("compute-01"), credentials=rack.credentials())
     memory = memory_pb2_grpc.MemoryStub(channel)
     store = memory_pb2.StoreRequest(

@@ -6,9 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from racks import running_controller, running_rack
 
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.controller.main import RunningController
 from fusionrack.emulator.topology import Topology
 from fusionrack.rpc import open_channel
@@ -19,12 +18,13 @@ from fusionrack.v1 import (
     switch_pb2_grpc,
     tray_pb2_grpc,
 )
+from tests.support.inprocess_racks import running_controller, running_rack
 
 
 class Clients:
     """Stubs to the rack's agents, by tray name; channels closed at teardown."""
 
-    def __init__(self, rack: LocalRack) -> None:
+    def __init__(self, rack: InProcessRack) -> None:
         self.rack = rack
         self._channels = {}
 
@@ -51,20 +51,20 @@ class Clients:
 
 
 @pytest.fixture
-async def mini_rack(mini: Topology) -> AsyncIterator[LocalRack]:
+async def mini_rack(mini: Topology) -> AsyncIterator[InProcessRack]:
     async with running_rack(mini) as rack:
         yield rack
 
 
 @pytest.fixture
-async def clients(mini_rack: LocalRack) -> AsyncIterator[Clients]:
+async def clients(mini_rack: InProcessRack) -> AsyncIterator[Clients]:
     stubs = Clients(mini_rack)
     yield stubs
     await stubs.close()
 
 
 @pytest.fixture
-async def controller(mini_rack: LocalRack, tmp_path: Path) -> AsyncIterator[RunningController]:
+async def controller(mini_rack: InProcessRack, tmp_path: Path) -> AsyncIterator[RunningController]:
     async with running_controller(mini_rack, tmp_path / "state.sqlite") as running:
         yield running
 

@@ -11,12 +11,12 @@ import uuid
 
 import aiomqtt
 import pytest
-from mqtt_broker import Mosquitto
 
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.emulator import FaultKind, Topology
 from fusionrack.rpc import free_port_range
 from fusionrack.v1 import common_pb2, events_pb2
+from tests.support.mqtt_broker import Mosquitto
 
 from .test_processes import AGENT, MINI_PORTS
 
@@ -47,7 +47,7 @@ def statuses(seen: dict[str, list[dict]]) -> dict[str, str]:
 async def test_agents_publish_retained_status_and_every_fault(
     mini: Topology, mosquitto: Mosquitto
 ) -> None:
-    rack = await LocalRack.start(mini, mqtt=mosquitto.url, training_time=0.01)
+    rack = await InProcessRack.start(mini, mqtt=mosquitto.url, training_time=0.01)
     try:
         await rack.wait_ready()
         # A subscriber arriving late still sees every tray's retained status.
@@ -148,7 +148,7 @@ async def test_a_killed_agent_is_announced_offline_by_its_last_will(mosquitto: M
 
 
 async def test_a_failing_event_sink_neither_fails_the_change_nor_starves_the_others(
-    mini_rack: LocalRack, caplog: pytest.LogCaptureFixture
+    mini_rack: InProcessRack, caplog: pytest.LogCaptureFixture
 ) -> None:
     agent = mini_rack.agent("compute-01")
     seen: list[events_pb2.Event] = []

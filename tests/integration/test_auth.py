@@ -12,10 +12,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from racks import running_rack, start_controller, until
 
 from fusionrack.agent.frames import encode
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.auth import Credentials
 from fusionrack.controller.main import RunningController
 from fusionrack.emulator import Topology
@@ -29,6 +28,7 @@ from fusionrack.v1 import (
     tray_pb2,
     tray_pb2_grpc,
 )
+from tests.support.inprocess_racks import running_rack, start_controller, until
 
 from .conftest import Clients, locations
 from .test_controller import atomic_add
@@ -38,13 +38,13 @@ WRONG = Credentials(b"\x01" * 32)
 
 
 @pytest.fixture
-async def mini_rack(mini: Topology) -> AsyncIterator[LocalRack]:
+async def mini_rack(mini: Topology) -> AsyncIterator[InProcessRack]:
     async with running_rack(mini, metrics=lambda tray: "127.0.0.1:0") as running:
         yield running
 
 
 @pytest.fixture
-async def partitioned(mini_rack: LocalRack, tmp_path: Path) -> AsyncIterator[RunningController]:
+async def partitioned(mini_rack: InProcessRack, tmp_path: Path) -> AsyncIterator[RunningController]:
     """A controller that fenced compute-01/gpu0 with compute-02/gpu0 (accelerators 0 and 2)."""
     running = await start_controller(mini_rack, tmp_path / "state.sqlite")
     try:
@@ -92,7 +92,7 @@ async def status_of(call: object) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-async def scrape(mini_rack: LocalRack, tray: str) -> dict[tuple[str, str], float]:
+async def scrape(mini_rack: InProcessRack, tray: str) -> dict[tuple[str, str], float]:
     """fusionrack_auth_refused_total of `tray`'s /metrics by (method, reason)."""
     url = f"http://{mini_rack.agent(tray).metrics_address}/metrics"
     # From a thread: the server answers on this loop.
@@ -108,7 +108,7 @@ async def scrape(mini_rack: LocalRack, tray: str) -> dict[tuple[str, str], float
 
 
 async def test_without_the_secret_no_internal_call_of_an_agent_goes_through(
-    mini_rack: LocalRack,
+    mini_rack: InProcessRack,
     partitioned: RunningController,
     clients: Clients,
     caplog: pytest.LogCaptureFixture,
@@ -151,7 +151,7 @@ async def test_without_the_secret_no_internal_call_of_an_agent_goes_through(
     assert sum("/fusionrack.v1.Switch/ApplyConfig from ipv4:127.0.0.1:" in x for x in lines) == 2
 
 
-async def test_a_forward_stream_without_the_secret_is_refused(mini_rack: LocalRack) -> None:
+async def test_a_forward_stream_without_the_secret_is_refused(mini_rack: InProcessRack) -> None:
     hello = switch_pb2.ForwardFrame(
         hello=switch_pb2.ForwardHello(
             tray="compute-01", manifest_digest=mini_rack.topology.manifest.digest
@@ -174,7 +174,7 @@ async def read_frame(reader: asyncio.StreamReader) -> switch_pb2.ForwardFrame:
 
 @pytest.mark.parametrize("secret", [b"", b"\x01" * 32], ids=["no-secret", "wrong-secret"])
 async def test_a_framed_hello_without_the_secret_is_refused(
-    mini_rack: LocalRack, clients: Clients, secret: bytes
+    mini_rack: InProcessRack, clients: Clients, secret: bytes
 ) -> None:
     switch = mini_rack.agent("switch-1")
     real = switch.peers["compute-01"]
@@ -226,7 +226,7 @@ async def create(
 
 
 async def test_the_controller_api_has_an_admin_and_a_read_only_role(
-    mini_rack: LocalRack, tmp_path: Path
+    mini_rack: InProcessRack, tmp_path: Path
 ) -> None:
     running = await start_controller(
         mini_rack, tmp_path / "state.sqlite", tokens=TOKENS, metrics="127.0.0.1:0"
@@ -277,7 +277,7 @@ async def test_the_controller_api_has_an_admin_and_a_read_only_role(
 
 
 async def test_a_controller_that_refuses_anonymous_callers(
-    mini_rack: LocalRack, tmp_path: Path
+    mini_rack: InProcessRack, tmp_path: Path
 ) -> None:
     running = await start_controller(
         mini_rack, tmp_path / "state.sqlite", tokens=TOKENS, anonymous=None

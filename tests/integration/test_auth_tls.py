@@ -11,10 +11,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from racks import running_controller, running_rack
 
 from fusionrack.agent.frames import encode
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.certs import make_rack_certificates
 from fusionrack.controller.main import RunningController
 from fusionrack.emulator import Topology, fabric_address
@@ -29,6 +28,7 @@ from fusionrack.v1 import (
     tray_pb2,
     tray_pb2_grpc,
 )
+from tests.support.inprocess_racks import running_controller, running_rack
 
 from .conftest import locations
 
@@ -45,7 +45,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory, mini: Topology) -> Path:
 
 
 @pytest.fixture
-async def rack(mini: Topology, pki: Path) -> AsyncIterator[LocalRack]:
+async def rack(mini: Topology, pki: Path) -> AsyncIterator[InProcessRack]:
     # No secret: the certificates alone must do.
     async with running_rack(mini, tls_dir=pki, rack_secret=None) as running:
         yield running
@@ -53,7 +53,7 @@ async def rack(mini: Topology, pki: Path) -> AsyncIterator[LocalRack]:
 
 @pytest.fixture
 async def controller(
-    rack: LocalRack, pki: Path, tmp_path: Path
+    rack: InProcessRack, pki: Path, tmp_path: Path
 ) -> AsyncIterator[RunningController]:
     state = tmp_path / "state.sqlite"
     tls = component_files(pki, "controller")
@@ -61,7 +61,7 @@ async def controller(
         yield running
 
 
-async def apply_as(rack: LocalRack, tls: TlsFiles) -> grpc.StatusCode:
+async def apply_as(rack: InProcessRack, tls: TlsFiles) -> grpc.StatusCode:
     async with open_channel(rack.address("switch-1"), tls) as channel:
         try:
             await switch_pb2_grpc.SwitchStub(channel).ApplyConfig(
@@ -74,7 +74,7 @@ async def apply_as(rack: LocalRack, tls: TlsFiles) -> grpc.StatusCode:
 
 
 async def test_mtls_end_to_end_and_the_certificate_decides(
-    rack: LocalRack, controller: RunningController, pki: Path
+    rack: InProcessRack, controller: RunningController, pki: Path
 ) -> None:
     # The controller programs the switches; an admin client's change reaches them.
     async with open_channel(controller.server.address, component_files(pki, "client-admin")) as ch:
@@ -113,7 +113,7 @@ async def test_mtls_end_to_end_and_the_certificate_decides(
 
 
 async def test_a_compute_trays_certificate_cannot_say_hello_as_another(
-    rack: LocalRack, pki: Path
+    rack: InProcessRack, pki: Path
 ) -> None:
     switch = rack.agent("switch-1")
     real = switch.peers["compute-02"]
@@ -138,7 +138,7 @@ async def test_a_compute_trays_certificate_cannot_say_hello_as_another(
 
 
 async def test_another_cas_certificate_and_no_certificate_are_refused_at_the_handshake(
-    rack: LocalRack, mini: Topology, pki: Path, tmp_path: Path
+    rack: InProcessRack, mini: Topology, pki: Path, tmp_path: Path
 ) -> None:
     other = tmp_path / "other"
     make_rack_certificates(other, mini.name, trays(mini))  # same names, another CA

@@ -1,6 +1,6 @@
-"""Chaos under load (tests/chaosload.py): while memory ops run, partitions, multicast groups,
-traffic sessions and drains churn and a traffic session runs, a compute tray, a switch tray, the
-controller and the broker are killed -9 in turn and restarted. Nothing acknowledged is lost, the
+"""Chaos under load (tests/support/chaos_load.py): while memory ops run, partitions, multicast
+groups, traffic sessions and drains churn and a traffic session runs, a compute tray, a switch tray,
+the controller and the broker are killed -9 in turn and restarted. Nothing acknowledged is lost, the
 memory load never fails, the killed compute tray alone loses its HBM, and every switch tray ends
 with the controller's config."""
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chaosload import HBM_MARK, VICTIMS, chaos_under_load
-from faultrig import CHAOS_MANIFEST, ProcessRack
+from tests.support.chaos_load import HBM_MARK, VICTIMS, chaos_under_load
+from tests.support.process_racks import CHAOS_MANIFEST, ProcessRack
 
 
 async def test_killing_each_part_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from racks import running_controller, start_controller, until
 
-import fusionrack.racks
-from fusionrack.agent.rack import LocalRack, serve_tray
+import fusionrack.presets
+from fusionrack.agent.serving import InProcessRack, serve_tray
 from fusionrack.controller import leading
 from fusionrack.controller.main import RunningController, serve_controller
-from fusionrack.controller.store import KEEP_SECONDS, Remembered, StateStore
+from fusionrack.controller.store import KEEP_SECONDS, Remembered
+from fusionrack.controller.store.sqlite import StateStore
 from fusionrack.emulator import AtomicOp, DataType, fabric_address, load_manifest
 from fusionrack.emulator.topology import Topology
 from fusionrack.rpc import open_channel
@@ -26,6 +26,7 @@ from fusionrack.v1 import (
     memory_pb2,
     switch_pb2,
 )
+from tests.support.inprocess_racks import running_controller, start_controller, until
 
 from .conftest import Clients, locations
 
@@ -48,7 +49,7 @@ async def atomic_add(clients: Clients, initiator: int, target: int) -> grpc.Stat
 
 
 async def test_a_partition_reaches_every_switch_and_fences_memory(
-    mini_rack: LocalRack, stub: controller_pb2_grpc.ControllerStub, clients: Clients
+    mini_rack: InProcessRack, stub: controller_pb2_grpc.ControllerStub, clients: Clients
 ) -> None:
     created = await stub.CreatePartition(
         controller_pb2.CreatePartitionRequest(
@@ -176,7 +177,7 @@ async def test_concurrent_claims_on_one_accelerator_never_both_succeed(
 
 
 async def test_state_survives_a_restart_and_a_restarted_switch_is_reprogrammed(
-    mini_rack: LocalRack, controller: RunningController, tmp_path: Path, clients: Clients
+    mini_rack: InProcessRack, controller: RunningController, tmp_path: Path, clients: Clients
 ) -> None:
     channel = open_channel(controller.server.address)
     stub = controller_pb2_grpc.ControllerStub(channel)
@@ -264,9 +265,9 @@ async def test_link_state_changes_reported_by_the_trays_reach_subscribers(
 
 
 async def test_agents_running_another_manifest_are_a_mismatch_in_domain_and_events(
-    mini_rack: LocalRack, tmp_path: Path
+    mini_rack: InProcessRack, tmp_path: Path
 ) -> None:
-    text = (Path(fusionrack.racks.__file__).parent / "mini.yaml").read_text()
+    text = (Path(fusionrack.presets.__file__).parent / "mini.yaml").read_text()
     edited = tmp_path / "mini.yaml"
     edited.write_text(text.replace("Small test rack", "Small test rack, edited"))
     addresses = {name: mini_rack.address(name) for name in mini_rack.trays}
@@ -301,7 +302,7 @@ async def test_agents_running_another_manifest_are_a_mismatch_in_domain_and_even
 
 
 async def test_a_controller_that_is_not_elected_is_not_locked_out_by_a_stray_epoch(
-    mini_rack: LocalRack, stub: controller_pb2_grpc.ControllerStub, clients: Clients
+    mini_rack: InProcessRack, stub: controller_pb2_grpc.ControllerStub, clients: Clients
 ) -> None:
     """A caller holding the rack secret programs switch-1 under a huge controller epoch (as
     the fuzzer did): a refused phase leaves the tray's epoch as it was, an accepted one raises
@@ -336,7 +337,7 @@ async def test_a_controller_that_is_not_elected_is_not_locked_out_by_a_stray_epo
 
 
 async def test_the_controller_deletes_expired_idempotency_records_now_and_then(
-    mini_rack: LocalRack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mini_rack: InProcessRack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(leading, "PRUNE_INTERVAL", 0.05)
     state = tmp_path / "state.sqlite"

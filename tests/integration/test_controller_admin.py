@@ -10,9 +10,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from racks import start_controller, until
 
-from fusionrack.agent.rack import LocalRack, serve_tray
+from fusionrack.agent.serving import InProcessRack, serve_tray
 from fusionrack.controller.main import RunningController
 from fusionrack.emulator import TrayKind
 from fusionrack.rpc import open_channel
@@ -24,6 +23,7 @@ from fusionrack.v1 import (
     tray_pb2,
     tray_pb2_grpc,
 )
+from tests.support.inprocess_racks import start_controller, until
 
 from .test_metrics_http import fetch
 
@@ -50,14 +50,14 @@ async def admin_down_links(stub: controller_pb2_grpc.ControllerStub) -> list[str
     return [link.name for link in (await stub.ListLinks(request)).links]
 
 
-async def agent_status(rack: LocalRack, tray: str) -> tray_pb2.TrayStatus:
+async def agent_status(rack: InProcessRack, tray: str) -> tray_pb2.TrayStatus:
     """The status an agent reports itself (a fresh channel: the agent may have restarted)."""
     async with open_channel(rack.address(tray), credentials=rack.credentials()) as channel:
         answer = await tray_pb2_grpc.TrayStub(channel).GetStatus(tray_pb2.GetStatusRequest())
         return answer.status
 
 
-def drained_at(rack: LocalRack, tray: str) -> set[str]:
+def drained_at(rack: InProcessRack, tray: str) -> set[str]:
     """Links the agent of `tray` holds drained (its own ends)."""
     agent = rack.agent(tray)
     links = agent.topology.links
@@ -71,7 +71,7 @@ async def until_async(condition, timeout: float = 5.0) -> None:  # type: ignore[
         await asyncio.sleep(0.02)
 
 
-async def restart_agent(rack: LocalRack, tray: str) -> None:
+async def restart_agent(rack: InProcessRack, tray: str) -> None:
     """Stop a tray's agent and start a new, empty one on the same address."""
     switches = {t.name: rack.address(t.name) for t in rack.topology.trays_of_kind(TrayKind.SWITCH)}
     old = rack.trays.pop(tray)
@@ -107,7 +107,7 @@ async def snapshot(stream) -> list[events_pb2.Event]:  # type: ignore[no-untyped
 
 
 async def test_drains_survive_a_controller_restart_and_return_to_restarted_agents(
-    mini_rack: LocalRack, controller: RunningController, tmp_path: Path
+    mini_rack: InProcessRack, controller: RunningController, tmp_path: Path
 ) -> None:
     async with open_channel(controller.server.address) as channel:
         stub = controller_pb2_grpc.ControllerStub(channel)
@@ -161,7 +161,7 @@ async def test_drains_survive_a_controller_restart_and_return_to_restarted_agent
 
 
 async def test_an_agent_changed_behind_the_controllers_back_gets_the_desired_states_again(
-    mini_rack: LocalRack, stub: controller_pb2_grpc.ControllerStub
+    mini_rack: InProcessRack, stub: controller_pb2_grpc.ControllerStub
 ) -> None:
     await stub.SetAdminState(drain(LINK))
     async with open_channel(
@@ -177,7 +177,7 @@ async def test_an_agent_changed_behind_the_controllers_back_gets_the_desired_sta
 
 
 async def test_undraining_a_tray_keeps_the_links_drained_on_their_own(
-    mini_rack: LocalRack, stub: controller_pb2_grpc.ControllerStub
+    mini_rack: InProcessRack, stub: controller_pb2_grpc.ControllerStub
 ) -> None:
     link = "compute-02/gpu1/nvlink3"
     await stub.SetAdminState(drain(link))
@@ -335,7 +335,7 @@ async def test_a_flapping_link_is_a_few_coalesced_events_ending_in_its_state(
 
 
 async def test_keyed_fault_and_drain_requests_apply_once_even_across_a_restart(
-    mini_rack: LocalRack, controller: RunningController, tmp_path: Path
+    mini_rack: InProcessRack, controller: RunningController, tmp_path: Path
 ) -> None:
     kinds = [*FAULT_KINDS, common_pb2.EVENT_KIND_ADMIN_STATE_CHANGED]
     async with open_channel(controller.server.address) as channel:
@@ -404,7 +404,9 @@ async def test_keyed_fault_and_drain_requests_apply_once_even_across_a_restart(
 
 
 async def test_each_fault_reaches_subscribers_once_whichever_path_sees_it(
-    mini_rack: LocalRack, controller: RunningController, stub: controller_pb2_grpc.ControllerStub
+    mini_rack: InProcessRack,
+    controller: RunningController,
+    stub: controller_pb2_grpc.ControllerStub,
 ) -> None:
     stream = stub.Subscribe(controller_pb2.SubscribeRequest(kinds=FAULT_KINDS))
     injected = (await stub.InjectFault(link_down())).fault
@@ -457,7 +459,9 @@ async def test_each_fault_reaches_subscribers_once_whichever_path_sees_it(
 
 
 async def test_the_snapshot_restates_links_drains_faults_and_components(
-    mini_rack: LocalRack, controller: RunningController, stub: controller_pb2_grpc.ControllerStub
+    mini_rack: InProcessRack,
+    controller: RunningController,
+    stub: controller_pb2_grpc.ControllerStub,
 ) -> None:
     await stub.SetAdminState(drain(LINK, reason="reseat"))
     down = (await stub.InjectFault(link_down("compute-02/gpu1/nvlink0"))).fault
@@ -518,7 +522,9 @@ async def test_the_snapshot_restates_links_drains_faults_and_components(
 
 
 async def test_the_snapshot_lists_the_links_of_an_unreachable_tray_as_down(
-    mini_rack: LocalRack, controller: RunningController, stub: controller_pb2_grpc.ControllerStub
+    mini_rack: InProcessRack,
+    controller: RunningController,
+    stub: controller_pb2_grpc.ControllerStub,
 ) -> None:
     await mini_rack.trays.pop("compute-02").stop(grace=0.1)
     await until(lambda: not controller.controller.agents["compute-02"].reachable)
@@ -538,9 +544,9 @@ async def test_the_snapshot_lists_the_links_of_an_unreachable_tray_as_down(
 
 
 async def test_trays_list_their_agents_metrics_address(
-    mini_rack: LocalRack, tmp_path: Path
+    mini_rack: InProcessRack, tmp_path: Path
 ) -> None:
-    rack = await LocalRack.start(
+    rack = await InProcessRack.start(
         mini_rack.topology, training_time=0.01, metrics=lambda tray: "127.0.0.1:0"
     )
     try:

@@ -15,15 +15,15 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from mqtt_broker import Mosquitto, free_port
-from racks import until
 
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.controller.main import RunningController, serve_controller
 from fusionrack.emulator import PartitionHealth, Topology, load_manifest
 from fusionrack.emulator.topology import tray_port_span
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
+from tests.support.inprocess_racks import until
+from tests.support.mqtt_broker import Mosquitto, free_port
 
 from .conftest import locations
 from .test_metrics_http import fetch
@@ -79,7 +79,7 @@ async def next_event(client: aiomqtt.Client, kind: str) -> tuple[str, dict[str, 
 
 @pytest.fixture
 async def mirrored(
-    mini_rack: LocalRack, tmp_path: Path, mosquitto: Mosquitto
+    mini_rack: InProcessRack, tmp_path: Path, mosquitto: Mosquitto
 ) -> AsyncIterator[RunningController]:
     # A partition document left on the broker by an earlier run that never cleared it.
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
@@ -198,7 +198,7 @@ async def test_partitions_and_groups_are_mirrored_as_events_and_retained_state(
 
 
 async def test_a_lost_tray_is_mirrored_as_component_and_health_events(
-    mirrored: RunningController, mini_rack: LocalRack, mosquitto: Mosquitto
+    mirrored: RunningController, mini_rack: InProcessRack, mosquitto: Mosquitto
 ) -> None:
     seen: dict[str, dict[str, Any]] = {}
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as live:
@@ -223,7 +223,9 @@ async def test_a_lost_tray_is_mirrored_as_component_and_health_events(
     assert found[topic]["health_reason"]
 
 
-async def test_a_missing_broker_never_blocks_a_change(mini_rack: LocalRack, tmp_path: Path) -> None:
+async def test_a_missing_broker_never_blocks_a_change(
+    mini_rack: InProcessRack, tmp_path: Path
+) -> None:
     addresses = {name: mini_rack.address(name) for name in mini_rack.trays}
     running = await serve_controller(
         mini_rack.topology,

@@ -29,15 +29,12 @@ from typing import Any
 import aiomqtt
 import grpc
 import pytest
-from etcd_server import Etcd
-from mqtt_broker import Mosquitto
-from racks import running_rack
 
 from fusionrack import wire
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.certs import make_rack_certificates
-from fusionrack.controller.etcd import EtcdClient
-from fusionrack.controller.etcdstore import EtcdStore
+from fusionrack.controller.etcd_client import EtcdClient
+from fusionrack.controller.store.etcd import EtcdStore
 from fusionrack.emulator import FabricConfig, Topology
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import (
@@ -47,7 +44,11 @@ from fusionrack.v1 import (
     switch_pb2,
     switch_pb2_grpc,
 )
-from integration.test_controller_storm import (
+from tests.support.etcd_server import Etcd
+from tests.support.inprocess_racks import running_rack
+from tests.support.mqtt_broker import Mosquitto
+
+from .test_controller_storm import (
     REFUSED,
     UNKNOWN,
     Client,
@@ -64,7 +65,9 @@ FAILOVER_TARGET = 3.0  # s from the kill to a standby leading
 class EtcdController:
     """One `fusion-controller --store etcd://...` of the rack, started, killed, paused."""
 
-    def __init__(self, name: str, rack: LocalRack, etcd: Etcd, scratch: Path, address: str) -> None:
+    def __init__(
+        self, name: str, rack: InProcessRack, etcd: Etcd, scratch: Path, address: str
+    ) -> None:
         self.name, self.rack, self.etcd, self.address = name, rack, etcd, address
         self.log = scratch / f"controller-{name}.log"
         self.secret = scratch / "rack.secret"
@@ -107,12 +110,14 @@ class EtcdController:
 
 
 @pytest.fixture
-async def rack(mini: Topology) -> AsyncIterator[LocalRack]:
+async def rack(mini: Topology) -> AsyncIterator[InProcessRack]:
     async with running_rack(mini) as running:
         yield running
 
 
-def controllers_of(rack: LocalRack, etcd: Etcd, scratch: Path, *names: str) -> list[EtcdController]:
+def controllers_of(
+    rack: InProcessRack, etcd: Etcd, scratch: Path, *names: str
+) -> list[EtcdController]:
     """Controllers of `rack` named `names`, each on its own free port."""
     base = free_port_range(len(names))
     return [
@@ -121,7 +126,7 @@ def controllers_of(rack: LocalRack, etcd: Etcd, scratch: Path, *names: str) -> l
     ]
 
 
-async def domain(controller: EtcdController, rack: LocalRack) -> controller_pb2.DomainState:
+async def domain(controller: EtcdController, rack: InProcessRack) -> controller_pb2.DomainState:
     async with open_channel(controller.address, credentials=rack.credentials()) as channel:
         answer = await controller.stub(channel).GetDomain(
             controller_pb2.GetDomainRequest(), timeout=0.5
@@ -130,7 +135,7 @@ async def domain(controller: EtcdController, rack: LocalRack) -> controller_pb2.
 
 
 async def leader_of(
-    controllers: list[EtcdController], rack: LocalRack, timeout: float = 30.0
+    controllers: list[EtcdController], rack: InProcessRack, timeout: float = 30.0
 ) -> tuple[EtcdController, float]:
     """The controller that says it leads, once every live one is ready (reaches every agent,
     no stale switch tray); and when it first said so."""
@@ -156,7 +161,7 @@ async def leader_of(
     raise AssertionError(f"no controller led and was ready in {timeout} s:\n{logs}")
 
 
-async def first_to_lead(candidates: list[EtcdController], rack: LocalRack) -> float:
+async def first_to_lead(candidates: list[EtcdController], rack: InProcessRack) -> float:
     """When the first of `candidates` says it leads (polled every 10 ms)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -198,7 +203,7 @@ async def storm(client: Client, stub: Any, stop: asyncio.Event, tally: Tally) ->
             client.answered.append((call, answer.SerializeToString()))
 
 
-async def switches_agree(rack: LocalRack, etcd: Etcd, epoch: int) -> None:
+async def switches_agree(rack: InProcessRack, etcd: Etcd, epoch: int) -> None:
     """Until every switch tray runs the generation and tables of the desired state in etcd,
     under `epoch`, with nothing staged."""
     topology = rack.topology
@@ -251,7 +256,7 @@ async def check_everything(
 
 
 async def test_the_leader_killed_in_a_storm_a_standby_leads_within_3_s_and_loses_nothing(
-    rack: LocalRack, etcd: Etcd, tmp_path: Path
+    rack: InProcessRack, etcd: Etcd, tmp_path: Path
 ) -> None:
     seed = int(os.environ.get("STORM_SEED", random.randrange(1 << 30)))
     print(f"storm seed {seed} (STORM_SEED={seed} repeats it)")
@@ -326,7 +331,7 @@ async def test_the_leader_killed_in_a_storm_a_standby_leads_within_3_s_and_loses
 
 
 async def test_a_paused_leader_resumes_deposed_and_changes_nothing(
-    rack: LocalRack, etcd: Etcd, mosquitto: Mosquitto, tmp_path: Path
+    rack: InProcessRack, etcd: Etcd, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     both = controllers_of(rack, etcd, tmp_path, "one", "two")
     status_topic = "fusionrack/mini/controller/status"
@@ -424,7 +429,7 @@ async def subscribed(channel: grpc.aio.Channel, kinds: list[int]) -> Any:
 
 
 async def test_with_mqtt_only_the_leader_speaks_for_the_rack_and_a_standby_streams_its_changes(
-    rack: LocalRack, etcd: Etcd, mosquitto: Mosquitto, tmp_path: Path
+    rack: InProcessRack, etcd: Etcd, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     trio = controllers_of(rack, etcd, tmp_path, "one", "two", "three")
     status_topic = "fusionrack/mini/controller/status"
@@ -541,7 +546,7 @@ async def test_with_mqtt_only_the_leader_speaks_for_the_rack_and_a_standby_strea
 
 
 async def test_over_tls_to_an_etcd_that_asks_for_client_certificates(
-    rack: LocalRack, tmp_path: Path
+    rack: InProcessRack, tmp_path: Path
 ) -> None:
     tls = tmp_path / "tls"
     make_rack_certificates(tls, "mini", [("etcd", "switch")], hosts=["127.0.0.1"])

@@ -11,12 +11,12 @@ from pathlib import Path
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from racks import in_charge, until
 
-from fusionrack.agent.rack import LocalRack, serve_tray
+from fusionrack.agent.serving import InProcessRack, serve_tray
 from fusionrack.controller.main import RunningController, serve_controller
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc
+from tests.support.inprocess_racks import in_charge, until
 
 from .test_metrics_http import CONTENT_TYPE, fetch
 
@@ -59,7 +59,7 @@ def provisioned(samples: Samples, outcome: str) -> float:
 
 
 @pytest.fixture
-async def running(mini_rack: LocalRack, tmp_path: Path) -> AsyncIterator[RunningController]:
+async def running(mini_rack: InProcessRack, tmp_path: Path) -> AsyncIterator[RunningController]:
     addresses = {name: mini_rack.address(name) for name in mini_rack.trays}
     served = await serve_controller(
         mini_rack.topology,
@@ -166,7 +166,7 @@ async def test_partitions_provisioning_agents_and_identity(
 
 
 async def test_a_lost_switch_tray_shows_as_agent_down_degraded_health_and_a_repair(
-    running: RunningController, stub: controller_pb2_grpc.ControllerStub, mini_rack: LocalRack
+    running: RunningController, stub: controller_pb2_grpc.ControllerStub, mini_rack: InProcessRack
 ) -> None:
     await stub.CreatePartition(controller_pb2.CreatePartitionRequest(name="p", count=1))
     old = mini_rack.trays.pop("switch-2")

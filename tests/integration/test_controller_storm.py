@@ -1,7 +1,7 @@
 """The controller killed -9 in a storm of changes, 20 times over, on one state file: nothing it
 acknowledged is lost, nothing is half-applied, and the fabric ends as its desired state says.
 
-The agents of a mini rack run in this process (`LocalRack`); the controller is a real
+The agents of a mini rack run in this process (`InProcessRack`); the controller is a real
 `fusion-controller` process. Several clients change the rack concurrently, each owning what it
 changes (the partitions of one compute tray's accelerators with their groups and traffic
 sessions, or a few links to drain), so each keeps an exact model of its part of the desired
@@ -33,10 +33,9 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.message import Message
-from racks import running_rack
 
 from fusionrack import wire
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.emulator import FabricConfig, Topology
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import (
@@ -46,6 +45,7 @@ from fusionrack.v1 import (
     switch_pb2,
     switch_pb2_grpc,
 )
+from tests.support.inprocess_racks import running_rack
 
 CONTROLLER = str(Path(sys.executable).with_name("fusion-controller"))
 ROUNDS = 20
@@ -63,7 +63,7 @@ FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnec
 
 
 @pytest.fixture
-async def storm_rack(mini: Topology) -> AsyncIterator[LocalRack]:
+async def storm_rack(mini: Topology) -> AsyncIterator[InProcessRack]:
     async with running_rack(mini) as rack:
         yield rack
 
@@ -71,7 +71,7 @@ async def storm_rack(mini: Topology) -> AsyncIterator[LocalRack]:
 class ControllerProcess:
     """`fusion-controller` on one state file, started, SIGKILLed and started again."""
 
-    def __init__(self, rack: LocalRack, state: Path, log: Path) -> None:
+    def __init__(self, rack: InProcessRack, state: Path, log: Path) -> None:
         self.rack, self.state, self.log = rack, state, log
         self.process: subprocess.Popen[bytes] | None = None
         self.address = ""
@@ -524,7 +524,7 @@ def desired(state: Path, topology: Topology) -> tuple[int, switch_pb2.SwitchConf
     return config.generation, wire.switch_config(config)
 
 
-async def switches_agree(rack: LocalRack, state: Path) -> None:
+async def switches_agree(rack: InProcessRack, state: Path) -> None:
     """Until every switch tray runs the file's generation with exactly its tables."""
     topology = rack.topology
     deadline = time.monotonic() + 10
@@ -549,7 +549,7 @@ async def switches_agree(rack: LocalRack, state: Path) -> None:
 
 
 async def test_killed_in_a_storm_20_times_the_controller_loses_nothing_it_acknowledged(
-    storm_rack: LocalRack, tmp_path: Path
+    storm_rack: InProcessRack, tmp_path: Path
 ) -> None:
     seed = int(os.environ.get("STORM_SEED", random.randrange(1 << 30)))
     print(f"storm seed {seed} (STORM_SEED={seed} repeats it)")

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.emulator import (
     AtomicOp,
     DataType,
@@ -39,7 +39,7 @@ async def inject(clients: Clients, tray: str, kind: int, target: str) -> str:
 
 
 async def test_ops_between_trays_land_and_every_counter_moves_by_the_bytes(
-    mini_rack: LocalRack, clients: Clients
+    mini_rack: InProcessRack, clients: Clients
 ) -> None:
     memory = clients.memory("compute-01")
     address = fabric_address(3, 8192)  # compute-02/gpu1, from compute-01/gpu0
@@ -98,7 +98,7 @@ async def test_ops_between_trays_land_and_every_counter_moves_by_the_bytes(
     assert (old.old_value.uint_value, again.old_value.uint_value) == (0, 7)
 
 
-async def test_a_local_op_never_touches_a_link(mini_rack: LocalRack, clients: Clients) -> None:
+async def test_a_local_op_never_touches_a_link(mini_rack: InProcessRack, clients: Clients) -> None:
     memory = clients.memory("compute-02")
     await memory.Store(
         memory_pb2.StoreRequest(initiator=2, address=fabric_address(2, 0), data=b"me")
@@ -108,7 +108,7 @@ async def test_a_local_op_never_touches_a_link(mini_rack: LocalRack, clients: Cl
 
 
 async def test_a_down_link_moves_traffic_and_no_link_left_is_unavailable(
-    mini_rack: LocalRack, clients: Clients
+    mini_rack: InProcessRack, clients: Clients
 ) -> None:
     memory = clients.memory("compute-01")
     for plane in range(3):
@@ -132,7 +132,7 @@ async def test_a_down_link_moves_traffic_and_no_link_left_is_unavailable(
 
 
 async def test_a_lost_switch_tray_leaves_the_other_planes(
-    mini_rack: LocalRack, clients: Clients
+    mini_rack: InProcessRack, clients: Clients
 ) -> None:
     await mini_rack.trays.pop("switch-1").stop(grace=0)  # planes 0 and 1 gone
     memory = clients.memory("compute-01")
@@ -146,7 +146,7 @@ async def test_a_lost_switch_tray_leaves_the_other_planes(
 
 
 async def test_cross_partition_ops_are_denied_and_counted(
-    mini_rack: LocalRack, clients: Clients
+    mini_rack: InProcessRack, clients: Clients
 ) -> None:
     config = switch_pb2.SwitchConfig(
         partitions=[
@@ -191,7 +191,9 @@ async def test_cross_partition_ops_are_denied_and_counted(
     assert reply.committed_generation == 1 and len(reply.config.partitions) == 2
 
 
-async def test_multicast_store_ld_reduce_and_red(mini_rack: LocalRack, clients: Clients) -> None:
+async def test_multicast_store_ld_reduce_and_red(
+    mini_rack: InProcessRack, clients: Clients
+) -> None:
     group = common_pb2.MulticastGroup(
         id=5,
         partition_id=1,
@@ -255,7 +257,7 @@ async def test_multicast_store_ld_reduce_and_red(mini_rack: LocalRack, clients: 
 
 
 async def test_atomic_adds_from_every_initiator_sum_exactly(
-    mini_rack: LocalRack, clients: Clients
+    mini_rack: InProcessRack, clients: Clients
 ) -> None:
     word = fabric_address(3, 1024)
     per_client = 50
@@ -322,7 +324,7 @@ async def test_batches_split_by_target_and_keep_order_per_address(clients: Clien
 
 
 async def test_a_packed_batch_over_every_plane_counts_each_share_and_avoids_a_down_port(
-    mini_rack: LocalRack, clients: Clients
+    mini_rack: InProcessRack, clients: Clients
 ) -> None:
     memory = clients.memory("compute-01")
     words = np.array([fabric_address(3, 256 * i) for i in range(64)], np.uint64)
@@ -354,7 +356,7 @@ async def test_a_packed_batch_over_every_plane_counts_each_share_and_avoids_a_do
 
 
 async def test_a_one_plane_batch_turned_away_goes_straight_to_another_plane(
-    mini_rack: LocalRack, clients: Clients
+    mini_rack: InProcessRack, clients: Clients
 ) -> None:
     """Not back to the plane that just failed: one wasted round trip at most."""
     words = np.array([fabric_address(3, 256 * i) for i in range(256)], np.uint64)
@@ -473,7 +475,7 @@ async def test_bad_requests_get_a_clear_status_and_the_agent_lives_on(
 
 
 async def test_a_request_that_does_not_parse_is_invalid_argument_naming_its_type(
-    mini_rack: LocalRack,
+    mini_rack: InProcessRack,
 ) -> None:
     """Bytes that are no valid message, as a unary request, a server stream's request and a
     message on a bidirectional stream: INVALID_ARGUMENT naming the message type (gRPC itself

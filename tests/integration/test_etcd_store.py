@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from etcd_server import Etcd, _free_port
 
 from fusionrack.controller.domain import Controller
-from fusionrack.controller.etcd import EtcdClient, compare_create_revision, put
-from fusionrack.controller.etcdstore import EtcdStore
+from fusionrack.controller.etcd_client import EtcdClient, compare_create_revision, put
 from fusionrack.controller.leadership import NotLeader, leader_key
 from fusionrack.controller.store import Remembered
+from fusionrack.controller.store.etcd import EtcdStore
 from fusionrack.emulator import FailedPrecondition, InvalidArgument, Topology, Unavailable
 from fusionrack.etcdv3 import rpc_pb2
+from tests.support.etcd_server import Etcd, _free_port
 
 CONTROLLER = str(Path(sys.executable).with_name("fusion-controller"))
 KEY = b"/fusionrack/mini/desired-state"

@@ -11,11 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 import numpy as np
 import pytest
-from racks import running_rack, until
 
 from fusionrack.agent.compute import ComputeAgent
 from fusionrack.agent.forward import request_frame
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.emulator import (
     AtomicOp,
     DataType,
@@ -27,6 +26,7 @@ from fusionrack.emulator import (
     packed,
 )
 from fusionrack.v1 import common_pb2, memory_pb2, memory_pb2_grpc, switch_pb2
+from tests.support.inprocess_racks import running_rack, until
 
 from .conftest import Clients
 
@@ -34,13 +34,13 @@ TIMEOUT = 0.5  # the agents' time for one op: short, so that lost answers are qu
 
 
 @pytest.fixture
-async def rack(mini: Topology) -> AsyncIterator[LocalRack]:
+async def rack(mini: Topology) -> AsyncIterator[InProcessRack]:
     async with running_rack(mini, forward_timeout=TIMEOUT) as running:
         yield running
 
 
 @pytest.fixture
-async def clients(rack: LocalRack) -> AsyncIterator[Clients]:
+async def clients(rack: InProcessRack) -> AsyncIterator[Clients]:
     stubs = Clients(rack)
     yield stubs
     await stubs.close()
@@ -51,7 +51,7 @@ def memory(clients: Clients) -> memory_pb2_grpc.MemoryStub:
     return clients.memory("compute-01")
 
 
-def word_through(rack: LocalRack, switch: str) -> int:
+def word_through(rack: InProcessRack, switch: str) -> int:
     """A word of compute-02/gpu1 (accelerator 3) whose ops from accelerator 0 cross `switch`."""
     usable = np.ones(rack.topology.links_per_accelerator, bool)
     for offset in range(0, 1 << 20, 256):
@@ -61,7 +61,7 @@ def word_through(rack: LocalRack, switch: str) -> int:
     raise AssertionError(f"no word crosses {switch}")
 
 
-def hang(rack: LocalRack, switch: str, tray: str) -> Callable[[], None]:
+def hang(rack: InProcessRack, switch: str, tray: str) -> Callable[[], None]:
     """Make `switch` stop reading the stream `tray` opened to it; returns the resume."""
     transport = rack.agent(switch).peers[tray].stream._transport  # type: ignore[union-attr]
     transport.pause_reading()
@@ -110,7 +110,7 @@ ADDERS = {"unary": add_by_unary, "execute": add_by_execute, "packed": add_by_pac
 
 @pytest.mark.parametrize("how", list(ADDERS))
 async def test_an_op_whose_answer_is_lost_is_applied_once(
-    rack: LocalRack, memory: memory_pb2_grpc.MemoryStub, how: str
+    rack: InProcessRack, memory: memory_pb2_grpc.MemoryStub, how: str
 ) -> None:
     add: Callable[[memory_pb2_grpc.MemoryStub, int], Awaitable[int]] = ADDERS[how]
     address = word_through(rack, "switch-1")
@@ -127,7 +127,7 @@ async def test_an_op_whose_answer_is_lost_is_applied_once(
 
 
 async def test_an_op_lost_on_every_plane_fails_deadline_exceeded_and_applies_at_most_once(
-    rack: LocalRack, memory: memory_pb2_grpc.MemoryStub
+    rack: InProcessRack, memory: memory_pb2_grpc.MemoryStub
 ) -> None:
     address = word_through(rack, "switch-1")
     target: ComputeAgent = rack.agent("compute-02")  # type: ignore[assignment]
@@ -158,7 +158,7 @@ def forwarded_add(sequence: int, epoch: int, address: int) -> switch_pb2.Forward
 
 
 async def test_the_target_answers_a_repeat_from_its_window_and_refuses_an_old_epoch(
-    rack: LocalRack,
+    rack: InProcessRack,
 ) -> None:
     target: ComputeAgent = rack.agent("compute-02")  # type: ignore[assignment]
     peer = target.peers["switch-1"]
@@ -175,7 +175,7 @@ async def test_the_target_answers_a_repeat_from_its_window_and_refuses_an_old_ep
 
 
 async def test_a_multicast_reduce_sent_again_applies_once_at_every_member(
-    rack: LocalRack, memory: memory_pb2_grpc.MemoryStub, clients: Clients
+    rack: InProcessRack, memory: memory_pb2_grpc.MemoryStub, clients: Clients
 ) -> None:
     """The switch keeps the request's identity on the member ops: the answer of one member is
     lost, the op travels again through the other switch tray, and every member (two of them on

@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from faultrig import (
+
+from tests.support.linearizability import check_history
+from tests.support.process_racks import (
     CHAOS_MANIFEST,
     INITIATORS,
     TARGET,
@@ -23,7 +25,6 @@ from faultrig import (
     run_while,
     word_through,
 )
-from linearizability import check_history
 
 
 @pytest.fixture

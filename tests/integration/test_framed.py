@@ -15,7 +15,7 @@ import pytest
 from fusionrack.agent import switch as switch_module
 from fusionrack.agent.forward import request_frame
 from fusionrack.agent.frames import MAX_BACKLOG_BYTES, READ_BYTES, GrpcFrames, TcpFrames, encode
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.agent.switch import SwitchAgent
 from fusionrack.emulator import Topology, Unavailable, fabric_address, packed
 from fusionrack.v1 import memory_pb2, switch_pb2
@@ -23,7 +23,9 @@ from fusionrack.v1 import memory_pb2, switch_pb2
 from .conftest import Clients
 
 
-async def connect(rack: LocalRack, tray: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def connect(
+    rack: InProcessRack, tray: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     host, port = rack.agent(tray).forward_address.rsplit(":", 1)  # type: ignore[attr-defined]
     return await asyncio.open_connection(host, int(port))
 
@@ -53,7 +55,7 @@ async def store_and_load(clients: Clients) -> bytes:
 
 
 async def test_compute_trays_use_the_framed_transport_a_switch_tray_offers(
-    mini_rack: LocalRack, clients: Clients
+    mini_rack: InProcessRack, clients: Clients
 ) -> None:
     endpoint = await clients.switch("switch-1").GetForwardEndpoint(
         switch_pb2.GetForwardEndpointRequest()
@@ -67,7 +69,7 @@ async def test_compute_trays_use_the_framed_transport_a_switch_tray_offers(
 
 
 async def test_without_it_compute_trays_use_the_forward_rpc(mini: Topology) -> None:
-    rack = await LocalRack.start(
+    rack = await InProcessRack.start(
         mini, training_time=0.01, framed=False, unprogrammed="default-partition"
     )
     clients = Clients(rack)
@@ -93,7 +95,7 @@ async def test_without_it_compute_trays_use_the_forward_rpc(mini: Topology) -> N
     ],
 )
 async def test_a_stream_that_is_not_a_compute_tray_is_refused_with_the_reason(  # type: ignore[no-untyped-def]
-    mini_rack: LocalRack, clients: Clients, first, says: str
+    mini_rack: InProcessRack, clients: Clients, first, says: str
 ) -> None:
     digest = mini_rack.topology.manifest.digest
     if first == "no hello":
@@ -126,7 +128,7 @@ async def test_a_stream_that_is_not_a_compute_tray_is_refused_with_the_reason(  
     ids=["oversized", "unparseable"],
 )
 async def test_garbage_ends_that_connection_and_nothing_else(
-    mini_rack: LocalRack, clients: Clients, garbage: bytes
+    mini_rack: InProcessRack, clients: Clients, garbage: bytes
 ) -> None:
     reader, writer = await connect(mini_rack, "switch-2")
     try:
@@ -139,7 +141,7 @@ async def test_garbage_ends_that_connection_and_nothing_else(
 
 
 async def test_a_connection_that_never_says_hello_is_closed(
-    mini_rack: LocalRack, monkeypatch: pytest.MonkeyPatch
+    mini_rack: InProcessRack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(switch_module, "HELLO_SECONDS", 0.2)
     reader, writer = await connect(mini_rack, "switch-1")
@@ -151,7 +153,7 @@ async def test_a_connection_that_never_says_hello_is_closed(
 
 
 async def test_stopping_closes_connections_still_waiting_for_their_hello(
-    mini_rack: LocalRack,
+    mini_rack: InProcessRack,
 ) -> None:
     reader, writer = await connect(mini_rack, "switch-2")
     try:
@@ -163,7 +165,7 @@ async def test_stopping_closes_connections_still_waiting_for_their_hello(
 
 
 async def answer_as_compute_02(
-    rack: LocalRack, request: switch_pb2.ForwardRequest
+    rack: InProcessRack, request: switch_pb2.ForwardRequest
 ) -> switch_pb2.ForwardResponse:
     """The answer of switch-1 to `request` sent on a framed stream admitted as compute-02 (which
     takes compute-02's place until the real tray takes it back)."""
@@ -183,7 +185,7 @@ async def answer_as_compute_02(
 
 
 async def test_a_bad_request_on_an_admitted_stream_is_answered_and_the_stream_lives_on(
-    mini_rack: LocalRack, clients: Clients, caplog: pytest.LogCaptureFixture
+    mini_rack: InProcessRack, clients: Clients, caplog: pytest.LogCaptureFixture
 ) -> None:
     bad = switch_pb2.ForwardRequest(
         request_id=7, initiator=2, target=0, plane=0, packed_ops=b"\0" * 33
@@ -197,7 +199,7 @@ async def test_a_bad_request_on_an_admitted_stream_is_answered_and_the_stream_li
 
 
 async def test_a_compute_tray_speaks_only_for_its_own_accelerators(
-    mini_rack: LocalRack, clients: Clients
+    mini_rack: InProcessRack, clients: Clients
 ) -> None:
     # An admitted tray naming another tray's accelerator as initiator would get past the
     # partition check as that accelerator: the switch knows whose link the op came up.
@@ -258,7 +260,7 @@ def test_a_peer_that_stops_reading_is_cut_once_its_backlog_is_too_long() -> None
 
 
 async def test_agents_on_ipv6_loopback_reach_each_other_on_it(mini: Topology) -> None:
-    rack = await LocalRack.start(
+    rack = await InProcessRack.start(
         mini,
         listen=lambda tray: "[::1]:0",
         training_time=0.01,
@@ -377,7 +379,7 @@ async def test_a_request_the_switch_cannot_pass_on_is_answered_under_its_own_id(
     (answer,) = initiator.sent
     assert answer.response.request_id == 6
     assert answer.response.status.code == grpc.StatusCode.UNAVAILABLE.value[0]
-    await switch.stop_ticker()
+    await switch.stop_tasks()
 
 
 async def test_a_forward_call_closed_mid_write_finishes_that_write_first() -> None:

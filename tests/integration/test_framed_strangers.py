@@ -1,5 +1,5 @@
 """Strangers on a tray's ports, every tray its own process: thousands of connections from a
-process holding no secret (tests/strangers.py) cost the tray no memory it keeps. On a switch
+process holding no secret (tests/support/strangers.py) cost the tray no memory it keeps. On a switch
 tray's framed data plane (`Switch.GetForwardEndpoint`) the rack's own trays still get in
 meanwhile; on the gRPC port, established connections keep working."""
 
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from faultrig import CounterLoad, ProcessRack, active_links, run_while, word_through
 from prometheus_client.parser import text_string_to_metric_families
 
 from fusionrack.agent.metrics import UNAUTHENTICATED_CLOSED_REASONS
@@ -23,8 +22,15 @@ from fusionrack.emulator import Topology, load_manifest
 from fusionrack.emulator.topology import tray_addresses, tray_port_span
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import switch_pb2, switch_pb2_grpc, tray_pb2, tray_pb2_grpc
+from tests.support.process_racks import (
+    CounterLoad,
+    ProcessRack,
+    active_links,
+    run_while,
+    word_through,
+)
 
-STRANGER = Path(__file__).resolve().parents[1] / "strangers.py"
+STRANGER = Path(__file__).resolve().parents[1] / "support" / "strangers.py"
 AGENT = str(Path(sys.executable).with_name("fusion-agent"))
 SWITCH = "switch-1"
 SLACK_MIB = 20  # what the tray may keep of the churn: allocator noise, not connections

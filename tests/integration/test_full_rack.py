@@ -7,12 +7,12 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from racks import running_rack
 
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.emulator import AtomicOp, DataType, Topology, fabric_address
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc
+from tests.support.inprocess_racks import running_rack
 
 
 async def scrape(address: str) -> dict[tuple[str, frozenset], float]:
@@ -43,7 +43,9 @@ async def gb200_rack(gb200: Topology):  # type: ignore[no-untyped-def]
         yield rack
 
 
-async def test_ops_cross_the_whole_rack_and_metrics_tell_the_same(gb200_rack: LocalRack) -> None:
+async def test_ops_cross_the_whole_rack_and_metrics_tell_the_same(
+    gb200_rack: InProcessRack,
+) -> None:
     rack = gb200_rack
     initiator, target = 1, 70  # compute-01/gpu1 -> compute-18/gpu2
     address = fabric_address(target, 4096)

@@ -1,5 +1,5 @@
 """Every RPC of every service fuzzed against a rack of real processes (`fusionctl rack up`,
-tests/fuzzrig.py): no request makes a server fail (UNKNOWN or INTERNAL), hang past its
+tests/support/fuzzer.py): no request makes a server fail (UNKNOWN or INTERNAL), hang past its
 deadline or die; the sentinel words isolation protects and the partition tables stay as they
 should; the agents' memory stays bounded. The quick mode of bench/fuzz.py."""
 
@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faultrig import ProcessRack
-from fuzzrig import FUZZ_MANIFEST, Fuzzer, methods
+
+from tests.support.fuzzer import FUZZ_MANIFEST, Fuzzer, methods
+from tests.support.process_racks import ProcessRack
 
 CASES = 25  # per RPC: the whole test stays well under a minute on two cores
 ABANDONED = 500  # streams of each streaming RPC opened and dropped

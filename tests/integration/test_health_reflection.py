@@ -9,7 +9,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.controller.main import RunningController
 from fusionrack.rpc import open_channel
 
@@ -25,7 +25,7 @@ GARBAGE = b"\x0f\xff\xff"
 
 
 @pytest.fixture(params=list(SERVERS))
-def server(request, mini_rack: LocalRack, controller: RunningController):  # type: ignore[no-untyped-def]
+def server(request, mini_rack: InProcessRack, controller: RunningController):  # type: ignore[no-untyped-def]
     """(name, address) of each kind of server."""
     name = request.param
     return name, controller.server.address if name == "controller" else mini_rack.address(name)

@@ -22,10 +22,10 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from mqtt_broker import Mosquitto, free_port
 
 from fusionrack.agent.mqtt import EventPublisher, parse_mqtt_url
 from fusionrack.v1 import common_pb2, events_pb2
+from tests.support.mqtt_broker import Mosquitto, free_port
 
 T0 = 1_700_000_000.25  # 2023-11-14T22:13:20.25Z
 FAST = {"backoff_initial": 0.05, "backoff_max": 0.2}  # reconnect quickly in tests

@@ -31,12 +31,12 @@ from typing import Any
 import aiomqtt
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from mqtt_broker import Mosquitto
-from racks import running_controller, running_rack, until
 
 from fusionrack.emulator import Topology
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, events_pb2
+from tests.support.inprocess_racks import running_controller, running_rack, until
+from tests.support.mqtt_broker import Mosquitto
 
 from .conftest import locations
 from .test_controller_events import retained

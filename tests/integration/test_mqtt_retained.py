@@ -4,9 +4,9 @@ a real mosquitto: the latest document per topic, clears, and republishing after 
 from __future__ import annotations
 
 import pytest
-from mqtt_broker import Mosquitto
 
 from fusionrack.mqtt import MqttPublisher
+from tests.support.mqtt_broker import Mosquitto
 
 from .test_controller_events import until_retained
 from .test_mqtt import FAST, until

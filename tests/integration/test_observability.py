@@ -24,12 +24,8 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from grafana_panels import panel_queries, variable_queries
-from mqtt_broker import Mosquitto
-from prometheus_server import Prometheus
-from racks import running_controller, running_rack, until
 
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.controller.main import RunningController
 from fusionrack.emulator import fabric_address
 from fusionrack.emulator.topology import Topology
@@ -42,6 +38,10 @@ from fusionrack.v1 import (
     memory_pb2,
     memory_pb2_grpc,
 )
+from tests.support.grafana_panels import panel_queries, variable_queries
+from tests.support.inprocess_racks import running_controller, running_rack, until
+from tests.support.mqtt_broker import Mosquitto
+from tests.support.prometheus_server import Prometheus
 
 from .conftest import locations
 
@@ -54,7 +54,7 @@ FLAPPING_LINK = "compute-01/gpu1/nvlink3"
 
 
 @pytest.fixture
-async def rack(mini: Topology, mosquitto: Mosquitto) -> AsyncIterator[LocalRack]:
+async def rack(mini: Topology, mosquitto: Mosquitto) -> AsyncIterator[InProcessRack]:
     options = {"metrics": lambda tray: "127.0.0.1:0", "dcgm_compat": True, "mqtt": mosquitto.url}
     async with running_rack(mini, **options) as running:
         yield running
@@ -62,7 +62,7 @@ async def rack(mini: Topology, mosquitto: Mosquitto) -> AsyncIterator[LocalRack]
 
 @pytest.fixture
 async def controller(
-    rack: LocalRack, mosquitto: Mosquitto, tmp_path: Path
+    rack: InProcessRack, mosquitto: Mosquitto, tmp_path: Path
 ) -> AsyncIterator[RunningController]:
     state = tmp_path / "state.sqlite"
     async with running_controller(rack, state, metrics="127.0.0.1:0", mqtt=mosquitto.url) as served:
@@ -96,7 +96,7 @@ def prometheus(tmp_path: Path) -> Any:
         server.close()
 
 
-def targets(rack: LocalRack, controller: RunningController) -> list[dict[str, Any]]:
+def targets(rack: InProcessRack, controller: RunningController) -> list[dict[str, Any]]:
     """The file_sd groups `fusionctl rack up` writes (fusionctl/launcher/rack.py, write_targets)."""
     name = rack.topology.name
     groups = [
@@ -125,7 +125,7 @@ def firing(prometheus: Prometheus) -> set[tuple[str, str]]:
     }
 
 
-def modelled_rate(rack: LocalRack, link: str) -> float:
+def modelled_rate(rack: InProcessRack, link: str) -> float:
     """Bytes/s the traffic model has the compute end of `link` carry now."""
     agent = rack.agent(link.split("/")[0])
     hits = agent.traffic.indices == agent.topology.link_named(link).index
@@ -139,7 +139,7 @@ def fault(kind: int, target: str, **spec: Any) -> controller_pb2.InjectFaultRequ
 
 
 async def test_traffic_and_faults_reach_every_panel_and_fire_their_alerts(
-    rack: LocalRack, controller: RunningController, prometheus: Prometheus
+    rack: InProcessRack, controller: RunningController, prometheus: Prometheus
 ) -> None:
     async with open_channel(controller.server.address) as channel:
         stub = controller_pb2_grpc.ControllerStub(channel)

@@ -8,19 +8,19 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from prometheus_server import Prometheus, PrometheusAPI
 
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.emulator import AdminState, FaultKind, Topology
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import common_pb2, tray_pb2_grpc
+from tests.support.prometheus_server import Prometheus, PrometheusAPI
 
 
 @pytest.fixture
-async def scraped_rack(mini: Topology, prometheus: Prometheus) -> AsyncIterator[LocalRack]:
+async def scraped_rack(mini: Topology, prometheus: Prometheus) -> AsyncIterator[InProcessRack]:
     """The mini rack with every tray's /metrics, in the Prometheus fixture's targets file as
     `fusionctl rack up` writes it (labels rack, tray, kind)."""
-    rack = await LocalRack.start(mini, metrics=lambda tray: "127.0.0.1:0", training_time=0.01)
+    rack = await InProcessRack.start(mini, metrics=lambda tray: "127.0.0.1:0", training_time=0.01)
     try:
         await rack.wait_ready()
         prometheus.set_targets(
@@ -51,7 +51,7 @@ def series(p: PrometheusAPI, expr: str) -> list[dict[str, str]]:
 
 
 async def test_series_keep_their_labels_and_link_alerts_tell_a_fault_from_a_drain(
-    scraped_rack: LocalRack, prometheus: Prometheus
+    scraped_rack: InProcessRack, prometheus: Prometheus
 ) -> None:
     """One test, one Prometheus: its targets take ~5 s to be discovered."""
     # honor_labels: an exporter's own `kind` (op kind here) is kept, not renamed exported_kind

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import grpc
 import pytest
-from racks import start_controller
 
 from fusionrack import wire
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.controller.main import RunningController, serve_controller
 from fusionrack.emulator import FailedPrecondition
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, switch_pb2
+from tests.support.inprocess_racks import start_controller
 
 from .conftest import Clients, locations
 
@@ -49,7 +49,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0)
 
 
 async def test_a_change_a_full_disk_cannot_save_is_refused_and_not_made(
-    mini_rack: LocalRack, tmp_path: Path, clients: Clients
+    mini_rack: InProcessRack, tmp_path: Path, clients: Clients
 ) -> None:
     state = tmp_path / "state.sqlite"
     running = await start_controller(mini_rack, state)
@@ -103,7 +103,7 @@ async def test_a_change_a_full_disk_cannot_save_is_refused_and_not_made(
 
 
 async def test_a_drain_a_full_disk_cannot_save_is_undone(
-    mini_rack: LocalRack, tmp_path: Path, clients: Clients
+    mini_rack: InProcessRack, tmp_path: Path, clients: Clients
 ) -> None:
     running = await start_controller(mini_rack, tmp_path / "state.sqlite")
     try:
@@ -140,7 +140,7 @@ async def test_a_drain_a_full_disk_cannot_save_is_undone(
 
 
 async def test_serve_controller_refuses_a_damaged_file_and_leaves_it_alone(
-    mini_rack: LocalRack, tmp_path: Path
+    mini_rack: InProcessRack, tmp_path: Path
 ) -> None:
     state = tmp_path / "state.sqlite"
     running = await start_controller(mini_rack, state)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from racks import running_rack
 
 from fusionrack.emulator import fabric_address
 from fusionrack.emulator.topology import Topology
 from fusionrack.v1 import memory_pb2, switch_pb2
-from integration.conftest import Clients
+from tests.support.inprocess_racks import running_rack
+
+from .conftest import Clients
 
 
 def entries(config: switch_pb2.GetConfigResponse) -> list[tuple[int, list[int]]]:

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from fusionrack.agent.frames import TcpFrames, encode
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.emulator import Topology, fabric_address
 from fusionrack.rpc import TlsFiles, open_channel
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc, switch_pb2
@@ -80,7 +80,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 async def test_the_data_plane_runs_over_mutual_tls(mini: Topology, pki: Path) -> None:
     tls = TlsFiles(pki / "agent.pem", pki / "agent.key", pki / "ca.pem")
-    rack = await LocalRack.start(
+    rack = await InProcessRack.start(
         mini, tls=tls, training_time=0.01, unprogrammed="default-partition"
     )
     try:

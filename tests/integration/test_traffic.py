@@ -16,14 +16,14 @@ from pathlib import Path
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from racks import start_controller, until
 
-from fusionrack.agent.rack import LocalRack, serve_tray
+from fusionrack.agent.serving import InProcessRack, serve_tray
 from fusionrack.controller.main import RunningController
 from fusionrack.controller.metrics import build_controller_registry
 from fusionrack.emulator.topology import Topology
 from fusionrack.rpc import open_channel
 from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, tray_pb2
+from tests.support.inprocess_racks import start_controller, until
 
 from .conftest import Clients, locations
 from .test_metrics_http import fetch
@@ -180,7 +180,7 @@ async def test_a_degraded_link_gains_errors_from_modelled_traffic(
 async def test_prometheus_reads_the_load_as_utilisation_and_the_controller_exports_sessions(
     mini: Topology, tmp_path: Path
 ) -> None:
-    rack = await LocalRack.start(
+    rack = await InProcessRack.start(
         mini, training_time=0.01, metrics=lambda tray: "127.0.0.1:0", dcgm_compat=True
     )
     try:
@@ -194,7 +194,7 @@ async def test_prometheus_reads_the_load_as_utilisation_and_the_controller_expor
         await rack.stop()
 
 
-async def _prometheus_view(rack: LocalRack, running: RunningController) -> None:
+async def _prometheus_view(rack: InProcessRack, running: RunningController) -> None:
     async with open_channel(running.server.address) as channel:
         stub = controller_pb2_grpc.ControllerStub(channel)
         await partition(stub, "train", "compute-01/0", "compute-01/1", "compute-02/0",
@@ -273,7 +273,7 @@ async def _prometheus_view(rack: LocalRack, running: RunningController) -> None:
 
 
 async def test_sessions_survive_a_controller_restart_and_end_with_their_partition(
-    mini_rack: LocalRack, controller: RunningController, tmp_path: Path, clients: Clients
+    mini_rack: InProcessRack, controller: RunningController, tmp_path: Path, clients: Clients
 ) -> None:
     async with open_channel(controller.server.address) as channel:
         stub = controller_pb2_grpc.ControllerStub(channel)
@@ -311,7 +311,7 @@ async def test_sessions_survive_a_controller_restart_and_end_with_their_partitio
 
 
 async def test_a_restarted_agent_gets_its_table_again(
-    mini_rack: LocalRack,
+    mini_rack: InProcessRack,
     controller: RunningController,
     stub: controller_pb2_grpc.ControllerStub,
     clients: Clients,

@@ -7,8 +7,10 @@ import asyncio
 import grpc
 import pytest
 
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
+from fusionrack.agent.switch import SwitchAgent
 from fusionrack.emulator import AdminState, ComponentState, FaultKind, LinkState, TrayKind
+from fusionrack.emulator.topology import Topology
 from fusionrack.v1 import common_pb2, tray_pb2
 
 from .conftest import Clients
@@ -19,7 +21,7 @@ def ref(name: str) -> common_pb2.ComponentRef:
 
 
 async def test_inventory_names_the_tray_its_hardware_and_its_links(
-    mini_rack: LocalRack, clients: Clients
+    mini_rack: InProcessRack, clients: Clients
 ) -> None:
     compute = await clients.tray("compute-02").GetInventory(tray_pb2.GetInventoryRequest())
     assert compute.tray.name == "compute-02" and compute.tray.kind == TrayKind.COMPUTE
@@ -43,7 +45,7 @@ async def test_inventory_names_the_tray_its_hardware_and_its_links(
     assert [p.index for p in switch.tray.switch_chips[0].ports] == [0, 1, 2, 3]
 
 
-async def test_faults_change_status_and_clear(mini_rack: LocalRack, clients: Clients) -> None:
+async def test_faults_change_status_and_clear(mini_rack: InProcessRack, clients: Clients) -> None:
     tray = clients.tray("compute-01")
     injected = await tray.InjectFault(
         common_pb2.InjectFaultRequest(
@@ -70,7 +72,7 @@ async def test_faults_change_status_and_clear(mini_rack: LocalRack, clients: Cli
 
 
 async def test_a_counted_flap_is_no_longer_active_once_it_is_over(
-    mini_rack: LocalRack, clients: Clients
+    mini_rack: InProcessRack, clients: Clients
 ) -> None:
     tray = clients.tray("compute-01")
     spec = common_pb2.FaultSpec(
@@ -93,7 +95,9 @@ async def test_a_counted_flap_is_no_longer_active_once_it_is_over(
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_a_drained_tray_takes_its_links_out(mini_rack: LocalRack, clients: Clients) -> None:
+async def test_a_drained_tray_takes_its_links_out(
+    mini_rack: InProcessRack, clients: Clients
+) -> None:
     tray = clients.tray("switch-1")
     response = await tray.SetAdminState(
         common_pb2.SetAdminStateRequest(target=ref("switch-1"), admin_state=AdminState.DOWN)
@@ -208,3 +212,22 @@ async def test_bad_faults_are_refused_by_name(clients: Clients, spec, code, says
             common_pb2.ClearFaultRequest(fault_id="compute-01/42")
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_agents_tickers_are_its_named_tasks_and_end_with_it(mini: Topology) -> None:
+    """The link ticker runs while a flap fault changes links with time alone, the traffic
+    ticker while a rate table is in force; both stop with the agent and never start again."""
+    agent = SwitchAgent(mini, "switch-1")
+    link = mini.links[agent.link_indices[0]]
+    here = common_pb2.LinkRef(accelerator=link.accelerator, link=link.plane)
+    agent.set_traffic(
+        tray_pb2.SetTrafficRequest(
+            generation=1, links=[tray_pb2.LinkTraffic(link=here, up_bytes_per_second=1e9)]
+        )
+    )
+    agent.inject(common_pb2.FaultSpec(kind=FaultKind.LINK_FLAP, target=ref(link.name)))
+    assert sorted(agent.tasks.names()) == ["link-ticker", "traffic-ticker"]
+    await agent.stop()
+    assert agent.tasks.names() == []
+    agent.inject(common_pb2.FaultSpec(kind=FaultKind.LINK_FLAP, target=ref(link.name)))
+    assert agent.tasks.names() == []  # a stopped agent starts no loop

@@ -1,25 +1,14 @@
-"""`bench/core.py --quick` runs and prints its figures (speed itself is not asserted here)."""
+"""`python -m bench.core --quick` runs and prints its figures (speed is not asserted)."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "core.py"
+from tests.support.benchmarks import run_bench
 
 
 def test_quick_bench_prints_every_figure_with_its_baseline_and_verdict():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_bench("core", "--quick", timeout=120)
     assert out.returncode == 0, out.stderr
     text = out.stdout
     rate = r"\d+\.\d+ M/s"

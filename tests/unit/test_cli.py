@@ -28,7 +28,7 @@ def test_check_accepts_a_preset() -> None:
 
 def test_check_names_the_bad_field_and_exits_1(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    text = Path(__file__).parents[2].joinpath("deploy/racks/mini.yaml").read_text()
+    text = Path(__file__).parents[2].joinpath("deploy/presets/mini.yaml").read_text()
     path.write_text(text.replace("ports_per_switch_chip: 8", "ports_per_switch_chip: 2"))
     result = run("manifest", "check", str(path))
     assert result.returncode == 1

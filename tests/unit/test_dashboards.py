@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
-from grafana_panels import (
+
+from tests.support.grafana_panels import (
     DASHBOARDS,
     GRAFANA,
     PROMETHEUS_SERIES,

@@ -3,7 +3,7 @@ file, MQTT, DCGM view, monitor labels), rendered as `kubectl apply -k` would (no
 
 * every object is valid against Kubernetes' own OpenAPI schemas (kubernetes-validate, strict:
   an unknown field is an error) of the oldest and newest versions we claim, and the Prometheus
-  Operator objects against the CRD fields tests/kube_render.py describes;
+  Operator objects against the CRD fields tests/support/kube_render.py describes;
 * every container's command line is one `fusion-agent` / `fusion-controller` accept (their own
   argparse parsers), every address in it reaches, through a Service and its ports, the
   declared container port of the very tray it names, every file it reads is in a mounted
@@ -36,12 +36,12 @@ from typing import Any
 
 import pytest
 import yaml
-from kube_render import Schemas, load_all, render
 
 from fusionrack.agent.main import build_parser as agent_parser
 from fusionrack.auth import read_secret_file, read_tokens
 from fusionrack.controller.main import build_parser as controller_parser
 from fusionrack.emulator import Topology, TrayKind, load_manifest
+from tests.support.kube_render import Schemas, load_all, render
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -93,7 +93,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--rack",
         "lab-a=mini",
         "--rack",
-        f"lab-b={ROOT / 'deploy' / 'racks' / 'mini.yaml'}",
+        f"lab-b={ROOT / 'deploy' / 'presets' / 'mini.yaml'}",
         "--mqtt",
         "mqtt://mosquitto.broker.svc:1883",
         "--dcgm-compat",
@@ -599,7 +599,7 @@ def test_a_fleet_of_ones_own_carries_its_options(rendered: dict[str, Objects]) -
     assert by_rack["lab-b"].args.manifest.startswith("/")  # type: ignore[union-attr]
     configmap = find(custom, "ConfigMap", "fusionrack-lab-b", "fusionrack-manifest")
     assert configmap is not None
-    assert configmap["data"]["rack.yaml"] == (ROOT / "deploy" / "racks" / "mini.yaml").read_text()
+    assert configmap["data"]["rack.yaml"] == (ROOT / "deploy" / "presets" / "mini.yaml").read_text()
     for pod in pods(custom):
         assert pod.args is not None and pod.args.mqtt == "mqtt://mosquitto.broker.svc:1883"
         if pod.program == "fusion-agent":

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from conftest import BuiltWheel
+    from tests.conftest import BuiltWheel
 
 ROOT = Path(__file__).resolve().parents[2]
 BARE = {"agent", "controller", "emulator", "fusionctl", "runtime"}
@@ -41,7 +41,9 @@ def imports(folder: str) -> list[tuple[str, str]]:
 def test_nothing_imports_bare_packages() -> None:
     bad = [
         (folder, file, module)
-        for folder in ("emulator", "agent", "controller", "fusionctl", "runtime")
+        # tests/ and bench/ too: they run with the repository root on sys.path (tests.support,
+        # python -m bench.NAME), where a bare `import agent` would work by accident.
+        for folder in ("emulator", "agent", "controller", "fusionctl", "runtime", "tests", "bench")
         for file, module in imports(folder)
         if module.split(".")[0] in BARE
     ]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fusionrack.auth import CONTROLLER_RULES, Access
-from fusionrack.controller.etcd import parse_etcd_url, range_of
+from fusionrack.controller.etcd_client import parse_etcd_url, range_of
 from fusionrack.controller.service import ControllerServicer
 from fusionrack.emulator import InvalidArgument
 

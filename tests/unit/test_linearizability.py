@@ -1,5 +1,5 @@
-"""The linearizability checker (tests/linearizability.py) accepts what a correct memory can do
-and rejects what it cannot: stale reads, lost updates, an atomic applied twice, a CAS that
+"""The linearizability checker (tests/support/linearizability.py) accepts what a correct memory
+can do and rejects what it cannot: stale reads, lost updates, an atomic applied twice, a CAS that
 could not have succeeded, each named by its address."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from linearizability import MASK, Op, _step, check_history
+
+from tests.support.linearizability import MASK, Op, _step, check_history
 
 KINDS = ("load", "store", "cas", "fetch_add")
 

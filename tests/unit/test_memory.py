@@ -41,11 +41,7 @@ from fusionrack.emulator.memory import (
     Store,
 )
 from fusionrack.emulator.packed_executor import execute_packed
-
-try:
-    from .memory_reference import ALLOWED, FORMAT, RANGE, WIDTH, ReferenceMemory, f32
-except ImportError:
-    from memory_reference import ALLOWED, FORMAT, RANGE, WIDTH, ReferenceMemory, f32
+from tests.support.memory_reference import ALLOWED, FORMAT, RANGE, WIDTH, ReferenceMemory, f32
 
 GiB = 1 << 30
 BIG = 192 * GiB
@@ -406,10 +402,7 @@ def test_mapping_failure_is_resource_exhausted_with_advice():
             print(e.code.name, "|", e.message)
         """
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     name, message = out.stdout.split("|", 1)
     assert name.strip() == "RESOURCE_EXHAUSTED"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from conftest import BuiltWheel
+    from tests.conftest import BuiltWheel
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def test_the_wheel_carries_every_file_rack_up_reads(unpacked_wheel: BuiltWheel) 
         names = set(archive.namelist())
     # Folder in the wheel: its source folder, and the files of it that must be there.
     shipped = {
-        "fusionrack/racks": (ROOT / "deploy" / "racks", ("*.yaml",)),
+        "fusionrack/presets": (ROOT / "deploy" / "presets", ("*.yaml",)),
         "fusionrack/prometheus": (
             ROOT / "deploy" / "prometheus",
             ("prometheus.yml", "rules/*.yml"),
@@ -59,7 +59,9 @@ def test_the_wheel_installs_one_namespace_with_stubs_and_presets(
         "fusionrack/emulator/topology.py",
         "fusionrack/agent/__init__.py",
         "fusionrack/fusionctl/main.py",
-        "fusionrack/racks/gb200-nvl72.yaml",
+        "fusionrack/controller/store/sqlite.py",
+        "fusionrack/controller/store/etcd.py",
+        "fusionrack/presets/gb200-nvl72.yaml",
         "fusionrack/prometheus/prometheus.yml",
         "fusionrack/prometheus/rules/recording.yml",
         "fusionrack/prometheus/rules/alerts.yml",
@@ -71,6 +73,7 @@ def test_the_wheel_installs_one_namespace_with_stubs_and_presets(
     # Import from the unpacked wheel, not from the source tree: presets must come along.
     probe = (
         "import fusionrack.emulator, fusionrack.agent, fusionrack.fusionctl.main, fusionrack.v1\n"
+        "import fusionrack.controller.main\n"
         "from fusionrack.emulator.manifest import load_manifest\n"
         "from fusionrack.fusionctl.launcher.prometheus import render_config\n"
         "print(fusionrack.emulator.__file__)\n"

@@ -36,11 +36,7 @@ from fusionrack.emulator.packed import (
     unpack_results,
 )
 from fusionrack.emulator.packed_executor import execute_packed
-
-try:
-    from .memory_reference import ALLOWED, WIDTH, ReferenceMemory
-except ImportError:
-    from memory_reference import ALLOWED, WIDTH, ReferenceMemory
+from tests.support.memory_reference import ALLOWED, WIDTH, ReferenceMemory
 
 GiB = 1 << 30
 BIG = 192 * GiB

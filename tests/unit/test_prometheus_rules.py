@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 import yaml
-from grafana_panels import RECORDING_RULES  # the dashboards query these by name
-from prometheus_server import PrometheusMissing, find_binary
 
 from fusionrack.emulator import InvalidArgument, Topology
 from fusionrack.fusionctl.launcher.plan import RackPlan, target_groups, write_targets
 from fusionrack.fusionctl.launcher.prometheus import config_dir, render_config
+from tests.support.grafana_panels import RECORDING_RULES  # the dashboards query these by name
+from tests.support.prometheus_server import PrometheusMissing, find_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "prometheus"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fusionrack.controller.store import KEEP_SECONDS, SCHEMA_VERSION, Remembered, StateStore
+from fusionrack.controller.store import KEEP_SECONDS, Remembered
+from fusionrack.controller.store.sqlite import SCHEMA_VERSION, StateStore
 from fusionrack.emulator import FailedPrecondition, InvalidArgument
 
 DOC = {"rack": "mini", "generation": 3, "partitions": [{"id": 1, "name": "p", "members": [0, 1]}]}
@@ -56,7 +57,8 @@ def test_document_and_idempotency_record_survive_sigkill(tmp_path: Path) -> None
     path = tmp_path / "state.db"
     code = f"""
 import os, signal
-from fusionrack.controller.store import Remembered, StateStore
+from fusionrack.controller.store import Remembered
+from fusionrack.controller.store.sqlite import StateStore
 store = StateStore({str(path)!r})
 done = Remembered("k1", "CreatePartition", "ab" * 16, b"resp", {time.time()!r})
 store.save({DOC!r}, remember=done)

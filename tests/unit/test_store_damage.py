@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from fusionrack.controller.domain import Controller
-from fusionrack.controller.store import Remembered, StateStore, _document_checksum
-from fusionrack.controller.stores import SqliteStore
+from fusionrack.controller.store import Remembered
+from fusionrack.controller.store.sqlite import SqliteStore, StateStore, _document_checksum
 from fusionrack.emulator import FabricConfig, FailedPrecondition, Topology
 
 CONTROLLER = str(Path(sys.executable).with_name("fusion-controller"))
@@ -62,7 +62,8 @@ def killed_store(path: Path, mini: Topology) -> dict[str, Any]:
     saved = document(mini)
     code = f"""
 import os, signal, time
-from fusionrack.controller.store import Remembered, StateStore, _document_checksum
+from fusionrack.controller.store import Remembered
+from fusionrack.controller.store.sqlite import StateStore, _document_checksum
 store = StateStore({str(path)!r})
 for i in range(60):
     done = Remembered(f"key-{{i}}", "CreatePartition", "ab" * 16, b"answer" * 20, time.time())
@@ -120,7 +121,7 @@ def test_a_log_reused_after_a_checkpoint_opens_with_its_latest_state(
     path = tmp_path / "state.sqlite"
     code = f"""
 import os, signal
-from fusionrack.controller.store import StateStore
+from fusionrack.controller.store.sqlite import StateStore
 store = StateStore({str(path)!r})
 for i in range(80):
     store.save({{"rack": "mini", "generation": i, "partitions": ["x" * 3000] * (i % 3)}})

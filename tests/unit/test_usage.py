@@ -68,7 +68,7 @@ def walk(
 
 
 def script(path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """A benchmark or script of the repository, imported as its directory runs it."""
+    """A script of the repository, imported as `python scripts/NAME.py` runs it."""
     monkeypatch.syspath_prepend(str(path.parent))
     spec = importlib.util.spec_from_file_location(f"_usage_{path.parent.name}_{path.stem}", path)
     assert spec is not None and spec.loader is not None
@@ -82,10 +82,16 @@ PROGRAMS = {
     "fusionctl": lambda _: fusionctl_main,
     "fusion-agent": lambda _: agent_main,
     "fusion-controller": lambda _: controller_main,
+    # A benchmark as `python -m bench.NAME` imports it (the repository root is on sys.path).
     **{
-        f"{path.parent.name}/{path.name}": (lambda mp, path=path: script(path, mp).main)
-        for folder in ("bench", "scripts")
-        for path in sorted((ROOT / folder).glob("*.py"))
+        f"bench/{path.name}": (
+            lambda _, name=path.stem: importlib.import_module(f"bench.{name}").main
+        )
+        for path in sorted((ROOT / "bench").glob("[!_]*.py"))
+    },
+    **{
+        f"scripts/{path.name}": (lambda mp, path=path: script(path, mp).main)
+        for path in sorted((ROOT / "scripts").glob("*.py"))
     },
 }
 

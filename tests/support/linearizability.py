@@ -11,7 +11,8 @@ The search (`_check_address`) walks the ops in time order, linearizing an op who
 before every pending return when the model accepts its result, and backtracking otherwise; a
 cache of (ops linearized, word value) seen before cuts off every branch that repeats one.
 
-Records are anything with the fields of `Op` (tests/faultrig.py's `RegisterOp` has them).
+Records are anything with the fields of `Op` (`tests.support.process_racks.RegisterOp` has
+them).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def render(directory: Path) -> list[dict[str, Any]]:
     """The objects `kubectl apply -k directory` applies (in kustomize's order of resources)."""
     (kustomization,) = load_all((directory / "kustomization.yaml").read_text())
     unknown = set(kustomization) - KUSTOMIZATION_KEYS
-    assert not unknown, f"{directory}: kustomize features tests/kube_render.py lacks: {unknown}"
+    assert not unknown, f"{directory}: kustomize features kube_render lacks: {unknown}"
     assert kustomization["kind"] == "Kustomization"
     objects: list[dict[str, Any]] = []
     for resource in kustomization.get("resources", []):

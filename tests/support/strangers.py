@@ -1,7 +1,7 @@
 """A stranger to the rack, as a process of its own: it holds no secret and opens and closes TCP
 connections to one port in rounds, as fast as it can (tests/integration/test_framed_strangers.py).
 
-    python tests/strangers.py HOST:PORT [--per-round N] [--hold SECONDS] [--rounds N]
+    python tests/support/strangers.py HOST:PORT [--per-round N] [--hold SECONDS] [--rounds N]
 
 Each round opens `--per-round` connections, one after another; they take turns at five ways of
 behaving: say nothing, send bytes that are not a frame, announce a frame of 4 GiB, send a hello

@@ -1,29 +1,60 @@
-"""Where the controller keeps its desired state: the interface, and SQLite behind it.
+"""Where the controller keeps its desired state: what every store offers, and what they share.
 
 Two stores hold the same things (the desired-state document, and the answer to every request
 made with an idempotency key) with the same guarantees (a document and its request's record
 saved together or not at all; a damaged or foreign store refused with FailedPrecondition, never
 read as "nothing"):
 
-* `SqliteStore`: one local file (`store.StateStore`), the default; one controller per rack;
-* `etcdstore.EtcdStore`: a key prefix in etcd, shared by the rack's two or three controllers,
+* `sqlite.SqliteStore`: one local file (`sqlite.StateStore`), the default; one controller per
+  rack;
+* `etcd.EtcdStore`: a key prefix in etcd, shared by the rack's two or three controllers,
   of which only the leader writes (every write is conditioned on its leadership).
 
 The controller calls them through `DesiredStateStore`, asynchronously (etcd is across a
-network; SQLite answers at once).
+network; SQLite answers at once). Both keep `Remembered` answers for `KEEP_SECONDS` and the
+document as `document_text` writes it. The stores import this module, never each other.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from fusionrack.emulator import FailedPrecondition
+from fusionrack.emulator import FailedPrecondition, InvalidArgument
 
-from .store import Remembered, StateStore
+__all__ = ["KEEP_SECONDS", "DesiredStateStore", "Remembered", "document_text"]
 
-__all__ = ["DesiredStateStore", "SqliteStore"]
+KEEP_SECONDS = 24 * 3600  # how long an idempotency key is honoured
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """The response given to one request made with an idempotency key."""
+
+    key: str
+    method: str  # e.g. "CreatePartition"
+    request_digest: str  # hex digest of the request with the key cleared (computed by the caller)
+    response: bytes  # serialized protobuf response
+    created: float  # unix seconds
+
+    def __post_init__(self) -> None:
+        # An empty key means "no idempotency"; storing it would make unrelated requests collide.
+        if not self.key:
+            raise InvalidArgument("an idempotency key must not be empty")
+
+
+def document_text(document: dict[str, Any]) -> str:
+    """A desired-state document as the stores keep it (canonical JSON); InvalidArgument if it
+    lacks its rack or generation or is not JSON."""
+    missing = [key for key in ("rack", "generation") if key not in document]
+    if missing:
+        raise InvalidArgument(f"a desired-state document needs the keys {missing}")
+    try:
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"the desired-state document is not JSON-able ({exc})") from exc
 
 
 class DesiredStateStore(Protocol):
@@ -85,52 +116,3 @@ class DesiredStateStore(Protocol):
     async def close(self) -> None:
         """Let go of the store; a second call does nothing."""
         ...
-
-
-class SqliteStore:
-    """`store.StateStore` (one SQLite file) as a `DesiredStateStore`."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.file = StateStore(path)
-
-    @property
-    def where(self) -> str:
-        return str(self.file.path)
-
-    @property
-    def location(self) -> str:
-        return str(self.file.path)
-
-    @property
-    def shared(self) -> bool:
-        return False
-
-    def refusal(
-        self, problem: str, remedy: str = "", *, damaged: bool = True
-    ) -> FailedPrecondition:
-        return self.file.refusal(problem, remedy, damaged=damaged)
-
-    async def load(self, rack: str) -> dict[str, Any] | None:
-        return self.file.load(rack)
-
-    async def save(self, document: dict[str, Any], *, remember: Remembered | None = None) -> None:
-        self.file.save(document, remember=remember)
-
-    async def remembered(self, key: str, method: str, request_digest: str) -> bytes | None:
-        return self.file.remembered(key, method, request_digest)
-
-    async def remember(self, entry: Remembered) -> None:
-        self.file.remember(entry)
-
-    async def prune(self, now: float) -> int:
-        return self.file.prune(now)
-
-    def fence(self, epoch: int) -> None:
-        """One controller, one file: nobody to fence out."""
-
-    async def documents(self) -> AsyncIterator[dict[str, Any]]:
-        return
-        yield  # an async generator that ends at once
-
-    async def close(self) -> None:
-        self.file.close()

@@ -38,7 +38,7 @@ from fusionrack.emulator import FailedPrecondition, InvalidArgument, Unavailable
 from fusionrack.etcdv3 import kv_pb2, rpc_pb2
 from fusionrack.rpc import TlsFiles
 
-from .etcd import (
+from ..etcd_client import (
     EtcdClient,
     EtcdUnavailable,
     compare_create_revision,
@@ -46,8 +46,8 @@ from .etcd import (
     range_of,
     wait_reachable,
 )
-from .leadership import NotLeader, leader_key
-from .store import KEEP_SECONDS, Remembered, document_text
+from ..leadership import NotLeader, leader_key
+from . import KEEP_SECONDS, Remembered, document_text
 
 __all__ = ["DOCUMENT_FORMAT", "FORMAT_VERSION", "RECORD_FORMAT", "EtcdStore"]
 

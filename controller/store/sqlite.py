@@ -10,9 +10,10 @@ The file holds two things:
 A document change and the idempotency record of the request that caused it are written in one
 transaction: after a crash (SIGKILL, power loss) either both are there or neither is, so a
 retried request can never apply twice nor be answered without its change. Commits use
-`synchronous=FULL`, so a commit that returned is on disk.
+`synchronous=FULL`, so a commit that returned is on disk. `StateStore` is the file;
+`SqliteStore` serves it to the controller as a `DesiredStateStore`.
 
-It is one module of ~700 lines because most of it is the checks of a damaged file (below),
+It is one module of ~720 lines because most of it is the checks of a damaged file (below),
 each with its message and what to do, tested one by one (tests/unit/test_store_damage.py).
 
 Only the stdlib `sqlite3` module is used, synchronously: every call is a short transaction on a
@@ -56,18 +57,18 @@ import sqlite3
 import stat
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from fusionrack.emulator import FailedPrecondition, InvalidArgument, Unavailable
 
-__all__ = ["KEEP_SECONDS", "SCHEMA_VERSION", "Remembered", "StateStore", "document_text"]
+from . import KEEP_SECONDS, Remembered, document_text
 
-KEEP_SECONDS = 24 * 3600  # how long an idempotency key is honoured
+__all__ = ["SCHEMA_VERSION", "SqliteStore", "StateStore"]
+
 # Stored as PRAGMA user_version; bump with a migration. 2: rows carry a checksum.
 SCHEMA_VERSION = 2
 
@@ -115,22 +116,6 @@ _WAL_HEADER = 32
 _WAL_FRAME_HEADER = 24
 _WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums of little-, big-endian words
 _WAL_VERSION = 3007000
-
-
-@dataclass(frozen=True)
-class Remembered:
-    """The response given to one request made with an idempotency key."""
-
-    key: str
-    method: str  # e.g. "CreatePartition"
-    request_digest: str  # hex digest of the request with the key cleared (computed by the caller)
-    response: bytes  # serialized protobuf response
-    created: float  # unix seconds
-
-    def __post_init__(self) -> None:
-        # An empty key means "no idempotency"; storing it would make unrelated requests collide.
-        if not self.key:
-            raise InvalidArgument("an idempotency key must not be empty")
 
 
 class StateStore:
@@ -605,16 +590,53 @@ class StateStore:
         self.close()
 
 
-def document_text(document: dict[str, Any]) -> str:
-    """A desired-state document as the stores keep it (canonical JSON); InvalidArgument if it
-    lacks its rack or generation or is not JSON."""
-    missing = [key for key in ("rack", "generation") if key not in document]
-    if missing:
-        raise InvalidArgument(f"a desired-state document needs the keys {missing}")
-    try:
-        return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"the desired-state document is not JSON-able ({exc})") from exc
+class SqliteStore:
+    """`StateStore` (one SQLite file) as a `DesiredStateStore`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.file = StateStore(path)
+
+    @property
+    def where(self) -> str:
+        return str(self.file.path)
+
+    @property
+    def location(self) -> str:
+        return str(self.file.path)
+
+    @property
+    def shared(self) -> bool:
+        return False
+
+    def refusal(
+        self, problem: str, remedy: str = "", *, damaged: bool = True
+    ) -> FailedPrecondition:
+        return self.file.refusal(problem, remedy, damaged=damaged)
+
+    async def load(self, rack: str) -> dict[str, Any] | None:
+        return self.file.load(rack)
+
+    async def save(self, document: dict[str, Any], *, remember: Remembered | None = None) -> None:
+        self.file.save(document, remember=remember)
+
+    async def remembered(self, key: str, method: str, request_digest: str) -> bytes | None:
+        return self.file.remembered(key, method, request_digest)
+
+    async def remember(self, entry: Remembered) -> None:
+        self.file.remember(entry)
+
+    async def prune(self, now: float) -> int:
+        return self.file.prune(now)
+
+    def fence(self, epoch: int) -> None:
+        """One controller, one file: nobody to fence out."""
+
+    async def documents(self) -> AsyncIterator[dict[str, Any]]:
+        return
+        yield  # an async generator that ends at once
+
+    async def close(self) -> None:
+        self.file.close()
 
 
 def _check_same_request(

@@ -1,5 +1,5 @@
-"""Racks for tests, in this process: the one way a test starts a `LocalRack` and waits for it,
-starts a controller for it, and waits for a condition."""
+"""Racks for tests, in this process: the one way a test starts an `InProcessRack` and waits for
+it, starts a controller for it, and waits for a condition."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from fusionrack.agent.rack import LocalRack
+from fusionrack.agent.serving import InProcessRack
 from fusionrack.controller.domain import Controller
 from fusionrack.controller.main import RunningController, serve_controller
 from fusionrack.emulator import TrayKind
@@ -22,14 +22,14 @@ __all__ = ["in_charge", "running_controller", "running_rack", "start_controller"
 @contextlib.asynccontextmanager
 async def running_rack(
     topology: Topology, *, ready_timeout: float = 10.0, **options: Any
-) -> AsyncIterator[LocalRack]:
+) -> AsyncIterator[InProcessRack]:
     """A rack of `topology` with every link ACTIVE (links train in 10 ms unless `options` say
-    otherwise; the rest of `options` go to `LocalRack.start`), stopped on exit. Its switch
+    otherwise; the rest of `options` go to `InProcessRack.start`), stopped on exit. Its switch
     trays apply the manifest's default partition until a controller programs them, as a rack
     run without a controller does, unless `unprogrammed="closed"` says otherwise."""
     options.setdefault("training_time", 0.01)
     options.setdefault("unprogrammed", "default-partition")
-    rack = await LocalRack.start(topology, **options)
+    rack = await InProcessRack.start(topology, **options)
     try:
         await rack.wait_ready(ready_timeout)
         yield rack
@@ -53,7 +53,7 @@ def in_charge(controller: Controller) -> bool:
     )
 
 
-async def start_controller(rack: LocalRack, state: Path, **options: Any) -> RunningController:
+async def start_controller(rack: InProcessRack, state: Path, **options: Any) -> RunningController:
     """A controller for `rack` (state in the SQLite file `state`), once it reaches every agent
     and has programmed every switch tray; `options` go to `serve_controller` (and override its
     defaults)."""
@@ -75,7 +75,7 @@ async def start_controller(rack: LocalRack, state: Path, **options: Any) -> Runn
 
 @contextlib.asynccontextmanager
 async def running_controller(
-    rack: LocalRack, state: Path, **options: Any
+    rack: InProcessRack, state: Path, **options: Any
 ) -> AsyncIterator[RunningController]:
     """`start_controller`, stopped on exit."""
     running = await start_controller(rack, state, **options)

@@ -1,6 +1,6 @@
-"""Chaos under load: a rack of real processes (tests/faultrig.py) runs memory ops, churns the
-controller's desired state and keeps a traffic session, while a compute tray, a switch tray, the
-controller and the broker are killed -9 in turn and brought back. Shared by the chaos test
+"""Chaos under load: a rack of real processes (tests/support/process_racks.py) runs memory ops,
+churns the controller's desired state and keeps a traffic session, while a compute tray, a switch
+tray, the controller and the broker are killed -9 in turn and brought back. Shared by the chaos test
 (tests/integration/test_chaos.py) and the benchmark (bench/chaos.py), which reports its figures.
 
 * `ControlLoad`: clients that cycle partition -> multicast group -> traffic session and back,
@@ -25,16 +25,6 @@ from typing import Any
 
 import aiomqtt
 import grpc
-from faultrig import (
-    INITIATORS,
-    TARGET,
-    TARGET_TRAY,
-    CounterLoad,
-    ProcessRack,
-    read_word,
-    word_through,
-    write_word,
-)
 
 from fusionrack.emulator import TrayKind, fabric_address
 from fusionrack.emulator.partitions import DEFAULT_PARTITION_ID
@@ -46,12 +36,22 @@ from fusionrack.v1 import (
     switch_pb2,
     switch_pb2_grpc,
 )
+from tests.support.process_racks import (
+    INITIATORS,
+    TARGET,
+    TARGET_TRAY,
+    CounterLoad,
+    ProcessRack,
+    read_word,
+    word_through,
+    write_word,
+)
 
 __all__ = ["ChaosReport", "ControlLoad", "chaos_under_load", "fabric_matches"]
 
-# In the chaos rack (tests/faultrig.py): the memory load's partition holds the initiators of
-# compute-01 and -02 and the target on compute-05; the churn uses compute-03's and compute-04's
-# accelerators, and drains compute-03 now and then.
+# In the chaos rack (tests/support/process_racks.py): the memory load's partition holds the
+# initiators of compute-01 and -02 and the target on compute-05; the churn uses compute-03's and
+# compute-04's accelerators, and drains compute-03 now and then.
 LOAD_PARTITION = "load"
 LOAD_MEMBERS = [0, 1, 2, 3, TARGET]
 CHURN_POOLS = [[4, 5], [6, 7]]

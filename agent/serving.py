@@ -1,4 +1,5 @@
-"""Starting agents: one tray (`serve_tray`) or a whole rack in this process (`LocalRack`)."""
+"""Serving tray agents: one tray (`serve_tray`, which `fusion-agent` runs for its tray), or
+every tray of a rack in this process (`InProcessRack`: `fusion-agent --all`, and the tests)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from .mqtt import EventPublisher
 from .switch import UNPROGRAMMED_CLOSED, SwitchAgent, SwitchServicer
 from .tray import TrayAgent, TrayServicer
 
-__all__ = ["LocalRack", "RunningTray", "serve_tray"]
+__all__ = ["InProcessRack", "RunningTray", "serve_tray"]
 
 _TRAY = tray_pb2.DESCRIPTOR.services_by_name["Tray"].full_name
 _MEMORY = memory_pb2.DESCRIPTOR.services_by_name["Memory"].full_name
@@ -157,7 +158,7 @@ async def serve_tray(
 
 
 @dataclass
-class LocalRack:
+class InProcessRack:
     """Every tray agent of a rack, served from this process (each on its own port)."""
 
     topology: Topology
@@ -175,7 +176,7 @@ class LocalRack:
         forward: Callable[[str], str | None] = lambda tray: None,
         tls_dir: Path | None = None,
         **options: Any,
-    ) -> LocalRack:
+    ) -> InProcessRack:
         """Serve every tray: `listen(tray)`, `metrics(tray)` and `forward(tray)` give the
         addresses ("host:0" for a free port); `options` go to `serve_tray` (tls, mqtt,
         dcgm_compat, framed, timings, rack_secret). The trays share a fresh rack secret

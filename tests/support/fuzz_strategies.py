@@ -1,7 +1,7 @@
 """What the fuzzer sends: a hypothesis strategy for any request message of the contract (and
 of health checking and reflection), built field by field from its descriptor
 (`request_strategy`), and the per-op statuses inside an answer (`op_statuses`, reflection's
-in-band errors too). Used by `fuzzrig.Fuzzer`.
+in-band errors too). Used by `fuzzer.Fuzzer`.
 
 Integers are drawn at the edges of each field's wire type, enums with unknown numbers,
 repeated fields huge, strings with unicode and NUL, bytes at random, and packed-format records

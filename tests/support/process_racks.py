@@ -8,7 +8,7 @@ the chaos benchmark (bench/chaos.py).
   plane (unary `Atomic`, `Execute`, `ExecutePacked`, `Stream`), tallying what each op was told:
   the word must end equal to the number of ops reported successful, exactly.
 * `RegisterLoad`: initiators doing random load / store / compare-and-swap on a few words,
-  recording a history for the linearizability checker (tests/linearizability.py).
+  recording a history for the linearizability checker (tests/support/linearizability.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-from e2e.runner import Fusionctl
 
 from fusionrack.auth import Credentials, read_secret_file
 from fusionrack.emulator import (
@@ -44,6 +43,7 @@ from fusionrack.emulator import (
 from fusionrack.emulator.topology import tray_addresses, tray_port_span
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc, tray_pb2, tray_pb2_grpc
+from tests.support.fusionctl_runner import Fusionctl
 
 __all__ = [
     "CHAOS_MANIFEST",
@@ -340,7 +340,7 @@ async def write_word(rack: ProcessRack, tray: str, initiator: int, address: int,
 
 @dataclass
 class RegisterOp:
-    """One op of a recorded history (see tests/linearizability.py)."""
+    """One op of a recorded history (see tests/support/linearizability.py)."""
 
     client: int
     address: int

@@ -1,17 +1,17 @@
 """Every RPC of the rack fuzzed from the proto descriptors: shared by the quick fuzz test
 (tests/integration/test_fuzz.py) and the long run (bench/fuzz.py).
 
-* `fuzzstrategies.request_strategy(descriptor, facts)`: what is sent, a hypothesis strategy for
+* `fuzz_strategies.request_strategy(descriptor, facts)`: what is sent, a hypothesis strategy for
   any request message, built field by field from its descriptor (a new RPC or field is fuzzed
   without new code).
 * `Fuzzer`: calls every method of every service (`SERVICES`: fusionrack.v1's, and the health
   checking and reflection every server offers) against a rack of real processes
-  (`tests/faultrig.ProcessRack`), and the things a hostile client does besides: raw random bytes
-  as bodies and as the messages of streams, messages just over the limit, streams opened and
-  abandoned, watchers that never read, the framed data plane fed random and nearly valid frames.
-  It counts cases and statuses per RPC and keeps findings: UNKNOWN or INTERNAL (also inside
-  per-op results and reflection's in-band errors), calls past their deadline, dead processes,
-  RSS growth, a broken invariant.
+  (`tests.support.process_racks.ProcessRack`), and the things a hostile client does besides:
+  raw random bytes as bodies and as the messages of streams, messages just over the limit, streams
+  opened and abandoned, watchers that never read, the framed data plane fed random and nearly valid
+  frames. It counts cases and statuses per RPC and keeps findings: UNKNOWN or INTERNAL (also inside
+  per-op results and reflection's in-band errors), calls past their deadline, dead processes, RSS
+  growth, a broken invariant.
 * `call_options()`: how a fuzz call is authenticated, in one place (the rack's credentials).
 
 `Fuzzer` stays one class of ~700 lines: every attack runs on the same rack with the same
@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from faultrig import ProcessRack, grpc_code_name
 from google.protobuf import descriptor as pbd
 from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2
@@ -65,6 +64,7 @@ from fusionrack.v1 import (
     switch_pb2_grpc,
     tray_pb2,
 )
+from tests.support.process_racks import ProcessRack, grpc_code_name
 
 __all__ = [
     "FUZZ_MANIFEST",
@@ -79,7 +79,7 @@ __all__ = [
 
 # 5 compute trays of 2 GPUs, 3 switch trays of 2 chips, no default partition (the harness
 # makes its own, leaving accelerators 8 and 9 out).
-from fuzzstrategies import Facts, op_statuses, request_strategy
+from tests.support.fuzz_strategies import Facts, op_statuses, request_strategy
 
 FUZZ_MANIFEST = """\
 version: 1
