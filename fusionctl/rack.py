@@ -14,9 +14,9 @@ from fusionrack.emulator.topology import DEFAULT_BASE_PORT
 from .arguments import manifest_name
 from .client import DEFAULT_CONTROLLER, output_options
 from .commands import Commands
-from .fleets import fleet_rack
 from .launcher.ports import RACK_MQTT_PORT, RACK_PROMETHEUS_PORT, add_listen_options
 from .launcher.prometheus import add_interval_option
+from .lookup import fleet_rack
 
 __all__ = ["register"]
 

@@ -11,7 +11,7 @@ then /metrics); the stride is the rack's span rounded up to a hundred. With gb20
 default base: rack-01's trays on 30000-30080, its controller at 30081; rack-02 from 30100. The
 racks of a `--fleet FILE` may differ: each starts at the hundred after the one before it.
 
-The fleet's state directory (`.fusionrack/fleet` by default) holds `fleet.json` (`fleets.py`),
+The fleet's state directory (`.fusionrack/fleet` by default) holds `fleet.json` (`lookup.py`),
 the shared broker's and Prometheus's files, `targets.json`, and one state directory per rack,
 as `rack up` makes one (`fusionctl rack status --rack rack-01` reads it; `rack restart --rack
 rack-01 controller` restarts that rack's controller).
@@ -32,9 +32,8 @@ import yaml
 
 from fusionrack.emulator import InvalidArgument, Topology, Unavailable, load_manifest
 from fusionrack.emulator.topology import tray_port_span
-from fusionrack.rpc import FAST_RECONNECT, open_channel
 
-from ..fleets import (
+from ..lookup import (
     DEFAULT_BASE_PORT,
     DEFAULT_PRESET,
     FLEET_FILE,
@@ -68,7 +67,7 @@ from .rack import (
     stop_racks,
     wait_until_stopped,
 )
-from .readiness import answers_tcp, controller_ready, get_domain
+from .readiness import answers_tcp, controller_ready, get_domain, polling_client
 
 __all__ = [
     "fleet_down",
@@ -325,14 +324,14 @@ async def _wait_ready(
     per controller, polled every 0.2 s: polling each tray of tens of racks would take the CPU
     they need to start); one progress line counts the racks ready."""
     progress, started = Progress(), time.monotonic()
-    channels = {m.name: open_channel(m.controller, options=FAST_RECONNECT) for m in members}
+    clients = {m.name: polling_client(m.controller) for m in members}
     waiting = [m.name for m in members]
     try:
         while waiting:
             for name, parent in parents.items():
                 if parent.poll() is not None:
                     raise Unavailable(f"the fleet's {name} process exited; see its log")
-            ready = await asyncio.gather(*(controller_ready(channels[name]) for name in waiting))
+            ready = await asyncio.gather(*(controller_ready(clients[name]) for name in waiting))
             waiting = [name for name, ok in zip(waiting, ready, strict=True) if not ok]
             progress.update("bringing the racks up", f"{len(members) - len(waiting)}/"
                             f"{len(members)} ready")  # fmt: skip
@@ -343,8 +342,8 @@ async def _wait_ready(
                 await asyncio.sleep(0.2)
     finally:
         progress.done()
-        for channel in channels.values():
-            await channel.close()
+        for client in clients.values():
+            await client.close()
 
 
 async def status_document(directory: Path) -> dict[str, Any]:

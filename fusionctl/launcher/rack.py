@@ -60,7 +60,7 @@ from fusionrack.emulator import (
 from fusionrack.v1 import common_pb2, controller_pb2
 
 from ..client import DEFAULT_CONTROLLER
-from ..fleets import no_rack, rack_options
+from ..lookup import no_rack, rack_options
 from ..output import Palette, Progress, Word, colour_enabled, print_json, table
 from .plan import (
     TLS_DIR,
