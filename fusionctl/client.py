@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import uuid
@@ -48,8 +47,9 @@ from fusionrack.client import (
 from fusionrack.rpc import TlsFiles, component_files
 from fusionrack.v1 import common_pb2, controller_pb2
 
-from .lookup import ENV_FLEET_DIR, fleet_dir, fleet_rack, racks_up_here
+from .lookup import ENV_FLEET_DIR, RACKS_DIR, fleet_dir, fleet_rack, racks_up_here
 from .output import Palette, Progress, colour_enabled, print_json, table
+from .statedir import RACK_FILE, RackState
 
 __all__ = [
     "DEFAULT_CONTROLLER",
@@ -274,11 +274,11 @@ def _rack_of(controller: str) -> tuple[Path | None, str]:
     call: `controller`'s first, then the rack's other controllers (`rack up --controllers N`),
     so a call fails over to them."""
     given = controller.split(",")
-    records = [*Path(".fusionrack").glob("*/rack.json"), *fleet_dir().glob("*/rack.json")]
+    records = [*RACKS_DIR.glob(f"*/{RACK_FILE}"), *fleet_dir().glob(f"*/{RACK_FILE}")]
     for record in sorted(set(records)):
         try:
-            recorded = (json.loads(record.read_text()).get("controller") or "").split(",")
-        except (OSError, ValueError, AttributeError):
+            recorded = (RackState(record.parent).record().get("controller") or "").split(",")
+        except AttributeError:  # no record, or not one of ours
             continue
         if set(given) <= set(recorded):
             return record.parent, ",".join([*given, *(a for a in recorded if a not in given)])

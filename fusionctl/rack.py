@@ -63,13 +63,13 @@ def _rack_down(args: argparse.Namespace) -> int:
 
 
 def _rack_status(args: argparse.Namespace) -> int:
-    from .launcher.rack import rack_status
+    from .launcher.rackstatus import rack_status
 
     return rack_status(args.manifest, _state_dir(args), args.output)
 
 
 def _rack_restart(args: argparse.Namespace) -> int:
-    from .launcher.rack import rack_restart
+    from .launcher.restart import rack_restart
 
     return rack_restart(args.name, _state_dir(args), args.output)
 

@@ -13,7 +13,7 @@ for an unreachable server. Given several controllers (``"A,B,C"``), the channel 
 `fusionrack.failover.FailoverChannel`: a call that finds no leader goes to the next controller
 until its deadline. Every change carries an idempotency key (one is made up, on a copy, for a
 request without one), so a change whose answer was lost can be sent again safely: its
-`OutcomeUnknown`-style failure (`ControllerError.idempotency_key` set) says which key.
+failure's `idempotency_key` says which key (set only when the outcome is unknown).
 
 Failures (every one a `ControllerError`, with `.code`, `.message`, `.address`, `.peer`):
 
@@ -273,10 +273,10 @@ class ControllerClient:
         try:
             return await method(request, timeout=deadline)
         except grpc.aio.AioRpcError as error:
-            raise failure(error, channel, address, peer, request, deadline) from None
+            raise _failure(error, channel, address, peer, request, deadline) from None
 
 
-def failure(
+def _failure(
     error: grpc.aio.AioRpcError,
     channel: grpc.aio.Channel,
     address: str,
@@ -329,7 +329,7 @@ class Stream:
                 raise ConnectionLost(
                     error.details() or "", code=error.code(), address=address, peer=CONTROLLER
                 ) from None
-            raise failure(error, self.channel, address, CONTROLLER, self.request, None) from None
+            raise _failure(error, self.channel, address, CONTROLLER, self.request, None) from None
         return None if item is grpc.aio.EOF else item
 
     def cancel(self) -> None:
