@@ -1,14 +1,19 @@
 """`fusionrack.client.ControllerClient` against a real controller over a real rack: a call, a
 refusal's status and message, a controller that is not there (at once, and after a wait it
-reports), failover to the next controller with one idempotency key, a change whose outcome is
-unknown, and a stream."""
+reports), failover to the next controller with one idempotency key, and a stream; against a
+stand-in controller that never answers: a change whose outcome is unknown (its key), and a
+stream whose server stops."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 
 from fusionrack.client import (
+    ConnectionLost,
     ControllerClient,
     ControllerError,
     DeadlineExceeded,
@@ -16,12 +21,14 @@ from fusionrack.client import (
     Unreachable,
 )
 from fusionrack.controller.main import RunningController
-from fusionrack.v1 import controller_pb2
+from fusionrack.rpc import Server, start_server
+from fusionrack.v1 import controller_pb2, controller_pb2_grpc
 from fusionrack.v1.common_pb2 import PartitionRef
 
 from .conftest import locations
 
 NOBODY = "127.0.0.1:9"  # the discard port: nothing listens there
+SERVICE = controller_pb2.DESCRIPTOR.services_by_name["Controller"].full_name
 
 
 class Observer:
@@ -89,20 +96,44 @@ async def test_a_call_fails_over_to_the_next_controller_with_one_key(
     assert second.partition.id == first.partition.id
 
 
-async def test_a_change_without_an_answer_in_time_gives_its_key(
-    controller: RunningController,
-) -> None:
-    request = controller_pb2.CreatePartitionRequest(
-        name="r", locations=locations("compute-01/1"), idempotency_key="key-2"
-    )
-    async with ControllerClient(controller.server.address) as client:
-        await client.connect()
+class Hung(controller_pb2_grpc.ControllerServicer):
+    """A controller that takes changes and never answers them (a tiny deadline against a real
+    controller is a race: gRPC may answer first)."""
+
+    async def CreatePartition(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        await asyncio.sleep(3600)
+
+    async def Subscribe(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        await asyncio.sleep(3600)
+        yield controller_pb2.SubscribeResponse()
+
+
+@pytest.fixture
+async def hung() -> AsyncIterator[Server]:
+    server = await start_server([(controller_pb2_grpc.add_ControllerServicer_to_server, Hung(),
+                                  SERVICE)])  # fmt: skip
+    yield server
+    await server.stop(0)
+
+
+async def test_a_change_without_an_answer_in_time_gives_its_key(hung: Server) -> None:
+    request = controller_pb2.CreatePartitionRequest(name="r", count=1, idempotency_key="key-2")
+    async with ControllerClient(hung.address, timeout=0.3) as client:
         with pytest.raises(DeadlineExceeded) as late:
-            await client.call("CreatePartition", request, timeout=1e-6)
+            await client.call("CreatePartition", request)
     assert late.value.outcome_unknown and late.value.idempotency_key == "key-2"
-    assert str(late.value).startswith(
-        f"no answer from the controller at {controller.server.address}"
-    )
+    assert str(late.value) == f"no answer from the controller at {hung.address} within 0.3 s"
+
+
+async def test_a_stream_whose_server_stops_is_a_lost_connection(hung: Server) -> None:
+    async with ControllerClient(hung.address) as client:
+        stream = await client.stream("Subscribe", controller_pb2.SubscribeRequest())
+        reading = asyncio.ensure_future(stream.read())
+        await asyncio.sleep(0.2)  # the call is open on the server
+        await hung.stop(0)
+        with pytest.raises(ConnectionLost) as lost:
+            await asyncio.wait_for(reading, 5)
+    assert lost.value.address == hung.address and isinstance(lost.value, Unreachable)
 
 
 async def test_a_stream_reads_the_snapshot(controller: RunningController) -> None:
