@@ -33,7 +33,6 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from fusionrack import client
 from fusionrack.auth import TOKEN_FILES, Credentials
 from fusionrack.cli import addresses, existing_file, number, rack_name
 from fusionrack.client import (
@@ -42,8 +41,10 @@ from fusionrack.client import (
     ConnectionLost,
     ControllerClient,
     ControllerError,
+    ControllerStream,
     DeadlineExceeded,
 )
+from fusionrack.client import Unreachable as NoConnection
 from fusionrack.rpc import TlsFiles, component_files
 from fusionrack.v1 import common_pb2, controller_pb2
 
@@ -169,7 +170,7 @@ class Session:
         connection is gone, else `Refused` with the server's status and message; when the
         outcome of a change is unknown, the message gives its idempotency key to retry it
         safely."""
-        if isinstance(error, client.Unreachable) and not isinstance(error, ConnectionLost):
+        if isinstance(error, NoConnection) and not isinstance(error, ConnectionLost):
             return Unreachable(self._unreachable(error.address, error.peer))
         retry = ""
         if error.idempotency_key is not None:
@@ -180,7 +181,7 @@ class Session:
         if isinstance(error, ConnectionLost):
             return Unreachable(f"{error}{retry}")
         if isinstance(error, DeadlineExceeded):
-            return Refused(f"{error.code.name}: {error}{retry}")  # type: ignore[union-attr]
+            return Refused(f"DEADLINE_EXCEEDED: {error}{retry}")
         return Refused(f"{error}{retry}")
 
     def _unreachable(self, address: str, what: str) -> str:
@@ -218,7 +219,7 @@ class Session:
 class Stream:
     """An open server stream; `read` returns None at its end."""
 
-    def __init__(self, session: Session, stream: client.Stream) -> None:
+    def __init__(self, session: Session, stream: ControllerStream) -> None:
         self.session, self.stream = session, stream
 
     async def read(self) -> Any:

@@ -49,9 +49,9 @@ __all__ = [
     "ConnectionLost",
     "ControllerClient",
     "ControllerError",
+    "ControllerStream",
     "DeadlineExceeded",
     "Refused",
-    "Stream",
     "Unreachable",
     "WaitObserver",
 ]
@@ -218,7 +218,7 @@ class ControllerClient:
 
     async def stream(
         self, method: str, request: Message, *, timeout: float | None = None
-    ) -> Stream:
+    ) -> ControllerStream:
         """A server stream of the Controller service (`Subscribe`); `timeout`: its deadline
         (None: none, it runs until cancelled)."""
         if method not in _CONTROLLER_METHODS:
@@ -226,7 +226,7 @@ class ControllerClient:
         channel = await self._channel(self.address, CONTROLLER)
         stub = controller_pb2_grpc.ControllerStub(channel)
         call = getattr(stub, method)(request, timeout=timeout)
-        return Stream(self, call, channel, request, timeout)
+        return ControllerStream(self, call, channel, request, timeout)
 
     # -- connections and failures -------------------------------------------------------------
 
@@ -303,7 +303,7 @@ def _failure(
     return Refused(details, code=code, **where)
 
 
-class Stream:
+class ControllerStream:
     """An open server stream: `read()` returns the next message or None at its end; or iterate
     it with `async for`. A stream that ends because the server stopped or the connection broke
     raises `ConnectionLost` (gRPC's words for it, "Cancelling all calls", tell a person nothing;
