@@ -23,7 +23,6 @@ echo server in its own process:
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -45,6 +44,7 @@ from fusionrack.emulator.topology import tray_port_span
 from fusionrack.entry import grpc_environment
 from fusionrack.fusionctl.launcher.plan import RackPlan
 from fusionrack.fusionctl.launcher.readiness import wait_ready
+from fusionrack.fusionctl.statedir import RackState
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc
 
@@ -91,7 +91,7 @@ class Rack:
         self.base = free_port_range(tray_port_span(Topology(load_manifest(manifest))))
         self.processes: list[subprocess.Popen[bytes]] = []
         self.scratch = tempfile.TemporaryDirectory(prefix="fusionrack-bench-")
-        self.pids_file = Path(self.scratch.name) / "trays.json"
+        self.state = RackState(Path(self.scratch.name))  # its trays.json, as `rack up`'s
         self.secret_file = Path(self.scratch.name) / "rack.secret"
         generate_secret_file(self.secret_file)
 
@@ -115,7 +115,7 @@ class Rack:
         self.topology = Topology(load_manifest(self.manifest))
         targets = {
             "one": [["--all"]],
-            "fork": [["--all", "--fork", "--pids-file", str(self.pids_file)]],
+            "fork": [["--all", "--fork", "--pids-file", str(self.state.trays_file)]],
             "trays": [["--tray", t.name] for t in self.topology.trays],
         }[self.mode]
         self.processes = [subprocess.Popen([*common, *t]) for t in targets]
@@ -287,7 +287,7 @@ async def bring_up(mode: str) -> tuple[float, float]:
         elapsed = time.monotonic() - start
         await asyncio.sleep(0.5)
         if mode == "fork":
-            pids = list(json.loads(rack.pids_file.read_text()).values())
+            pids = list(rack.state.tray_pids().values())
         else:
             pids = [p.pid for p in rack.processes]
         rss = statistics.median(rss_mib(pid) for pid in pids)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bench.agents import BIN, verdict
 from fusionrack.cli import ArgumentParser
+from fusionrack.fusionctl.statedir import RackState
 from fusionrack.rpc import free_port_range
 
 RACK_PORTS = 100  # a gb200 rack's share of a fleet's ports (81 for its trays, 2 controller)
@@ -75,8 +76,7 @@ def measure(racks: int, manifest: str, idle_seconds: float) -> dict[str, float]:
             document = json.loads(fleet("status", "-o", "json", state=state).stdout)
             if not document["ready"]:
                 raise SystemExit(f"not every rack READY after fleet up: {document['racks']}")
-            pids = [json.loads((state / r["name"] / "pids.json").read_text())
-                    for r in document["racks"]]  # fmt: skip
+            pids = [RackState(state / r["name"]).pids() for r in document["racks"]]
             time.sleep(2)  # the last rack's events drain
             before = [sum(cpu_seconds(p) for p in rack.values()) for rack in pids]
             time.sleep(idle_seconds)

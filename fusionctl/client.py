@@ -1,6 +1,7 @@
 """How `fusionctl` talks to the controller (and, for `mem`, to a tray agent): one `Session`
-per invocation connects, calls with a timeout, and turns every failure into an exit code and one
-line on stderr:
+per invocation turns the connection options into a `fusionrack.client.ControllerClient` (which
+connects, waits for READY, fails over, keys changes and calls with a timeout), and turns every
+failure of it into an exit code and one line on stderr:
 
 * 0: done;
 * 1 (`Refused`): the server refused the request; its status and message are printed as they
@@ -11,39 +12,45 @@ line on stderr:
 
 The controller is `--controller`, else `$FUSIONRACK_CONTROLLER`, else 127.0.0.1:20051 (a rack's
 controllers as `A,B,C`: a call that finds no leader goes to the next, with its idempotency key,
-until its deadline; `fusionrack.failover`), unless `--rack NAME` (or `$FUSIONRACK_RACK`) names a
-rack of a fleet (`fleets.py`); TLS with
-`--tls-ca/--tls-cert/--tls-key` as the other tools; the bearer token `--token-file`, else
-`$FUSIONRACK_TOKEN_FILE`, else the admin token of a rack `fusionctl rack up` started here.
-A session first waits for its channel to be READY (so a refusal is never mistaken for an
-unreachable server), and with `--wait` keeps trying while a controller starts, showing
-progress. When the outcome of a change is unknown
-(connection lost, deadline), the error gives the request's idempotency key to retry it safely.
+until its deadline), unless `--rack NAME` (or `$FUSIONRACK_RACK`) names a rack of a fleet
+(`lookup.py`); TLS with `--tls-ca/--tls-cert/--tls-key` as the other tools; the bearer token
+`--token-file`, else `$FUSIONRACK_TOKEN_FILE`, else the admin token of a rack `fusionctl rack up`
+started here. With `--wait` the client keeps trying while a controller starts, and the session
+shows progress. When the outcome of a change is unknown (connection lost, deadline), the error
+gives the request's idempotency key to retry it safely.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.protobuf.message import Message
 
 from fusionrack.auth import TOKEN_FILES, Credentials
 from fusionrack.cli import addresses, existing_file, number, rack_name
-from fusionrack.rpc import TlsFiles, component_files, open_channel
-from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, memory_pb2_grpc
+from fusionrack.client import (
+    CONTROLLER,
+    RPC_TIMEOUT,
+    ConnectionLost,
+    ControllerClient,
+    ControllerError,
+    ControllerStream,
+    DeadlineExceeded,
+)
+from fusionrack.client import Unreachable as NoConnection
+from fusionrack.rpc import TlsFiles, component_files
+from fusionrack.v1 import common_pb2, controller_pb2
 
-from .fleets import ENV_FLEET_DIR, fleet_dir, fleet_rack, racks_up_here
+from .lookup import ENV_FLEET_DIR, RACKS_DIR, fleet_dir, fleet_rack, racks_up_here
 from .output import Palette, Progress, colour_enabled, print_json, table
+from .statedir import RACK_FILE, RackState
 
 __all__ = [
     "DEFAULT_CONTROLLER",
@@ -63,8 +70,6 @@ ENV_CONTROLLER = "FUSIONRACK_CONTROLLER"
 ENV_RACK = "FUSIONRACK_RACK"
 ENV_TOKEN_FILE = "FUSIONRACK_TOKEN_FILE"
 DEFAULT_CONTROLLER = "127.0.0.1:20051"  # fusion-controller's default --listen
-RPC_TIMEOUT = 10.0  # a change programs every switch tray (2 s per tray call at most)
-CONNECT_TIMEOUT = 3.0
 
 EXIT_REFUSED, EXIT_UNREACHABLE = 1, 3
 
@@ -89,29 +94,35 @@ class Unreachable(CtlError):
 
 
 class Session:
-    """One invocation's connections, settings and output style."""
+    """One invocation's connections (a `fusionrack.client.ControllerClient` made from the
+    connection options), settings and output style; the client's failures become `CtlError`s
+    with the messages people read."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.address: str = args.controller
-        self.tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
+        tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
         if getattr(args, "rack", None):  # a rack of the fleet `fleet up` started here
             rack = fleet_rack(args.rack)
             self.address, found = rack["controller"], Path(rack["state_dir"])
         else:
             found, self.address = _rack_of(self.address)
-        if not self.tls.enabled and found is not None and (found / "tls" / "ca.pem").exists():
+        if not tls.enabled and found is not None and (found / "tls" / "ca.pem").exists():
             # A rack `rack up --tls` started here: its admin client certificate.
-            self.tls = component_files(found / "tls", "client-admin")
-        # Presented to the controller only (a tray's Memory service needs none).
-        token = _token(getattr(args, "token_file", None), found)
-        self.credentials = Credentials(token=token)
+            tls = component_files(found / "tls", "client-admin")
+        self.tls = tls
         self.timeout: float = args.timeout
-        self.wait: float = args.wait
+        self.client = ControllerClient(
+            self.address,
+            tls=tls,
+            credentials=Credentials(token=_token(getattr(args, "token_file", None), found)),
+            timeout=self.timeout,
+            wait=args.wait,
+            observer=_WaitProgress(),
+        )
         self.json = args.output == "json"
         self.paint = Palette(colour_enabled() and not self.json)
         self.key: str = getattr(args, "idempotency_key", None) or str(uuid.uuid4())
-        self._channels: dict[str, grpc.aio.Channel] = {}
         self._trays: list[common_pb2.TrayInfo] | None = None
 
     async def trays(self) -> list[common_pb2.TrayInfo]:
@@ -123,43 +134,58 @@ class Session:
         return self._trays
 
     async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
+        await self.client.close()
 
     async def forget(self, address: str | None = None) -> None:
         """Close the connection to `address` (default: the controller), so the next call
-        dials afresh: a long-running command (`top`) gets a restarted controller back at
-        once, instead of after gRPC's reconnection backoff (which grows to minutes)."""
-        channel = self._channels.pop(address or self.address, None)
-        if channel is not None:
-            await channel.close()
+        dials afresh (`ControllerClient.forget`): `top` gets a restarted controller back at
+        once."""
+        await self.client.forget(address)
 
-    async def _connect(self, address: str, what: str) -> grpc.aio.Channel:
-        """A READY channel to `address`; with --wait, keep trying (showing progress)."""
-        if address in self._channels:
-            return self._channels[address]
-        deadline = time.monotonic() + self.wait
-        progress: Progress | None = None
-        while True:
-            credentials = self.credentials if address == self.address else None
-            channel = open_channel(address, self.tls, credentials=credentials)
-            if await _settle(channel, CONNECT_TIMEOUT) == grpc.ChannelConnectivity.READY:
-                break
-            await channel.close()
-            if time.monotonic() >= deadline:
-                if progress is not None:
-                    progress.done()
-                raise Unreachable(self._unreachable(address, what))
-            progress = progress or Progress()
-            progress.update(f"waiting for {what} at {address}")
-            await asyncio.sleep(0.25)
-        if progress is not None:
-            progress.done()
-        self._channels[address] = channel
-        return channel
+    async def call(
+        self, method: str, request: Message, *, agent: common_pb2.TrayInfo | None = None
+    ) -> Any:
+        """`method` of the Controller service (or, given `agent`, of that tray's Memory
+        service); failures become `Refused` / `Unreachable` with the server's words."""
+        try:
+            if agent is None:
+                return await self.client.call(method, request)
+            if not agent.address:
+                raise Refused(f"the controller knows no address for the agent of {agent.name}")
+            return await self.client.call_tray(agent.address, agent.name, method, request)
+        except ControllerError as error:
+            raise self.failure(error) from None
+
+    async def stream(
+        self, method: str, request: Message, *, timeout: float | None = None
+    ) -> Stream:
+        """A server stream of the Controller service, with `call`'s error mapping."""
+        try:
+            return Stream(self, await self.client.stream(method, request, timeout=timeout))
+        except ControllerError as error:
+            raise self.failure(error) from None
+
+    def failure(self, error: ControllerError) -> CtlError:
+        """The CtlError for a failed call: `Unreachable` when nothing answers or the
+        connection is gone, else `Refused` with the server's status and message; when the
+        outcome of a change is unknown, the message gives its idempotency key to retry it
+        safely."""
+        if isinstance(error, NoConnection) and not isinstance(error, ConnectionLost):
+            return Unreachable(self._unreachable(error.address, error.peer))
+        retry = ""
+        if error.idempotency_key is not None:
+            retry = (
+                "; the change may or may not have been made: to retry it safely, run the same "
+                f"command with --idempotency-key {error.idempotency_key}"
+            )
+        if isinstance(error, ConnectionLost):
+            return Unreachable(f"{error}{retry}")
+        if isinstance(error, DeadlineExceeded):
+            return Refused(f"DEADLINE_EXCEEDED: {error}{retry}")
+        return Refused(f"{error}{retry}")
 
     def _unreachable(self, address: str, what: str) -> str:
-        if what != "the controller":
+        if what != CONTROLLER:
             return (
                 f"cannot reach {what} at {address} (is the tray up? `fusionctl trays` shows "
                 "which agents the controller reaches)"
@@ -177,69 +203,6 @@ class Session:
             f"--manifest NAME`); or point fusionctl at one with --controller or ${ENV_CONTROLLER}"
         )
 
-    async def call(
-        self, method: str, request: Message, *, agent: common_pb2.TrayInfo | None = None
-    ) -> Any:
-        """`method` of the Controller service (or, given `agent`, of that tray's Memory
-        service); failures become `Refused` / `Unreachable` with the server's words."""
-        address, what = self._endpoint(agent)
-        channel = await self._connect(address, what)
-        stub: Any = (
-            controller_pb2_grpc.ControllerStub(channel)
-            if agent is None
-            else memory_pb2_grpc.MemoryStub(channel)
-        )
-        try:
-            return await getattr(stub, method)(request, timeout=self.timeout)
-        except grpc.aio.AioRpcError as error:
-            raise self.failure(error, channel, address, what, request) from None
-
-    async def stream(
-        self, method: str, request: Message, *, timeout: float | None = None
-    ) -> Stream:
-        """A server stream of the Controller service, with `call`'s error mapping."""
-        channel = await self._connect(self.address, "the controller")
-        call = getattr(controller_pb2_grpc.ControllerStub(channel), method)(
-            request, timeout=timeout
-        )
-        return Stream(self, call, channel, request)
-
-    def _endpoint(self, agent: common_pb2.TrayInfo | None) -> tuple[str, str]:
-        if agent is None:
-            return self.address, "the controller"
-        if not agent.address:
-            raise Refused(f"the controller knows no address for the agent of {agent.name}")
-        return agent.address, f"the agent of {agent.name}"
-
-    def failure(
-        self,
-        error: grpc.aio.AioRpcError,
-        channel: grpc.aio.Channel,
-        address: str,
-        what: str,
-        request: Message,
-    ) -> CtlError:
-        """The CtlError for a failed call: `Unreachable` when the connection is gone, else
-        `Refused` with the server's status and message; when the outcome of a change is
-        unknown, the message gives its idempotency key to retry it safely."""
-        code, details = error.code(), error.details() or ""
-        lost = (
-            code == grpc.StatusCode.UNAVAILABLE
-            and channel.get_state() != grpc.ChannelConnectivity.READY
-        )
-        unknown = lost or code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
-        retry = ""
-        if unknown and "idempotency_key" in request.DESCRIPTOR.fields_by_name:
-            retry = (
-                "; the change may or may not have been made: to retry it safely, run the same "
-                f"command with --idempotency-key {self.key}"
-            )
-        if lost:
-            return Unreachable(f"lost {what} at {address}: {details}{retry}")
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            details = f"no answer from {what} at {address} within {self.timeout:g} s"
-        return Refused(f"{code.name}: {details}{retry}")
-
     def show(self, message: Message, human: Callable[[Any], str | Iterable[str]]) -> int:
         """Print `message` as JSON or as `human(message)` says; exit code 0."""
         if self.json:
@@ -256,50 +219,39 @@ class Session:
 class Stream:
     """An open server stream; `read` returns None at its end."""
 
-    def __init__(
-        self, session: Session, call: Any, channel: grpc.aio.Channel, request: Message
-    ) -> None:
-        self.session, self.call, self.channel, self.request = session, call, channel, request
+    def __init__(self, session: Session, stream: ControllerStream) -> None:
+        self.session, self.stream = session, stream
 
     async def read(self) -> Any:
         try:
-            item = await self.call.read()
-        except grpc.aio.AioRpcError as error:
-            s = self.session
-            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-                # The controller stopped (a graceful stop cancels every call) or the connection
-                # broke: gRPC's words for it ("Cancelling all calls") tell a person nothing.
-                raise Unreachable(
-                    f"lost the controller at {s.address}: the stream ended because it stopped "
-                    "or the connection to it broke (`fusionctl rack status` shows whether it "
-                    "runs)"
-                ) from None
-            raise s.failure(
-                error, self.channel, s.address, "the controller", self.request
+            return await self.stream.read()
+        except ConnectionLost:
+            raise Unreachable(
+                f"lost the controller at {self.session.address}: the stream ended because it "
+                "stopped or the connection to it broke (`fusionctl rack status` shows whether "
+                "it runs)"
             ) from None
-        return None if item is grpc.aio.EOF else item
+        except ControllerError as error:
+            raise self.session.failure(error) from None
 
     def cancel(self) -> None:
-        self.call.cancel()
+        self.stream.cancel()
 
 
-async def _settle(channel: grpc.aio.Channel, timeout: float) -> grpc.ChannelConnectivity:
-    """Connect and wait until the channel is READY or has failed (or `timeout` passed)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    state = channel.get_state(try_to_connect=True)
-    final = (
-        grpc.ChannelConnectivity.READY,
-        grpc.ChannelConnectivity.TRANSIENT_FAILURE,
-        grpc.ChannelConnectivity.SHUTDOWN,
-    )
-    while state not in final and loop.time() < end:
-        try:
-            await asyncio.wait_for(channel.wait_for_state_change(state), end - loop.time())
-        except TimeoutError:
-            break
-        state = channel.get_state(try_to_connect=True)
-    return state
+class _WaitProgress:
+    """Shows `--wait`'s progress on stderr while the client waits for a server."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+
+    def waiting(self, peer: str, address: str) -> None:
+        self.progress = self.progress or Progress()
+        self.progress.update(f"waiting for {peer} at {address}")
+
+    def waited(self) -> None:
+        if self.progress is not None:
+            self.progress.done()
+            self.progress = None
 
 
 def output_options(top: bool = False) -> argparse.ArgumentParser:
@@ -323,11 +275,11 @@ def _rack_of(controller: str) -> tuple[Path | None, str]:
     call: `controller`'s first, then the rack's other controllers (`rack up --controllers N`),
     so a call fails over to them."""
     given = controller.split(",")
-    records = [*Path(".fusionrack").glob("*/rack.json"), *fleet_dir().glob("*/rack.json")]
+    records = [*RACKS_DIR.glob(f"*/{RACK_FILE}"), *fleet_dir().glob(f"*/{RACK_FILE}")]
     for record in sorted(set(records)):
         try:
-            recorded = (json.loads(record.read_text()).get("controller") or "").split(",")
-        except (OSError, ValueError, AttributeError):
+            recorded = (RackState(record.parent).record().get("controller") or "").split(",")
+        except AttributeError:  # no record, or not one of ours
             continue
         if set(given) <= set(recorded):
             return record.parent, ",".join([*given, *(a for a in recorded if a not in given)])

@@ -12,9 +12,9 @@ from fusionrack.cli import existing_file, integer, non_empty, port
 from .arguments import manifest_name
 from .client import output_options
 from .commands import Commands
-from .fleets import DEFAULT_BASE_PORT, DEFAULT_PRESET, ENV_FLEET_DIR
 from .launcher.ports import FLEET_MQTT_PORT, FLEET_PROMETHEUS_PORT, add_listen_options
 from .launcher.prometheus import add_interval_option
+from .lookup import DEFAULT_BASE_PORT, DEFAULT_PRESET, ENV_FLEET_DIR
 
 __all__ = ["register"]
 

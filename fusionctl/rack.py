@@ -14,9 +14,9 @@ from fusionrack.emulator.topology import DEFAULT_BASE_PORT
 from .arguments import manifest_name
 from .client import DEFAULT_CONTROLLER, output_options
 from .commands import Commands
-from .fleets import fleet_rack
 from .launcher.ports import RACK_MQTT_PORT, RACK_PROMETHEUS_PORT, add_listen_options
 from .launcher.prometheus import add_interval_option
+from .lookup import fleet_rack
 
 __all__ = ["register"]
 
@@ -63,13 +63,13 @@ def _rack_down(args: argparse.Namespace) -> int:
 
 
 def _rack_status(args: argparse.Namespace) -> int:
-    from .launcher.rack import rack_status
+    from .launcher.rackstatus import rack_status
 
     return rack_status(args.manifest, _state_dir(args), args.output)
 
 
 def _rack_restart(args: argparse.Namespace) -> int:
-    from .launcher.rack import rack_restart
+    from .launcher.restart import rack_restart
 
     return rack_restart(args.name, _state_dir(args), args.output)
 

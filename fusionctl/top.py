@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fusionrack.cli import integer
+from fusionrack.tasks import BackgroundTasks
 from fusionrack.v1 import common_pb2, controller_pb2, events_pb2
 
 from .client import (
@@ -79,26 +80,27 @@ async def poll(s: Session) -> Sample:
 
 class EventFeed:
     """The controller's live events (Subscribe without the snapshot), read in the background
-    into a bounded list of the latest. The reading task is owned here, stopped by `stop`;
-    when the stream ends or fails, `running` turns False (`start` again: the view does on its
-    next successful refresh)."""
+    into a bounded list of the latest. The reading task is owned here (a `BackgroundTasks` per
+    stream), stopped by `stop`; when the stream ends or fails, `running` turns False (`start`
+    again: the view does on its next successful refresh)."""
 
     def __init__(self, session: Session, keep: int = KEPT_EVENTS) -> None:
         self.session = session
         self.latest: deque[events_pb2.Event] = deque(maxlen=keep)
         self.seen = 0
         self._stream: Stream | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: BackgroundTasks | None = None  # one per stream: `stop` ends it for good
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._tasks is not None and self._tasks.running("events")
 
     async def start(self) -> None:
         await self.stop()
         request = controller_pb2.SubscribeRequest(include_snapshot=False)
         self._stream = await self.session.stream("Subscribe", request, timeout=None)
-        self._task = asyncio.create_task(self._read(self._stream), name="fusionctl-top-events")
+        self._tasks = BackgroundTasks("fusionctl top")
+        self._tasks.start("events", self._read(self._stream))
 
     async def _read(self, stream: Stream) -> None:
         # A lost controller ends the stream with CtlError; the refreshes report it.
@@ -111,11 +113,9 @@ class EventFeed:
     async def stop(self) -> None:
         if self._stream is not None:
             self._stream.cancel()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._stream = self._task = None
+        if self._tasks is not None:
+            await self._tasks.stop()
+        self._stream, self._tasks = None, None
 
 
 def _plain_width() -> int | None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import grpc
 
-__all__ = ["DEFAULT_BUDGET", "FailoverChannel", "split_addresses"]
+__all__ = ["DEFAULT_BUDGET", "FailoverChannel", "keyed", "split_addresses"]
 
 DEFAULT_BUDGET = 15.0  # s a call without a deadline keeps trying: an election is ~2-3 s
 PAUSE = 0.05  # s before trying the next controller; doubles, up to MAX_PAUSE
@@ -146,7 +146,7 @@ class _FailoverUnary:
         return self._call(request, timeout, kwargs)
 
     async def _call(self, request: Any, timeout: float | None, kwargs: dict[str, Any]) -> Any:
-        request = _keyed(request)
+        request = keyed(request)
         owner = self.owner
         deadline = time.monotonic() + (DEFAULT_BUDGET if timeout is None else timeout)
         pause = PAUSE
@@ -172,8 +172,9 @@ class _FailoverUnary:
             return answer
 
 
-def _keyed(request: Any) -> Any:
-    """`request`, or a copy of it with a fresh idempotency key if it has an empty one."""
+def keyed(request: Any) -> Any:
+    """`request`, or a copy of it with a fresh idempotency key if it is a change (it has the
+    field) and its key is empty."""
     descriptor = getattr(request, "DESCRIPTOR", None)
     if descriptor is None or "idempotency_key" not in descriptor.fields_by_name:
         return request

@@ -11,7 +11,7 @@ then /metrics); the stride is the rack's span rounded up to a hundred. With gb20
 default base: rack-01's trays on 30000-30080, its controller at 30081; rack-02 from 30100. The
 racks of a `--fleet FILE` may differ: each starts at the hundred after the one before it.
 
-The fleet's state directory (`.fusionrack/fleet` by default) holds `fleet.json` (`fleets.py`),
+The fleet's state directory (`.fusionrack/fleet` by default) holds `fleet.json` (`statedir.py`),
 the shared broker's and Prometheus's files, `targets.json`, and one state directory per rack,
 as `rack up` makes one (`fusionctl rack status --rack rack-01` reads it; `rack restart --rack
 rack-01 controller` restarts that rack's controller).
@@ -20,7 +20,6 @@ rack-01 controller` restarts that rack's controller).
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -32,22 +31,21 @@ import yaml
 
 from fusionrack.emulator import InvalidArgument, Topology, Unavailable, load_manifest
 from fusionrack.emulator.topology import tray_port_span
-from fusionrack.rpc import FAST_RECONNECT, open_channel
 
-from ..fleets import (
+from ..lookup import (
     DEFAULT_BASE_PORT,
     DEFAULT_PRESET,
-    FLEET_FILE,
     fleet_dir,
     fleet_env,
     fleet_state_dir_option,
     no_fleet,
-    read_fleet,
 )
 from ..output import Palette, Progress, Word, colour_enabled, print_json, table
+from ..statedir import FleetState, RackState, write_json
 from .plan import RackPlan, port_owners, target_groups, write_targets
 from .ports import FLEET_MQTT_PORT, FLEET_PROMETHEUS_PORT
 from .processes import (
+    BROKER,
     PROMETHEUS_HOST,
     agent_command,
     running,
@@ -57,18 +55,16 @@ from .processes import (
 )
 from .prometheus import DEFAULT_INTERVAL, prometheus_answers, render_config, wait_prometheus
 from .rack import (
-    BROKER,
     agent_arguments,
     controller_arguments,
     controller_program,
     prepare,
-    read_json,
     record_rack,
     start_services,
     stop_racks,
     wait_until_stopped,
 )
-from .readiness import answers_tcp, controller_ready, get_domain
+from .readiness import answers_tcp, controller_ready, get_domain, polling_client
 
 __all__ = [
     "fleet_down",
@@ -189,7 +185,7 @@ def fleet_up(
     Prometheus on `prometheus_listen` (HOST:PORT; by default on the fleet's ports of
     `ports.py`); see the module doc."""
     directory = fleet_dir(state_dir)
-    if read_fleet(directory) is not None:
+    if FleetState(directory).record() is not None:
         raise Unavailable(f"a fleet is already up from {directory} (fusionctl fleet "
                           f"down{fleet_state_dir_option(directory)})")  # fmt: skip
     members = plan_fleet(racks, host, base_port, directory)
@@ -242,7 +238,7 @@ def fleet_up(
         "pids": {**shared, **{name: p.pid for name, p in parents.items()}},
         "started": time.time(),
     }  # fmt: skip
-    (directory / FLEET_FILE).write_text(json.dumps(fleet, indent=2) + "\n")
+    FleetState(directory).write_record(fleet)
     notes = sys.stderr if output == "json" else sys.stdout
     document = asyncio.run(status_document(directory))
     if output == "json":
@@ -265,7 +261,7 @@ def fleet_up(
                        "the fleet", notes)  # fmt: skip
     stop_racks([m.plan.state_dir for m in members])  # and any `rack restart` started meanwhile
     stop_processes(parents, services)  # our children: reaped here
-    (directory / FLEET_FILE).unlink(missing_ok=True)
+    FleetState(directory).forget()
     print("fleet stopped", file=notes)
     return 0
 
@@ -279,6 +275,7 @@ def _start(
     """Start every rack's agents and controller: two programs, each forking one process per
     rack from a single start-up (`--each`; a Python start-up costs half a second of CPU in
     imports). `parents` gets the two forking processes as they start."""
+    fleet = FleetState(directory)
     for member in members:
         (member.plan.state_dir / "agents.ready").unlink(missing_ok=True)
     programs = {
@@ -294,10 +291,10 @@ def _start(
                  **({"ready_file": str(m.plan.state_dir / "agents.ready")} if name == "agents"
                     else {"after": str(m.plan.state_dir / "agents.ready")})}
                 for m in members]  # fmt: skip
-        (directory / f"{name}.each.json").write_text(json.dumps(each, indent=2) + "\n")
-        (directory / f"{name}.pids.json").unlink(missing_ok=True)
-        parents[name] = spawn(name, [*program, "--each", str(directory / f"{name}.each.json"),
-                                     "--pids-file", str(directory / f"{name}.pids.json")],
+        write_json(fleet.each_file(name), each, indent=2)
+        fleet.forked_file(name).unlink(missing_ok=True)
+        parents[name] = spawn(name, [*program, "--each", str(fleet.each_file(name)),
+                                     "--pids-file", str(fleet.forked_file(name))],
                               directory)  # fmt: skip
 
 
@@ -308,7 +305,7 @@ def _forked(directory: Path, members: list[Member], parents: dict[str, subproces
     children: dict[str, dict[str, int]] = {}
     deadline = time.monotonic() + 10
     for name, process in parents.items():
-        while (forked := read_json(directory / f"{name}.pids.json")) is None:
+        while (forked := FleetState(directory).forked(name)) is None:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise Unavailable(f"fusion-{name.removesuffix('s')} --each did not start every "
                                   f"rack; see {directory / (name + '.log')}")  # fmt: skip
@@ -325,14 +322,14 @@ async def _wait_ready(
     per controller, polled every 0.2 s: polling each tray of tens of racks would take the CPU
     they need to start); one progress line counts the racks ready."""
     progress, started = Progress(), time.monotonic()
-    channels = {m.name: open_channel(m.controller, options=FAST_RECONNECT) for m in members}
+    clients = {m.name: polling_client(m.controller) for m in members}
     waiting = [m.name for m in members]
     try:
         while waiting:
             for name, parent in parents.items():
                 if parent.poll() is not None:
                     raise Unavailable(f"the fleet's {name} process exited; see its log")
-            ready = await asyncio.gather(*(controller_ready(channels[name]) for name in waiting))
+            ready = await asyncio.gather(*(controller_ready(clients[name]) for name in waiting))
             waiting = [name for name, ok in zip(waiting, ready, strict=True) if not ok]
             progress.update("bringing the racks up", f"{len(members) - len(waiting)}/"
                             f"{len(members)} ready")  # fmt: skip
@@ -343,8 +340,8 @@ async def _wait_ready(
                 await asyncio.sleep(0.2)
     finally:
         progress.done()
-        for channel in channels.values():
-            await channel.close()
+        for client in clients.values():
+            await client.close()
 
 
 async def status_document(directory: Path) -> dict[str, Any]:
@@ -356,7 +353,7 @@ async def status_document(directory: Path) -> dict[str, Any]:
     rack's `state` is READY when its controller reaches every tray and no fault is active
     (`faults`: how many are), DEGRADED when it answers but one of these is not so, DOWN when it
     does not answer; `ready`: every rack READY."""
-    fleet = read_fleet(directory)
+    fleet = FleetState(directory).record()
     document: dict[str, Any] = {"state_dir": str(directory), "up": fleet is not None,
                                 "ready": False, "racks": [], "broker": None,
                                 "prometheus": None}  # fmt: skip
@@ -364,7 +361,7 @@ async def status_document(directory: Path) -> dict[str, Any]:
         return document
     domains = await asyncio.gather(*(get_domain(rack["controller"]) for rack in fleet["racks"]))
     for rack, domain in zip(fleet["racks"], domains, strict=True):
-        pids = read_json(Path(rack["state_dir"]) / "pids.json") or {}
+        pids = RackState(Path(rack["state_dir"])).pids()
         state = domain.state if domain else None
         document["racks"].append({
             "name": rack["name"], "manifest": rack["manifest"],
@@ -427,7 +424,7 @@ def fleet_status(state_dir: Path | None = None, output: str = "table") -> int:
 def fleet_down(state_dir: Path | None = None, output: str = "table") -> int:
     """Stop every rack of the fleet, then its broker and Prometheus."""
     directory = fleet_dir(state_dir)
-    fleet = read_fleet(directory)
+    fleet = FleetState(directory).record()
     if fleet is None:
         if output == "json":
             print_json({"state_dir": str(directory), "stopped": []})
@@ -445,8 +442,9 @@ def fleet_down(state_dir: Path | None = None, output: str = "table") -> int:
 def _stop_fleet(directory: Path) -> list[str]:
     """Stop the racks of the fleet up in the background from `directory` (all at once), then
     the shared services; forget the fleet. The names of the racks stopped."""
-    fleet = read_fleet(directory) or {"racks": [], "pids": {}}
+    state = FleetState(directory)
+    fleet = state.record() or {"racks": [], "pids": {}}
     stop_racks([Path(rack["state_dir"]) for rack in fleet["racks"]])
     terminate(fleet["pids"])
-    (directory / FLEET_FILE).unlink(missing_ok=True)
+    state.forget()
     return [rack["name"] for rack in fleet["racks"]]

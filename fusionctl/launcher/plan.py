@@ -3,15 +3,16 @@ whether those ports are free, and the Prometheus file_sd targets file that lists
 
 from __future__ import annotations
 
-import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fusionrack.emulator import Topology, TrayKind, Unavailable
+from fusionrack.emulator import Topology, TrayKind, Unavailable, load_manifest
 from fusionrack.emulator.topology import TrayAddresses, tray_addresses
 from fusionrack.rpc import TlsFiles, component_files
+
+from ..statedir import TARGETS_FILE, RackState, write_json
 
 __all__ = [
     "TLS_DIR",
@@ -21,8 +22,11 @@ __all__ = [
     "controller_addresses",
     "controller_listens",
     "controller_metrics_address",
+    "controller_names",
     "planned_ports",
     "port_owners",
+    "recorded_plan",
+    "recorded_rack",
     "spare_port",
     "target_groups",
     "write_targets",
@@ -85,6 +89,15 @@ def controller_listens(listen: str, count: int) -> str:
 def controller_addresses(controller: str | None) -> list[str]:
     """The addresses in a recorded controller ("A" or "A,B,C"; None: none)."""
     return controller.split(",") if controller else []
+
+
+def controller_names(controller: str | None) -> list[str]:
+    """The process names of a rack's controllers: "controller", or "controller-1".. for
+    several (`rack up --controllers N`), in the order of their recorded addresses."""
+    addresses = controller_addresses(controller)
+    if len(addresses) == 1:
+        return ["controller"]
+    return [f"controller-{k}" for k in range(1, len(addresses) + 1)]
 
 
 def _planned_addresses(plan: RackPlan, controller: str | None) -> list[tuple[str, str]]:
@@ -184,6 +197,30 @@ def target_groups(plan: RackPlan, controller: str | None) -> list[dict[str, Any]
 
 def write_targets(state_dir: Path, groups: list[dict[str, Any]]) -> Path:
     """The file_sd targets file `targets.json` in `state_dir`, which Prometheus re-reads."""
-    path = state_dir / "targets.json"
-    path.write_text(json.dumps(groups, indent=2) + "\n")
+    path = state_dir / TARGETS_FILE
+    write_json(path, groups, indent=2)
     return path
+
+
+def recorded_rack(manifest: str | None, state_dir: Path | None) -> tuple[Topology, Path]:
+    """The rack of `manifest` (None: the one recorded in `state_dir`, else gb200-nvl72) and its
+    state directory."""
+    name = None
+    if manifest is None:
+        record = RackState(state_dir).record() if state_dir else None
+        manifest = record["manifest"] if record else "gb200-nvl72"
+        name = record["rack"] if record and record.get("renamed") else None
+    topology = Topology(load_manifest(manifest, name))
+    return topology, state_dir or Path(".fusionrack") / topology.name
+
+
+def recorded_plan(topology: Topology, record: dict[str, Any], state_dir: Path) -> RackPlan:
+    """The plan of the rack `rack.json` recorded (`record`) in `state_dir`."""
+    # Recorded before switch trays could start closed: closed if the rack has a controller.
+    unprogrammed = record.get("unprogrammed") or (
+        "closed" if record.get("controller") else "default-partition"
+    )
+    return RackPlan(topology, record.get("manifest", topology.name),
+                    record.get("host", "127.0.0.1"), record.get("base_port", 0), state_dir,
+                    bool(record.get("tls")), bool(record.get("renamed")),
+                    unprogrammed)  # fmt: skip

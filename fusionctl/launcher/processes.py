@@ -19,6 +19,7 @@ from .prometheus import find_prometheus, start_prometheus
 from .readiness import answers_tcp
 
 __all__ = [
+    "BROKER",
     "agent_command",
     "etcd_binary",
     "is_agent",
@@ -35,6 +36,7 @@ __all__ = [
     "wait_broker",
 ]
 
+BROKER = "mosquitto"  # the broker's name in pids.json and for `rack restart`
 MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto")
 ETCD_PATHS = ("etcd", "/usr/bin/etcd")
 # Prometheus listens on loopback unless --prometheus-listen says otherwise, whatever --host

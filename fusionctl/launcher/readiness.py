@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 
+from fusionrack.client import ControllerClient, ControllerError
 from fusionrack.emulator import (
     FaultKind,
     FusionError,
@@ -27,7 +28,7 @@ from fusionrack.emulator import (
     links_held_down,
 )
 from fusionrack.rpc import FAST_RECONNECT, TlsFiles, open_channel
-from fusionrack.v1 import common_pb2, controller_pb2, controller_pb2_grpc, tray_pb2, tray_pb2_grpc
+from fusionrack.v1 import common_pb2, controller_pb2, tray_pb2, tray_pb2_grpc
 
 from ..output import Progress
 from .plan import RackPlan
@@ -42,6 +43,7 @@ __all__ = [
     "link_problems",
     "links_not_expected",
     "links_waited_for",
+    "polling_client",
     "some",
     "summary",
     "tray_status",
@@ -236,11 +238,9 @@ async def drained_links(controller: str | None, tls: TlsFiles | None = None) -> 
     if not controller:
         return frozenset()
     try:
-        async with open_channel(controller, tls) as channel:
-            links = await controller_pb2_grpc.ControllerStub(channel).ListLinks(
-                common_pb2.ListLinksRequest(), timeout=2
-            )
-    except grpc.aio.AioRpcError:
+        async with _polling(controller, tls, timeout=2) as client:
+            links = await client.call("ListLinks", common_pb2.ListLinksRequest())
+    except ControllerError:
         return frozenset()
     return frozenset(link.index for link in links.links
                      if link.admin_state == common_pb2.ADMIN_STATE_DOWN)  # fmt: skip
@@ -328,11 +328,9 @@ async def get_domain(
     address: str, tls: TlsFiles | None = None
 ) -> controller_pb2.GetDomainResponse | None:
     try:
-        async with open_channel(address, tls) as channel:
-            return await controller_pb2_grpc.ControllerStub(channel).GetDomain(
-                controller_pb2.GetDomainRequest(), timeout=1
-            )
-    except grpc.aio.AioRpcError:
+        async with _polling(address, tls, timeout=1) as client:
+            return await client.call("GetDomain", controller_pb2.GetDomainRequest())
+    except ControllerError:
         return None
 
 
@@ -354,16 +352,31 @@ async def wait_leader(
         await asyncio.sleep(0.05)
 
 
-async def controller_ready(channel: grpc.aio.Channel) -> bool:
-    """Whether the controller on `channel` reaches every tray and sees every link up (or
-    drained): one rack ready, in two calls to its controller."""
-    stub = controller_pb2_grpc.ControllerStub(channel)
+def polling_client(
+    controllers: str, tls: TlsFiles | None = None, timeout: float = 1.0
+) -> ControllerClient:
+    """A client for polling a controller that is starting: calls go out at once (not after
+    waiting for a READY connection) with a `timeout` s deadline, and the connection is redialed
+    every 100-200 ms (`FAST_RECONNECT`)."""
+    return ControllerClient(
+        controllers, tls=tls, timeout=timeout, connect_timeout=None, options=FAST_RECONNECT
+    )
+
+
+def _polling(controllers: str, tls: TlsFiles | None, timeout: float) -> ControllerClient:
+    """A client for one poll, on a fresh connection (no gRPC reconnection backoff)."""
+    return ControllerClient(controllers, tls=tls, timeout=timeout, connect_timeout=None)
+
+
+async def controller_ready(client: ControllerClient) -> bool:
+    """Whether the controller of `client` (`polling_client`) reaches every tray and sees every
+    link up (or drained): one rack ready, in two calls to its controller."""
     try:
-        domain = await stub.GetDomain(controller_pb2.GetDomainRequest(), timeout=1)
+        domain = await client.call("GetDomain", controller_pb2.GetDomainRequest())
         if domain.state.reachable_tray_count != domain.state.tray_count:
             return False
-        links = await stub.ListLinks(common_pb2.ListLinksRequest(), timeout=1)
-    except grpc.aio.AioRpcError:
+        links = await client.call("ListLinks", common_pb2.ListLinksRequest())
+    except ControllerError:
         return False
     return all(link.state in (LinkState.ACTIVE, LinkState.ADMIN_DOWN) for link in links.links)
 

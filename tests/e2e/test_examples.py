@@ -28,6 +28,7 @@ import pytest
 from fusionrack.emulator import Topology, load_manifest
 from fusionrack.emulator.topology import tray_port_span
 from fusionrack.fusionctl.main import build_parser, main
+from fusionrack.fusionctl.statedir import RackState
 from fusionrack.rpc import free_port_range
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +128,7 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     try:
         yield tmp_path
     finally:
-        if (tmp_path / ".fusionrack" / DEFAULT_RACK / "pids.json").exists():
+        if RackState(tmp_path / ".fusionrack" / DEFAULT_RACK).up():
             run_program(shlex.split(LAST))
 
 

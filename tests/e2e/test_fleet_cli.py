@@ -16,6 +16,7 @@ import aiomqtt
 
 from fusionrack.fusionctl.launcher.ports import FLEET_MQTT_PORT, FLEET_PROMETHEUS_PORT
 from fusionrack.fusionctl.launcher.processes import running
+from fusionrack.fusionctl.statedir import FleetState, RackState
 from fusionrack.rpc import free_port_range
 from tests.support.fusionctl_runner import held
 from tests.support.prometheus_server import PrometheusAPI
@@ -137,9 +138,9 @@ def test_a_fleet_of_racks_comes_up_each_its_own_domain_and_goes_down(tmp_path: P
         assert again.returncode == 1 and "a fleet is already up" in again.stderr
     finally:
         pids = [
-            json.loads((fleet / rack / "pids.json").read_text())
+            RackState(fleet / rack).pids()
             for rack in ("rack-01", "rack-02")
-            if (fleet / rack / "pids.json").exists()
+            if RackState(fleet / rack).up()
         ]
         down = fusionctl("fleet", "down", "-o", "json", fleet=fleet)
     assert json.loads(ok(down))["stopped"] == ["rack-01", "rack-02"]
@@ -199,7 +200,7 @@ def test_a_fleet_file_names_racks_of_different_manifests(tmp_path: Path) -> None
             assert "--state-dir DIR" in said and "FUSIONRACK_FLEET_DIR=DIR" in said, said
     finally:
         down = as_printed(stop.group(1)) if stop else None
-        if (fleet / "fleet.json").exists():  # never left running, whatever was printed
+        if FleetState(fleet).record_file.exists():  # never left running, whatever was printed
             here("fleet", "down", "--state-dir", str(fleet))
     assert down is not None and "fleet stopped (3 racks: gpu-1, gpu-2, asic-1)" in ok(down)
 
@@ -221,7 +222,7 @@ def test_a_fleet_in_the_foreground_stops_on_ctrl_c(tmp_path: Path) -> None:
             if "press Ctrl-C to stop the fleet" in line:
                 break
         assert any("fleet of 1 rack up in" in line for line in lines), "".join(lines)
-        pids = json.loads((fleet / "rack-01" / "pids.json").read_text())
+        pids = RackState(fleet / "rack-01").pids()
         assert all(running(pid) for pid in pids.values())
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
@@ -231,7 +232,7 @@ def test_a_fleet_in_the_foreground_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     assert "fleet stopped" in out
     assert not any(running(pid) for pid in pids.values())
-    assert not (fleet / "fleet.json").exists() and not (fleet / "rack-01" / "pids.json").exists()
+    assert not FleetState(fleet).record_file.exists() and not RackState(fleet / "rack-01").up()
 
 
 def test_fleet_up_says_which_flag_moves_a_port_in_use(tmp_path: Path) -> None:
@@ -249,4 +250,4 @@ def test_fleet_up_says_which_flag_moves_a_port_in_use(tmp_path: Path) -> None:
         said = refused.stderr
         assert f"port {port} of " in said and "is in use: is another fleet up? " in said
         assert f"pick another port with {flag} HOST:PORT" in said, said
-        assert not (tmp_path / "fleet" / "fleet.json").exists()
+        assert not FleetState(tmp_path / "fleet").record_file.exists()

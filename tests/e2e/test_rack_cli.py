@@ -18,6 +18,7 @@ import pytest
 from fusionrack.emulator import Topology, fabric_address, load_manifest
 from fusionrack.emulator.topology import tray_port_span
 from fusionrack.fusionctl.launcher.ports import RACK_MQTT_PORT, RACK_PROMETHEUS_PORT
+from fusionrack.fusionctl.statedir import RackState
 from fusionrack.rpc import free_port_range
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc, switch_pb2, switch_pb2_grpc
 from tests.support.fusionctl_runner import held
@@ -65,7 +66,7 @@ def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: 
             assert tray in result.stdout
         assert f"controller  controller  -     {controller}" in result.stdout
         assert f"events: mqtt://{mqtt};" in result.stdout  # make test installs mosquitto
-        targets = json.loads((state / "targets.json").read_text())
+        targets = json.loads(RackState(state).targets_file.read_text())
         assert [group["labels"].get("tray", "controller") for group in targets] == [
             "compute-01",
             "switch-1",
@@ -128,8 +129,8 @@ def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: 
         else:
             assert restart.returncode == 0, restart.stderr
             assert restart.stdout.startswith("compute-02 restarted in ")
-            pid = json.loads((state / "pids.json").read_text())["compute-02"]
-            assert json.loads((state / "trays.json").read_text())["compute-02"] == pid
+            pid = RackState(state).pids()["compute-02"]
+            assert RackState(state).tray_pids()["compute-02"] == pid
         unknown = fusionctl("rack", "restart", "compute-99", "--state-dir", str(state))
         assert unknown.returncode == 1 and "no tray 'compute-99'" in unknown.stderr
     finally:
@@ -138,7 +139,7 @@ def test_rack_up_serves_every_tray_and_rack_down_stops_it(tmp_path: Path, mode: 
     assert "controller" in down.stdout
     if mode != "--in-process":
         assert "compute-02" in down.stdout.split("processes: ", 1)[1]  # the restarted one too
-    assert not (state / "pids.json").exists()
+    assert not RackState(state).up()
     assert (state / "controller.sqlite").exists()  # desired state outlives the rack
     gone = fusionctl("domain", "--controller", controller)
     assert gone.returncode == 3 and "fusionctl rack up" in gone.stderr
@@ -160,7 +161,7 @@ def test_rack_up_prometheus_scrapes_the_rack_evaluates_the_rules_and_stops_with_
     result = fusionctl(*up)
     try:
         assert result.returncode == 0, result.stderr + result.stdout
-        url = json.loads((state / "rack.json").read_text())["prometheus"]
+        url = RackState(state).record()["prometheus"]
         assert url == f"http://{web}"
         assert f"prometheus  prometheus  -     -                {url}" in result.stdout
         assert f"prometheus: {url} (scrapes and evaluates rules every 1 s" in result.stdout
@@ -241,7 +242,7 @@ def test_rack_up_says_which_flag_moves_a_port_in_use_and_refuses_bad_addresses(
         said = refused.stderr
         assert f"port {port} of " in said and "is in use: is another rack up? " in said, said
         assert f"pick another port with {flag} HOST:PORT" in said, said
-        assert not (tmp_path / "state" / "pids.json").exists()
+        assert not RackState(tmp_path / "state").up()
     mine = fusionctl(*up, "--mqtt-listen", f"127.0.0.1:{base + 3}")  # switch-1's gRPC port
     assert mine.returncode == 1
     assert f"port {base + 3} of the MQTT broker (--mqtt-listen) is one the rack takes itself " \
@@ -267,7 +268,7 @@ def test_rack_up_prometheus_says_so_when_it_is_not_installed_and_goes_on(tmp_pat
         assert result.returncode == 0, result.stderr + result.stdout
         assert "prometheus is not installed" in result.stderr
         assert "rack mini up in" in result.stdout and "prometheus:" not in result.stdout
-        assert json.loads((state / "rack.json").read_text())["prometheus"] is None
+        assert RackState(state).record()["prometheus"] is None
     finally:
         down = fusionctl("rack", "down", "--state-dir", str(state))
     assert down.returncode == 0 and "prometheus" not in down.stdout, down.stdout
@@ -301,7 +302,7 @@ def test_a_rack_not_where_a_command_looks_is_found_with_the_command_it_prints(
     finally:
         down = subprocess.run(["sh", "-c", stop or "false"], capture_output=True, text=True,
                               timeout=60, check=False, cwd=tmp_path, env=env)  # fmt: skip
-        if (tmp_path / ".fusionrack" / "mini" / "pids.json").exists():  # never left running
+        if RackState(tmp_path / ".fusionrack" / "mini").up():  # never left running
             fusionctl("rack", "down", "--manifest", "mini", cwd=tmp_path)
     assert down.returncode == 0 and "rack mini stopped" in down.stdout, down.stderr
 
@@ -373,7 +374,7 @@ def test_rack_up_with_three_controllers_on_etcd_survives_the_leader_killed(tmp_p
         assert up.returncode == 0, up.stderr + up.stdout
         for k in (1, 2, 3):
             assert f"controller-{k}  controller  -     127.0.0.1:{first + 2 * (k - 1)}" in up.stdout
-        record = json.loads((state / "rack.json").read_text())
+        record = RackState(state).record()
         assert record["controller"] == addresses and record["store"].startswith("etcd://")
         made = fusionctl(*where, "partition", "create", "--name", "train", "--count", "2",
                          cwd=tmp_path)  # fmt: skip
@@ -436,7 +437,7 @@ def test_events_follow_goes_on_with_another_controller_of_the_rack(tmp_path: Pat
             raise AssertionError(f"no {text!r}: {''.join(lines)}{follow.stderr.read()}")
 
         until("live events follow")
-        pids = json.loads((state / "pids.json").read_text())
+        pids = RackState(state).pids()
         for name in ("controller-1", "controller-2"):
             os.kill(pids[name], 9)
         until("-- lost a controller; following another of the rack's")

@@ -24,6 +24,7 @@ import numpy as np
 
 from fusionrack.emulator import fabric_address
 from fusionrack.emulator.fabric import choose_plane
+from fusionrack.fusionctl.statedir import RackState
 from tests.support.process_racks import ProcessRack, eventually
 
 
@@ -195,7 +196,7 @@ async def test_a_rack_comes_back_from_killed_processes(tmp_path: Path) -> None:
             events.kill()
             await events.communicate()
         await rack.down()
-    assert not (rack.state / "pids.json").exists()
+    assert not RackState(rack.state).up()
 
 
 async def test_through_a_rack_changes_are_all_or_nothing(tmp_path: Path) -> None:
@@ -290,7 +291,7 @@ def test_rack_restart_that_gives_up_leaves_the_tray_running_and_says_why(tmp_pat
         # `rack restart` given no time at all to wait (its own process, as the CLI runs it).
         gave_up = subprocess.run(
             [sys.executable, "-c", "import sys; from pathlib import Path; "
-             "from fusionrack.fusionctl.launcher.rack import rack_restart; "
+             "from fusionrack.fusionctl.launcher.restart import rack_restart; "
              "rack_restart('switch-1', Path(sys.argv[1]), timeout=0)", str(rack.state)],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
@@ -299,7 +300,7 @@ def test_rack_restart_that_gives_up_leaves_the_tray_running_and_says_why(tmp_pat
         pid = rack.pid("switch-1")
         assert f"Unavailable: switch-1 runs again (pid {pid}) but is not ready: " in said, said
         assert "its agent does not answer. It is left running" in said
-        assert json.loads((rack.state / "pids.json").read_text())["switch-1"] == pid
+        assert RackState(rack.state).pids()["switch-1"] == pid
         os.kill(pid, 0)  # still there
 
         async def answers() -> bool:
@@ -310,4 +311,4 @@ def test_rack_restart_that_gives_up_leaves_the_tray_running_and_says_why(tmp_pat
         asyncio.run(eventually(answers, "switch-1 up by itself"))
     finally:
         asyncio.run(rack.down())
-    assert not (rack.state / "pids.json").exists()
+    assert not RackState(rack.state).up()

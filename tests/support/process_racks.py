@@ -41,6 +41,7 @@ from fusionrack.emulator import (
     packed,
 )
 from fusionrack.emulator.topology import tray_addresses, tray_port_span
+from fusionrack.fusionctl.statedir import RackState
 from fusionrack.rpc import free_port_range, open_channel
 from fusionrack.v1 import memory_pb2, memory_pb2_grpc, tray_pb2, tray_pb2_grpc
 from tests.support.fusionctl_runner import Fusionctl
@@ -121,7 +122,7 @@ class ProcessRack:
             "--mqtt-listen", self.mqtt, *(() if self.with_controller else ("--no-controller",)),
             *self.options, timeout=90,
         )  # fmt: skip
-        self.record = json.loads((self.state / "rack.json").read_text())
+        self.record = RackState(self.state).record()
 
     def credentials(self) -> Credentials:
         """The rack secret and admin token `rack up` made in the state directory: what the
@@ -132,7 +133,8 @@ class ProcessRack:
     def pid(self, name: str) -> int:
         """The process of `name`: a tray, "controller" or "mosquitto"."""
         tray = name not in ("controller", "mosquitto")
-        pids = json.loads((self.state / ("trays.json" if tray else "pids.json")).read_text())
+        state = RackState(self.state)
+        pids = state.tray_pids() if tray else state.pids()
         return int(pids[name])
 
     def pause(self, name: str) -> None:

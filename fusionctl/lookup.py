@@ -1,5 +1,5 @@
-"""Where `fusionctl fleet up` and `rack up` record what they started, and how any command
-finds it again.
+"""How any command finds the racks and fleets `fusionctl rack up` and `fleet up` started from
+here (their state directories' files are `statedir.py`'s).
 
 A fleet: `fleet.json` in the fleet's state directory (`--state-dir` of `fleet up`, else
 `$FUSIONRACK_FLEET_DIR`, else `.fusionrack/fleet`) lists every rack with its controller's
@@ -14,7 +14,6 @@ finds what they started (`FUSIONRACK_FLEET_DIR=DIR fusionctl --rack rack-01 doma
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from pathlib import Path
@@ -22,11 +21,13 @@ from typing import Any
 
 from fusionrack.emulator import NotFound
 
+from .statedir import RACK_FILE, FleetState, RackState
+
 __all__ = [
     "DEFAULT_BASE_PORT",
     "DEFAULT_PRESET",
     "ENV_FLEET_DIR",
-    "FLEET_FILE",
+    "RACKS_DIR",
     "fleet_dir",
     "fleet_env",
     "fleet_rack",
@@ -35,11 +36,9 @@ __all__ = [
     "no_rack",
     "rack_options",
     "racks_up_here",
-    "read_fleet",
 ]
 
 ENV_FLEET_DIR = "FUSIONRACK_FLEET_DIR"
-FLEET_FILE = "fleet.json"
 DEFAULT_BASE_PORT = 30000  # clear of `rack up`'s 20100 and of Linux's ephemeral ports (32768-)
 DEFAULT_PRESET = "gb200-nvl72"
 
@@ -49,14 +48,6 @@ def fleet_dir(given: Path | None = None) -> Path:
     if given is not None:
         return given
     return Path(os.environ.get(ENV_FLEET_DIR) or Path(".fusionrack") / "fleet")
-
-
-def read_fleet(directory: Path) -> dict[str, Any] | None:
-    """The record of the fleet up from `directory`, None when none is."""
-    try:
-        return json.loads((directory / FLEET_FILE).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _quoted(path: Path | str) -> str:
@@ -98,7 +89,7 @@ def fleet_rack(name: str, directory: Path | None = None) -> dict[str, Any]:
     `{"name", "manifest", "controller", "state_dir", "base_port"}`; NotFound saying what there
     is otherwise."""
     where = fleet_dir(directory)
-    fleet = read_fleet(where)
+    fleet = FleetState(where).record()
     if fleet is None:
         raise NotFound(f"no rack {name!r}: {no_fleet(directory)}")
     for rack in fleet["racks"]:
@@ -124,13 +115,10 @@ def racks_up_here() -> list[tuple[Path, dict[str, Any]]]:
     """(state dir, `rack.json`) of every rack `rack up` started from this directory in its
     default place (`.fusionrack/<rack>`) that is up."""
     found = []
-    for record in sorted(RACKS_DIR.glob("*/rack.json")):
-        try:
-            rack = json.loads(record.read_text())
-        except (OSError, ValueError):
-            continue
-        up = (record.parent / "pids.json").exists()
-        if up and isinstance(rack, dict) and isinstance(rack.get("rack"), str):
+    for record in sorted(RACKS_DIR.glob(f"*/{RACK_FILE}")):
+        state = RackState(record.parent)
+        rack = state.record()
+        if state.up() and isinstance(rack, dict) and isinstance(rack.get("rack"), str):
             found.append((record.parent, rack))
     return found
 
