@@ -8,7 +8,7 @@ difference: the DCGM view's counters, see `metrics_dcgm.DcgmCollector.collect`).
 
 The rendering is hand-written, not prometheus_client's `generate_latest`, for a measured reason:
 a switch tray's 2,325 samples render in 1.6 ms instead of 26 ms through `generate_latest`
-(`python bench/metrics.py` on two cores; docs/metrics.md has the table), and a render blocks
+(`python -m bench.metrics` on two cores; docs/metrics.md has the table), and a render blocks
 the agent's event loop, data plane included.
 """
 
