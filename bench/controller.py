@@ -20,7 +20,6 @@ How long `fusionctl rack up` takes to READY is bench/startup.py's.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -146,7 +145,7 @@ class Bench:
     async def restart_switch_tray(self, name: str = "switch-1") -> float:
         """Seconds from the restarted tray answering its health check to usable partitions."""
         await self.stub.CreatePartition(controller_pb2.CreatePartitionRequest(name="kept", count=8))
-        pids = json.loads(self.rack.pids_file.read_text())
+        pids = self.rack.state.tray_pids()
         os.kill(pids[name], signal.SIGKILL)
         domain_stub = self.stub
         await until(lambda: self._unreachable(domain_stub, name))
