@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 
-from fusionrack.mqtt import ENVELOPE_VERSION, MqttPublisher, check_topic_level, parse_mqtt_url
+from fusionrack.mqtt import MqttPublisher, parse_mqtt_url
+from fusionrack.mqtt_documents import ENVELOPE_VERSION, check_topic_level
 from fusionrack.v1 import events_pb2
 
 __all__ = ["ENVELOPE_VERSION", "EventPublisher", "parse_mqtt_url"]

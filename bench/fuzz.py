@@ -4,7 +4,7 @@
     python -m bench.fuzz --cases 50 --seed 7   # shorter, another seed
     python -m bench.fuzz --rounds 3            # again and again on one rack (RSS over rounds)
 
-A rack of real processes (`fusionctl rack up`, the fuzz rack of tests/support/fuzzer.py, with its
+A rack of real processes (`fusionctl rack up`, the fuzz rack of tests/support/fuzz_rig.py, with its
 controller) is fuzzed from the proto descriptors: every method of Memory, Switch, Tray and
 Controller, and gRPC's health checking and reflection, with hypothesis-drawn requests, raw
 random bodies and stream messages, requests just over 64 MiB,
@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from fusionrack.cli import ArgumentParser, integer, number
-from tests.support.fuzzer import BAD_CODES, FUZZ_MANIFEST, Fuzzer
+from tests.support.fuzz_rig import BAD_CODES, FUZZ_MANIFEST
+from tests.support.fuzzer import Fuzzer
 from tests.support.process_racks import ProcessRack
 
 

@@ -44,7 +44,8 @@ import logging
 import time
 from typing import Any
 
-from fusionrack.mqtt import ENVELOPE_VERSION, MqttPublisher, check_topic_level, encode, rfc3339
+from fusionrack.mqtt import MqttPublisher
+from fusionrack.mqtt_documents import ENVELOPE_VERSION, check_topic_level, encode, rfc3339
 from fusionrack.v1 import events_pb2
 from fusionrack.wire import to_json  # the same JSON as `fusionctl -o json`
 

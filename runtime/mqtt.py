@@ -1,19 +1,15 @@
-"""MQTT plumbing both shells share: a publisher with a bounded outbox and a broker that may come
-and go, the one encoding of every document, and the ``mqtt://`` URL.
+"""The MQTT publisher both shells share: a bounded outbox, a broker that may come and go, and
+the ``mqtt://`` URL.
 
 gRPC is the source of truth; MQTT only mirrors it (DESIGN.md, "Events (MQTT)"). What is
 published where, and every field of every document, is the contract's: the header of
 ``proto/fusionrack/v1/events.proto``. `fusionrack.agent.mqtt` (a tray's status and events) and
 `fusionrack.controller.mqtt` (the controller's status, events and partition state) say which of
-those topics they publish. This module makes the documents, the same way for every publisher:
+those topics they publish; `fusionrack.mqtt_documents` makes the documents (the event envelope,
+the status document, strict JSON). This module delivers them, the same way for every publisher:
 
-* **Events** (QoS 1, not retained): `event_document` turns a v1 `Event` into the envelope
-  (``version, event_id, time, source, kind, subject, body``), its ``body`` being the event's typed
-  body message in proto3 JSON (`fusionrack.wire.to_json`: the proto's snake_case field names,
-  every field without presence written, enums by name, 64-bit integers as strings; the same JSON
-  as protobuf's `json_format.MessageToDict` with those options); `publish_event` queues it on
-  ``<events_topic>/<kind in lower case>``. Agents and controller build the v1 `Event` first, so
-  the same event reads the same on gRPC and MQTT (same id, source, kind, subject and body).
+* **Events** (QoS 1, not retained): `publish_event` queues a v1 `Event`'s envelope
+  (`event_document`) on ``<events_topic>/<kind in lower case>``.
 * **Status** (retained, QoS 1): a status document, republished on every (re)connection. The
   connection's MQTT last will sets it to ``offline`` (retained), so the broker itself announces a
   process that crashed or lost its network; a clean `stop()` publishes ``offline`` too.
@@ -24,9 +20,6 @@ those topics they publish. This module makes the documents, the same way for eve
   `reap`, a topic filter the publisher owns, it also clears retained messages it finds under
   that filter and does not hold (left by an earlier run that stopped before it could clear
   them), so a late subscriber sees exactly the present.
-
-Every document is strict JSON (no NaN: proto3 JSON writes a non-finite double as the string
-``"NaN"``; status details that are not JSON are sanitized by `encode`, never refused).
 
 The control plane never waits on the broker: `publish_event()`, `enqueue()`, `set_status()` and
 `set_retained()` are synchronous and never touch the network. When the outbox is full the
@@ -46,42 +39,29 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import random
 import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, MutableMapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
 from paho.mqtt.client import MQTT_ERR_SUCCESS
 
+from fusionrack.mqtt_documents import encode, event_document, status_document
 from fusionrack.tasks import BackgroundTasks
-from fusionrack.v1 import common_pb2, events_pb2
-from fusionrack.wire import to_json
+from fusionrack.v1 import events_pb2
 
-__all__ = [
-    "ENVELOPE_VERSION",
-    "MqttPublisher",
-    "check_topic_level",
-    "encode",
-    "event_document",
-    "event_kind",
-    "parse_mqtt_url",
-    "rfc3339",
-]
+__all__ = ["MqttPublisher", "parse_mqtt_url"]
 
 log = logging.getLogger(__name__)
 
-ENVELOPE_VERSION = 1
 DEFAULT_PORT = 1883
 KEEPALIVE = 30  # s; a half-open connection is noticed by the broker after 1.5x this
 TIMEOUT = 5.0  # s; CONNACK and PUBACK waits (aiomqtt's default is 10 s)
 STOP_TIMEOUT = 2.0  # s; flush + offline status on stop before the task is cancelled
-_FORBIDDEN_IN_TOPIC_LEVEL = set("/+#\0")
 
 
 def parse_mqtt_url(url: str) -> tuple[str, int]:
@@ -106,114 +86,6 @@ def parse_mqtt_url(url: str) -> tuple[str, int]:
     if port == 0:
         raise ValueError(f"MQTT URL has a bad port (1-65535): {url!r}")
     return host, DEFAULT_PORT if port is None else port
-
-
-def check_topic_level(what: str, name: str) -> None:
-    """ValueError unless `name` can be one level of a topic (non-empty, no ``/ + # NUL``)."""
-    if not isinstance(name, str) or not name or _FORBIDDEN_IN_TOPIC_LEVEL & set(name):
-        raise ValueError(f"{what} name must be non-empty without '/', '+', '#': {name!r}")
-
-
-def rfc3339(seconds: float) -> str:
-    """Seconds since the epoch -> ``2025-01-02T03:04:05.678901Z`` (to the microsecond)."""
-    if not math.isfinite(seconds):
-        raise ValueError(f"not a finite time: {seconds}")
-    return _rfc3339_micros(round(seconds * 1e6))
-
-
-def _rfc3339_micros(micros: int) -> str:
-    global _last_second
-    whole, fraction = divmod(micros, 1_000_000)
-    last = _last_second
-    if whole != last[0]:
-        # The date and time of day change once a second; events come by the thousand.
-        last = _last_second = (whole, datetime.fromtimestamp(whole, UTC).isoformat()[:19])
-    return f"{last[1]}.{fraction:06d}Z"
-
-
-_last_second: tuple[int | None, str] = (None, "")  # whole seconds and their text, last made
-
-
-def event_kind(kind: int) -> str:
-    """An `EventKind` number as the envelope's ``kind``: its name without the ``EVENT_KIND_``
-    prefix (``LINK_STATE_CHANGED``); ValueError for a number the proto does not define."""
-    try:
-        return _KIND_NAMES[kind]
-    except KeyError:
-        raise ValueError(f"event kind {kind} is not one of the proto's EventKind values") from None
-
-
-_KIND_NAMES = {
-    number: name.removeprefix("EVENT_KIND_")
-    for name, number in common_pb2.EventKind.items()
-    if number
-}
-
-
-def event_document(event: events_pb2.Event) -> dict[str, Any]:
-    """The versioned envelope of one v1 `Event` (events.proto): its id, time (RFC 3339, UTC),
-    source, kind, subject, and its typed body in proto3 JSON. ValueError for a time outside
-    RFC 3339's years 1..9999 or a kind the proto does not define."""
-    stamp = event.time
-    try:
-        when = _rfc3339_micros(stamp.seconds * 1_000_000 + round(stamp.nanos / 1000))
-    except (ValueError, OverflowError, OSError):
-        raise ValueError(
-            f"event time must be seconds since the epoch in years 1..9999: {stamp.seconds}"
-        ) from None
-    case = event.WhichOneof("body")
-    return {
-        "version": ENVELOPE_VERSION,
-        "event_id": event.id,
-        "time": when,
-        "source": event.source,
-        "kind": event_kind(event.kind),
-        "subject": event.subject,
-        "body": to_json(getattr(event, case)) if case else {},
-    }
-
-
-def _json_default(value: Any) -> Any:
-    """Bodies are meant to be JSON-friendly; anything else is sent as its string, never raises."""
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    return str(value)
-
-
-def _dumps(doc: dict[str, Any]) -> bytes:
-    """Strict JSON (no NaN/Infinity, which JSON parsers other than Python's refuse)."""
-    return _ENCODER.encode(doc).encode()
-
-
-# One encoder for every document (json.dumps would make one per call).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_json_default, allow_nan=False)
-
-
-def _sanitize(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats become strings ("nan", "inf"), keys strings."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k if isinstance(k, str) else str(k): _sanitize(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_sanitize(v) for v in value]
-    return value
-
-
-def encode(doc: dict[str, Any], field: str, source: str) -> bytes:
-    """`doc` as strict JSON; never raises for what `doc[field]` holds (values may come from
-    clients, e.g. a NaN bit error rate): it is sanitized, or at worst replaced by its repr."""
-    try:
-        return _dumps(doc)
-    except (TypeError, ValueError):
-        pass
-    log.warning("mqtt %s: %s is not strict JSON, sanitized: %.200r", source, field, doc[field])
-    try:
-        return _dumps({**doc, field: _sanitize(doc[field])})
-    except (TypeError, ValueError, RecursionError):
-        return _dumps({**doc, field: {"unencodable": repr(doc[field])[:1000]}})
 
 
 class MqttPublisher:
@@ -371,15 +243,7 @@ class MqttPublisher:
             log.log(level, "mqtt %s: dropped %d event(s) so far: %s", self.label, self.dropped, why)
 
     def _status_doc(self, status: str, when: float, details: dict[str, Any]) -> bytes:
-        return _dumps(
-            {
-                "version": ENVELOPE_VERSION,
-                "time": rfc3339(when),
-                "source": self.source,
-                "status": status,
-                "details": details,
-            }
-        )
+        return status_document(self.source, status, when, details)
 
     # -- lifecycle ------------------------------------------------------------------------
 

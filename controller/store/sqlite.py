@@ -13,9 +13,6 @@ retried request can never apply twice nor be answered without its change. Commit
 `synchronous=FULL`, so a commit that returned is on disk. `StateStore` is the file;
 `SqliteStore` serves it to the controller as a `DesiredStateStore`.
 
-It is one module of ~720 lines because most of it is the checks of a damaged file (below),
-each with its message and what to do, tested one by one (tests/unit/test_store_damage.py).
-
 Only the stdlib `sqlite3` module is used, synchronously: every call is a short transaction on a
 local file, cheap enough to make from the controller's asyncio loop.
 
@@ -28,15 +25,8 @@ partition the file held. Before SQLite may write anything, opening checks:
   deleted or moved and the log holds its latest changes). A new store is made under a
   temporary name and linked into place once its schema is on disk, so this class never leaves
   a zero-length or half-made file at the path;
-* so a zero-length file is refused. SQLite would take it for a fresh empty database, but no
-  store is ever made empty: it is a state file someone truncated or overwrote, exactly the
-  "empty rack silently" case. Whoever wants an empty rack deletes it, on purpose;
-* the 100-byte header: SQLite's magic, a sane page size, a length of whole pages and (when the
-  log holds no frames) as many pages as the header counts, which catches truncation anywhere;
-* the write-ahead log, whose damage SQLite does not report but silently ignores from the
-  damaged frame on (acknowledged changes would vanish): its magic and header checksum, its page
-  size against the database's, and no committed frame after a frame that fails its checksum (a
-  torn last transaction, from a power loss, was never acknowledged and is not refused);
+* so a zero-length file is refused, and so are a damaged 100-byte header and a damaged
+  write-ahead log (`sqlite_damage.check_file`, whose docstring says what it checks and why);
 * `PRAGMA integrity_check` over the whole file (bytes overwritten inside pages), and every
   row against the checksum saved with it (bytes overwritten inside the document or a record);
 * a schema that is exactly this store's, of a version this code knows.
@@ -54,8 +44,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import stat
-import struct
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -66,6 +54,7 @@ from typing import Any, Self
 from fusionrack.emulator import FailedPrecondition, InvalidArgument, Unavailable
 
 from . import KEEP_SECONDS, Remembered, document_text
+from .sqlite_damage import check_file
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "StateStore"]
 
@@ -111,11 +100,6 @@ _TABLES = {"desired_state", "idempotency"}
 # Unix seconds computed by SQLite, so `save` needs no clock of its own (`unixepoch('subsec')`
 # needs SQLite 3.42; this form works everywhere).
 _NOW_SQL = "(julianday('now') - 2440587.5) * 86400.0"
-# The write-ahead log's format (sqlite.org/fileformat.html, "The WAL File Format").
-_WAL_HEADER = 32
-_WAL_FRAME_HEADER = 24
-_WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums of little-, big-endian words
-_WAL_VERSION = 3007000
 
 
 class StateStore:
@@ -137,7 +121,7 @@ class StateStore:
         self._conn: sqlite3.Connection | None = None
         if not self._exists():
             self._create()
-        self._check_file()
+        check_file(self.path, self.wal, self.refusal)
         try:
             # isolation_level=None: no implicit transactions; `_transaction` makes them explicit.
             conn = sqlite3.connect(self.path, isolation_level=None)
@@ -222,141 +206,6 @@ class StateStore:
             ) from exc
         finally:
             temporary.unlink(missing_ok=True)
-
-    def _check_file(self) -> None:
-        """Refuse what is not a whole SQLite file with an intact log (before SQLite writes)."""
-        try:
-            info = self.path.stat()
-            if stat.S_ISDIR(info.st_mode):
-                raise self.refusal(
-                    "it is a directory, not a file",
-                    "give the path of a file (a new one is created empty)",
-                    damaged=False,
-                )
-            if not stat.S_ISREG(info.st_mode):
-                raise self.refusal(
-                    "it is not a regular file", "give the path of a file", damaged=False
-                )
-            with open(self.path, "r+b") as file:
-                header = file.read(100)
-        except OSError as exc:
-            raise self.refusal(
-                f"it cannot be opened for reading and writing ({exc.strerror})",
-                "check its owner and mode, or restore it from a backup",
-                damaged=False,
-            ) from exc
-        size = info.st_size
-        if size == 0:
-            raise self.refusal(
-                "it is empty (0 bytes). A new state file is never empty, so this one was "
-                "truncated or overwritten and the desired state it held is gone",
-                "restore it from a backup; or delete it to start this rack with no "
-                "partitions, multicast groups, drains or traffic sessions",
-            )
-        if len(header) < 100:
-            raise self.refusal(
-                f"it is {size} bytes long, shorter than the 100-byte header of a SQLite "
-                "database (truncated)"
-            )
-        if header[:16] != b"SQLite format 3\x00":
-            raise self.refusal("it is not a SQLite database (its first bytes are not SQLite's)")
-        page_size = struct.unpack(">H", header[16:18])[0]
-        page_size = 65536 if page_size == 1 else page_size
-        if page_size < 512 or page_size & (page_size - 1):
-            raise self.refusal(f"its header gives an impossible page size ({page_size})")
-        if size % page_size:
-            raise self.refusal(
-                f"it is {size} bytes long, not a whole number of {page_size}-byte pages "
-                "(truncated or overwritten)"
-            )
-        frames = self._check_wal(page_size)
-        change_counter, valid_for = header[24:28], header[92:96]
-        pages = struct.unpack(">I", header[28:32])[0]
-        # The header's page count is trustworthy when it was written with the change counter;
-        # pages the log adds are not in the file yet, so only a file whose log is empty is
-        # judged by it.
-        if not frames and change_counter == valid_for and pages * page_size > size:
-            raise self.refusal(
-                f"it is {size} bytes long but its header says {pages} pages of {page_size} "
-                f"bytes ({pages * page_size} bytes): it was truncated"
-            )
-
-    def _check_wal(self, page_size: int) -> int:
-        """Refuse a write-ahead log SQLite would silently ignore in part; its valid frames."""
-        try:
-            log = self.wal.read_bytes()
-        except FileNotFoundError:
-            return 0
-        except OSError as exc:
-            raise self.refusal(
-                f"its write-ahead log {self.wal.name} cannot be read ({exc.strerror})"
-            ) from exc
-        if not log:
-            return 0
-        remedy = (
-            f"restore {self.path.name} with its -wal file from a backup; or, to keep the changes "
-            "before the damage and lose those after it, apply the valid part of the log with "
-            f"python3 -c \"import sqlite3; sqlite3.connect('{self.path}')"
-            ".execute('PRAGMA wal_checkpoint(TRUNCATE)')\""
-        )
-        if len(log) < _WAL_HEADER:
-            raise self.refusal(
-                f"its write-ahead log {self.wal.name} is {len(log)} bytes, shorter than a log "
-                "header (truncated)",
-                remedy,
-            )
-        magic, version, log_page_size, _, salt1, salt2, sum1, sum2 = struct.unpack(
-            ">8I", log[:_WAL_HEADER]
-        )
-        if magic not in _WAL_MAGIC or version != _WAL_VERSION:
-            raise self.refusal(
-                f"its write-ahead log {self.wal.name} is not a SQLite write-ahead log", remedy
-            )
-        order = ">" if magic & 1 else "<"
-        if _wal_checksum(log[:24], 0, 0, order) != (sum1, sum2):
-            raise self.refusal(
-                f"the header of its write-ahead log {self.wal.name} fails its checksum, so "
-                "SQLite would ignore every change the log holds",
-                remedy,
-            )
-        if log_page_size != page_size:
-            raise self.refusal(
-                f"its write-ahead log {self.wal.name} has {log_page_size}-byte pages, the "
-                f"database {page_size}-byte ones: the log belongs to another database",
-                f"restore {self.path.name} with its own -wal file from a backup, or move "
-                f"{self.wal.name} away if it was copied here by mistake",
-            )
-        # Checksumming in Python costs ~0.17 ms a page: 170 ms at start for a log at SQLite's
-        # automatic checkpoint size (1000 pages), a few ms for a usual one.
-        frame_size = _WAL_FRAME_HEADER + page_size
-        sums, valid, broken = (sum1, sum2), 0, -1
-        for offset in range(_WAL_HEADER, len(log) - frame_size + 1, frame_size):
-            frame = log[offset : offset + frame_size]
-            _, commit, frame_salt1, frame_salt2, frame_sum1, frame_sum2 = struct.unpack(
-                ">6I", frame[:_WAL_FRAME_HEADER]
-            )
-            current = (frame_salt1, frame_salt2) == (salt1, salt2)
-            if broken < 0:
-                if not current:
-                    # The end of this pass through the log: later frames are of an earlier
-                    # pass (other salts), unless this frame's own salts were overwritten.
-                    broken = offset
-                    continue
-                sums = _wal_checksum(frame[:8], *sums, order)
-                sums = _wal_checksum(frame[_WAL_FRAME_HEADER:], *sums, order)
-                if sums != (frame_sum1, frame_sum2):
-                    broken = offset
-                    continue
-                valid += 1
-            elif current and commit:
-                # A commit SQLite would never reach: it was synced before it was acknowledged,
-                # so the damage before it is not a write torn by a crash.
-                raise self.refusal(
-                    f"its write-ahead log {self.wal.name} is damaged at byte {broken} and "
-                    "SQLite would silently drop the committed changes after it",
-                    remedy,
-                )
-        return valid
 
     def _check_pages(self, conn: sqlite3.Connection) -> None:
         """Refuse a file whose pages are damaged (bytes overwritten inside it)."""
@@ -664,15 +513,6 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         if conn.in_transaction:
             conn.rollback()
         raise
-
-
-def _wal_checksum(data: bytes, sum1: int, sum2: int, order: str) -> tuple[int, int]:
-    """SQLite's cumulative log checksum of `data` (a multiple of 8 bytes) from (sum1, sum2)."""
-    words = struct.unpack(f"{order}{len(data) // 4}I", data)
-    for first, second in zip(words[::2], words[1::2], strict=True):
-        sum1 = (sum1 + first + sum2) & 0xFFFFFFFF
-        sum2 = (sum2 + second + sum1) & 0xFFFFFFFF
-    return sum1, sum2
 
 
 def _document_checksum(text: str) -> str:

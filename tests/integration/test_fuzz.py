@@ -1,7 +1,8 @@
 """Every RPC of every service fuzzed against a rack of real processes (`fusionctl rack up`,
-tests/support/fuzzer.py): no request makes a server fail (UNKNOWN or INTERNAL), hang past its
-deadline or die; the sentinel words isolation protects and the partition tables stay as they
-should; the agents' memory stays bounded. The quick mode of bench/fuzz.py."""
+tests/support/fuzzer.py on the rig of tests/support/fuzz_rig.py): no request makes a server fail
+(UNKNOWN or INTERNAL), hang past its deadline or die; the sentinel words isolation protects and
+the partition tables stay as they should; the agents' memory stays bounded. The quick mode of
+bench/fuzz.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fuzzer import FUZZ_MANIFEST, Fuzzer, methods
+from tests.support.fuzz_rig import FUZZ_MANIFEST, methods
+from tests.support.fuzzer import Fuzzer
 from tests.support.process_racks import ProcessRack
 
 CASES = 25  # per RPC: the whole test stays well under a minute on two cores
